@@ -1,0 +1,37 @@
+"""Package metadata for trio_websocket (runtime dependencies: trio, wsproto)."""
+
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+version: dict[str, str] = {}
+exec((HERE / "trio_websocket" / "_version.py").read_text(), version)
+
+setup(
+    name="trio_websocket",
+    version=version["__version__"],
+    description="WebSocket client and server for Trio, built on wsproto",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    packages=["trio_websocket"],
+    package_data={"trio_websocket": ["py.typed"]},
+    include_package_data=True,
+    zip_safe=False,
+    python_requires=">=3.10",
+    install_requires=["trio>=0.25", "wsproto>=1.2"],
+    classifiers=[
+        "Development Status :: 4 - Beta",
+        "Framework :: Trio",
+        "Intended Audience :: Developers",
+        "License :: OSI Approved :: MIT License",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
+        "Topic :: Internet :: WWW/HTTP",
+        "Typing :: Typed",
+    ],
+)

@@ -1,0 +1,81 @@
+"""Defaults and the one options record a connection is built with.
+
+Rules:
+- Every per-connection option is documented once, here, and travels as one
+  frozen :class:`ConnectionOptions`; entry points validate their arguments by
+  building it, so bad values fail early with ``ValueError``/``TypeError``.
+- No trio, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_MESSAGE_QUEUE_SIZE = 1
+DEFAULT_MAX_MESSAGE_SIZE = 2**20
+#: Bytes asked of the stream per read. Large reads let one wake-up of the
+#: reader parse many small messages, and a large message arrive in few pieces.
+DEFAULT_RECEIVE_BUFFER_SIZE = 256 * 1024
+DEFAULT_CONNECT_TIMEOUT = 60.0
+DEFAULT_DISCONNECT_TIMEOUT = 60.0
+#: Once ``message_queue_size`` messages wait unread, the reader still reads
+#: on (so pings and the close handshake are answered) until the waiting
+#: messages hold this many bytes; then it stops reading until the
+#: application catches up, and TCP pushes back on the peer.
+READ_AHEAD_BYTES = 256 * 1024
+#: How long a client waits for the server to close TCP after the closing
+#: handshake (RFC 6455 section 7.1.1 asks the server to close first).
+CLIENT_CLOSE_GRACE = 2.0
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def check_timeout(name: str, value: object) -> float:
+    """``value`` as a timeout in seconds; it must be a non-negative number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds")
+    if value < 0 or value != value:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionOptions:
+    """What every connection is configured with.
+
+    message_queue_size: how many received messages may wait unread before
+        the connection stops reading from the network (see
+        ``READ_AHEAD_BYTES`` for the extra bytes it still reads so that
+        control frames are answered). 0 means messages are only read ahead
+        up to that byte bound.
+    max_message_size: the largest message accepted, in bytes (UTF-8 bytes
+        for text); a larger one closes the connection with 1009.
+    receive_buffer_size: the most bytes read from the stream at once; None
+        means the library default.
+    """
+
+    message_queue_size: int = DEFAULT_MESSAGE_QUEUE_SIZE
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    receive_buffer_size: int = DEFAULT_RECEIVE_BUFFER_SIZE
+
+    @classmethod
+    def build(
+        cls,
+        message_queue_size: int,
+        max_message_size: int,
+        receive_buffer_size: int | None,
+    ) -> ConnectionOptions:
+        """Validate the public arguments and return the record."""
+        if receive_buffer_size is None:
+            receive_buffer_size = DEFAULT_RECEIVE_BUFFER_SIZE
+        return cls(
+            message_queue_size=_check_int("message_queue_size", message_queue_size, 0),
+            max_message_size=_check_int("max_message_size", max_message_size, 1),
+            receive_buffer_size=_check_int("receive_buffer_size", receive_buffer_size, 1),
+        )

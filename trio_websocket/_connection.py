@@ -1,0 +1,459 @@
+"""The WebSocket connection: a thin trio driver around wsproto.
+
+Rules:
+- One connection owns one trio stream, one wsproto ``Connection`` (after the
+  opening handshake) and one reader task, started by the client or server
+  module in a nursery that outlives the connection's use.
+- The reader is the only task that receives. It feeds wsproto, answers
+  control frames the moment they are parsed (pongs and the close echo are
+  queued as bytes and written at once, or by the task already writing, right
+  after its frame), and puts finished messages in the inbox. It never awaits
+  the application: a full inbox only stops further *reads* (see
+  ``_messages``), and that bound is in bytes.
+- One writer at a time holds the write turn. Frames are serialized by
+  wsproto while the turn is held, so nothing can follow a close frame. A
+  write that is cancelled or fails may have left half a frame on the wire,
+  so it aborts the connection.
+- ``_close_reason is None`` exactly while the connection is open for sending
+  and receiving; it is set once, by whichever comes first: our close, the
+  peer's close, a protocol failure, or the loss of the stream.
+- Stream errors (``trio.BrokenResourceError``, ``trio.ClosedResourceError``,
+  ``OSError``) are translated to ``ConnectionClosed`` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+
+import trio
+from wsproto.connection import Connection, ConnectionState
+from wsproto.events import (
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    Pong,
+    TextMessage,
+)
+
+from ._close import ABNORMAL_CLOSURE, MESSAGE_TOO_BIG, CloseReason
+from ._config import CLIENT_CLOSE_GRACE, READ_AHEAD_BYTES, ConnectionOptions
+from ._endpoint import Endpoint, stream_endpoint
+from ._errors import ConnectionClosed, Headers
+from ._messages import Inbox, InboxClosed, Message, MessageAssembler, MessageTooBig
+from ._pings import PingTracker
+
+#: What a broken or closed trio stream raises.
+STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+#: Close codes an endpoint must never put in a close frame (RFC 6455 7.4.1);
+#: like wsproto, we send 1000 in their place.
+_LOCAL_ONLY_CODES = frozenset({1004, 1005, 1006, 1015})
+
+_OPEN = ConnectionState.OPEN
+_connection_ids = itertools.count(1)
+
+
+class WebSocketConnection(trio.abc.AsyncResource):
+    """A WebSocket connection, client or server side.
+
+    Do not build one yourself: :func:`open_websocket`,
+    :func:`connect_websocket`, :func:`wrap_client_stream` and
+    :meth:`WebSocketRequest.accept` return them, started and ready.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        protocol: Connection,
+        *,
+        is_client: bool,
+        path: str,
+        subprotocol: str | None,
+        handshake_headers: Headers,
+        options: ConnectionOptions,
+    ) -> None:
+        self._id = next(_connection_ids)
+        self._stream = stream
+        self._proto = protocol
+        self._is_client = is_client
+        self._path = path
+        self._subprotocol = subprotocol
+        self._handshake_headers = handshake_headers
+        self._options = options
+        self._local = stream_endpoint(stream, local=True)
+        self._remote = stream_endpoint(stream, local=False)
+
+        self._inbox = Inbox(options.message_queue_size, READ_AHEAD_BYTES)
+        self._assembler = MessageAssembler(options.max_message_size)
+        self._pings = PingTracker()
+        self._close_reason: CloseReason | None = None
+        # Data received after we gave up on the connection is dropped.
+        self._discarding = False
+        # Bytes of control frames waiting for the write turn.
+        self._outbox: deque[bytes] = deque()
+        self._writing = False
+        self._write_waiters = trio.lowlevel.ParkingLot()
+        # The reader stops (server) or drains until EOF (client) once the
+        # closing handshake is over or the parser has given up.
+        self._stop_reading = False
+        self._draining = False
+        self._reader_scope = trio.CancelScope()
+        self._finished = trio.Event()
+
+    # ------------------------------------------------------------------
+    # Public properties
+
+    @property
+    def closed(self) -> CloseReason | None:
+        """Why the connection closed (or is closing), else ``None`` while it
+        is open."""
+        return self._close_reason
+
+    @property
+    def is_client(self) -> bool:
+        """Whether this is the client side of the connection."""
+        return self._is_client
+
+    @property
+    def is_server(self) -> bool:
+        """Whether this is the server side of the connection."""
+        return not self._is_client
+
+    @property
+    def local(self) -> Endpoint | str:
+        """The local endpoint (``str`` of the stream when it is not TCP)."""
+        return self._local
+
+    @property
+    def remote(self) -> Endpoint | str:
+        """The remote endpoint (``str`` of the stream when it is not TCP)."""
+        return self._remote
+
+    @property
+    def path(self) -> str:
+        """The requested resource: path and query string."""
+        return self._path
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol the server chose, if any."""
+        return self._subprotocol
+
+    @property
+    def handshake_headers(self) -> Headers:
+        """The other side's opening-handshake headers: the request's on a
+        server, the response's on a client."""
+        return self._handshake_headers
+
+    def __str__(self) -> str:
+        role = "client" if self._is_client else "server"
+        return f"{role}-{self._id} {self._local}<->{self._remote}"
+
+    def __repr__(self) -> str:
+        return f"<WebSocketConnection {self}>"
+
+    # ------------------------------------------------------------------
+    # Public methods
+
+    async def get_message(self) -> Message:
+        """The next message: ``str`` for text, ``bytes`` for binary.
+
+        Messages that arrived before the peer closed can still be read; then
+        this raises :exc:`ConnectionClosed`. After a local :meth:`aclose` it
+        raises at once.
+        """
+        try:
+            return await self._inbox.get()
+        except InboxClosed:
+            raise ConnectionClosed(self._close_reason) from None
+
+    async def send_message(self, message: str | bytes) -> None:
+        """Send a text (``str``) or binary (``bytes``) message.
+
+        Raises :exc:`ConnectionClosed` once the connection is closed, and
+        ``ValueError`` for any other type.
+        """
+        if self._close_reason is not None:
+            raise ConnectionClosed(self._close_reason)
+        event: Event
+        if isinstance(message, str):
+            event = TextMessage(data=message)
+        elif isinstance(message, bytes):
+            event = BytesMessage(data=message)
+        else:
+            raise ValueError(
+                f"message must be str or bytes, not {type(message).__name__}"
+            )
+        await self._send_event(event)
+
+    async def ping(self, payload: bytes | None = None) -> None:
+        """Send a ping and wait for the matching pong.
+
+        :param payload: up to 125 bytes; ``None`` picks 4 random bytes.
+        :raises ValueError: if a ping with this payload is already in flight.
+        :raises ConnectionClosed: if the connection closes before the pong.
+        """
+        if self._close_reason is not None:
+            raise ConnectionClosed(self._close_reason)
+        if payload is None:
+            payload = self._pings.new_payload()
+        elif not isinstance(payload, bytes) or len(payload) > 125:
+            raise ValueError("ping payload must be bytes of at most 125 bytes")
+        waiter = self._pings.add(payload)
+        try:
+            await self._send_event(Ping(payload=payload))
+            await waiter.event.wait()
+        except BaseException:
+            self._pings.discard(payload, waiter)
+            raise
+        if not waiter.answered:
+            raise ConnectionClosed(self._close_reason)
+
+    async def pong(self, payload: bytes | None = None) -> None:
+        """Send an unsolicited pong (a one-way heartbeat)."""
+        if self._close_reason is not None:
+            raise ConnectionClosed(self._close_reason)
+        payload = b"" if payload is None else payload
+        if not isinstance(payload, bytes) or len(payload) > 125:
+            raise ValueError("pong payload must be bytes of at most 125 bytes")
+        await self._send_event(Pong(payload=payload))
+
+    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
+        """Close the connection: send a close frame with ``code`` and
+        ``reason``, wait for the peer's, then close the stream.
+
+        Idempotent: later calls wait for the same close to finish. If this is
+        cancelled, the stream is closed at once without the handshake.
+        """
+        if isinstance(code, bool) or not isinstance(code, int):
+            raise TypeError("close code must be an int")
+        if not 1000 <= code <= 4999:
+            raise ValueError(f"close code must be in 1000..4999, got {code}")
+        self._inbox.close(discard=True)
+        try:
+            if self._close_reason is None:
+                self._set_close_reason(CloseReason(code, reason))
+                if code in _LOCAL_ONLY_CODES:
+                    code = 1000
+                try:
+                    await self._send_event(CloseConnection(code=code, reason=reason))
+                except ConnectionClosed:
+                    pass
+            await self._finished.wait()
+        except BaseException:
+            self._abort()
+            raise
+
+    # ------------------------------------------------------------------
+    # Writing
+
+    async def _acquire_write_turn(self) -> None:
+        if self._writing:
+            # The task that releases the turn hands it straight to us.
+            await self._write_waiters.park()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self._writing = True
+
+    def _release_write_turn(self) -> None:
+        if self._write_waiters:
+            self._write_waiters.unpark()
+        else:
+            self._writing = False
+
+    async def _send_event(self, event: Event) -> None:
+        """Serialize ``event`` under the write turn and write it, followed by
+        any control frames the reader queued meanwhile."""
+        await self._acquire_write_turn()
+        try:
+            if self._proto.state is not _OPEN:
+                raise ConnectionClosed(self._close_reason)
+            await self._write(self._proto.send(event))
+        finally:
+            self._release_write_turn()
+
+    async def _flush_outbox(self) -> None:
+        """Write the queued control frames (used by the reader when nobody
+        else is writing)."""
+        await self._acquire_write_turn()
+        try:
+            if self._outbox:
+                await self._write(self._take_outbox())
+        finally:
+            self._release_write_turn()
+
+    def _take_outbox(self) -> bytes:
+        outbox = self._outbox
+        data = outbox.popleft() if len(outbox) == 1 else b"".join(outbox)
+        outbox.clear()
+        return data
+
+    async def _write(self, data: bytes) -> None:
+        """Write while holding the turn; translate stream errors."""
+        stream = self._stream
+        try:
+            await stream.send_all(data)
+            while self._outbox:
+                await stream.send_all(self._take_outbox())
+        except trio.Cancelled:
+            # Part of a frame may be on the wire: the stream is unusable.
+            self._abort()
+            raise
+        except STREAM_ERRORS as exc:
+            self._abort()
+            raise ConnectionClosed(self._close_reason) from exc
+
+    # ------------------------------------------------------------------
+    # Closing
+
+    def _set_close_reason(self, reason: CloseReason) -> None:
+        if self._close_reason is None:
+            self._close_reason = reason
+            self._inbox.close(discard=False)
+            self._pings.close()
+
+    def _abort(self) -> None:
+        """Give up on the connection now: the reader closes the stream."""
+        self._set_close_reason(CloseReason(ABNORMAL_CLOSURE, None))
+        self._discarding = True
+        self._reader_scope.cancel()
+
+    def _fail(self, code: int, reason: str) -> None:
+        """We found the peer at fault: send a close frame with ``code`` and
+        stop delivering its data (what was already delivered stays)."""
+        self._set_close_reason(CloseReason(code, reason))
+        self._discarding = True
+        self._assembler.reset()
+        if self._proto.state is _OPEN:
+            self._outbox.append(self._proto.send(CloseConnection(code, reason)))
+
+    def _reading_done(self) -> None:
+        """No more frames will be parsed: the server closes now, the client
+        waits (briefly) for the server to close TCP first, per RFC 6455."""
+        self._discarding = True
+        if self._is_client:
+            if not self._draining:
+                self._draining = True
+                self._reader_scope.deadline = min(
+                    self._reader_scope.deadline,
+                    trio.current_time() + CLIENT_CLOSE_GRACE,
+                )
+        else:
+            self._stop_reading = True
+
+    def _on_close_frame(self, event: CloseConnection) -> None:
+        state = self._proto.state
+        if state is ConnectionState.REMOTE_CLOSING:
+            # The peer started the closing handshake: echo its code.
+            self._set_close_reason(CloseReason(event.code, event.reason or None))
+            self._outbox.append(self._proto.send(CloseConnection(code=event.code)))
+            self._reading_done()
+        elif state is ConnectionState.CLOSED:
+            # The answer to our close frame.
+            self._set_close_reason(CloseReason(event.code, event.reason or None))
+            self._reading_done()
+        else:
+            # wsproto reports a frame it could not parse as a close event
+            # without changing state; its parser is finished.
+            self._fail(event.code, event.reason or "")
+            self._reading_done()
+
+    # ------------------------------------------------------------------
+    # Reading
+
+    def _start(self, nursery: trio.Nursery) -> None:
+        nursery.start_soon(self._reader_task, name=f"{self} reader")
+
+    async def _reader_task(self) -> None:
+        clean = False
+        try:
+            with self._reader_scope:
+                await self._read_loop()
+                clean = True
+        finally:
+            self._set_close_reason(CloseReason(ABNORMAL_CLOSURE, None))
+            try:
+                if clean:
+                    await self._close_stream_gracefully()
+            finally:
+                # Also after a graceful close: closing twice is harmless, and
+                # this one cannot block or be interrupted.
+                try:
+                    await trio.aclose_forcefully(self._stream)
+                except STREAM_ERRORS:
+                    pass
+                self._finished.set()
+
+    async def _close_stream_gracefully(self) -> None:
+        """Send what is still queued (the close echo), then close the stream
+        (a TLS stream says goodbye), giving up after a grace period."""
+        with trio.move_on_after(CLIENT_CLOSE_GRACE):
+            try:
+                if self._outbox:
+                    await self._flush_outbox()
+                await self._stream.aclose()
+            except (ConnectionClosed, *STREAM_ERRORS):
+                pass
+
+    async def _read_loop(self) -> None:
+        stream = self._stream
+        inbox = self._inbox
+        max_bytes = self._options.receive_buffer_size
+        self._dispatch()  # events parsed from bytes that came with the handshake
+        while not self._stop_reading:
+            if self._outbox and not self._writing:
+                try:
+                    await self._flush_outbox()
+                except ConnectionClosed:
+                    return
+                continue
+            if inbox.reader_must_wait():
+                await inbox.wait_for_room()
+                continue
+            try:
+                data = await stream.receive_some(max_bytes)
+            except STREAM_ERRORS:
+                return
+            if not data:
+                return
+            if not self._draining:
+                self._proto.receive_data(data)  # type: ignore[arg-type]
+                self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Handle every event wsproto has parsed so far. Synchronous: control
+        frames to send go to the outbox, messages to the inbox."""
+        inbox = self._inbox
+        assembler = self._assembler
+        limit = self._options.max_message_size
+        for event in self._proto.events():
+            kind = type(event)
+            if kind is BytesMessage or kind is TextMessage:
+                if self._discarding:
+                    continue
+                data = event.data  # type: ignore[attr-defined]
+                if (
+                    kind is BytesMessage
+                    and event.message_finished  # type: ignore[attr-defined]
+                    and not assembler.in_progress
+                    and len(data) <= limit
+                ):
+                    inbox.put(data)
+                    continue
+                try:
+                    message = assembler.feed(data, event.message_finished)  # type: ignore[attr-defined]
+                except MessageTooBig:
+                    self._fail(MESSAGE_TOO_BIG, f"message exceeds {limit} bytes")
+                    continue
+                if message is not None:
+                    inbox.put(message)
+            elif kind is Ping:
+                if self._proto.state is _OPEN:
+                    self._outbox.append(self._proto.send(Pong(event.payload)))  # type: ignore[attr-defined]
+            elif kind is Pong:
+                self._pings.pong_received(event.payload)  # type: ignore[attr-defined]
+            elif kind is CloseConnection:
+                self._on_close_frame(event)  # type: ignore[arg-type]
+        inbox.wake_receivers()

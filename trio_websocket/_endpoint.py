@@ -1,0 +1,92 @@
+"""Network endpoints: the :class:`Endpoint` value and how to find the
+endpoints of a trio stream.
+
+Rules:
+- Pure apart from reading socket names; never raises for an odd stream: a
+  stream that is not TCP (or TLS over TCP) is described by its ``str()``.
+"""
+
+from __future__ import annotations
+
+import trio
+
+DEFAULT_PORTS = {False: 80, True: 443}
+
+
+def bracket_host(host: str) -> str:
+    """``host`` as it appears in a URL or Host header: IPv6 literals get
+    square brackets."""
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]"
+    return host
+
+
+def host_with_port(host: str, port: int, is_ssl: bool) -> str:
+    """``host[:port]``, leaving out the port only when it is the scheme's
+    default (80 for ws, 443 for wss)."""
+    if port == DEFAULT_PORTS[is_ssl]:
+        return bracket_host(host)
+    return f"{bracket_host(host)}:{port}"
+
+
+class Endpoint:
+    """One end of a network connection.
+
+    :param address: the IP address (or host name) as a string.
+    :param port: the TCP port.
+    :param is_ssl: whether the connection runs over TLS.
+    """
+
+    __slots__ = ("address", "is_ssl", "port")
+
+    def __init__(self, address: str, port: int, is_ssl: bool) -> None:
+        self.address = address
+        self.port = port
+        self.is_ssl = is_ssl
+
+    @property
+    def url(self) -> str:
+        """A ``ws://`` or ``wss://`` URL for this endpoint (IPv6 addresses in
+        brackets; the scheme's default port left out)."""
+        scheme = "wss" if self.is_ssl else "ws"
+        return f"{scheme}://{host_with_port(self.address, self.port, self.is_ssl)}"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Endpoint):
+            return NotImplemented
+        return (self.address, self.port, self.is_ssl) == (
+            other.address,
+            other.port,
+            other.is_ssl,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.address, self.port, self.is_ssl))
+
+    def __repr__(self) -> str:
+        return (
+            f'Endpoint(address="{self.address}", port={self.port}, '
+            f"is_ssl={self.is_ssl})"
+        )
+
+    def __str__(self) -> str:
+        return f"{bracket_host(self.address)}:{self.port}"
+
+
+def stream_endpoint(stream: trio.abc.Stream, *, local: bool) -> Endpoint | str:
+    """The local or remote :class:`Endpoint` of ``stream``, or ``str(stream)``
+    when it is not a TCP stream (possibly wrapped in TLS)."""
+    is_ssl = False
+    inner: object = stream
+    if isinstance(inner, trio.SSLStream):
+        is_ssl = True
+        inner = inner.transport_stream
+    if isinstance(inner, trio.SocketStream):
+        try:
+            name = inner.socket.getsockname() if local else inner.socket.getpeername()
+        except OSError:
+            return str(stream)
+        if isinstance(name, tuple) and len(name) >= 2:
+            return Endpoint(str(name[0]), int(name[1]), is_ssl)
+        return str(name)
+    return str(stream)

@@ -1,0 +1,65 @@
+"""Parsing ``ws://`` and ``wss://`` URLs into what a client needs to connect.
+
+Rules:
+- Pure: no I/O, no trio. Raises ``ValueError`` for anything that is not a
+  usable WebSocket URL.
+- The fragment is never part of the request target; the query is.
+- The Host header carries IPv6 literals in brackets, and the port only when
+  it is not the scheme's default.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from ._endpoint import DEFAULT_PORTS, host_with_port
+
+
+@dataclass(frozen=True)
+class WebSocketTarget:
+    """Where a client connects and what it asks for."""
+
+    host: str
+    port: int
+    resource: str
+    secure: bool
+    host_header: str
+    #: ``Authorization`` header value built from ``user:password@`` in the URL.
+    authorization: bytes | None = None
+
+
+def parse_ws_url(url: str) -> WebSocketTarget:
+    """Split a ``ws://`` or ``wss://`` URL into a :class:`WebSocketTarget`."""
+    if not isinstance(url, str):
+        raise TypeError(f"URL must be a str, not {type(url).__name__}")
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in ("ws", "wss"):
+        raise ValueError(f"WebSocket URL scheme must be ws or wss: {url!r}")
+    secure = scheme == "wss"
+    host = parts.hostname
+    if not host:
+        raise ValueError(f"WebSocket URL has no host: {url!r}")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"WebSocket URL has an invalid port: {url!r}") from exc
+    if port is None:
+        port = DEFAULT_PORTS[secure]
+    resource = parts.path or "/"
+    if parts.query:
+        resource = f"{resource}?{parts.query}"
+    authorization = None
+    if parts.username is not None:
+        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        authorization = b"Basic " + base64.b64encode(credentials.encode("utf-8"))
+    return WebSocketTarget(
+        host=host,
+        port=port,
+        resource=resource,
+        secure=secure,
+        host_header=host_with_port(host, port, secure),
+        authorization=authorization,
+    )
