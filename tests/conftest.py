@@ -1,0 +1,89 @@
+"""Shared test fixtures and the per-test time limit.
+
+Every test runs under a wall-clock limit (default 20 s, or the
+``time_limit(seconds)`` marker): a test that hangs dumps every thread's
+stack and ends the run, so a hang can never pass silently or stall CI.
+Timeouts inside tests use trio's autojump clock where they can.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import sys
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import trio
+import trio.testing
+
+from trio_websocket import (
+    WebSocketConnection,
+    wrap_client_stream,
+    wrap_server_stream,
+)
+
+DEFAULT_TIME_LIMIT = 20.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "time_limit(seconds): wall-clock limit for one test (default 20 s)"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _time_limit(request: pytest.FixtureRequest) -> Iterator[None]:
+    marker = request.node.get_closest_marker("time_limit")
+    seconds = float(marker.args[0]) if marker else DEFAULT_TIME_LIMIT
+    faulthandler.dump_traceback_later(seconds, exit=True, file=sys.stderr)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
+async def open_pair(
+    nursery: trio.Nursery,
+    client_stream: trio.abc.Stream | None = None,
+    server_stream: trio.abc.Stream | None = None,
+    *,
+    subprotocols: list[str] | None = None,
+    accept_subprotocol: str | None = None,
+    client_options: dict[str, object] | None = None,
+    server_options: dict[str, object] | None = None,
+) -> tuple[WebSocketConnection, WebSocketConnection]:
+    """A connected (client, server) pair over in-memory streams (or the
+    streams given), both readers running in ``nursery``."""
+    if client_stream is None or server_stream is None:
+        client_stream, server_stream = trio.testing.memory_stream_pair()
+    result: dict[str, WebSocketConnection] = {}
+
+    async def serve() -> None:
+        request = await wrap_server_stream(nursery, server_stream, **(server_options or {}))  # type: ignore[arg-type]
+        result["server"] = await request.accept(subprotocol=accept_subprotocol)
+
+    async def connect() -> None:
+        result["client"] = await wrap_client_stream(
+            nursery,
+            client_stream,
+            "example.com",
+            "/path?q=1",
+            subprotocols=subprotocols,
+            **(client_options or {}),  # type: ignore[arg-type]
+        )
+
+    async with trio.open_nursery() as both:
+        both.start_soon(serve)
+        both.start_soon(connect)
+    return result["client"], result["server"]
+
+
+@pytest.fixture
+async def pair(nursery: trio.Nursery) -> AsyncIterator[tuple[WebSocketConnection, WebSocketConnection]]:
+    """A connected (client, server) pair over memory streams."""
+    client, server = await open_pair(nursery)
+    yield client, server
+    for connection in (client, server):
+        with trio.move_on_after(1) as scope:
+            scope.shield = True
+            await connection.aclose()
