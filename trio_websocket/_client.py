@@ -32,7 +32,6 @@ from ._config import (
     check_timeout,
 )
 from ._connection import STREAM_ERRORS, WebSocketConnection
-from ._endpoint import host_with_port
 from ._errors import (
     ConnectionRejected,
     ConnectionTimeout,
@@ -41,7 +40,7 @@ from ._errors import (
     Headers,
 )
 from ._groups import collapse_exception_groups, combine
-from ._url import parse_ws_url
+from ._url import host_with_port, parse_ws_url
 
 
 def _check_subprotocols(subprotocols: object) -> list[str]:

@@ -74,8 +74,9 @@ class CloseReason:
     def __hash__(self) -> int:
         return hash((self._code, self._reason))
 
+    def __reduce__(self) -> tuple[type[CloseReason], tuple[int, str | None]]:
+        return (CloseReason, (self._code, self._reason))
+
     def __repr__(self) -> str:
-        return (
-            f"<CloseReason code={self._code} name={self._name} "
-            f"reason={self._reason!r}>"
-        )
+        # The format of trio-websocket 0.12.2, which logs may be parsed for.
+        return f"CloseReason<code={self._code}, name={self._name}, reason={self._reason}>"

@@ -52,7 +52,6 @@ STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 _LOCAL_ONLY_CODES = frozenset({1004, 1005, 1006, 1015})
 
 _OPEN = ConnectionState.OPEN
-_connection_ids = itertools.count(1)
 
 
 class WebSocketConnection(trio.abc.AsyncResource):
@@ -62,6 +61,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
     :func:`connect_websocket`, :func:`wrap_client_stream` and
     :meth:`WebSocketRequest.accept` return them, started and ready.
     """
+
+    #: Numbers connections in ``str()`` (the 0.12.2 class attribute).
+    CONNECTION_ID = itertools.count()
 
     def __init__(
         self,
@@ -74,7 +76,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         handshake_headers: Headers,
         options: ConnectionOptions,
     ) -> None:
-        self._id = next(_connection_ids)
+        self._id = next(WebSocketConnection.CONNECTION_ID)
         self._stream = stream
         self._proto = protocol
         self._is_client = is_client

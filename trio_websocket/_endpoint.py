@@ -10,23 +10,7 @@ from __future__ import annotations
 
 import trio
 
-DEFAULT_PORTS = {False: 80, True: 443}
-
-
-def bracket_host(host: str) -> str:
-    """``host`` as it appears in a URL or Host header: IPv6 literals get
-    square brackets."""
-    if ":" in host and not host.startswith("["):
-        return f"[{host}]"
-    return host
-
-
-def host_with_port(host: str, port: int, is_ssl: bool) -> str:
-    """``host[:port]``, leaving out the port only when it is the scheme's
-    default (80 for ws, 443 for wss)."""
-    if port == DEFAULT_PORTS[is_ssl]:
-        return bracket_host(host)
-    return f"{bracket_host(host)}:{port}"
+from ._url import host_with_port
 
 
 class Endpoint:
@@ -63,14 +47,14 @@ class Endpoint:
     def __hash__(self) -> int:
         return hash((self.address, self.port, self.is_ssl))
 
+    def __reduce__(self) -> tuple[type[Endpoint], tuple[str, int, bool]]:
+        return (Endpoint, (self.address, self.port, self.is_ssl))
+
     def __repr__(self) -> str:
         return (
             f'Endpoint(address="{self.address}", port={self.port}, '
             f"is_ssl={self.is_ssl})"
         )
-
-    def __str__(self) -> str:
-        return f"{bracket_host(self.address)}:{self.port}"
 
 
 def stream_endpoint(stream: trio.abc.Stream, *, local: bool) -> Endpoint | str:

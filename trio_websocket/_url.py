@@ -14,7 +14,23 @@ import base64
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from ._endpoint import DEFAULT_PORTS, host_with_port
+DEFAULT_PORTS = {False: 80, True: 443}
+
+
+def bracket_host(host: str) -> str:
+    """``host`` as it appears in a URL or Host header: IPv6 literals get
+    square brackets."""
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]"
+    return host
+
+
+def host_with_port(host: str, port: int, is_ssl: bool) -> str:
+    """``host[:port]``, leaving out the port only when it is the scheme's
+    default (80 for ws, 443 for wss)."""
+    if port == DEFAULT_PORTS[is_ssl]:
+        return bracket_host(host)
+    return f"{bracket_host(host)}:{port}"
 
 
 @dataclass(frozen=True)
