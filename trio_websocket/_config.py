@@ -23,6 +23,10 @@ DEFAULT_DISCONNECT_TIMEOUT = 60.0
 #: messages hold this many bytes; then it stops reading until the
 #: application catches up, and TCP pushes back on the peer.
 READ_AHEAD_BYTES = 256 * 1024
+#: The most bytes of frames ``send_message`` leaves in the outbox to be
+#: written with the rest of a batch (see ``_connection``); also the size
+#: above which frames are written one by one rather than joined.
+COALESCE_BYTES = 64 * 1024
 #: How long a client waits for the server to close TCP after the closing
 #: handshake (RFC 6455 section 7.1.1 asks the server to close first).
 CLIENT_CLOSE_GRACE = 2.0

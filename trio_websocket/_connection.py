@@ -10,10 +10,18 @@ Rules:
   after its frame), and puts finished messages in the inbox. It never awaits
   the application: a full inbox only stops further *reads* (see
   ``_messages``), and that bound is in bytes.
-- One writer at a time holds the write turn. Frames are serialized by
-  wsproto while the turn is held, so nothing can follow a close frame. A
-  write that is cancelled or fails may have left half a frame on the wire,
-  so it aborts the connection.
+- One writer at a time holds the write turn. A frame is serialized by
+  wsproto only when it is written or appended to the outbox, both in order,
+  so nothing can follow a close frame. A write that is cancelled or fails
+  may have left half a frame on the wire, so it aborts the connection.
+- Write coalescing: while received messages still wait in the inbox, the
+  application is working through a batch, so ``send_message`` appends its
+  frame to the outbox instead of making a system call per message. The batch
+  is written in one go by a one-shot flusher task scheduled with the first
+  deferred frame, which runs once the application waits; the outbox is
+  capped in bytes, past which sends write directly (and wait: that is the
+  backpressure). Whoever holds the write turn empties the outbox before
+  giving the turn up, so a queued close echo is never left behind.
 - ``_close_reason is None`` exactly while the connection is open for sending
   and receiving; it is set once, by whichever comes first: our close, the
   peer's close, a protocol failure, or the loss of the stream.
@@ -38,7 +46,12 @@ from wsproto.events import (
 )
 
 from ._close import ABNORMAL_CLOSURE, MESSAGE_TOO_BIG, CloseReason
-from ._config import CLIENT_CLOSE_GRACE, READ_AHEAD_BYTES, ConnectionOptions
+from ._config import (
+    CLIENT_CLOSE_GRACE,
+    COALESCE_BYTES,
+    READ_AHEAD_BYTES,
+    ConnectionOptions,
+)
 from ._endpoint import Endpoint, stream_endpoint
 from ._errors import ConnectionClosed, Headers
 from ._messages import Inbox, InboxClosed, Message, MessageAssembler, MessageTooBig
@@ -93,8 +106,11 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._close_reason: CloseReason | None = None
         # Data received after we gave up on the connection is dropped.
         self._discarding = False
-        # Bytes of control frames waiting for the write turn.
+        # Serialized frames waiting to be written, in order, and their size.
         self._outbox: deque[bytes] = deque()
+        self._outbox_bytes = 0
+        self._flush_scheduled = False
+        self._nursery: trio.Nursery | None = None
         self._writing = False
         self._write_waiters = trio.lowlevel.ParkingLot()
         # The reader stops (server) or drains until EOF (client) once the
@@ -265,40 +281,68 @@ class WebSocketConnection(trio.abc.AsyncResource):
         else:
             self._writing = False
 
+    def _queue_frame(self, data: bytes) -> None:
+        self._outbox.append(data)
+        self._outbox_bytes += len(data)
+
     async def _send_event(self, event: Event) -> None:
-        """Serialize ``event`` under the write turn and write it, followed by
-        any control frames the reader queued meanwhile."""
-        await self._acquire_write_turn()
-        try:
+        """Serialize ``event`` and write it (see the module rules on when
+        the write is deferred to the end of the batch)."""
+        if self._inbox and self._outbox_bytes < COALESCE_BYTES and self._nursery is not None:
+            await trio.lowlevel.checkpoint_if_cancelled()
             if self._proto.state is not _OPEN:
                 raise ConnectionClosed(self._close_reason)
-            await self._write(self._proto.send(event))
-        finally:
-            self._release_write_turn()
-
-    async def _flush_outbox(self) -> None:
-        """Write the queued control frames (used by the reader when nobody
-        else is writing)."""
+            self._queue_frame(self._proto.send(event))
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                try:
+                    self._nursery.start_soon(self._deferred_flush)
+                except RuntimeError:  # the nursery is closing: write now
+                    self._flush_scheduled = False
+                    await self._flush_outbox()
+            return
         await self._acquire_write_turn()
         try:
-            if self._outbox:
-                await self._write(self._take_outbox())
+            is_open = self._proto.state is _OPEN
+            if is_open:
+                self._queue_frame(self._proto.send(event))
+            await self._write_outbox()
+            if not is_open:
+                raise ConnectionClosed(self._close_reason)
         finally:
             self._release_write_turn()
 
-    def _take_outbox(self) -> bytes:
-        outbox = self._outbox
-        data = outbox.popleft() if len(outbox) == 1 else b"".join(outbox)
-        outbox.clear()
-        return data
-
-    async def _write(self, data: bytes) -> None:
-        """Write while holding the turn; translate stream errors."""
-        stream = self._stream
+    async def _deferred_flush(self) -> None:
         try:
-            await stream.send_all(data)
-            while self._outbox:
-                await stream.send_all(self._take_outbox())
+            await self._flush_outbox()
+        except ConnectionClosed:
+            pass  # the connection is aborted; its users see ConnectionClosed
+        finally:
+            self._flush_scheduled = False
+
+    async def _flush_outbox(self) -> None:
+        """Write the outbox, if anything is in it, taking the write turn."""
+        await self._acquire_write_turn()
+        try:
+            await self._write_outbox()
+        finally:
+            self._release_write_turn()
+
+    async def _write_outbox(self) -> None:
+        """Write the outbox while holding the turn, frames joined into one
+        write unless they are big (joining would copy them); translate
+        stream errors."""
+        stream = self._stream
+        outbox = self._outbox
+        try:
+            while outbox:
+                if len(outbox) == 1 or self._outbox_bytes > COALESCE_BYTES:
+                    data = outbox.popleft()
+                else:
+                    data = b"".join(outbox)
+                    outbox.clear()
+                self._outbox_bytes -= len(data)
+                await stream.send_all(data)
         except trio.Cancelled:
             # Part of a frame may be on the wire: the stream is unusable.
             self._abort()
@@ -329,7 +373,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._discarding = True
         self._assembler.reset()
         if self._proto.state is _OPEN:
-            self._outbox.append(self._proto.send(CloseConnection(code, reason)))
+            self._queue_frame(self._proto.send(CloseConnection(code, reason)))
 
     def _reading_done(self) -> None:
         """No more frames will be parsed: the server closes now, the client
@@ -350,7 +394,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         if state is ConnectionState.REMOTE_CLOSING:
             # The peer started the closing handshake: echo its code.
             self._set_close_reason(CloseReason(event.code, event.reason or None))
-            self._outbox.append(self._proto.send(CloseConnection(code=event.code)))
+            self._queue_frame(self._proto.send(CloseConnection(code=event.code)))
             self._reading_done()
         elif state is ConnectionState.CLOSED:
             # The answer to our close frame.
@@ -366,6 +410,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
     # Reading
 
     def _start(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
         nursery.start_soon(self._reader_task, name=f"{self} reader")
 
     async def _reader_task(self) -> None:
@@ -453,7 +498,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
                     inbox.put(message)
             elif kind is Ping:
                 if self._proto.state is _OPEN:
-                    self._outbox.append(self._proto.send(Pong(event.payload)))  # type: ignore[attr-defined]
+                    self._queue_frame(self._proto.send(Pong(event.payload)))  # type: ignore[attr-defined]
             elif kind is Pong:
                 self._pings.pong_received(event.payload)  # type: ignore[attr-defined]
             elif kind is CloseConnection:
