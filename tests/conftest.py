@@ -79,7 +79,9 @@ async def open_pair(
 
 
 @pytest.fixture
-async def pair(nursery: trio.Nursery) -> AsyncIterator[tuple[WebSocketConnection, WebSocketConnection]]:
+async def pair(
+    nursery: trio.Nursery,
+) -> AsyncIterator[tuple[WebSocketConnection, WebSocketConnection]]:
     """A connected (client, server) pair over memory streams."""
     client, server = await open_pair(nursery)
     yield client, server

@@ -3,7 +3,7 @@ endpoints of a trio stream.
 
 Rules:
 - Pure apart from reading socket names; never raises for an odd stream: a
-  stream that is not TCP (or TLS over TCP) is described by its ``str()``.
+  stream that is not TCP (or TLS over TCP) is described by its ``repr()``.
 """
 
 from __future__ import annotations
@@ -58,8 +58,9 @@ class Endpoint:
 
 
 def stream_endpoint(stream: trio.abc.Stream, *, local: bool) -> Endpoint | str:
-    """The local or remote :class:`Endpoint` of ``stream``, or ``str(stream)``
-    when it is not a TCP stream (possibly wrapped in TLS)."""
+    """The local or remote :class:`Endpoint` of ``stream``, or
+    ``repr(stream)`` (as in 0.12.2) when it is not a TCP stream (possibly
+    wrapped in TLS)."""
     is_ssl = False
     inner: object = stream
     if isinstance(inner, trio.SSLStream):
@@ -69,8 +70,8 @@ def stream_endpoint(stream: trio.abc.Stream, *, local: bool) -> Endpoint | str:
         try:
             name = inner.socket.getsockname() if local else inner.socket.getpeername()
         except OSError:
-            return str(stream)
+            return repr(stream)
         if isinstance(name, tuple) and len(name) >= 2:
             return Endpoint(str(name[0]), int(name[1]), is_ssl)
-        return str(name)
-    return str(stream)
+        return repr(name)
+    return repr(stream)

@@ -255,7 +255,7 @@ def _listener_endpoint(listener: trio.abc.Listener[Any]) -> Endpoint | str:
         name = inner.socket.getsockname()
         if isinstance(name, tuple):
             return Endpoint(str(name[0]), int(name[1]), is_ssl)
-    return str(listener)
+    return repr(listener)
 
 
 class WebSocketServer:
@@ -302,8 +302,8 @@ class WebSocketServer:
 
     @property
     def listeners(self) -> list[Endpoint | str]:
-        """Each listener as an :class:`Endpoint`, or its ``str()`` when it is
-        not a TCP listener."""
+        """Each listener as an :class:`Endpoint`, or its ``repr()`` when it
+        is not a TCP listener (as in 0.12.2)."""
         return [_listener_endpoint(listener) for listener in self._listeners]
 
     async def run(
