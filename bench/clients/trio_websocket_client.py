@@ -1,0 +1,20 @@
+"""Client under test for the trio_websocket API (ours / 0.12.2):
+open_websocket_url + send_message/get_message, driven by clientcore."""
+
+from contextlib import asynccontextmanager
+
+from benchutil import MAX_MESSAGE_SIZE
+from clientcore import run_trio
+
+from trio_websocket import open_websocket_url
+
+
+@asynccontextmanager
+async def session(url):
+    async with open_websocket_url(url,
+                                  max_message_size=MAX_MESSAGE_SIZE) as ws:
+        yield ws.send_message, ws.get_message
+
+
+if __name__ == "__main__":
+    run_trio(session, __doc__)

@@ -1,0 +1,253 @@
+"""Neutral load generator (stdlib only, raw blocking/non-blocking sockets).
+
+Drives a server under test with pre-built masked WebSocket frames (or
+length-prefixed frames for the plain-TCP stack) and samples the server's
+CPU time / RSS from /proc around each measured window.  Subcommands:
+  echo       pipelined echo, one RESULT line per message size
+  handshake  open + close handshakes in a loop (a few threads)
+  idle       RSS growth of the server for N idle connections
+"""
+
+import argparse
+import os
+import select
+import socket
+import threading
+import time
+
+from benchutil import emit, proc_cpu_seconds, proc_rss_kib, raise_nofile, watchdog
+from wsframes import OP_BINARY, OP_CLOSE, FrameCounter, build_frame, client_handshake
+
+HOST = "127.0.0.1"
+IO_TIMEOUT = 10.0
+CLOSE_FRAME = build_frame(OP_CLOSE, (1000).to_bytes(2, "big"), masked=True)
+
+
+def connect(port, proto):
+    """Open a TCP (and WebSocket) connection; return (sock, leftover)."""
+    sock = socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if proto != "ws":
+        return sock, b""
+    request, accept = client_handshake(HOST, port)
+    sock.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("EOF during opening handshake")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 101") or accept not in head:
+        raise ConnectionError(f"bad handshake response: {head[:200]!r}")
+    return sock, rest
+
+
+def close_conn(sock, proto, graceful=True):
+    """Send a close frame (ws) / FIN (plain) and wait for the server's EOF."""
+    try:
+        sock.setblocking(True)
+        sock.settimeout(2.0)
+        if proto == "ws":
+            sock.sendall(CLOSE_FRAME)
+        else:
+            sock.shutdown(socket.SHUT_WR)
+        while graceful:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+def pump(sock, counter, blob, flen, window, duration, max_msgs, rbuf):
+    """Keep `window` messages in flight for `duration` s; return count."""
+    sock.setblocking(False)
+    fd = sock.fileno()
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    rview = memoryview(rbuf)
+    credit, sent, received = window, 0, 0
+    pending = None
+    deadline = time.perf_counter() + duration
+    stopping = False
+    timeout_ms = int(IO_TIMEOUT * 1000)
+    while True:
+        if not stopping and (sent >= max_msgs
+                             or time.perf_counter() >= deadline):
+            stopping = True
+        if stopping and pending is None and received >= sent:
+            return sent
+        if pending is None and credit and not stopping:
+            sent += credit
+            pending = blob[:credit * flen]
+            credit = 0
+        poller.modify(fd, select.POLLIN if pending is None
+                      else select.POLLIN | select.POLLOUT)
+        events = poller.poll(timeout_ms)
+        if not events:
+            raise TimeoutError("no progress from server")
+        ev = events[0][1]
+        if ev & select.POLLOUT and pending is not None:
+            try:
+                n = sock.send(pending)
+            except BlockingIOError:
+                n = 0
+            pending = pending[n:] if n < len(pending) else None
+        if ev & (select.POLLIN | select.POLLERR | select.POLLHUP):
+            try:
+                n = sock.recv_into(rbuf)
+            except BlockingIOError:
+                continue
+            if n == 0:
+                raise ConnectionError("server closed the connection")
+            got = counter.feed(rview[:n])
+            received += got
+            credit += got
+
+
+def cmd_echo(args):
+    rbuf = bytearray(1 << 20)
+    for size, window in zip(args.sizes, args.windows, strict=True):
+        payload = os.urandom(size)
+        if args.proto == "ws":
+            frame = build_frame(OP_BINARY, payload, masked=True)
+        else:
+            frame = size.to_bytes(4, "big") + payload
+        blob = memoryview(frame * window)
+        sock, rest = connect(args.port, args.proto)
+        counter = FrameCounter(args.proto)
+        if rest:
+            counter.feed(rest)
+        max_msgs = args.max_bytes // size + window
+        pump(sock, counter, blob, len(frame), window, args.warmup, max_msgs,
+             rbuf)
+        srv0 = proc_cpu_seconds(args.cpu_pid)
+        me0 = time.process_time()
+        t0 = time.perf_counter()
+        msgs = pump(sock, counter, blob, len(frame), window, args.duration,
+                    max_msgs, rbuf)
+        t1 = time.perf_counter()
+        me1 = time.process_time()
+        srv1 = proc_cpu_seconds(args.cpu_pid)
+        close_conn(sock, args.proto)
+        emit("RESULT", {"size": size, "window": window, "msgs": msgs,
+                        "wall": t1 - t0, "server_cpu": srv1 - srv0,
+                        "loadgen_cpu": me1 - me0})
+
+
+def one_handshake(port, proto):
+    sock, rest = connect(port, proto)
+    if proto == "ws":
+        counter = FrameCounter("ws")
+        counter.feed(rest)
+        sock.sendall(CLOSE_FRAME)
+        while not counter.closed:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            counter.feed(chunk)
+    else:
+        sock.shutdown(socket.SHUT_WR)
+    while sock.recv(65536):
+        pass
+    sock.close()
+
+
+def cmd_handshake(args):
+    counts = [0] * args.concurrency
+    errors = []
+
+    def worker(i, deadline, limit):
+        try:
+            while time.perf_counter() < deadline and counts[i] < limit:
+                one_handshake(args.port, args.proto)
+                counts[i] += 1
+        except (OSError, ValueError) as exc:  # reported by run()
+            errors.append(repr(exc))
+
+    def run(duration, limit):
+        counts[:] = [0] * args.concurrency
+        deadline = time.perf_counter() + duration
+        threads = [threading.Thread(target=worker, args=(i, deadline, limit))
+                   for i in range(args.concurrency)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise RuntimeError(f"handshake failed: {errors[0]}")
+        return sum(counts)
+
+    run(args.warmup, 50)
+    srv0 = proc_cpu_seconds(args.cpu_pid)
+    me0 = time.process_time()
+    t0 = time.perf_counter()
+    n = run(args.duration, args.max_count // args.concurrency)
+    t1 = time.perf_counter()
+    me1 = time.process_time()
+    srv1 = proc_cpu_seconds(args.cpu_pid)
+    emit("RESULT", {"handshakes": n, "wall": t1 - t0,
+                    "server_cpu": srv1 - srv0, "loadgen_cpu": me1 - me0,
+                    "concurrency": args.concurrency})
+
+
+def cmd_idle(args):
+    raise_nofile(args.count + args.warm + 256)
+    socks = []
+    try:
+        for _ in range(args.warm):
+            socks.append(connect(args.port, args.proto)[0])
+        time.sleep(args.settle)
+        rss0 = proc_rss_kib(args.rss_pid)
+        t0 = time.perf_counter()
+        for _ in range(args.count):
+            socks.append(connect(args.port, args.proto)[0])
+        t1 = time.perf_counter()
+        time.sleep(args.settle)
+        rss1 = proc_rss_kib(args.rss_pid)
+    finally:
+        for sock in socks:
+            sock.close()
+    emit("RESULT", {"count": args.count, "rss_before_kib": rss0,
+                    "rss_after_kib": rss1,
+                    "kib_per_conn": (rss1 - rss0) / args.count,
+                    "open_wall": t1 - t0})
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name in ("echo", "handshake", "idle"):
+        s = sub.add_parser(name)
+        s.add_argument("--port", type=int, required=True)
+        s.add_argument("--proto", choices=("ws", "plain"), default="ws")
+        s.add_argument("--lifetime", type=float, default=300)
+    e = sub.choices["echo"]
+    e.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")])
+    e.add_argument("--windows", type=lambda v: [int(x) for x in v.split(",")])
+    e.add_argument("--duration", type=float, default=2.0)
+    e.add_argument("--warmup", type=float, default=0.3)
+    e.add_argument("--max-bytes", type=int, default=8 << 30)
+    e.add_argument("--cpu-pid", type=int, required=True)
+    h = sub.choices["handshake"]
+    h.add_argument("--duration", type=float, default=2.0)
+    h.add_argument("--warmup", type=float, default=0.3)
+    h.add_argument("--max-count", type=int, default=20000)
+    h.add_argument("--concurrency", type=int, default=4)
+    h.add_argument("--cpu-pid", type=int, required=True)
+    i = sub.choices["idle"]
+    i.add_argument("--count", type=int, default=1000)
+    i.add_argument("--warm", type=int, default=20)
+    i.add_argument("--settle", type=float, default=0.5)
+    i.add_argument("--rss-pid", type=int, required=True)
+    args = p.parse_args()
+    watchdog(args.lifetime)
+    {"echo": cmd_echo, "handshake": cmd_handshake, "idle": cmd_idle}[
+        args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()

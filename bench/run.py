@@ -1,0 +1,315 @@
+"""Benchmark harness entry point: python3.11 bench/run.py [--quick]
+[--only ours,tws012,...].  Builds the venvs, then for R rounds starts one
+server per stack and measures, interleaved round-robin over the stacks:
+idle RSS per connection, handshakes, pipelined server echo (neutral load
+generator), pipelined client echo (each library's client vs the neutral
+server) and round-trip latency (each client vs its own server).  Prints
+Markdown tables of the medians + ratios + target checks and writes
+bench/results.json."""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import measure
+import report
+import venvs
+from benchutil import raise_nofile
+from stacks import BENCH, BY_KEY, NEUTRAL_VENV, REPO, STACKS, VENVS, standin_ours
+
+SIZES = [16, 1024, 65536, 1048576]
+WINDOWS = {16: 32, 1024: 32, 65536: 8, 1048576: 2}
+PROFILES = {
+    "full": {"rounds": 3, "duration": 2.0, "warmup": 0.3, "idle": 1000,
+             "hs_concurrency": 4},
+    "quick": {"rounds": 2, "duration": 0.5, "warmup": 0.1, "idle": 1000,
+              "hs_concurrency": 4},
+}
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+class Run:
+    def __init__(self, cfg, stacks):
+        self.cfg = cfg
+        self.stacks = stacks
+        self.samples = {s.key: {} for s in stacks}
+        self.errors = {s.key: [] for s in stacks}
+        self.python = {s.key: venvs.python_of(s.venv) for s in stacks}
+        self.servers = {}
+
+    def add(self, stack, metric, value):
+        self.samples[stack.key].setdefault(metric, []).append(value)
+
+    def fail(self, stack, what, exc):
+        msg = f"{what}: {exc}"
+        srv = self.servers.get(stack.key)
+        if srv is not None and not srv.alive():
+            msg += f" [server died; log tail: {srv.tail(5)}]"
+        self.errors[stack.key].append(msg)
+        log(f"  !! {stack.key} {msg}")
+
+    def server(self, stack):
+        """The stack's server for this round, restarted if it died."""
+        srv = self.servers.get(stack.key)
+        if srv is None or not srv.alive():
+            if srv is not None:
+                srv.stop()
+            srv = measure.Server(stack.key, self.python[stack.key],
+                                 stack.server, uses_repo=stack.uses_repo)
+            self.servers[stack.key] = srv
+        return srv
+
+    def stop_servers(self):
+        for srv in self.servers.values():
+            srv.stop()
+        self.servers = {}
+
+    # -- individual measurements -------------------------------------
+    def idle_rss(self, stack):
+        srv = self.server(stack)
+        (res,) = measure.loadgen(
+            "idle", srv.port, stack.proto,
+            ["--count", str(self.cfg["idle"]), "--rss-pid", str(srv.pid)],
+            timeout=120)
+        self.add(stack, "rss_kib_per_conn", res["kib_per_conn"])
+        log(f"  {stack.key:10} idle RSS {res['kib_per_conn']:.2f} KiB/conn")
+
+    def handshakes(self, stack):
+        srv = self.server(stack)
+        d = self.cfg["duration"]
+        (res,) = measure.loadgen(
+            "handshake", srv.port, stack.proto,
+            ["--duration", str(d), "--warmup", str(self.cfg["warmup"]),
+             "--concurrency", str(self.cfg["hs_concurrency"]),
+             "--cpu-pid", str(srv.pid)], timeout=60 + 2 * d)
+        n = res["handshakes"]
+        self.add(stack, "hs_cpu_us", res["server_cpu"] / n * 1e6)
+        self.add(stack, "hs_rate", n / res["wall"])
+        self.add(stack, "hs_loadgen_pct", res["loadgen_cpu"] / res["wall"]
+                 * 100)
+        log(f"  {stack.key:10} handshakes {n / res['wall']:.0f}/s "
+            f"{res['server_cpu'] / n * 1e6:.0f} us CPU each")
+
+    def server_echo(self, stack, size):
+        srv = self.server(stack)
+        d = self.cfg["duration"]
+        (res,) = measure.loadgen(
+            "echo", srv.port, stack.proto,
+            ["--sizes", str(size), "--windows", str(WINDOWS[size]),
+             "--duration", str(d), "--warmup", str(self.cfg["warmup"]),
+             "--cpu-pid", str(srv.pid)], timeout=60 + 2 * d)
+        n, wall = res["msgs"], res["wall"]
+        self.add(stack, f"srv_cpu_us:{size}", res["server_cpu"] / n * 1e6)
+        self.add(stack, f"srv_rate:{size}", n / wall)
+        self.add(stack, f"srv_util_pct:{size}", res["server_cpu"] / wall
+                 * 100)
+        self.add(stack, f"loadgen_pct:{size}", res["loadgen_cpu"] / wall
+                 * 100)
+        log(f"  {stack.key:10} server echo {size:>7} B {n / wall:9.0f} "
+            f"msg/s {res['server_cpu'] / n * 1e6:8.1f} us/msg "
+            f"(loadgen {res['loadgen_cpu'] / wall * 100:.0f}%)")
+
+    def client_echo(self, stack, neutral):
+        srv = neutral[stack.proto]
+        scheme = "ws" if stack.proto == "ws" else "tcp"
+        d = self.cfg["duration"]
+        results = measure.client(
+            self.python[stack.key], stack.client,
+            f"{scheme}://127.0.0.1:{srv.port}/",
+            ["--mode", "echo", "--sizes", ",".join(map(str, SIZES)),
+             "--windows", ",".join(str(WINDOWS[s]) for s in SIZES),
+             "--duration", str(d), "--warmup", str(self.cfg["warmup"]),
+             "--peer-pid", str(srv.pid)],
+            timeout=60 + len(SIZES) * 2 * d, uses_repo=stack.uses_repo)
+        for res in results:
+            size, n, wall = res["size"], res["msgs"], res["wall"]
+            self.add(stack, f"cli_cpu_us:{size}", res["client_cpu"] / n * 1e6)
+            self.add(stack, f"cli_rate:{size}", n / wall)
+            self.add(stack, f"peer_pct:{size}", res["peer_cpu"] / wall * 100)
+            log(f"  {stack.key:10} client echo {size:>7} B {n / wall:9.0f} "
+                f"msg/s {res['client_cpu'] / n * 1e6:8.1f} us/msg")
+
+    def rtt(self, stack):
+        srv = self.server(stack)
+        scheme = "ws" if stack.proto == "ws" else "tcp"
+        d = self.cfg["duration"]
+        (res,) = measure.client(
+            self.python[stack.key], stack.client,
+            f"{scheme}://127.0.0.1:{srv.port}/",
+            ["--mode", "rtt", "--sizes", "16", "--windows", "1",
+             "--duration", str(d), "--warmup", str(self.cfg["warmup"]),
+             "--peer-pid", str(srv.pid)],
+            timeout=60 + 2 * d, uses_repo=stack.uses_repo)
+        self.add(stack, "rtt_p50_us", res["p50_us"])
+        self.add(stack, "rtt_p99_us", res["p99_us"])
+        log(f"  {stack.key:10} rtt p50 {res['p50_us']:.0f} us "
+            f"p99 {res['p99_us']:.0f} us")
+
+    def each(self, order, what, fn, *args):
+        for stack in order:
+            try:
+                fn(stack, *args)
+            except measure.EXPECTED as exc:  # go on with the other stacks
+                self.fail(stack, what, exc)
+
+    def round(self, r, neutral):
+        n = len(self.stacks)
+        order = [self.stacks[(i + r) % n] for i in range(n)]
+        try:
+            for stack in order:
+                try:
+                    self.server(stack)
+                except measure.EXPECTED as exc:
+                    self.fail(stack, "server start", exc)
+            self.each(order, "idle RSS", self.idle_rss)
+            self.each(order, "handshakes", self.handshakes)
+            for size in SIZES:
+                self.each(order, f"server echo {size} B", self.server_echo,
+                          size)
+            self.each(order, "client echo", self.client_echo, neutral)
+            self.each(order, "rtt", self.rtt)
+        finally:
+            self.stop_servers()
+
+
+def other_cpu_load(seconds=1.0):
+    """Cores kept busy by anything on the machine over `seconds`."""
+
+    def busy():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        return v[0] + v[1] + v[2] + v[5] + v[6] + v[7]  # no idle/iowait
+
+    b0 = busy()
+    time.sleep(seconds)
+    return (busy() - b0) / os.sysconf("SC_CLK_TCK") / seconds
+
+
+def check_import(stack, python):
+    """Return the path trio_websocket is imported from in this stack."""
+    code = "import trio_websocket; print(trio_websocket.__file__)"
+    cp = subprocess.run([str(python), "-c", code], check=False, capture_output=True,
+                        text=True, timeout=120, cwd="/",
+                        env=measure.child_env(stack.uses_repo))
+    if cp.returncode != 0:
+        err = (cp.stderr.strip().splitlines() or ["?"])[-1]
+        raise measure.BenchError(f"cannot import trio_websocket: {err}")
+    path = cp.stdout.strip()
+    if stack.uses_repo and not path.startswith(str(REPO)):
+        raise measure.BenchError(f"trio_websocket resolved to {path}, "
+                                 f"not inside {REPO}")
+    return path
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--quick", action="store_true",
+                   help="short windows, 2 rounds (~2 min)")
+    p.add_argument("--only", default="",
+                   help="comma list of stacks: "
+                   + ",".join(s.key for s in STACKS))
+    p.add_argument("--rounds", type=int, help="override round count")
+    p.add_argument("--duration", type=float,
+                   help="override each measured window (s)")
+    p.add_argument("--ours-standin", action="store_true",
+                   help="run `ours` on PyPI trio-websocket 0.12.2 "
+                   "(harness self-test)")
+    p.add_argument("--ours-install", action="store_true",
+                   help="pip install -e the repo into the ours venv "
+                   "(for builds that need it; PYTHONPATH is used anyway)")
+    p.add_argument("--json", default=str(BENCH / "results.json"))
+    return p.parse_args()
+
+
+def main():
+    args = parse_args()
+    cfg = dict(PROFILES["quick" if args.quick else "full"])
+    if args.rounds:
+        cfg["rounds"] = args.rounds
+    if args.duration:
+        cfg["duration"] = args.duration
+    keys = [k.strip() for k in args.only.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in BY_KEY]
+    if unknown:
+        sys.exit(f"unknown stack(s) {unknown}; choose from {list(BY_KEY)}")
+    stacks = [s for s in STACKS if not keys or s.key in keys]
+    if args.ours_standin:
+        stacks = [standin_ours(s) if s.key == "ours" else s for s in stacks]
+    raise_nofile(cfg["idle"] + 512)
+    t_start = time.time()
+
+    for name in sorted({s.venv for s in stacks} | {NEUTRAL_VENV}):
+        venvs.ensure(name, log)
+    if args.ours_install and any(s.uses_repo for s in stacks):
+        venvs.pip_install_editable("ours", REPO)
+
+    info, errors = {}, {}
+    for stack in list(stacks):
+        python = venvs.python_of(stack.venv)
+        info[stack.key] = {"label": stack.label, "python": str(python)}
+        if stack.key in ("ours", "tws012"):
+            try:
+                info[stack.key]["trio_websocket"] = check_import(stack,
+                                                                 python)
+            except measure.EXPECTED as exc:
+                log(f"!! {stack.key}: {exc} -- skipping this stack "
+                    "(use --ours-standin to self-test the harness)")
+                errors[stack.key] = [str(exc)]
+                stacks.remove(stack)
+    log(f"config: {cfg}; stacks: {[s.key for s in stacks]}")
+    load_before = other_cpu_load()
+
+    run = Run(cfg, stacks)
+    neutral = {}
+    try:
+        npy = venvs.python_of(NEUTRAL_VENV)
+        for mode in ("ws", "plain"):
+            neutral[mode] = measure.Server(f"neutral-{mode}", npy,
+                                           "neutral_server.py",
+                                           ["--mode", mode])
+        for r in range(cfg["rounds"]):
+            log(f"== round {r + 1}/{cfg['rounds']}")
+            run.round(r, neutral)
+    finally:
+        run.stop_servers()
+        for srv in neutral.values():
+            srv.stop()
+
+    load_after = other_cpu_load()
+    for key, errs in errors.items():
+        run.errors[key] = errs
+    notes = []
+    for s in stacks:
+        where = info[s.key].get("trio_websocket")
+        notes.append(f"{s.label}: venv `{s.venv}` ({' '.join(VENVS[s.venv])})"
+                     + (f", trio_websocket from `{where}`" if where else ""))
+    notes.append(f"machine CPU busy while idle (other processes): {load_before:.2f} cores "
+                 f"before, {load_after:.2f} after"
+                 + (" -- WARNING: not idle, numbers are noisy/skewed"
+                    if max(load_before, load_after) > 0.15 else ""))
+    all_stacks = [BY_KEY[k] for k in info]
+    labels = {k: v["label"] for k, v in info.items()}
+    medians = report.medians(run.samples)
+    text, ratios, checks = report.render(all_stacks, labels, run.samples,
+                                         run.errors, SIZES, cfg, notes)
+    print(text)
+    out = {"config": cfg, "sizes": SIZES, "windows": WINDOWS,
+           "stacks": info, "started": time.strftime(
+               "%Y-%m-%dT%H:%M:%S", time.localtime(t_start)),
+           "elapsed_s": time.time() - t_start, "samples": run.samples,
+           "medians": medians, "ratios": ratios, "checks": checks,
+           "other_cpu_load_cores": [load_before, load_after],
+           "errors": run.errors}
+    with open(args.json, "w") as f:
+        json.dump(out, f, indent=1)
+    log(f"wrote {args.json} ({time.time() - t_start:.0f} s total)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Echo server for the trio_websocket API (used for both `ours` and the
+PyPI trio-websocket 0.12.2 stand-in): serve_websocket + accept() +
+get_message/send_message.  Prints `PORT <n>`; runs until killed."""
+
+import argparse
+from functools import partial
+
+import trio
+from benchutil import MAX_MESSAGE_SIZE, emit, raise_nofile, watchdog
+
+from trio_websocket import ConnectionClosed, serve_websocket
+
+
+async def handler(request):
+    ws = await request.accept()
+    try:
+        while True:
+            message = await ws.get_message()
+            await ws.send_message(message)
+    except ConnectionClosed:
+        pass
+
+
+async def main(host, port):
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(
+            serve_websocket, handler, host, port, None,
+            max_message_size=MAX_MESSAGE_SIZE))
+        emit("PORT", server.port)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--lifetime", type=float, default=1800)
+    a = p.parse_args()
+    watchdog(a.lifetime)
+    raise_nofile()
+    trio.run(main, a.host, a.port)

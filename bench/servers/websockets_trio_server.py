@@ -1,0 +1,38 @@
+"""Echo server on websockets' Trio API (websockets.trio.server.serve),
+compression and keepalive pings off.  Prints `PORT <n>`."""
+
+import argparse
+from functools import partial
+
+import trio
+from benchutil import MAX_MESSAGE_SIZE, emit, raise_nofile, watchdog
+from websockets.exceptions import ConnectionClosed
+from websockets.trio.server import serve
+
+
+async def handler(ws):
+    try:
+        while True:
+            message = await ws.recv()
+            await ws.send(message)
+    except ConnectionClosed:
+        pass
+
+
+async def main(host, port):
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(
+            serve, handler, port, host=host, compression=None,
+            ping_interval=None, max_size=MAX_MESSAGE_SIZE))
+        emit("PORT", server.listeners[0].socket.getsockname()[1])
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--lifetime", type=float, default=1800)
+    a = p.parse_args()
+    watchdog(a.lifetime)
+    raise_nofile()
+    trio.run(main, a.host, a.port)

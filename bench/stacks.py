@@ -1,0 +1,59 @@
+"""The stacks under test: which virtualenv (and pinned packages) each one
+runs in, which server/client script drives it, and its wire protocol."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+
+TRIO = "trio==0.35.0"
+WSPROTO = "wsproto==1.3.2"
+WEBSOCKETS = "websockets==17.4"
+
+# venv name -> pinned requirements (same trio everywhere)
+VENVS = {
+    "ours": [TRIO, WSPROTO],  # + the repo itself on PYTHONPATH
+    "tws012": [TRIO, WSPROTO, "trio-websocket==0.12.2"],
+    "websockets": [TRIO, WEBSOCKETS],
+    "plain": [TRIO],
+}
+NEUTRAL_VENV = "websockets"  # neutral server borrows websockets' C XOR
+
+
+@dataclass
+class Stack:
+    key: str
+    label: str
+    short: str  # used in ratio headers
+    venv: str
+    server: str
+    client: str
+    proto: str = "ws"  # "ws" or "plain" (4-byte length prefix)
+    uses_repo: bool = False
+
+
+STACKS = [
+    Stack("ours", "ours", "ours", "ours",
+          "servers/trio_websocket_server.py",
+          "clients/trio_websocket_client.py", uses_repo=True),
+    Stack("tws012", "trio-websocket 0.12.2", "0.12.2", "tws012",
+          "servers/trio_websocket_server.py",
+          "clients/trio_websocket_client.py"),
+    Stack("wstrio", "websockets.trio", "websockets.trio", "websockets",
+          "servers/websockets_trio_server.py",
+          "clients/websockets_trio_client.py"),
+    Stack("wsasyncio", "websockets asyncio", "websockets asyncio",
+          "websockets", "servers/websockets_asyncio_server.py",
+          "clients/websockets_asyncio_client.py"),
+    Stack("plain", "plain trio", "plain trio", "plain",
+          "servers/plain_trio_server.py", "clients/plain_trio_client.py",
+          proto="plain"),
+]
+BY_KEY = {s.key: s for s in STACKS}
+
+
+def standin_ours(stack):
+    """`ours` pointed at the PyPI 0.12.2 package (harness self-test)."""
+    return Stack(stack.key, "ours (stand-in: 0.12.2)", stack.short,
+                 "tws012", stack.server, stack.client)
