@@ -418,3 +418,16 @@ async def test_close_wakes_a_waiting_reader() -> None:
         inbox.close(discard=False)
     assert resumed
     assert not inbox.reader_must_wait()
+
+
+async def test_inbox_that_never_drains_does_not_keep_taken_messages() -> None:
+    # A steady stream: the reader always stays a few messages ahead, so the
+    # inbox is never empty; what was taken must not pile up inside it.
+    inbox = Inbox(max_messages=1000, read_ahead_bytes=1 << 30)
+    for i in range(4):
+        inbox.put(f"m{i}")
+    for i in range(4, 10_000):
+        inbox.put(f"m{i}")
+        assert await inbox.get() == f"m{i - 4}"
+    assert len(inbox) == 4
+    assert len(inbox._items) < 200

@@ -132,6 +132,7 @@ async def _handshake(
                         subprotocol=event.subprotocol,
                         handshake_headers=list(event.extra_headers),
                         options=options,
+                        extensions=event.extensions,
                     )
                 if isinstance(event, RejectConnection):
                     if not event.has_body:

@@ -32,7 +32,8 @@ Rules:
 from __future__ import annotations
 
 import itertools
-from collections import deque
+import struct
+from collections.abc import Sequence
 
 import trio
 from wsproto.connection import Connection, ConnectionState
@@ -44,6 +45,7 @@ from wsproto.events import (
     Pong,
     TextMessage,
 )
+from wsproto.extensions import Extension
 
 from ._close import ABNORMAL_CLOSURE, MESSAGE_TOO_BIG, CloseReason
 from ._config import (
@@ -65,6 +67,14 @@ STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 _LOCAL_ONLY_CODES = frozenset({1004, 1005, 1006, 1015})
 
 _OPEN = ConnectionState.OPEN
+_TEXT = 0x1
+_BINARY = 0x2
+_FIN = 0x80
+_pack_header_16 = struct.Struct("!BBH").pack
+_pack_header_64 = struct.Struct("!BBQ").pack
+#: Payloads up to this size are copied behind their frame header (one
+#: write); bigger ones are written after it, uncopied.
+_JOIN_PAYLOAD_BYTES = 16 * 1024
 
 
 class WebSocketConnection(trio.abc.AsyncResource):
@@ -78,6 +88,36 @@ class WebSocketConnection(trio.abc.AsyncResource):
     #: Numbers connections in ``str()`` (the 0.12.2 class attribute).
     CONNECTION_ID = itertools.count()
 
+    # Slots: an idle connection should cost as little memory as possible.
+    __slots__ = (
+        "_assembler",
+        "_close_reason",
+        "_discarding",
+        "_draining",
+        "_finished",
+        "_flush_scheduled",
+        "_handshake_headers",
+        "_id",
+        "_inbox",
+        "_is_client",
+        "_local",
+        "_nursery",
+        "_options",
+        "_outbox",
+        "_outbox_bytes",
+        "_path",
+        "_pings",
+        "_plain_frames",
+        "_proto",
+        "_reader_scope",
+        "_remote",
+        "_stop_reading",
+        "_stream",
+        "_subprotocol",
+        "_write_waiters",
+        "_writing",
+    )
+
     def __init__(
         self,
         stream: trio.abc.Stream,
@@ -88,6 +128,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         subprotocol: str | None,
         handshake_headers: Headers,
         options: ConnectionOptions,
+        extensions: Sequence[Extension] = (),
     ) -> None:
         self._id = next(WebSocketConnection.CONNECTION_ID)
         self._stream = stream
@@ -107,12 +148,16 @@ class WebSocketConnection(trio.abc.AsyncResource):
         # Data received after we gave up on the connection is dropped.
         self._discarding = False
         # Serialized frames waiting to be written, in order, and their size.
-        self._outbox: deque[bytes] = deque()
+        self._outbox: list[bytes] = []
         self._outbox_bytes = 0
         self._flush_scheduled = False
         self._nursery: trio.Nursery | None = None
         self._writing = False
-        self._write_waiters = trio.lowlevel.ParkingLot()
+        self._write_waiters: trio.lowlevel.ParkingLot | None = None
+        # A server's data frames are unmasked and, with no extension in
+        # use, are plain header + payload: we build them without wsproto's
+        # copies. Everything else is serialized by wsproto.
+        self._plain_frames = not is_client and not extensions
         # The reader stops (server) or drains until EOF (client) once the
         # closing handshake is over or the parser has given up.
         self._stop_reading = False
@@ -195,16 +240,20 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """
         if self._close_reason is not None:
             raise ConnectionClosed(self._close_reason)
-        event: Event
         if isinstance(message, str):
-            event = TextMessage(data=message)
+            if self._plain_frames:
+                await self._send(None, _TEXT, message.encode("utf-8"))
+            else:
+                await self._send(TextMessage(data=message))
         elif isinstance(message, bytes):
-            event = BytesMessage(data=message)
+            if self._plain_frames:
+                await self._send(None, _BINARY, message)
+            else:
+                await self._send(BytesMessage(data=message))
         else:
             raise ValueError(
                 f"message must be str or bytes, not {type(message).__name__}"
             )
-        await self._send_event(event)
 
     async def ping(self, payload: bytes | None = None) -> None:
         """Send a ping and wait for the matching pong.
@@ -221,7 +270,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
             raise ValueError("ping payload must be bytes of at most 125 bytes")
         waiter = self._pings.add(payload)
         try:
-            await self._send_event(Ping(payload=payload))
+            await self._send(Ping(payload=payload))
             await waiter.event.wait()
         except BaseException:
             self._pings.discard(payload, waiter)
@@ -236,7 +285,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         payload = b"" if payload is None else payload
         if not isinstance(payload, bytes) or len(payload) > 125:
             raise ValueError("pong payload must be bytes of at most 125 bytes")
-        await self._send_event(Pong(payload=payload))
+        await self._send(Pong(payload=payload))
 
     async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
         """Close the connection: send a close frame with ``code`` and
@@ -256,7 +305,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 if code in _LOCAL_ONLY_CODES:
                     code = 1000
                 try:
-                    await self._send_event(CloseConnection(code=code, reason=reason))
+                    await self._send(CloseConnection(code=code, reason=reason))
                 except ConnectionClosed:
                     pass
             await self._finished.wait()
@@ -270,6 +319,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
     async def _acquire_write_turn(self) -> None:
         if self._writing:
             # The task that releases the turn hands it straight to us.
+            if self._write_waiters is None:
+                self._write_waiters = trio.lowlevel.ParkingLot()
             await self._write_waiters.park()
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
@@ -285,14 +336,33 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._outbox.append(data)
         self._outbox_bytes += len(data)
 
-    async def _send_event(self, event: Event) -> None:
-        """Serialize ``event`` and write it (see the module rules on when
-        the write is deferred to the end of the batch)."""
+    def _queue(self, event: Event | None, opcode: int, payload: bytes) -> None:
+        """Serialize one frame into the outbox: ``event`` through wsproto,
+        or, when it is None, a plain data frame (see ``_plain_frames``)."""
+        if event is not None:
+            self._queue_frame(self._proto.send(event))
+            return
+        size = len(payload)
+        if size < 126:
+            header = bytes((_FIN | opcode, size))
+        elif size < 65536:
+            header = _pack_header_16(_FIN | opcode, 126, size)
+        else:
+            header = _pack_header_64(_FIN | opcode, 127, size)
+        if size <= _JOIN_PAYLOAD_BYTES:
+            self._queue_frame(header + payload)
+        else:
+            self._queue_frame(header)
+            self._queue_frame(payload)
+
+    async def _send(self, event: Event | None, opcode: int = 0, payload: bytes = b"") -> None:
+        """Serialize a frame (see :meth:`_queue`) and write it, or defer the
+        write to the end of the batch (see the module rules)."""
         if self._inbox and self._outbox_bytes < COALESCE_BYTES and self._nursery is not None:
             await trio.lowlevel.checkpoint_if_cancelled()
             if self._proto.state is not _OPEN:
                 raise ConnectionClosed(self._close_reason)
-            self._queue_frame(self._proto.send(event))
+            self._queue(event, opcode, payload)
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 try:
@@ -305,7 +375,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         try:
             is_open = self._proto.state is _OPEN
             if is_open:
-                self._queue_frame(self._proto.send(event))
+                self._queue(event, opcode, payload)
             await self._write_outbox()
             if not is_open:
                 raise ConnectionClosed(self._close_reason)
@@ -329,20 +399,24 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._release_write_turn()
 
     async def _write_outbox(self) -> None:
-        """Write the outbox while holding the turn, frames joined into one
-        write unless they are big (joining would copy them); translate
-        stream errors."""
+        """Write the outbox while holding the turn; translate stream errors.
+
+        Small frames are joined into one write; a big piece is written on
+        its own rather than copied into a join.
+        """
         stream = self._stream
-        outbox = self._outbox
         try:
-            while outbox:
-                if len(outbox) == 1 or self._outbox_bytes > COALESCE_BYTES:
-                    data = outbox.popleft()
+            while self._outbox:
+                pieces = self._outbox
+                total = self._outbox_bytes
+                self._outbox = []
+                self._outbox_bytes = 0
+                if len(pieces) == 1:
+                    await stream.send_all(pieces[0])
+                elif total <= COALESCE_BYTES:
+                    await stream.send_all(b"".join(pieces))
                 else:
-                    data = b"".join(outbox)
-                    outbox.clear()
-                self._outbox_bytes -= len(data)
-                await stream.send_all(data)
+                    await self._write_pieces(pieces)
         except trio.Cancelled:
             # Part of a frame may be on the wire: the stream is unusable.
             self._abort()
@@ -350,6 +424,19 @@ class WebSocketConnection(trio.abc.AsyncResource):
         except STREAM_ERRORS as exc:
             self._abort()
             raise ConnectionClosed(self._close_reason) from exc
+
+    async def _write_pieces(self, pieces: list[bytes]) -> None:
+        small: list[bytes] = []
+        for piece in pieces:
+            if len(piece) > COALESCE_BYTES:
+                if small:
+                    await self._stream.send_all(b"".join(small))
+                    small = []
+                await self._stream.send_all(piece)
+            else:
+                small.append(piece)
+        if small:
+            await self._stream.send_all(b"".join(small))
 
     # ------------------------------------------------------------------
     # Closing

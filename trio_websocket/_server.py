@@ -68,11 +68,10 @@ class WebSocketRequest:
         options: ConnectionOptions,
     ) -> None:
         self._stream = stream
-        self._handshake = handshake
+        self._handshake: H11Handshake | None = handshake
         self._event = event
         self._nursery = nursery
         self._options = options
-        self._decided = False
         self._connection: WebSocketConnection | None = None
         self._local = stream_endpoint(stream, local=True)
         self._remote = stream_endpoint(stream, local=False)
@@ -104,10 +103,15 @@ class WebSocketRequest:
         """The client's endpoint."""
         return self._remote
 
-    def _claim(self) -> None:
-        if self._decided:
+    def _claim(self) -> H11Handshake:
+        """Take the handshake for the one decision on this request; the
+        request then drops it (it is not needed once answered, and an
+        idle connection should not keep its HTTP parser)."""
+        handshake = self._handshake
+        if handshake is None:
             raise RuntimeError("this request was already accepted or rejected")
-        self._decided = True
+        self._handshake = None
+        return handshake
 
     async def accept(
         self,
@@ -124,11 +128,11 @@ class WebSocketRequest:
         """
         if subprotocol is not None and subprotocol not in self._event.subprotocols:
             raise ValueError(f"the client did not offer subprotocol {subprotocol!r}")
-        self._claim()
-        data = self._handshake.send(
+        handshake = self._claim()
+        data = handshake.send(
             AcceptConnection(subprotocol=subprotocol, extra_headers=list(extra_headers or []))
         )
-        protocol = self._handshake.connection
+        protocol = handshake.connection
         assert protocol is not None
         connection = WebSocketConnection(
             self._stream,
@@ -168,11 +172,12 @@ class WebSocketRequest:
             raise TypeError("status_code must be an int")
         if not 200 <= status_code <= 999:
             raise ValueError(f"cannot reject with HTTP status {status_code}")
-        self._claim()
-        await self._send_rejection(status_code, list(extra_headers or []), body or b"")
+        handshake = self._claim()
+        await self._send_rejection(handshake, status_code, list(extra_headers or []), body or b"")
 
-    async def _send_rejection(self, status_code: int, headers: Headers, body: bytes) -> None:
-        handshake = self._handshake
+    async def _send_rejection(
+        self, handshake: H11Handshake, status_code: int, headers: Headers, body: bytes
+    ) -> None:
         if body:
             data = handshake.send(
                 RejectConnection(status_code=status_code, headers=headers, has_body=True)
@@ -194,9 +199,10 @@ class WebSocketRequest:
             if self._connection is not None:
                 code = INTERNAL_ERROR if handler_failed else NORMAL_CLOSURE
                 await self._connection.aclose(code)
-            elif not self._decided:
-                self._decided = True
-                await self._send_rejection(500 if handler_failed else 403, [], b"")
+            elif self._handshake is not None:
+                await self._send_rejection(
+                    self._claim(), 500 if handler_failed else 403, [], b""
+                )
         # The timeout cancelled aclose, which then aborted the connection.
 
 
