@@ -1,12 +1,21 @@
 """Package metadata for trio_websocket (runtime dependencies: trio, wsproto)."""
 
+import os
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 HERE = Path(__file__).parent
 version: dict[str, str] = {}
 exec((HERE / "trio_websocket" / "_version.py").read_text(), version)
+
+# The compiled speedup is optional: without a C compiler (or with
+# TRIO_WEBSOCKET_NO_EXTENSIONS=1) the package installs and runs in pure Python.
+ext_modules = []
+if not os.environ.get("TRIO_WEBSOCKET_NO_EXTENSIONS"):
+    ext_modules.append(
+        Extension("trio_websocket._speedups", ["trio_websocket/_speedups.c"], optional=True)
+    )
 
 setup(
     name="trio_websocket",
@@ -16,7 +25,8 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     packages=["trio_websocket"],
-    package_data={"trio_websocket": ["py.typed"]},
+    package_data={"trio_websocket": ["py.typed", "_speedups.pyi"]},
+    ext_modules=ext_modules,
     include_package_data=True,
     zip_safe=False,
     python_requires=">=3.10",
@@ -25,7 +35,6 @@ setup(
         "Development Status :: 4 - Beta",
         "Framework :: Trio",
         "Intended Audience :: Developers",
-        "License :: OSI Approved :: MIT License",
         "Programming Language :: Python :: 3",
         "Programming Language :: Python :: 3.10",
         "Programming Language :: Python :: 3.11",

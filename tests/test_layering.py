@@ -29,9 +29,13 @@ PURE = {
     "_pings",
     "_groups",
     "_version",
+    "_masking",
+    "_fastpath",
 }
+#: Compiled modules (no .py source to parse); they import nothing of ours.
+COMPILED = {"_speedups"}
 LAYERS = {
-    **dict.fromkeys(PURE, 0),
+    **dict.fromkeys(PURE | COMPILED, 0),
     "_connection": 1,
     "_client": 2,
     "_server": 2,
@@ -89,7 +93,8 @@ def parse(module: str) -> ast.Module:
 
 def imports_of(module: str) -> Imports:
     imports = Imports()
-    _collect(parse(module), imports, guarded=False)
+    if module not in COMPILED:
+        _collect(parse(module), imports, guarded=False)
     return imports
 
 
@@ -109,7 +114,7 @@ MODULES = sorted(path.stem for path in PACKAGE_DIR.glob("*.py"))
 
 def test_every_module_has_a_layer() -> None:
     # A new module must be placed in the layering before it can be used.
-    assert set(MODULES) == set(LAYERS)
+    assert set(MODULES) == set(LAYERS) - COMPILED
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -56,6 +56,8 @@ from ._config import (
 )
 from ._endpoint import Endpoint, stream_endpoint
 from ._errors import ConnectionClosed, Headers
+from ._fastpath import use_fast_unmasking
+from ._masking import apply_mask, next_mask_key
 from ._messages import Inbox, InboxClosed, Message, MessageAssembler, MessageTooBig
 from ._pings import PingTracker
 
@@ -70,11 +72,12 @@ _OPEN = ConnectionState.OPEN
 _TEXT = 0x1
 _BINARY = 0x2
 _FIN = 0x80
+_MASKED = 0x80
 _pack_header_16 = struct.Struct("!BBH").pack
 _pack_header_64 = struct.Struct("!BBQ").pack
-#: Payloads up to this size are copied behind their frame header: a copy
-#: costs less than the extra write (a system call and a scheduler pass).
-#: Bigger ones are written after their header, uncopied.
+#: Frames in the outbox are joined into one write up to this many bytes: a
+#: copy costs less than an extra write (a system call and a scheduler pass).
+#: A bigger payload is written on its own, uncopied.
 _JOIN_PAYLOAD_BYTES = 256 * 1024
 
 
@@ -149,16 +152,19 @@ class WebSocketConnection(trio.abc.AsyncResource):
         # Data received after we gave up on the connection is dropped.
         self._discarding = False
         # Serialized frames waiting to be written, in order, and their size.
-        self._outbox: list[bytes] = []
+        self._outbox: list[bytes | bytearray] = []
         self._outbox_bytes = 0
         self._flush_scheduled = False
         self._nursery: trio.Nursery | None = None
         self._writing = False
         self._write_waiters: trio.lowlevel.ParkingLot | None = None
-        # A server's data frames are unmasked and, with no extension in
-        # use, are plain header + payload: we build them without wsproto's
-        # copies. Everything else is serialized by wsproto.
-        self._plain_frames = not is_client and not extensions
+        # With no extension in use, a data frame is a plain header and the
+        # payload (masked by a client): we build it without wsproto's three
+        # payload copies and pure-Python masking. Control frames, and data
+        # frames when an extension is in use, are serialized by wsproto.
+        self._plain_frames = not extensions
+        if not is_client:
+            use_fast_unmasking(protocol)
         # The reader stops (server) or drains until EOF (client) once the
         # closing handshake is over or the parser has given up.
         self._stop_reading = False
@@ -333,7 +339,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         else:
             self._writing = False
 
-    def _queue_frame(self, data: bytes) -> None:
+    def _queue_frame(self, data: bytes | bytearray) -> None:
         self._outbox.append(data)
         self._outbox_bytes += len(data)
 
@@ -344,14 +350,17 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._queue_frame(self._proto.send(event))
             return
         size = len(payload)
+        mask_bit = _MASKED if self._is_client else 0
         if size < 126:
-            header = bytes((_FIN | opcode, size))
+            header = bytes((_FIN | opcode, mask_bit | size))
         elif size < 65536:
-            header = _pack_header_16(_FIN | opcode, 126, size)
+            header = _pack_header_16(_FIN | opcode, mask_bit | 126, size)
         else:
-            header = _pack_header_64(_FIN | opcode, 127, size)
-        if size <= _JOIN_PAYLOAD_BYTES:
-            self._queue_frame(header + payload)
+            header = _pack_header_64(_FIN | opcode, mask_bit | 127, size)
+        if mask_bit:
+            key = next_mask_key()
+            self._queue_frame(header + key)
+            self._queue_frame(apply_mask(payload, key))
         else:
             self._queue_frame(header)
             self._queue_frame(payload)
@@ -426,8 +435,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._abort()
             raise ConnectionClosed(self._close_reason) from exc
 
-    async def _write_pieces(self, pieces: list[bytes]) -> None:
-        small: list[bytes] = []
+    async def _write_pieces(self, pieces: list[bytes | bytearray]) -> None:
+        small: list[bytes | bytearray] = []
         for piece in pieces:
             if len(piece) > _JOIN_PAYLOAD_BYTES:
                 if small:
