@@ -14,9 +14,11 @@ Rules:
   wsproto only when it is written or appended to the outbox, both in order,
   so nothing can follow a close frame. A write that is cancelled or fails
   may have left half a frame on the wire, so it aborts the connection.
-- Write coalescing: while received messages still wait in the inbox, the
-  application is working through a batch, so ``send_message`` appends its
-  frame to the outbox instead of making a system call per message. The batch
+- Write coalescing: when the task that sends is the one that just took a
+  message while more still wait in the inbox, it is working through a batch
+  (get, send, get, send...), so ``send_message`` appends its frame to the
+  outbox instead of making a system call per message. Other senders (a
+  separate producer task) write directly. The batch
   is written in one go by a one-shot flusher task scheduled with the first
   deferred frame, which runs once the application waits; the outbox is
   capped in bytes, past which sends write directly (and wait: that is the
@@ -95,6 +97,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
     # Slots: an idle connection should cost as little memory as possible.
     __slots__ = (
         "_assembler",
+        "_batch_task",
         "_close_reason",
         "_discarding",
         "_draining",
@@ -155,6 +158,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._outbox: list[bytes | bytearray] = []
         self._outbox_bytes = 0
         self._flush_scheduled = False
+        # The task working through a batch of received messages, if any.
+        self._batch_task: trio.lowlevel.Task | None = None
         self._nursery: trio.Nursery | None = None
         self._writing = False
         self._write_waiters: trio.lowlevel.ParkingLot | None = None
@@ -235,9 +240,11 @@ class WebSocketConnection(trio.abc.AsyncResource):
         raises at once.
         """
         try:
-            return await self._inbox.get()
+            message = await self._inbox.get()
         except InboxClosed:
             raise ConnectionClosed(self._close_reason) from None
+        self._batch_task = trio.lowlevel.current_task() if self._inbox else None
+        return message
 
     async def send_message(self, message: str | bytes) -> None:
         """Send a text (``str``) or binary (``bytes``) message.
@@ -368,7 +375,12 @@ class WebSocketConnection(trio.abc.AsyncResource):
     async def _send(self, event: Event | None, opcode: int = 0, payload: bytes = b"") -> None:
         """Serialize a frame (see :meth:`_queue`) and write it, or defer the
         write to the end of the batch (see the module rules)."""
-        if self._inbox and self._outbox_bytes < COALESCE_BYTES and self._nursery is not None:
+        if (
+            self._inbox
+            and self._batch_task is trio.lowlevel.current_task()
+            and self._outbox_bytes < COALESCE_BYTES
+            and self._nursery is not None
+        ):
             await trio.lowlevel.checkpoint_if_cancelled()
             if self._proto.state is not _OPEN:
                 raise ConnectionClosed(self._close_reason)
