@@ -530,28 +530,32 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 clean = True
         finally:
             self._set_close_reason(CloseReason(ABNORMAL_CLOSURE, None))
+            closed = False
             try:
                 if clean:
-                    await self._close_stream_gracefully()
+                    closed = await self._close_stream_gracefully()
             finally:
-                # Also after a graceful close: closing twice is harmless, and
-                # this one cannot block or be interrupted.
-                try:
-                    await trio.aclose_forcefully(self._stream)
-                except STREAM_ERRORS:
-                    pass
+                if not closed:
+                    # Cannot block or be interrupted (it is also what runs
+                    # when this task is cancelled).
+                    try:
+                        await trio.aclose_forcefully(self._stream)
+                    except STREAM_ERRORS:
+                        pass
                 self._finished.set()
 
-    async def _close_stream_gracefully(self) -> None:
+    async def _close_stream_gracefully(self) -> bool:
         """Send what is still queued (the close echo), then close the stream
-        (a TLS stream says goodbye), giving up after a grace period."""
-        with trio.move_on_after(CLIENT_CLOSE_GRACE):
+        (a TLS stream says goodbye), giving up after a grace period. Returns
+        whether the stream closed in time."""
+        with trio.move_on_after(CLIENT_CLOSE_GRACE) as scope:
             try:
                 if self._outbox:
                     await self._flush_outbox()
                 await self._stream.aclose()
             except (ConnectionClosed, *STREAM_ERRORS):
-                pass
+                return False
+        return not scope.cancelled_caught
 
     async def _read_loop(self) -> None:
         stream = self._stream
