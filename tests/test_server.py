@@ -693,3 +693,15 @@ async def test_cancelling_the_server_closes_open_connections(nursery: trio.Nurse
     # The port is closed.
     with pytest.raises(OSError):
         await trio.open_tcp_stream("127.0.0.1", server.port)
+
+
+async def test_str_of_a_tcp_connection_names_role_and_both_endpoints(
+    nursery: trio.Nursery,
+) -> None:
+    server = await nursery.start(serve_websocket, echo_handler, "127.0.0.1", 0, None)
+    with trio.fail_after(10):
+        async with open_websocket_url(f"ws://127.0.0.1:{server.port}/") as ws:
+            text = str(ws)
+            assert text.startswith("client-")
+            assert f"127.0.0.1:{ws.local.port}" in text
+            assert f"127.0.0.1:{server.port}" in text

@@ -62,6 +62,7 @@ from ._fastpath import use_fast_unmasking
 from ._masking import apply_mask, next_mask_key
 from ._messages import Inbox, InboxClosed, Message, MessageAssembler, MessageTooBig
 from ._pings import PingTracker
+from ._url import bracket_host
 
 #: What a broken or closed trio stream raises.
 STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
@@ -71,6 +72,13 @@ STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 _LOCAL_ONLY_CODES = frozenset({1004, 1005, 1006, 1015})
 
 _OPEN = ConnectionState.OPEN
+
+
+def _describe(endpoint: Endpoint | str) -> str:
+    if isinstance(endpoint, Endpoint):
+        return f"{bracket_host(endpoint.address)}:{endpoint.port}"
+    return endpoint
+
 _TEXT = 0x1
 _BINARY = 0x2
 _FIN = 0x80
@@ -224,7 +232,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
     def __str__(self) -> str:
         role = "client" if self._is_client else "server"
-        return f"{role}-{self._id} {self._local}<->{self._remote}"
+        return f"{role}-{self._id} {_describe(self._local)}<->{_describe(self._remote)}"
 
     def __repr__(self) -> str:
         return f"<WebSocketConnection {self}>"
