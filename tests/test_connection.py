@@ -760,6 +760,62 @@ async def test_protocol_error_closes_with_1002(
         await conn.send_message("x")
 
 
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("build", _protocol_faults())
+async def test_reply_to_a_message_read_together_with_a_fault_goes_out_before_the_close(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    role: str,
+    build: Callable[[bool], bytes],
+) -> None:
+    # Autobahn 3.2, 4.1.3, 5.15...: a valid message and a bad frame in one
+    # write. The echo of the valid one must still precede our close frame.
+    conn, peer = await open_raw(nursery, role)
+    good = build_frame(OP_TEXT, b"Hello, world!", masked=peer.is_client)
+    await peer.send_raw(good + build(peer.is_client))
+    with trio.fail_after(GUARD):
+        message = await conn.get_message()
+        assert message == "Hello, world!"
+        assert conn.closed is None
+        await conn.send_message(message)
+        with pytest.raises(ConnectionClosed) as exc_info:
+            await conn.get_message()
+        echo = await peer.expect(TextMessage)
+        assert echo.data == "Hello, world!"
+        close = await peer.expect(CloseConnection)
+    assert close.code == 1002
+    assert exc_info.value.reason is not None and exc_info.value.reason.code == 1002
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_fault_closes_after_a_grace_when_the_application_never_reads(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, role: str
+) -> None:
+    conn, peer = await open_raw(nursery, role)
+    bad = build_frame(OP_TEXT, b"hi", rsv=0b100, masked=peer.is_client)
+    await peer.send_raw(build_frame(OP_TEXT, b"unread", masked=peer.is_client) + bad)
+    start = trio.current_time()
+    with trio.fail_after(GUARD):
+        close = await peer.expect_close()
+    assert close.code == 1002
+    assert 0.5 <= trio.current_time() - start <= 5
+    assert conn.closed is not None and conn.closed.code == 1002
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_aclose_during_a_pending_fault_sends_the_fault_code(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, role: str
+) -> None:
+    conn, peer = await open_raw(nursery, role)
+    bad = build_frame(OP_TEXT, b"hi", rsv=0b100, masked=peer.is_client)
+    await peer.send_raw(build_frame(OP_TEXT, b"unread", masked=peer.is_client) + bad)
+    await trio.testing.wait_all_tasks_blocked()
+    with trio.fail_after(GUARD):
+        nursery.start_soon(conn.aclose)
+        close = await peer.expect_close()
+    assert close.code == 1002
+
+
 # ---------------------------------------------------------------------------
 # Ping and pong
 

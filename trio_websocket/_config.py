@@ -27,6 +27,9 @@ READ_AHEAD_BYTES = 256 * 1024
 #: written with the rest of a batch (see ``_connection``); also the size
 #: above which frames are written one by one rather than joined.
 COALESCE_BYTES = 64 * 1024
+#: How long a protocol failure waits for the application to take the
+#: messages that arrived before it (and reply) before the close frame goes.
+PROTOCOL_ERROR_GRACE = 1.0
 #: How long a client waits for the server to close TCP after the closing
 #: handshake (RFC 6455 section 7.1.1 asks the server to close first).
 CLIENT_CLOSE_GRACE = 2.0

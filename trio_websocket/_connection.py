@@ -27,6 +27,12 @@ Rules:
 - ``_close_reason is None`` exactly while the connection is open for sending
   and receiving; it is set once, by whichever comes first: our close, the
   peer's close, a protocol failure, or the loss of the stream.
+- A protocol failure found by the reader (a bad frame, invalid UTF-8, a
+  message over the size limit) stops delivery at once, but takes effect
+  (close reason set, close frame sent) only once the application has taken
+  the messages delivered before it and waits for more, or after
+  ``PROTOCOL_ERROR_GRACE``: a reply to a message that arrived in the same
+  read as the fault still goes out before the close frame.
 - Stream errors (``trio.BrokenResourceError``, ``trio.ClosedResourceError``,
   ``OSError``) are translated to ``ConnectionClosed`` here and nowhere else.
 """
@@ -53,6 +59,7 @@ from ._close import ABNORMAL_CLOSURE, MESSAGE_TOO_BIG, CloseReason
 from ._config import (
     CLIENT_CLOSE_GRACE,
     COALESCE_BYTES,
+    PROTOCOL_ERROR_GRACE,
     READ_AHEAD_BYTES,
     ConnectionOptions,
 )
@@ -109,6 +116,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
         "_close_reason",
         "_discarding",
         "_draining",
+        "_failure",
+        "_failure_ends_reading",
         "_finished",
         "_flush_scheduled",
         "_handshake_headers",
@@ -162,6 +171,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._close_reason: CloseReason | None = None
         # Data received after we gave up on the connection is dropped.
         self._discarding = False
+        # A protocol failure waiting for the application (see the rules).
+        self._failure: CloseReason | None = None
+        self._failure_ends_reading = False
         # Serialized frames waiting to be written, in order, and their size.
         self._outbox: list[bytes | bytearray] = []
         self._outbox_bytes = 0
@@ -321,6 +333,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         if not 1000 <= code <= 4999:
             raise ValueError(f"close code must be in 1000..4999, got {code}")
         self._inbox.close(discard=True)
+        self._enact_failure()
         try:
             if self._close_reason is None:
                 self._set_close_reason(CloseReason(code, reason))
@@ -483,14 +496,37 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._discarding = True
         self._reader_scope.cancel()
 
-    def _fail(self, code: int, reason: str) -> None:
-        """We found the peer at fault: send a close frame with ``code`` and
-        stop delivering its data (what was already delivered stays)."""
-        self._set_close_reason(CloseReason(code, reason))
+    def _fail(self, code: int, reason: str, *, parser_done: bool) -> None:
+        """We found the peer at fault: stop delivering its data now (what
+        was delivered stays readable) and close with ``code`` once the
+        application has caught up (see the module rules)."""
         self._discarding = True
         self._assembler.reset()
+        if self._close_reason is None:
+            if self._failure is None:
+                self._failure = CloseReason(code, reason)
+            self._failure_ends_reading = self._failure_ends_reading or parser_done
+            if not self._inbox:
+                self._enact_failure()
+        elif parser_done:
+            self._reading_done()
+
+    def _enact_failure(self) -> None:
+        """Close for the pending protocol failure, if there is one."""
+        failure = self._failure
+        if failure is None:
+            return
+        self._failure = None
+        self._set_close_reason(failure)
         if self._proto.state is _OPEN:
-            self._queue_frame(self._proto.send(CloseConnection(code, reason)))
+            self._queue_frame(self._proto.send(CloseConnection(failure.code, failure.reason)))
+        if self._failure_ends_reading:
+            self._reading_done()
+
+    async def _wait_then_enact_failure(self) -> None:
+        with trio.move_on_after(PROTOCOL_ERROR_GRACE):
+            await self._inbox.wait_until_consumed()
+        self._enact_failure()
 
     def _reading_done(self) -> None:
         """No more frames will be parsed: the server closes now, the client
@@ -520,8 +556,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         else:
             # wsproto reports a frame it could not parse as a close event
             # without changing state; its parser is finished.
-            self._fail(event.code, event.reason or "")
-            self._reading_done()
+            self._fail(event.code, event.reason or "", parser_done=True)
 
     # ------------------------------------------------------------------
     # Reading
@@ -577,6 +612,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 except ConnectionClosed:
                     return
                 continue
+            if self._failure is not None:
+                await self._wait_then_enact_failure()
+                continue
             if inbox.reader_must_wait():
                 await inbox.wait_for_room()
                 continue
@@ -613,7 +651,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 try:
                     message = assembler.feed(data, event.message_finished)  # type: ignore[attr-defined]
                 except MessageTooBig:
-                    self._fail(MESSAGE_TOO_BIG, f"message exceeds {limit} bytes")
+                    self._fail(
+                        MESSAGE_TOO_BIG, f"message exceeds {limit} bytes", parser_done=False
+                    )
                     continue
                 if message is not None:
                     inbox.put(message)

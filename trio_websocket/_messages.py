@@ -139,6 +139,14 @@ class Inbox:
                 self._reader_lot = trio.lowlevel.ParkingLot()
             await self._reader_lot.park()
 
+    async def wait_until_consumed(self) -> None:
+        """Park the reader until every message was taken and a receiver
+        waits for more (or the inbox is closed)."""
+        while not self._closed and (len(self) or not self._receivers):
+            if self._reader_lot is None:
+                self._reader_lot = trio.lowlevel.ParkingLot()
+            await self._reader_lot.park()
+
     def close(self, *, discard: bool) -> None:
         """No more messages will be put. With ``discard``, the waiting ones
         are dropped too (a local close); otherwise they stay readable."""
@@ -162,6 +170,9 @@ class Inbox:
                 if self._closed:
                     await trio.lowlevel.checkpoint()
                     raise InboxClosed
+                if self._reader_lot:
+                    # The reader may be waiting for us to catch up.
+                    self._reader_lot.unpark_all()
                 await self._receivers.park()
         head = self._head
         message = items[head]
