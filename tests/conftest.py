@@ -9,15 +9,19 @@ Timeouts inside tests use trio's autojump clock where they can.
 from __future__ import annotations
 
 import faulthandler
+import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
 from trio_websocket import (
+    ConnectionClosed,
     WebSocketConnection,
+    WebSocketRequest,
     wrap_client_stream,
     wrap_server_stream,
 )
@@ -89,3 +93,41 @@ async def pair(
         with trio.move_on_after(1) as scope:
             scope.shield = True
             await connection.aclose()
+
+
+async def echo_handler(request: WebSocketRequest) -> None:
+    """A server handler that echoes every message (bounded) until closed."""
+    ws = await request.accept()
+    try:
+        for _ in range(10_000):
+            await ws.send_message(await ws.get_message())
+    except ConnectionClosed:
+        pass
+
+
+class LoopbackResolver(trio.abc.HostnameResolver):
+    """Resolves every name to 127.0.0.1:``target_port`` and records the
+    (host, port) it was asked for (install with
+    ``trio.socket.set_custom_hostname_resolver``)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.asked: list[tuple[object, object]] = []
+
+    async def getaddrinfo(  # type: ignore[override]
+        self, host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
+    ) -> list[Any]:
+        self.asked.append((host, port))
+        await trio.lowlevel.checkpoint()
+        return [
+            (
+                socket.AF_INET,
+                socket.SOCK_STREAM,
+                socket.IPPROTO_TCP,
+                "",
+                ("127.0.0.1", self.target_port),
+            )
+        ]
+
+    async def getnameinfo(self, sockaddr: Any, flags: int) -> tuple[str, str]:
+        raise NotImplementedError

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from conftest import LoopbackResolver, echo_handler
 from wsproto import ConnectionType
 from wsproto.connection import Connection
 from wsproto.events import AcceptConnection, CloseConnection, Request
@@ -54,13 +55,6 @@ class BlockError(Exception):
     """Raised by a test inside an ``open_websocket`` block."""
 
 
-async def echo_handler(request: WebSocketRequest) -> None:
-    ws = await request.accept()
-    try:
-        for _ in range(10_000):
-            await ws.send_message(await ws.get_message())
-    except ConnectionClosed:
-        pass
 
 
 async def start_echo_server(nursery: trio.Nursery) -> WebSocketServer:
@@ -178,31 +172,6 @@ class RawServer:
         return await start_tcp(nursery, self.handle, host)
 
 
-class LoopbackResolver(trio.abc.HostnameResolver):
-    """Resolves every name to 127.0.0.1:``target_port`` and records the
-    (host, port) it was asked for."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.asked: list[tuple[object, object]] = []
-
-    async def getaddrinfo(  # type: ignore[override]
-        self, host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
-    ) -> list[Any]:
-        self.asked.append((host, port))
-        await trio.lowlevel.checkpoint()
-        return [
-            (
-                socket.AF_INET,
-                socket.SOCK_STREAM,
-                socket.IPPROTO_TCP,
-                "",
-                ("127.0.0.1", self.target_port),
-            )
-        ]
-
-    async def getnameinfo(self, sockaddr: Any, flags: int) -> tuple[str, str]:
-        raise NotImplementedError
 
 
 def ipv6_loopback_available() -> bool:

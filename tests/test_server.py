@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from conftest import echo_handler
 from wsproto import ConnectionType
 from wsproto.events import RejectConnection, RejectData, Request
 from wsproto.handshake import H11Handshake
@@ -47,13 +48,6 @@ class HandlerError(Exception):
     """Raised by a test's handler."""
 
 
-async def echo_handler(request: WebSocketRequest) -> None:
-    ws = await request.accept()
-    try:
-        for _ in range(10_000):
-            await ws.send_message(await ws.get_message())
-    except ConnectionClosed:
-        pass
 
 
 class MemoryListener(trio.abc.Listener[trio.abc.Stream]):

@@ -7,7 +7,6 @@ hostname resolver, to test the default port 443).
 
 from __future__ import annotations
 
-import socket
 import ssl
 from functools import partial
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 import trio
 import trustme
+from conftest import LoopbackResolver, echo_handler
 from wsproto import ConnectionType
 from wsproto.events import AcceptConnection, CloseConnection, Request
 from wsproto.handshake import H11Handshake
@@ -61,13 +61,6 @@ def untrusting_context() -> ssl.SSLContext:
     return context
 
 
-async def echo_handler(request: WebSocketRequest) -> None:
-    ws = await request.accept()
-    try:
-        for _ in range(10_000):
-            await ws.send_message(await ws.get_message())
-    except ConnectionClosed:
-        pass
 
 
 @pytest.fixture
@@ -228,30 +221,6 @@ async def test_use_ssl_false_talks_plain_tcp_to_a_tls_server(
             pytest.fail("a plain-TCP handshake succeeded against a TLS server")
 
 
-class LoopbackResolver(trio.abc.HostnameResolver):
-    """Resolves every name to 127.0.0.1:``target_port``."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.asked: list[tuple[object, object]] = []
-
-    async def getaddrinfo(  # type: ignore[override]
-        self, host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
-    ) -> list[Any]:
-        self.asked.append((host, port))
-        await trio.lowlevel.checkpoint()
-        return [
-            (
-                socket.AF_INET,
-                socket.SOCK_STREAM,
-                socket.IPPROTO_TCP,
-                "",
-                ("127.0.0.1", self.target_port),
-            )
-        ]
-
-    async def getnameinfo(self, sockaddr: Any, flags: int) -> tuple[str, str]:
-        raise NotImplementedError
 
 
 @pytest.mark.parametrize(
