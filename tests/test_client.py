@@ -134,6 +134,8 @@ class RawServer:
     - ``hangup``: reads the request and closes the connection.
     - ``accept_then_ignore``: completes the handshake, then reads and
       ignores everything (never answers the close).
+    - ``reject_until_eof``: answers 503 with a body that ends where the
+      connection does (no Content-Length, as HTTP/1.1 allows).
     """
 
     def __init__(self, behaviour: str) -> None:
@@ -158,6 +160,12 @@ class RawServer:
                 await drain_until_eof(stream)
             elif self.behaviour == "hangup":
                 await stream.aclose()
+            elif self.behaviour == "reject_until_eof":
+                await stream.send_all(
+                    b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\n"
+                    b"x-reason: maintenance\r\n\r\nbusy, try later"
+                )
+                await stream.aclose()
             elif self.behaviour == "accept_then_ignore":
                 await accept_by_hand(stream, head)
                 if await stream.receive_some():
@@ -170,8 +178,6 @@ class RawServer:
 
     async def start(self, nursery: trio.Nursery, host: str = "127.0.0.1") -> int:
         return await start_tcp(nursery, self.handle, host)
-
-
 
 
 def ipv6_loopback_available() -> bool:
@@ -446,6 +452,19 @@ async def test_server_rejection_raises_connection_rejected_with_status_headers_b
     assert rejected.status_code == 403
     assert (b"x-reason", b"banned") in [(k.lower(), v) for k, v in rejected.headers]
     assert rejected.body == b"go away"
+
+
+async def test_rejection_whose_body_ends_with_the_connection_is_still_a_rejection(
+    nursery: trio.Nursery,
+) -> None:
+    raw = RawServer("reject_until_eof")
+    port = await raw.start(nursery)
+    with trio.fail_after(10), pytest.raises(ConnectionRejected) as info:
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/"):
+            pytest.fail("connected to a server that rejected the handshake")
+    assert info.value.status_code == 503
+    assert (b"x-reason", b"maintenance") in info.value.headers
+    assert info.value.body == b"busy, try later"
 
 
 async def test_garbage_answer_raises_handshake_error(nursery: trio.Nursery) -> None:

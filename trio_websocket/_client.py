@@ -118,6 +118,10 @@ async def _handshake(
         while True:
             data = await stream.receive_some(options.receive_buffer_size)
             if not data:
+                if rejection is not None:  # a body delimited by the end of the stream
+                    raise ConnectionRejected(
+                        rejection.status_code, list(rejection.headers), bytes(body)
+                    )
                 raise HandshakeError("connection closed during the opening handshake")
             handshake.receive_data(data)  # type: ignore[arg-type]
             for event in handshake.events():
@@ -150,10 +154,6 @@ async def _handshake(
         raise HandshakeError(f"connection lost during the opening handshake: {exc}") from exc
 
 
-async def _close_after_failure(stream: trio.abc.Stream) -> None:
-    await trio.aclose_forcefully(stream)
-
-
 async def wrap_client_stream(
     nursery: trio.Nursery,
     stream: trio.abc.Stream,
@@ -180,7 +180,7 @@ async def wrap_client_stream(
     try:
         connection = await _handshake(stream, host, resource, protocols, headers, options)
     except BaseException:
-        await _close_after_failure(stream)
+        await trio.aclose_forcefully(stream)
         raise
     connection._start(nursery)
     return connection
@@ -214,7 +214,7 @@ async def connect_websocket(
     try:
         connection = await _handshake(stream, host_header, resource, protocols, headers, options)
     except BaseException:
-        await _close_after_failure(stream)
+        await trio.aclose_forcefully(stream)
         raise
     connection._start(nursery)
     return connection
