@@ -153,6 +153,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         handshake_headers: Headers,
         options: ConnectionOptions,
         extensions: Sequence[Extension] = (),
+        endpoints: tuple[Endpoint | str, Endpoint | str] | None = None,
     ) -> None:
         self._id = next(WebSocketConnection.CONNECTION_ID)
         self._stream = stream
@@ -162,8 +163,12 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._subprotocol = subprotocol
         self._handshake_headers = handshake_headers
         self._options = options
-        self._local = stream_endpoint(stream, local=True)
-        self._remote = stream_endpoint(stream, local=False)
+        if endpoints is None:
+            endpoints = (
+                stream_endpoint(stream, local=True),
+                stream_endpoint(stream, local=False),
+            )
+        self._local, self._remote = endpoints
 
         self._inbox = Inbox(options.message_queue_size, READ_AHEAD_BYTES)
         self._assembler = MessageAssembler(options.max_message_size)

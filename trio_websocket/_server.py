@@ -59,6 +59,17 @@ class WebSocketRequest:
     """A client's opening handshake, waiting for the handler to
     :meth:`accept` or :meth:`reject` it."""
 
+    __slots__ = (
+        "_connection",
+        "_event",
+        "_handshake",
+        "_local",
+        "_nursery",
+        "_options",
+        "_remote",
+        "_stream",
+    )
+
     def __init__(
         self,
         stream: trio.abc.Stream,
@@ -142,6 +153,7 @@ class WebSocketRequest:
             subprotocol=subprotocol,
             handshake_headers=self._event.extra_headers,
             options=self._options,
+            endpoints=(self._local, self._remote),
         )
         self._connection = connection
         try:
