@@ -788,6 +788,20 @@ async def test_reply_to_a_message_read_together_with_a_fault_goes_out_before_the
 
 
 @pytest.mark.parametrize("role", ROLES)
+async def test_close_echo_carries_the_peers_code_and_reason(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, role: str
+) -> None:
+    # As 0.12.2 did; a browser shows the echoed reason in CloseEvent.reason.
+    conn, peer = await open_raw(nursery, role)
+    await peer.send(CloseConnection(code=4003, reason="fin — ✓ 😀"))
+    with trio.fail_after(GUARD):
+        echo = await peer.expect(CloseConnection)
+    assert (echo.code, echo.reason) == (4003, "fin — ✓ 😀")
+    assert conn.closed is not None
+    assert (conn.closed.code, conn.closed.reason) == (4003, "fin — ✓ 😀")
+
+
+@pytest.mark.parametrize("role", ROLES)
 async def test_fault_closes_after_a_grace_when_the_application_never_reads(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, role: str
 ) -> None:

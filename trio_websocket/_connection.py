@@ -550,9 +550,12 @@ class WebSocketConnection(trio.abc.AsyncResource):
     def _on_close_frame(self, event: CloseConnection) -> None:
         state = self._proto.state
         if state is ConnectionState.REMOTE_CLOSING:
-            # The peer started the closing handshake: echo its code.
+            # The peer started the closing handshake: echo its code and
+            # reason (as 0.12.2 did; browsers show the echoed reason).
             self._set_close_reason(CloseReason(event.code, event.reason or None))
-            self._queue_frame(self._proto.send(CloseConnection(code=event.code)))
+            self._queue_frame(
+                self._proto.send(CloseConnection(code=event.code, reason=event.reason))
+            )
             self._reading_done()
         elif state is ConnectionState.CLOSED:
             # The answer to our close frame.
