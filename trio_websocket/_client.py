@@ -289,7 +289,9 @@ async def open_websocket(
         ``ssl.SSLContext`` to use that, ``False`` for plain TCP.
     :param subprotocols: subprotocols to offer, in order of preference.
     :param extra_headers: more request headers, as ``(bytes, bytes)`` pairs.
-    :param message_queue_size: see :class:`ConnectionOptions`.
+    :param message_queue_size: how many received messages may wait unread
+        before the connection stops reading from the network (it still
+        reads up to 256 KiB more so that control frames are answered).
     :param max_message_size: the largest message accepted, in bytes; a
         larger one closes the connection with 1009.
     :param receive_buffer_size: the most bytes read from the network at once.
