@@ -1,6 +1,8 @@
 """The package's modules depend on each other one way only (see the Layout
 section of README.md): the pure modules at the bottom, ``_connection`` above
 them, ``_client`` and ``_server`` on top, and ``__init__`` re-exporting.
+Above the package's API sit its users: ``_cli`` (the command line, which
+imports only the public names) and ``__main__`` (which only runs ``_cli``).
 
 The imports are read from the source with ``ast``, so nothing is executed.
 """
@@ -40,6 +42,8 @@ LAYERS = {
     "_client": 2,
     "_server": 2,
     "__init__": 3,
+    "_cli": 4,
+    "__main__": 5,
 }
 THIRD_PARTY = {"trio", "wsproto"}
 
@@ -204,6 +208,18 @@ def test_init_exports_what_it_imports() -> None:
         for alias in node.names
     }
     assert imported == set(trio_websocket.__all__)
+
+
+def test_cli_uses_only_the_public_api() -> None:
+    # ``from . import name`` reads as an import of ``__init__``.
+    assert imports_of("_cli").internal == {"__init__"}
+    assert imports_of("__main__").internal == {"_cli"}
+
+
+@pytest.mark.parametrize("module", sorted(set(MODULES) - {"__main__"}))
+def test_only_main_imports_the_cli(module: str) -> None:
+    # ``import trio_websocket`` never loads the command line.
+    assert not {"_cli", "__main__"} & imports_of(module).internal
 
 
 def test_layering_reader_sees_known_edges() -> None:

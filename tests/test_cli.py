@@ -1,0 +1,331 @@
+"""``python -m trio_websocket``, run as real processes.
+
+Each test starts the command line as a subprocess of this interpreter with
+pipes for stdin, stdout and stderr, talks to it through them, and reads its
+exit status. The peer is either the CLI's own echo server (``serve --port
+0``, whose URL is read from its stdout) or a server run here, in the test's
+own event loop. Every wait has a deadline, and every process started here is
+killed by its own handle (its PID) if it is still running when the test
+ends.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+import trustme
+from conftest import echo_handler
+
+from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
+
+pytestmark = pytest.mark.skipif(
+    sys.platform == "win32", reason="POSIX signals and pollable pipes on stdin"
+)
+
+#: Seconds for any one step (a line to appear, a process to exit).
+STEP = 5.0
+
+
+class Lines:
+    """Reads a process's output stream line by line, with deadlines."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+        self._eof = False
+
+    async def readline(self) -> str:
+        """The next line (without its newline); ``EOFError`` at the end."""
+        with trio.fail_after(STEP):
+            while b"\n" not in self._buffer and not self._eof:
+                data = await self._stream.receive_some()
+                if not data:
+                    self._eof = True
+                self._buffer += data
+        if not self._buffer:
+            raise EOFError
+        line, _, rest = bytes(self._buffer).partition(b"\n")
+        self._buffer = bytearray(rest)
+        return line.decode("utf-8")
+
+    async def rest(self) -> list[str]:
+        """The remaining lines, up to the end of the stream."""
+        lines = []
+        while True:
+            try:
+                lines.append(await self.readline())
+            except EOFError:
+                return lines
+
+
+class Cli:
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        assert process.stdout and process.stderr
+        self.stdin = process.stdin
+        self.stdout = Lines(process.stdout)
+        self.stderr = Lines(process.stderr)
+
+    async def send_line(self, text: str) -> None:
+        assert self.stdin is not None
+        with trio.fail_after(STEP):
+            await self.stdin.send_all(text.encode("utf-8") + b"\n")
+
+    async def end_input(self) -> None:
+        assert self.stdin is not None
+        await self.stdin.aclose()
+
+    async def wait(self) -> int:
+        with trio.fail_after(STEP):
+            return await self.process.wait()
+
+
+@asynccontextmanager
+async def cli(*args: str, stdin: int = subprocess.PIPE) -> AsyncIterator[Cli]:
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "trio_websocket", *args],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield Cli(process)
+    finally:
+        if process.returncode is None:
+            process.kill()
+        with trio.move_on_after(STEP) as scope:
+            scope.shield = True
+            await process.wait()
+            for pipe in (process.stdin, process.stdout, process.stderr):
+                if pipe is not None:
+                    await pipe.aclose()
+
+
+@asynccontextmanager
+async def echo_server_process() -> AsyncIterator[tuple[Cli, str]]:
+    async with cli("serve", "--port", "0") as server:
+        line = await server.stdout.readline()
+        match = re.fullmatch(r"listening on (ws://127\.0\.0\.1:(\d+)/)", line)
+        assert match, line
+        assert int(match.group(2)) > 0
+        yield server, match.group(1)
+
+
+async def connected(client: Cli, url: str) -> str:
+    line = await client.stderr.readline()
+    assert line.startswith(f"connected to {url}"), line
+    return line
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# ----------------------------------------------------------------------
+# The CLI client against the CLI echo server
+
+
+async def test_echo_session_ends_cleanly_at_end_of_input() -> None:
+    async with echo_server_process() as (server, url):
+        async with cli(url + "chat", "--subprotocol", "chat", "--subprotocol", "other") as client:
+            line = await connected(client, url + "chat")
+            assert line.endswith("(subprotocol: chat)")
+            for text in ["hello", "", "héllo wörld ✓", "a longer line " * 50]:
+                await client.send_line(text)
+                assert await client.stdout.readline() == text
+            await client.end_input()
+            assert await client.wait() == 0
+            assert await client.stderr.rest() == [
+                "closed at end of input: code 1000 (NORMAL_CLOSURE)"
+            ]
+            assert await client.stdout.rest() == []
+
+        server.process.send_signal(signal.SIGTERM)
+        assert await server.wait() == 0
+        log = await server.stderr.rest()
+        assert log[-2:] == ["stopping (SIGTERM)", "stopped"]
+        assert any(line.endswith("code 1000 (NORMAL_CLOSURE)") for line in log), log
+
+
+async def test_server_closes_connections_with_1001_on_sigterm() -> None:
+    async with echo_server_process() as (server, url), cli(url) as client:
+        await connected(client, url)
+        await client.send_line("ping")
+        assert await client.stdout.readline() == "ping"
+
+        server.process.send_signal(signal.SIGTERM)
+        assert await server.wait() == 0
+        # The client still has stdin open: the close alone ends it.
+        assert await client.wait() == 3
+        assert await client.stderr.rest() == [
+            "closed by the server: code 1001 (GOING_AWAY), reason: server shutting down"
+        ]
+
+
+async def test_ctrl_d_on_a_terminal_closes_cleanly() -> None:
+    # Stdin is a pseudo-terminal, as when typing: the client reopens it by
+    # name, so the non-blocking mode does not reach its stdout.
+    primary, secondary = pty.openpty()
+    try:
+        async with echo_server_process() as (server, url), cli(url, stdin=secondary) as client:
+            await connected(client, url)
+            os.write(primary, b"typed\n")
+            assert await client.stdout.readline() == "typed"
+            os.write(primary, b"\x04")  # Ctrl-D at the start of a line
+            assert await client.wait() == 0
+            assert await client.stderr.rest() == [
+                "closed at end of input: code 1000 (NORMAL_CLOSURE)"
+            ]
+            server.process.send_signal(signal.SIGINT)
+            assert await server.wait() == 0
+    finally:
+        os.close(primary)
+        os.close(secondary)
+
+
+async def test_ctrl_c_interrupts_the_client() -> None:
+    async with echo_server_process() as (server, url), cli(url) as client:
+        await connected(client, url)
+        client.process.send_signal(signal.SIGINT)
+        assert await client.wait() == 130
+        assert (await client.stderr.rest())[-1] == "interrupted"
+        server.process.send_signal(signal.SIGTERM)
+        assert await server.wait() == 0
+
+
+async def test_server_on_a_busy_port_fails_with_one_line() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        async with cli("serve", "--port", str(port)) as server:
+            assert await server.wait() == 1
+            errors = await server.stderr.rest()
+            assert errors == [
+                f"error: cannot listen on 127.0.0.1 port {port}: [Errno 98] Address already in use"
+            ] or (len(errors) == 1 and errors[0].startswith("error: cannot listen")), errors
+            assert await server.stdout.rest() == []
+
+
+async def test_client_to_a_closed_port_fails_with_one_line() -> None:
+    url = f"ws://127.0.0.1:{closed_port()}/"
+    async with cli(url) as client:
+        await client.end_input()
+        assert await client.wait() == 1
+        errors = await client.stderr.rest()
+        assert len(errors) == 1, errors
+        assert errors[0].startswith(f"error: {url}: could not connect"), errors
+        assert await client.stdout.rest() == []
+
+
+async def test_bad_arguments_are_usage_errors() -> None:
+    async with cli("http://example.com/") as client:
+        assert await client.wait() == 2
+        assert "expected a ws:// or wss:// URL" in (await client.stderr.rest())[-1]
+    async with cli("ws://127.0.0.1:1/", "--header", "no colon") as client:
+        assert await client.wait() == 2
+
+
+# ----------------------------------------------------------------------
+# The CLI client against servers run here
+
+
+async def test_client_shows_messages_and_the_servers_close_code(nursery: trio.Nursery) -> None:
+    seen: list[object] = []
+
+    async def handler(request: WebSocketRequest) -> None:
+        seen.append(dict(request.headers).get(b"x-token"))
+        ws = await request.accept()
+        await ws.send_message(bytes(range(20)))
+        await ws.send_message("text\nin two lines")
+        seen.append(await ws.get_message())
+        await ws.aclose(4321, "custom reason")
+
+    server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
+    url = f"ws://127.0.0.1:{server.port}/close"
+    async with cli(url, "--header", "X-Token: secret value") as client:
+        await connected(client, url)
+        assert await client.stdout.readline() == (
+            "[binary, 20 bytes: 00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f ...]"
+        )
+        assert await client.stdout.readline() == "text"
+        assert await client.stdout.readline() == "in two lines"
+        await client.send_line("now close")
+        # Stdin stays open: the close must cancel the wait for input.
+        assert await client.wait() == 3
+        assert await client.stderr.rest() == [
+            "closed by the server: code 4321 (PRIVATE_RESERVED), reason: custom reason"
+        ]
+    assert seen == [b"secret value", "now close"]
+
+
+async def test_client_reports_a_rejected_handshake(nursery: trio.Nursery) -> None:
+    async def handler(request: WebSocketRequest) -> None:
+        await request.reject(404, body=b"no such chat room\n")
+
+    server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
+    url = f"ws://127.0.0.1:{server.port}/missing"
+    async with cli(url) as client:
+        assert await client.wait() == 1
+        assert await client.stderr.rest() == [
+            f"error: {url}: server rejected the WebSocket handshake with HTTP 404: "
+            "no such chat room"
+        ]
+
+
+@pytest.fixture(scope="module")
+def tls_context() -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+async def test_wss_with_insecure_accepts_a_self_signed_certificate(
+    nursery: trio.Nursery, tls_context: ssl.SSLContext
+) -> None:
+    server = await nursery.start(serve_websocket, echo_handler, "127.0.0.1", 0, tls_context)
+    url = f"wss://localhost:{server.port}/"
+    async with cli(url, "--insecure") as client:
+        await connected(client, url)
+        await client.send_line("over TLS")
+        assert await client.stdout.readline() == "over TLS"
+        await client.end_input()
+        assert await client.wait() == 0
+
+
+async def test_wss_without_insecure_fails_on_the_certificate(
+    nursery: trio.Nursery, tls_context: ssl.SSLContext
+) -> None:
+    closes: list[object] = []
+
+    async def handler(request: WebSocketRequest) -> None:  # pragma: no cover
+        ws = await request.accept()
+        try:
+            await ws.get_message()
+        except ConnectionClosed as exc:
+            closes.append(exc.reason)
+
+    server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, tls_context)
+    url = f"wss://localhost:{server.port}/"
+    async with cli(url) as client:
+        assert await client.wait() == 1
+        errors = await client.stderr.rest()
+        assert len(errors) == 1, errors
+        assert errors[0].startswith(f"error: {url}: "), errors
+        assert "CERTIFICATE_VERIFY_FAILED" in errors[0]
+        assert errors[0].endswith("(use --insecure to accept a self-signed certificate)")
+    assert closes == []

@@ -1,0 +1,492 @@
+"""The command line, ``python -m trio_websocket``: an interactive client and
+an echo server.
+
+    python -m trio_websocket ws://host:port/path [--insecure]
+        [--subprotocol P ...] [--header "Name: value" ...]
+    python -m trio_websocket serve [--host 127.0.0.1] [--port 8000]
+
+Rules:
+- Top layer: uses only the package's public names (``from . import ...``),
+  like any other program would; nothing in the package imports this module
+  but ``__main__``, so ``import trio_websocket`` never loads argparse.
+- Data and diagnostics apart: the client writes each incoming message, and
+  nothing else, to stdout (text as is, binary as a one-line hex summary);
+  the status lines (connected, closed, errors) go to stderr, one line each.
+  The server writes its URL to stdout (one line per listener, flushed, so a
+  parent process can read the port picked by ``--port 0``) and its
+  connection log to stderr.
+- Exit status: 0 when the connection closed with 1000 (Ctrl-D sends it) or
+  the server stopped on SIGINT/SIGTERM; 1 when no connection could be
+  opened (or the server could not listen); 2 for a usage error (argparse's
+  own); 3 when the connection closed with any other code (1006 when it was
+  lost).
+- Stdin is read the Trio way, by a ``trio.lowlevel.FdStream``, so reading
+  is cancelled like any other wait and no thread is left blocked on it. The
+  stream gets its own file description (a terminal is reopened by name, a
+  pipe is ``dup``-ed): ``FdStream`` makes it non-blocking, which must not
+  leak to stdout when both are the same terminal. Stdin that cannot be
+  polled (a regular file, ``/dev/null``) is read in short worker-thread
+  calls that never block for long and are never abandoned.
+- Ctrl-D (end of input) closes with 1000; messages still in flight then are
+  not printed (a local close discards them). Ctrl-C (SIGINT) cancels the
+  session, which drops the connection, and exits with 130.
+- The server closes its open connections with 1001 when told to stop,
+  rejects new ones with 503 meanwhile, and gives up waiting after
+  ``SHUTDOWN_TIMEOUT`` seconds (or at a second signal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import signal
+import ssl
+import stat
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
+from urllib.parse import urlsplit
+
+import trio
+
+from . import (
+    CloseReason,
+    ConnectionClosed,
+    ConnectionRejected,
+    ConnectionTimeout,
+    DisconnectionTimeout,
+    Endpoint,
+    HandshakeError,
+    WebSocketConnection,
+    WebSocketRequest,
+    __version__,
+    open_websocket_url,
+    serve_websocket,
+)
+
+EXIT_OK = 0
+EXIT_CONNECT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_ABNORMAL_CLOSE = 3
+EXIT_INTERRUPTED = 130
+
+#: Seconds the server waits for its connections' closing handshakes on stop.
+SHUTDOWN_TIMEOUT = 5.0
+#: Bytes of a binary message shown in hex.
+HEX_PREVIEW = 16
+READ_SIZE = 65536
+
+
+# ----------------------------------------------------------------------
+# Output
+
+
+def _status(line: str) -> None:
+    """One diagnostic line on stderr (newlines folded: always one line)."""
+    print(" ".join(line.splitlines()), file=sys.stderr, flush=True)
+
+
+def _show_message(message: str | bytes) -> None:
+    if isinstance(message, str):
+        print(message, flush=True)
+    else:
+        preview = message[:HEX_PREVIEW].hex(" ")
+        more = " ..." if len(message) > HEX_PREVIEW else ""
+        print(f"[binary, {len(message)} bytes: {preview}{more}]", flush=True)
+
+
+def describe_close(reason: CloseReason | None) -> str:
+    if reason is None:
+        return "no close code"
+    text = f"code {reason.code} ({reason.name})"
+    if reason.reason:
+        text += f", reason: {reason.reason}"
+    return text
+
+
+def _describe_handshake_error(exc: HandshakeError) -> str:
+    if isinstance(exc, ConnectionRejected):
+        text = str(exc)
+        if exc.body:
+            first = exc.body.decode("utf-8", "replace").strip().splitlines()
+            if first:
+                text += f": {first[0][:200]}"
+        return text
+    if isinstance(exc, ConnectionTimeout):
+        return f"timed out: {exc}"
+    text = str(exc).rstrip().rstrip(":") or type(exc).__name__
+    root = _root_cause(exc)
+    detail = str(root)
+    if root is not exc and detail and detail not in text:
+        text += f" ({detail})"
+    if isinstance(root, ssl.SSLCertVerificationError):
+        text += " (use --insecure to accept a self-signed certificate)"
+    return text
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """Follow ``__cause__`` (and single-member groups, as trio's "all
+    attempts to connect failed" carries) down to the first error."""
+    while True:
+        members = getattr(exc, "exceptions", None)  # an exception group
+        if isinstance(members, tuple) and members and isinstance(members[0], BaseException):
+            exc = members[0]
+        elif exc.__cause__ is not None:
+            exc = exc.__cause__
+        else:
+            return exc
+
+
+def _describe_endpoint(endpoint: Endpoint | str) -> str:
+    if isinstance(endpoint, Endpoint):
+        address = f"[{endpoint.address}]" if ":" in endpoint.address else endpoint.address
+        return f"{address}:{endpoint.port}"
+    return endpoint
+
+
+# ----------------------------------------------------------------------
+# Stdin, line by line
+
+
+def _stdin_is_pollable(fd: int) -> bool:
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        return True
+    return stat.S_ISCHR(mode) and os.isatty(fd)
+
+
+class _ThreadReader:
+    """Reads a file that cannot be polled; each read returns promptly."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        return await trio.to_thread.run_sync(os.read, self._fd, max_bytes)
+
+    async def aclose(self) -> None:
+        os.close(self._fd)
+        await trio.lowlevel.checkpoint()
+
+
+@asynccontextmanager
+async def _stdin_lines() -> AsyncIterator[AsyncIterator[str]]:
+    """The lines typed on stdin, without their line ends, until end of input
+    (a last line without a newline included)."""
+    fd = 0
+    own_fd = os.open(os.ttyname(fd), os.O_RDONLY | os.O_NOCTTY) if os.isatty(fd) else os.dup(fd)
+    reader: trio.lowlevel.FdStream | _ThreadReader = (
+        trio.lowlevel.FdStream(own_fd) if _stdin_is_pollable(own_fd) else _ThreadReader(own_fd)
+    )
+
+    async def lines() -> AsyncIterator[str]:
+        buffer = bytearray()
+        while True:
+            data = await reader.receive_some(READ_SIZE)
+            if not data:
+                break
+            buffer += data
+            *complete, rest = buffer.split(b"\n")
+            buffer = bytearray(rest)
+            for line in complete:
+                yield _decode_line(line)
+        if buffer:
+            yield _decode_line(bytes(buffer))
+
+    try:
+        yield lines()
+    finally:
+        await reader.aclose()
+
+
+def _decode_line(line: bytes | bytearray) -> str:
+    return bytes(line).removesuffix(b"\r").decode("utf-8", "replace")
+
+
+# ----------------------------------------------------------------------
+# The client
+
+
+def _insecure_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _parse_header(text: str) -> tuple[bytes, bytes]:
+    name, colon, value = text.partition(":")
+    name = name.strip()
+    if not colon or not name or any(c.isspace() for c in name):
+        raise argparse.ArgumentTypeError(f'expected "Name: value", got {text!r}')
+    try:
+        return name.encode("ascii"), value.strip().encode("latin-1")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(
+            f"header {text!r}: names must be ASCII, values Latin-1"
+        ) from None
+
+
+def _check_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"expected a ws:// or wss:// URL, got {text!r}")
+    return text
+
+
+async def _print_incoming(ws: WebSocketConnection, done: trio.CancelScope) -> None:
+    try:
+        while True:
+            _show_message(await ws.get_message())
+    except ConnectionClosed:
+        pass
+    finally:
+        done.cancel()
+
+
+async def _send_lines(ws: WebSocketConnection) -> bool:
+    """Send each line of stdin; True at end of input, False when the
+    connection closed first."""
+    async with _stdin_lines() as lines:
+        async for line in lines:
+            try:
+                await ws.send_message(line)
+            except ConnectionClosed:
+                return False
+    return True
+
+
+async def run_client(
+    url: str,
+    *,
+    insecure: bool = False,
+    subprotocols: Sequence[str] = (),
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> int:
+    """The interactive client; returns the exit status."""
+    status = EXIT_INTERRUPTED
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
+            status = await _client_session(url, insecure, subprotocols, headers)
+            nursery.cancel_scope.cancel()
+    if status == EXIT_INTERRUPTED:
+        _status("interrupted")
+    return status
+
+
+async def _client_session(
+    url: str,
+    insecure: bool,
+    subprotocols: Sequence[str],
+    headers: Sequence[tuple[bytes, bytes]],
+) -> int:
+    ssl_context = _insecure_context() if insecure and url.lower().startswith("wss:") else None
+    connected = False
+    closed_by_us = False
+    try:
+        async with open_websocket_url(
+            url, ssl_context, subprotocols=list(subprotocols), extra_headers=list(headers)
+        ) as ws:
+            connected = True
+            chosen = f" (subprotocol: {ws.subprotocol})" if ws.subprotocol else ""
+            _status(f"connected to {url}{chosen}")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_print_incoming, ws, nursery.cancel_scope)
+                if await _send_lines(ws):
+                    # End of input: stop printing, and leave the block, which
+                    # closes with 1000 (the closing handshake bounded by its
+                    # disconnect_timeout). Not ``ws.aclose()`` in here: the
+                    # printer, woken by it, would cancel it half way.
+                    closed_by_us = True
+                    nursery.cancel_scope.cancel()
+                # Else the printer shows what is left, sees the close and
+                # cancels the wait for input.
+    except HandshakeError as exc:
+        if isinstance(exc, DisconnectionTimeout) or connected:
+            _status(f"error: the closing handshake failed: {exc}")
+            return EXIT_ABNORMAL_CLOSE
+        _status(f"error: {url}: {_describe_handshake_error(exc)}")
+        return EXIT_CONNECT_FAILED
+    except ValueError as exc:
+        if connected:
+            raise
+        _status(f"error: {exc}")
+        return EXIT_USAGE
+    reason = ws.closed
+    if closed_by_us:
+        who = "closed at end of input"
+    elif reason is not None and reason.code == 1006:
+        who = "connection lost"
+    else:
+        who = "closed by the server"
+    _status(f"{who}: {describe_close(reason)}")
+    return EXIT_OK if reason is not None and reason.code == 1000 else EXIT_ABNORMAL_CLOSE
+
+
+# ----------------------------------------------------------------------
+# The echo server
+
+
+class EchoServer:
+    """Echoes every message on every connection, until told to stop."""
+
+    def __init__(self) -> None:
+        self.connections: set[WebSocketConnection] = set()
+        self.stopping = False
+
+    async def handle(self, request: WebSocketRequest) -> None:
+        if self.stopping:
+            await request.reject(503, body=b"server shutting down\n")
+            return
+        proposed = request.proposed_subprotocols
+        ws = await request.accept(subprotocol=proposed[0] if proposed else None)
+        _status(f"connection from {_describe_endpoint(ws.remote)} to {ws.path}")
+        self.connections.add(ws)
+        try:
+            while True:
+                await ws.send_message(await ws.get_message())
+        except ConnectionClosed as exc:
+            _status(f"closed {_describe_endpoint(ws.remote)}: {describe_close(exc.reason)}")
+        finally:
+            self.connections.discard(ws)
+
+    async def close_all(self) -> None:
+        async with trio.open_nursery() as nursery:
+            for ws in list(self.connections):
+                nursery.start_soon(ws.aclose, 1001, "server shutting down")
+
+
+def _listen_url(endpoint: Endpoint | str) -> str:
+    if isinstance(endpoint, Endpoint):
+        return endpoint.url + "/"
+    return endpoint
+
+
+async def run_server(host: str | None, port: int) -> int:
+    """The echo server; returns the exit status once stopped by a signal."""
+    echo = EchoServer()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            try:
+                server = await nursery.start(
+                    partial(serve_websocket, echo.handle, host, port, None)
+                )
+            except Exception as exc:  # in a group, from the nursery of ``start``
+                root = _root_cause(exc)
+                if not isinstance(root, OSError):
+                    raise
+                _status(f"error: cannot listen on {host or '*'} port {port}: {root}")
+                return EXIT_CONNECT_FAILED
+            for endpoint in server.listeners:
+                print(f"listening on {_listen_url(endpoint)}", flush=True)
+            async for signum in signals:
+                _status(f"stopping ({signal.Signals(signum).name})")
+                break
+            echo.stopping = True
+            with trio.move_on_after(SHUTDOWN_TIMEOUT) as shutdown:
+                async with trio.open_nursery() as closing:
+                    closing.start_soon(_cancel_on_signal, signals, shutdown, "stopping now")
+                    await echo.close_all()
+                    closing.cancel_scope.cancel()
+            nursery.cancel_scope.cancel()
+    _status("stopped")
+    return EXIT_OK
+
+
+async def _cancel_on_signal(
+    signals: AsyncIterator[int], scope: trio.CancelScope, message: str | None = None
+) -> None:
+    async for _ in signals:
+        if message:
+            _status(message)
+        scope.cancel()
+        return
+
+
+# ----------------------------------------------------------------------
+# Arguments
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
+    return port
+
+
+def _client_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m trio_websocket",
+        description=(
+            "Connect to a WebSocket server: print each message received, send each "
+            "line typed as a text message; Ctrl-D closes. "
+            "Or run an echo server: python -m trio_websocket serve --help"
+        ),
+    )
+    parser.add_argument("url", type=_check_url, help="a ws:// or wss:// URL")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="wss:// only: accept any certificate (self-signed, other host)",
+    )
+    parser.add_argument(
+        "--subprotocol",
+        action="append",
+        default=[],
+        metavar="P",
+        help="offer subprotocol P (repeat for more, in order of preference)",
+    )
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        type=_parse_header,
+        metavar='"NAME: VALUE"',
+        help="send this request header (repeatable)",
+    )
+    parser.add_argument("--version", action="version", version=f"trio-websocket {__version__}")
+    return parser
+
+
+def _server_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m trio_websocket serve",
+        description="Run a WebSocket echo server until Ctrl-C or SIGTERM.",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=_port, default=8000, help="TCP port, 0 for any (default: %(default)s)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
+    try:
+        if args_list[:1] == ["serve"]:
+            server_args = _server_parser().parse_args(args_list[1:])
+            return trio.run(run_server, server_args.host or None, server_args.port)
+        args = _client_parser().parse_args(args_list)
+        return trio.run(
+            partial(
+                run_client,
+                args.url,
+                insecure=args.insecure,
+                subprotocols=args.subprotocol,
+                headers=args.header,
+            )
+        )
+    except KeyboardInterrupt:
+        _status("interrupted")
+        return EXIT_INTERRUPTED
