@@ -30,9 +30,11 @@ COALESCE_BYTES = 64 * 1024
 #: How long a protocol failure waits for the application to take the
 #: messages that arrived before it (and reply) before the close frame goes.
 PROTOCOL_ERROR_GRACE = 1.0
-#: How long a client waits for the server to close TCP after the closing
-#: handshake (RFC 6455 section 7.1.1 asks the server to close first).
-CLIENT_CLOSE_GRACE = 2.0
+#: How long closing may wait on the peer: a client for the server to close
+#: TCP after the closing handshake (RFC 6455 section 7.1.1 asks the server to
+#: close first), and either side for its last frames and the stream's own
+#: close (a TLS goodbye) before the stream is closed without them.
+CLOSE_GRACE = 2.0
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:

@@ -57,7 +57,7 @@ from wsproto.extensions import Extension
 
 from ._close import ABNORMAL_CLOSURE, MESSAGE_TOO_BIG, CloseReason
 from ._config import (
-    CLIENT_CLOSE_GRACE,
+    CLOSE_GRACE,
     COALESCE_BYTES,
     PROTOCOL_ERROR_GRACE,
     READ_AHEAD_BYTES,
@@ -542,7 +542,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 self._draining = True
                 self._reader_scope.deadline = min(
                     self._reader_scope.deadline,
-                    trio.current_time() + CLIENT_CLOSE_GRACE,
+                    trio.current_time() + CLOSE_GRACE,
                 )
         else:
             self._stop_reading = True
@@ -599,7 +599,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """Send what is still queued (the close echo), then close the stream
         (a TLS stream says goodbye), giving up after a grace period. Returns
         whether the stream closed in time."""
-        with trio.move_on_after(CLIENT_CLOSE_GRACE) as scope:
+        with trio.move_on_after(CLOSE_GRACE) as scope:
             try:
                 if self._outbox:
                     await self._flush_outbox()
