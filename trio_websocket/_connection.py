@@ -10,20 +10,21 @@ Rules:
   after its frame), and puts finished messages in the inbox. It never awaits
   the application: a full inbox only stops further *reads* (see
   ``_messages``), and that bound is in bytes.
-- One writer at a time holds the write turn. A frame is serialized by
-  wsproto only when it is written or appended to the outbox, both in order,
-  so nothing can follow a close frame. A write that is cancelled or fails
-  may have left half a frame on the wire, so it aborts the connection.
+- One writer at a time holds the write turn. A frame is serialized (data
+  frames without extensions here, everything else by wsproto) only at the
+  moment it is written or appended to the outbox, both in order, so nothing
+  can follow a close frame. A write that is cancelled or fails may have
+  left half a frame on the wire, so it aborts the connection.
 - Write coalescing: when the task that sends is the one that just took a
   message while more still wait in the inbox, it is working through a batch
   (get, send, get, send...), so ``send_message`` appends its frame to the
   outbox instead of making a system call per message. Other senders (a
-  separate producer task) write directly. The batch
-  is written in one go by a one-shot flusher task scheduled with the first
-  deferred frame, which runs once the application waits; the outbox is
-  capped in bytes, past which sends write directly (and wait: that is the
-  backpressure). Whoever holds the write turn empties the outbox before
-  giving the turn up, so a queued close echo is never left behind.
+  separate producer task) write directly. The batch is written in one go
+  by a one-shot flusher task scheduled with the first deferred frame, which
+  runs once the application waits; the outbox is capped in bytes, past
+  which sends write directly (and wait: that is the backpressure). Whoever
+  holds the write turn empties the outbox before giving the turn up, so a
+  queued close echo is never left behind.
 - ``_close_reason is None`` exactly while the connection is open for sending
   and receiving; it is set once, by whichever comes first: our close, the
   peer's close, a protocol failure, or the loss of the stream.
