@@ -17,6 +17,10 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from wsproto import ConnectionType
+from wsproto.connection import Connection
+from wsproto.events import AcceptConnection, CloseConnection, Request
+from wsproto.handshake import H11Handshake
 
 from trio_websocket import (
     ConnectionClosed,
@@ -131,3 +135,39 @@ class LoopbackResolver(trio.abc.HostnameResolver):
 
     async def getnameinfo(self, sockaddr: Any, flags: int) -> tuple[str, str]:
         raise NotImplementedError
+
+
+# A peer driven by hand with wsproto, for tests that need the raw wire.
+
+async def read_request_head(stream: trio.abc.Stream) -> bytes:
+    head = b""
+    for _ in range(1000):
+        chunk = await stream.receive_some()
+        if not chunk:
+            break
+        head += chunk
+        if b"\r\n\r\n" in head:
+            return head
+    raise AssertionError(f"incomplete request head: {head!r}")
+
+
+async def accept_by_hand(stream: trio.abc.Stream, head: bytes) -> Connection:
+    handshake = H11Handshake(ConnectionType.SERVER)
+    handshake.receive_data(head)
+    assert any(isinstance(event, Request) for event in handshake.events())
+    await stream.send_all(handshake.send(AcceptConnection()))
+    assert handshake.connection is not None
+    return handshake.connection
+
+
+async def answer_close_by_hand(stream: trio.abc.Stream, connection: Connection) -> None:
+    for _ in range(10_000):
+        data = await stream.receive_some()
+        if not data:
+            return
+        connection.receive_data(data)
+        for event in connection.events():
+            if isinstance(event, CloseConnection):
+                await stream.send_all(connection.send(event.response()))
+                await stream.aclose()
+                return

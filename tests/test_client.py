@@ -21,11 +21,13 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from conftest import LoopbackResolver, echo_handler
-from wsproto import ConnectionType
-from wsproto.connection import Connection
-from wsproto.events import AcceptConnection, CloseConnection, Request
-from wsproto.handshake import H11Handshake
+from conftest import (
+    LoopbackResolver,
+    accept_by_hand,
+    answer_close_by_hand,
+    echo_handler,
+    read_request_head,
+)
 from wsproto.utilities import ProtocolError
 
 from trio_websocket import (
@@ -55,8 +57,6 @@ class BlockError(Exception):
     """Raised by a test inside an ``open_websocket`` block."""
 
 
-
-
 async def start_echo_server(nursery: trio.Nursery) -> WebSocketServer:
     return await nursery.start(serve_websocket, echo_handler, "127.0.0.1", 0, None)
 
@@ -72,18 +72,6 @@ async def start_tcp(nursery: trio.Nursery, handler: Any, host: str = "127.0.0.1"
     return int(listeners[0].socket.getsockname()[1])
 
 
-async def read_request_head(stream: trio.abc.Stream) -> bytes:
-    head = b""
-    for _ in range(1000):
-        chunk = await stream.receive_some()
-        if not chunk:
-            break
-        head += chunk
-        if b"\r\n\r\n" in head:
-            return head
-    raise AssertionError(f"incomplete request head: {head!r}")
-
-
 async def drain_until_eof(stream: trio.abc.Stream) -> None:
     try:
         for _ in range(100_000):
@@ -92,28 +80,6 @@ async def drain_until_eof(stream: trio.abc.Stream) -> None:
     except trio.BrokenResourceError:
         return  # reset by the peer: gone all the same
     raise AssertionError("the peer kept sending")
-
-
-async def accept_by_hand(stream: trio.abc.Stream, head: bytes) -> Connection:
-    handshake = H11Handshake(ConnectionType.SERVER)
-    handshake.receive_data(head)
-    assert any(isinstance(event, Request) for event in handshake.events())
-    await stream.send_all(handshake.send(AcceptConnection()))
-    assert handshake.connection is not None
-    return handshake.connection
-
-
-async def answer_close_by_hand(stream: trio.abc.Stream, connection: Connection) -> None:
-    for _ in range(10_000):
-        data = await stream.receive_some()
-        if not data:
-            return
-        connection.receive_data(data)
-        for event in connection.events():
-            if isinstance(event, CloseConnection):
-                await stream.send_all(connection.send(event.response()))
-                await stream.aclose()
-                return
 
 
 def header_values(head: bytes, name: bytes) -> list[bytes]:

@@ -14,10 +14,13 @@ from typing import Any
 import pytest
 import trio
 import trustme
-from conftest import LoopbackResolver, echo_handler
-from wsproto import ConnectionType
-from wsproto.events import AcceptConnection, CloseConnection, Request
-from wsproto.handshake import H11Handshake
+from conftest import (
+    LoopbackResolver,
+    accept_by_hand,
+    answer_close_by_hand,
+    echo_handler,
+    read_request_head,
+)
 
 from trio_websocket import (
     ConnectionClosed,
@@ -243,31 +246,10 @@ async def test_wss_host_header_leaves_out_port_443(
     heads: list[bytes] = []
 
     async def raw_handler(stream: trio.abc.Stream) -> None:
-        head = b""
-        for _ in range(1000):
-            chunk = await stream.receive_some()
-            if not chunk:
-                return
-            head += chunk
-            if b"\r\n\r\n" in head:
-                break
+        head = await read_request_head(stream)
         heads.append(head)
-        handshake = H11Handshake(ConnectionType.SERVER)
-        handshake.receive_data(head)
-        assert any(isinstance(event, Request) for event in handshake.events())
-        await stream.send_all(handshake.send(AcceptConnection()))
-        connection = handshake.connection
-        assert connection is not None
-        for _ in range(1000):
-            data = await stream.receive_some()
-            if not data:
-                return
-            connection.receive_data(data)
-            for event in connection.events():
-                if isinstance(event, CloseConnection):
-                    await stream.send_all(connection.send(event.response()))
-                    await stream.aclose()
-                    return
+        connection = await accept_by_hand(stream, head)
+        await answer_close_by_hand(stream, connection)
 
     listeners = await nursery.start(
         partial(
