@@ -2,11 +2,14 @@
 endpoints of a trio stream.
 
 Rules:
-- Pure apart from reading socket names; never raises for an odd stream: a
-  stream that is not TCP (or TLS over TCP) is described by its ``repr()``.
+- Pure apart from reading socket names; never raises for an odd stream or
+  listener: one that is not TCP (or TLS over TCP) is described by its
+  ``repr()``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import trio
 
@@ -57,6 +60,14 @@ class Endpoint:
         )
 
 
+def _from_socket_name(name: object, is_ssl: bool) -> Endpoint | None:
+    """An :class:`Endpoint` from an IP socket name (``(address, port, ...)``),
+    else None (a Unix socket path, say)."""
+    if isinstance(name, tuple) and len(name) >= 2:
+        return Endpoint(str(name[0]), int(name[1]), is_ssl)
+    return None
+
+
 def stream_endpoint(stream: trio.abc.Stream, *, local: bool) -> Endpoint | str:
     """The local or remote :class:`Endpoint` of ``stream``, or
     ``repr(stream)`` (as in 0.12.2) when it is not a TCP stream (possibly
@@ -71,7 +82,21 @@ def stream_endpoint(stream: trio.abc.Stream, *, local: bool) -> Endpoint | str:
             name = inner.socket.getsockname() if local else inner.socket.getpeername()
         except OSError:
             return repr(stream)
-        if isinstance(name, tuple) and len(name) >= 2:
-            return Endpoint(str(name[0]), int(name[1]), is_ssl)
-        return repr(name)
+        endpoint = _from_socket_name(name, is_ssl)
+        return endpoint if endpoint is not None else repr(name)
     return repr(stream)
+
+
+def listener_endpoint(listener: trio.abc.Listener[Any]) -> Endpoint | str:
+    """The :class:`Endpoint` a TCP (or TLS over TCP) listener listens on,
+    else ``repr(listener)`` (as in 0.12.2)."""
+    is_ssl = False
+    inner: object = listener
+    if isinstance(inner, trio.SSLListener):
+        is_ssl = True
+        inner = inner.transport_listener
+    if isinstance(inner, trio.SocketListener):
+        endpoint = _from_socket_name(inner.socket.getsockname(), is_ssl)
+        if endpoint is not None:
+            return endpoint
+    return repr(listener)

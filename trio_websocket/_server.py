@@ -39,7 +39,7 @@ from ._config import (
     check_timeout,
 )
 from ._connection import STREAM_ERRORS, WebSocketConnection
-from ._endpoint import Endpoint, stream_endpoint
+from ._endpoint import Endpoint, listener_endpoint, stream_endpoint
 from ._errors import ConnectionClosed, HandshakeError, Headers
 
 logger = logging.getLogger("trio_websocket")
@@ -263,19 +263,6 @@ async def wrap_server_stream(
         raise
 
 
-def _listener_endpoint(listener: trio.abc.Listener[Any]) -> Endpoint | str:
-    is_ssl = False
-    inner: object = listener
-    if isinstance(inner, trio.SSLListener):
-        is_ssl = True
-        inner = inner.transport_listener
-    if isinstance(inner, trio.SocketListener):
-        name = inner.socket.getsockname()
-        if isinstance(name, tuple):
-            return Endpoint(str(name[0]), int(name[1]), is_ssl)
-    return repr(listener)
-
-
 class WebSocketServer:
     """Serves WebSocket connections on already-open listeners.
 
@@ -322,7 +309,7 @@ class WebSocketServer:
     def listeners(self) -> list[Endpoint | str]:
         """Each listener as an :class:`Endpoint`, or its ``repr()`` when it
         is not a TCP listener (as in 0.12.2)."""
-        return [_listener_endpoint(listener) for listener in self._listeners]
+        return [listener_endpoint(listener) for listener in self._listeners]
 
     async def run(
         self, *, task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED
