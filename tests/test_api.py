@@ -24,6 +24,7 @@ EXPECTED_NAMES = {
     "CloseReason",
     "ConnectionClosed",
     "ConnectionRejected",
+    "ConnectionStatistics",
     "ConnectionTimeout",
     "DisconnectionTimeout",
     "Endpoint",
@@ -63,6 +64,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("receive_buffer_size", K, ANY),
         ("connect_timeout", K, 60),
         ("disconnect_timeout", K, 60),
+        ("ping_interval", K, None),
+        ("ping_timeout", K, None),
     ],
     "open_websocket_url": [
         ("url", P, REQUIRED),
@@ -74,6 +77,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("connect_timeout", K, 60),
         ("disconnect_timeout", K, 60),
         ("receive_buffer_size", K, ANY),
+        ("ping_interval", K, None),
+        ("ping_timeout", K, None),
     ],
     "connect_websocket": [
         ("nursery", P, REQUIRED),
@@ -86,6 +91,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("message_queue_size", K, 1),
         ("max_message_size", K, MB),
         ("receive_buffer_size", K, ANY),
+        ("ping_interval", K, None),
+        ("ping_timeout", K, None),
     ],
     "connect_websocket_url": [
         ("nursery", P, REQUIRED),
@@ -96,6 +103,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("message_queue_size", K, 1),
         ("max_message_size", K, MB),
         ("receive_buffer_size", K, ANY),
+        ("ping_interval", K, None),
+        ("ping_timeout", K, None),
     ],
     "wrap_client_stream": [
         ("nursery", P, REQUIRED),
@@ -107,6 +116,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("message_queue_size", K, 1),
         ("max_message_size", K, MB),
         ("receive_buffer_size", K, ANY),
+        ("ping_interval", K, None),
+        ("ping_timeout", K, None),
     ],
     "serve_websocket": [
         ("handler", P, REQUIRED),
@@ -120,6 +131,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("connect_timeout", K, 60),
         ("disconnect_timeout", K, 60),
         ("task_status", K, trio.TASK_STATUS_IGNORED),
+        ("ping_interval", K, None),
+        ("ping_timeout", K, None),
     ],
     "wrap_server_stream": [
         ("nursery", P, REQUIRED),
@@ -127,6 +140,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("message_queue_size", P, 1),
         ("max_message_size", P, MB),
         ("receive_buffer_size", P, ANY),
+        ("ping_interval", K, None),
+        ("ping_timeout", K, None),
     ],
     "WebSocketServer.__init__": [
         ("self", P, REQUIRED),
@@ -138,6 +153,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("receive_buffer_size", K, ANY),
         ("connect_timeout", K, 60),
         ("disconnect_timeout", K, 60),
+        ("ping_interval", K, None),
+        ("ping_timeout", K, None),
     ],
     "WebSocketRequest.accept": [
         ("self", P, REQUIRED),
