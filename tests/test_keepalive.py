@@ -124,7 +124,7 @@ async def client_with_hand_peer(
 
 
 async def server_with_hand_peer(
-    nursery: trio.Nursery, **options: Any
+    nursery: trio.Nursery, *, run_peer: bool = True, **options: Any
 ) -> tuple[WebSocketConnection, HandPeer]:
     """Our server connection accepted from a by-hand client."""
     client_stream, server_stream = trio.testing.memory_stream_pair()
@@ -138,7 +138,8 @@ async def server_with_hand_peer(
             break
     assert handshake.connection is not None
     peer = HandPeer(client_stream, handshake.connection)
-    nursery.start_soon(peer.run)
+    if run_peer:
+        nursery.start_soon(peer.run)
     return ws, peer
 
 
