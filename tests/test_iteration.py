@@ -137,7 +137,9 @@ async def test_send_rejects_other_types(pair: Pair) -> None:
         await pair[0].send(42)  # type: ignore[arg-type]
 
 
-async def relay(source: trio.abc.ReceiveChannel[str | bytes], sink: trio.abc.SendChannel[str | bytes]) -> int:
+async def relay(
+    source: trio.abc.ReceiveChannel[str | bytes], sink: trio.abc.SendChannel[str | bytes]
+) -> int:
     """Generic Channel code: knows nothing about WebSockets."""
     count = 0
     async with source:

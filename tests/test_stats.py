@@ -34,7 +34,7 @@ async def test_a_new_connection_has_counted_nothing(pair: Pair) -> None:
 
 
 async def test_the_snapshot_is_frozen_and_does_not_follow_the_connection(pair: Pair) -> None:
-    client, server = pair
+    client, _ = pair
     before = client.statistics()
     with pytest.raises(dataclasses.FrozenInstanceError):
         before.messages_sent = 5  # type: ignore[misc]

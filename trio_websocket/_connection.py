@@ -710,9 +710,12 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         timeout = self._options.ping_timeout
         scope = self._keepalive_scope
         assert interval is not None and timeout is not None and scope is not None
+        timed_out = False
         with scope:
             if self._close_reason is None:
-                await keep_alive(self, interval, timeout)
+                timed_out = await keep_alive(self, interval, timeout)
+        if timed_out:
+            await self._fail_for_keepalive()
 
     def _send_keepalive_ping(self) -> PingWaiter | None:
         """Queue a keepalive ping and make sure it gets written; never
@@ -725,19 +728,26 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         self._flush_soon()
         return waiter
 
-    def _keepalive_timed_out(self) -> None:
-        """Close with 1011: queue the close frame, and give the peer (which
-        stopped answering) only ``CLOSE_GRACE`` to finish the handshake
-        before the stream is dropped. Unread messages stay readable."""
+    async def _fail_for_keepalive(self) -> None:
+        """The pong is late: fail the connection (RFC 6455 section 7.1.7).
+        Send a 1011 close frame if the stream takes it within
+        ``CLOSE_GRACE``, then drop the stream without waiting for the
+        peer's answer. Unread messages stay readable."""
         if self._close_reason is not None:
             return
         self._set_close_reason(CloseReason(INTERNAL_ERROR, KEEPALIVE_TIMEOUT_REASON))
-        if self._proto.state is _OPEN:
-            self._queue_frame(self._close_frame(INTERNAL_ERROR, KEEPALIVE_TIMEOUT_REASON))
-            self._flush_soon()
-        self._reader_scope.deadline = min(
-            self._reader_scope.deadline, trio.current_time() + CLOSE_GRACE
-        )
+        try:
+            if self._proto.state is _OPEN:
+                self._queue_frame(self._close_frame(INTERNAL_ERROR, KEEPALIVE_TIMEOUT_REASON))
+                # A write in progress is stuck behind a peer that does not
+                # read (our ping waited there): nothing more will get out.
+                if not self._writing:
+                    with trio.move_on_after(CLOSE_GRACE):
+                        await self._flush_outbox()
+        except ConnectionClosed:
+            pass
+        finally:
+            self._abort()
 
     def _flush_soon(self) -> None:
         """Have the outbox written without waiting here: by the task holding

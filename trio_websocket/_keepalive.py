@@ -8,9 +8,12 @@ Rules:
   connection and never delays the nursery's exit.
 - It never writes to the stream and never raises: the connection queues
   the ping (the task writing at the time, or a flusher, puts it on the
-  wire) and, when the pong is late, closes itself synchronously. So the
-  timeout can never cut a frame in half, and a write stuck on a peer that
-  does not read is covered by the same timeout.
+  wire). So the timeout can never cut a frame in half, and a write stuck
+  on a peer that does not read is covered by the same timeout.
+- A late pong ends the loop with ``True``; the connection then *fails*
+  (RFC 6455 section 7.1.7): close frame 1011 if it can be written, then
+  the stream is closed without waiting for the peer, which has just shown
+  it is not answering.
 - At most one keepalive ping is in flight. Pings are spaced
   ``interval`` apart from one send to the next, or sent as soon as the
   previous pong arrives when it took longer than that.
@@ -32,24 +35,21 @@ class KeepaliveHost(Protocol):
         """Queue a ping for writing and return its waiter; None once the
         connection is closing."""
 
-    def _keepalive_timed_out(self) -> None:
-        """Close the connection: the peer did not answer in time."""
 
-
-async def keep_alive(host: KeepaliveHost, interval: float, timeout: float) -> None:
-    """Ping through ``host`` until it closes or a pong is ``timeout`` late."""
+async def keep_alive(host: KeepaliveHost, interval: float, timeout: float) -> bool:
+    """Ping through ``host`` until it closes (return False) or a pong is
+    ``timeout`` late (return True)."""
     next_ping = trio.current_time() + interval
     while True:
         await trio.sleep_until(next_ping)
         waiter = host._send_keepalive_ping()
         if waiter is None:
-            return
+            return False
         sent_at = trio.current_time()
         next_ping = sent_at + interval
         with trio.move_on_at(sent_at + timeout):
             await waiter.event.wait()
         if not waiter.event.is_set():
-            host._keepalive_timed_out()
-            return
+            return True
         if not waiter.answered:  # woken because the connection closed
-            return
+            return False

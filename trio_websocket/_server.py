@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, NoReturn
@@ -41,6 +42,10 @@ from ._config import (
 from ._connection import STREAM_ERRORS, WebSocketConnection
 from ._endpoint import Endpoint, listener_endpoint, stream_endpoint
 from ._errors import ConnectionClosed, HandshakeError, Headers
+from ._groups import main_exception, reraise_as_is
+
+if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
+    from exceptiongroup import BaseExceptionGroup
 
 logger = logging.getLogger("trio_websocket")
 
@@ -330,19 +335,31 @@ class WebSocketServer:
         self, *, task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED
     ) -> NoReturn:
         """Serve until cancelled; ``nursery.start(server.run)`` returns the
-        server once it is listening."""
-        async with trio.open_nursery() as nursery:
-            await nursery.start(
-                partial(
-                    trio.serve_listeners,
-                    self._handle_connection,
-                    self._listeners,
-                    handler_nursery=self._handler_nursery,
+        server once it is listening.
+
+        A failure to start (a listener that cannot accept) raises that one
+        error, never a group; once started, a handler's error leaves by
+        Trio's nursery rules (see :func:`serve_websocket`).
+        """
+        started = False
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(
+                    partial(
+                        trio.serve_listeners,
+                        self._handle_connection,
+                        self._listeners,
+                        handler_nursery=self._handler_nursery,
+                    )
                 )
-            )
-            logger.debug("listening on %s", ", ".join(map(str, self.listeners)))
-            task_status.started(self)
-            await trio.sleep_forever()
+                logger.debug("listening on %s", ", ".join(map(str, self.listeners)))
+                task_status.started(self)
+                started = True
+                await trio.sleep_forever()
+        except BaseExceptionGroup as group:
+            if started:
+                raise
+            reraise_as_is(main_exception(group))
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _handle_connection(self, stream: trio.abc.Stream) -> None:
