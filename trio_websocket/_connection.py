@@ -389,13 +389,11 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         if self._close_reason is not None:
             raise ConnectionClosed(self._close_reason)
         if isinstance(message, str):
-            self._messages_sent += 1
             if self._plain_frames:
                 await self._send(None, _TEXT, message.encode("utf-8"))
             else:
                 await self._send(TextMessage(data=message))
         elif isinstance(message, bytes):
-            self._messages_sent += 1
             if self._plain_frames:
                 await self._send(None, _BINARY, message)
             else:
@@ -404,6 +402,7 @@ class WebSocketConnection(trio.abc.Channel[Message]):
             raise ValueError(
                 f"message must be str or bytes, not {type(message).__name__}"
             )
+        self._messages_sent += 1
 
     async def ping(self, payload: bytes | None = None) -> None:
         """Send a ping and wait for the matching pong.

@@ -20,7 +20,7 @@ class ConnectionStatistics:
     handshake is not counted.
     """
 
-    #: Messages given to ``send_message``/``send`` and put into frames.
+    #: Messages sent: ``send_message``/``send`` calls that returned.
     messages_sent: int
     #: Whole messages received from the peer (queued for the application,
     #: read yet or not).
