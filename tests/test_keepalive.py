@@ -386,6 +386,8 @@ async def test_the_connection_is_dropped_without_waiting_for_the_peer(
     # our close frame, and the keepalive task was gone.
     assert trio.current_time() - start == pytest.approx(3)
     assert ws.closed == KEEPALIVE_TIMEOUT
+    assert ws.close_sent == KEEPALIVE_TIMEOUT
+    assert [(f.code, f.reason) for f in peer.close_frames()] == [(1011, "keepalive ping timeout")]
     assert ws.close_received is None
 
 
@@ -410,6 +412,7 @@ async def test_a_peer_that_stops_reading_counts_as_gone(
         assert info.value.reason == KEEPALIVE_TIMEOUT
     assert trio.current_time() - start == pytest.approx(3)
     assert ws.closed == KEEPALIVE_TIMEOUT
+    assert ws.close_sent is None  # it could not get past the stuck write
 
 
 async def test_a_slow_reader_within_the_timeout_is_not_cut_off(

@@ -293,8 +293,10 @@ class WebSocketConnection(trio.abc.Channel[Message]):
     @property
     def close_sent(self) -> CloseReason | None:
         """The code and reason of the close frame we sent, or ``None`` if we
-        sent none (yet, or ever: a connection that was lost, or aborted
-        before its close frame could be written, has none).
+        sent none (yet, or ever: a connection lost before it closed, or one
+        whose writes were stuck, sends none). "Sent" means handed to the
+        stream: if the stream breaks at that moment, the peer may never see
+        it.
 
         An echo of the peer's close frame counts: it repeats the peer's
         code. 1005 (``NO_STATUS_RCVD``) stands for an empty close frame.
@@ -736,13 +738,12 @@ class WebSocketConnection(trio.abc.Channel[Message]):
             return
         self._set_close_reason(CloseReason(INTERNAL_ERROR, KEEPALIVE_TIMEOUT_REASON))
         try:
-            if self._proto.state is _OPEN:
+            # A write in progress is stuck behind a peer that does not read
+            # (our ping waited there): no close frame would get out.
+            if self._proto.state is _OPEN and not self._writing:
                 self._queue_frame(self._close_frame(INTERNAL_ERROR, KEEPALIVE_TIMEOUT_REASON))
-                # A write in progress is stuck behind a peer that does not
-                # read (our ping waited there): nothing more will get out.
-                if not self._writing:
-                    with trio.move_on_after(CLOSE_GRACE):
-                        await self._flush_outbox()
+                with trio.move_on_after(CLOSE_GRACE):
+                    await self._flush_outbox()
         except ConnectionClosed:
             pass
         finally:
