@@ -124,18 +124,27 @@ async def client_with_hand_peer(
 
 
 async def server_with_hand_peer(
-    nursery: trio.Nursery, *, run_peer: bool = True, **options: Any
+    nursery: trio.Nursery,
+    *,
+    stream_pair: Callable[[], tuple[Any, Any]] = trio.testing.memory_stream_pair,
+    run_peer: bool = True,
+    **options: Any,
 ) -> tuple[WebSocketConnection, HandPeer]:
     """Our server connection accepted from a by-hand client."""
-    client_stream, server_stream = trio.testing.memory_stream_pair()
+    client_stream, server_stream = stream_pair()
     handshake = H11Handshake(ConnectionType.CLIENT)
-    await client_stream.send_all(handshake.send(Request(host="example.com", target="/")))
-    request = await wrap_server_stream(nursery, server_stream, **options)
-    ws = await request.accept()
-    for _ in range(100):
-        handshake.receive_data(await client_stream.receive_some())
-        if any(isinstance(event, AcceptConnection) for event in handshake.events()):
-            break
+
+    async def request_and_read_answer() -> None:
+        await client_stream.send_all(handshake.send(Request(host="example.com", target="/")))
+        for _ in range(100):
+            handshake.receive_data(await client_stream.receive_some())
+            if any(isinstance(event, AcceptConnection) for event in handshake.events()):
+                return
+
+    async with trio.open_nursery() as both:
+        both.start_soon(request_and_read_answer)
+        request = await wrap_server_stream(nursery, server_stream, **options)
+        ws = await request.accept()
     assert handshake.connection is not None
     peer = HandPeer(client_stream, handshake.connection)
     if run_peer:
@@ -391,16 +400,18 @@ async def test_the_connection_is_dropped_without_waiting_for_the_peer(
     assert ws.close_received is None
 
 
+@pytest.mark.parametrize("role", ROLES)
 async def test_a_peer_that_stops_reading_counts_as_gone(
-    autojump_clock: trio.testing.MockClock,
+    role: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     """A peer that does not read cannot see our ping: the timeout covers
     the time the ping waits behind a stuck write, and the stuck writer is
     released with ConnectionClosed."""
     start = trio.current_time()
     async with trio.open_nursery() as nursery:
-        ws, _ = await client_with_hand_peer(
+        ws, _ = await hand_peer(
             nursery,
+            role,
             stream_pair=trio.testing.lockstep_stream_pair,
             run_peer=False,  # the peer never reads again
             ping_interval=2,
@@ -415,11 +426,13 @@ async def test_a_peer_that_stops_reading_counts_as_gone(
     assert ws.close_sent is None  # it could not get past the stuck write
 
 
+@pytest.mark.parametrize("role", ROLES)
 async def test_a_slow_reader_within_the_timeout_is_not_cut_off(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    nursery: trio.Nursery, role: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    ws, peer = await client_with_hand_peer(
+    ws, peer = await hand_peer(
         nursery,
+        role,
         stream_pair=trio.testing.lockstep_stream_pair,
         run_peer=False,
         ping_interval=2,
@@ -536,3 +549,27 @@ async def test_a_user_ping_may_reuse_the_payload_of_a_keepalive_ping(
     with trio.fail_after(5):
         await ws.ping(keepalive_ping.payload)
     assert ws.closed is None
+
+
+async def test_pongs_are_read_while_the_application_is_not_reading(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Unread messages (within the read-ahead bound) do not hold up pongs."""
+    ws, peer = await client_with_hand_peer(nursery, ping_interval=1, ping_timeout=1)
+    for index in range(20):
+        await peer.send(TextMessage(data=f"unread {index}"))
+    await trio.sleep(30)  # the application takes nothing all this time
+    assert ws.closed is None
+    assert ws.statistics().messages_buffered == 20
+    assert len(peer.pings()) >= 29
+
+
+async def test_a_user_ping_waiting_when_the_keepalive_fails_raises_connection_closed(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    ws, peer = await client_with_hand_peer(nursery, ping_interval=5, ping_timeout=2)
+    peer.answer_pings = False
+    with pytest.raises(ConnectionClosed) as info:
+        await ws.ping(b"mine")
+    assert info.value.reason == KEEPALIVE_TIMEOUT
+    assert ws.statistics().pings_in_flight == 0

@@ -10,6 +10,7 @@ only exception to the rule is a user handler's own error leaving
 from __future__ import annotations
 
 import socket
+import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+import trustme
 from conftest import accept_by_hand, open_pair, read_request_head
 
 from trio_websocket import (
@@ -286,12 +288,32 @@ async def wrap_server_peer_hangs_up() -> BaseException | None:
         return await raised(lambda: wrap_server_stream(nursery, server_stream))
 
 
+async def open_tls_untrusted_certificate() -> BaseException | None:
+    """A wss:// server whose certificate the client does not trust."""
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    trustme.CA().configure_trust(client_context)  # another CA
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            lambda task_status: serve_websocket(
+                handler, "127.0.0.1", 0, server_context, task_status=task_status
+            )
+        )
+        outcome = await raised_in_block(
+            open_websocket_url(f"wss://127.0.0.1:{server.port}/", client_context), trio.sleep
+        )
+        nursery.cancel_scope.cancel()
+    return outcome
+
+
 CLIENT_SCENARIOS: list[tuple[Scenario, type[BaseException] | None]] = [
     (open_to_closed_port, HandshakeError),
     (open_url_to_closed_port, HandshakeError),
     (connect_to_closed_port, HandshakeError),
     (connect_url_to_closed_port, HandshakeError),
     (open_rejected, ConnectionRejected),
+    (open_tls_untrusted_certificate, HandshakeError),
     (open_connect_timeout, ConnectionTimeout),
     (open_disconnect_timeout, DisconnectionTimeout),
     (open_user_error, KeyError),
