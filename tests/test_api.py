@@ -176,6 +176,10 @@ SIGNATURES: dict[str, list[Param]] = {
         ("code", P, 1000),
         ("reason", P, None),
     ],
+    # Additions since 0.12.2 (trio.abc.Channel and statistics).
+    "WebSocketConnection.send": [("self", P, REQUIRED), ("value", P, REQUIRED)],
+    "WebSocketConnection.receive": [("self", P, REQUIRED)],
+    "WebSocketConnection.statistics": [("self", P, REQUIRED)],
 }
 
 FUNCTIONS = [name for name in SIGNATURES if "." not in name]
@@ -192,6 +196,8 @@ COROUTINE_FUNCTIONS = [
     "WebSocketConnection.ping",
     "WebSocketConnection.pong",
     "WebSocketConnection.aclose",
+    "WebSocketConnection.send",
+    "WebSocketConnection.receive",
 ]
 
 
@@ -300,6 +306,15 @@ def test_connection_is_a_trio_async_resource() -> None:
 def test_public_properties_of_0_12_2_exist(cls: type, properties: list[str]) -> None:
     for name in properties:
         assert isinstance(inspect.getattr_static(cls, name), property), name
+
+
+def test_connection_properties_added_since_0_12_2_exist() -> None:
+    for name in ["close_sent", "close_received", "latency"]:
+        assert isinstance(inspect.getattr_static(WebSocketConnection, name), property), name
+
+
+def test_connection_is_a_trio_channel() -> None:
+    assert issubclass(WebSocketConnection, trio.abc.Channel)
 
 
 def test_server_run_takes_task_status() -> None:
