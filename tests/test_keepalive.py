@@ -8,7 +8,9 @@ are driven by hand with wsproto; time runs on the autojump clock.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -579,3 +581,62 @@ async def test_a_user_ping_waiting_when_the_keepalive_fails_raises_connection_cl
         await ws.ping(b"mine")
     assert info.value.reason == KEEPALIVE_TIMEOUT
     assert ws.statistics().pings_in_flight == 0
+
+
+# ----------------------------------------------------------------------
+# Against an independent implementation (real TCP on 127.0.0.1)
+
+needs_websockets_trio = pytest.mark.skipif(
+    sys.version_info < (3, 11),
+    reason="websockets' Trio API needs websockets 17, hence Python 3.11",
+)
+
+
+@needs_websockets_trio
+async def test_our_keepalive_against_a_websockets_server() -> None:
+    import websockets.trio.server
+
+    async def echo(peer: Any) -> None:
+        async for message in peer:
+            await peer.send(message)
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            partial(websockets.trio.server.serve, echo, 0, host="127.0.0.1", ping_interval=None)
+        )
+        port = server.listeners[0].socket.getsockname()[1]
+        async with open_websocket(
+            "127.0.0.1", port, "/", use_ssl=False, ping_interval=0.02, ping_timeout=10
+        ) as ws:
+            for _ in range(1000):  # real time: up to 10 s
+                if ws.latency is not None:
+                    break
+                await trio.sleep(0.01)
+            assert ws.latency is not None
+            assert ws.closed is None
+            await ws.send_message("still open")
+            assert await ws.get_message() == "still open"
+        await server.aclose()
+        nursery.cancel_scope.cancel()
+
+
+@needs_websockets_trio
+async def test_our_server_keepalive_against_a_websockets_client(nursery: trio.Nursery) -> None:
+    import websockets.trio.client
+
+    async def handler(request: Any) -> None:
+        ws = await request.accept()
+        for _ in range(1000):  # real time: up to 10 s
+            if ws.latency is not None:
+                break
+            await trio.sleep(0.01)
+        await ws.send_message(f"pinged, closed={ws.closed}")
+
+    server = await nursery.start(
+        partial(serve_websocket, handler, "127.0.0.1", 0, None, ping_interval=0.02, ping_timeout=10)
+    )
+    async with websockets.trio.client.connect(
+        f"ws://127.0.0.1:{server.port}/", ping_interval=None
+    ) as peer:
+        with trio.fail_after(15):
+            assert await peer.recv() == "pinged, closed=None"
