@@ -6,10 +6,11 @@ Rules:
 - It runs in the connection's nursery inside a cancel scope that the
   connection cancels the moment it closes, so it never outlives the
   connection and never delays the nursery's exit.
-- It never writes to the stream and never raises: the connection queues
-  the ping (the task writing at the time, or a flusher, puts it on the
-  wire). So the timeout can never cut a frame in half, and a write stuck
-  on a peer that does not read is covered by the same timeout.
+- The loop never writes to the stream and raises nothing but
+  cancellation: the connection queues the ping (the task writing at the
+  time, or a flusher, puts it on the wire). So the timeout can never cut
+  a frame in half, and a write stuck on a peer that does not read is
+  covered by the same timeout.
 - A late pong ends the loop with ``True``; the connection then *fails*
   (RFC 6455 section 7.1.7): close frame 1011 if it can be written, then
   the stream is closed without waiting for the peer, which has just shown
