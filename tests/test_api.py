@@ -24,6 +24,7 @@ EXPECTED_NAMES = {
     "CloseReason",
     "ConnectionClosed",
     "ConnectionRejected",
+    "ConnectionStatistics",
     "ConnectionTimeout",
     "DisconnectionTimeout",
     "Endpoint",
@@ -63,6 +64,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("receive_buffer_size", K, ANY),
         ("connect_timeout", K, 60),
         ("disconnect_timeout", K, 60),
+        ("ping_interval", K, None),
+        ("ping_timeout", K, None),
     ],
     "open_websocket_url": [
         ("url", P, REQUIRED),
@@ -74,6 +77,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("connect_timeout", K, 60),
         ("disconnect_timeout", K, 60),
         ("receive_buffer_size", K, ANY),
+        ("ping_interval", K, None),
+        ("ping_timeout", K, None),
     ],
     "connect_websocket": [
         ("nursery", P, REQUIRED),
@@ -86,6 +91,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("message_queue_size", K, 1),
         ("max_message_size", K, MB),
         ("receive_buffer_size", K, ANY),
+        ("ping_interval", K, None),
+        ("ping_timeout", K, None),
     ],
     "connect_websocket_url": [
         ("nursery", P, REQUIRED),
@@ -96,6 +103,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("message_queue_size", K, 1),
         ("max_message_size", K, MB),
         ("receive_buffer_size", K, ANY),
+        ("ping_interval", K, None),
+        ("ping_timeout", K, None),
     ],
     "wrap_client_stream": [
         ("nursery", P, REQUIRED),
@@ -107,6 +116,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("message_queue_size", K, 1),
         ("max_message_size", K, MB),
         ("receive_buffer_size", K, ANY),
+        ("ping_interval", K, None),
+        ("ping_timeout", K, None),
     ],
     "serve_websocket": [
         ("handler", P, REQUIRED),
@@ -120,6 +131,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("connect_timeout", K, 60),
         ("disconnect_timeout", K, 60),
         ("task_status", K, trio.TASK_STATUS_IGNORED),
+        ("ping_interval", K, None),
+        ("ping_timeout", K, None),
     ],
     "wrap_server_stream": [
         ("nursery", P, REQUIRED),
@@ -127,6 +140,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("message_queue_size", P, 1),
         ("max_message_size", P, MB),
         ("receive_buffer_size", P, ANY),
+        ("ping_interval", K, None),
+        ("ping_timeout", K, None),
     ],
     "WebSocketServer.__init__": [
         ("self", P, REQUIRED),
@@ -138,6 +153,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("receive_buffer_size", K, ANY),
         ("connect_timeout", K, 60),
         ("disconnect_timeout", K, 60),
+        ("ping_interval", K, None),
+        ("ping_timeout", K, None),
     ],
     "WebSocketRequest.accept": [
         ("self", P, REQUIRED),
@@ -159,6 +176,10 @@ SIGNATURES: dict[str, list[Param]] = {
         ("code", P, 1000),
         ("reason", P, None),
     ],
+    # Additions since 0.12.2 (trio.abc.Channel and statistics).
+    "WebSocketConnection.send": [("self", P, REQUIRED), ("value", P, REQUIRED)],
+    "WebSocketConnection.receive": [("self", P, REQUIRED)],
+    "WebSocketConnection.statistics": [("self", P, REQUIRED)],
 }
 
 FUNCTIONS = [name for name in SIGNATURES if "." not in name]
@@ -175,6 +196,8 @@ COROUTINE_FUNCTIONS = [
     "WebSocketConnection.ping",
     "WebSocketConnection.pong",
     "WebSocketConnection.aclose",
+    "WebSocketConnection.send",
+    "WebSocketConnection.receive",
 ]
 
 
@@ -283,6 +306,15 @@ def test_connection_is_a_trio_async_resource() -> None:
 def test_public_properties_of_0_12_2_exist(cls: type, properties: list[str]) -> None:
     for name in properties:
         assert isinstance(inspect.getattr_static(cls, name), property), name
+
+
+def test_connection_properties_added_since_0_12_2_exist() -> None:
+    for name in ["close_sent", "close_received", "latency"]:
+        assert isinstance(inspect.getattr_static(WebSocketConnection, name), property), name
+
+
+def test_connection_is_a_trio_channel() -> None:
+    assert issubclass(WebSocketConnection, trio.abc.Channel)
 
 
 def test_server_run_takes_task_status() -> None:

@@ -33,6 +33,8 @@ PURE = {
     "_version",
     "_masking",
     "_fastpath",
+    "_keepalive",
+    "_stats",
 }
 #: Compiled modules (no .py source to parse); they import nothing of ours.
 COMPILED = {"_speedups"}

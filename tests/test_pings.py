@@ -148,3 +148,36 @@ def test_ping_added_after_close_is_woken_at_once_unanswered() -> None:
     # A pong arriving afterwards changes nothing.
     tracker.pong_received(b"late")
     assert not waiter.answered
+
+
+def test_a_user_ping_may_join_a_shared_ping_in_flight() -> None:
+    tracker = PingTracker()
+    keepalive = tracker.add(b"k", shared=True)
+    user = tracker.add(b"k")
+    assert user is keepalive
+    with pytest.raises(ValueError):
+        tracker.add(b"k")  # a second user ping with a payload in flight
+    with pytest.raises(ValueError):
+        tracker.add(b"k", shared=True)  # the keepalive never doubles up
+
+
+def test_a_caller_giving_up_on_a_shared_ping_leaves_the_other_waiting() -> None:
+    tracker = PingTracker()
+    keepalive = tracker.add(b"k", shared=True)
+    tracker.add(b"k")
+    tracker.discard(b"k", keepalive)  # the user's ping was cancelled
+    assert len(tracker) == 1
+    tracker.pong_received(b"k")
+    assert _woken(keepalive)
+    assert keepalive.answered
+
+
+def test_latency_is_measured_from_the_ping_the_pong_names() -> None:
+    tracker = PingTracker()
+    assert tracker.latency is None
+    tracker.add(b"1", sent_at=10.0)
+    tracker.add(b"2", sent_at=11.0)
+    tracker.pong_received(b"2", now=11.25)
+    assert tracker.latency == 0.25
+    tracker.pong_received(b"unsolicited", now=99.0)
+    assert tracker.latency == 0.25

@@ -50,12 +50,14 @@ from ._server import (
 from ._server import (
     wrap_server_stream as wrap_server_stream,
 )
+from ._stats import ConnectionStatistics as ConnectionStatistics
 from ._version import __version__ as __version__
 
 __all__ = [
     "CloseReason",
     "ConnectionClosed",
     "ConnectionRejected",
+    "ConnectionStatistics",
     "ConnectionTimeout",
     "DisconnectionTimeout",
     "Endpoint",

@@ -165,6 +165,8 @@ async def wrap_client_stream(
     message_queue_size: int = DEFAULT_MESSAGE_QUEUE_SIZE,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
+    ping_interval: float | None = None,
+    ping_timeout: float | None = None,
 ) -> WebSocketConnection:
     """Run the client handshake over a stream you already have.
 
@@ -174,7 +176,13 @@ async def wrap_client_stream(
     :param resource: the request target (path and query).
     :returns: the open connection; closing it is up to you.
     """
-    options = ConnectionOptions.build(message_queue_size, max_message_size, receive_buffer_size)
+    options = ConnectionOptions.build(
+        message_queue_size,
+        max_message_size,
+        receive_buffer_size,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+    )
     protocols = _check_subprotocols(subprotocols)
     headers = _check_headers(extra_headers)
     try:
@@ -198,6 +206,8 @@ async def connect_websocket(
     message_queue_size: int = DEFAULT_MESSAGE_QUEUE_SIZE,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
+    ping_interval: float | None = None,
+    ping_timeout: float | None = None,
 ) -> WebSocketConnection:
     """Connect to ``host:port`` and open a WebSocket to ``resource``.
 
@@ -205,7 +215,13 @@ async def connect_websocket(
     you. There is no timeout: wrap the call in ``trio.fail_after`` if you
     need one. See :func:`open_websocket` for the parameters.
     """
-    options = ConnectionOptions.build(message_queue_size, max_message_size, receive_buffer_size)
+    options = ConnectionOptions.build(
+        message_queue_size,
+        max_message_size,
+        receive_buffer_size,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+    )
     protocols = _check_subprotocols(subprotocols)
     headers = _check_headers(extra_headers)
     ssl_context = _ssl_context_for(use_ssl)
@@ -245,6 +261,8 @@ async def connect_websocket_url(
     message_queue_size: int = DEFAULT_MESSAGE_QUEUE_SIZE,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
+    ping_interval: float | None = None,
+    ping_timeout: float | None = None,
 ) -> WebSocketConnection:
     """:func:`connect_websocket` from a ``ws://`` or ``wss://`` URL."""
     host, port, resource, use_ssl, headers = _url_arguments(url, ssl_context, extra_headers)
@@ -259,6 +277,8 @@ async def connect_websocket_url(
         message_queue_size=message_queue_size,
         max_message_size=max_message_size,
         receive_buffer_size=receive_buffer_size,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
     )
 
 
@@ -276,6 +296,8 @@ async def open_websocket(
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
+    ping_interval: float | None = None,
+    ping_timeout: float | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """Open a WebSocket client connection for the duration of a block::
 
@@ -299,6 +321,15 @@ async def open_websocket(
         handshake, else :exc:`ConnectionTimeout`.
     :param disconnect_timeout: seconds allowed for the closing handshake when
         the block exits, else :exc:`DisconnectionTimeout`.
+    :param ping_interval: seconds between keepalive pings, or ``None`` (the
+        default) for no keepalive. The first ping goes one interval after
+        the connection opens; the round trip is kept in
+        :attr:`WebSocketConnection.latency`. See :doc:`keepalive`.
+    :param ping_timeout: seconds a keepalive ping may wait for its pong
+        before the connection closes with 1011 (``INTERNAL_ERROR``,
+        "keepalive ping timeout"); defaults to ``ping_interval``;
+        ``math.inf`` never closes. Giving it without ``ping_interval`` is a
+        ``ValueError``.
     :raises HandshakeError: the connection could not be opened (the cause is
         chained); :exc:`ConnectionRejected` when the server answered with an
         HTTP error.
@@ -323,6 +354,8 @@ async def open_websocket(
                             message_queue_size=message_queue_size,
                             max_message_size=max_message_size,
                             receive_buffer_size=receive_buffer_size,
+                            ping_interval=ping_interval,
+                            ping_timeout=ping_timeout,
                         )
                 except trio.TooSlowError:
                     raise ConnectionTimeout(
@@ -363,6 +396,8 @@ async def open_websocket_url(
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
+    ping_interval: float | None = None,
+    ping_timeout: float | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """:func:`open_websocket` from a ``ws://`` or ``wss://`` URL.
 
@@ -384,5 +419,7 @@ async def open_websocket_url(
         receive_buffer_size=receive_buffer_size,
         connect_timeout=connect_timeout,
         disconnect_timeout=disconnect_timeout,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
     ) as connection:
         yield connection

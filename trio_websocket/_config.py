@@ -54,6 +54,36 @@ def check_timeout(name: str, value: object) -> float:
     return float(value)
 
 
+def _check_positive_seconds(name: str, value: object) -> float:
+    seconds = check_timeout(name, value)
+    if seconds == 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return seconds
+
+
+def check_keepalive(
+    ping_interval: object, ping_timeout: object
+) -> tuple[float | None, float | None]:
+    """Validate the keepalive arguments; return ``(interval, timeout)``.
+
+    Both ``None`` (the default) means no keepalive. A ``ping_timeout``
+    without a ``ping_interval`` is a ``ValueError`` (it would never apply);
+    an interval alone gets a timeout equal to it. ``math.inf`` as the
+    timeout pings without ever closing (a keepalive for proxies, plus
+    latency measurements).
+    """
+    if ping_interval is None:
+        if ping_timeout is not None:
+            raise ValueError("ping_timeout needs ping_interval (the keepalive is off without it)")
+        return None, None
+    interval = _check_positive_seconds("ping_interval", ping_interval)
+    if interval == float("inf"):
+        raise ValueError("ping_interval must be finite; use None to turn the keepalive off")
+    if ping_timeout is None:
+        return interval, interval
+    return interval, _check_positive_seconds("ping_timeout", ping_timeout)
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionOptions:
     """What every connection is configured with.
@@ -67,11 +97,22 @@ class ConnectionOptions:
         for text); a larger one closes the connection with 1009.
     receive_buffer_size: the most bytes read from the stream at once; None
         means the library default.
+    ping_interval: seconds between the keepalive's pings, or None for no
+        keepalive (no task, nothing sent unasked: the 0.12.2 behaviour).
+        The first ping goes one interval after the connection opens; at
+        most one keepalive ping is in flight at a time.
+    ping_timeout: seconds a keepalive ping may wait for its pong (it
+        counts from when the ping is queued, so a peer too slow to read
+        it counts as gone) before the connection closes with 1011
+        (``INTERNAL_ERROR``, reason "keepalive ping timeout"). Defaults to
+        ``ping_interval``; ``math.inf`` never closes.
     """
 
     message_queue_size: int = DEFAULT_MESSAGE_QUEUE_SIZE
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     receive_buffer_size: int = DEFAULT_RECEIVE_BUFFER_SIZE
+    ping_interval: float | None = None
+    ping_timeout: float | None = None
 
     @classmethod
     def build(
@@ -79,12 +120,18 @@ class ConnectionOptions:
         message_queue_size: int,
         max_message_size: int,
         receive_buffer_size: int | None,
+        *,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
     ) -> ConnectionOptions:
         """Validate the public arguments and return the record."""
         if receive_buffer_size is None:
             receive_buffer_size = DEFAULT_RECEIVE_BUFFER_SIZE
+        interval, timeout = check_keepalive(ping_interval, ping_timeout)
         return cls(
             message_queue_size=_check_int("message_queue_size", message_queue_size, 0),
             max_message_size=_check_int("max_message_size", max_message_size, 1),
             receive_buffer_size=_check_int("receive_buffer_size", receive_buffer_size, 1),
+            ping_interval=interval,
+            ping_timeout=timeout,
         )

@@ -36,6 +36,13 @@ Rules:
   read as the fault still goes out before the close frame.
 - Stream errors (``trio.BrokenResourceError``, ``trio.ClosedResourceError``,
   ``OSError``) are translated to ``ConnectionClosed`` here and nowhere else.
+- The close frame we sent and the one we received are kept apart
+  (``close_sent``, ``close_received``); ``closed`` is whichever reason
+  came first, as in 0.12.2.
+- Statistics are integer counters bumped on the hot paths (one add per
+  message, per read, per write); the snapshot is built only when asked.
+- The keepalive (``_keepalive``), when configured, is one more task in the
+  connection's nursery; closing the connection cancels it.
 """
 
 from __future__ import annotations
@@ -56,7 +63,15 @@ from wsproto.events import (
 )
 from wsproto.extensions import Extension
 
-from ._close import ABNORMAL_CLOSURE, MESSAGE_TOO_BIG, CloseReason
+from ._close import (
+    ABNORMAL_CLOSURE,
+    GOING_AWAY,
+    INTERNAL_ERROR,
+    MESSAGE_TOO_BIG,
+    NO_STATUS_RCVD,
+    NORMAL_CLOSURE,
+    CloseReason,
+)
 from ._config import (
     CLOSE_GRACE,
     COALESCE_BYTES,
@@ -67,9 +82,11 @@ from ._config import (
 from ._endpoint import Endpoint, stream_endpoint
 from ._errors import ConnectionClosed, Headers
 from ._fastpath import use_fast_unmasking
+from ._keepalive import keep_alive
 from ._masking import apply_mask, next_mask_key
 from ._messages import Inbox, InboxClosed, Message, MessageAssembler, MessageTooBig
-from ._pings import PingTracker
+from ._pings import PingTracker, PingWaiter
+from ._stats import ConnectionStatistics
 from ._url import bracket_host
 
 #: What a broken or closed trio stream raises.
@@ -80,6 +97,13 @@ STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 _LOCAL_ONLY_CODES = frozenset({1004, 1005, 1006, 1015})
 
 _OPEN = ConnectionState.OPEN
+
+#: Close codes after which iteration (and ``receive``) ends quietly instead
+#: of raising: a normal close, a peer going away, and an empty close frame
+#: (reported as 1005), which is how browsers close by default.
+NORMAL_CLOSE_CODES = frozenset({NORMAL_CLOSURE, GOING_AWAY, NO_STATUS_RCVD})
+
+KEEPALIVE_TIMEOUT_REASON = "keepalive ping timeout"
 
 
 def _describe(endpoint: Endpoint | str) -> str:
@@ -99,12 +123,16 @@ _pack_header_64 = struct.Struct("!BBQ").pack
 _JOIN_PAYLOAD_BYTES = 256 * 1024
 
 
-class WebSocketConnection(trio.abc.AsyncResource):
+class WebSocketConnection(trio.abc.Channel[Message]):
     """A WebSocket connection, client or server side.
 
     Do not build one yourself: :func:`open_websocket`,
     :func:`connect_websocket`, :func:`wrap_client_stream` and
     :meth:`WebSocketRequest.accept` return them, started and ready.
+
+    It is a ``trio.abc.Channel[str | bytes]``: :meth:`send`,
+    :meth:`receive`, ``async for message in ws`` (which ends quietly when
+    the connection closes normally) and ``async with ws``.
     """
 
     #: Numbers connections in ``str()`` (the 0.12.2 class attribute).
@@ -114,7 +142,11 @@ class WebSocketConnection(trio.abc.AsyncResource):
     __slots__ = (
         "_assembler",
         "_batch_task",
+        "_bytes_received",
+        "_bytes_sent",
         "_close_reason",
+        "_close_received",
+        "_close_sent",
         "_discarding",
         "_draining",
         "_failure",
@@ -125,7 +157,10 @@ class WebSocketConnection(trio.abc.AsyncResource):
         "_id",
         "_inbox",
         "_is_client",
+        "_keepalive_scope",
         "_local",
+        "_messages_received",
+        "_messages_sent",
         "_nursery",
         "_options",
         "_outbox",
@@ -175,6 +210,13 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._assembler = MessageAssembler(options.max_message_size)
         self._pings = PingTracker()
         self._close_reason: CloseReason | None = None
+        self._close_sent: CloseReason | None = None
+        self._close_received: CloseReason | None = None
+        self._keepalive_scope: trio.CancelScope | None = None
+        self._messages_sent = 0
+        self._messages_received = 0
+        self._bytes_sent = 0
+        self._bytes_received = 0
         # Data received after we gave up on the connection is dropped.
         self._discarding = False
         # A protocol failure waiting for the application (see the rules).
@@ -248,6 +290,52 @@ class WebSocketConnection(trio.abc.AsyncResource):
         server, the response's on a client."""
         return self._handshake_headers
 
+    @property
+    def close_sent(self) -> CloseReason | None:
+        """The code and reason of the close frame we sent, or ``None`` if we
+        sent none (yet, or ever: a connection lost before it closed, or one
+        whose writes were stuck, sends none). "Sent" means handed to the
+        stream: if the stream breaks at that moment, the peer may never see
+        it.
+
+        An echo of the peer's close frame counts: it repeats the peer's
+        code. 1005 (``NO_STATUS_RCVD``) stands for an empty close frame.
+        """
+        return self._close_sent
+
+    @property
+    def close_received(self) -> CloseReason | None:
+        """The code and reason of the peer's close frame, or ``None`` if
+        none arrived. 1005 (``NO_STATUS_RCVD``) means the frame was empty.
+
+        :attr:`closed` is whichever of the two came first (or 1006,
+        ``ABNORMAL_CLOSURE``, when the connection was lost without any).
+        """
+        return self._close_received
+
+    @property
+    def latency(self) -> float | None:
+        """The round-trip time of the latest ping answered, in seconds:
+        from queueing a ping (ours, by :meth:`ping` or the keepalive) to
+        reading its pong. ``None`` until the first pong."""
+        return self._pings.latency
+
+    def statistics(self) -> ConnectionStatistics:
+        """A snapshot of this connection's counters (see
+        :class:`ConnectionStatistics`). Cheap: it only copies numbers."""
+        return ConnectionStatistics(
+            messages_sent=self._messages_sent,
+            messages_received=self._messages_received,
+            bytes_sent=self._bytes_sent,
+            bytes_received=self._bytes_received,
+            messages_buffered=len(self._inbox),
+            buffered_bytes=self._inbox.buffered_bytes,
+            unsent_bytes=self._outbox_bytes,
+            pings_in_flight=len(self._pings),
+            latency=self._pings.latency,
+            compression_ratio=None,
+        )
+
     def __str__(self) -> str:
         role = "client" if self._is_client else "server"
         return f"{role}-{self._id} {_describe(self._local)}<->{_describe(self._remote)}"
@@ -272,6 +360,28 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._batch_task = trio.lowlevel.current_task() if self._inbox else None
         return message
 
+    async def receive(self) -> Message:
+        """The next message, as a ``trio.abc.ReceiveChannel`` gives it.
+
+        Like :meth:`get_message`, except at the end: after a normal close
+        (1000, 1001, or an empty close frame, by either side) this raises
+        ``trio.EndOfChannel``, so ``async for message in ws`` simply ends;
+        after any other close it raises :exc:`ConnectionClosed`, with the
+        reason.
+        """
+        try:
+            return await self.get_message()
+        except ConnectionClosed as exc:
+            if exc.reason is not None and exc.reason.code in NORMAL_CLOSE_CODES:
+                raise trio.EndOfChannel from exc
+            raise
+
+    async def send(self, value: Message) -> None:
+        """Send a message, as a ``trio.abc.SendChannel`` does: the same as
+        :meth:`send_message` (so a closed connection raises
+        :exc:`ConnectionClosed`)."""
+        await self.send_message(value)
+
     async def send_message(self, message: str | bytes) -> None:
         """Send a text (``str``) or binary (``bytes``) message.
 
@@ -294,6 +404,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
             raise ValueError(
                 f"message must be str or bytes, not {type(message).__name__}"
             )
+        self._messages_sent += 1
 
     async def ping(self, payload: bytes | None = None) -> None:
         """Send a ping and wait for the matching pong.
@@ -308,7 +419,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
             payload = self._pings.new_payload()
         elif not isinstance(payload, bytes) or len(payload) > 125:
             raise ValueError("ping payload must be bytes of at most 125 bytes")
-        waiter = self._pings.add(payload)
+        waiter = self._pings.add(payload, sent_at=trio.current_time())
         try:
             await self._send(Ping(payload=payload))
             await waiter.event.wait()
@@ -381,6 +492,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """Serialize one frame into the outbox: ``event`` through wsproto,
         or, when it is None, a plain data frame (see ``_plain_frames``)."""
         if event is not None:
+            if type(event) is CloseConnection:
+                self._note_close_sent(event.code, event.reason)
             self._queue_frame(self._proto.send(event))
             return
         size = len(payload)
@@ -460,6 +573,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 total = self._outbox_bytes
                 self._outbox = []
                 self._outbox_bytes = 0
+                self._bytes_sent += total
                 if len(pieces) == 1:
                     await stream.send_all(pieces[0])
                 elif total <= _JOIN_PAYLOAD_BYTES:
@@ -495,6 +609,16 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._close_reason = reason
             self._inbox.close(discard=False)
             self._pings.close()
+            if self._keepalive_scope is not None:
+                self._keepalive_scope.cancel()
+
+    def _note_close_sent(self, code: int, reason: str | None) -> None:
+        self._close_sent = CloseReason(code, reason or None)
+
+    def _close_frame(self, code: int, reason: str | None) -> bytes:
+        """Serialize our close frame (the only one wsproto lets us send)."""
+        self._note_close_sent(code, reason)
+        return self._proto.send(CloseConnection(code=code, reason=reason))
 
     def _abort(self) -> None:
         """Give up on the connection now: the reader closes the stream."""
@@ -525,7 +649,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._failure = None
         self._set_close_reason(failure)
         if self._proto.state is _OPEN:
-            self._queue_frame(self._proto.send(CloseConnection(failure.code, failure.reason)))
+            self._queue_frame(self._close_frame(failure.code, failure.reason))
         if self._failure_ends_reading:
             self._reading_done()
 
@@ -553,14 +677,16 @@ class WebSocketConnection(trio.abc.AsyncResource):
         if state is ConnectionState.REMOTE_CLOSING:
             # The peer started the closing handshake: echo its code and
             # reason (as 0.12.2 did; browsers show the echoed reason).
-            self._set_close_reason(CloseReason(event.code, event.reason or None))
-            self._queue_frame(
-                self._proto.send(CloseConnection(code=event.code, reason=event.reason))
-            )
+            received = CloseReason(event.code, event.reason or None)
+            self._close_received = received
+            self._set_close_reason(received)
+            self._queue_frame(self._close_frame(event.code, event.reason))
             self._reading_done()
         elif state is ConnectionState.CLOSED:
             # The answer to our close frame.
-            self._set_close_reason(CloseReason(event.code, event.reason or None))
+            received = CloseReason(event.code, event.reason or None)
+            self._close_received = received
+            self._set_close_reason(received)
             self._reading_done()
         else:
             # wsproto reports a frame it could not parse as a close event
@@ -573,6 +699,67 @@ class WebSocketConnection(trio.abc.AsyncResource):
     def _start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
         nursery.start_soon(self._reader_task, name=f"{self} reader")
+        if self._options.ping_interval is not None:
+            self._keepalive_scope = trio.CancelScope()
+            nursery.start_soon(self._keepalive_task, name=f"{self} keepalive")
+
+    # ------------------------------------------------------------------
+    # Keepalive (the loop is in ``_keepalive``)
+
+    async def _keepalive_task(self) -> None:
+        interval = self._options.ping_interval
+        timeout = self._options.ping_timeout
+        scope = self._keepalive_scope
+        assert interval is not None and timeout is not None and scope is not None
+        timed_out = False
+        with scope:
+            if self._close_reason is None:
+                timed_out = await keep_alive(self, interval, timeout)
+        if timed_out:
+            await self._fail_for_keepalive()
+
+    def _send_keepalive_ping(self) -> PingWaiter | None:
+        """Queue a keepalive ping and make sure it gets written; never
+        waits (see ``_keepalive``)."""
+        if self._close_reason is not None or self._proto.state is not _OPEN:
+            return None
+        payload = self._pings.new_payload()
+        waiter = self._pings.add(payload, sent_at=trio.current_time(), shared=True)
+        self._queue_frame(self._proto.send(Ping(payload=payload)))
+        self._flush_soon()
+        return waiter
+
+    async def _fail_for_keepalive(self) -> None:
+        """The pong is late: fail the connection (RFC 6455 section 7.1.7).
+        Send a 1011 close frame if the stream takes it within
+        ``CLOSE_GRACE``, then drop the stream without waiting for the
+        peer's answer. Unread messages stay readable."""
+        if self._close_reason is not None:
+            return
+        self._set_close_reason(CloseReason(INTERNAL_ERROR, KEEPALIVE_TIMEOUT_REASON))
+        try:
+            # A write in progress is stuck behind a peer that does not read
+            # (our ping waited there): no close frame would get out.
+            if self._proto.state is _OPEN and not self._writing:
+                self._queue_frame(self._close_frame(INTERNAL_ERROR, KEEPALIVE_TIMEOUT_REASON))
+                with trio.move_on_after(CLOSE_GRACE):
+                    await self._flush_outbox()
+        except ConnectionClosed:
+            pass
+        finally:
+            self._abort()
+
+    def _flush_soon(self) -> None:
+        """Have the outbox written without waiting here: by the task holding
+        the write turn (it empties the outbox before letting go), else by a
+        one-shot flusher task."""
+        if self._writing or self._flush_scheduled or self._nursery is None:
+            return
+        self._flush_scheduled = True
+        try:
+            self._nursery.start_soon(self._deferred_flush)
+        except RuntimeError:  # the nursery is closing; the reader flushes
+            self._flush_scheduled = False
 
     async def _reader_task(self) -> None:
         clean = False
@@ -633,6 +820,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 return
             if not data:
                 return
+            self._bytes_received += len(data)
             if not self._draining:
                 self._proto.receive_data(data)  # type: ignore[arg-type]
                 self._dispatch()
@@ -643,6 +831,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         inbox = self._inbox
         assembler = self._assembler
         limit = self._options.max_message_size
+        received = 0
         for event in self._proto.events():
             kind = type(event)
             if kind is BytesMessage or kind is TextMessage:
@@ -656,6 +845,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
                     and len(data) <= limit
                 ):
                     inbox.put(data)
+                    received += 1
                     continue
                 try:
                     message = assembler.feed(data, event.message_finished)  # type: ignore[attr-defined]
@@ -666,11 +856,13 @@ class WebSocketConnection(trio.abc.AsyncResource):
                     continue
                 if message is not None:
                     inbox.put(message)
+                    received += 1
             elif kind is Ping:
                 if self._proto.state is _OPEN:
                     self._queue_frame(self._proto.send(Pong(event.payload)))  # type: ignore[attr-defined]
             elif kind is Pong:
-                self._pings.pong_received(event.payload)  # type: ignore[attr-defined]
+                self._pings.pong_received(event.payload, trio.current_time())  # type: ignore[attr-defined]
             elif kind is CloseConnection:
                 self._on_close_frame(event)  # type: ignore[arg-type]
+        self._messages_received += received
         inbox.wake_receivers()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, NoReturn
@@ -41,6 +42,10 @@ from ._config import (
 from ._connection import STREAM_ERRORS, WebSocketConnection
 from ._endpoint import Endpoint, listener_endpoint, stream_endpoint
 from ._errors import ConnectionClosed, HandshakeError, Headers
+from ._groups import main_exception, reraise_as_is
+
+if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
+    from exceptiongroup import BaseExceptionGroup
 
 logger = logging.getLogger("trio_websocket")
 
@@ -247,6 +252,9 @@ async def wrap_server_stream(
     message_queue_size: int = DEFAULT_MESSAGE_QUEUE_SIZE,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
+    *,
+    ping_interval: float | None = None,
+    ping_timeout: float | None = None,
 ) -> WebSocketRequest:
     """Read a client's opening handshake from a stream you accepted.
 
@@ -255,7 +263,13 @@ async def wrap_server_stream(
     :raises HandshakeError: the client sent no valid request (a 400 answer
         was sent and the stream closed).
     """
-    options = ConnectionOptions.build(message_queue_size, max_message_size, receive_buffer_size)
+    options = ConnectionOptions.build(
+        message_queue_size,
+        max_message_size,
+        receive_buffer_size,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+    )
     try:
         return await _read_request(stream, nursery, options)
     except BaseException:
@@ -282,6 +296,8 @@ class WebSocketServer:
         receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
+        ping_interval: float | None = None,
+        ping_timeout: float | None = None,
     ) -> None:
         if not listeners:
             raise ValueError("a WebSocketServer needs at least one listener")
@@ -289,7 +305,11 @@ class WebSocketServer:
         self._listeners = list(listeners)
         self._handler_nursery = handler_nursery
         self._options = ConnectionOptions.build(
-            message_queue_size, max_message_size, receive_buffer_size
+            message_queue_size,
+            max_message_size,
+            receive_buffer_size,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
         )
         self._connect_timeout = check_timeout("connect_timeout", connect_timeout)
         self._disconnect_timeout = check_timeout("disconnect_timeout", disconnect_timeout)
@@ -315,19 +335,31 @@ class WebSocketServer:
         self, *, task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED
     ) -> NoReturn:
         """Serve until cancelled; ``nursery.start(server.run)`` returns the
-        server once it is listening."""
-        async with trio.open_nursery() as nursery:
-            await nursery.start(
-                partial(
-                    trio.serve_listeners,
-                    self._handle_connection,
-                    self._listeners,
-                    handler_nursery=self._handler_nursery,
+        server once it is listening.
+
+        A failure to start (a listener that cannot accept) raises that one
+        error, never a group; once started, a handler's error leaves by
+        Trio's nursery rules (see :func:`serve_websocket`).
+        """
+        started = False
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(
+                    partial(
+                        trio.serve_listeners,
+                        self._handle_connection,
+                        self._listeners,
+                        handler_nursery=self._handler_nursery,
+                    )
                 )
-            )
-            logger.debug("listening on %s", ", ".join(map(str, self.listeners)))
-            task_status.started(self)
-            await trio.sleep_forever()
+                logger.debug("listening on %s", ", ".join(map(str, self.listeners)))
+                task_status.started(self)
+                started = True
+                await trio.sleep_forever()
+        except BaseExceptionGroup as group:
+            if started:
+                raise
+            reraise_as_is(main_exception(group))
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _handle_connection(self, stream: trio.abc.Stream) -> None:
@@ -342,6 +374,8 @@ class WebSocketServer:
                         self._options.message_queue_size,
                         self._options.max_message_size,
                         self._options.receive_buffer_size,
+                        ping_interval=self._options.ping_interval,
+                        ping_timeout=self._options.ping_timeout,
                     )
                 except HandshakeError as exc:
                     logger.debug("handshake failed: %s", exc)
@@ -375,6 +409,8 @@ async def serve_websocket(
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
     task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
+    ping_interval: float | None = None,
+    ping_timeout: float | None = None,
 ) -> NoReturn:
     """Listen on ``host:port`` and run ``await handler(request)`` for each
     WebSocket connection, until cancelled::
@@ -395,6 +431,9 @@ async def serve_websocket(
         handshake before it is dropped.
     :param disconnect_timeout: seconds allowed for the closing handshake
         after the handler finishes.
+    :param ping_interval: see :func:`open_websocket` (the keepalive runs
+        next to each accepted connection's reader).
+    :param ping_timeout: see :func:`open_websocket`.
     """
     listen_host: Any = host
     listeners: Sequence[trio.abc.Listener[Any]]
@@ -413,5 +452,7 @@ async def serve_websocket(
         receive_buffer_size=receive_buffer_size,
         connect_timeout=connect_timeout,
         disconnect_timeout=disconnect_timeout,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
     )
     await server.run(task_status=task_status)
