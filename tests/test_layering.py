@@ -42,6 +42,9 @@ LAYERS = {
     "_client": 2,
     "_server": 2,
     "__init__": 3,
+    # The public testing kit sits beside the namespace: it uses the entry
+    # points, and the package never imports it.
+    "testing": 3,
     "_cli": 4,
     "__main__": 5,
 }
