@@ -140,10 +140,7 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 def _describe_endpoint(endpoint: Endpoint | str) -> str:
-    if isinstance(endpoint, Endpoint):
-        address = f"[{endpoint.address}]" if ":" in endpoint.address else endpoint.address
-        return f"{address}:{endpoint.port}"
-    return endpoint
+    return endpoint.host_port if isinstance(endpoint, Endpoint) else endpoint
 
 
 # ----------------------------------------------------------------------

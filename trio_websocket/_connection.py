@@ -64,13 +64,13 @@ from ._config import (
     READ_AHEAD_BYTES,
     ConnectionOptions,
 )
-from ._endpoint import Endpoint, stream_endpoint
+from ._endpoint import Endpoint, describe_endpoint, stream_endpoint
 from ._errors import ConnectionClosed, Headers
 from ._fastpath import use_fast_unmasking
+from ._log import log_closed, log_opened, with_frame_logging
 from ._masking import apply_mask, next_mask_key
 from ._messages import Inbox, InboxClosed, Message, MessageAssembler, MessageTooBig
 from ._pings import PingTracker
-from ._url import bracket_host
 
 #: What a broken or closed trio stream raises.
 STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
@@ -82,10 +82,7 @@ _LOCAL_ONLY_CODES = frozenset({1004, 1005, 1006, 1015})
 _OPEN = ConnectionState.OPEN
 
 
-def _describe(endpoint: Endpoint | str) -> str:
-    if isinstance(endpoint, Endpoint):
-        return f"{bracket_host(endpoint.address)}:{endpoint.port}"
-    return endpoint
+_describe = describe_endpoint
 
 _TEXT = 0x1
 _BINARY = 0x2
@@ -495,6 +492,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._close_reason = reason
             self._inbox.close(discard=False)
             self._pings.close()
+            log_closed(self, reason, by_peer=self._proto.state is ConnectionState.REMOTE_CLOSING)
 
     def _abort(self) -> None:
         """Give up on the connection now: the reader closes the stream."""
@@ -572,6 +570,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
     def _start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
+        self._stream = with_frame_logging(self._stream, self)
+        log_opened(self)
         nursery.start_soon(self._reader_task, name=f"{self} reader")
 
     async def _reader_task(self) -> None:

@@ -41,6 +41,7 @@ from ._config import (
 from ._connection import STREAM_ERRORS, WebSocketConnection
 from ._endpoint import Endpoint, listener_endpoint, stream_endpoint
 from ._errors import ConnectionClosed, HandshakeError, Headers
+from ._log import log_handler_error
 
 logger = logging.getLogger("trio_websocket")
 
@@ -354,6 +355,7 @@ class WebSocketServer:
                 # Raised below, outside this nursery, so that serve_listeners
                 # sees the handler's own exception, not a group around it.
                 handler_error = exc
+                log_handler_error(request, request._connection, exc)
             await request._finish(handler_error is not None, self._disconnect_timeout)
         if handler_error is not None:
             try:
