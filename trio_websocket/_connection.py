@@ -324,22 +324,33 @@ class WebSocketConnection(trio.abc.AsyncResource):
             raise ValueError("pong payload must be bytes of at most 125 bytes")
         await self._send(Pong(payload=payload))
 
-    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
+    async def aclose(
+        self, code: int = 1000, reason: str | None = None, *, keep_receiving: bool = False
+    ) -> None:
         """Close the connection: send a close frame with ``code`` and
         ``reason``, wait for the peer's, then close the stream.
 
         Idempotent: later calls wait for the same close to finish. If this is
         cancelled, the stream is closed at once without the handshake.
+
+        :param keep_receiving: by default, messages not yet read are dropped
+            and :meth:`get_message` raises at once. With ``True``, they stay
+            readable, and so do the messages the peer sends until it answers
+            the close frame (RFC 6455 lets it finish what it was sending);
+            then :meth:`get_message` raises :exc:`ConnectionClosed`. Another
+            task must keep reading meanwhile: messages nobody reads
+            eventually stop the connection from reading the peer's answer.
         """
         if isinstance(code, bool) or not isinstance(code, int):
             raise TypeError("close code must be an int")
         if not 1000 <= code <= 4999:
             raise ValueError(f"close code must be in 1000..4999, got {code}")
-        self._inbox.close(discard=True)
+        if not keep_receiving:
+            self._inbox.close(discard=True)
         self._enact_failure()
         try:
             if self._close_reason is None:
-                self._set_close_reason(CloseReason(code, reason))
+                self._set_close_reason(CloseReason(code, reason), keep_receiving)
                 if code in _LOCAL_ONLY_CODES:
                     code = 1000
                 try:
@@ -487,10 +498,11 @@ class WebSocketConnection(trio.abc.AsyncResource):
     # ------------------------------------------------------------------
     # Closing
 
-    def _set_close_reason(self, reason: CloseReason) -> None:
+    def _set_close_reason(self, reason: CloseReason, keep_receiving: bool = False) -> None:
         if self._close_reason is None:
             self._close_reason = reason
-            self._inbox.close(discard=False)
+            if not keep_receiving:  # else the inbox closes once reading is done
+                self._inbox.close(discard=False)
             self._pings.close()
             log_closed(self, reason, by_peer=self._proto.state is ConnectionState.REMOTE_CLOSING)
 
@@ -536,6 +548,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """No more frames will be parsed: the server closes now, the client
         waits (briefly) for the server to close TCP first, per RFC 6455."""
         self._discarding = True
+        self._inbox.close(discard=False)
         if self._is_client:
             if not self._draining:
                 self._draining = True
@@ -582,6 +595,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
                 clean = True
         finally:
             self._set_close_reason(CloseReason(ABNORMAL_CLOSURE, None))
+            self._inbox.close(discard=False)
             closed = False
             try:
                 if clean:
