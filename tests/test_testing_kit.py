@@ -10,8 +10,14 @@ import pytest
 import trio
 import trio.testing
 
-from trio_websocket import ConnectionClosed
-from trio_websocket.testing import CLOSE_TIMEOUT, FaultyStream, memory_pair, open_memory_pair
+from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketRequest
+from trio_websocket.testing import (
+    CLOSE_TIMEOUT,
+    FaultyStream,
+    memory_pair,
+    open_memory_client,
+    open_memory_pair,
+)
 
 
 async def test_open_memory_pair_connects_both_ways_and_closes_on_exit() -> None:
@@ -201,3 +207,91 @@ def test_importing_the_package_does_not_load_the_kit() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+# ----------------------------------------------------------------------
+# open_memory_client: a server handler under test, without sockets
+
+
+async def test_memory_client_talks_to_a_handler() -> None:
+    seen: list[str] = []
+
+    async def echo(request: WebSocketRequest) -> None:
+        seen.append(request.path)
+        ws = await request.accept(subprotocol="v1")
+        try:
+            while True:
+                await ws.send_message(await ws.get_message())
+        except ConnectionClosed:
+            pass
+
+    async with open_memory_client(echo, resource="/echo?x=1", subprotocols=["v1"]) as ws:
+        assert ws.subprotocol == "v1"
+        await ws.send_message("round trip")
+        assert await ws.get_message() == "round trip"
+    assert seen == ["/echo?x=1"]
+    assert ws.closed is not None and ws.closed.code == 1000
+
+
+async def test_memory_client_sees_a_rejection() -> None:
+    async def reject(request: WebSocketRequest) -> None:
+        await request.reject(403, body=b"no")
+
+    with pytest.raises(ConnectionRejected) as caught:
+        async with open_memory_client(reject):
+            pytest.fail("the block must not run")  # pragma: no cover
+    assert caught.value.status_code == 403
+
+
+async def test_a_handler_that_returns_closes_with_1000() -> None:
+    async def one_message(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        await ws.send_message("bye")
+
+    async with open_memory_client(one_message) as ws:
+        assert await ws.get_message() == "bye"
+        with pytest.raises(ConnectionClosed) as caught:
+            await ws.get_message()
+        assert caught.value.reason.code == 1000
+
+
+async def test_a_handler_error_closes_with_1011_and_is_raised_at_exit() -> None:
+    async def buggy(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        await ws.get_message()
+        raise ZeroDivisionError("handler bug")
+
+    with pytest.raises(ZeroDivisionError, match="handler bug"):
+        async with open_memory_client(buggy) as ws:
+            await ws.send_message("trigger")
+            with pytest.raises(ConnectionClosed) as caught:
+                await ws.get_message()
+            assert caught.value.reason.code == 1011
+
+
+async def test_a_handler_error_before_accepting_is_raised_as_itself() -> None:
+    async def broken(request: WebSocketRequest) -> None:
+        raise LookupError("before accept")
+
+    with pytest.raises(LookupError, match="before accept"):
+        async with open_memory_client(broken):
+            pytest.fail("the block must not run")  # pragma: no cover
+
+
+async def test_a_handler_that_never_ends_is_cancelled_after_the_close_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    cancelled = []
+
+    async def stubborn(request: WebSocketRequest) -> None:
+        await request.accept()
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            cancelled.append(trio.current_time())
+            raise
+
+    started = trio.current_time()
+    async with open_memory_client(stubborn):
+        pass
+    assert cancelled == [pytest.approx(started + CLOSE_TIMEOUT)]

@@ -26,7 +26,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -36,9 +36,16 @@ import trio.testing
 from ._client import wrap_client_stream
 from ._connection import WebSocketConnection
 from ._groups import collapse_exception_groups, combine
-from ._server import wrap_server_stream
+from ._errors import Headers
+from ._server import WebSocketRequest, wrap_server_stream
 
-__all__ = ["CLOSE_TIMEOUT", "FaultyStream", "memory_pair", "open_memory_pair"]
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "FaultyStream",
+    "memory_pair",
+    "open_memory_client",
+    "open_memory_pair",
+]
 
 #: Seconds :func:`open_memory_pair` allows both closing handshakes when its
 #: block exits, before it drops the connections.
@@ -161,6 +168,124 @@ async def open_memory_pair(
                 nursery.cancel_scope.cancel()
     except BaseException as exc:
         internal_error = exc
+    error = combine(user_error, internal_error)
+    if error is not None:
+        try:
+            raise error
+        finally:
+            del error, user_error, internal_error
+
+
+async def _serve_one(
+    handler: Callable[[WebSocketRequest], Awaitable[object]],
+    nursery: trio.Nursery,
+    stream: trio.abc.Stream,
+    server_options: Mapping[str, Any],
+    handler_errors: list[Exception],
+    done: trio.Event,
+) -> None:
+    """Run ``handler`` on the request read from ``stream`` and close what it
+    left open, as a server does (1000 after a return, 1011 after an error;
+    403 or 500 for a request it neither accepted nor rejected)."""
+    try:
+        request = await wrap_server_stream(nursery, stream, **server_options)
+        failed = False
+        try:
+            await handler(request)
+        except Exception as exc:
+            failed = True
+            handler_errors.append(exc)
+        await request._finish(failed, CLOSE_TIMEOUT)
+    finally:
+        done.set()
+
+
+@asynccontextmanager
+async def open_memory_client(
+    handler: Callable[[WebSocketRequest], Awaitable[object]],
+    *,
+    host: str = "localhost",
+    resource: str = "/",
+    subprotocols: list[str] | None = None,
+    extra_headers: Headers | None = None,
+    client_options: Mapping[str, Any] | None = None,
+    server_options: Mapping[str, Any] | None = None,
+) -> AsyncIterator[WebSocketConnection]:
+    """A client connected, over memory streams, to a server ``handler`` (the
+    function you give :func:`~trio_websocket.serve_websocket`), for the
+    duration of a block::
+
+        async with open_memory_client(my_handler, resource="/chat") as ws:
+            await ws.send_message("hello")
+
+    The handler runs as under a real server: it gets a
+    :class:`~trio_websocket.WebSocketRequest`, and what it leaves open is
+    closed when it returns (1000) or raises (1011). A handler that rejects
+    the request makes this raise :exc:`~trio_websocket.ConnectionRejected`.
+
+    When the block exits, the client closes with 1000 and the handler gets
+    :data:`CLOSE_TIMEOUT` seconds to finish; then it is cancelled. If the
+    handler raised, its exception is raised from here (with an error of the
+    block as its context), so a handler bug never goes unnoticed.
+
+    :param handler: ``async def handler(request)``.
+    :param host: the ``Host`` header the client sends.
+    :param resource: the path and query string the client requests.
+    :param subprotocols: the subprotocols the client offers.
+    :param extra_headers: more request headers, as ``(bytes, bytes)`` pairs.
+    :param client_options: more keyword arguments for
+        :func:`~trio_websocket.wrap_client_stream`.
+    :param server_options: more keyword arguments for
+        :func:`~trio_websocket.wrap_server_stream`.
+    """
+    client_end, server_end = trio.testing.memory_stream_pair()
+    handler_errors: list[Exception] = []
+    handler_done = trio.Event()
+    user_error: BaseException | None = None
+    internal_error: BaseException | None = None
+    try:
+        with collapse_exception_groups():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    _serve_one,
+                    handler,
+                    nursery,
+                    server_end,
+                    server_options or {},
+                    handler_errors,
+                    handler_done,
+                )
+                try:
+                    client = await wrap_client_stream(
+                        nursery,
+                        client_end,
+                        host,
+                        resource,
+                        subprotocols=subprotocols,
+                        extra_headers=extra_headers,
+                        **(client_options or {}),
+                    )
+                except BaseException:
+                    # A failed handshake: the handler's own error, if it
+                    # raised, says more than the client's 500.
+                    with trio.move_on_after(CLOSE_TIMEOUT):
+                        await handler_done.wait()
+                    if handler_errors:
+                        raise handler_errors[0] from None
+                    raise
+                try:
+                    yield client
+                except BaseException as exc:
+                    # Raised below, outside the nursery, so not in a group.
+                    user_error = exc
+                with trio.move_on_after(CLOSE_TIMEOUT):
+                    await client.aclose()
+                    await handler_done.wait()
+                nursery.cancel_scope.cancel()
+    except BaseException as exc:
+        internal_error = exc
+    if handler_errors and internal_error is None:
+        internal_error = handler_errors[0]
     error = combine(user_error, internal_error)
     if error is not None:
         try:
