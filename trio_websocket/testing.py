@@ -35,8 +35,8 @@ import trio.testing
 
 from ._client import wrap_client_stream
 from ._connection import WebSocketConnection
-from ._groups import collapse_exception_groups, combine
 from ._errors import Headers
+from ._groups import collapse_exception_groups, combine
 from ._server import WebSocketRequest, wrap_server_stream
 
 __all__ = [
