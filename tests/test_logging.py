@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import subprocess
 import sys
 
 import pytest
@@ -237,3 +238,14 @@ def test_frame_scanner_shows_reserved_bits() -> None:
     scanner = FrameScanner()
     assert scanner.feed(bytes((0xC1, 0x00))) == ["TEXT [FIN RSV1], 0 bytes"]
     assert scanner.feed(bytes((0xB3, 0x00))) == ["opcode 0x3 [FIN RSV2/3=3], 0 bytes"]
+
+
+def test_nothing_reaches_stderr_without_logging_configured() -> None:
+    code = (
+        "import logging, trio_websocket._log as log\n"
+        "log.logger.error('an error nobody configured logging for')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert result.stderr == ""

@@ -295,3 +295,19 @@ async def test_a_handler_that_never_ends_is_cancelled_after_the_close_timeout(
     async with open_memory_client(stubborn):
         pass
     assert cancelled == [pytest.approx(started + CLOSE_TIMEOUT)]
+
+
+def test_the_kits_public_names() -> None:
+    import trio_websocket.testing as kit
+
+    assert set(kit.__all__) == {
+        "CLOSE_TIMEOUT",
+        "FaultyStream",
+        "memory_pair",
+        "open_memory_client",
+        "open_memory_pair",
+    }
+    for name in kit.__all__:
+        value = getattr(kit, name)
+        if callable(value):
+            assert value.__module__ == "trio_websocket.testing", name

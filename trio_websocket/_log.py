@@ -5,6 +5,8 @@ Rules:
   subprotocol) and one when its close is decided (code, reason, and who
   closed: us, the peer, or a lost connection). Nothing per message.
 - ERROR: an exception raised by a server's handler, with its traceback.
+- The logger has a ``NullHandler``: nothing is printed unless the
+  application configures logging.
 - DEBUG: one record per frame sent or received (opcode, flags, length; the
   code and reason of a close frame; never the payload of a data frame).
 - Every record names its connection in the text (``str(connection)``: side,
@@ -30,6 +32,9 @@ from ._close import CloseReason
 from ._endpoint import Endpoint, describe_endpoint
 
 logger = logging.getLogger("trio_websocket")
+# A library's records go where the application's configuration sends them;
+# without one, not even ERROR records reach stderr (Python's last resort).
+logger.addHandler(logging.NullHandler())
 
 _OPCODE_NAMES = {
     0x0: "CONTINUATION",

@@ -311,9 +311,9 @@ class FaultyStream(trio.abc.Stream):
     The byte counts include the opening handshake.
 
     :param stream: the stream to wrap (any ``trio.abc.Stream``).
-    :param send_delay: seconds each :meth:`send_all` waits before passing
+    :param send_delay: seconds each ``send_all`` waits before passing
         its bytes on (the sender waits too, as on a slow link).
-    :param receive_delay: seconds each :meth:`receive_some` waits before
+    :param receive_delay: seconds each ``receive_some`` waits before
         it reads.
     :param cut_after: cut the stream (see :meth:`cut`) at the first send
         that would take the bytes sent past this count: the bytes up to the
@@ -343,7 +343,7 @@ class FaultyStream(trio.abc.Stream):
         self.receive_delay = float(receive_delay)
         #: Bytes passed on to the wrapped stream so far.
         self.bytes_sent = 0
-        #: Bytes returned by :meth:`receive_some` so far.
+        #: Bytes returned by ``receive_some`` so far.
         self.bytes_received = 0
         self._cut_after = cut_after
         self._black_hole_after = black_hole_after
@@ -363,10 +363,10 @@ class FaultyStream(trio.abc.Stream):
 
     def black_hole(self) -> None:
         """From now on, swallow traffic both ways, as a network that went
-        silent (a cable pulled, a NAT entry forgotten): :meth:`send_all`
-        succeeds without sending, :meth:`receive_some` reads and discards
+        silent (a cable pulled, a NAT entry forgotten): ``send_all``
+        succeeds without sending, ``receive_some`` reads and discards
         what arrives and never returns, not even end of stream. Only
-        cancellation, :meth:`cut` or :meth:`aclose` end the wait.
+        cancellation, :meth:`cut` or ``aclose`` end the wait.
         """
         self._silent = True
 
