@@ -39,7 +39,7 @@ from trio_websocket import (
     WebSocketConnection,
     open_websocket_url,
 )
-from trio_websocket.testing import open_memory_client
+from trio_websocket.testing import FaultyStream, open_memory_client
 
 POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="uses POSIX signals/select")
 SCRIPTS = ["chat.py", "producer_consumer.py", "live/server.py"]
@@ -459,3 +459,28 @@ def test_live_servers_http_side(started: list[subprocess.Popen[str]]) -> None:
 def test_examples_live_next_to_each_other() -> None:
     assert (EXAMPLES / "live" / "server.py").exists() and LIVE_PAGE.exists()
     assert Path(EXAMPLES / "live" / "server.py").read_text().count("index.html") >= 1
+
+
+async def test_a_member_stuck_in_a_write_is_dropped_too(chat: ModuleType) -> None:
+    # Lockstep streams: a send waits until the other end reads. The stuck
+    # member stops reading after joining, so the server's write to it
+    # blocks; the kick must cancel that write rather than wait for it.
+    room = chat.ChatRoom(queue_size=2)
+    client_end, server_end = trio.testing.lockstep_stream_pair()
+    stuck_end = FaultyStream(client_end)
+    with trio.fail_after(10):
+        async with open_memory_client(
+            room.handler,
+            resource="/?name=stuck",
+            client_stream=stuck_end,
+            server_stream=server_end,
+        ) as stuck:
+            assert await stuck.get_message() == "* stuck joined (1 here)"
+            stuck_end.receive_delay = 3600  # stops reading
+            async with join(chat, room, "talker") as talker:
+                for number in range(5):
+                    await talker.send_message(f"line {number}")
+                # The talker's own lines come back; then "stuck" leaves.
+                lines = [await talker.get_message() for _ in range(7)]
+                assert lines[-1] == "* stuck left"
+                assert list(room.members) == ["talker"]

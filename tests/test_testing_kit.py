@@ -311,3 +311,19 @@ def test_the_kits_public_names() -> None:
         value = getattr(kit, name)
         if callable(value):
             assert value.__module__ == "trio_websocket.testing", name
+
+
+async def test_memory_client_over_given_streams() -> None:
+    client_end, server_end = trio.testing.memory_stream_pair()
+    counted = FaultyStream(client_end)
+
+    async def hello(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        await ws.send_message("hello")
+
+    async with open_memory_client(hello, client_stream=counted, server_stream=server_end) as ws:
+        assert await ws.get_message() == "hello"
+    assert counted.bytes_sent > 0 and counted.bytes_received > 0
+    with pytest.raises(ValueError, match="both"):
+        async with open_memory_client(hello, client_stream=client_end):
+            pass  # pragma: no cover

@@ -210,6 +210,8 @@ async def open_memory_client(
     extra_headers: Headers | None = None,
     client_options: Mapping[str, Any] | None = None,
     server_options: Mapping[str, Any] | None = None,
+    client_stream: trio.abc.Stream | None = None,
+    server_stream: trio.abc.Stream | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """A client connected, over memory streams, to a server ``handler`` (the
     function you give :func:`~trio_websocket.serve_websocket`), for the
@@ -237,8 +239,20 @@ async def open_memory_client(
         :func:`~trio_websocket.wrap_client_stream`.
     :param server_options: more keyword arguments for
         :func:`~trio_websocket.wrap_server_stream`.
+    :param client_stream: the client's end of the transport, and
+    :param server_stream: the handler's end: both or neither (default: a
+        fresh ``trio.testing.memory_stream_pair()``), as in
+        :func:`memory_pair`.
+    :raises ValueError: if only one of the two streams is given.
     """
-    client_end, server_end = trio.testing.memory_stream_pair()
+    if (client_stream is None) != (server_stream is None):
+        raise ValueError("give both client_stream and server_stream, or neither")
+    client_end: trio.abc.Stream
+    server_end: trio.abc.Stream
+    if client_stream is None or server_stream is None:
+        client_end, server_end = trio.testing.memory_stream_pair()
+    else:
+        client_end, server_end = client_stream, server_stream
     handler_errors: list[Exception] = []
     handler_done = trio.Event()
     user_error: BaseException | None = None
