@@ -249,3 +249,13 @@ def test_nothing_reaches_stderr_without_logging_configured() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
     )
     assert result.stderr == ""
+
+
+def test_a_bogus_huge_close_frame_is_not_buffered() -> None:
+    scanner = FrameScanner()
+    header = bytes((0x88, 127)) + struct.pack("!Q", 10**6)
+    assert scanner.feed(header + struct.pack("!H", 1000) + b"x" * 500_000) == []
+    assert len(scanner._close_payload) == 125
+    assert scanner.feed(b"x" * (500_000 - 2)) == [
+        "CLOSE [FIN], code 1000, reason '" + "x" * 123 + "'"
+    ]

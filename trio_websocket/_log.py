@@ -46,6 +46,7 @@ _OPCODE_NAMES = {
 }
 _CLOSE = 0x8
 _MAX_HEADER = 14
+_MAX_CONTROL_PAYLOAD = 125
 _unpack_16 = struct.Struct("!H").unpack_from
 _unpack_64 = struct.Struct("!Q").unpack_from
 
@@ -169,7 +170,10 @@ class FrameScanner:
             if self._payload_left:
                 take = min(self._payload_left, end - position)
                 if self._close_header is not None:
-                    self._close_payload += view[position : position + take]
+                    # A valid close payload has at most 125 bytes; keep no
+                    # more of a bogus one.
+                    room = max(_MAX_CONTROL_PAYLOAD - len(self._close_payload), 0)
+                    self._close_payload += view[position : position + min(take, room)]
                 position += take
                 self._payload_left -= take
                 if not self._payload_left and self._close_header is not None:
