@@ -37,6 +37,7 @@ from ._client import wrap_client_stream
 from ._connection import WebSocketConnection
 from ._errors import Headers
 from ._groups import collapse_exception_groups, combine
+from ._log import log_handler_error
 from ._server import WebSocketRequest, wrap_server_stream
 
 __all__ = [
@@ -195,6 +196,7 @@ async def _serve_one(
         except Exception as exc:
             failed = True
             handler_errors.append(exc)
+            log_handler_error(request, request._connection, exc)
         await request._finish(failed, CLOSE_TIMEOUT)
     finally:
         done.set()
