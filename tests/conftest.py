@@ -26,9 +26,8 @@ from trio_websocket import (
     ConnectionClosed,
     WebSocketConnection,
     WebSocketRequest,
-    wrap_client_stream,
-    wrap_server_stream,
 )
+from trio_websocket.testing import memory_pair
 
 DEFAULT_TIME_LIMIT = 20.0
 
@@ -61,29 +60,20 @@ async def open_pair(
     server_options: dict[str, object] | None = None,
 ) -> tuple[WebSocketConnection, WebSocketConnection]:
     """A connected (client, server) pair over in-memory streams (or the
-    streams given), both readers running in ``nursery``."""
-    if client_stream is None or server_stream is None:
-        client_stream, server_stream = trio.testing.memory_stream_pair()
-    result: dict[str, WebSocketConnection] = {}
-
-    async def serve() -> None:
-        request = await wrap_server_stream(nursery, server_stream, **(server_options or {}))  # type: ignore[arg-type]
-        result["server"] = await request.accept(subprotocol=accept_subprotocol)
-
-    async def connect() -> None:
-        result["client"] = await wrap_client_stream(
-            nursery,
-            client_stream,
-            "example.com",
-            "/path?q=1",
-            subprotocols=subprotocols,
-            **(client_options or {}),  # type: ignore[arg-type]
-        )
-
-    async with trio.open_nursery() as both:
-        both.start_soon(serve)
-        both.start_soon(connect)
-    return result["client"], result["server"]
+    streams given), both readers running in ``nursery``: the testing kit's
+    :func:`~trio_websocket.testing.memory_pair` with this suite's host and
+    resource."""
+    return await memory_pair(
+        nursery,
+        client_stream,
+        server_stream,
+        host="example.com",
+        resource="/path?q=1",
+        subprotocols=subprotocols,
+        accept_subprotocol=accept_subprotocol,
+        client_options=client_options,
+        server_options=server_options,
+    )
 
 
 @pytest.fixture

@@ -175,6 +175,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("self", P, REQUIRED),
         ("code", P, 1000),
         ("reason", P, None),
+        ("keep_receiving", K, False),
     ],
     # Additions since 0.12.2 (trio.abc.Channel and statistics).
     "WebSocketConnection.send": [("self", P, REQUIRED), ("value", P, REQUIRED)],
@@ -243,7 +244,12 @@ def test_signature_matches_trio_websocket_0_12_2(name: str) -> None:
     for parameter, (param_name, _, default) in zip(parameters, SIGNATURES[name], strict=True):
         if default is ANY:
             assert parameter.default is not REQUIRED, param_name
-        elif default is REQUIRED or default is None or default is trio.TASK_STATUS_IGNORED:
+        elif (
+            default is REQUIRED
+            or default is None
+            or default is trio.TASK_STATUS_IGNORED
+            or isinstance(default, bool)
+        ):
             assert parameter.default is default, param_name
         else:
             assert parameter.default == default, param_name

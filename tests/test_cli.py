@@ -21,11 +21,13 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import pytest
 import trio
 import trustme
-from conftest import echo_handler
+from conftest import accept_by_hand, echo_handler, read_request_head
+from wsproto.events import CloseConnection, TextMessage
 
 from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
 
@@ -271,6 +273,50 @@ async def test_client_shows_messages_and_the_servers_close_code(nursery: trio.Nu
             "closed by the server: code 4321 (PRIVATE_RESERVED), reason: custom reason"
         ]
     assert seen == [b"secret value", "now close"]
+
+
+def text_frame(text: str) -> bytes:
+    """An unmasked (server) text frame, built by hand: wsproto will not send
+    data once the client's close has arrived, but RFC 6455 allows it."""
+    payload = text.encode("utf-8")
+    assert len(payload) < 126
+    return bytes((0x81, len(payload))) + payload
+
+
+async def test_ctrl_d_still_prints_what_arrives_before_the_close_answer(
+    nursery: trio.Nursery,
+) -> None:
+    received: list[str] = []
+
+    async def late_replier(stream: trio.SocketStream) -> None:
+        # Answers the client's close only after two more messages.
+        connection = await accept_by_hand(stream, await read_request_head(stream))
+        for _ in range(1000):
+            data = await stream.receive_some()
+            if not data:
+                return
+            connection.receive_data(data)
+            for event in connection.events():
+                if isinstance(event, TextMessage):
+                    received.append(event.data)
+                elif isinstance(event, CloseConnection):
+                    await stream.send_all(text_frame("reply 1") + text_frame("reply 2"))
+                    await stream.send_all(connection.send(event.response()))
+                    await stream.aclose()
+                    return
+
+    listeners = await nursery.start(partial(trio.serve_tcp, late_replier, 0, host="127.0.0.1"))
+    url = f"ws://127.0.0.1:{listeners[0].socket.getsockname()[1]}/"
+    async with cli(url) as client:
+        await connected(client, url)
+        await client.send_line("last words")
+        await client.end_input()
+        assert await client.wait() == 0
+        assert await client.stdout.rest() == ["reply 1", "reply 2"]
+        assert await client.stderr.rest() == [
+            "closed at end of input: code 1000 (NORMAL_CLOSURE)"
+        ]
+    assert received == ["last words"]
 
 
 async def test_client_reports_a_rejected_handshake(nursery: trio.Nursery) -> None:

@@ -170,3 +170,8 @@ def test_copy_and_pickle_keep_the_endpoint() -> None:
 def test_endpoint_pickles_with_legacy_protocols(protocol: int) -> None:
     endpoint = Endpoint("::1", 8000, True)
     assert pickle.loads(pickle.dumps(endpoint, protocol=protocol)) == endpoint
+
+
+def test_host_port_is_the_text_logs_and_the_cli_show() -> None:
+    assert Endpoint("127.0.0.1", 8000, False).host_port == "127.0.0.1:8000"
+    assert Endpoint("::1", 443, True).host_port == "[::1]:443"  # the port is always shown

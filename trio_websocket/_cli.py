@@ -27,9 +27,11 @@ Rules:
   leak to stdout when both are the same terminal. Stdin that cannot be
   polled (a regular file, ``/dev/null``) is read in short worker-thread
   calls that never block for long and are never abandoned.
-- Ctrl-D (end of input) closes with 1000; messages still in flight then are
-  not printed (a local close discards them). Ctrl-C (SIGINT) cancels the
-  session, which drops the connection, and exits with 130.
+- Ctrl-D (end of input) closes with 1000, and the messages the server sent
+  before it answered the close (replies to the last lines, say) are still
+  printed; a server that does not answer within ``CLOSE_TIMEOUT`` seconds
+  is dropped (exit status 3). Ctrl-C (SIGINT) cancels the session, which
+  drops the connection, and exits with 130.
 - The server closes its open connections with 1001 when told to stop,
   rejects new ones with 503 meanwhile, and gives up waiting after
   ``SHUTDOWN_TIMEOUT`` seconds (or at a second signal).
@@ -74,6 +76,8 @@ EXIT_INTERRUPTED = 130
 
 #: Seconds the server waits for its connections' closing handshakes on stop.
 SHUTDOWN_TIMEOUT = 5.0
+#: Seconds the client waits for the server to answer its close (Ctrl-D).
+CLOSE_TIMEOUT = 10.0
 #: Bytes of a binary message shown in hex.
 HEX_PREVIEW = 16
 READ_SIZE = 65536
@@ -140,10 +144,7 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 def _describe_endpoint(endpoint: Endpoint | str) -> str:
-    if isinstance(endpoint, Endpoint):
-        address = f"[{endpoint.address}]" if ":" in endpoint.address else endpoint.address
-        return f"{address}:{endpoint.port}"
-    return endpoint
+    return endpoint.host_port if isinstance(endpoint, Endpoint) else endpoint
 
 
 # ----------------------------------------------------------------------
@@ -236,14 +237,16 @@ def _check_url(text: str) -> str:
     return text
 
 
-async def _print_incoming(ws: WebSocketConnection, done: trio.CancelScope) -> None:
+async def _print_incoming(ws: WebSocketConnection, input_scope: trio.CancelScope) -> None:
+    """Print every message until the connection closes, then stop the wait
+    for input (if input has not ended already)."""
     try:
         while True:
             _show_message(await ws.get_message())
     except ConnectionClosed:
         pass
     finally:
-        done.cancel()
+        input_scope.cancel()
 
 
 async def _send_lines(ws: WebSocketConnection) -> bool:
@@ -286,6 +289,7 @@ async def _client_session(
     ssl_context = _insecure_context() if insecure and url.lower().startswith("wss:") else None
     connected = False
     closed_by_us = False
+    close_timed_out = False
     try:
         async with open_websocket_url(
             url, ssl_context, subprotocols=list(subprotocols), extra_headers=list(headers)
@@ -294,16 +298,20 @@ async def _client_session(
             chosen = f" (subprotocol: {ws.subprotocol})" if ws.subprotocol else ""
             _status(f"connected to {url}{chosen}")
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_print_incoming, ws, nursery.cancel_scope)
-                if await _send_lines(ws):
-                    # End of input: stop printing, and leave the block, which
-                    # closes with 1000 (the closing handshake bounded by its
-                    # disconnect_timeout). Not ``ws.aclose()`` in here: the
-                    # printer, woken by it, would cancel it half way.
+                input_scope = trio.CancelScope()
+                nursery.start_soon(_print_incoming, ws, input_scope)
+                end_of_input = False
+                with input_scope:
+                    end_of_input = await _send_lines(ws)
+                # Else the printer showed what was left, saw the close and
+                # cancelled the wait for input.
+                if end_of_input:
+                    # Close with 1000, and keep printing what the server
+                    # sends until it answers: the printer ends by itself.
                     closed_by_us = True
-                    nursery.cancel_scope.cancel()
-                # Else the printer shows what is left, sees the close and
-                # cancels the wait for input.
+                    with trio.move_on_after(CLOSE_TIMEOUT) as closing:
+                        await ws.aclose(keep_receiving=True)
+                    close_timed_out = closing.cancelled_caught
     except HandshakeError as exc:
         if isinstance(exc, DisconnectionTimeout) or connected:
             _status(f"error: the closing handshake failed: {exc}")
@@ -315,6 +323,9 @@ async def _client_session(
             raise
         _status(f"error: {exc}")
         return EXIT_USAGE
+    if close_timed_out:
+        _status(f"error: the server did not answer the close within {CLOSE_TIMEOUT:g} s")
+        return EXIT_ABNORMAL_CLOSE
     reason = ws.closed
     if closed_by_us:
         who = "closed at end of input"

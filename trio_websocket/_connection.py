@@ -79,15 +79,15 @@ from ._config import (
     READ_AHEAD_BYTES,
     ConnectionOptions,
 )
-from ._endpoint import Endpoint, stream_endpoint
+from ._endpoint import Endpoint, describe_endpoint, stream_endpoint
 from ._errors import ConnectionClosed, Headers
 from ._fastpath import use_fast_unmasking
 from ._keepalive import keep_alive
+from ._log import log_closed, log_opened, with_frame_logging
 from ._masking import apply_mask, next_mask_key
 from ._messages import Inbox, InboxClosed, Message, MessageAssembler, MessageTooBig
 from ._pings import PingTracker, PingWaiter
 from ._stats import ConnectionStatistics
-from ._url import bracket_host
 
 #: What a broken or closed trio stream raises.
 STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
@@ -106,10 +106,7 @@ NORMAL_CLOSE_CODES = frozenset({NORMAL_CLOSURE, GOING_AWAY, NO_STATUS_RCVD})
 KEEPALIVE_TIMEOUT_REASON = "keepalive ping timeout"
 
 
-def _describe(endpoint: Endpoint | str) -> str:
-    if isinstance(endpoint, Endpoint):
-        return f"{bracket_host(endpoint.address)}:{endpoint.port}"
-    return endpoint
+_describe = describe_endpoint
 
 _TEXT = 0x1
 _BINARY = 0x2
@@ -438,22 +435,33 @@ class WebSocketConnection(trio.abc.Channel[Message]):
             raise ValueError("pong payload must be bytes of at most 125 bytes")
         await self._send(Pong(payload=payload))
 
-    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
+    async def aclose(
+        self, code: int = 1000, reason: str | None = None, *, keep_receiving: bool = False
+    ) -> None:
         """Close the connection: send a close frame with ``code`` and
         ``reason``, wait for the peer's, then close the stream.
 
         Idempotent: later calls wait for the same close to finish. If this is
         cancelled, the stream is closed at once without the handshake.
+
+        :param keep_receiving: by default, messages not yet read are dropped
+            and :meth:`get_message` raises at once. With ``True``, they stay
+            readable, and so do the messages the peer sends until it answers
+            the close frame (RFC 6455 lets it finish what it was sending);
+            then :meth:`get_message` raises :exc:`ConnectionClosed`. Another
+            task must keep reading meanwhile: messages nobody reads
+            eventually stop the connection from reading the peer's answer.
         """
         if isinstance(code, bool) or not isinstance(code, int):
             raise TypeError("close code must be an int")
         if not 1000 <= code <= 4999:
             raise ValueError(f"close code must be in 1000..4999, got {code}")
-        self._inbox.close(discard=True)
+        if not keep_receiving:
+            self._inbox.close(discard=True)
         self._enact_failure()
         try:
             if self._close_reason is None:
-                self._set_close_reason(CloseReason(code, reason))
+                self._set_close_reason(CloseReason(code, reason), keep_receiving)
                 if code in _LOCAL_ONLY_CODES:
                     code = 1000
                 try:
@@ -604,13 +612,15 @@ class WebSocketConnection(trio.abc.Channel[Message]):
     # ------------------------------------------------------------------
     # Closing
 
-    def _set_close_reason(self, reason: CloseReason) -> None:
+    def _set_close_reason(self, reason: CloseReason, keep_receiving: bool = False) -> None:
         if self._close_reason is None:
             self._close_reason = reason
-            self._inbox.close(discard=False)
+            if not keep_receiving:  # else the inbox closes once reading is done
+                self._inbox.close(discard=False)
             self._pings.close()
             if self._keepalive_scope is not None:
                 self._keepalive_scope.cancel()
+            log_closed(self, reason, by_peer=self._proto.state is ConnectionState.REMOTE_CLOSING)
 
     def _note_close_sent(self, code: int, reason: str | None) -> None:
         self._close_sent = CloseReason(code, reason or None)
@@ -662,6 +672,7 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         """No more frames will be parsed: the server closes now, the client
         waits (briefly) for the server to close TCP first, per RFC 6455."""
         self._discarding = True
+        self._inbox.close(discard=False)
         if self._is_client:
             if not self._draining:
                 self._draining = True
@@ -698,6 +709,8 @@ class WebSocketConnection(trio.abc.Channel[Message]):
 
     def _start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
+        self._stream = with_frame_logging(self._stream, self)
+        log_opened(self)
         nursery.start_soon(self._reader_task, name=f"{self} reader")
         if self._options.ping_interval is not None:
             self._keepalive_scope = trio.CancelScope()
@@ -769,6 +782,7 @@ class WebSocketConnection(trio.abc.Channel[Message]):
                 clean = True
         finally:
             self._set_close_reason(CloseReason(ABNORMAL_CLOSURE, None))
+            self._inbox.close(discard=False)
             closed = False
             try:
                 if clean:

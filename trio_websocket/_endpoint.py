@@ -13,7 +13,7 @@ from typing import Any
 
 import trio
 
-from ._url import host_with_port
+from ._url import bracket_host, host_with_port
 
 
 class Endpoint:
@@ -38,6 +38,12 @@ class Endpoint:
         scheme = "wss" if self.is_ssl else "ws"
         return f"{scheme}://{host_with_port(self.address, self.port, self.is_ssl)}"
 
+    @property
+    def host_port(self) -> str:
+        """``"address:port"``, with an IPv6 address in brackets
+        (``"[::1]:8000"``): the endpoint as logs and messages show it."""
+        return f"{bracket_host(self.address)}:{self.port}"
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Endpoint):
             return NotImplemented
@@ -58,6 +64,12 @@ class Endpoint:
             f'Endpoint(address="{self.address}", port={self.port}, '
             f"is_ssl={self.is_ssl})"
         )
+
+
+def describe_endpoint(endpoint: Endpoint | str) -> str:
+    """``endpoint.host_port``, or the text that stands for an endpoint of a
+    stream that is not TCP."""
+    return endpoint.host_port if isinstance(endpoint, Endpoint) else endpoint
 
 
 def _from_socket_name(name: object, is_ssl: bool) -> Endpoint | None:

@@ -43,6 +43,7 @@ from ._connection import STREAM_ERRORS, WebSocketConnection
 from ._endpoint import Endpoint, listener_endpoint, stream_endpoint
 from ._errors import ConnectionClosed, HandshakeError, Headers
 from ._groups import main_exception, reraise_as_is
+from ._log import log_handler_error
 
 if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
     from exceptiongroup import BaseExceptionGroup
@@ -388,6 +389,7 @@ class WebSocketServer:
                 # Raised below, outside this nursery, so that serve_listeners
                 # sees the handler's own exception, not a group around it.
                 handler_error = exc
+                log_handler_error(request, request._connection, exc)
             await request._finish(handler_error is not None, self._disconnect_timeout)
         if handler_error is not None:
             try:
