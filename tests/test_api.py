@@ -28,6 +28,10 @@ EXPECTED_NAMES = {
     "DisconnectionTimeout",
     "Endpoint",
     "HandshakeError",
+    "Proxy",
+    "ProxyAuthenticationError",
+    "ProxyError",
+    "ProxyRejected",
     "WebSocketConnection",
     "WebSocketRequest",
     "WebSocketServer",
@@ -63,6 +67,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("receive_buffer_size", K, ANY),
         ("connect_timeout", K, 60),
         ("disconnect_timeout", K, 60),
+        ("proxy", K, None),
     ],
     "open_websocket_url": [
         ("url", P, REQUIRED),
@@ -74,6 +79,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("connect_timeout", K, 60),
         ("disconnect_timeout", K, 60),
         ("receive_buffer_size", K, ANY),
+        ("proxy", K, None),
     ],
     "connect_websocket": [
         ("nursery", P, REQUIRED),
@@ -86,6 +92,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("message_queue_size", K, 1),
         ("max_message_size", K, MB),
         ("receive_buffer_size", K, ANY),
+        ("proxy", K, None),
     ],
     "connect_websocket_url": [
         ("nursery", P, REQUIRED),
@@ -96,6 +103,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("message_queue_size", K, 1),
         ("max_message_size", K, MB),
         ("receive_buffer_size", K, ANY),
+        ("proxy", K, None),
     ],
     "wrap_client_stream": [
         ("nursery", P, REQUIRED),

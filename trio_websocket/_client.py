@@ -40,6 +40,8 @@ from ._errors import (
     Headers,
 )
 from ._groups import collapse_exception_groups, combine
+from ._proxy import open_tunnel
+from ._proxy_config import ProxySetting, choose_proxy
 from ._url import host_with_port, parse_ws_url
 
 
@@ -79,8 +81,11 @@ def _ssl_context_for(use_ssl: bool | ssl.SSLContext) -> ssl.SSLContext | None:
 
 
 async def _open_stream(
-    host: str, port: int, ssl_context: ssl.SSLContext | None
+    host: str, port: int, ssl_context: ssl.SSLContext | None, proxy: ProxySetting = None
 ) -> trio.abc.Stream:
+    through = choose_proxy(proxy, host, port, secure=ssl_context is not None)
+    if through is not None:
+        return await open_tunnel(through, host, port, ssl_context)
     try:
         if ssl_context is None:
             return await trio.open_tcp_stream(host, port)
@@ -198,6 +203,7 @@ async def connect_websocket(
     message_queue_size: int = DEFAULT_MESSAGE_QUEUE_SIZE,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
+    proxy: ProxySetting = None,
 ) -> WebSocketConnection:
     """Connect to ``host:port`` and open a WebSocket to ``resource``.
 
@@ -209,7 +215,7 @@ async def connect_websocket(
     protocols = _check_subprotocols(subprotocols)
     headers = _check_headers(extra_headers)
     ssl_context = _ssl_context_for(use_ssl)
-    stream = await _open_stream(host, port, ssl_context)
+    stream = await _open_stream(host, port, ssl_context, proxy)
     host_header = host_with_port(host, port, ssl_context is not None)
     try:
         connection = await _handshake(stream, host_header, resource, protocols, headers, options)
@@ -245,6 +251,7 @@ async def connect_websocket_url(
     message_queue_size: int = DEFAULT_MESSAGE_QUEUE_SIZE,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
+    proxy: ProxySetting = None,
 ) -> WebSocketConnection:
     """:func:`connect_websocket` from a ``ws://`` or ``wss://`` URL."""
     host, port, resource, use_ssl, headers = _url_arguments(url, ssl_context, extra_headers)
@@ -259,6 +266,7 @@ async def connect_websocket_url(
         message_queue_size=message_queue_size,
         max_message_size=max_message_size,
         receive_buffer_size=receive_buffer_size,
+        proxy=proxy,
     )
 
 
@@ -276,6 +284,7 @@ async def open_websocket(
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
+    proxy: ProxySetting = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """Open a WebSocket client connection for the duration of a block::
 
@@ -299,9 +308,15 @@ async def open_websocket(
         handshake, else :exc:`ConnectionTimeout`.
     :param disconnect_timeout: seconds allowed for the closing handshake when
         the block exits, else :exc:`DisconnectionTimeout`.
+    :param proxy: the proxy to connect through: ``None`` (the default)
+        connects directly and ignores the environment; a proxy URL
+        (``http://``, ``https://``, ``socks5://``, ``socks5h://``) or a
+        :class:`Proxy`; ``True`` reads ``wss_proxy``/``https_proxy`` (for
+        TLS) or ``ws_proxy``/``http_proxy``, then ``all_proxy``, and
+        ``no_proxy`` from the environment. See :doc:`proxies`.
     :raises HandshakeError: the connection could not be opened (the cause is
         chained); :exc:`ConnectionRejected` when the server answered with an
-        HTTP error.
+        HTTP error; :exc:`ProxyError` when the proxy failed.
     """
     connect_timeout = check_timeout("connect_timeout", connect_timeout)
     disconnect_timeout = check_timeout("disconnect_timeout", disconnect_timeout)
@@ -323,6 +338,7 @@ async def open_websocket(
                             message_queue_size=message_queue_size,
                             max_message_size=max_message_size,
                             receive_buffer_size=receive_buffer_size,
+                            proxy=proxy,
                         )
                 except trio.TooSlowError:
                     raise ConnectionTimeout(
@@ -363,6 +379,7 @@ async def open_websocket_url(
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
+    proxy: ProxySetting = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """:func:`open_websocket` from a ``ws://`` or ``wss://`` URL.
 
@@ -384,5 +401,6 @@ async def open_websocket_url(
         receive_buffer_size=receive_buffer_size,
         connect_timeout=connect_timeout,
         disconnect_timeout=disconnect_timeout,
+        proxy=proxy,
     ) as connection:
         yield connection
