@@ -41,7 +41,7 @@ from ._errors import (
 )
 from ._groups import collapse_exception_groups, combine
 from ._proxy import open_tunnel
-from ._proxy_config import ProxySetting, choose_proxy
+from ._proxy_config import Proxy, choose_proxy
 from ._url import host_with_port, parse_ws_url
 
 
@@ -81,7 +81,10 @@ def _ssl_context_for(use_ssl: bool | ssl.SSLContext) -> ssl.SSLContext | None:
 
 
 async def _open_stream(
-    host: str, port: int, ssl_context: ssl.SSLContext | None, proxy: ProxySetting = None
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None,
+    proxy: str | Proxy | bool | None = None,
 ) -> trio.abc.Stream:
     through = choose_proxy(proxy, host, port, secure=ssl_context is not None)
     if through is not None:
@@ -203,7 +206,7 @@ async def connect_websocket(
     message_queue_size: int = DEFAULT_MESSAGE_QUEUE_SIZE,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
-    proxy: ProxySetting = None,
+    proxy: str | Proxy | bool | None = None,
 ) -> WebSocketConnection:
     """Connect to ``host:port`` and open a WebSocket to ``resource``.
 
@@ -251,7 +254,7 @@ async def connect_websocket_url(
     message_queue_size: int = DEFAULT_MESSAGE_QUEUE_SIZE,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
-    proxy: ProxySetting = None,
+    proxy: str | Proxy | bool | None = None,
 ) -> WebSocketConnection:
     """:func:`connect_websocket` from a ``ws://`` or ``wss://`` URL."""
     host, port, resource, use_ssl, headers = _url_arguments(url, ssl_context, extra_headers)
@@ -284,7 +287,7 @@ async def open_websocket(
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
-    proxy: ProxySetting = None,
+    proxy: str | Proxy | bool | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """Open a WebSocket client connection for the duration of a block::
 
@@ -379,7 +382,7 @@ async def open_websocket_url(
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
-    proxy: ProxySetting = None,
+    proxy: str | Proxy | bool | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """:func:`open_websocket` from a ``ws://`` or ``wss://`` URL.
 

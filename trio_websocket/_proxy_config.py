@@ -23,7 +23,6 @@ import os
 import re
 import ssl
 from collections.abc import Mapping
-from typing import Union
 from urllib.parse import unquote, urlsplit
 
 from ._errors import Headers
@@ -32,10 +31,6 @@ from ._url import bracket_host
 
 #: The schemes a proxy URL may have, with the port used when it gives none.
 DEFAULT_PROXY_PORTS = {"http": 80, "https": 443, "socks5": 1080, "socks5h": 1080}
-
-#: What the ``proxy`` argument of the client entry points accepts: None or
-#: False (connect directly), True (read the environment), a URL, a Proxy.
-ProxySetting = Union[str, "Proxy", bool, None]
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FORBIDDEN_IN_VALUE = re.compile(rb"[\x00\r\n]")
