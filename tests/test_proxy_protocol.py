@@ -199,6 +199,28 @@ async def test_endless_answer_head_is_cut_off(nursery: trio.Nursery) -> None:
     assert MAX_ANSWER_HEAD == 16384
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # One complete head, just over the limit, sent in one piece.
+        b"HTTP/1.1 200 OK\r\nX-Big: " + b"x" * MAX_ANSWER_HEAD + b"\r\n\r\n",
+        # Interim answers count too: an endless stream of them is cut off.
+        b"HTTP/1.1 100 Continue\r\n\r\n" * 1000 + b"HTTP/1.1 200 OK\r\n\r\n",
+    ],
+)
+async def test_answer_heads_over_the_limit_are_refused(
+    nursery: trio.Nursery, answer: bytes
+) -> None:
+    async def script(stream: trio.SocketStream) -> None:
+        await read_request_head(stream)
+        await stream.send_all(answer)
+
+    port = await scripted_proxy(nursery, script)
+    with trio.fail_after(10), pytest.raises(ProxyError, match="answer head over 16384 bytes"):
+        async with open_websocket_url("ws://server.example/", proxy=f"http://127.0.0.1:{port}"):
+            pytest.fail("accepted an oversized head")
+
+
 async def test_connect_refusal_keeps_status_reason_and_headers(nursery: trio.Nursery) -> None:
     async def script(stream: trio.SocketStream) -> None:
         await read_request_head(stream)
@@ -297,9 +319,12 @@ async def test_socks5_sends_addresses(nursery: trio.Nursery, host: str, address:
 
 
 async def _socks_script_replying(reply: bytes, stream: trio.SocketStream) -> None:
+    """Answer the greeting with ``reply[:2]``, and the request (read first,
+    so that closing sends a clean end of stream, not a reset) with the
+    rest."""
     await receive_exactly(stream, 3)
     await stream.send_all(reply[:2])
-    if len(reply) > 2:
+    if reply[:2] == b"\x05\x00":
         await stream.receive_some()
         await stream.send_all(reply[2:])
 

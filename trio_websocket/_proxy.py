@@ -158,13 +158,15 @@ async def _http_connect(
         raise ProxyError(f"cannot ask the {proxy.describe()} for the host {host!r}")
     await stream.send_all(_connect_request(proxy, host, port))
     buffer = b""
+    interim_bytes = 0  # the heads of 1xx answers count towards the limit
     while True:
         end = _HEAD_END.search(buffer)
+        head_bytes = interim_bytes + (len(buffer) if end is None else end.end())
+        if head_bytes > MAX_ANSWER_HEAD:
+            raise ProxyError(
+                f"the {proxy.describe()} sent an answer head over {MAX_ANSWER_HEAD} bytes"
+            )
         if end is None:
-            if len(buffer) > MAX_ANSWER_HEAD:
-                raise ProxyError(
-                    f"the {proxy.describe()} sent an answer head over {MAX_ANSWER_HEAD} bytes"
-                )
             data = await stream.receive_some(MAX_ANSWER_HEAD)
             if not data:
                 state = "before answering" if not buffer else "in the middle of its answer"
@@ -176,6 +178,7 @@ async def _http_connect(
         status, reason, headers = _parse_answer_head(proxy, buffer[: end.start()])
         buffer = buffer[end.end() :]
         if 100 <= status < 200 and status != 101:
+            interim_bytes += end.end()
             continue  # an interim answer; the real one follows
         if 200 <= status < 300:
             # The tunnel is open from the blank line on (RFC 9110 9.3.6).
