@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import base64
 import copy
 import pickle
 import ssl
@@ -43,7 +42,6 @@ def test_proxy_url_parts(url: str, scheme: str, host: str, port: int, address: s
     assert proxy.address == address
     assert proxy.url == f"{scheme}://{address}"
     assert proxy.username is None and proxy.password is None
-    assert proxy.basic_authorization() is None
 
 
 def test_socks5_resolves_locally_and_socks5h_remotely() -> None:
@@ -53,13 +51,10 @@ def test_socks5_resolves_locally_and_socks5h_remotely() -> None:
     assert Proxy("socks5://p").is_socks and not Proxy("https://p").is_socks
 
 
-def test_credentials_are_percent_decoded_and_sent_as_basic() -> None:
+def test_credentials_are_percent_decoded() -> None:
     proxy = Proxy("http://us%20er:p%40ss%3Aword@proxy.example:3128")
     assert proxy.username == "us er"
     assert proxy.password == "p@ss:word"
-    value = proxy.basic_authorization()
-    assert value is not None and value.startswith(b"Basic ")
-    assert base64.b64decode(value[6:]) == b"us er:p@ss:word"
     # A user without a password has an empty one.
     assert Proxy("socks5://user@p").password == ""
 

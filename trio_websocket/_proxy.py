@@ -20,6 +20,7 @@ Rules:
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 import ssl
@@ -64,6 +65,22 @@ _SOCKS_REPLIES = {
 }
 
 
+def _describe(proxy: Proxy) -> str:
+    """How error messages name a proxy: ``HTTP proxy host:port`` (never with
+    its credentials)."""
+    kind = "SOCKS5" if proxy.is_socks else proxy.scheme.upper()
+    return f"{kind} proxy {proxy.address}"
+
+
+def _basic_authorization(proxy: Proxy) -> bytes | None:
+    """The ``Proxy-Authorization`` value for the URL's credentials, if it
+    had any."""
+    if proxy.username is None:
+        return None
+    credentials = f"{proxy.username}:{proxy.password or ''}".encode()
+    return b"Basic " + base64.b64encode(credentials)
+
+
 class _PrefixedStream(trio.abc.Stream):
     """A stream that first hands out ``prefix``: the bytes read past the
     proxy's answer, which are the server's."""
@@ -96,7 +113,7 @@ async def _connect_to_proxy(proxy: Proxy) -> trio.abc.Stream:
     try:
         tcp = await trio.open_tcp_stream(proxy.host, proxy.port)
     except OSError as exc:
-        raise ProxyError(f"could not connect to the {proxy.describe()}: {exc}") from exc
+        raise ProxyError(f"could not connect to the {_describe(proxy)}: {exc}") from exc
     if proxy.scheme != "https":
         return tcp
     context = proxy.ssl_context or ssl.create_default_context()
@@ -107,7 +124,7 @@ async def _connect_to_proxy(proxy: Proxy) -> trio.abc.Stream:
         await trio.aclose_forcefully(stream)
         if isinstance(exc, (*_STREAM_ERRORS, ssl.SSLError)):
             detail = exc.__cause__ or exc
-            raise ProxyError(f"TLS with the {proxy.describe()} failed: {detail}") from exc
+            raise ProxyError(f"TLS with the {_describe(proxy)} failed: {detail}") from exc
         raise
     return stream
 
@@ -120,7 +137,7 @@ def _connect_request(proxy: Proxy, host: str, port: int) -> bytes:
     authority = f"{bracket_host(host)}:{port}".encode("ascii")
     lines = [b"CONNECT " + authority + b" HTTP/1.1", b"Host: " + authority]
     own_names = {name.lower() for name, _ in proxy.headers}
-    authorization = proxy.basic_authorization()
+    authorization = _basic_authorization(proxy)
     if authorization is not None and b"proxy-authorization" not in own_names:
         lines.append(b"Proxy-Authorization: " + authorization)
     lines.extend(name + b": " + value for name, value in proxy.headers)
@@ -133,7 +150,7 @@ def _parse_answer_head(proxy: Proxy, head: bytes) -> tuple[int, str, Headers]:
     match = _STATUS_LINE.fullmatch(status_line.rstrip(b"\r"))
     if match is None:
         shown = status_line[:80].decode("ascii", "replace")
-        raise ProxyError(f"the {proxy.describe()} did not answer in HTTP/1.x: {shown!r}")
+        raise ProxyError(f"the {_describe(proxy)} did not answer in HTTP/1.x: {shown!r}")
     headers: Headers = []
     for line in header_lines:
         line = line.rstrip(b"\r")
@@ -142,10 +159,10 @@ def _parse_answer_head(proxy: Proxy, head: bytes) -> tuple[int, str, Headers]:
         name, colon, value = line.partition(b":")
         if not colon or not _HEADER_NAME.fullmatch(name):
             shown = line[:80].decode("ascii", "replace")
-            raise ProxyError(f"the {proxy.describe()} sent a malformed header line: {shown!r}")
+            raise ProxyError(f"the {_describe(proxy)} sent a malformed header line: {shown!r}")
         headers.append((name, value.strip(b" \t")))
     if len(headers) > MAX_ANSWER_HEADERS:
-        raise ProxyError(f"the {proxy.describe()} sent more than {MAX_ANSWER_HEADERS} headers")
+        raise ProxyError(f"the {_describe(proxy)} sent more than {MAX_ANSWER_HEADERS} headers")
     reason = (match.group(2) or b"").decode("latin-1").strip()
     return int(match.group(1)), reason, headers
 
@@ -155,7 +172,7 @@ async def _http_connect(
 ) -> trio.abc.Stream:
     target = f"{bracket_host(host)}:{port}"
     if not re.fullmatch(r"[^\x00-\x20\x7f/?#@]+", host):
-        raise ProxyError(f"cannot ask the {proxy.describe()} for the host {host!r}")
+        raise ProxyError(f"cannot ask the {_describe(proxy)} for the host {host!r}")
     await stream.send_all(_connect_request(proxy, host, port))
     buffer = b""
     interim_bytes = 0  # the heads of 1xx answers count towards the limit
@@ -164,14 +181,14 @@ async def _http_connect(
         head_bytes = interim_bytes + (len(buffer) if end is None else end.end())
         if head_bytes > MAX_ANSWER_HEAD:
             raise ProxyError(
-                f"the {proxy.describe()} sent an answer head over {MAX_ANSWER_HEAD} bytes"
+                f"the {_describe(proxy)} sent an answer head over {MAX_ANSWER_HEAD} bytes"
             )
         if end is None:
             data = await stream.receive_some(MAX_ANSWER_HEAD)
             if not data:
                 state = "before answering" if not buffer else "in the middle of its answer"
                 raise ProxyError(
-                    f"the {proxy.describe()} closed the connection {state} (CONNECT {target})"
+                    f"the {_describe(proxy)} closed the connection {state} (CONNECT {target})"
                 )
             buffer += data
             continue
@@ -183,7 +200,7 @@ async def _http_connect(
         if 200 <= status < 300:
             # The tunnel is open from the blank line on (RFC 9110 9.3.6).
             return _PrefixedStream(buffer, stream) if buffer else stream
-        message = f"the {proxy.describe()} refused CONNECT {target}: {status} {reason}".rstrip()
+        message = f"the {_describe(proxy)} refused CONNECT {target}: {status} {reason}".rstrip()
         # An answer to CONNECT comes from the proxy, so a 401 is the proxy's
         # too (tinyproxy answers wrong credentials with one).
         error = ProxyAuthenticationError if status in (401, 407) else ProxyRejected
@@ -199,7 +216,7 @@ async def _receive_exactly(stream: trio.abc.Stream, size: int, proxy: Proxy, ste
     while len(data) < size:
         chunk = await stream.receive_some(size - len(data))
         if not chunk:
-            raise ProxyError(f"the {proxy.describe()} closed the connection during {step}")
+            raise ProxyError(f"the {_describe(proxy)} closed the connection during {step}")
         data += chunk
     return data
 
@@ -217,11 +234,11 @@ async def _socks_address(proxy: Proxy, host: str, port: int) -> bytes:
             found = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
         except OSError as exc:
             raise ProxyError(
-                f"could not resolve {host} for the {proxy.describe()} "
+                f"could not resolve {host} for the {_describe(proxy)} "
                 f"(socks5h:// lets the proxy resolve it): {exc}"
             ) from exc
         if not found:
-            raise ProxyError(f"could not resolve {host} for the {proxy.describe()}")
+            raise ProxyError(f"could not resolve {host} for the {_describe(proxy)}")
         literal = ipaddress.ip_address(str(found[0][4][0]).partition("%")[0])
     if isinstance(literal, ipaddress.IPv4Address):
         return bytes([_ADDRESS_IPV4]) + literal.packed
@@ -229,7 +246,7 @@ async def _socks_address(proxy: Proxy, host: str, port: int) -> bytes:
         return bytes([_ADDRESS_IPV6]) + literal.packed
     name = host.encode("idna") if not host.isascii() else host.encode("ascii")
     if not 1 <= len(name) <= 255:
-        raise ProxyError(f"the host name {host!r} is too long for the {proxy.describe()}")
+        raise ProxyError(f"the host name {host!r} is too long for the {_describe(proxy)}")
     return bytes([_ADDRESS_NAME, len(name)]) + name
 
 
@@ -240,15 +257,15 @@ async def _socks_authenticate(stream: trio.abc.Stream, proxy: Proxy) -> None:
     await stream.send_all(bytes([_SOCKS_VERSION, len(methods), *methods]))
     version, method = await _receive_exactly(stream, 2, proxy, "method selection")
     if version != _SOCKS_VERSION:
-        raise ProxyError(f"the {proxy.describe()} did not answer in SOCKS5 (version {version})")
+        raise ProxyError(f"the {_describe(proxy)} did not answer in SOCKS5 (version {version})")
     if method == _METHOD_REFUSED:
         wanted = "no authentication or username/password" if len(methods) > 1 else "none"
         raise ProxyAuthenticationError(
-            f"the {proxy.describe()} accepts none of the authentication methods offered "
+            f"the {_describe(proxy)} accepts none of the authentication methods offered "
             f"({wanted}); does it need a user name and password?"
         )
     if method not in methods:
-        raise ProxyError(f"the {proxy.describe()} chose method {method}, which was not offered")
+        raise ProxyError(f"the {_describe(proxy)} chose method {method}, which was not offered")
     if method == _METHOD_USERNAME:
         username = (proxy.username or "").encode()
         password = (proxy.password or "").encode()
@@ -260,7 +277,7 @@ async def _socks_authenticate(stream: trio.abc.Stream, proxy: Proxy) -> None:
         _, status = await _receive_exactly(stream, 2, proxy, "authentication")
         if status != 0:
             raise ProxyAuthenticationError(
-                f"the {proxy.describe()} rejected the user name and password "
+                f"the {_describe(proxy)} rejected the user name and password "
                 f"of user {proxy.username!r}"
             )
 
@@ -275,11 +292,11 @@ async def _socks_connect(
     await stream.send_all(request)
     version, reply, _, address_type = await _receive_exactly(stream, 4, proxy, "the reply")
     if version != _SOCKS_VERSION:
-        raise ProxyError(f"the {proxy.describe()} did not answer in SOCKS5 (version {version})")
+        raise ProxyError(f"the {_describe(proxy)} did not answer in SOCKS5 (version {version})")
     if reply != 0:
         meaning = _SOCKS_REPLIES.get(reply, "unknown reply code")
         raise ProxyRejected(
-            f"the {proxy.describe()} refused to connect to {target}: {meaning} ({reply})",
+            f"the {_describe(proxy)} refused to connect to {target}: {meaning} ({reply})",
             None,
             reply,
         )
@@ -293,7 +310,7 @@ async def _socks_connect(
         (length,) = await _receive_exactly(stream, 1, proxy, "the reply")
         await _receive_exactly(stream, length + 2, proxy, "the reply")
     else:
-        raise ProxyError(f"the {proxy.describe()} replied with address type {address_type}")
+        raise ProxyError(f"the {_describe(proxy)} replied with address type {address_type}")
     return stream
 
 
@@ -314,7 +331,7 @@ async def open_tunnel(
                 stream = await _http_connect(stream, proxy, host, port)
         except _STREAM_ERRORS as exc:
             raise ProxyError(
-                f"connection to the {proxy.describe()} lost while asking for "
+                f"connection to the {_describe(proxy)} lost while asking for "
                 f"{bracket_host(host)}:{port}: {exc}"
             ) from exc
         if ssl_context is None:
@@ -328,7 +345,7 @@ async def open_tunnel(
             detail = exc.__cause__ or exc
             raise HandshakeError(
                 f"TLS with {bracket_host(host)}:{port} (through the "
-                f"{proxy.describe()}) failed: {detail}"
+                f"{_describe(proxy)}) failed: {detail}"
             ) from exc
         return tls
     except BaseException:

@@ -17,7 +17,6 @@ Rules:
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import os
 import re
@@ -159,19 +158,6 @@ class Proxy:
     def url(self) -> str:
         """The proxy's URL with its port and without credentials."""
         return f"{self.scheme}://{self.address}"
-
-    def basic_authorization(self) -> bytes | None:
-        """The ``Proxy-Authorization`` value for the URL's credentials, if
-        it had any."""
-        if self.username is None:
-            return None
-        credentials = f"{self.username}:{self.password or ''}".encode()
-        return b"Basic " + base64.b64encode(credentials)
-
-    def describe(self) -> str:
-        """How error messages name the proxy: ``HTTP proxy host:port``."""
-        kind = "SOCKS5" if self.is_socks else self.scheme.upper()
-        return f"{kind} proxy {self.address}"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Proxy):
