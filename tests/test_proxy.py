@@ -475,6 +475,7 @@ async def test_https_proxy_with_its_own_context_carries_ws_and_wss(
             f"wss://localhost:{secure.port}/", client_context, proxy=proxy
         ) as ws:
             await echo_once(ws)
+            assert ws.remote == Endpoint("127.0.0.1", front_port, True)
     assert outcomes == ["tls ok", "tls ok"]
     assert recorder.names == ["localhost"]
 

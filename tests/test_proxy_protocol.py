@@ -22,6 +22,7 @@ from conftest import accept_by_hand, answer_close_by_hand, read_request_head
 
 from trio_websocket import (
     ConnectionTimeout,
+    Endpoint,
     Proxy,
     ProxyAuthenticationError,
     ProxyError,
@@ -29,7 +30,8 @@ from trio_websocket import (
     open_websocket,
     open_websocket_url,
 )
-from trio_websocket._proxy import MAX_ANSWER_HEAD, _http_connect
+from trio_websocket._endpoint import stream_endpoint
+from trio_websocket._proxy import MAX_ANSWER_HEAD, _http_connect, _PrefixedStream
 
 Script = Callable[[trio.SocketStream], Awaitable[None]]
 
@@ -148,6 +150,21 @@ async def test_bytes_after_the_answer_are_the_servers() -> None:
     await tunnel.send_all(b"to the server")
     assert await proxy_side.receive_some() == b"to the server"
     await tunnel.aclose()
+
+
+async def test_endpoints_see_through_the_stream_holding_early_bytes(
+    nursery: trio.Nursery,
+) -> None:
+    listeners = await nursery.start(
+        partial(trio.serve_tcp, read_request_head, 0, host="127.0.0.1")  # type: ignore[arg-type]
+    )
+    port = listeners[0].socket.getsockname()[1]
+    socket_stream = await trio.open_tcp_stream("127.0.0.1", port)
+    prefixed = _PrefixedStream(b"early", socket_stream)
+    assert stream_endpoint(prefixed, local=False) == Endpoint("127.0.0.1", port, False)
+    local = stream_endpoint(prefixed, local=True)
+    assert isinstance(local, Endpoint) and local.address == "127.0.0.1"
+    await prefixed.aclose()
 
 
 @pytest.mark.parametrize(
