@@ -157,7 +157,10 @@ async def test_https_proxy_trusted_with_a_ca_file(
         finally:
             await trio.aclose_forcefully(sink)
 
+    accepted: list[trio.SocketStream] = []
+
     async def tls_front(stream: trio.SocketStream) -> None:
+        accepted.append(stream)
         tls = trio.SSLStream(stream, front, server_side=True)
         backend = await trio.open_tcp_stream("127.0.0.1", tinyproxy.port)
         async with trio.open_nursery() as pumps:
@@ -172,6 +175,13 @@ async def test_https_proxy_trusted_with_a_ca_file(
     status, stdout, stderr = await run_example(*args)
     assert status == 0, stderr
     assert stdout.splitlines()[1:] == ["> secure", "< secure"]
+    assert len(accepted) == 1
+    # From the environment, trusted through OpenSSL's SSL_CERT_FILE.
+    env = script_env(http_proxy=proxy, SSL_CERT_FILE=str(ca_file))
+    status, stdout, stderr = await run_example(url, "--proxy", "env", "from env", env=env)
+    assert status == 0, stderr
+    assert stdout.splitlines()[1:] == ["> from env", "< from env"]
+    assert len(accepted) == 2  # through the proxy, not around it
     # Without the CA file the proxy's certificate is not trusted.
     status, _, stderr = await run_example(url, "--proxy", proxy, "secure")
     assert status == 1
