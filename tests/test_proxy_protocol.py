@@ -263,15 +263,47 @@ async def test_connect_refusal_keeps_status_reason_and_headers(nursery: trio.Nur
     )
 
 
-async def test_target_host_that_cannot_go_in_a_request_line(nursery: trio.Nursery) -> None:
-    port = await scripted_proxy(nursery, read_request_head)  # type: ignore[arg-type]
-    with pytest.raises(ProxyError, match="cannot ask the HTTP proxy"):
+async def test_non_ascii_names_go_to_the_proxy_in_idna(nursery: trio.Nursery) -> None:
+    seen: list[bytes] = []
+
+    async def http_script(stream: trio.SocketStream) -> None:
+        seen.append(await read_request_head(stream))
+        await stream.send_all(b"HTTP/1.1 403 Forbidden\r\n\r\n")
+
+    async def socks_script(stream: trio.SocketStream) -> None:
+        await receive_exactly(stream, 3)
+        await stream.send_all(b"\x05\x00")
+        seen.append(await receive_exactly(stream, 4 + 1 + 21 + 2))
+        await stream.send_all(b"\x05\x02\x00\x01\x00\x00\x00\x00\x00\x00")
+
+    http_port = await scripted_proxy(nursery, http_script)
+    socks_port = await scripted_proxy(nursery, socks_script)
+    with trio.fail_after(10):
+        for proxy in (f"http://127.0.0.1:{http_port}", f"socks5h://127.0.0.1:{socks_port}"):
+            with pytest.raises(ProxyRejected):
+                async with open_websocket("bücher.example", 80, "/", use_ssl=False, proxy=proxy):
+                    pass
+    assert seen[0].startswith(b"CONNECT xn--bcher-kva.example:80 HTTP/1.1\r\n")
+    assert seen[1] == b"\x05\x01\x00\x03\x15xn--bcher-kva.example\x00\x50"
+
+
+@pytest.mark.parametrize("scheme", ["http", "socks5h"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example HTTP/1.1\r\nX: y",  # would split the request line
+        "user@evil.example",
+        "ü" * 70 + ".example",  # an IDNA label over 63 bytes
+    ],
+)
+async def test_target_host_that_cannot_be_sent_to_the_proxy(
+    nursery: trio.Nursery, scheme: str, host: str
+) -> None:
+    port = await scripted_proxy(nursery, partial(_socks_script_replying, b"\x05\x00"))
+    kind = "SOCKS5" if scheme == "socks5h" else "HTTP"
+    with trio.fail_after(10), pytest.raises(ProxyError, match=f"cannot ask the {kind} proxy"):
         async with open_websocket(
-            "evil.example HTTP/1.1\r\nX: y",
-            80,
-            "/",
-            use_ssl=False,
-            proxy=f"http://127.0.0.1:{port}",
+            host, 80, "/", use_ssl=False, proxy=f"{scheme}://127.0.0.1:{port}"
         ):
             pass
 

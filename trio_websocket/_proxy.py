@@ -81,6 +81,21 @@ def _basic_authorization(proxy: Proxy) -> bytes | None:
     return b"Basic " + base64.b64encode(credentials)
 
 
+def _ascii_host(proxy: Proxy, host: str) -> str:
+    """``host`` as it goes on the wire to the proxy: IDNA for a name that is
+    not ASCII; ProxyError for one that cannot be sent at all."""
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise ProxyError(
+                f"cannot ask the {_describe(proxy)} for the host {host!r}: {exc}"
+            ) from exc
+    if not re.fullmatch(r"[^\x00-\x20\x7f/?#@]+", host):
+        raise ProxyError(f"cannot ask the {_describe(proxy)} for the host {host!r}")
+    return host
+
+
 class _PrefixedStream(trio.abc.Stream):
     """A stream that first hands out ``prefix``: the bytes read past the
     proxy's answer, which are the server's."""
@@ -170,9 +185,8 @@ def _parse_answer_head(proxy: Proxy, head: bytes) -> tuple[int, str, Headers]:
 async def _http_connect(
     stream: trio.abc.Stream, proxy: Proxy, host: str, port: int
 ) -> trio.abc.Stream:
+    host = _ascii_host(proxy, host)
     target = f"{bracket_host(host)}:{port}"
-    if not re.fullmatch(r"[^\x00-\x20\x7f/?#@]+", host):
-        raise ProxyError(f"cannot ask the {_describe(proxy)} for the host {host!r}")
     await stream.send_all(_connect_request(proxy, host, port))
     buffer = b""
     interim_bytes = 0  # the heads of 1xx answers count towards the limit
@@ -244,7 +258,7 @@ async def _socks_address(proxy: Proxy, host: str, port: int) -> bytes:
         return bytes([_ADDRESS_IPV4]) + literal.packed
     if isinstance(literal, ipaddress.IPv6Address):
         return bytes([_ADDRESS_IPV6]) + literal.packed
-    name = host.encode("idna") if not host.isascii() else host.encode("ascii")
+    name = _ascii_host(proxy, host).encode("ascii")
     if not 1 <= len(name) <= 255:
         raise ProxyError(f"the host name {host!r} is too long for the {_describe(proxy)}")
     return bytes([_ADDRESS_NAME, len(name)]) + name
