@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import trio
 import trustme
-from conftest import echo_handler
+from conftest import LoopbackResolver, echo_handler
 from proxy_servers import (
     HTTP_PASSWORD,
     HTTP_USER,
@@ -251,15 +251,27 @@ async def test_http_proxy_that_cannot_reach_the_server_raises_proxy_rejected(
 # SOCKS5 through Dante
 
 
-async def test_ws_through_socks5_with_local_resolution(
+async def test_socks5_resolves_here_and_socks5h_at_the_proxy(
     dante: RunningProxy, ws_server: WebSocketServer
 ) -> None:
-    with trio.fail_after(10):
-        async with open_websocket_url(
-            f"ws://localhost:{ws_server.port}/", proxy=dante.url("socks5")
-        ) as ws:
-            await echo_once(ws)
-            assert ws.remote == Endpoint("127.0.0.1", dante.port, False)
+    # Only this process can resolve ws.proxy.test (to 127.0.0.1).
+    url = f"ws://ws.proxy.test:{ws_server.port}/"
+    resolver = LoopbackResolver(ws_server.port)
+    trio.socket.set_custom_hostname_resolver(resolver)
+    try:
+        with trio.fail_after(10):
+            async with open_websocket_url(url, proxy=dante.url("socks5")) as ws:
+                await echo_once(ws)
+                assert ws.remote == Endpoint("127.0.0.1", dante.port, False)
+            assert [host for host, _ in resolver.asked] == [b"ws.proxy.test"]
+            # socks5h hands the name to Dante, which cannot resolve it.
+            with pytest.raises(ProxyRejected) as caught:
+                async with open_websocket_url(url, proxy=dante.url("socks5h")):
+                    pytest.fail("Dante resolved a name only this process knows")
+    finally:
+        trio.socket.set_custom_hostname_resolver(None)
+    assert caught.value.reply_code == 4  # host unreachable
+    assert len(resolver.asked) == 1
 
 
 async def test_wss_through_socks5h_with_credentials_checks_the_servers_name(
@@ -390,7 +402,7 @@ async def test_proxy_true_reads_all_proxy_for_socks(
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ALL_PROXY", dante.url("socks5h"))
     with trio.fail_after(10):
-        async with open_websocket_url(f"ws://localhost:{ws_server.port}/", proxy=True) as ws:
+        async with open_websocket_url(f"ws://127.0.0.1:{ws_server.port}/", proxy=True) as ws:
             await echo_once(ws)
             assert ws.remote == Endpoint("127.0.0.1", dante.port, False)
 
