@@ -122,6 +122,17 @@ def test_headers_are_checked_and_for_http_proxies_only() -> None:
         Proxy("http://p", headers=b"X-Team: blue")  # type: ignore[arg-type]
 
 
+def test_a_proxy_cannot_be_changed() -> None:
+    proxy = Proxy("http://p")
+    with pytest.raises(AttributeError, match="cannot be changed"):
+        proxy.port = 3128
+    with pytest.raises(AttributeError, match="cannot be changed"):
+        del proxy.host
+    assert proxy.port == 80
+    assert copy.copy(proxy) is proxy
+    assert copy.deepcopy({"proxy": proxy})["proxy"] is proxy
+
+
 def test_proxies_compare_by_value() -> None:
     assert Proxy("http://p:80") == Proxy("HTTP://p")
     assert hash(Proxy("http://p:80")) == hash(Proxy("http://p"))

@@ -2,8 +2,10 @@
 proxy URLs, and the proxy environment variables.
 
 Rules:
-- Pure: no trio, no I/O; the environment is read only when the caller asks
-  for it (``proxy=True``), and then only the mapping it is handed.
+- Pure: no trio, no I/O. The environment is read only when the caller asks
+  for it (``proxy=True``), at each connection, so that a changed variable
+  applies to the next one.
+- A :class:`Proxy` is an immutable value: equal proxies hash alike.
 - ``Proxy(url)`` raises ``ValueError`` for a URL it cannot use; at connect
   time (a URL string or an environment variable) that becomes
   :exc:`ProxyError`, naming where the URL came from.
@@ -89,6 +91,14 @@ class Proxy:
 
     __slots__ = ("headers", "host", "password", "port", "scheme", "ssl_context", "username")
 
+    scheme: str
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    ssl_context: ssl.SSLContext | None
+    headers: Headers
+
     def __init__(
         self,
         url: str,
@@ -130,13 +140,29 @@ class Proxy:
         checked_headers = _check_proxy_headers(headers)
         if checked_headers and scheme not in ("http", "https"):
             raise ValueError("headers are sent to HTTP proxies only, not to SOCKS5")
-        self.scheme: str = scheme
-        self.host: str = host
-        self.port: int = DEFAULT_PROXY_PORTS[scheme] if port is None else port
-        self.username: str | None = username
-        self.password: str | None = password
-        self.ssl_context: ssl.SSLContext | None = ssl_context
-        self.headers: Headers = checked_headers
+        values = {
+            "scheme": scheme,
+            "host": host,
+            "port": DEFAULT_PROXY_PORTS[scheme] if port is None else port,
+            "username": username,
+            "password": password,
+            "ssl_context": ssl_context,
+            "headers": checked_headers,
+        }
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a Proxy cannot be changed (setting {name}); build a new one")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"a Proxy cannot be changed (deleting {name})")
+
+    def __copy__(self) -> Proxy:
+        return self  # immutable
+
+    def __deepcopy__(self, memo: object) -> Proxy:
+        return self  # immutable; an SSLContext cannot be copied anyway
 
     @property
     def is_socks(self) -> bool:
@@ -174,6 +200,7 @@ class Proxy:
             self.port,
             self.username,
             self.password,
+            # Contexts have no value equality: the same object, or none.
             id(self.ssl_context) if self.ssl_context is not None else None,
             tuple(self.headers),
         )
