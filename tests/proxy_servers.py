@@ -39,19 +39,21 @@ HTTP_PASSWORD = "s3cret"
 START_TIMEOUT = 15.0
 
 
-def _run_setup(command: list[str], timeout: float) -> None:
+def _run_setup(command: list[str], timeout: float) -> str | None:
+    """Run one setup step; None when it worked, else what went wrong."""
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
         result = subprocess.run(
             command, capture_output=True, text=True, timeout=timeout, check=False, env=env
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        pytest.fail(f"proxy test setup: {command} failed: {exc}")
+        return f"{command} failed: {exc}"
     if result.returncode != 0:
-        pytest.fail(
-            f"proxy test setup: {command} exited {result.returncode}\n"
+        return (
+            f"{command} exited {result.returncode}\n"
             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         )
+    return None
 
 
 def ensure_installed(program: str, package: str) -> str:
@@ -60,10 +62,16 @@ def ensure_installed(program: str, package: str) -> str:
         return program
     if shutil.which("apt-get") is None or os.geteuid() != 0:
         pytest.skip(f"{program} is missing and cannot be installed here (needs apt-get as root)")
-    _run_setup(["apt-get", "update"], timeout=300)
-    _run_setup(["apt-get", "install", "-y", "--no-install-recommends", package], timeout=600)
+    install = ["apt-get", "install", "-y", "--no-install-recommends", package]
+    problem = _run_setup(install, timeout=600)
+    if problem is not None:
+        # Stale package lists, or another apt-get holding the lock (a test
+        # run next to this one installing the same): refresh and try again.
+        time.sleep(5)
+        _run_setup(["apt-get", "update"], timeout=300)
+        problem = _run_setup(install, timeout=600)
     if not os.access(program, os.X_OK):
-        pytest.fail(f"apt-get installed {package}, but there is no {program}")
+        pytest.fail(f"installing {package} for the proxy tests failed: {problem}")
     return program
 
 
@@ -72,13 +80,14 @@ def ensure_socks_user() -> None:
     :data:`SOCKS_PASSWORD`."""
     if os.geteuid() != 0:
         pytest.skip("creating the system user Dante authenticates needs root")
-    try:
-        subprocess.run(["id", SOCKS_USER], capture_output=True, check=True, timeout=10)
-    except subprocess.CalledProcessError:
-        _run_setup(
+    if _run_setup(["id", SOCKS_USER], timeout=10) is not None:
+        problem = _run_setup(
             ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SOCKS_USER],
             timeout=30,
         )
+        # Another test run may have created it meanwhile.
+        if _run_setup(["id", SOCKS_USER], timeout=10) is not None:
+            pytest.fail(f"creating the system user {SOCKS_USER} failed: {problem}")
     chpasswd = subprocess.run(
         ["chpasswd"],
         input=f"{SOCKS_USER}:{SOCKS_PASSWORD}\n",
