@@ -29,6 +29,10 @@ EXPECTED_NAMES = {
     "DisconnectionTimeout",
     "Endpoint",
     "HandshakeError",
+    "Proxy",
+    "ProxyAuthenticationError",
+    "ProxyError",
+    "ProxyRejected",
     "WebSocketConnection",
     "WebSocketRequest",
     "WebSocketServer",
@@ -66,6 +70,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("disconnect_timeout", K, 60),
         ("ping_interval", K, None),
         ("ping_timeout", K, None),
+        ("proxy", K, None),
     ],
     "open_websocket_url": [
         ("url", P, REQUIRED),
@@ -79,6 +84,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("receive_buffer_size", K, ANY),
         ("ping_interval", K, None),
         ("ping_timeout", K, None),
+        ("proxy", K, None),
     ],
     "connect_websocket": [
         ("nursery", P, REQUIRED),
@@ -93,6 +99,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("receive_buffer_size", K, ANY),
         ("ping_interval", K, None),
         ("ping_timeout", K, None),
+        ("proxy", K, None),
     ],
     "connect_websocket_url": [
         ("nursery", P, REQUIRED),
@@ -105,6 +112,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("receive_buffer_size", K, ANY),
         ("ping_interval", K, None),
         ("ping_timeout", K, None),
+        ("proxy", K, None),
     ],
     "wrap_client_stream": [
         ("nursery", P, REQUIRED),

@@ -36,12 +36,15 @@ PURE = {
     "_keepalive",
     "_stats",
     "_log",
+    "_proxy_config",
+    "_proxy_errors",
 }
 #: Compiled modules (no .py source to parse); they import nothing of ours.
 COMPILED = {"_speedups"}
 LAYERS = {
     **dict.fromkeys(PURE | COMPILED, 0),
     "_connection": 1,
+    "_proxy": 1,
     "_client": 2,
     "_server": 2,
     "__init__": 3,
@@ -151,7 +154,7 @@ def test_connection_never_imports_client_or_server() -> None:
     assert not transitive_imports("_connection") & {"_client", "_server", "__init__"}
 
 
-@pytest.mark.parametrize("module", ["_url", "_close", "_config"])
+@pytest.mark.parametrize("module", ["_url", "_close", "_config", "_proxy_config", "_proxy_errors"])
 def test_value_modules_do_not_import_trio(module: str) -> None:
     assert "trio" not in {name for name, _ in imports_of(module).external}
 

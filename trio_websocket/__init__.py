@@ -38,6 +38,16 @@ from ._errors import (
 from ._errors import (
     HandshakeError as HandshakeError,
 )
+from ._proxy_config import Proxy as Proxy
+from ._proxy_errors import (
+    ProxyAuthenticationError as ProxyAuthenticationError,
+)
+from ._proxy_errors import (
+    ProxyError as ProxyError,
+)
+from ._proxy_errors import (
+    ProxyRejected as ProxyRejected,
+)
 from ._server import (
     WebSocketRequest as WebSocketRequest,
 )
@@ -62,6 +72,10 @@ __all__ = [
     "DisconnectionTimeout",
     "Endpoint",
     "HandshakeError",
+    "Proxy",
+    "ProxyAuthenticationError",
+    "ProxyError",
+    "ProxyRejected",
     "WebSocketConnection",
     "WebSocketRequest",
     "WebSocketServer",

@@ -40,6 +40,8 @@ from ._errors import (
     Headers,
 )
 from ._groups import collapse_exception_groups, combine
+from ._proxy import open_tunnel
+from ._proxy_config import Proxy, choose_proxy
 from ._url import host_with_port, parse_ws_url
 
 
@@ -79,8 +81,14 @@ def _ssl_context_for(use_ssl: bool | ssl.SSLContext) -> ssl.SSLContext | None:
 
 
 async def _open_stream(
-    host: str, port: int, ssl_context: ssl.SSLContext | None
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None,
+    proxy: str | Proxy | bool | None = None,
 ) -> trio.abc.Stream:
+    through = choose_proxy(proxy, host, port, secure=ssl_context is not None)
+    if through is not None:
+        return await open_tunnel(through, host, port, ssl_context)
     try:
         if ssl_context is None:
             return await trio.open_tcp_stream(host, port)
@@ -208,6 +216,7 @@ async def connect_websocket(
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
     ping_interval: float | None = None,
     ping_timeout: float | None = None,
+    proxy: str | Proxy | bool | None = None,
 ) -> WebSocketConnection:
     """Connect to ``host:port`` and open a WebSocket to ``resource``.
 
@@ -225,7 +234,7 @@ async def connect_websocket(
     protocols = _check_subprotocols(subprotocols)
     headers = _check_headers(extra_headers)
     ssl_context = _ssl_context_for(use_ssl)
-    stream = await _open_stream(host, port, ssl_context)
+    stream = await _open_stream(host, port, ssl_context, proxy)
     host_header = host_with_port(host, port, ssl_context is not None)
     try:
         connection = await _handshake(stream, host_header, resource, protocols, headers, options)
@@ -263,6 +272,7 @@ async def connect_websocket_url(
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
     ping_interval: float | None = None,
     ping_timeout: float | None = None,
+    proxy: str | Proxy | bool | None = None,
 ) -> WebSocketConnection:
     """:func:`connect_websocket` from a ``ws://`` or ``wss://`` URL."""
     host, port, resource, use_ssl, headers = _url_arguments(url, ssl_context, extra_headers)
@@ -279,6 +289,7 @@ async def connect_websocket_url(
         receive_buffer_size=receive_buffer_size,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
+        proxy=proxy,
     )
 
 
@@ -298,6 +309,7 @@ async def open_websocket(
     disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
     ping_interval: float | None = None,
     ping_timeout: float | None = None,
+    proxy: str | Proxy | bool | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """Open a WebSocket client connection for the duration of a block::
 
@@ -330,9 +342,15 @@ async def open_websocket(
         "keepalive ping timeout"); defaults to ``ping_interval``;
         ``math.inf`` never closes. Giving it without ``ping_interval`` is a
         ``ValueError``.
+    :param proxy: the proxy to connect through: ``None`` (the default)
+        connects directly and ignores the environment; a proxy URL
+        (``http://``, ``https://``, ``socks5://``, ``socks5h://``) or a
+        :class:`Proxy`; ``True`` reads ``wss_proxy``/``https_proxy`` (for
+        TLS) or ``ws_proxy``/``http_proxy``, then ``all_proxy``, and
+        ``no_proxy`` from the environment. See :doc:`proxies`.
     :raises HandshakeError: the connection could not be opened (the cause is
         chained); :exc:`ConnectionRejected` when the server answered with an
-        HTTP error.
+        HTTP error; :exc:`ProxyError` when the proxy failed.
     """
     connect_timeout = check_timeout("connect_timeout", connect_timeout)
     disconnect_timeout = check_timeout("disconnect_timeout", disconnect_timeout)
@@ -356,6 +374,7 @@ async def open_websocket(
                             receive_buffer_size=receive_buffer_size,
                             ping_interval=ping_interval,
                             ping_timeout=ping_timeout,
+                            proxy=proxy,
                         )
                 except trio.TooSlowError:
                     raise ConnectionTimeout(
@@ -398,6 +417,7 @@ async def open_websocket_url(
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
     ping_interval: float | None = None,
     ping_timeout: float | None = None,
+    proxy: str | Proxy | bool | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """:func:`open_websocket` from a ``ws://`` or ``wss://`` URL.
 
@@ -421,5 +441,6 @@ async def open_websocket_url(
         disconnect_timeout=disconnect_timeout,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
+        proxy=proxy,
     ) as connection:
         yield connection

@@ -83,12 +83,18 @@ def _from_socket_name(name: object, is_ssl: bool) -> Endpoint | None:
 def stream_endpoint(stream: trio.abc.Stream, *, local: bool) -> Endpoint | str:
     """The local or remote :class:`Endpoint` of ``stream``, or
     ``repr(stream)`` (as in 0.12.2) when it is not a TCP stream (possibly
-    wrapped in TLS)."""
+    wrapped in TLS, or in TLS inside TLS); ``is_ssl`` when any layer is TLS."""
     is_ssl = False
     inner: object = stream
-    if isinstance(inner, trio.SSLStream):
-        is_ssl = True
-        inner = inner.transport_stream
+    # Look through the layers to the socket: TLS (TLS inside TLS through an
+    # https:// proxy) and any wrapper that names the stream it runs over.
+    for _ in range(8):
+        if isinstance(inner, trio.SSLStream):
+            is_ssl = True
+        transport = getattr(inner, "transport_stream", None)
+        if not isinstance(transport, trio.abc.Stream):
+            break
+        inner = transport
     if isinstance(inner, trio.SocketStream):
         try:
             name = inner.socket.getsockname() if local else inner.socket.getpeername()
