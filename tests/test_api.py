@@ -63,6 +63,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("receive_buffer_size", K, ANY),
         ("connect_timeout", K, 60),
         ("disconnect_timeout", K, 60),
+        ("max_redirects", K, 0),
+        ("unix_socket_path", K, None),
     ],
     "open_websocket_url": [
         ("url", P, REQUIRED),
@@ -74,6 +76,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("connect_timeout", K, 60),
         ("disconnect_timeout", K, 60),
         ("receive_buffer_size", K, ANY),
+        ("max_redirects", K, 0),
+        ("unix_socket_path", K, None),
     ],
     "connect_websocket": [
         ("nursery", P, REQUIRED),
@@ -86,6 +90,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("message_queue_size", K, 1),
         ("max_message_size", K, MB),
         ("receive_buffer_size", K, ANY),
+        ("max_redirects", K, 0),
+        ("unix_socket_path", K, None),
     ],
     "connect_websocket_url": [
         ("nursery", P, REQUIRED),
@@ -96,6 +102,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("message_queue_size", K, 1),
         ("max_message_size", K, MB),
         ("receive_buffer_size", K, ANY),
+        ("max_redirects", K, 0),
+        ("unix_socket_path", K, None),
     ],
     "wrap_client_stream": [
         ("nursery", P, REQUIRED),

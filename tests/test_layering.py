@@ -33,6 +33,7 @@ PURE = {
     "_version",
     "_masking",
     "_fastpath",
+    "_redirects",
 }
 #: Compiled modules (no .py source to parse); they import nothing of ours.
 COMPILED = {"_speedups"}
