@@ -42,9 +42,11 @@ LAYERS = {
     "_connection": 1,
     "_client": 2,
     "_server": 2,
-    "__init__": 3,
-    "_cli": 4,
-    "__main__": 5,
+    # Built on the client's public entry point.
+    "_reconnect": 3,
+    "__init__": 4,
+    "_cli": 5,
+    "__main__": 6,
 }
 THIRD_PARTY = {"trio", "wsproto"}
 

@@ -38,6 +38,12 @@ from ._errors import (
 from ._errors import (
     HandshakeError as HandshakeError,
 )
+from ._reconnect import (
+    ReconnectingWebSocket as ReconnectingWebSocket,
+)
+from ._reconnect import (
+    default_retry_policy as default_retry_policy,
+)
 from ._server import (
     WebSocketRequest as WebSocketRequest,
 )
@@ -60,12 +66,14 @@ __all__ = [
     "DisconnectionTimeout",
     "Endpoint",
     "HandshakeError",
+    "ReconnectingWebSocket",
     "WebSocketConnection",
     "WebSocketRequest",
     "WebSocketServer",
     "__version__",
     "connect_websocket",
     "connect_websocket_url",
+    "default_retry_policy",
     "open_websocket",
     "open_websocket_url",
     "serve_websocket",
