@@ -377,6 +377,24 @@ async def test_connection_closed_inside_a_handler_nursery_is_a_drop(
         await done.wait()
         client.stop()
     assert client.attempts == 2
+    # The drop itself, not the handler nursery's ExceptionGroup.
+    assert isinstance(client.last_error, ConnectionClosed)
+
+
+async def test_giving_up_on_drops_seen_in_a_handler_nursery_raises_connection_closed(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    server = Server("close")
+    url = await server.start(nursery)
+
+    async def handler(ws: WebSocketConnection) -> None:
+        async with trio.open_nursery() as tasks:
+            tasks.start_soon(read_forever, ws)
+
+    client = ReconnectingWebSocket(url, handler, max_attempts=2, **NO_TIMEOUTS)
+    with pytest.raises(ConnectionClosed):
+        await client.run()
+    assert client.attempts == 2
 
 
 async def test_stop_during_backoff_returns_without_waiting(

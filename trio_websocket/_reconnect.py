@@ -415,6 +415,13 @@ class ReconnectingWebSocket:
             self._notify()
             if healthy:
                 self._failures = 0
+        if isinstance(error, BaseExceptionGroup):
+            # A drop seen by a task in the handler's nursery stands for
+            # itself: never hand an ExceptionGroup of ours to the caller.
+            leaves = _leaves(error)
+            drops = [leaf for leaf in leaves if isinstance(leaf, ConnectionClosed)]
+            if drops and len(drops) == len(leaves):
+                error = drops[0]
         if self._stop_requested and isinstance(error, ConnectionClosed):
             return  # a drop while stopping is just the end
         self._last_error = error
