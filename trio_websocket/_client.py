@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import socket
 import ssl
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -59,6 +60,9 @@ from ._redirects import (
     target_url,
 )
 from ._url import WebSocketTarget, host_with_port, parse_ws_url
+
+if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
+    from exceptiongroup import BaseExceptionGroup
 
 #: What ``unix_socket_path`` accepts.
 SocketPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
@@ -155,11 +159,27 @@ async def _open_transport(
             f"could not resolve {host!r} (DNS lookup failed): {exc}", phase=PHASE_DNS
         ) from exc
     except OSError as exc:
-        # trio chains the error of each address it tried; the first one
-        # found is the most telling.
+        cause, detail = _connect_failure(exc)
         raise HandshakeError(
-            f"could not connect to {host}:{port} (TCP): {exc}", phase=PHASE_CONNECT
-        ) from exc
+            f"could not connect to {host}:{port} (TCP): {detail}", phase=PHASE_CONNECT
+        ) from cause
+
+
+def _connect_failure(exc: OSError) -> tuple[OSError, str]:
+    """The error to chain and the text to show for a failed TCP connect.
+
+    trio raises one ``OSError("all attempts to connect ... failed")`` with
+    the error of each address it tried grouped as its cause; when there was
+    a single address, that error (``ConnectionRefusedError``...) is the one
+    worth chaining and showing."""
+    group = exc.__cause__
+    if isinstance(group, BaseExceptionGroup):
+        errors = [error for error in group.exceptions if isinstance(error, OSError)]
+        if len(errors) == 1 and len(group.exceptions) == 1:
+            return errors[0], str(errors[0])
+        if errors:
+            return exc, f"{exc}: " + "; ".join(dict.fromkeys(map(str, errors)))
+    return exc, str(exc)
 
 
 def _tls_failure(exc: BaseException) -> BaseException:
