@@ -54,6 +54,7 @@ _external_classes = [
     "Callable", "collections.abc.Callable",
     # standard library
     "ssl.SSLContext",
+    "os.PathLike", "random.Random", "BaseException",
     # trio
     "trio.Nursery", "trio.abc.Stream", "trio.abc.Listener", "trio.TaskStatus",
     # wsproto

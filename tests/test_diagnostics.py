@@ -140,7 +140,7 @@ async def test_connect_websocket_reports_dns_failure_too(nursery: trio.Nursery) 
     assert not nursery.child_tasks
 
 
-async def test_lookup_that_never_ends_times_out_in_the_dns_phase(
+async def test_lookup_that_never_ends_times_out_naming_lookup_and_connection(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     trio.socket.set_custom_hostname_resolver(HangingResolver())
@@ -150,8 +150,10 @@ async def test_lookup_that_never_ends_times_out_in_the_dns_phase(
                 pytest.fail("connected without a lookup")
     finally:
         trio.socket.set_custom_hostname_resolver(None)
-    assert info.value.phase == "dns"
-    assert "looking up the host name" in str(info.value)
+    # trio resolves and connects in one call: the timeout cannot tell which
+    # of the two hung, and its message says so.
+    assert info.value.phase == "connect"
+    assert "the DNS lookup or the TCP connection" in str(info.value)
     assert "slow-dns.test:80" in str(info.value)
 
 

@@ -107,8 +107,15 @@ def _ssl_context_for(use_ssl: bool | ssl.SSLContext) -> ssl.SSLContext | None:
 class _Progress:
     """The phase an opening connection is in, for the timeout's message."""
 
-    phase: str = PHASE_DNS
+    phase: str = PHASE_CONNECT
+    #: What is being done, as the timeout's message says it.
+    doing: str = "connecting"
+    #: Whom to: ``host:port`` or the Unix socket.
     where: str = ""
+
+    def enter(self, phase: str, doing: str) -> None:
+        self.phase = phase
+        self.doing = doing
 
 
 def _check_redirects(max_redirects: object) -> int:
@@ -140,18 +147,22 @@ async def _open_transport(
 ) -> trio.abc.Stream:
     """A TCP stream to ``host:port``, or a stream over the Unix socket."""
     if unix_socket_path is not None:
-        progress.phase = PHASE_CONNECT
         progress.where = f"Unix socket {os.fsdecode(unix_socket_path)!r}"
+        progress.enter(PHASE_CONNECT, "connecting")
         try:
             return await trio.open_unix_socket(unix_socket_path)
         except OSError as exc:
             raise HandshakeError(
                 f"could not connect to {progress.where}: {exc}", phase=PHASE_CONNECT
             ) from exc
-    # trio looks the name up and connects in one call, so a timeout in it is
-    # reported as the connect phase unless the host needs no lookup at all.
+    # trio looks the name up and connects in one call: a failed lookup is
+    # told apart by its exception, but a timeout in that call can only be
+    # reported as the connect phase (its message says both).
     progress.where = f"{host}:{port}"
-    progress.phase = PHASE_CONNECT if _is_ip_literal(host) else PHASE_DNS
+    if _is_ip_literal(host):
+        progress.enter(PHASE_CONNECT, "the TCP connection")
+    else:
+        progress.enter(PHASE_CONNECT, "the DNS lookup or the TCP connection")
     try:
         return await trio.open_tcp_stream(host, port)
     except socket.gaierror as exc:
@@ -207,7 +218,7 @@ async def _open_stream(
     stream = await _open_transport(host, port, unix_socket_path, progress)
     if ssl_context is None:
         return stream
-    progress.phase = PHASE_TLS
+    progress.enter(PHASE_TLS, "the TLS handshake")
     tls_stream = trio.SSLStream(
         stream, ssl_context, server_hostname=host, https_compatible=True
     )
@@ -325,13 +336,6 @@ async def wrap_client_stream(
     return connection
 
 
-_PHASE_DOING = {
-    PHASE_DNS: "looking up the host name",
-    PHASE_CONNECT: "connecting",
-    PHASE_TLS: "the TLS handshake",
-    PHASE_HTTP: "the HTTP upgrade",
-}
-
 
 def _follow_redirect(
     rejection: ConnectionRejected,
@@ -386,7 +390,7 @@ async def _connect(
         stream = await _open_stream(
             target.host, target.port, ssl_context, unix_socket_path, progress
         )
-        progress.phase = PHASE_HTTP
+        progress.enter(PHASE_HTTP, "the HTTP upgrade")
         try:
             connection = await _handshake(
                 stream, target.host_header, target.resource, subprotocols, extra_headers, options
@@ -616,7 +620,7 @@ async def open_websocket(
                 except trio.TooSlowError:
                     raise ConnectionTimeout(
                         f"no WebSocket connection to {host}:{port} within {connect_timeout} s"
-                        f" (timed out during {_PHASE_DOING[progress.phase]}"
+                        f" (timed out during {progress.doing}"
                         f" with {progress.where})",
                         phase=progress.phase,
                     ) from None

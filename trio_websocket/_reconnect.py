@@ -324,8 +324,8 @@ class ReconnectingWebSocket:
         """The open connection, waiting for one if there is none right now
         (useful to send from other tasks).
 
-        :raises trio.ClosedResourceError: the client has stopped (or stops
-            while waiting).
+        Raises ``trio.ClosedResourceError`` when the client has stopped (or
+        stops while waiting).
         """
         while True:
             connection = self.connection
