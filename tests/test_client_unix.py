@@ -19,11 +19,13 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 import trustme
 from conftest import echo_handler
 
 from trio_websocket import (
     ConnectionClosed,
+    ConnectionTimeout,
     HandshakeError,
     WebSocketRequest,
     WebSocketServer,
@@ -247,3 +249,41 @@ async def test_redirect_to_another_host_is_refused_over_a_unix_socket(
 async def test_bad_socket_path_type_raises_type_error(nursery: trio.Nursery, bad: Any) -> None:
     with pytest.raises(TypeError, match="unix_socket_path"):
         await connect_websocket(nursery, "localhost", 80, "/", use_ssl=False, unix_socket_path=bad)
+
+
+async def test_timeout_over_a_unix_socket_names_the_socket_and_the_phase(
+    nursery: trio.Nursery, socket_path: str, mock_clock: trio.testing.MockClock
+) -> None:
+    request_arrived = trio.Event()
+
+    async def never_answer(stream: trio.abc.Stream) -> None:
+        with trio.move_on_after(60):
+            await stream.receive_some()
+            request_arrived.set()
+            await trio.sleep_forever()
+
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    await sock.bind(socket_path)
+    sock.listen()
+    nursery.start_soon(trio.serve_listeners, never_answer, [trio.SocketListener(sock)])
+    result: dict[str, BaseException] = {}
+
+    async def attempt() -> None:
+        try:
+            async with open_websocket_url(
+                "ws://localhost/", unix_socket_path=socket_path, connect_timeout=5
+            ):
+                pytest.fail("no answer, no connection")
+        except ConnectionTimeout as exc:
+            result["error"] = exc
+
+    async with trio.open_nursery() as inner:
+        inner.start_soon(attempt)
+        with trio.fail_after(10):
+            await request_arrived.wait()
+        mock_clock.autojump_threshold = 0
+    error = result["error"]
+    assert isinstance(error, ConnectionTimeout)
+    assert error.phase == "http"
+    assert "no WebSocket connection to localhost:80 within 5.0 s" in str(error)
+    assert f"Unix socket {socket_path!r}" in str(error)

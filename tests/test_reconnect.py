@@ -426,10 +426,15 @@ async def test_stop_during_backoff_returns_without_waiting(
 
 async def test_stop_before_run_makes_run_return_at_once() -> None:
     client = ReconnectingWebSocket("ws://127.0.0.1:1/", read_forever)
+    assert repr(client) == (
+        "<ReconnectingWebSocket ws://127.0.0.1:1/ not started, attempts=0, "
+        "connections=0, last_error=None>"
+    )
     client.stop()
     with trio.fail_after(1):
         await client.run()
     assert client.attempts == 0
+    assert "stopped" in repr(client)
     with pytest.raises(RuntimeError, match="once"):
         await client.run()
 
@@ -485,6 +490,7 @@ async def test_start_returns_once_connected_and_other_tasks_can_send(
         with trio.fail_after(10):
             await inner.start(client.run)
             assert client.connection is not None
+            assert " connected, attempts=1, connections=1," in repr(client)
             ws = await client.wait_connected()
             await ws.send_message("from another task")
             await echoed.wait()

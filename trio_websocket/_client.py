@@ -539,6 +539,16 @@ async def connect_websocket_url(
     )
 
 
+def _timeout_message(asked: str, connect_timeout: float, progress: _Progress) -> str:
+    # Name where the time ran out when it is not the host asked for (a
+    # redirect led elsewhere, or a Unix socket was used).
+    where = "" if progress.where in ("", asked) else f" with {progress.where}"
+    return (
+        f"no WebSocket connection to {asked} within {connect_timeout} s"
+        f" (timed out during {progress.doing}{where})"
+    )
+
+
 @asynccontextmanager
 async def open_websocket(
     host: str,
@@ -619,9 +629,7 @@ async def open_websocket(
                         )
                 except trio.TooSlowError:
                     raise ConnectionTimeout(
-                        f"no WebSocket connection to {host}:{port} within {connect_timeout} s"
-                        f" (timed out during {progress.doing}"
-                        f" with {progress.where})",
+                        _timeout_message(f"{host}:{port}", connect_timeout, progress),
                         phase=progress.phase,
                     ) from None
                 try:

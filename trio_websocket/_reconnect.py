@@ -300,6 +300,20 @@ class ReconnectingWebSocket:
         """Whether :meth:`run` is running and has not been asked to stop."""
         return self._running and not self._stop_requested
 
+    def __repr__(self) -> str:
+        if self._finished:
+            state = "stopped"
+        elif self._connection is not None and self._connection.closed is None:
+            state = "connected"
+        elif self._running:
+            state = "stopping" if self._stop_requested else "reconnecting"
+        else:
+            state = "not started"
+        return (
+            f"<{type(self).__name__} {self._url} {state}, attempts={self._attempts}, "
+            f"connections={self._connections}, last_error={self._last_error!r}>"
+        )
+
     def _has_been_healthy(self) -> bool:
         return trio.current_time() - self._opened_at >= self._healthy_after
 
