@@ -1,6 +1,7 @@
 """The package's modules depend on each other one way only (see the Layout
 section of README.md): the pure modules at the bottom, ``_connection`` above
-them, ``_client`` and ``_server`` on top, and ``__init__`` re-exporting.
+them, ``_client`` and ``_server`` on top, ``_reconnect`` over the client's
+entry point, and ``__init__`` re-exporting.
 Above the package's API sit its users: ``_cli`` (the command line, which
 imports only the public names) and ``__main__`` (which only runs ``_cli``).
 
