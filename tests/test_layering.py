@@ -145,11 +145,15 @@ def test_pure_modules_never_import_the_connection_or_the_entry_points(module: st
     assert not transitive_imports(module) & {"_connection", "_client", "_server", "__init__"}
 
 
+def test_reconnecting_client_never_imports_the_server() -> None:
+    assert "_server" not in transitive_imports("_reconnect")
+
+
 def test_connection_never_imports_client_or_server() -> None:
     assert not transitive_imports("_connection") & {"_client", "_server", "__init__"}
 
 
-@pytest.mark.parametrize("module", ["_url", "_close", "_config"])
+@pytest.mark.parametrize("module", ["_url", "_close", "_config", "_redirects"])
 def test_value_modules_do_not_import_trio(module: str) -> None:
     assert "trio" not in {name for name, _ in imports_of(module).external}
 
