@@ -28,6 +28,7 @@ from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
     ConnectionTimeout,
+    DisconnectionTimeout,
     HandshakeError,
     ReconnectingWebSocket,
     WebSocketConnection,
@@ -338,6 +339,30 @@ async def test_handler_returning_ends_run_and_closes_with_1000(nursery: trio.Nur
     assert server.close_codes == [1000]
     with pytest.raises(trio.ClosedResourceError):
         await client.wait_connected()
+
+
+async def test_close_that_times_out_after_the_handler_returned_is_raised_not_retried(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def accept_and_ignore(stream: trio.abc.Stream) -> None:
+        await accept_by_hand(stream, await read_request_head(stream))
+        with trio.move_on_after(100):
+            while await stream.receive_some():  # never answers the close
+                pass
+
+    listeners = await nursery.start(partial(trio.serve_tcp, accept_and_ignore, 0, host="127.0.0.1"))
+    url = f"ws://127.0.0.1:{listeners[0].socket.getsockname()[1]}/"
+
+    async def handler(ws: WebSocketConnection) -> None:
+        return None
+
+    client = ReconnectingWebSocket(
+        url, handler, connect_timeout=math.inf, disconnect_timeout=3, max_attempts=2
+    )
+    with pytest.raises(DisconnectionTimeout):
+        await client.run()
+    assert client.attempts == 1
+    assert isinstance(client.last_error, DisconnectionTimeout)
 
 
 async def test_handler_error_propagates_as_itself_and_closes_the_connection(

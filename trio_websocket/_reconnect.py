@@ -253,6 +253,9 @@ class ReconnectingWebSocket:
         self._connections = 0
         self._last_error: BaseException | None = None
         self._task_status: trio.TaskStatus[None] | None = None
+        #: Set once the handler has returned or been stopped: what fails
+        #: after that (closing) ends ``run`` instead of being retried.
+        self._closing_for_good = False
 
     # ------------------------------------------------------------------
     # What can be observed
@@ -358,7 +361,10 @@ class ReconnectingWebSocket:
         :raises RuntimeError: ``run`` was called before on this object.
         :raises Exception: the handler's own error; the last error once
             ``max_attempts`` failures happened in a row; any error the retry
-            policy refuses (for example :exc:`ConnectionRejected` with 403).
+            policy refuses (for example :exc:`ConnectionRejected` with 403);
+            :exc:`DisconnectionTimeout` when the clean close after the
+            handler returned (or after :meth:`stop`) took longer than
+            ``disconnect_timeout``.
         """
         if self._running or self._finished:
             raise RuntimeError("ReconnectingWebSocket.run() can only be called once")
@@ -374,6 +380,12 @@ class ReconnectingWebSocket:
                 try:
                     done = await self._connect_and_serve()
                 except Exception as error:
+                    if self._closing_for_good:
+                        # The handler returned (or stop() ended it) and the
+                        # clean close failed (DisconnectionTimeout): there
+                        # is nothing left to retry.
+                        self._last_error = error
+                        raise
                     self._handle_failure(error)
                     continue
                 if done:
@@ -470,6 +482,7 @@ class ReconnectingWebSocket:
                         self._task_status.started()
                         self._task_status = None
                     await self._handler(connection)
+                self._closing_for_good = True
         if connecting.cancelled_caught:
             return True  # stopped while connecting
         # Left by the handler returning, or by stop(): closed cleanly.
