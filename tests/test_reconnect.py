@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+import trustme
 from conftest import accept_by_hand, read_request_head
 
 from trio_websocket import (
@@ -314,6 +315,23 @@ async def test_client_errors_are_not_retried(nursery: trio.Nursery, status: int)
     assert info.value.status_code == status
     assert client.attempts == server.connections == 1
     assert not client.running
+
+
+async def test_certificate_that_does_not_verify_is_not_retried(nursery: trio.Nursery) -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    server = await nursery.start(
+        serve_websocket, Server("hold").handle, "127.0.0.1", 0, server_context
+    )
+    untrusting = ssl.create_default_context()
+    trustme.CA().configure_trust(untrusting)  # another CA than the server's
+    client = ReconnectingWebSocket(f"wss://127.0.0.1:{server.port}/", read_forever, untrusting)
+    with trio.fail_after(10), pytest.raises(HandshakeError) as info:
+        await client.run()
+    assert info.value.phase == "tls"
+    assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
+    assert client.attempts == 1
 
 
 # ---------------------------------------------------------------------------
