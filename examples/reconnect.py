@@ -1,9 +1,10 @@
 """Stay subscribed to a feed that keeps dropping the connection.
 
 Shows ``ReconnectingWebSocket``: ``on_connect`` subscribes again on every
-new connection, the handler reads the feed (and sends a heartbeat from a
-second task, in a nursery of its own), the client backs off between
-attempts, and ``stop()`` ends it all with a clean close.
+new connection, the handler reads the feed (and pings from a second task,
+in a nursery of its own, so that a silent dead connection is noticed too),
+the client backs off between attempts, and ``stop()`` ends it all with a
+clean close.
 
 Run it with no argument for a self-contained demo: it starts a local feed
 that hangs up after every few messages, follows it through several
@@ -42,6 +43,25 @@ from trio_websocket import (
 
 MESSAGES_PER_CONNECTION = 3
 DEMO_MESSAGES = 9
+HEARTBEAT_INTERVAL = 5.0
+PONG_TIMEOUT = 10.0
+
+
+async def heartbeat(ws: WebSocketConnection, interval: float, timeout: float) -> None:
+    """Ping every ``interval`` seconds. A pong later than ``timeout`` means
+    the peer or the network is gone without a word: abort the connection,
+    so that the reader's ``ConnectionClosed`` starts a reconnect (raising
+    ``trio.TooSlowError`` instead would end the client, as any error in the
+    handler does)."""
+    while True:
+        await trio.sleep(interval)
+        with trio.move_on_after(timeout) as late:
+            await ws.ping()
+        if late.cancelled_caught:
+            # No use waiting long for a close frame from a silent peer.
+            with trio.move_on_after(1):
+                await ws.aclose(1011, "no pong")
+            return
 
 
 async def flaky_feed(request: WebSocketRequest) -> None:
@@ -76,16 +96,11 @@ async def follow(url: str, limit: int | None) -> int:
             if limit is not None and received >= limit:
                 client.stop()  # closes with 1000; run() returns
 
-    async def heartbeat(ws: WebSocketConnection) -> None:
-        while True:
-            await trio.sleep(5)
-            await ws.ping()
-
     async def handler(ws: WebSocketConnection) -> None:
         # When read_feed sees the drop, its ConnectionClosed cancels the
         # heartbeat and leaves the nursery: the client reconnects.
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(heartbeat, ws)
+            nursery.start_soon(heartbeat, ws, HEARTBEAT_INTERVAL, PONG_TIMEOUT)
             await read_feed(ws)
 
     client = ReconnectingWebSocket(

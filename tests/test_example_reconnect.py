@@ -18,8 +18,10 @@ from types import ModuleType
 
 import pytest
 import trio
+import trio.testing
+from conftest import accept_by_hand, open_pair, read_request_head
 
-from trio_websocket import serve_websocket
+from trio_websocket import ConnectionClosed, serve_websocket, wrap_client_stream
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "examples" / "reconnect.py"
@@ -107,3 +109,44 @@ async def test_follow_resubscribes_on_each_connection_and_stops_at_the_limit(
     out = capsys.readouterr().out
     assert out.count("subscribing") == 2
     assert "done: 5 messages over 2 connections" in out
+
+
+async def test_heartbeat_aborts_a_connection_whose_peer_went_silent(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    example = load_example()
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+
+    async def silent_peer() -> None:
+        await accept_by_hand(server_stream, await read_request_head(server_stream))
+        await trio.sleep_forever()  # never reads again: no pong, no close
+
+    nursery.start_soon(silent_peer)
+    ws = await wrap_client_stream(nursery, client_stream, "example.com", "/feed")
+    start = trio.current_time()
+    await example.heartbeat(ws, 5, 10)
+    # One quiet interval, a ping that waited out its timeout, a bounded close.
+    assert trio.current_time() - start == pytest.approx(5 + 10 + 1)
+    assert ws.closed is not None
+    with pytest.raises(ConnectionClosed):
+        await ws.get_message()  # what makes the reconnecting client reconnect
+
+
+async def test_heartbeat_keeps_pinging_a_live_peer(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    example = load_example()
+    client, server = await open_pair(nursery)
+
+    async def serve_reads() -> None:
+        try:
+            await server.get_message()
+        except ConnectionClosed:
+            pass
+
+    nursery.start_soon(serve_reads)
+    with trio.move_on_after(60):
+        await example.heartbeat(client, 5, 10)
+        pytest.fail("the heartbeat gave up on a live peer")
+    assert client.closed is None
+    await client.aclose()
