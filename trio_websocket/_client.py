@@ -219,9 +219,7 @@ async def _open_stream(
     if ssl_context is None:
         return stream
     progress.enter(PHASE_TLS, "the TLS handshake")
-    tls_stream = trio.SSLStream(
-        stream, ssl_context, server_hostname=host, https_compatible=True
-    )
+    tls_stream = trio.SSLStream(stream, ssl_context, server_hostname=host, https_compatible=True)
     try:
         await tls_stream.do_handshake()
     except (*STREAM_ERRORS, ssl.SSLError) as exc:
@@ -334,7 +332,6 @@ async def wrap_client_stream(
         raise
     connection._start(nursery)
     return connection
-
 
 
 def _follow_redirect(
