@@ -55,6 +55,7 @@ _external_classes = [
     "Mapping", "collections.abc.Mapping",
     # standard library
     "ssl.SSLContext",
+    "os.PathLike", "random.Random", "BaseException",
     # trio
     "trio.Nursery", "trio.abc.Stream", "trio.abc.Listener", "trio.TaskStatus",
     # wsproto

@@ -1,6 +1,7 @@
 """The package's modules depend on each other one way only (see the Layout
 section of README.md): the pure modules at the bottom, ``_connection`` above
-them, ``_client`` and ``_server`` on top, and ``__init__`` re-exporting.
+them, ``_client`` and ``_server`` on top, ``_reconnect`` over the client's
+entry point, and ``__init__`` re-exporting.
 Above the package's API sit its users: ``_cli`` (the command line, which
 imports only the public names) and ``__main__`` (which only runs ``_cli``).
 
@@ -38,6 +39,7 @@ PURE = {
     "_log",
     "_proxy_config",
     "_proxy_errors",
+    "_redirects",
 }
 #: Compiled modules (no .py source to parse); they import nothing of ours.
 COMPILED = {"_speedups"}
@@ -47,12 +49,14 @@ LAYERS = {
     "_proxy": 1,
     "_client": 2,
     "_server": 2,
-    "__init__": 3,
+    # Built on the client's public entry point.
+    "_reconnect": 3,
     # The public testing kit sits beside the namespace: it uses the entry
     # points, and the package never imports it.
     "testing": 3,
-    "_cli": 4,
-    "__main__": 5,
+    "__init__": 4,
+    "_cli": 5,
+    "__main__": 6,
 }
 THIRD_PARTY = {"trio", "wsproto"}
 
@@ -150,11 +154,17 @@ def test_pure_modules_never_import_the_connection_or_the_entry_points(module: st
     assert not transitive_imports(module) & {"_connection", "_client", "_server", "__init__"}
 
 
+def test_reconnecting_client_never_imports_the_server() -> None:
+    assert "_server" not in transitive_imports("_reconnect")
+
+
 def test_connection_never_imports_client_or_server() -> None:
     assert not transitive_imports("_connection") & {"_client", "_server", "__init__"}
 
 
-@pytest.mark.parametrize("module", ["_url", "_close", "_config", "_proxy_config", "_proxy_errors"])
+@pytest.mark.parametrize(
+    "module", ["_url", "_close", "_config", "_proxy_config", "_proxy_errors", "_redirects"]
+)
 def test_value_modules_do_not_import_trio(module: str) -> None:
     assert "trio" not in {name for name, _ in imports_of(module).external}
 

@@ -48,6 +48,12 @@ from ._proxy_errors import (
 from ._proxy_errors import (
     ProxyRejected as ProxyRejected,
 )
+from ._reconnect import (
+    ReconnectingWebSocket as ReconnectingWebSocket,
+)
+from ._reconnect import (
+    default_retry_policy as default_retry_policy,
+)
 from ._server import (
     WebSocketRequest as WebSocketRequest,
 )
@@ -76,12 +82,14 @@ __all__ = [
     "ProxyAuthenticationError",
     "ProxyError",
     "ProxyRejected",
+    "ReconnectingWebSocket",
     "WebSocketConnection",
     "WebSocketRequest",
     "WebSocketServer",
     "__version__",
     "connect_websocket",
     "connect_websocket_url",
+    "default_retry_policy",
     "open_websocket",
     "open_websocket_url",
     "serve_websocket",

@@ -5,16 +5,24 @@ Rules:
 - Builds on ``_connection`` and the pure modules; never imports ``_server``.
 - Every failure before the connection is open is a :exc:`HandshakeError`
   (``ConnectionTimeout``, ``ConnectionRejected``, or the base class with the
-  low-level cause chained).
+  low-level cause chained) whose ``phase`` names the step that failed: DNS,
+  connect (TCP or Unix socket), TLS, HTTP. A failed step closes what it
+  opened before raising.
+- Redirects are followed only when ``max_redirects`` allows (0 by default,
+  as in 0.12.2); where they may lead is decided by ``_redirects``.
 - ``open_websocket*`` own a nursery but raise single exceptions: the user's
   own exception leaves their block unwrapped (see ``_groups``).
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import ssl
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 
 import trio
 from wsproto import ConnectionType
@@ -33,6 +41,10 @@ from ._config import (
 )
 from ._connection import STREAM_ERRORS, WebSocketConnection
 from ._errors import (
+    PHASE_CONNECT,
+    PHASE_DNS,
+    PHASE_HTTP,
+    PHASE_TLS,
     ConnectionRejected,
     ConnectionTimeout,
     DisconnectionTimeout,
@@ -42,7 +54,20 @@ from ._errors import (
 from ._groups import collapse_exception_groups, combine
 from ._proxy import open_tunnel
 from ._proxy_config import Proxy, choose_proxy
-from ._url import host_with_port, parse_ws_url
+from ._redirects import (
+    REDIRECT_STATUSES,
+    headers_for_redirect,
+    redirect_target,
+    same_origin,
+    target_url,
+)
+from ._url import WebSocketTarget, host_with_port, parse_ws_url
+
+if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
+    from exceptiongroup import BaseExceptionGroup
+
+#: What ``unix_socket_path`` accepts.
+SocketPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 
 def _check_subprotocols(subprotocols: object) -> list[str]:
@@ -80,26 +105,147 @@ def _ssl_context_for(use_ssl: bool | ssl.SSLContext) -> ssl.SSLContext | None:
     raise TypeError("use_ssl must be a bool or an ssl.SSLContext")
 
 
+@dataclass
+class _Progress:
+    """The phase an opening connection is in, for the timeout's message."""
+
+    phase: str = PHASE_CONNECT
+    #: What is being done, as the timeout's message says it.
+    doing: str = "connecting"
+    #: Whom to: ``host:port`` or the Unix socket.
+    where: str = ""
+
+    def enter(self, phase: str, doing: str) -> None:
+        self.phase = phase
+        self.doing = doing
+
+
+def _check_redirects(max_redirects: object) -> int:
+    if isinstance(max_redirects, bool) or not isinstance(max_redirects, int):
+        raise TypeError("max_redirects must be an int")
+    if max_redirects < 0:
+        raise ValueError(f"max_redirects must be >= 0, got {max_redirects}")
+    return max_redirects
+
+
+def _check_socket_path(unix_socket_path: object) -> SocketPath | None:
+    if unix_socket_path is None or isinstance(unix_socket_path, (str, bytes, os.PathLike)):
+        return unix_socket_path
+    raise TypeError("unix_socket_path must be a str, bytes or os.PathLike path")
+
+
+def _is_ip_literal(host: str) -> bool:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except (OSError, ValueError):
+            continue
+        return True
+    return False
+
+
+async def _open_transport(
+    host: str, port: int, unix_socket_path: SocketPath | None, progress: _Progress
+) -> trio.abc.Stream:
+    """A TCP stream to ``host:port``, or a stream over the Unix socket."""
+    if unix_socket_path is not None:
+        progress.where = f"Unix socket {os.fsdecode(unix_socket_path)!r}"
+        progress.enter(PHASE_CONNECT, "connecting")
+        try:
+            return await trio.open_unix_socket(unix_socket_path)
+        except OSError as exc:
+            raise HandshakeError(
+                f"could not connect to {progress.where}: {exc}", phase=PHASE_CONNECT
+            ) from exc
+    # trio looks the name up and connects in one call: a failed lookup is
+    # told apart by its exception, but a timeout in that call can only be
+    # reported as the connect phase (its message says both).
+    progress.where = f"{host}:{port}"
+    if _is_ip_literal(host):
+        progress.enter(PHASE_CONNECT, "the TCP connection")
+    else:
+        progress.enter(PHASE_CONNECT, "the DNS lookup or the TCP connection")
+    try:
+        return await trio.open_tcp_stream(host, port)
+    except socket.gaierror as exc:
+        raise HandshakeError(
+            f"could not resolve {host!r} (DNS lookup failed): {exc}", phase=PHASE_DNS
+        ) from exc
+    except OSError as exc:
+        cause, detail = _connect_failure(exc)
+        raise HandshakeError(
+            f"could not connect to {host}:{port} (TCP): {detail}", phase=PHASE_CONNECT
+        ) from cause
+
+
+def _connect_failure(exc: OSError) -> tuple[OSError, str]:
+    """The error to chain and the text to show for a failed TCP connect.
+
+    trio raises one ``OSError("all attempts to connect ... failed")`` with
+    the error of each address it tried grouped as its cause; when there was
+    a single address, that error (``ConnectionRefusedError``...) is the one
+    worth chaining and showing."""
+    group = exc.__cause__
+    if isinstance(group, BaseExceptionGroup):
+        errors = [error for error in group.exceptions if isinstance(error, OSError)]
+        if len(errors) == 1 and len(group.exceptions) == 1:
+            return errors[0], str(errors[0])
+        if errors:
+            return exc, f"{exc}: " + "; ".join(dict.fromkeys(map(str, errors)))
+    return exc, str(exc)
+
+
+def _tls_failure(exc: BaseException) -> BaseException:
+    """The ``ssl`` error behind a failed TLS handshake, when there is one
+    (trio wraps it in ``BrokenResourceError``)."""
+    if isinstance(exc, ssl.SSLError):
+        return exc
+    if isinstance(exc.__cause__, ssl.SSLError):
+        return exc.__cause__
+    return exc
+
+
 async def _open_stream(
     host: str,
     port: int,
     ssl_context: ssl.SSLContext | None,
+    unix_socket_path: SocketPath | None = None,
+    progress: _Progress | None = None,
     proxy: str | Proxy | bool | None = None,
 ) -> trio.abc.Stream:
-    through = choose_proxy(proxy, host, port, secure=ssl_context is not None)
-    if through is not None:
-        return await open_tunnel(through, host, port, ssl_context)
-    try:
-        if ssl_context is None:
-            return await trio.open_tcp_stream(host, port)
-        stream = await trio.open_ssl_over_tcp_stream(
-            host, port, ssl_context=ssl_context, https_compatible=True
-        )
-        # Finish TLS now so that a certificate failure is reported as such.
-        await stream.do_handshake()
+    """The stream a WebSocket handshake runs over: TCP (or a Unix socket,
+    or a tunnel through a proxy), with TLS on top when ``ssl_context`` is
+    given. The TLS handshake is finished here, so that a certificate failure
+    raises at once."""
+    if progress is None:
+        progress = _Progress()
+    if unix_socket_path is None:
+        through = choose_proxy(proxy, host, port, secure=ssl_context is not None)
+        if through is not None:
+            progress.where = f"{host}:{port}"
+            progress.enter(PHASE_CONNECT, "the connection through the proxy")
+            return await open_tunnel(through, host, port, ssl_context)
+    stream = await _open_transport(host, port, unix_socket_path, progress)
+    if ssl_context is None:
         return stream
+    progress.enter(PHASE_TLS, "the TLS handshake")
+    tls_stream = trio.SSLStream(stream, ssl_context, server_hostname=host, https_compatible=True)
+    try:
+        await tls_stream.do_handshake()
     except (*STREAM_ERRORS, ssl.SSLError) as exc:
-        raise HandshakeError(f"could not connect to {host}:{port}: {exc}") from exc
+        await trio.aclose_forcefully(stream)
+        cause = _tls_failure(exc)
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            detail = f"certificate verification failed: {cause.verify_message}"
+        else:
+            detail = str(cause) or type(cause).__name__
+        raise HandshakeError(
+            f"TLS handshake with {progress.where} failed: {detail}", phase=PHASE_TLS
+        ) from cause
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return tls_stream
 
 
 async def _handshake(
@@ -130,7 +276,9 @@ async def _handshake(
                     raise ConnectionRejected(
                         rejection.status_code, list(rejection.headers), bytes(body)
                     )
-                raise HandshakeError("connection closed during the opening handshake")
+                raise HandshakeError(
+                    "connection closed during the opening handshake", phase=PHASE_HTTP
+                )
             handshake.receive_data(data)  # type: ignore[arg-type]
             for event in handshake.events():
                 if isinstance(event, AcceptConnection):
@@ -157,9 +305,11 @@ async def _handshake(
                             rejection.status_code, list(rejection.headers), bytes(body)
                         )
     except ProtocolError as exc:
-        raise HandshakeError(f"invalid handshake response: {exc}") from exc
+        raise HandshakeError(f"invalid handshake response: {exc}", phase=PHASE_HTTP) from exc
     except STREAM_ERRORS as exc:
-        raise HandshakeError(f"connection lost during the opening handshake: {exc}") from exc
+        raise HandshakeError(
+            f"connection lost during the opening handshake: {exc}", phase=PHASE_HTTP
+        ) from exc
 
 
 async def wrap_client_stream(
@@ -202,6 +352,129 @@ async def wrap_client_stream(
     return connection
 
 
+def _follow_redirect(
+    rejection: ConnectionRejected,
+    target: WebSocketTarget,
+    ssl_context: ssl.SSLContext | None,
+    headers: Headers,
+    unix_socket_path: SocketPath | None,
+) -> tuple[WebSocketTarget, ssl.SSLContext | None, Headers]:
+    """Where to connect next after the redirect ``rejection``, with which
+    TLS context and which extra headers."""
+    here = target_url(target)
+    try:
+        new_target = redirect_target(target, rejection.headers)
+    except ValueError as exc:
+        raise HandshakeError(
+            f"cannot follow the HTTP {rejection.status_code} redirect from {here}: {exc}",
+            phase=PHASE_HTTP,
+        ) from rejection
+    if unix_socket_path is not None and not same_origin(
+        replace(target, secure=new_target.secure), new_target
+    ):
+        raise HandshakeError(
+            f"cannot follow the HTTP {rejection.status_code} redirect from {here} to "
+            f"{target_url(new_target)}: the Unix socket only reaches {target.host_header}",
+            phase=PHASE_HTTP,
+        ) from rejection
+    if not new_target.secure:
+        new_context = None
+    elif ssl_context is not None:
+        new_context = ssl_context
+    else:  # ws:// redirected to wss://: verify as a wss:// URL would
+        new_context = ssl.create_default_context()
+    return new_target, new_context, headers_for_redirect(headers, target, new_target)
+
+
+async def _connect(
+    nursery: trio.Nursery,
+    target: WebSocketTarget,
+    ssl_context: ssl.SSLContext | None,
+    subprotocols: list[str],
+    extra_headers: Headers,
+    options: ConnectionOptions,
+    *,
+    unix_socket_path: SocketPath | None,
+    max_redirects: int,
+    progress: _Progress,
+    proxy: str | Proxy | bool | None,
+) -> WebSocketConnection:
+    """Open the stream, run the handshake (following redirects as allowed)
+    and start the connection's reader in ``nursery``."""
+    redirects = 0
+    while True:
+        stream = await _open_stream(
+            target.host, target.port, ssl_context, unix_socket_path, progress, proxy
+        )
+        progress.enter(PHASE_HTTP, "the HTTP upgrade")
+        try:
+            connection = await _handshake(
+                stream, target.host_header, target.resource, subprotocols, extra_headers, options
+            )
+        except ConnectionRejected as rejection:
+            await trio.aclose_forcefully(stream)
+            if max_redirects == 0 or rejection.status_code not in REDIRECT_STATUSES:
+                raise
+            if redirects == max_redirects:
+                raise HandshakeError(
+                    f"too many redirects: {target_url(target)} answered HTTP "
+                    f"{rejection.status_code} after {redirects} redirect(s) "
+                    f"(max_redirects={max_redirects})",
+                    phase=PHASE_HTTP,
+                ) from rejection
+            redirects += 1
+            target, ssl_context, extra_headers = _follow_redirect(
+                rejection, target, ssl_context, extra_headers, unix_socket_path
+            )
+            continue
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        connection._start(nursery)
+        return connection
+
+
+async def _connect_websocket(
+    nursery: trio.Nursery,
+    host: str,
+    port: int,
+    resource: str,
+    use_ssl: bool | ssl.SSLContext,
+    subprotocols: list[str] | None,
+    extra_headers: Headers | None,
+    options: ConnectionOptions,
+    max_redirects: int,
+    unix_socket_path: SocketPath | None,
+    progress: _Progress,
+    proxy: str | Proxy | bool | None,
+) -> WebSocketConnection:
+    protocols = _check_subprotocols(subprotocols)
+    if unix_socket_path is not None and isinstance(proxy, (str, Proxy)):
+        raise ValueError("unix_socket_path and proxy cannot be used together")
+    headers = _check_headers(extra_headers)
+    ssl_context = _ssl_context_for(use_ssl)
+    secure = ssl_context is not None
+    target = WebSocketTarget(
+        host=host,
+        port=port,
+        resource=resource,
+        secure=secure,
+        host_header=host_with_port(host, port, secure),
+    )
+    return await _connect(
+        nursery,
+        target,
+        ssl_context,
+        protocols,
+        headers,
+        options,
+        unix_socket_path=_check_socket_path(unix_socket_path),
+        max_redirects=_check_redirects(max_redirects),
+        progress=progress,
+        proxy=proxy,
+    )
+
+
 async def connect_websocket(
     nursery: trio.Nursery,
     host: str,
@@ -217,6 +490,8 @@ async def connect_websocket(
     ping_interval: float | None = None,
     ping_timeout: float | None = None,
     proxy: str | Proxy | bool | None = None,
+    max_redirects: int = 0,
+    unix_socket_path: SocketPath | None = None,
 ) -> WebSocketConnection:
     """Connect to ``host:port`` and open a WebSocket to ``resource``.
 
@@ -231,18 +506,20 @@ async def connect_websocket(
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
     )
-    protocols = _check_subprotocols(subprotocols)
-    headers = _check_headers(extra_headers)
-    ssl_context = _ssl_context_for(use_ssl)
-    stream = await _open_stream(host, port, ssl_context, proxy)
-    host_header = host_with_port(host, port, ssl_context is not None)
-    try:
-        connection = await _handshake(stream, host_header, resource, protocols, headers, options)
-    except BaseException:
-        await trio.aclose_forcefully(stream)
-        raise
-    connection._start(nursery)
-    return connection
+    return await _connect_websocket(
+        nursery,
+        host,
+        port,
+        resource,
+        use_ssl,
+        subprotocols,
+        extra_headers,
+        options,
+        max_redirects,
+        unix_socket_path,
+        _Progress(),
+        proxy,
+    )
 
 
 def _url_arguments(
@@ -273,8 +550,11 @@ async def connect_websocket_url(
     ping_interval: float | None = None,
     ping_timeout: float | None = None,
     proxy: str | Proxy | bool | None = None,
+    max_redirects: int = 0,
+    unix_socket_path: SocketPath | None = None,
 ) -> WebSocketConnection:
-    """:func:`connect_websocket` from a ``ws://`` or ``wss://`` URL."""
+    """:func:`connect_websocket` from a ``ws://`` or ``wss://`` URL (see
+    :func:`open_websocket_url`)."""
     host, port, resource, use_ssl, headers = _url_arguments(url, ssl_context, extra_headers)
     return await connect_websocket(
         nursery,
@@ -290,6 +570,18 @@ async def connect_websocket_url(
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         proxy=proxy,
+        max_redirects=max_redirects,
+        unix_socket_path=unix_socket_path,
+    )
+
+
+def _timeout_message(asked: str, connect_timeout: float, progress: _Progress) -> str:
+    # Name where the time ran out when it is not the host asked for (a
+    # redirect led elsewhere, or a Unix socket was used).
+    where = "" if progress.where in ("", asked) else f" with {progress.where}"
+    return (
+        f"no WebSocket connection to {asked} within {connect_timeout} s"
+        f" (timed out during {progress.doing}{where})"
     )
 
 
@@ -310,6 +602,8 @@ async def open_websocket(
     ping_interval: float | None = None,
     ping_timeout: float | None = None,
     proxy: str | Proxy | bool | None = None,
+    max_redirects: int = 0,
+    unix_socket_path: SocketPath | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """Open a WebSocket client connection for the duration of a block::
 
@@ -347,38 +641,59 @@ async def open_websocket(
         (``http://``, ``https://``, ``socks5://``, ``socks5h://``) or a
         :class:`Proxy`; ``True`` reads ``wss_proxy``/``https_proxy`` (for
         TLS) or ``ws_proxy``/``http_proxy``, then ``all_proxy``, and
-        ``no_proxy`` from the environment. See :doc:`proxies`.
+        ``no_proxy`` from the environment. See :doc:`proxies`. It cannot be
+        combined with ``unix_socket_path``.
+    :param max_redirects: how many HTTP redirects (301, 302, 303, 307, 308)
+        to follow; 0, the default, follows none (the redirect raises
+        :exc:`ConnectionRejected`). ``Location`` may be relative or
+        ``http(s)://`` (read as ``ws(s)://``); a redirect from ``wss://`` to
+        ``ws://`` is refused, and ``Authorization`` headers are not sent to
+        another scheme, host or port. ``connect_timeout`` covers them all.
+    :param unix_socket_path: connect to this Unix domain socket instead of
+        ``host:port``; ``host`` and ``port`` still make the ``Host`` header
+        and, with TLS, the name the certificate is checked against.
     :raises HandshakeError: the connection could not be opened (the cause is
-        chained); :exc:`ConnectionRejected` when the server answered with an
-        HTTP error; :exc:`ProxyError` when the proxy failed.
+        chained, and :attr:`HandshakeError.phase` says which step failed:
+        ``"dns"``, ``"connect"``, ``"tls"`` or ``"http"``);
+        :exc:`ConnectionRejected` when the server answered with an HTTP
+        error; :exc:`ProxyError` when the proxy failed;
+        :exc:`ConnectionTimeout` after ``connect_timeout``.
     """
     connect_timeout = check_timeout("connect_timeout", connect_timeout)
     disconnect_timeout = check_timeout("disconnect_timeout", disconnect_timeout)
+    options = ConnectionOptions.build(
+        message_queue_size,
+        max_message_size,
+        receive_buffer_size,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+    )
     user_error: BaseException | None = None
     internal_error: BaseException | None = None
     try:
         with collapse_exception_groups():
             async with trio.open_nursery() as nursery:
+                progress = _Progress(where=f"{host}:{port}")
                 try:
                     with trio.fail_after(connect_timeout):
-                        connection = await connect_websocket(
+                        connection = await _connect_websocket(
                             nursery,
                             host,
                             port,
                             resource,
-                            use_ssl=use_ssl,
-                            subprotocols=subprotocols,
-                            extra_headers=extra_headers,
-                            message_queue_size=message_queue_size,
-                            max_message_size=max_message_size,
-                            receive_buffer_size=receive_buffer_size,
-                            ping_interval=ping_interval,
-                            ping_timeout=ping_timeout,
-                            proxy=proxy,
+                            use_ssl,
+                            subprotocols,
+                            extra_headers,
+                            options,
+                            max_redirects,
+                            unix_socket_path,
+                            progress,
+                            proxy,
                         )
                 except trio.TooSlowError:
                     raise ConnectionTimeout(
-                        f"no WebSocket connection to {host}:{port} within {connect_timeout} s"
+                        _timeout_message(f"{host}:{port}", connect_timeout, progress),
+                        phase=progress.phase,
                     ) from None
                 try:
                     yield connection
@@ -418,13 +733,22 @@ async def open_websocket_url(
     ping_interval: float | None = None,
     ping_timeout: float | None = None,
     proxy: str | Proxy | bool | None = None,
+    max_redirects: int = 0,
+    unix_socket_path: SocketPath | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """:func:`open_websocket` from a ``ws://`` or ``wss://`` URL.
 
     ``wss://`` uses ``ssl_context``, or a default context when it is None;
     ``ssl_context`` with a ``ws://`` URL, another scheme, or a URL without a
     host raise ``ValueError``. ``user:password@`` in the URL is sent as HTTP
-    Basic credentials.
+    Basic credentials. With ``unix_socket_path`` the URL still gives the
+    ``Host`` header, the resource and (``wss://``) the name the server's
+    certificate must carry::
+
+        async with open_websocket_url(
+            "ws://localhost/events", unix_socket_path="/run/app.sock"
+        ) as ws:
+            ...
     """
     host, port, resource, use_ssl, headers = _url_arguments(url, ssl_context, extra_headers)
     async with open_websocket(
@@ -442,5 +766,7 @@ async def open_websocket_url(
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         proxy=proxy,
+        max_redirects=max_redirects,
+        unix_socket_path=unix_socket_path,
     ) as connection:
         yield connection

@@ -14,9 +14,35 @@ from ._close import CloseReason
 
 Headers = list[tuple[bytes, bytes]]
 
+#: The phases of opening a client connection, in order, as named by
+#: :attr:`HandshakeError.phase`.
+PHASE_DNS = "dns"
+PHASE_CONNECT = "connect"
+PHASE_TLS = "tls"
+PHASE_HTTP = "http"
+
 
 class HandshakeError(Exception):
-    """The opening (or closing) handshake failed."""
+    """The opening (or closing) handshake failed.
+
+    :param phase: keyword-only: which phase of opening a client connection
+        failed (see :attr:`phase`); ``None`` when not known.
+    """
+
+    #: Which phase of opening a client connection failed: ``"dns"`` (name
+    #: lookup), ``"connect"`` (TCP or Unix socket connection), ``"tls"``
+    #: (TLS handshake, certificate verification included), ``"http"`` (the
+    #: HTTP upgrade: a rejection, a redirect that cannot be followed, an
+    #: answer that is not a WebSocket handshake); ``None`` when not known.
+    #: For :exc:`ConnectionTimeout` it is the phase that was in progress.
+    phase: str | None = None
+
+    def __init__(self, *args: object, phase: str | None = None) -> None:
+        super().__init__(*args)
+        # An instance attribute only when given: pickling and copy.copy
+        # keep it through the instance ``__dict__``.
+        if phase is not None:
+            self.phase = phase
 
 
 class ConnectionTimeout(HandshakeError):
@@ -36,6 +62,8 @@ class ConnectionRejected(HandshakeError):
     :param headers: the answer's headers, as ``(name, value)`` byte pairs.
     :param body: the answer's body, or ``None`` when it had none.
     """
+
+    phase = PHASE_HTTP
 
     def __init__(
         self, status_code: int, headers: Headers, body: bytes | None
