@@ -28,6 +28,8 @@ EXPECTED_NAMES = {
     "DisconnectionTimeout",
     "Endpoint",
     "HandshakeError",
+    "Hub",
+    "HubStatistics",
     "WebSocketConnection",
     "WebSocketRequest",
     "WebSocketServer",

@@ -41,6 +41,7 @@ LAYERS = {
     "_connection": 1,
     "_client": 2,
     "_server": 2,
+    "_hub": 2,
     "__init__": 3,
     "_cli": 4,
     "__main__": 5,

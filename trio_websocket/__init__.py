@@ -38,6 +38,8 @@ from ._errors import (
 from ._errors import (
     HandshakeError as HandshakeError,
 )
+from ._hub import Hub as Hub
+from ._hub import HubStatistics as HubStatistics
 from ._server import (
     WebSocketRequest as WebSocketRequest,
 )
@@ -60,6 +62,8 @@ __all__ = [
     "DisconnectionTimeout",
     "Endpoint",
     "HandshakeError",
+    "Hub",
+    "HubStatistics",
     "WebSocketConnection",
     "WebSocketRequest",
     "WebSocketServer",
