@@ -42,6 +42,8 @@ LAYERS = {
     "_client": 2,
     "_server": 2,
     "_hub": 2,
+    # Builds on the server, below the re-exports.
+    "_workers": 2.5,
     "__init__": 3,
     "_cli": 4,
     "__main__": 5,

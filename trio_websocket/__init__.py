@@ -53,6 +53,10 @@ from ._server import (
     wrap_server_stream as wrap_server_stream,
 )
 from ._version import __version__ as __version__
+from ._workers import WorkerError as WorkerError
+from ._workers import WorkerPool as WorkerPool
+from ._workers import run_websocket_workers as run_websocket_workers
+from ._workers import serve_websocket_workers as serve_websocket_workers
 
 __all__ = [
     "CloseReason",
@@ -67,12 +71,16 @@ __all__ = [
     "WebSocketConnection",
     "WebSocketRequest",
     "WebSocketServer",
+    "WorkerError",
+    "WorkerPool",
     "__version__",
     "connect_websocket",
     "connect_websocket_url",
     "open_websocket",
     "open_websocket_url",
+    "run_websocket_workers",
     "serve_websocket",
+    "serve_websocket_workers",
     "wrap_client_stream",
     "wrap_server_stream",
 ]
