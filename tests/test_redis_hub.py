@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -26,7 +27,12 @@ pytest.importorskip("coredis", reason="the redis extra is not installed")
 
 import coredis
 
-from trio_websocket import WorkerPool, open_websocket_url, serve_websocket_workers
+from trio_websocket import (
+    ConnectionClosed,
+    WorkerPool,
+    open_websocket_url,
+    serve_websocket_workers,
+)
 from trio_websocket.redis_hub import RedisHub, RedisUnavailable, decode, encode
 
 REDIS_SERVER = "redis-server"
@@ -338,3 +344,55 @@ async def test_publish_in_one_process_reaches_clients_of_two_server_processes(
         for pool in pools:
             await pool.stop()
             assert pool.returncodes == (0,)
+
+
+# ----------------------------------------------------------------------
+# examples/redis_chat/chat.py
+
+
+CHAT_SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "redis_chat" / "chat.py"
+
+
+def start_chat(redis_url: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(CHAT_SCRIPT), "--port", "0", "--workers", "2", "--redis", redis_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(CHAT_SCRIPT.parent.parent.parent)},
+    )
+
+
+def test_the_chat_example_says_how_to_run_it() -> None:
+    assert "python examples/redis_chat/chat.py" in CHAT_SCRIPT.read_text(encoding="utf-8")
+
+
+async def test_the_chat_example_shares_a_room_across_its_workers(
+    redis_server: RedisServer,
+) -> None:
+    process = start_chat(redis_server.url)
+    try:
+        assert process.stdout is not None
+        with trio.fail_after(15):
+            line = await trio.to_thread.run_sync(process.stdout.readline)
+        assert line.startswith("chat on ws://127.0.0.1:"), line
+        url = line.split()[2]
+        with trio.fail_after(15):
+            async with open_websocket_url(f"{url}room1?name=alice") as alice:
+                assert await alice.get_message() == "* alice joined room1"
+                async with open_websocket_url(f"{url}room1?name=bob") as bob:
+                    assert await bob.get_message() == "* bob joined room1"
+                    assert await alice.get_message() == "* bob joined room1"
+                    await alice.send_message("hello")
+                    assert await bob.get_message() == "alice: hello"
+                    assert await alice.get_message() == "alice: hello"
+                    process.send_signal(signal.SIGTERM)
+                    with pytest.raises(ConnectionClosed) as caught:
+                        await bob.get_message()
+                    assert caught.value.reason.code == 1001
+            status = await trio.to_thread.run_sync(process.wait)
+        assert status == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
