@@ -52,6 +52,7 @@ _external_classes = [
     "AsyncIterator", "collections.abc.AsyncIterator",
     "Awaitable", "collections.abc.Awaitable",
     "Callable", "collections.abc.Callable",
+    "contextlib.AbstractAsyncContextManager",
     # standard library
     "ssl.SSLContext",
     # trio
