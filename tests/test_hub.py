@@ -295,3 +295,31 @@ async def test_chat_over_tcp(nursery: trio.Nursery) -> None:
                 await alice.send_message("hi bob")
                 assert await bob.get_message() == "hi bob"
                 assert await alice.get_message() == "hi bob"
+
+
+async def test_a_closed_connection_on_a_quiet_topic_is_swept(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with Hub() as hub:
+        client, server = await open_pair(nursery)
+        await hub.subscribe(server, "quiet")
+        await client.aclose()
+        await server.aclose()
+        await trio.sleep(hub_module.SWEEP_INTERVAL * 2)
+        assert hub.subscriber_count("quiet") == 0
+        assert hub.statistics().subscribers == 0
+
+
+async def test_subscribing_to_no_topic_does_nothing(nursery: trio.Nursery, hub: Hub) -> None:
+    _, server = await open_pair(nursery)
+    await hub.subscribe(server)
+    assert hub.statistics().subscribers == 0
+
+
+async def test_an_error_in_the_hub_block_comes_out_as_itself() -> None:
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom):
+        async with Hub():
+            raise Boom

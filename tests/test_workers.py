@@ -64,6 +64,13 @@ APP = textwrap.dedent(
 
         yield greeting_handler
 
+    @asynccontextmanager
+    async def slow_factory():
+        import trio
+        open(os.environ["SLOW_MARKER"] + str(os.getpid()), "w").close()
+        await trio.sleep_forever()
+        yield handler
+
     async def handler_after(ws):
         try:
             await ws.get_message()
@@ -226,6 +233,43 @@ def test_workers_stop_when_the_parent_is_killed(app_module: str) -> None:
         deadline = time.monotonic() + 10
         while any(running(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert not any(running(pid) for pid in pids)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+
+
+def test_a_signal_during_startup_stops_everything_promptly(app_module: str, tmp_path: Path) -> None:
+    # The workers are stuck in their setup; SIGTERM must still end them and
+    # the parent at once (not after shutdown_timeout and a kill).
+    program = textwrap.dedent(
+        f"""
+        import sys
+        from trio_websocket import run_websocket_workers
+        sys.exit(run_websocket_workers(
+            "{app_module}:slow_factory", "127.0.0.1", 0, workers=2, shutdown_timeout=30,
+        ))
+        """
+    )
+    marker = str(tmp_path / "started-")
+    parent = subprocess.Popen(
+        [sys.executable, "-c", program],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "SLOW_MARKER": marker},
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while len(list(tmp_path.glob("started-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        pids = [int(path.name.split("-")[1]) for path in tmp_path.glob("started-*")]
+        assert len(pids) == 2
+        start = time.monotonic()
+        parent.send_signal(signal.SIGTERM)
+        _, stderr = parent.communicate(timeout=10)
+        assert time.monotonic() - start < 5
+        assert parent.returncode == 0, stderr
         assert not any(running(pid) for pid in pids)
     finally:
         if parent.poll() is None:

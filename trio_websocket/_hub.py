@@ -21,8 +21,10 @@ Rules:
   ``async with Hub() as hub:`` opens; leaving the block stops them (a send
   cut short aborts that connection) and forgets every subscription.
 - A subscription ends when it is unsubscribed, when its connection closes
-  (noticed by its sender, or by the next publish to it), or on overflow
-  with ``"close"``. Messages still queued for it are then dropped.
+  (noticed by its sender, by the next publish to it, or by a sweep every
+  ``SWEEP_INTERVAL`` seconds, so a closed connection on a quiet topic is
+  not kept), or on overflow with ``"close"``. Messages still queued for it
+  are then dropped.
 - Subclasses (the Redis hub) hook ``_topic_added``/``_topic_removed``
   (the first subscriber of a topic, the last one gone) and replace
   ``publish``; ``_deliver`` is the local fan-out they call.
@@ -56,6 +58,8 @@ _POLICIES = ("drop_oldest", "close")
 DEFAULT_SUBSCRIBER_QUEUE_SIZE = 64
 #: Seconds a subscriber closed for overflow has for its closing handshake.
 DEFAULT_OVERFLOW_CLOSE_TIMEOUT = 5.0
+#: Seconds between sweeps for subscribed connections that have closed.
+SWEEP_INTERVAL = 5.0
 #: The close code for a subscriber that could not keep up (RFC 6455 7.4.1,
 #: registered as "Try Again Later").
 TRY_AGAIN_LATER = 1013
@@ -200,6 +204,7 @@ class Hub:
         with collapse_exception_groups():
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                nursery.start_soon(self._sweep, name="hub sweep")
                 try:
                     async with self._background(nursery):
                         yield
@@ -232,6 +237,9 @@ class Hub:
         _check_topics(topics)
         if ws.closed is not None:
             raise ConnectionClosed(ws.closed)
+        if not topics:
+            await trio.lowlevel.checkpoint()
+            return
         subscriber = self._subscribers.get(ws)
         if subscriber is None:
             subscriber = _Subscriber(ws)
@@ -332,6 +340,13 @@ class Hub:
         for topic in self._forget_topics(subscriber, tuple(subscriber.topics)):
             if self._nursery is not None:
                 await self._topic_removed(topic)
+
+    async def _sweep(self) -> None:
+        while True:
+            await trio.sleep(SWEEP_INTERVAL)
+            for subscriber in list(self._subscribers.values()):
+                if not subscriber.done and subscriber.ws.closed is not None:
+                    self._forget_closed(subscriber)
 
     async def _topic_added(self, topic: str) -> None:
         """``topic`` has its first subscriber in this process."""

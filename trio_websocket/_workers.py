@@ -400,32 +400,36 @@ async def _run_until_signal(
                         finally:
                             nursery.cancel_scope.cancel()
 
+                    nursery.start_soon(_forward_signals, signals, pools, nursery.cancel_scope)
                     pool = await nursery.start(serve)
                     pools.append(pool)
                     if on_ready is not None:
                         on_ready(pool)
-                    nursery.start_soon(_forward_signals, signals, pool)
         except (WorkerError, OSError) as exc:
             logger.error("%s", exc)
             return 1
-    if not pools:  # cancelled by a signal before the workers were ready
-        return 1
+    if not pools:  # a signal came before the workers were ready: they were stopped
+        return 0
     return 0 if all(code == 0 for code in pools[0].returncodes) else 1
 
 
-async def _forward_signals(signals: AsyncIterator[int], pool: WorkerPool) -> None:
-    first = True
+async def _forward_signals(
+    signals: AsyncIterator[int], pools: list[WorkerPool], scope: trio.CancelScope
+) -> None:
+    """The first signal stops the workers gracefully (before they are all
+    ready: cancels the start, which stops them too); later ones again."""
     async for signum in signals:
         logger.info("%s: stopping the workers", signal.Signals(signum).name)
-        if first:
-            first = False
-            pool.signal_workers(signal.SIGTERM)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(pool.stop)
-                async for _ in signals:
-                    logger.info("stopping the workers now")
-                    pool.signal_workers(signal.SIGTERM)
+        if not pools:
+            scope.cancel()
             return
+        pool = pools[0]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pool.stop)
+            async for _ in signals:
+                logger.info("stopping the workers now")
+                pool.signal_workers(signal.SIGTERM)
+        return
 
 
 # ----------------------------------------------------------------------
@@ -565,18 +569,32 @@ async def _serve_in_worker(config: dict[str, Any]) -> int:
         for family, address in config["addresses"]
     ]
     tracker = _ConnectionTracker()
+    ready = False
+    stop = trio.Event()
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with _application(handler_target) as handler:
-            server = WebSocketServer(
-                partial(tracker.handle, handler), listeners, **config["options"]
-            )
-            async with trio.open_nursery() as nursery:
-                await nursery.start(server.run)
-                os.write(config["ready_fd"], _READY)
-                os.close(config["ready_fd"])
+        async with trio.open_nursery() as main:
+
+            async def watch() -> None:
                 await _wait_for_stop(signals, config["lifeline_fd"])
-                await _stop_server(server, tracker, config["shutdown_timeout"], signals)
-                nursery.cancel_scope.cancel()
+                if ready:
+                    stop.set()
+                else:  # still setting up: give up on starting
+                    main.cancel_scope.cancel()
+
+            main.start_soon(watch)
+            async with _application(handler_target) as handler:
+                server = WebSocketServer(
+                    partial(tracker.handle, handler), listeners, **config["options"]
+                )
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(server.run)
+                    ready = True
+                    os.write(config["ready_fd"], _READY)
+                    os.close(config["ready_fd"])
+                    await stop.wait()
+                    await _stop_server(server, tracker, config["shutdown_timeout"], signals)
+                    nursery.cancel_scope.cancel()
+            main.cancel_scope.cancel()
     return 0
 
 
