@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -286,8 +287,13 @@ async def test_each_worker_knows_its_index(nursery: trio.Nursery, app_module: st
         await pool.stop()
 
 
-async def test_a_port_in_use_raises_oserror(nursery: trio.Nursery, app_module: str) -> None:
+@pytest.mark.parametrize("blocker_reuses_port", [False, True])
+async def test_a_port_in_use_raises_oserror(app_module: str, blocker_reuses_port: bool) -> None:
+    # A blocker with SO_REUSEPORT is what a second copy of this server
+    # looks like: joining its port silently would split its traffic.
     blocker = trio.socket.socket()
+    if blocker_reuses_port:
+        blocker.setsockopt(trio.socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     with blocker:
         await blocker.bind(("127.0.0.1", 0))
         blocker.listen()

@@ -35,6 +35,7 @@ Rules:
 
 from __future__ import annotations
 
+import errno
 import inspect
 import json
 import logging
@@ -109,7 +110,6 @@ class _Worker:
     #: The write end of the worker's lifeline: closed only when the parent
     #: is done with the worker (or dies).
     lifeline: int
-    signalled: int = 0
     listening: bool = False
 
 
@@ -121,7 +121,6 @@ class WorkerPool:
         self._shutdown_timeout = shutdown_timeout
         self._workers: list[_Worker] = []
         self._stopping = False
-        self._stopped = trio.Event()
 
     @property
     def listeners(self) -> tuple[Endpoint, ...]:
@@ -149,7 +148,6 @@ class WorkerPool:
         self._stopping = True
         for worker in self._workers:
             if worker.process.returncode is None:
-                worker.signalled += 1
                 worker.process.send_signal(signum)
 
     async def stop(self) -> None:
@@ -173,7 +171,6 @@ class WorkerPool:
             if worker.lifeline >= 0:
                 os.close(worker.lifeline)
                 worker.lifeline = -1
-        self._stopped.set()
 
     async def _wait_all(self) -> None:
         for worker in self._workers:
@@ -438,21 +435,42 @@ async def _forward_signals(
 
 async def _reserve(host: str | None, port: int) -> list[trio.socket.SocketType]:
     """Bind (without listening) one SO_REUSEPORT socket per address of
-    ``host``, all on one port; returns them."""
+    ``host``, all on one port; returns them.
+
+    Each address is first bound *without* SO_REUSEPORT, and that probe
+    closed: it fails if anything already uses the port, even another
+    SO_REUSEPORT group of the same user (a second copy of this server),
+    which the reservation itself would silently join. An address family the
+    system does not support is skipped, as ``trio.open_tcp_listeners``
+    does, as long as one address remains.
+    """
     infos = await trio.socket.getaddrinfo(
         host, port, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE
     )
     seen: set[tuple[int, str]] = set()
     sockets: list[trio.socket.SocketType] = []
+    unsupported: OSError | None = None
     try:
         for family, _, _, _, sockaddr in infos:
-            if (family, sockaddr[0]) in seen:
+            address = str(sockaddr[0])
+            if (family, address) in seen:
                 continue
-            seen.add((family, str(sockaddr[0])))
-            sock = _reuseport_socket(family)
+            seen.add((family, address))
+            try:
+                probe = _server_socket(family, reuse_port=False)
+            except OSError as exc:
+                if exc.errno != errno.EAFNOSUPPORT:
+                    raise
+                unsupported = exc
+                continue
+            with probe:
+                await probe.bind((address, port))
+                port = probe.getsockname()[1]
+            sock = _server_socket(family, reuse_port=True)
             sockets.append(sock)
-            await sock.bind((sockaddr[0], port))
-            port = sock.getsockname()[1]
+            await sock.bind((address, port))
+        if not sockets:
+            raise unsupported or OSError(f"no address to listen on for {host!r}")
     except BaseException:
         for sock in sockets:
             sock.close()
@@ -460,11 +478,12 @@ async def _reserve(host: str | None, port: int) -> list[trio.socket.SocketType]:
     return sockets
 
 
-def _reuseport_socket(family: int) -> trio.socket.SocketType:
+def _server_socket(family: int, *, reuse_port: bool = True) -> trio.socket.SocketType:
     sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
     try:
         sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
-        sock.setsockopt(trio.socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT, 1)
+        if reuse_port:
+            sock.setsockopt(trio.socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT, 1)
         if family == trio.socket.AF_INET6:
             sock.setsockopt(trio.socket.IPPROTO_IPV6, trio.socket.IPV6_V6ONLY, 1)
     except BaseException:
@@ -622,7 +641,7 @@ async def _wait_for_stop(signals: AsyncIterator[int], lifeline_fd: int) -> None:
 
 
 async def _listen(family: int, address: tuple[str, int]) -> trio.socket.SocketType:
-    sock = _reuseport_socket(family)
+    sock = _server_socket(family)
     try:
         await sock.bind(address)
         sock.listen(_BACKLOG)
