@@ -298,7 +298,7 @@ async def test_a_port_in_use_raises_oserror(app_module: str, blocker_reuses_port
         await blocker.bind(("127.0.0.1", 0))
         blocker.listen()
         port = blocker.getsockname()[1]
-        with pytest.raises(OSError):
+        with trio.fail_after(10), pytest.raises(OSError):
             await serve_websocket_workers(f"{app_module}:handler", "127.0.0.1", port, workers=2)
 
 
