@@ -147,6 +147,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("disconnect_timeout", K, 60),
         ("shutdown_timeout", K, 10),
         ("startup_timeout", K, 30),
+        ("ssl_certfile", K, None),
+        ("ssl_keyfile", K, None),
         ("task_status", K, ANY),
     ],
     "run_websocket_workers": [

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trustme
 
 import trio_websocket
 from trio_websocket import (
@@ -276,6 +278,59 @@ def test_a_signal_during_startup_stops_everything_promptly(app_module: str, tmp_
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+def certificate_files(ca: trustme.CA, directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 as PEM files: its chain, its key."""
+    certificate = ca.issue_cert("127.0.0.1")
+    chain, key = directory / "chain.pem", directory / "key.pem"
+    chain.write_bytes(b"".join(blob.bytes() for blob in certificate.cert_chain_pems))
+    certificate.private_key_pem.write_to_path(str(key))
+    return chain, key
+
+
+async def test_workers_serve_wss_from_certificate_files(
+    nursery: trio.Nursery, app_module: str, tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    chain, key = certificate_files(ca, tmp_path)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    with trio.fail_after(15):
+        pool: WorkerPool = await nursery.start(
+            partial(
+                serve_websocket_workers,
+                f"{app_module}:handler",
+                "127.0.0.1",
+                0,
+                workers=2,
+                ssl_certfile=str(chain),
+                ssl_keyfile=str(key),
+            )
+        )
+        assert pool.listeners[0].url == f"wss://127.0.0.1:{pool.port}"
+        async with open_websocket_url(f"wss://127.0.0.1:{pool.port}/", client_context) as ws:
+            await ws.send_message("secret")
+            assert await ws.get_message() == "secret"
+        await pool.stop()
+        assert pool.returncodes == (0, 0)
+
+
+async def test_bad_certificate_files_fail_before_any_process_starts(
+    app_module: str, tmp_path: Path
+) -> None:
+    with pytest.raises((OSError, ssl.SSLError)):
+        await serve_websocket_workers(
+            f"{app_module}:handler",
+            "127.0.0.1",
+            0,
+            workers=2,
+            ssl_certfile=str(tmp_path / "missing.pem"),
+        )
+    with pytest.raises(ValueError, match="ssl_certfile"):
+        await serve_websocket_workers(
+            f"{app_module}:handler", "127.0.0.1", 0, workers=2, ssl_keyfile="key.pem"
+        )
 
 
 async def test_each_worker_knows_its_index(nursery: trio.Nursery, app_module: str) -> None:

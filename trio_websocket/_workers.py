@@ -42,6 +42,7 @@ import logging
 import os
 import signal
 import socket as stdlib_socket
+import ssl
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -273,6 +274,8 @@ async def serve_websocket_workers(
     disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
     startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
     task_status: trio.TaskStatus[WorkerPool] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``host:port`` from ``workers`` processes (Linux only)::
@@ -298,6 +301,11 @@ async def serve_websocket_workers(
     :param shutdown_timeout: seconds a stopping worker waits for its
         connections to close after sending them 1001.
     :param startup_timeout: seconds the workers have to start listening.
+    :param ssl_certfile: serve ``wss://``: the PEM file of the certificate
+        chain (an ``ssl.SSLContext`` cannot be handed to another process,
+        so each worker loads the files itself).
+    :param ssl_keyfile: the PEM file of the private key, when it is not in
+        ``ssl_certfile``.
     :param message_queue_size: see :func:`serve_websocket` (likewise the
         other options).
     :raises WorkerError: a worker did not start, or exited on its own (the
@@ -314,10 +322,15 @@ async def serve_websocket_workers(
     startup_timeout = check_timeout("startup_timeout", startup_timeout)
     check_timeout("connect_timeout", connect_timeout)
     check_timeout("disconnect_timeout", disconnect_timeout)
+    if ssl_certfile is not None:
+        _tls_context(ssl_certfile, ssl_keyfile)  # fail here, not in every worker
+    elif ssl_keyfile is not None:
+        raise ValueError("ssl_keyfile needs ssl_certfile")
     reservations = await _reserve(host, port)
     try:
         addresses = [(sock.family, sock.getsockname()[:2]) for sock in reservations]
-        listeners = tuple(Endpoint(address[0], address[1], False) for _, address in addresses)
+        secure = ssl_certfile is not None
+        listeners = tuple(Endpoint(address[0], address[1], secure) for _, address in addresses)
         config = {
             "app": app,
             "addresses": addresses,
@@ -329,6 +342,7 @@ async def serve_websocket_workers(
                 "disconnect_timeout": disconnect_timeout,
             },
             "shutdown_timeout": shutdown_timeout,
+            "tls": [ssl_certfile, ssl_keyfile] if secure else None,
             "sys_path": _worker_sys_path(),
         }
         pool = WorkerPool(listeners, shutdown_timeout)
@@ -583,10 +597,15 @@ def worker_main() -> None:
 
 async def _serve_in_worker(config: dict[str, Any]) -> int:
     handler_target = _load_app(config["app"])
-    listeners = [
+    listeners: list[trio.abc.Listener[Any]] = [
         trio.SocketListener(await _listen(family, tuple(address)))
         for family, address in config["addresses"]
     ]
+    if config["tls"] is not None:
+        context = _tls_context(*config["tls"])
+        listeners = [
+            trio.SSLListener(listener, context, https_compatible=True) for listener in listeners
+        ]
     tracker = _ConnectionTracker()
     ready = False
     stop = trio.Event()
@@ -638,6 +657,12 @@ async def _wait_for_stop(signals: AsyncIterator[int], lifeline_fd: int) -> None:
         nursery.start_soon(on_parent_gone)
         await stop.wait()
         nursery.cancel_scope.cancel()
+
+
+def _tls_context(certfile: str, keyfile: str | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certfile, keyfile)
+    return context
 
 
 async def _listen(family: int, address: tuple[str, int]) -> trio.socket.SocketType:
