@@ -14,6 +14,9 @@ Rules:
   once). It imports the application named ``"module:attribute"``: an async
   handler, or a factory returning an async context manager that yields the
   handler (to set up per-process state such as a hub around serving).
+- Workers serve ``ws://``, or ``wss://`` from certificate files that each
+  worker loads itself (an ``ssl.SSLContext`` cannot cross processes); the
+  parent loads them once first, so bad files fail before any worker starts.
 - A worker reports "listening" on an inherited pipe; the parent reports the
   pool ready only once every worker listens. A worker that exits first
   (its traceback is on the shared stderr) makes the start fail.
