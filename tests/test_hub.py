@@ -323,3 +323,49 @@ async def test_an_error_in_the_hub_block_comes_out_as_itself() -> None:
     with pytest.raises(Boom):
         async with Hub():
             raise Boom
+
+
+async def test_a_tcp_client_that_stops_reading_is_closed_with_1013(nursery: trio.Nursery) -> None:
+    # Over real loopback TCP: a client with a small receive buffer reads
+    # the handshake response and then nothing; the server's writes to it
+    # block once the kernel buffers are full, and the hub's policy acts.
+    async with Hub(queue_size=8, overflow="close", close_timeout=1) as hub:
+        closed_with: list[int] = []
+        closed = trio.Event()
+        both_in = trio.Event()
+
+        async def handler(request: WebSocketRequest) -> None:
+            ws = await request.accept()
+            async with hub.subscribed(ws, "t"):
+                if hub.subscriber_count("t") == 2:
+                    both_in.set()
+                try:
+                    while True:
+                        await ws.get_message()
+                except ConnectionClosed as exc:
+                    closed_with.append(exc.reason.code)
+                    closed.set()
+
+        server = await nursery.start(partial(serve_websocket, handler, "127.0.0.1", 0, None))
+        stalled = trio.socket.socket()
+        stalled.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4096)
+        with stalled, trio.fail_after(15):
+            await stalled.connect(("127.0.0.1", server.port))
+            await stalled.send(
+                b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            assert (await stalled.recv(4096)).startswith(b"HTTP/1.1 101")
+            async with open_websocket_url(f"ws://127.0.0.1:{server.port}/") as fast:
+                await both_in.wait()
+                for i in range(400):
+                    await hub.publish("t", big(i))
+                    assert await fast.get_message() == big(i)
+                    if closed_with:
+                        break
+                await closed.wait()
+                assert closed_with == [1013]
+                assert hub.subscriber_count("t") == 1
+                await hub.publish("t", "still here")
+                assert await fast.get_message() == "still here"
