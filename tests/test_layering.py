@@ -42,7 +42,9 @@ LAYERS = {
     "_client": 2,
     "_server": 2,
     "_hub": 2,
-    # Builds on the server, below the re-exports.
+    # Build on the server, below the re-exports: the worker's side, then
+    # the parent's.
+    "_worker_process": 2.25,
     "_workers": 2.5,
     "__init__": 3,
     # A public module of its own, which nothing in the package imports.

@@ -8,8 +8,8 @@ Rules:
   that every worker then binds too, and no other program can take the port
   while the workers run. Each worker binds and listens on its own socket
   with ``SO_REUSEPORT``; the kernel spreads new connections across them.
-- A worker is ``python -c`` running :func:`worker_main`, with the parent's
-  ``sys.path``, its configuration as JSON in the environment, and its own
+- A worker is ``python -c`` running ``_worker_process.worker_main``, with
+  the parent's ``sys.path``, its configuration as JSON in the environment, and its own
   session (Ctrl-C on a terminal reaches only the parent, which forwards it
   once). It imports the application named ``"module:attribute"``: an async
   handler, or a factory returning an async context manager that yields the
@@ -32,27 +32,22 @@ Rules:
   parent keeps open; end of file there (the parent is gone, even killed)
   stops the worker as a SIGTERM would. (Not ``PR_SET_PDEATHSIG``: it
   fires when the spawning *thread* exits, and trio spawns from a thread.)
-- The graceful stop of one worker's server lives in :func:`_stop_server`
-  alone, so that a ``WebSocketServer.aclose()`` can replace it.
+- The worker's side (binding, the application, the graceful stop) is in
+  ``_worker_process``.
 """
 
 from __future__ import annotations
 
 import errno
-import inspect
 import json
 import logging
 import os
 import signal
-import socket as stdlib_socket
-import ssl
 import sys
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
-from importlib import import_module
-from typing import Any, cast
+from typing import Any
 
 import trio
 
@@ -67,7 +62,7 @@ from ._config import (
 )
 from ._endpoint import Endpoint
 from ._groups import collapse_exception_groups
-from ._server import Handler, WebSocketRequest, WebSocketServer
+from ._worker_process import CONFIG_ENV, READY, load_app, server_socket, tls_context
 
 logger = logging.getLogger("trio_websocket.workers")
 
@@ -79,13 +74,10 @@ DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 STOP_GRACE = 5.0
 #: The environment variable that tells a worker its index (0, 1, ...).
 WORKER_INDEX_ENV = "TRIO_WEBSOCKET_WORKER"
-_CONFIG_ENV = "TRIO_WEBSOCKET_WORKER_CONFIG"
-_BACKLOG = 1024
-_READY = b"listening\n"
 _BOOTSTRAP = (
     "import json, os, sys\n"
-    f"sys.path[:] = json.loads(os.environ[{_CONFIG_ENV!r}])['sys_path']\n"
-    "from trio_websocket._workers import worker_main\n"
+    f"sys.path[:] = json.loads(os.environ[{CONFIG_ENV!r}])['sys_path']\n"
+    "from trio_websocket._worker_process import worker_main\n"
     "worker_main()\n"
 )
 
@@ -211,7 +203,7 @@ class WorkerPool:
                 received += chunk
         finally:
             await worker.ready.aclose()
-        if received == _READY:
+        if received == READY:
             worker.listening = True
         else:
             code = await worker.process.wait()
@@ -319,14 +311,14 @@ async def serve_websocket_workers(
         raise ValueError(f"workers must be an int of at least 1, got {workers!r}")
     if not sys.platform.startswith("linux"):
         raise RuntimeError("worker processes sharing a port need Linux (SO_REUSEPORT)")
-    _load_app(app, check_only=True)
+    load_app(app, check_only=True)
     ConnectionOptions.build(message_queue_size, max_message_size, receive_buffer_size)
     shutdown_timeout = check_timeout("shutdown_timeout", shutdown_timeout)
     startup_timeout = check_timeout("startup_timeout", startup_timeout)
     check_timeout("connect_timeout", connect_timeout)
     check_timeout("disconnect_timeout", disconnect_timeout)
     if ssl_certfile is not None:
-        _tls_context(ssl_certfile, ssl_keyfile)  # fail here, not in every worker
+        tls_context(ssl_certfile, ssl_keyfile)  # fail here, not in every worker
     elif ssl_keyfile is not None:
         raise ValueError("ssl_keyfile needs ssl_certfile")
     reservations = await _reserve(host, port)
@@ -474,7 +466,7 @@ async def _reserve(host: str | None, port: int) -> list[trio.socket.SocketType]:
                 continue
             seen.add((family, address))
             try:
-                probe = _server_socket(family, reuse_port=False)
+                probe = server_socket(family, reuse_port=False)
             except OSError as exc:
                 if exc.errno != errno.EAFNOSUPPORT:
                     raise
@@ -483,7 +475,7 @@ async def _reserve(host: str | None, port: int) -> list[trio.socket.SocketType]:
             with probe:
                 await probe.bind((address, port))
                 port = probe.getsockname()[1]
-            sock = _server_socket(family, reuse_port=True)
+            sock = server_socket(family, reuse_port=True)
             sockets.append(sock)
             await sock.bind((address, port))
         if not sockets:
@@ -493,20 +485,6 @@ async def _reserve(host: str | None, port: int) -> list[trio.socket.SocketType]:
             sock.close()
         raise
     return sockets
-
-
-def _server_socket(family: int, *, reuse_port: bool = True) -> trio.socket.SocketType:
-    sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(trio.socket.SOL_SOCKET, stdlib_socket.SO_REUSEPORT, 1)
-        if family == trio.socket.AF_INET6:
-            sock.setsockopt(trio.socket.IPPROTO_IPV6, trio.socket.IPV6_V6ONLY, 1)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def _worker_sys_path() -> list[str]:
@@ -521,7 +499,7 @@ async def _spawn(index: int, config: dict[str, Any]) -> _Worker:
     lifeline_read, lifeline_write = os.pipe()
     try:
         env = dict(os.environ)
-        env[_CONFIG_ENV] = json.dumps(
+        env[CONFIG_ENV] = json.dumps(
             {**config, "ready_fd": ready_write, "lifeline_fd": lifeline_read, "index": index}
         )
         env[WORKER_INDEX_ENV] = str(index)
@@ -539,197 +517,3 @@ async def _spawn(index: int, config: dict[str, Any]) -> _Worker:
         os.close(ready_write)
         os.close(lifeline_read)
     return _Worker(index, process, trio.lowlevel.FdStream(ready_read), lifeline_write)
-
-
-# ----------------------------------------------------------------------
-# The worker
-
-
-AppFactory = Callable[[], AbstractAsyncContextManager[Handler]]
-
-
-def _load_app(spec: str, *, check_only: bool = False) -> Any:
-    """Import ``"module:attribute.path"``; with ``check_only`` just check
-    the spelling (the parent does not import the application)."""
-    if not isinstance(spec, str):
-        raise TypeError("app must be a 'module:attribute' string")
-    module_name, colon, attribute = spec.partition(":")
-    if not colon or not module_name or not attribute:
-        raise ValueError(f"app must look like 'package.module:attribute', got {spec!r}")
-    if check_only:
-        return None
-    target: Any = import_module(module_name)
-    for part in attribute.split("."):
-        target = getattr(target, part)
-    return target
-
-
-@asynccontextmanager
-async def _application(target: Any) -> AsyncIterator[Handler]:
-    """The handler: ``target`` itself if it is an async function, else what
-    the async context manager it returns yields."""
-    if _is_async_function(target):
-        yield cast(Handler, target)
-        return
-    if not callable(target):
-        raise TypeError(f"{target!r} is neither an async handler nor a factory")
-    manager = target()
-    if not hasattr(manager, "__aenter__"):
-        raise TypeError(
-            f"{target!r} returned {manager!r}, not an async context manager yielding a handler"
-        )
-    async with cast(AbstractAsyncContextManager[Handler], manager) as handler:
-        if not callable(handler):
-            raise TypeError(f"the app factory yielded {handler!r}, not a handler")
-        yield handler
-
-
-def _is_async_function(target: Any) -> bool:
-    if inspect.iscoroutinefunction(target):
-        return True
-    if inspect.isfunction(target) or inspect.isclass(target) or not callable(target):
-        return False
-    return inspect.iscoroutinefunction(type(target).__call__)
-
-
-def worker_main() -> None:
-    """The body of a worker process (started by the parent, not by you)."""
-    config = json.loads(os.environ[_CONFIG_ENV])
-    sys.exit(trio.run(_serve_in_worker, config))
-
-
-async def _serve_in_worker(config: dict[str, Any]) -> int:
-    handler_target = _load_app(config["app"])
-    listeners: list[trio.abc.Listener[Any]] = [
-        trio.SocketListener(await _listen(family, tuple(address)))
-        for family, address in config["addresses"]
-    ]
-    if config["tls"] is not None:
-        context = _tls_context(*config["tls"])
-        listeners = [
-            trio.SSLListener(listener, context, https_compatible=True) for listener in listeners
-        ]
-    tracker = _ConnectionTracker()
-    ready = False
-    stop = trio.Event()
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as main:
-
-            async def watch() -> None:
-                await _wait_for_stop(signals, config["lifeline_fd"])
-                if ready:
-                    stop.set()
-                else:  # still setting up: give up on starting
-                    main.cancel_scope.cancel()
-
-            main.start_soon(watch)
-            async with _application(handler_target) as handler:
-                server = WebSocketServer(
-                    partial(tracker.handle, handler), listeners, **config["options"]
-                )
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(server.run)
-                    ready = True
-                    os.write(config["ready_fd"], _READY)
-                    os.close(config["ready_fd"])
-                    await stop.wait()
-                    await _stop_server(server, tracker, config["shutdown_timeout"], signals)
-                    nursery.cancel_scope.cancel()
-            main.cancel_scope.cancel()
-    return 0
-
-
-async def _wait_for_stop(signals: AsyncIterator[int], lifeline_fd: int) -> None:
-    """Return at the first SIGTERM/SIGINT, or when the parent is gone."""
-    stop = trio.Event()
-
-    async def on_signal() -> None:
-        async for _ in signals:
-            stop.set()
-            return
-
-    async def on_parent_gone() -> None:
-        async with trio.lowlevel.FdStream(lifeline_fd) as lifeline:
-            while await lifeline.receive_some(64):
-                pass
-        logger.warning("the parent process is gone: stopping")
-        stop.set()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(on_signal)
-        nursery.start_soon(on_parent_gone)
-        await stop.wait()
-        nursery.cancel_scope.cancel()
-
-
-def _tls_context(certfile: str, keyfile: str | None) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(certfile, keyfile)
-    return context
-
-
-async def _listen(family: int, address: tuple[str, int]) -> trio.socket.SocketType:
-    sock = _server_socket(family)
-    try:
-        await sock.bind(address)
-        sock.listen(_BACKLOG)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-class _ConnectionTracker:
-    """Knows the requests being handled, so a stop can close them."""
-
-    def __init__(self) -> None:
-        self.requests: set[WebSocketRequest] = set()
-        self.stopping = False
-        self.idle = trio.Event()
-
-    async def handle(self, handler: Handler, request: WebSocketRequest) -> None:
-        if self.stopping:
-            await request.reject(503, body=b"server shutting down\n")
-            return
-        self.requests.add(request)
-        try:
-            await handler(request)
-        finally:
-            self.requests.discard(request)
-            if self.stopping and not self.requests:
-                self.idle.set()
-
-    async def close_all(self, code: int, reason: str) -> None:
-        async with trio.open_nursery() as nursery:
-            for request in list(self.requests):
-                connection = request._connection
-                if connection is not None:
-                    nursery.start_soon(connection.aclose, code, reason)
-
-
-async def _stop_server(
-    server: WebSocketServer,
-    tracker: _ConnectionTracker,
-    timeout: float,
-    signals: AsyncIterator[int],
-) -> None:
-    """Stop one worker's server gracefully: refuse new connections (503),
-    close the open ones with 1001 and wait for them, for at most
-    ``timeout`` seconds or until another signal. (The server's own graceful
-    shutdown, once it has one, belongs here.)"""
-    tracker.stopping = True
-    if not tracker.requests:
-        tracker.idle.set()
-    with trio.move_on_after(timeout) as deadline:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_cancel_on_next, signals, deadline)
-            await tracker.close_all(1001, "server shutting down")
-            # Handlers finish soon after their connection closed.
-            await tracker.idle.wait()
-            nursery.cancel_scope.cancel()
-
-
-async def _cancel_on_next(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
-    async for _ in signals:
-        scope.cancel()
-        return
