@@ -365,6 +365,7 @@ async def test_a_port_in_use_raises_oserror(app_module: str, blocker_reuses_port
         ({"app": "m:f", "workers": True}, ValueError),
         ({"app": "m:f", "workers": 2, "shutdown_timeout": -1}, ValueError),
         ({"app": 42, "workers": 2}, TypeError),
+        ({"app": "__main__:handler", "workers": 2}, ValueError),
     ],
 )
 async def test_bad_arguments_fail_before_any_process_starts(

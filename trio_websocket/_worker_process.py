@@ -73,6 +73,11 @@ def load_app(spec: str, *, check_only: bool = False) -> Any:
     module_name, colon, attribute = spec.partition(":")
     if not colon or not module_name or not attribute:
         raise ValueError(f"app must look like 'package.module:attribute', got {spec!r}")
+    if module_name == "__main__":
+        raise ValueError(
+            "app cannot live in __main__: each worker is a new process that imports "
+            "the app by module name; move it to an importable module"
+        )
     if check_only:
         return None
     target: Any = import_module(module_name)
