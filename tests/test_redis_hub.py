@@ -241,6 +241,9 @@ async def test_reconnects_with_backoff_and_resubscribes(
             with trio.fail_after(5):
                 assert await publisher.publish("news", "back") == 1
                 assert await client.get_message() == "back"
+                # The hub that lived through the outage publishes again too.
+                assert await receiver.publish("news", "me too") == 1
+                assert await client.get_message() == "me too"
 
 
 async def test_starts_while_redis_is_unreachable_and_leaves_promptly(
