@@ -237,8 +237,13 @@ async def _stop_server(
 ) -> None:
     """Stop one worker's server gracefully: refuse new connections (503),
     close the open ones with 1001 and wait for them, for at most
-    ``timeout`` seconds or until another signal. (The server's own graceful
-    shutdown, once it has one, belongs here.)"""
+    ``timeout`` seconds or until another signal.
+
+    ``server`` is not used yet: once ``WebSocketServer`` has a graceful
+    ``aclose()`` of its own (stop accepting, 1001, deadline), this body
+    becomes a call to it, bounded the same way, and ``_ConnectionTracker``
+    can go.
+    """
     tracker.stopping = True
     if not tracker.requests:
         tracker.idle.set()

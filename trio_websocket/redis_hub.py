@@ -250,7 +250,7 @@ class RedisHub(Hub):
                     "Redis at %s is unreachable (%s): messages published meanwhile "
                     "will not reach this process's subscribers; retrying in %.1f s",
                     self._url,
-                    failure or type(failure).__name__,
+                    str(failure) or type(failure).__name__,
                     delay,
                 )
             finally:
@@ -334,7 +334,7 @@ class RedisHub(Hub):
             logger.warning("publish to %r failed: Redis is unavailable (%s)", topic, failure)
             raise RedisUnavailable(
                 f"could not publish to {topic!r}: Redis at {self._url} is unavailable "
-                f"({failure or type(failure).__name__})"
+                f"({str(failure) or type(failure).__name__})"
             ) from failure
         self._published += 1
         return int(receivers)
