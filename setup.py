@@ -31,6 +31,9 @@ setup(
     zip_safe=False,
     python_requires=">=3.10",
     install_requires=["trio>=0.25", "wsproto>=1.2"],
+    # The Redis-backed hub (trio_websocket.redis_hub); coredis runs on Trio
+    # through anyio.
+    extras_require={"redis": ["coredis>=6.0"]},
     classifiers=[
         "Development Status :: 4 - Beta",
         "Framework :: Trio",

@@ -53,6 +53,7 @@ _external_classes = [
     "Awaitable", "collections.abc.Awaitable",
     "Callable", "collections.abc.Callable",
     "Mapping", "collections.abc.Mapping",
+    "contextlib.AbstractAsyncContextManager",
     # standard library
     "ssl.SSLContext",
     "os.PathLike", "random.Random", "BaseException",

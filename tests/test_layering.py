@@ -49,16 +49,25 @@ LAYERS = {
     "_proxy": 1,
     "_client": 2,
     "_server": 2,
+    "_hub": 2,
+    # Build on the server, below the re-exports: the worker's side, then
+    # the parent's.
+    "_worker_process": 2.25,
+    "_workers": 2.5,
     # Built on the client's public entry point.
     "_reconnect": 3,
     # The public testing kit sits beside the namespace: it uses the entry
     # points, and the package never imports it.
     "testing": 3,
     "__init__": 4,
+    # A public module of its own, which nothing in the package imports.
+    "redis_hub": 4,
     "_cli": 5,
     "__main__": 6,
 }
 THIRD_PARTY = {"trio", "wsproto"}
+#: Optional dependencies (extras), each allowed in its own module only.
+OPTIONAL_THIRD_PARTY = {"redis_hub": {"coredis"}}
 
 
 @dataclass
@@ -186,7 +195,14 @@ def test_only_stdlib_trio_and_wsproto_are_imported(module: str) -> None:
         if name == "exceptiongroup":
             assert guarded, f"{module} imports exceptiongroup without a version guard"
             continue
-        assert name in sys.stdlib_module_names or name in THIRD_PARTY, f"{module} imports {name}"
+        allowed = THIRD_PARTY | OPTIONAL_THIRD_PARTY.get(module, set())
+        assert name in sys.stdlib_module_names or name in allowed, f"{module} imports {name}"
+
+
+def test_optional_modules_are_never_imported_by_the_package() -> None:
+    # ``import trio_websocket`` must work without the extras installed.
+    for module in MODULES:
+        assert not set(OPTIONAL_THIRD_PARTY) & imports_of(module).internal, module
 
 
 def test_init_only_reexports() -> None:

@@ -38,6 +38,8 @@ from ._errors import (
 from ._errors import (
     HandshakeError as HandshakeError,
 )
+from ._hub import Hub as Hub
+from ._hub import HubStatistics as HubStatistics
 from ._proxy_config import Proxy as Proxy
 from ._proxy_errors import (
     ProxyAuthenticationError as ProxyAuthenticationError,
@@ -68,6 +70,10 @@ from ._server import (
 )
 from ._stats import ConnectionStatistics as ConnectionStatistics
 from ._version import __version__ as __version__
+from ._workers import WorkerError as WorkerError
+from ._workers import WorkerPool as WorkerPool
+from ._workers import run_websocket_workers as run_websocket_workers
+from ._workers import serve_websocket_workers as serve_websocket_workers
 
 __all__ = [
     "CloseReason",
@@ -78,6 +84,8 @@ __all__ = [
     "DisconnectionTimeout",
     "Endpoint",
     "HandshakeError",
+    "Hub",
+    "HubStatistics",
     "Proxy",
     "ProxyAuthenticationError",
     "ProxyError",
@@ -86,13 +94,17 @@ __all__ = [
     "WebSocketConnection",
     "WebSocketRequest",
     "WebSocketServer",
+    "WorkerError",
+    "WorkerPool",
     "__version__",
     "connect_websocket",
     "connect_websocket_url",
     "default_retry_policy",
     "open_websocket",
     "open_websocket_url",
+    "run_websocket_workers",
     "serve_websocket",
+    "serve_websocket_workers",
     "wrap_client_stream",
     "wrap_server_stream",
 ]

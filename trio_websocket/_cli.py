@@ -3,7 +3,7 @@ an echo server.
 
     python -m trio_websocket ws://host:port/path [--insecure]
         [--subprotocol P ...] [--header "Name: value" ...]
-    python -m trio_websocket serve [--host 127.0.0.1] [--port 8000]
+    python -m trio_websocket serve [--host 127.0.0.1] [--port 8000] [--workers N]
 
 Rules:
 - Top layer: uses only the package's public names (``from . import ...``),
@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
 import os
 import signal
 import ssl
@@ -63,8 +64,10 @@ from . import (
     HandshakeError,
     WebSocketConnection,
     WebSocketRequest,
+    WorkerPool,
     __version__,
     open_websocket_url,
+    run_websocket_workers,
     serve_websocket,
 )
 
@@ -370,6 +373,15 @@ class EchoServer:
                 nursery.start_soon(ws.aclose, 1001, "server shutting down")
 
 
+#: The echo handler each worker process of ``serve --workers N`` imports.
+worker_echo_handler = EchoServer().handle
+
+
+def _print_worker_urls(pool: WorkerPool) -> None:
+    for endpoint in pool.listeners:
+        print(f"listening on {_listen_url(endpoint)}", flush=True)
+
+
 def _listen_url(endpoint: Endpoint | str) -> str:
     if isinstance(endpoint, Endpoint):
         return endpoint.url + "/"
@@ -476,7 +488,20 @@ def _server_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--port", type=_port, default=8000, help="TCP port, 0 for any (default: %(default)s)"
     )
+    parser.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=1,
+        metavar="N",
+        help="serve from N processes sharing the port (Linux; default: %(default)s)",
+    )
     return parser
+
+
+def _worker_count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a number of workers: {text!r}")
+    return int(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -487,6 +512,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args_list[:1] == ["serve"]:
             server_args = _server_parser().parse_args(args_list[1:])
+            # The library's warnings and errors (a worker that died, a
+            # handler that failed) go to stderr; the library itself only
+            # has a NullHandler.
+            logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+            if server_args.workers > 1:
+                return run_websocket_workers(
+                    "trio_websocket._cli:worker_echo_handler",
+                    server_args.host or None,
+                    server_args.port,
+                    workers=server_args.workers,
+                    on_ready=_print_worker_urls,
+                    shutdown_timeout=SHUTDOWN_TIMEOUT,
+                )
             return trio.run(run_server, server_args.host or None, server_args.port)
         args = _client_parser().parse_args(args_list)
         return trio.run(

@@ -552,6 +552,27 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         finally:
             self._release_write_turn()
 
+    async def _send_prebuilt_frame(self, frame: bytes, message: str | bytes) -> None:
+        """Send ``message`` as ``frame``, its complete unmasked data frame
+        built once by the caller for many connections (the hub's fan-out).
+        A client, or a connection using an extension, cannot share a frame:
+        it sends ``message`` the usual way."""
+        if self._is_client or not self._plain_frames:
+            await self.send_message(message)
+            return
+        if self._close_reason is not None:
+            raise ConnectionClosed(self._close_reason)
+        await self._acquire_write_turn()
+        try:
+            is_open = self._proto.state is _OPEN
+            if is_open:
+                self._queue_frame(frame)
+            await self._write_outbox()
+            if not is_open:
+                raise ConnectionClosed(self._close_reason)
+        finally:
+            self._release_write_turn()
+
     async def _deferred_flush(self) -> None:
         try:
             await self._flush_outbox()

@@ -1,0 +1,458 @@
+"""Worker processes sharing one port (SO_REUSEPORT): start, spread,
+graceful stop with 1001, no silent restart, the command line's --workers.
+
+These start real processes on 127.0.0.1; each test bounds its waits."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+import trustme
+
+import trio_websocket
+from trio_websocket import (
+    ConnectionClosed,
+    WorkerError,
+    WorkerPool,
+    open_websocket_url,
+    serve_websocket_workers,
+)
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="worker processes need Linux SO_REUSEPORT"
+)
+
+APP = textwrap.dedent(
+    """
+    import os
+    from contextlib import asynccontextmanager
+    from trio_websocket import ConnectionClosed
+
+    async def handler(request):
+        ws = await request.accept()
+        try:
+            while True:
+                message = await ws.get_message()
+                if message == "pid":
+                    await ws.send_message(str(os.getpid()))
+                elif message == "worker":
+                    await ws.send_message(os.environ["TRIO_WEBSOCKET_WORKER"])
+                elif message == "exit":
+                    os._exit(3)
+                else:
+                    await ws.send_message(message)
+        except ConnectionClosed:
+            pass
+
+    @asynccontextmanager
+    async def factory():
+        setup = f"set up in {os.getpid()}"
+
+        async def greeting_handler(request):
+            ws = await request.accept()
+            await ws.send_message(setup)
+            await handler_after(ws)
+
+        yield greeting_handler
+
+    @asynccontextmanager
+    async def slow_factory():
+        import trio
+        open(os.environ["SLOW_MARKER"] + str(os.getpid()), "w").close()
+        await trio.sleep_forever()
+        yield handler
+
+    async def handler_after(ws):
+        try:
+            await ws.get_message()
+        except ConnectionClosed:
+            pass
+    """
+)
+
+
+@pytest.fixture
+def app_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A module the workers import, on the path they inherit."""
+    (tmp_path / "workers_test_app.py").write_text(APP, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "workers_test_app"
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is alive (a zombie waiting to be reaped is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+async def ask(port: int, question: str) -> str | bytes:
+    async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+        await ws.send_message(question)
+        return await ws.get_message()
+
+
+async def test_workers_share_one_port_and_all_take_connections(
+    nursery: trio.Nursery, app_module: str
+) -> None:
+    with trio.fail_after(15):
+        pool: WorkerPool = await nursery.start(
+            partial(serve_websocket_workers, f"{app_module}:handler", "127.0.0.1", 0, workers=2)
+        )
+        assert pool.port > 0
+        assert [endpoint.port for endpoint in pool.listeners] == [pool.port]
+        assert len(set(pool.pids)) == 2
+        assert os.getpid() not in pool.pids
+        seen = {await ask(pool.port, "pid") for _ in range(24)}
+        # The kernel hashes each connection to one of the two sockets: 24
+        # connections all landing on one worker has a chance of 2**-23.
+        assert seen == {str(pid) for pid in pool.pids}
+        assert await ask(pool.port, "echo") == "echo"
+        await pool.stop()
+        assert pool.returncodes == (0, 0)
+
+
+async def test_stop_closes_open_connections_with_1001(
+    nursery: trio.Nursery, app_module: str
+) -> None:
+    with trio.fail_after(15):
+        pool: WorkerPool = await nursery.start(
+            partial(serve_websocket_workers, f"{app_module}:handler", "127.0.0.1", 0, workers=2)
+        )
+        url = f"ws://127.0.0.1:{pool.port}/"
+        async with open_websocket_url(url) as first, open_websocket_url(url) as second:
+            for ws in (first, second):
+                await ws.send_message("ping?")
+                assert await ws.get_message() == "ping?"
+            await pool.stop()
+            for ws in (first, second):
+                with pytest.raises(ConnectionClosed) as caught:
+                    await ws.get_message()
+                assert caught.value.reason.code == 1001
+        assert pool.returncodes == (0, 0)
+        assert not any(running(pid) for pid in pool.pids)
+
+
+async def test_cancelling_stops_the_workers_gracefully(app_module: str) -> None:
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery:
+            pool: WorkerPool = await nursery.start(
+                partial(serve_websocket_workers, f"{app_module}:handler", "127.0.0.1", 0, workers=2)
+            )
+            async with open_websocket_url(f"ws://127.0.0.1:{pool.port}/") as ws:
+                nursery.cancel_scope.cancel()
+                with trio.CancelScope(shield=True), pytest.raises(ConnectionClosed) as caught:
+                    await ws.get_message()
+            assert caught.value.reason.code == 1001
+        assert pool.returncodes == (0, 0)
+
+
+async def test_a_worker_that_dies_is_reported_not_restarted(app_module: str) -> None:
+    pools: list[WorkerPool] = []
+    with trio.fail_after(15), pytest.RaisesGroup(WorkerError) as caught:
+        async with trio.open_nursery() as nursery:
+            pool = await nursery.start(
+                partial(serve_websocket_workers, f"{app_module}:handler", "127.0.0.1", 0, workers=2)
+            )
+            pools.append(pool)
+            async with open_websocket_url(f"ws://127.0.0.1:{pool.port}/") as ws:
+                await ws.send_message("exit")
+                with pytest.raises(ConnectionClosed):
+                    await ws.get_message()
+            await trio.sleep_forever()
+    error = caught.value.exceptions[0]
+    assert isinstance(error, WorkerError)
+    assert error.returncode == 3
+    assert error.pid in pools[0].pids
+    assert "exited with status 3" in str(error)
+    # The other worker was stopped, not left serving alone; none restarted.
+    assert all(code is not None for code in pools[0].returncodes)
+    assert not any(running(pid) for pid in pools[0].pids)
+
+
+async def test_an_app_that_cannot_be_imported_fails_the_start(
+    nursery: trio.Nursery, app_module: str
+) -> None:
+    with trio.fail_after(15), pytest.raises(WorkerError) as caught:
+        await nursery.start(
+            partial(serve_websocket_workers, f"{app_module}:missing", "127.0.0.1", 0, workers=2)
+        )
+    assert "before it was listening" in str(caught.value)
+    assert caught.value.returncode not in (0, None)
+
+
+async def test_a_factory_sets_up_each_worker(nursery: trio.Nursery, app_module: str) -> None:
+    with trio.fail_after(15):
+        pool: WorkerPool = await nursery.start(
+            partial(serve_websocket_workers, f"{app_module}:factory", "127.0.0.1", 0, workers=2)
+        )
+        greetings = set()
+        for _ in range(16):
+            async with open_websocket_url(f"ws://127.0.0.1:{pool.port}/") as ws:
+                greetings.add(await ws.get_message())
+        assert greetings == {f"set up in {pid}" for pid in pool.pids}
+        await pool.stop()
+
+
+def test_workers_stop_when_the_parent_is_killed(app_module: str) -> None:
+    # The parent here is a separate program, killed with SIGKILL: it cannot
+    # forward anything, yet its workers must not stay behind.
+    program = textwrap.dedent(
+        f"""
+        import sys
+        from trio_websocket import run_websocket_workers
+        sys.exit(run_websocket_workers(
+            "{app_module}:handler", "127.0.0.1", 0, workers=2,
+            on_ready=lambda pool: print(*pool.pids, flush=True),
+        ))
+        """
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", program],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert parent.stdout is not None
+        pids = [int(pid) for pid in parent.stdout.readline().split()]
+        assert len(pids) == 2
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(running(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(running(pid) for pid in pids)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+
+
+def test_a_signal_during_startup_stops_everything_promptly(app_module: str, tmp_path: Path) -> None:
+    # The workers are stuck in their setup; SIGTERM must still end them and
+    # the parent at once (not after shutdown_timeout and a kill).
+    program = textwrap.dedent(
+        f"""
+        import sys
+        from trio_websocket import run_websocket_workers
+        sys.exit(run_websocket_workers(
+            "{app_module}:slow_factory", "127.0.0.1", 0, workers=2, shutdown_timeout=30,
+        ))
+        """
+    )
+    marker = str(tmp_path / "started-")
+    parent = subprocess.Popen(
+        [sys.executable, "-c", program],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "SLOW_MARKER": marker},
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while len(list(tmp_path.glob("started-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        pids = [int(path.name.split("-")[1]) for path in tmp_path.glob("started-*")]
+        assert len(pids) == 2
+        start = time.monotonic()
+        parent.send_signal(signal.SIGTERM)
+        _, stderr = parent.communicate(timeout=10)
+        assert time.monotonic() - start < 5
+        assert parent.returncode == 0, stderr
+        assert not any(running(pid) for pid in pids)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+
+
+def certificate_files(ca: trustme.CA, directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 as PEM files: its chain, its key."""
+    certificate = ca.issue_cert("127.0.0.1")
+    chain, key = directory / "chain.pem", directory / "key.pem"
+    chain.write_bytes(b"".join(blob.bytes() for blob in certificate.cert_chain_pems))
+    certificate.private_key_pem.write_to_path(str(key))
+    return chain, key
+
+
+async def test_workers_serve_wss_from_certificate_files(
+    nursery: trio.Nursery, app_module: str, tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    chain, key = certificate_files(ca, tmp_path)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    with trio.fail_after(15):
+        pool: WorkerPool = await nursery.start(
+            partial(
+                serve_websocket_workers,
+                f"{app_module}:handler",
+                "127.0.0.1",
+                0,
+                workers=2,
+                ssl_certfile=str(chain),
+                ssl_keyfile=str(key),
+            )
+        )
+        assert pool.listeners[0].url == f"wss://127.0.0.1:{pool.port}"
+        async with open_websocket_url(f"wss://127.0.0.1:{pool.port}/", client_context) as ws:
+            await ws.send_message("secret")
+            assert await ws.get_message() == "secret"
+        await pool.stop()
+        assert pool.returncodes == (0, 0)
+
+
+async def test_bad_certificate_files_fail_before_any_process_starts(
+    app_module: str, tmp_path: Path
+) -> None:
+    with pytest.raises((OSError, ssl.SSLError)):
+        await serve_websocket_workers(
+            f"{app_module}:handler",
+            "127.0.0.1",
+            0,
+            workers=2,
+            ssl_certfile=str(tmp_path / "missing.pem"),
+        )
+    with pytest.raises(ValueError, match="ssl_certfile"):
+        await serve_websocket_workers(
+            f"{app_module}:handler", "127.0.0.1", 0, workers=2, ssl_keyfile="key.pem"
+        )
+
+
+async def test_each_worker_knows_its_index(nursery: trio.Nursery, app_module: str) -> None:
+    with trio.fail_after(15):
+        pool: WorkerPool = await nursery.start(
+            partial(serve_websocket_workers, f"{app_module}:handler", "127.0.0.1", 0, workers=2)
+        )
+        assert {await ask(pool.port, "worker") for _ in range(24)} == {"0", "1"}
+        await pool.stop()
+
+
+@pytest.mark.parametrize("blocker_reuses_port", [False, True])
+async def test_a_port_in_use_raises_oserror(app_module: str, blocker_reuses_port: bool) -> None:
+    # A blocker with SO_REUSEPORT is what a second copy of this server
+    # looks like: joining its port silently would split its traffic.
+    blocker = trio.socket.socket()
+    if blocker_reuses_port:
+        blocker.setsockopt(trio.socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    with blocker:
+        await blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        with trio.fail_after(10), pytest.raises(OSError):
+            await serve_websocket_workers(f"{app_module}:handler", "127.0.0.1", port, workers=2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"app": "no_colon", "workers": 2}, ValueError),
+        ({"app": "m:f", "workers": 0}, ValueError),
+        ({"app": "m:f", "workers": True}, ValueError),
+        ({"app": "m:f", "workers": 2, "shutdown_timeout": -1}, ValueError),
+        ({"app": 42, "workers": 2}, TypeError),
+        ({"app": "__main__:handler", "workers": 2}, ValueError),
+    ],
+)
+async def test_bad_arguments_fail_before_any_process_starts(
+    kwargs: dict[str, object], error: type[Exception]
+) -> None:
+    app = kwargs.pop("app")
+    with pytest.raises(error):
+        await serve_websocket_workers(app, "127.0.0.1", 0, **kwargs)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------
+# The command line
+
+
+def start_cli(*args: str) -> tuple[subprocess.Popen[str], str]:
+    """Run ``python -m trio_websocket serve ...`` and return it with its URL."""
+    package_root = str(Path(trio_websocket.__file__).parent.parent)
+    env = {**os.environ, "PYTHONPATH": package_root}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trio_websocket", "serve", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line.startswith("listening on ws://127.0.0.1:"), line
+    return process, line.split()[-1]
+
+
+def stop(process: subprocess.Popen[str]) -> tuple[int, str]:
+    try:
+        _, stderr = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, stderr
+
+
+def worker_pids(parent: int) -> list[int]:
+    # Trio starts processes from a worker thread: look at every thread.
+    return [
+        int(pid)
+        for task in Path(f"/proc/{parent}/task").iterdir()
+        for pid in (task / "children").read_text().split()
+    ]
+
+
+async def test_cli_workers_serve_and_stop_on_sigterm() -> None:
+    process, url = start_cli("--workers", "2")
+    try:
+        with trio.fail_after(10):
+            assert len(worker_pids(process.pid)) == 2
+            async with open_websocket_url(url) as ws:
+                await ws.send_message("hello")
+                assert await ws.get_message() == "hello"
+                process.send_signal(signal.SIGTERM)
+                with pytest.raises(ConnectionClosed) as caught:
+                    await ws.get_message()
+                assert caught.value.reason.code == 1001
+    finally:
+        status, stderr = stop(process)
+    assert status == 0, stderr
+
+
+async def test_cli_exits_non_zero_when_a_worker_dies() -> None:
+    process, _ = start_cli("--workers", "2")
+    try:
+        children = worker_pids(process.pid)
+        assert len(children) == 2
+        os.kill(children[0], signal.SIGKILL)
+    finally:
+        status, stderr = stop(process)
+    assert status == 1
+    assert f"pid {children[0]}) exited on its own with status -9" in stderr
+    assert not running(children[1])
+
+
+def test_cli_rejects_a_bad_worker_count() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "trio_websocket", "serve", "--workers", "0"],
+        capture_output=True,
+        text=True,
+        timeout=15,
+        env={**os.environ, "PYTHONPATH": str(Path(trio_websocket.__file__).parent.parent)},
+    )
+    assert result.returncode == 2
+    assert "not a number of workers" in result.stderr
