@@ -63,6 +63,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("receive_buffer_size", K, ANY),
         ("connect_timeout", K, 60),
         ("disconnect_timeout", K, 60),
+        ("max_buffered_bytes", K, None),
     ],
     "open_websocket_url": [
         ("url", P, REQUIRED),
@@ -74,6 +75,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("connect_timeout", K, 60),
         ("disconnect_timeout", K, 60),
         ("receive_buffer_size", K, ANY),
+        ("max_buffered_bytes", K, None),
     ],
     "connect_websocket": [
         ("nursery", P, REQUIRED),
@@ -86,6 +88,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("message_queue_size", K, 1),
         ("max_message_size", K, MB),
         ("receive_buffer_size", K, ANY),
+        ("max_buffered_bytes", K, None),
     ],
     "connect_websocket_url": [
         ("nursery", P, REQUIRED),
@@ -96,6 +99,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("message_queue_size", K, 1),
         ("max_message_size", K, MB),
         ("receive_buffer_size", K, ANY),
+        ("max_buffered_bytes", K, None),
     ],
     "wrap_client_stream": [
         ("nursery", P, REQUIRED),
@@ -107,6 +111,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("message_queue_size", K, 1),
         ("max_message_size", K, MB),
         ("receive_buffer_size", K, ANY),
+        ("max_buffered_bytes", K, None),
     ],
     "serve_websocket": [
         ("handler", P, REQUIRED),
@@ -120,6 +125,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("connect_timeout", K, 60),
         ("disconnect_timeout", K, 60),
         ("task_status", K, trio.TASK_STATUS_IGNORED),
+        ("max_buffered_bytes", K, None),
     ],
     "wrap_server_stream": [
         ("nursery", P, REQUIRED),
@@ -127,6 +133,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("message_queue_size", P, 1),
         ("max_message_size", P, MB),
         ("receive_buffer_size", P, ANY),
+        ("max_buffered_bytes", K, None),
     ],
     "WebSocketServer.__init__": [
         ("self", P, REQUIRED),
@@ -138,6 +145,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("receive_buffer_size", K, ANY),
         ("connect_timeout", K, 60),
         ("disconnect_timeout", K, 60),
+        ("max_buffered_bytes", K, None),
     ],
     "WebSocketRequest.accept": [
         ("self", P, REQUIRED),
@@ -154,6 +162,8 @@ SIGNATURES: dict[str, list[Param]] = {
     "WebSocketConnection.send_message": [("self", P, REQUIRED), ("message", P, REQUIRED)],
     "WebSocketConnection.ping": [("self", P, REQUIRED), ("payload", P, None)],
     "WebSocketConnection.pong": [("self", P, REQUIRED), ("payload", P, None)],
+    "WebSocketConnection.send_fragments": [("self", P, REQUIRED), ("fragments", P, REQUIRED)],
+    "WebSocketConnection.receive_fragments": [("self", P, REQUIRED), ("max_size", K, None)],
     "WebSocketConnection.aclose": [
         ("self", P, REQUIRED),
         ("code", P, 1000),
@@ -175,6 +185,7 @@ COROUTINE_FUNCTIONS = [
     "WebSocketConnection.ping",
     "WebSocketConnection.pong",
     "WebSocketConnection.aclose",
+    "WebSocketConnection.send_fragments",
 ]
 
 

@@ -165,6 +165,7 @@ async def wrap_client_stream(
     message_queue_size: int = DEFAULT_MESSAGE_QUEUE_SIZE,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
+    max_buffered_bytes: int | None = None,
 ) -> WebSocketConnection:
     """Run the client handshake over a stream you already have.
 
@@ -174,7 +175,9 @@ async def wrap_client_stream(
     :param resource: the request target (path and query).
     :returns: the open connection; closing it is up to you.
     """
-    options = ConnectionOptions.build(message_queue_size, max_message_size, receive_buffer_size)
+    options = ConnectionOptions.build(
+        message_queue_size, max_message_size, receive_buffer_size, max_buffered_bytes
+    )
     protocols = _check_subprotocols(subprotocols)
     headers = _check_headers(extra_headers)
     try:
@@ -198,6 +201,7 @@ async def connect_websocket(
     message_queue_size: int = DEFAULT_MESSAGE_QUEUE_SIZE,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
+    max_buffered_bytes: int | None = None,
 ) -> WebSocketConnection:
     """Connect to ``host:port`` and open a WebSocket to ``resource``.
 
@@ -205,7 +209,9 @@ async def connect_websocket(
     you. There is no timeout: wrap the call in ``trio.fail_after`` if you
     need one. See :func:`open_websocket` for the parameters.
     """
-    options = ConnectionOptions.build(message_queue_size, max_message_size, receive_buffer_size)
+    options = ConnectionOptions.build(
+        message_queue_size, max_message_size, receive_buffer_size, max_buffered_bytes
+    )
     protocols = _check_subprotocols(subprotocols)
     headers = _check_headers(extra_headers)
     ssl_context = _ssl_context_for(use_ssl)
@@ -245,6 +251,7 @@ async def connect_websocket_url(
     message_queue_size: int = DEFAULT_MESSAGE_QUEUE_SIZE,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
+    max_buffered_bytes: int | None = None,
 ) -> WebSocketConnection:
     """:func:`connect_websocket` from a ``ws://`` or ``wss://`` URL."""
     host, port, resource, use_ssl, headers = _url_arguments(url, ssl_context, extra_headers)
@@ -259,6 +266,7 @@ async def connect_websocket_url(
         message_queue_size=message_queue_size,
         max_message_size=max_message_size,
         receive_buffer_size=receive_buffer_size,
+        max_buffered_bytes=max_buffered_bytes,
     )
 
 
@@ -276,6 +284,7 @@ async def open_websocket(
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
+    max_buffered_bytes: int | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """Open a WebSocket client connection for the duration of a block::
 
@@ -299,6 +308,15 @@ async def open_websocket(
         handshake, else :exc:`ConnectionTimeout`.
     :param disconnect_timeout: seconds allowed for the closing handshake when
         the block exits, else :exc:`DisconnectionTimeout`.
+    :param max_buffered_bytes: a cap, in bytes (UTF-8 bytes for text), on
+        received data waiting for your code (whole messages and pieces of a
+        streamed message); once reached, the connection stops reading from
+        the network until you take some (pings that arrived before that are
+        still answered, and :meth:`~WebSocketConnection.aclose` still
+        completes). It is checked between reads, so up to
+        ``receive_buffer_size`` more may arrive. None (the default): no cap
+        beyond ``message_queue_size`` and the 256 KiB read-ahead. See
+        :doc:`backpressure`.
     :raises HandshakeError: the connection could not be opened (the cause is
         chained); :exc:`ConnectionRejected` when the server answered with an
         HTTP error.
@@ -323,6 +341,7 @@ async def open_websocket(
                             message_queue_size=message_queue_size,
                             max_message_size=max_message_size,
                             receive_buffer_size=receive_buffer_size,
+                            max_buffered_bytes=max_buffered_bytes,
                         )
                 except trio.TooSlowError:
                     raise ConnectionTimeout(
@@ -363,6 +382,7 @@ async def open_websocket_url(
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
+    max_buffered_bytes: int | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """:func:`open_websocket` from a ``ws://`` or ``wss://`` URL.
 
@@ -384,5 +404,6 @@ async def open_websocket_url(
         receive_buffer_size=receive_buffer_size,
         connect_timeout=connect_timeout,
         disconnect_timeout=disconnect_timeout,
+        max_buffered_bytes=max_buffered_bytes,
     ) as connection:
         yield connection

@@ -67,11 +67,20 @@ class ConnectionOptions:
         for text); a larger one closes the connection with 1009.
     receive_buffer_size: the most bytes read from the stream at once; None
         means the library default.
+    max_buffered_bytes: a cap, in bytes (UTF-8 bytes for text), on the
+        received data waiting for the application: whole messages not yet
+        taken and pieces of a streamed message. Once it is reached the
+        connection stops reading until the application takes some; it is
+        checked between reads, so one read (``receive_buffer_size``) more
+        may arrive. It also lowers the read-ahead bound to itself. None
+        (the default) sets no cap beyond ``message_queue_size`` and the
+        read-ahead bound.
     """
 
     message_queue_size: int = DEFAULT_MESSAGE_QUEUE_SIZE
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     receive_buffer_size: int = DEFAULT_RECEIVE_BUFFER_SIZE
+    max_buffered_bytes: int | None = None
 
     @classmethod
     def build(
@@ -79,12 +88,16 @@ class ConnectionOptions:
         message_queue_size: int,
         max_message_size: int,
         receive_buffer_size: int | None,
+        max_buffered_bytes: int | None = None,
     ) -> ConnectionOptions:
         """Validate the public arguments and return the record."""
         if receive_buffer_size is None:
             receive_buffer_size = DEFAULT_RECEIVE_BUFFER_SIZE
+        if max_buffered_bytes is not None:
+            max_buffered_bytes = _check_int("max_buffered_bytes", max_buffered_bytes, 1)
         return cls(
             message_queue_size=_check_int("message_queue_size", message_queue_size, 0),
             max_message_size=_check_int("max_message_size", max_message_size, 1),
             receive_buffer_size=_check_int("receive_buffer_size", receive_buffer_size, 1),
+            max_buffered_bytes=max_buffered_bytes,
         )

@@ -247,15 +247,21 @@ async def wrap_server_stream(
     message_queue_size: int = DEFAULT_MESSAGE_QUEUE_SIZE,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
+    *,
+    max_buffered_bytes: int | None = None,
 ) -> WebSocketRequest:
     """Read a client's opening handshake from a stream you accepted.
 
     :param nursery: where the connection's reader runs once accepted.
+    :param max_buffered_bytes: see :func:`open_websocket` (the other
+        options too).
     :returns: the request, for you to accept or reject.
     :raises HandshakeError: the client sent no valid request (a 400 answer
         was sent and the stream closed).
     """
-    options = ConnectionOptions.build(message_queue_size, max_message_size, receive_buffer_size)
+    options = ConnectionOptions.build(
+        message_queue_size, max_message_size, receive_buffer_size, max_buffered_bytes
+    )
     try:
         return await _read_request(stream, nursery, options)
     except BaseException:
@@ -282,6 +288,7 @@ class WebSocketServer:
         receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
+        max_buffered_bytes: int | None = None,
     ) -> None:
         if not listeners:
             raise ValueError("a WebSocketServer needs at least one listener")
@@ -289,7 +296,7 @@ class WebSocketServer:
         self._listeners = list(listeners)
         self._handler_nursery = handler_nursery
         self._options = ConnectionOptions.build(
-            message_queue_size, max_message_size, receive_buffer_size
+            message_queue_size, max_message_size, receive_buffer_size, max_buffered_bytes
         )
         self._connect_timeout = check_timeout("connect_timeout", connect_timeout)
         self._disconnect_timeout = check_timeout("disconnect_timeout", disconnect_timeout)
@@ -342,6 +349,7 @@ class WebSocketServer:
                         self._options.message_queue_size,
                         self._options.max_message_size,
                         self._options.receive_buffer_size,
+                        max_buffered_bytes=self._options.max_buffered_bytes,
                     )
                 except HandshakeError as exc:
                     logger.debug("handshake failed: %s", exc)
@@ -375,6 +383,7 @@ async def serve_websocket(
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
     task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
+    max_buffered_bytes: int | None = None,
 ) -> NoReturn:
     """Listen on ``host:port`` and run ``await handler(request)`` for each
     WebSocket connection, until cancelled::
@@ -395,6 +404,7 @@ async def serve_websocket(
         handshake before it is dropped.
     :param disconnect_timeout: seconds allowed for the closing handshake
         after the handler finishes.
+    :param max_buffered_bytes: see :func:`open_websocket`.
     """
     listen_host: Any = host
     listeners: Sequence[trio.abc.Listener[Any]]
@@ -413,5 +423,6 @@ async def serve_websocket(
         receive_buffer_size=receive_buffer_size,
         connect_timeout=connect_timeout,
         disconnect_timeout=disconnect_timeout,
+        max_buffered_bytes=max_buffered_bytes,
     )
     await server.run(task_status=task_status)
