@@ -52,6 +52,8 @@ _external_classes = [
     "AsyncIterator", "collections.abc.AsyncIterator",
     "Awaitable", "collections.abc.Awaitable",
     "Callable", "collections.abc.Callable",
+    "Iterable", "collections.abc.Iterable",
+    "AsyncIterable", "collections.abc.AsyncIterable",
     # standard library
     "ssl.SSLContext",
     # trio

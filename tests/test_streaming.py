@@ -357,6 +357,36 @@ async def test_pieces_arrive_as_the_frames_do(nursery: trio.Nursery, role: str) 
 
 
 @pytest.mark.parametrize("role", ROLES)
+async def test_an_empty_last_frame_ends_the_stream_after_its_pieces_were_taken(
+    nursery: trio.Nursery, role: str
+) -> None:
+    # What send_fragments() of an async iterable produces.
+    ws, peer = await open_raw(nursery, role)
+    stream = ws.receive_fragments()
+    with trio.fail_after(GUARD):
+        await peer.send_frame(OP_TEXT, b"all of it", fin=False)
+        assert await stream.__anext__() == "all of it"
+        waiting = in_background(nursery, stream.__anext__)
+        await settle()
+        await peer.send_frame(OP_CONT, b"", fin=True)
+        await waiting.wait()
+        assert isinstance(waiting.error, StopAsyncIteration)
+        await peer.send_frame(OP_TEXT, b"next")
+        assert await ws.get_message() == "next"
+
+
+async def test_an_async_iterable_streams_through_to_receive_fragments(
+    pair: tuple[WebSocketConnection, WebSocketConnection], nursery: trio.Nursery
+) -> None:
+    client, server = pair
+    receiving = in_background(nursery, collect, server)
+    await settle()
+    await client.send_fragments(agen(b"a" * 1000, b"b" * 1000))
+    await receiving.wait()
+    assert b"".join(receiving.value) == b"a" * 1000 + b"b" * 1000
+
+
+@pytest.mark.parametrize("role", ROLES)
 async def test_text_pieces_are_valid_str_even_when_a_character_is_split(
     nursery: trio.Nursery, role: str
 ) -> None:
@@ -686,3 +716,35 @@ async def test_pings_are_answered_while_streamed_pieces_wait_unread(
         await peer.send_frame(OP_CONT, b"z", fin=True)
         rest = [piece async for piece in stream]
     assert b"".join(rest) == b"y" * 1000 + b"z"  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------
+# The example of docs/streaming.rst
+
+
+async def test_a_file_streams_from_disk_to_disk(
+    pair: tuple[WebSocketConnection, WebSocketConnection],
+    nursery: trio.Nursery,
+    tmp_path: trio.Path,
+) -> None:
+    source = trio.Path(tmp_path) / "source.bin"
+    target = trio.Path(tmp_path) / "target.bin"
+    content = bytes(range(256)) * 2000  # 512 000 bytes: several chunks
+    await source.write_bytes(content)
+    client, server = pair
+
+    async def file_chunks(path: trio.Path) -> AsyncIterator[bytes]:
+        async with await trio.open_file(path, "rb") as file:
+            while chunk := await file.read(64 * 1024):
+                yield chunk
+
+    async def receive_upload() -> None:
+        async with await trio.open_file(target, "wb") as file:
+            async for piece in server.receive_fragments(max_size=2**30):
+                await file.write(piece)
+
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as both:
+            both.start_soon(receive_upload)
+            both.start_soon(client.send_fragments, file_chunks(source))
+    assert await target.read_bytes() == content

@@ -1103,6 +1103,8 @@ class _FragmentReceiver:
         if last:
             self._state = _DONE
             connection._fragment_receiver = None
+        if piece is None:  # the message ended with an empty frame
+            raise StopAsyncIteration
         return piece
 
     async def aclose(self) -> None:

@@ -244,6 +244,7 @@ class Inbox:
             self._head = 0
             self._bytes = 0
             self._pieces = None
+            self._stream_complete = False
         self._receivers.unpark_all()
         self._wake_reader()
 
@@ -290,11 +291,16 @@ class Inbox:
         """The next whole message, which must be waiting (see
         :attr:`whole_messages`)."""
         items = self._items
-        message = items[self._head]
-        self._head += 1
-        if self._head == len(items):
+        head = self._head
+        message = items[head]
+        head += 1
+        if head == len(items):
             items.clear()
-            self._head = 0
+            head = 0
+        elif head >= 64 and head * 2 >= len(items):
+            del items[:head]  # as in get(): keep no taken message alive
+            head = 0
+        self._head = head
         self._bytes -= wire_size(message)
         self._wake_reader()
         return message
@@ -364,21 +370,25 @@ class Inbox:
             self._stream_complete = True
         return True
 
-    async def get_piece(self) -> tuple[Message, bool]:
-        """The next piece of the streamed message, and whether it is the
-        last; raises :class:`InboxClosed` once the inbox is closed and no
-        piece waits."""
-        pieces = self._pieces
-        if pieces:
+    async def get_piece(self) -> tuple[Message | None, bool]:
+        """The next piece of the streamed message and whether it is the
+        last; ``(None, True)`` when the message ended with pieces already
+        taken (its last frame was empty). Raises :class:`InboxClosed` once
+        the inbox is closed before the message's end."""
+        if self._pieces or self._stream_complete:
             await trio.lowlevel.checkpoint_if_cancelled()
         else:
-            while not pieces:
-                if self._closed or pieces is None:
+            while not self._pieces and not self._stream_complete:
+                if self._closed or self._pieces is None:
                     await trio.lowlevel.checkpoint()
                     raise InboxClosed
                 self._wake_reader()
                 await self._receivers.park()
-                pieces = self._pieces
+        pieces = self._pieces
+        if not pieces:
+            self._pieces = None
+            self._stream_complete = False
+            return None, True
         piece = pieces.popleft()
         self._bytes -= wire_size(piece)
         last = self._stream_complete and not pieces
