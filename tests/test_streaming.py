@@ -337,6 +337,26 @@ async def test_closing_during_a_streamed_message_stops_it_with_connection_closed
     assert ws.closed is not None and ws.closed.code == 1000
 
 
+@pytest.mark.parametrize("role", ROLES)
+async def test_a_close_stops_a_sender_waiting_on_its_source_and_those_waiting_behind(
+    nursery: trio.Nursery, role: str
+) -> None:
+    ws, peer = await open_raw(nursery, role)
+    never = trio.Event()
+    streaming = in_background(nursery, ws.send_fragments, agen(b"a", b"b", gate=never))
+    await settle()
+    queued = in_background(nursery, ws.send_message, b"queued")
+    await settle()
+    with trio.fail_after(GUARD):
+        await peer.send(CloseConnection(code=4003, reason="leaving"))
+        await streaming.wait()
+        await queued.wait()
+    assert isinstance(streaming.error, ConnectionClosed)
+    assert streaming.error.reason.code == 4003
+    assert isinstance(queued.error, ConnectionClosed)
+    assert not never.is_set()
+
+
 # ---------------------------------------------------------------------------
 # Receiving in pieces
 

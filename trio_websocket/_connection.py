@@ -142,6 +142,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         "_flush_scheduled",
         "_fragment_receiver",
         "_fragmenting",
+        "_fragment_source_scope",
         "_handshake_headers",
         "_id",
         "_inbox",
@@ -230,6 +231,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
         # senders of data wait here (see the rules).
         self._fragmenting = False
         self._message_waiters: trio.lowlevel.ParkingLot | None = None
+        # Cancels the wait for the next piece of an async source on close.
+        self._fragment_source_scope: trio.CancelScope | None = None
         # The streamed receive that owns the message being handed over.
         self._fragment_receiver: _FragmentReceiver | None = None
 
@@ -529,6 +532,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._close_reason = reason
             self._inbox.close(discard=False)
             self._pings.close()
+            self._release_message_senders()
 
     def _abort(self) -> None:
         """Give up on the connection now: the reader closes the stream."""
@@ -833,6 +837,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
 
     async def _wait_for_message_turn(self) -> None:
         while self._fragmenting:
+            if self._close_reason is not None:
+                raise ConnectionClosed(self._close_reason)
             if self._message_waiters is None:
                 self._message_waiters = trio.lowlevel.ParkingLot()
             await self._message_waiters.park()
@@ -848,6 +854,28 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._fragmenting = False
         if self._message_waiters:
             self._message_waiters.unpark_all()
+
+    def _release_message_senders(self) -> None:
+        """The connection closed: senders waiting for the message turn, or
+        for the next piece of an async source, must not wait on."""
+        if self._message_waiters:
+            self._message_waiters.unpark_all()
+        if self._fragment_source_scope is not None:
+            self._fragment_source_scope.cancel()
+
+    async def _next_async_piece(self, pieces: AsyncIterator[object]) -> object:
+        """The next item of an async source (``_NO_PIECE`` at its end); the
+        wait is cancelled, and ConnectionClosed raised, if the connection
+        closes meanwhile."""
+        if self._close_reason is not None:
+            raise ConnectionClosed(self._close_reason)
+        with trio.CancelScope() as scope:
+            self._fragment_source_scope = scope
+            try:
+                return await anext(pieces, _NO_PIECE)
+            finally:
+                self._fragment_source_scope = None
+        raise ConnectionClosed(self._close_reason)
 
     async def _send_pieces(self, pieces: Iterator[object]) -> None:
         """Send the pieces of a plain iterable, reading one ahead so that
@@ -876,7 +904,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
     async def _send_async_pieces(self, pieces: AsyncIterator[object]) -> None:
         """Send the pieces of an async iterable, each as soon as it comes;
         an empty frame ends the message."""
-        item = await anext(pieces, _NO_PIECE)
+        item = await self._next_async_piece(pieces)
         if item is _NO_PIECE:
             raise ValueError(_EMPTY_MESSAGE)
         is_text = isinstance(item, str)
@@ -886,7 +914,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
             while True:
                 await self._send_piece(current, not started, False)
                 started = True
-                item = await anext(pieces, _NO_PIECE)
+                item = await self._next_async_piece(pieces)
                 if item is _NO_PIECE:
                     break
                 current = _checked_piece(item, is_text)

@@ -200,7 +200,8 @@ class Inbox:
         """Queue a message; call :meth:`wake_receivers` after a batch."""
         if not self._closed:
             self._items.append(message)
-            if message.__class__ is bytes:
+            # ``isascii`` is O(1) for str; bytes never get that far.
+            if message.__class__ is bytes or message.isascii():
                 self._bytes += len(message)
             else:
                 self._bytes += wire_size(message)
@@ -279,7 +280,7 @@ class Inbox:
             del items[:head]
             head = 0
         self._head = head
-        if message.__class__ is bytes:
+        if message.__class__ is bytes or message.isascii():
             self._bytes -= len(message)
         else:
             self._bytes -= wire_size(message)
