@@ -8,8 +8,10 @@ frame boundaries, FIN bits and close codes exactly as a peer would see them.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
+from typing import Any
 
 import pytest
 import trio
@@ -27,7 +29,7 @@ from test_connection import (
 )
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong
 
-from trio_websocket import ConnectionClosed, WebSocketConnection
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 from trio_websocket._config import READ_AHEAD_BYTES
 
 ROLES = ["client", "server"]
@@ -768,3 +770,52 @@ async def test_a_file_streams_from_disk_to_disk(
             both.start_soon(receive_upload)
             both.start_soon(client.send_fragments, file_chunks(source))
     assert await target.read_bytes() == content
+
+
+# ---------------------------------------------------------------------------
+# Another implementation on the other end: websockets (its Trio API)
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="websockets' Trio API needs websockets 17, hence Python 3.11"
+)
+async def test_fragments_interoperate_with_websockets(nursery: trio.Nursery) -> None:
+    import websockets.trio.server
+
+    frames_seen: list[list[Any]] = []
+
+    async def handler(ws: Any) -> None:
+        # websockets yields one item per frame of a fragmented message.
+        for _ in range(2):
+            frames_seen.append([frame async for frame in ws.recv_streaming()])
+        await ws.send(iter([b"p1", b"p2", b"p3"]))
+
+        async def text() -> AsyncIterator[str]:
+            for piece in ("t\u00e9", "", "xt"):
+                await trio.lowlevel.checkpoint()
+                yield piece
+
+        await ws.send(text())
+        await ws.wait_closed()
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]  # type: ignore[attr-defined]
+    server = await nursery.start(
+        partial(websockets.trio.server.serve, handler, listeners=listeners, max_size=None)
+    )
+    try:
+        with trio.fail_after(GUARD):
+            async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+                big = [bytes([i]) * 300_000 for i in range(8)]  # 2.4 MB in all
+                await ws.send_fragments(big)
+                await ws.send_fragments(agen("\u2603", "b"))
+                binary = [piece async for piece in ws.receive_fragments()]
+                text_pieces = [piece async for piece in ws.receive_fragments()]
+            assert frames_seen[0] == big
+            assert "".join(frames_seen[1]) == "\u2603b"
+            assert frames_seen[1][-1] == ""  # the empty final frame
+            assert b"".join(binary) == b"p1p2p3"  # type: ignore[arg-type]
+            assert all(isinstance(piece, str) for piece in text_pieces)
+            assert "".join(text_pieces) == "t\u00e9xt"  # type: ignore[arg-type]
+    finally:
+        await server.aclose()

@@ -297,6 +297,11 @@ class WebSocketConnection(trio.abc.AsyncResource):
         Messages that arrived before the peer closed can still be read; then
         this raises :exc:`ConnectionClosed`. After a local :meth:`aclose` it
         raises at once.
+
+        A message being received with :meth:`receive_fragments` and left
+        unfinished is given up (the rest of it is discarded) and the next
+        one returned; if a task is waiting for its next piece, this raises
+        ``trio.BusyResourceError`` instead (see :doc:`streaming`).
         """
         if self._fragment_receiver is not None:
             self._give_up_fragment_receive(self._fragment_receiver)
@@ -311,7 +316,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """Send a text (``str``) or binary (``bytes``) message.
 
         Raises :exc:`ConnectionClosed` once the connection is closed, and
-        ``ValueError`` for any other type.
+        ``ValueError`` for any other type. While a message is being sent in
+        pieces with :meth:`send_fragments`, this waits for it to end.
         """
         if self._close_reason is not None:
             raise ConnectionClosed(self._close_reason)
