@@ -78,8 +78,6 @@ async def test_bad_budget_fails_every_entry_point_before_any_io() -> None:
         finally:
             for listener in listeners:
                 await listener.aclose()
-        with pytest.raises(ValueError):
-            await serve_websocket(_never, "127.0.0.1", 0, None, max_buffered_bytes=0)
 
 
 async def _never(request: WebSocketRequest) -> None:  # pragma: no cover
@@ -380,3 +378,18 @@ async def test_peer_close_behind_unread_data_completes_once_the_data_is_read(
             await ws.get_message()
         assert caught.value.reason.code == 4002
         assert (await peer.expect(CloseConnection)).code == 4002
+
+
+async def test_serve_websocket_refuses_a_bad_budget_before_listening(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    opened: list[object] = []
+
+    async def spy(*args: Any, **kwargs: Any) -> Any:  # pragma: no cover
+        opened.append(args)
+        raise AssertionError("a listener was opened")
+
+    monkeypatch.setattr(trio, "open_tcp_listeners", spy)
+    with pytest.raises(ValueError, match="max_buffered_bytes"):
+        await serve_websocket(_never, "127.0.0.1", 0, None, max_buffered_bytes=0)
+    assert opened == []

@@ -406,6 +406,10 @@ async def serve_websocket(
         after the handler finishes.
     :param max_buffered_bytes: see :func:`open_websocket`.
     """
+    # Bad options fail before any listener is opened (and left open).
+    ConnectionOptions.build(
+        message_queue_size, max_message_size, receive_buffer_size, max_buffered_bytes
+    )
     listen_host: Any = host
     listeners: Sequence[trio.abc.Listener[Any]]
     if ssl_context is None:
