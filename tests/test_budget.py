@@ -30,6 +30,7 @@ from trio_websocket import (
     wrap_server_stream,
 )
 from trio_websocket._config import ConnectionOptions
+from trio_websocket._messages import Inbox
 
 ROLES = ["client", "server"]
 
@@ -393,3 +394,43 @@ async def test_serve_websocket_refuses_a_bad_budget_before_listening(
     with pytest.raises(ValueError, match="max_buffered_bytes"):
         await serve_websocket(_never, "127.0.0.1", 0, None, max_buffered_bytes=0)
     assert opened == []
+
+
+# ---------------------------------------------------------------------------
+# The inbox's cap, on its own
+
+
+def test_inbox_cap_stops_the_reader_whatever_the_message_count() -> None:
+    inbox = Inbox(max_messages=1000, read_ahead_bytes=100, max_bytes=50)
+    inbox.put(b"x" * 49)
+    assert not inbox.reader_must_wait()
+    inbox.put(b"x")
+    assert inbox.reader_must_wait()
+
+
+def test_inbox_cap_lowers_the_read_ahead_to_itself() -> None:
+    inbox = Inbox(max_messages=1, read_ahead_bytes=100, max_bytes=1000)
+    inbox.put(b"x" * 100)
+    assert inbox.reader_must_wait()  # the read-ahead rule still applies
+    inbox = Inbox(max_messages=1, read_ahead_bytes=100, max_bytes=10)
+    inbox.put(b"x" * 10)
+    assert inbox.reader_must_wait()
+
+
+async def test_inbox_counts_text_in_utf8_bytes_both_ways() -> None:
+    inbox = Inbox(max_messages=1000, read_ahead_bytes=100, max_bytes=None)
+    inbox.put("\u00e9\u2603\U0001f600")  # 2 + 3 + 4 bytes
+    inbox.put("ascii")
+    assert inbox.buffered_bytes == 14
+    await inbox.get()
+    assert inbox.buffered_bytes == 5
+    await inbox.get()
+    assert inbox.buffered_bytes == 0
+
+
+def test_no_cap_keeps_the_old_marks() -> None:
+    inbox = Inbox(max_messages=2, read_ahead_bytes=10)
+    inbox.put(b"x" * 1000)
+    assert not inbox.reader_must_wait()  # one message: below the count mark
+    inbox.put(b"x")
+    assert inbox.reader_must_wait()

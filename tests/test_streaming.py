@@ -31,6 +31,7 @@ from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong
 
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 from trio_websocket._config import READ_AHEAD_BYTES
+from trio_websocket._messages import Inbox, InboxClosed
 
 ROLES = ["client", "server"]
 
@@ -819,3 +820,97 @@ async def test_fragments_interoperate_with_websockets(nursery: trio.Nursery) -> 
             assert "".join(text_pieces) == "t\u00e9xt"  # type: ignore[arg-type]
     finally:
         await server.aclose()
+
+
+# ---------------------------------------------------------------------------
+# The inbox's piece mode, on its own
+
+
+async def test_inbox_hands_pieces_over_and_marks_the_last() -> None:
+    inbox = Inbox(max_messages=1, read_ahead_bytes=1000)
+    assert inbox.start_pieces(["ab"], None)
+    assert inbox.takes_pieces
+    assert inbox.put_piece("\u00e9", False)
+    assert inbox.buffered_bytes == 4  # UTF-8 bytes
+    assert inbox.put_piece("", False)  # skipped: not the only piece
+    assert inbox.put_piece("z", True)
+    assert not inbox.takes_pieces  # the reader assembles the next message
+    assert [await inbox.get_piece() for _ in range(3)] == [
+        ("ab", False),
+        ("\u00e9", False),
+        ("z", True),
+    ]
+    assert inbox.buffered_bytes == 0
+    assert len(inbox) == 0
+
+
+async def test_inbox_reports_the_end_of_a_message_whose_last_piece_is_empty() -> None:
+    inbox = Inbox(max_messages=1, read_ahead_bytes=1000)
+    inbox.start_pieces([], None)
+    inbox.put_piece(b"data", False)
+    assert await inbox.get_piece() == (b"data", False)
+    inbox.put_piece(b"", True)
+    assert await inbox.get_piece() == (None, True)
+
+
+async def test_inbox_gives_an_empty_message_as_one_empty_piece() -> None:
+    inbox = Inbox(max_messages=1, read_ahead_bytes=1000)
+    inbox.start_pieces([], None)
+    inbox.put_piece("", False)
+    inbox.put_piece("", True)
+    assert await inbox.get_piece() == ("", True)
+
+
+def test_inbox_refuses_pieces_past_the_limit_in_utf8_bytes() -> None:
+    inbox = Inbox(max_messages=1, read_ahead_bytes=1000)
+    assert not inbox.start_pieces(["\u00e9\u00e9"], 3)  # 4 bytes already
+    inbox = Inbox(max_messages=1, read_ahead_bytes=1000)
+    assert inbox.start_pieces(["\u00e9"], 3)
+    assert inbox.put_piece("a", False)  # 3 bytes: at the limit
+    assert not inbox.put_piece("a", False)
+    assert inbox.buffered_bytes == 3
+
+
+def test_inbox_stops_the_reader_at_the_read_ahead_of_pieces() -> None:
+    inbox = Inbox(max_messages=100, read_ahead_bytes=10)
+    inbox.start_pieces([], None)
+    inbox.put_piece(b"x" * 9, False)
+    assert not inbox.reader_must_wait()
+    inbox.put_piece(b"x", False)
+    assert inbox.reader_must_wait()  # pieces count as a full queue
+
+
+async def test_inbox_drops_the_rest_of_an_abandoned_message_then_streams_the_next() -> None:
+    inbox = Inbox(max_messages=1, read_ahead_bytes=1000)
+    inbox.start_pieces([], None)
+    inbox.put_piece(b"old-1", False)
+    inbox.abandon_pieces()
+    assert inbox.buffered_bytes == 0
+    assert inbox.takes_pieces  # the rest of the old message must be dropped
+    inbox.start_pieces([], None)  # a new streamed receive, for the next one
+    inbox.put_piece(b"old-2", False)
+    inbox.put_piece(b"old-3", True)
+    assert len(inbox) == 0 and inbox.takes_pieces
+    inbox.put_piece(b"new", True)
+    assert await inbox.get_piece() == (b"new", True)
+    assert not inbox.takes_pieces
+
+
+def test_inbox_goes_back_to_assembling_after_an_abandoned_message_ends() -> None:
+    inbox = Inbox(max_messages=1, read_ahead_bytes=1000)
+    inbox.start_pieces([], None)
+    inbox.put_piece(b"old", False)
+    inbox.abandon_pieces()
+    inbox.put_piece(b"rest", True)
+    assert not inbox.takes_pieces
+    assert len(inbox) == 0
+
+
+async def test_inbox_closed_mid_message_delivers_the_pieces_then_raises() -> None:
+    inbox = Inbox(max_messages=1, read_ahead_bytes=1000)
+    inbox.start_pieces([], None)
+    inbox.put_piece(b"part", False)
+    inbox.close(discard=False)
+    assert await inbox.get_piece() == (b"part", False)
+    with pytest.raises(InboxClosed):
+        await inbox.get_piece()
