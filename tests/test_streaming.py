@@ -914,3 +914,25 @@ async def test_inbox_closed_mid_message_delivers_the_pieces_then_raises() -> Non
     assert await inbox.get_piece() == (b"part", False)
     with pytest.raises(InboxClosed):
         await inbox.get_piece()
+
+
+@pytest.mark.parametrize("nested", ["send_message", "send_fragments"])
+async def test_sending_from_inside_the_source_is_runtime_error_not_a_hang(
+    pair: tuple[WebSocketConnection, WebSocketConnection], nested: str
+) -> None:
+    client, server = pair
+
+    async def source() -> AsyncIterator[bytes]:
+        yield b"first"
+        if nested == "send_message":
+            await client.send_message(b"inner")
+        else:
+            await client.send_fragments([b"inner"])
+        yield b"never"  # pragma: no cover
+
+    with trio.fail_after(GUARD), pytest.raises(RuntimeError, match="send_fragments"):
+        await client.send_fragments(source())
+    # The message was cut short: the connection closes with 1011.
+    with trio.fail_after(GUARD), pytest.raises(ConnectionClosed) as caught:
+        await server.get_message()
+    assert caught.value.reason.code == 1011

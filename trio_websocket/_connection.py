@@ -227,9 +227,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._draining = False
         self._reader_scope = trio.CancelScope()
         self._finished = trio.Event()
-        # A message being sent in pieces holds the message turn; other
-        # senders of data wait here (see the rules).
-        self._fragmenting = False
+        # The task sending a message in pieces holds the message turn;
+        # other senders of data wait here (see the rules).
+        self._fragmenting: trio.lowlevel.Task | None = None
         self._message_waiters: trio.lowlevel.ParkingLot | None = None
         # Cancels the wait for the next piece of an async source on close.
         self._fragment_source_scope: trio.CancelScope | None = None
@@ -321,7 +321,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         """
         if self._close_reason is not None:
             raise ConnectionClosed(self._close_reason)
-        if self._fragmenting:
+        if self._fragmenting is not None:
             await self._wait_for_message_turn()
         if isinstance(message, str):
             if self._plain_frames:
@@ -842,22 +842,29 @@ class WebSocketConnection(trio.abc.AsyncResource):
     # Sending in pieces
 
     async def _wait_for_message_turn(self) -> None:
-        while self._fragmenting:
+        while self._fragmenting is not None:
             if self._close_reason is not None:
                 raise ConnectionClosed(self._close_reason)
+            if self._fragmenting is trio.lowlevel.current_task():
+                # From inside the source of the message being sent: waiting
+                # for that message to end would wait forever.
+                raise RuntimeError(
+                    "cannot send a message while this task is sending one with "
+                    "send_fragments() (from inside its source?)"
+                )
             if self._message_waiters is None:
                 self._message_waiters = trio.lowlevel.ParkingLot()
             await self._message_waiters.park()
 
     async def _take_message_turn(self) -> None:
-        if self._fragmenting:
+        if self._fragmenting is not None:
             await self._wait_for_message_turn()
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
-        self._fragmenting = True
+        self._fragmenting = trio.lowlevel.current_task()
 
     def _give_message_turn(self) -> None:
-        self._fragmenting = False
+        self._fragmenting = None
         if self._message_waiters:
             self._message_waiters.unpark_all()
 
