@@ -936,3 +936,22 @@ async def test_sending_from_inside_the_source_is_runtime_error_not_a_hang(
     with trio.fail_after(GUARD), pytest.raises(ConnectionClosed) as caught:
         await server.get_message()
     assert caught.value.reason.code == 1011
+
+
+async def test_the_source_may_close_the_connection_cleanly(
+    pair: tuple[WebSocketConnection, WebSocketConnection], nursery: trio.Nursery
+) -> None:
+    client, server = pair
+
+    async def source() -> AsyncIterator[bytes]:
+        yield b"first"
+        await client.aclose(4004, "source is done")
+        yield b"second"
+
+    closing = in_background(nursery, server.get_message)
+    with trio.fail_after(GUARD), pytest.raises(ConnectionClosed):
+        await client.send_fragments(source())
+    await closing.wait()
+    assert client.closed is not None and client.closed.code == 4004
+    assert isinstance(closing.error, ConnectionClosed)
+    assert closing.error.reason.code == 4004

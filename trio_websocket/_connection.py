@@ -873,8 +873,11 @@ class WebSocketConnection(trio.abc.AsyncResource):
         for the next piece of an async source, must not wait on."""
         if self._message_waiters:
             self._message_waiters.unpark_all()
-        if self._fragment_source_scope is not None:
-            self._fragment_source_scope.cancel()
+        scope = self._fragment_source_scope
+        # Unless the source itself is closing the connection: its own close
+        # must not be cancelled (it finds ConnectionClosed on its next piece).
+        if scope is not None and self._fragmenting is not trio.lowlevel.current_task():
+            scope.cancel()
 
     async def _next_async_piece(self, pieces: AsyncIterator[object]) -> object:
         """The next item of an async source (``_NO_PIECE`` at its end); the
