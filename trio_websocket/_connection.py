@@ -772,7 +772,13 @@ class WebSocketConnection(trio.abc.AsyncResource):
         :raises ValueError: ``fragments`` is empty (the message's type is
             unknown, so nothing is sent; the connection stays usable).
         :raises ConnectionClosed: the connection is closed (or closes before
-            the last frame was sent).
+            the last frame was sent; a wait for the next piece of an async
+            iterable is then cancelled).
+        :raises RuntimeError: called (or :meth:`send_message` called) from
+            inside the iterable of a message this task is sending, which
+            could only wait forever.
+
+        See :doc:`streaming` for the details.
         """
         if self._close_reason is not None:
             raise ConnectionClosed(self._close_reason)
@@ -832,6 +838,8 @@ class WebSocketConnection(trio.abc.AsyncResource):
             were delivered. None: no limit.
         :raises ConnectionClosed: (from the iteration) the connection closed
             before the message was complete.
+
+        See :doc:`streaming` for the details.
         """
         if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int)):
             raise TypeError("max_size must be an int or None")
