@@ -955,3 +955,83 @@ async def test_the_source_may_close_the_connection_cleanly(
     assert client.closed is not None and client.closed.code == 4004
     assert isinstance(closing.error, ConnectionClosed)
     assert closing.error.reason.code == 4004
+
+
+# ---------------------------------------------------------------------------
+# With an extension: permessage-deflate, negotiated by hand with wsproto
+
+
+class CountingStream(trio.abc.Stream):
+    """Counts the bytes written through ``inner``."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.sent = 0
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.sent += len(data)
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def open_deflate_pair(
+    nursery: trio.Nursery,
+) -> tuple[WebSocketConnection, WebSocketConnection, CountingStream]:
+    from wsproto import ConnectionType
+    from wsproto.connection import Connection
+    from wsproto.extensions import PerMessageDeflate
+
+    from trio_websocket._config import ConnectionOptions
+
+    client_extension, server_extension = PerMessageDeflate(), PerMessageDeflate()
+    client_extension.finalize(server_extension.accept(client_extension.offer()))  # type: ignore[arg-type]
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    counting = CountingStream(client_stream)
+    sides = []
+    for stream, kind, extension in (
+        (counting, ConnectionType.CLIENT, client_extension),
+        (server_stream, ConnectionType.SERVER, server_extension),
+    ):
+        connection = WebSocketConnection(
+            stream,
+            Connection(kind, extensions=[extension]),
+            is_client=kind is ConnectionType.CLIENT,
+            path="/",
+            subprotocol=None,
+            handshake_headers=[],
+            options=ConnectionOptions(),
+            extensions=[extension],
+            endpoints=("local", "remote"),
+        )
+        connection._start(nursery)
+        sides.append(connection)
+    return sides[0], sides[1], counting
+
+
+async def test_streamed_messages_are_compressed_by_the_extension_both_ways(
+    nursery: trio.Nursery,
+) -> None:
+    client, server, counting = await open_deflate_pair(nursery)
+    assert not client._plain_frames
+    receiving = in_background(nursery, collect, server)
+    await settle()
+    await client.send_fragments([b"a" * 50_000, b"b" * 50_000])
+    await receiving.wait()
+    assert b"".join(receiving.value) == b"a" * 50_000 + b"b" * 50_000
+    assert counting.sent < 10_000  # compressed on the wire
+    await server.send_fragments(agen("\u00e9" * 1000, "z" * 1000))
+    with trio.fail_after(GUARD):
+        assert await client.get_message() == "\u00e9" * 1000 + "z" * 1000
+    await client.send_message("whole, after")
+    with trio.fail_after(GUARD):
+        assert await server.get_message() == "whole, after"
+    with trio.fail_after(GUARD):
+        await client.aclose()
