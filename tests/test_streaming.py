@@ -358,6 +358,9 @@ async def test_a_close_stops_a_sender_waiting_on_its_source_and_those_waiting_be
     assert streaming.error.reason.code == 4003
     assert isinstance(queued.error, ConnectionClosed)
     assert not never.is_set()
+    # The close was echoed in the middle of the unfinished message.
+    with trio.fail_after(GUARD):
+        assert (await peer.expect_close()).code == 4003
 
 
 # ---------------------------------------------------------------------------
