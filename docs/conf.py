@@ -54,6 +54,8 @@ _external_classes = [
     "Callable", "collections.abc.Callable",
     "Mapping", "collections.abc.Mapping",
     "contextlib.AbstractAsyncContextManager",
+    "Iterable", "collections.abc.Iterable",
+    "AsyncIterable", "collections.abc.AsyncIterable",
     # standard library
     "ssl.SSLContext",
     "os.PathLike", "random.Random", "BaseException",

@@ -81,6 +81,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("proxy", K, None),
         ("max_redirects", K, 0),
         ("unix_socket_path", K, None),
+        ("max_buffered_bytes", K, None),
     ],
     "open_websocket_url": [
         ("url", P, REQUIRED),
@@ -97,6 +98,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("proxy", K, None),
         ("max_redirects", K, 0),
         ("unix_socket_path", K, None),
+        ("max_buffered_bytes", K, None),
     ],
     "connect_websocket": [
         ("nursery", P, REQUIRED),
@@ -114,6 +116,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("proxy", K, None),
         ("max_redirects", K, 0),
         ("unix_socket_path", K, None),
+        ("max_buffered_bytes", K, None),
     ],
     "connect_websocket_url": [
         ("nursery", P, REQUIRED),
@@ -129,6 +132,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("proxy", K, None),
         ("max_redirects", K, 0),
         ("unix_socket_path", K, None),
+        ("max_buffered_bytes", K, None),
     ],
     "wrap_client_stream": [
         ("nursery", P, REQUIRED),
@@ -142,6 +146,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("receive_buffer_size", K, ANY),
         ("ping_interval", K, None),
         ("ping_timeout", K, None),
+        ("max_buffered_bytes", K, None),
     ],
     "serve_websocket": [
         ("handler", P, REQUIRED),
@@ -157,6 +162,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("task_status", K, trio.TASK_STATUS_IGNORED),
         ("ping_interval", K, None),
         ("ping_timeout", K, None),
+        ("max_buffered_bytes", K, None),
     ],
     "wrap_server_stream": [
         ("nursery", P, REQUIRED),
@@ -166,6 +172,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("receive_buffer_size", P, ANY),
         ("ping_interval", K, None),
         ("ping_timeout", K, None),
+        ("max_buffered_bytes", K, None),
     ],
     # Not in 0.12.2: the worker processes of issue 8.
     "serve_websocket_workers": [
@@ -204,6 +211,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("disconnect_timeout", K, 60),
         ("ping_interval", K, None),
         ("ping_timeout", K, None),
+        ("max_buffered_bytes", K, None),
     ],
     "WebSocketRequest.accept": [
         ("self", P, REQUIRED),
@@ -221,6 +229,8 @@ SIGNATURES: dict[str, list[Param]] = {
     "WebSocketConnection.send_message": [("self", P, REQUIRED), ("message", P, REQUIRED)],
     "WebSocketConnection.ping": [("self", P, REQUIRED), ("payload", P, None)],
     "WebSocketConnection.pong": [("self", P, REQUIRED), ("payload", P, None)],
+    "WebSocketConnection.send_fragments": [("self", P, REQUIRED), ("fragments", P, REQUIRED)],
+    "WebSocketConnection.receive_fragments": [("self", P, REQUIRED), ("max_size", K, None)],
     "WebSocketConnection.aclose": [
         ("self", P, REQUIRED),
         ("code", P, 1000),
@@ -250,6 +260,7 @@ COROUTINE_FUNCTIONS = [
     "WebSocketConnection.aclose",
     "WebSocketConnection.send",
     "WebSocketConnection.receive",
+    "WebSocketConnection.send_fragments",
 ]
 
 

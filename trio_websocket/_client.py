@@ -325,6 +325,7 @@ async def wrap_client_stream(
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
     ping_interval: float | None = None,
     ping_timeout: float | None = None,
+    max_buffered_bytes: int | None = None,
 ) -> WebSocketConnection:
     """Run the client handshake over a stream you already have.
 
@@ -338,6 +339,7 @@ async def wrap_client_stream(
         message_queue_size,
         max_message_size,
         receive_buffer_size,
+        max_buffered_bytes,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
     )
@@ -492,6 +494,7 @@ async def connect_websocket(
     proxy: str | Proxy | bool | None = None,
     max_redirects: int = 0,
     unix_socket_path: SocketPath | None = None,
+    max_buffered_bytes: int | None = None,
 ) -> WebSocketConnection:
     """Connect to ``host:port`` and open a WebSocket to ``resource``.
 
@@ -503,6 +506,7 @@ async def connect_websocket(
         message_queue_size,
         max_message_size,
         receive_buffer_size,
+        max_buffered_bytes,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
     )
@@ -552,6 +556,7 @@ async def connect_websocket_url(
     proxy: str | Proxy | bool | None = None,
     max_redirects: int = 0,
     unix_socket_path: SocketPath | None = None,
+    max_buffered_bytes: int | None = None,
 ) -> WebSocketConnection:
     """:func:`connect_websocket` from a ``ws://`` or ``wss://`` URL (see
     :func:`open_websocket_url`)."""
@@ -572,6 +577,7 @@ async def connect_websocket_url(
         proxy=proxy,
         max_redirects=max_redirects,
         unix_socket_path=unix_socket_path,
+        max_buffered_bytes=max_buffered_bytes,
     )
 
 
@@ -604,6 +610,7 @@ async def open_websocket(
     proxy: str | Proxy | bool | None = None,
     max_redirects: int = 0,
     unix_socket_path: SocketPath | None = None,
+    max_buffered_bytes: int | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """Open a WebSocket client connection for the duration of a block::
 
@@ -652,6 +659,15 @@ async def open_websocket(
     :param unix_socket_path: connect to this Unix domain socket instead of
         ``host:port``; ``host`` and ``port`` still make the ``Host`` header
         and, with TLS, the name the certificate is checked against.
+    :param max_buffered_bytes: a cap, in bytes (UTF-8 bytes for text), on
+        received data waiting for your code (whole messages and pieces of a
+        streamed message); once reached, the connection stops reading from
+        the network until you take some (pings that arrived before that are
+        still answered, and :meth:`~WebSocketConnection.aclose` still
+        completes). It is checked between reads, so up to
+        ``receive_buffer_size`` more may arrive. None (the default): no cap
+        beyond ``message_queue_size`` and the 256 KiB read-ahead. See
+        :doc:`backpressure`.
     :raises HandshakeError: the connection could not be opened (the cause is
         chained, and :attr:`HandshakeError.phase` says which step failed:
         ``"dns"``, ``"connect"``, ``"tls"`` or ``"http"``);
@@ -665,6 +681,7 @@ async def open_websocket(
         message_queue_size,
         max_message_size,
         receive_buffer_size,
+        max_buffered_bytes,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
     )
@@ -735,6 +752,7 @@ async def open_websocket_url(
     proxy: str | Proxy | bool | None = None,
     max_redirects: int = 0,
     unix_socket_path: SocketPath | None = None,
+    max_buffered_bytes: int | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """:func:`open_websocket` from a ``ws://`` or ``wss://`` URL.
 
@@ -768,5 +786,6 @@ async def open_websocket_url(
         proxy=proxy,
         max_redirects=max_redirects,
         unix_socket_path=unix_socket_path,
+        max_buffered_bytes=max_buffered_bytes,
     ) as connection:
         yield connection

@@ -106,6 +106,14 @@ class ConnectionOptions:
         it counts as gone) before the connection closes with 1011
         (``INTERNAL_ERROR``, reason "keepalive ping timeout"). Defaults to
         ``ping_interval``; ``math.inf`` never closes.
+    max_buffered_bytes: a cap, in bytes (UTF-8 bytes for text), on the
+        received data waiting for the application: whole messages not yet
+        taken and pieces of a streamed message. Once it is reached the
+        connection stops reading until the application takes some; it is
+        checked between reads, so one read (``receive_buffer_size``) more
+        may arrive. It also lowers the read-ahead bound to itself. None
+        (the default) sets no cap beyond ``message_queue_size`` and the
+        read-ahead bound.
     """
 
     message_queue_size: int = DEFAULT_MESSAGE_QUEUE_SIZE
@@ -113,6 +121,7 @@ class ConnectionOptions:
     receive_buffer_size: int = DEFAULT_RECEIVE_BUFFER_SIZE
     ping_interval: float | None = None
     ping_timeout: float | None = None
+    max_buffered_bytes: int | None = None
 
     @classmethod
     def build(
@@ -120,6 +129,7 @@ class ConnectionOptions:
         message_queue_size: int,
         max_message_size: int,
         receive_buffer_size: int | None,
+        max_buffered_bytes: int | None = None,
         *,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
@@ -127,6 +137,8 @@ class ConnectionOptions:
         """Validate the public arguments and return the record."""
         if receive_buffer_size is None:
             receive_buffer_size = DEFAULT_RECEIVE_BUFFER_SIZE
+        if max_buffered_bytes is not None:
+            max_buffered_bytes = _check_int("max_buffered_bytes", max_buffered_bytes, 1)
         interval, timeout = check_keepalive(ping_interval, ping_timeout)
         return cls(
             message_queue_size=_check_int("message_queue_size", message_queue_size, 0),
@@ -134,4 +146,5 @@ class ConnectionOptions:
             receive_buffer_size=_check_int("receive_buffer_size", receive_buffer_size, 1),
             ping_interval=interval,
             ping_timeout=timeout,
+            max_buffered_bytes=max_buffered_bytes,
         )

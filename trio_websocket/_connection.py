@@ -43,13 +43,25 @@ Rules:
   message, per read, per write); the snapshot is built only when asked.
 - The keepalive (``_keepalive``), when configured, is one more task in the
   connection's nursery; closing the connection cancels it.
+- Streamed messages. Sending: a message sent in pieces holds the *message
+  turn* from its first frame to its last, so no other data frame can come
+  between (RFC 6455 5.4); it takes the write turn one frame at a time, so
+  pings, pongs and the close frame still go out between its frames. A
+  message that cannot be finished once started (a piece of the wrong type,
+  the pieces' source failed, the sender was cancelled between frames) is
+  cut short by closing the connection with 1011; a write cancelled
+  mid-frame aborts, as always. Receiving: the inbox hands one message at a
+  time over in pieces (see ``_messages``); the receive that claimed it owns
+  it until its last piece. Any other receive started meanwhile gives that
+  message up (its rest is dropped) or, if a task is waiting for its next
+  piece, raises ``trio.BusyResourceError``.
 """
 
 from __future__ import annotations
 
 import itertools
 import struct
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 
 import trio
 from wsproto.connection import Connection, ConnectionState
@@ -85,7 +97,14 @@ from ._fastpath import use_fast_unmasking
 from ._keepalive import keep_alive
 from ._log import log_closed, log_opened, with_frame_logging
 from ._masking import apply_mask, next_mask_key
-from ._messages import Inbox, InboxClosed, Message, MessageAssembler, MessageTooBig
+from ._messages import (
+    Inbox,
+    InboxClosed,
+    Message,
+    MessageAssembler,
+    MessageTooBig,
+    wire_size,
+)
 from ._pings import PingTracker, PingWaiter
 from ._stats import ConnectionStatistics
 
@@ -150,12 +169,16 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         "_failure_ends_reading",
         "_finished",
         "_flush_scheduled",
+        "_fragment_receiver",
+        "_fragment_source_scope",
+        "_fragmenting",
         "_handshake_headers",
         "_id",
         "_inbox",
         "_is_client",
         "_keepalive_scope",
         "_local",
+        "_message_waiters",
         "_messages_received",
         "_messages_sent",
         "_nursery",
@@ -203,7 +226,9 @@ class WebSocketConnection(trio.abc.Channel[Message]):
             )
         self._local, self._remote = endpoints
 
-        self._inbox = Inbox(options.message_queue_size, READ_AHEAD_BYTES)
+        self._inbox = Inbox(
+            options.message_queue_size, READ_AHEAD_BYTES, options.max_buffered_bytes
+        )
         self._assembler = MessageAssembler(options.max_message_size)
         self._pings = PingTracker()
         self._close_reason: CloseReason | None = None
@@ -241,6 +266,14 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         self._draining = False
         self._reader_scope = trio.CancelScope()
         self._finished = trio.Event()
+        # The task sending a message in pieces holds the message turn;
+        # other senders of data wait here (see the rules).
+        self._fragmenting: trio.lowlevel.Task | None = None
+        self._message_waiters: trio.lowlevel.ParkingLot | None = None
+        # Cancels the wait for the next piece of an async source on close.
+        self._fragment_source_scope: trio.CancelScope | None = None
+        # The streamed receive that owns the message being handed over.
+        self._fragment_receiver: _FragmentReceiver | None = None
 
     # ------------------------------------------------------------------
     # Public properties
@@ -349,7 +382,14 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         Messages that arrived before the peer closed can still be read; then
         this raises :exc:`ConnectionClosed`. After a local :meth:`aclose` it
         raises at once.
+
+        A message being received with :meth:`receive_fragments` and left
+        unfinished is given up (the rest of it is discarded) and the next
+        one returned; if a task is waiting for its next piece, this raises
+        ``trio.BusyResourceError`` instead (see :doc:`streaming`).
         """
+        if self._fragment_receiver is not None:
+            self._give_up_fragment_receive(self._fragment_receiver)
         try:
             message = await self._inbox.get()
         except InboxClosed:
@@ -383,10 +423,13 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         """Send a text (``str``) or binary (``bytes``) message.
 
         Raises :exc:`ConnectionClosed` once the connection is closed, and
-        ``ValueError`` for any other type.
+        ``ValueError`` for any other type. While a message is being sent in
+        pieces with :meth:`send_fragments`, this waits for it to end.
         """
         if self._close_reason is not None:
             raise ConnectionClosed(self._close_reason)
+        if self._fragmenting is not None:
+            await self._wait_for_message_turn()
         if isinstance(message, str):
             if self._plain_frames:
                 await self._send(None, _TEXT, message.encode("utf-8"))
@@ -641,6 +684,7 @@ class WebSocketConnection(trio.abc.Channel[Message]):
             self._pings.close()
             if self._keepalive_scope is not None:
                 self._keepalive_scope.cancel()
+            self._release_message_senders()
             log_closed(self, reason, by_peer=self._proto.state is ConnectionState.REMOTE_CLOSING)
 
     def _note_close_sent(self, code: int, reason: str | None) -> None:
@@ -867,12 +911,22 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         assembler = self._assembler
         limit = self._options.max_message_size
         received = 0
+        pieces_wanted = inbox.takes_pieces
         for event in self._proto.events():
             kind = type(event)
             if kind is BytesMessage or kind is TextMessage:
                 if self._discarding:
                     continue
                 data = event.data  # type: ignore[attr-defined]
+                if pieces_wanted:
+                    if not inbox.put_piece(data, event.message_finished):  # type: ignore[attr-defined]
+                        self._fail(
+                            MESSAGE_TOO_BIG,
+                            f"message exceeds {inbox.piece_limit} bytes",
+                            parser_done=False,
+                        )
+                    pieces_wanted = inbox.takes_pieces
+                    continue
                 if (
                     kind is BytesMessage
                     and event.message_finished  # type: ignore[attr-defined]
@@ -901,3 +955,440 @@ class WebSocketConnection(trio.abc.Channel[Message]):
                 self._on_close_frame(event)  # type: ignore[arg-type]
         self._messages_received += received
         inbox.wake_receivers()
+
+    # ------------------------------------------------------------------
+    # Streamed messages
+
+    async def send_fragments(
+        self,
+        fragments: Iterable[str] | Iterable[bytes] | AsyncIterable[str] | AsyncIterable[bytes],
+    ) -> None:
+        """Send one message in pieces, each piece as one frame, without
+        holding the whole message::
+
+            async def chunks():
+                async with await trio.open_file(path, "rb") as file:
+                    while chunk := await file.read(65536):
+                        yield chunk
+
+            await ws.send_fragments(chunks())
+
+        The message is text if the pieces are ``str``, binary if they are
+        ``bytes`` (``bytearray`` and ``memoryview`` are copied to
+        ``bytes``); all pieces must be of the one kind. From a plain
+        iterable, the last piece's frame ends the message; from an async
+        iterable, which cannot tell which piece is the last without waiting
+        for the next, an empty final frame ends it. Empty pieces are sent as
+        empty frames.
+
+        While the message is being sent, other calls to
+        :meth:`send_message` or :meth:`send_fragments` wait for it to end
+        (RFC 6455 forbids other data inside a fragmented message); pings,
+        pongs and the closing handshake still go through between its frames.
+
+        :param fragments: an iterable or async iterable of ``str``, or of
+            ``bytes``.
+        :raises TypeError: ``fragments`` is not an iterable of pieces, or a
+            piece is of another kind than the first. If that piece comes
+            after the first frame was sent, the message cannot be finished:
+            the connection is closed with code 1011 (``INTERNAL_ERROR``).
+            Likewise, an exception raised by the iterable, or a
+            cancellation, after the first frame closes the connection with
+            1011 (or aborts it, if a frame was being written) and is
+            re-raised.
+        :raises ValueError: ``fragments`` is empty (the message's type is
+            unknown, so nothing is sent; the connection stays usable).
+        :raises ConnectionClosed: the connection is closed (or closes before
+            the last frame was sent; a wait for the next piece of an async
+            iterable is then cancelled).
+        :raises RuntimeError: called (or :meth:`send_message` called) from
+            inside the iterable of a message this task is sending, which
+            could only wait forever.
+
+        See :doc:`streaming` for the details.
+        """
+        if self._close_reason is not None:
+            raise ConnectionClosed(self._close_reason)
+        if isinstance(fragments, (str, bytes, bytearray, memoryview)):
+            raise TypeError(
+                "fragments must be an iterable of pieces; send a single str or "
+                "bytes with send_message()"
+            )
+        if isinstance(fragments, AsyncIterable):
+            pieces: AsyncIterator[object] | Iterator[object] = aiter(fragments)
+        elif isinstance(fragments, Iterable):
+            pieces = iter(fragments)
+        else:
+            raise TypeError(
+                "fragments must be an iterable or async iterable of str or bytes, "
+                f"not {type(fragments).__name__}"
+            )
+        await self._take_message_turn()
+        try:
+            if isinstance(pieces, Iterator):
+                await self._send_pieces(pieces)
+            else:
+                await self._send_async_pieces(pieces)
+        finally:
+            self._give_message_turn()
+
+    def receive_fragments(self, *, max_size: int | None = None) -> AsyncIterator[Message]:
+        """Receive the next message piece by piece, as it arrives::
+
+            async for piece in ws.receive_fragments():
+                await file.write(piece)
+
+        The pieces are ``str`` for a text message (each one valid text: a
+        character split across frames is never split across pieces) and
+        ``bytes`` for a binary one. They come as the network delivers them,
+        at most ``receive_buffer_size`` bytes each (a message that was
+        already received whole, while nobody was streaming, comes as one
+        piece). Every message gives at least one piece (an empty message,
+        one empty piece), so its type is always known. Memory held for the
+        message is bounded by the read-ahead bound (256 KiB, or
+        ``max_buffered_bytes`` if smaller), not by its size, and
+        ``max_message_size`` does not apply to the streamed part of it.
+
+        The message is claimed by the first iteration. It belongs to this
+        iterator until its last piece: starting :meth:`get_message` or
+        another ``receive_fragments`` before that gives it up (the rest of
+        the message is discarded and this iterator raises ``RuntimeError``
+        if used again), unless a task is waiting for its next piece, in
+        which case the other receive raises ``trio.BusyResourceError``. The
+        iterator's ``aclose()`` gives the message up explicitly. Iteration
+        cannot start while another task waits in :meth:`get_message`
+        (``trio.BusyResourceError``).
+
+        :param max_size: the largest message accepted by this receive, in
+            bytes (UTF-8 bytes for text); a larger one closes the connection
+            with 1009 (``MESSAGE_TOO_BIG``) after the pieces within the limit
+            were delivered. None: no limit.
+        :raises ConnectionClosed: (from the iteration) the connection closed
+            before the message was complete.
+
+        See :doc:`streaming` for the details.
+        """
+        if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int)):
+            raise TypeError("max_size must be an int or None")
+        if max_size is not None and max_size < 0:
+            raise ValueError(f"max_size must be >= 0, got {max_size}")
+        return _FragmentReceiver(self, max_size)
+
+    # Sending in pieces
+
+    async def _wait_for_message_turn(self) -> None:
+        while self._fragmenting is not None:
+            if self._close_reason is not None:
+                raise ConnectionClosed(self._close_reason)
+            if self._fragmenting is trio.lowlevel.current_task():
+                # From inside the source of the message being sent: waiting
+                # for that message to end would wait forever.
+                raise RuntimeError(
+                    "cannot send a message while this task is sending one with "
+                    "send_fragments() (from inside its source?)"
+                )
+            if self._message_waiters is None:
+                self._message_waiters = trio.lowlevel.ParkingLot()
+            await self._message_waiters.park()
+
+    async def _take_message_turn(self) -> None:
+        if self._fragmenting is not None:
+            await self._wait_for_message_turn()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        self._fragmenting = trio.lowlevel.current_task()
+
+    def _give_message_turn(self) -> None:
+        self._fragmenting = None
+        if self._message_waiters:
+            self._message_waiters.unpark_all()
+
+    def _release_message_senders(self) -> None:
+        """The connection closed: senders waiting for the message turn, or
+        for the next piece of an async source, must not wait on."""
+        if self._message_waiters:
+            self._message_waiters.unpark_all()
+        scope = self._fragment_source_scope
+        # Unless the source itself is closing the connection: its own close
+        # must not be cancelled (it finds ConnectionClosed on its next piece).
+        if scope is not None and self._fragmenting is not trio.lowlevel.current_task():
+            scope.cancel()
+
+    async def _next_async_piece(self, pieces: AsyncIterator[object]) -> object:
+        """The next item of an async source (``_NO_PIECE`` at its end); the
+        wait is cancelled, and ConnectionClosed raised, if the connection
+        closes meanwhile."""
+        if self._close_reason is not None:
+            raise ConnectionClosed(self._close_reason)
+        with trio.CancelScope() as scope:
+            self._fragment_source_scope = scope
+            try:
+                return await anext(pieces, _NO_PIECE)
+            finally:
+                self._fragment_source_scope = None
+        raise ConnectionClosed(self._close_reason)
+
+    async def _send_pieces(self, pieces: Iterator[object]) -> None:
+        """Send the pieces of a plain iterable, reading one ahead so that
+        the last piece's frame carries FIN."""
+        item = next(pieces, _NO_PIECE)
+        if item is _NO_PIECE:
+            raise ValueError(_EMPTY_MESSAGE)
+        is_text = isinstance(item, str)
+        current = _checked_piece(item, is_text)
+        started = False
+        try:
+            while True:
+                item = next(pieces, _NO_PIECE)
+                last = item is _NO_PIECE
+                following = current if last else _checked_piece(item, is_text)
+                await self._send_piece(current, not started, last)
+                started = True
+                if last:
+                    return
+                current = following
+        except BaseException:
+            if started:
+                self._cut_message_short()
+            raise
+
+    async def _send_async_pieces(self, pieces: AsyncIterator[object]) -> None:
+        """Send the pieces of an async iterable, each as soon as it comes;
+        an empty frame ends the message."""
+        item = await self._next_async_piece(pieces)
+        if item is _NO_PIECE:
+            raise ValueError(_EMPTY_MESSAGE)
+        is_text = isinstance(item, str)
+        current = _checked_piece(item, is_text)
+        started = False
+        try:
+            while True:
+                await self._send_piece(current, not started, False)
+                started = True
+                item = await self._next_async_piece(pieces)
+                if item is _NO_PIECE:
+                    break
+                current = _checked_piece(item, is_text)
+            await self._send_piece("" if is_text else b"", False, True)
+        except BaseException:
+            if started:
+                self._cut_message_short()
+            raise
+
+    async def _send_piece(self, piece: str | bytes, first: bool, last: bool) -> None:
+        """Write one frame of a message sent in pieces (always at once: no
+        coalescing, so that a slow peer pushes back on every piece)."""
+        event: Event | None = None
+        payload = b""
+        first_byte = 0
+        if self._plain_frames:
+            if isinstance(piece, str):
+                opcode = _TEXT
+                payload = piece.encode("utf-8")
+            else:
+                opcode = _BINARY
+                payload = piece
+            first_byte = (_FIN if last else 0) | (opcode if first else _CONTINUATION)
+        elif isinstance(piece, str):
+            event = TextMessage(data=piece, message_finished=last)
+        else:
+            event = BytesMessage(data=piece, message_finished=last)
+        await self._acquire_write_turn()
+        try:
+            is_open = self._proto.state is _OPEN
+            if is_open:
+                if event is None:
+                    self._queue_plain_frame(first_byte, payload)
+                else:
+                    self._queue_frame(self._proto.send(event))
+            await self._write_outbox()
+            if not is_open:
+                raise ConnectionClosed(self._close_reason)
+        finally:
+            self._release_write_turn()
+
+    def _queue_plain_frame(self, first_byte: int, payload: bytes) -> None:
+        """Serialize a data frame with the given FIN bit and opcode (see
+        ``_plain_frames``)."""
+        size = len(payload)
+        mask_bit = _MASKED if self._is_client else 0
+        if size < 126:
+            header = bytes((first_byte, mask_bit | size))
+        elif size < 65536:
+            header = _pack_header_16(first_byte, mask_bit | 126, size)
+        else:
+            header = _pack_header_64(first_byte, mask_bit | 127, size)
+        if mask_bit:
+            key = next_mask_key()
+            self._queue_frame(header + key)
+            self._queue_frame(apply_mask(payload, key))
+        else:
+            self._queue_frame(header)
+            self._queue_frame(payload)
+
+    def _cut_message_short(self) -> None:
+        """A message was started but cannot be finished: close with 1011, a
+        control frame the peer reads in place of the missing rest."""
+        if self._close_reason is not None:
+            return  # already closed or aborted
+        self._set_close_reason(CloseReason(INTERNAL_ERROR, _CUT_SHORT_REASON))
+        if self._proto.state is _OPEN:
+            self._queue_frame(self._close_frame(INTERNAL_ERROR, _CUT_SHORT_REASON))
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        """Have the outbox written soon by a task of its own (for frames
+        queued outside any send: nobody else may write for a while)."""
+        if self._flush_scheduled or not self._outbox:
+            return
+        if self._nursery is None:
+            self._abort()
+            return
+        self._flush_scheduled = True
+        try:
+            self._nursery.start_soon(self._deferred_flush)
+        except RuntimeError:  # the nursery is closing: give up on the stream
+            self._flush_scheduled = False
+            self._abort()
+
+    # Receiving in pieces
+
+    def _give_up_fragment_receive(self, receiver: _FragmentReceiver) -> None:
+        """Another receive starts: the streamed message is given up."""
+        if receiver._waiting:
+            raise trio.BusyResourceError(
+                "another task is waiting for the next piece of a message received "
+                "with receive_fragments()"
+            )
+        receiver._state = _ABANDONED
+        self._fragment_receiver = None
+        self._inbox.abandon_pieces()
+
+    def _claim_message(self, receiver: _FragmentReceiver) -> None:
+        """Make the next message ``receiver``'s: whole if it is already
+        waiting, else in pieces from the part received so far."""
+        if self._fragment_receiver is not None:
+            self._give_up_fragment_receive(self._fragment_receiver)
+        inbox = self._inbox
+        limit = receiver._max_size
+        if inbox.whole_messages:
+            message = inbox.take_nowait()
+            if limit is not None and wire_size(message) > limit:
+                self._refuse_streamed_message(limit)
+                receiver._state = _DONE
+                raise ConnectionClosed(self._close_reason)
+            receiver._whole = message
+            receiver._state = _WHOLE
+            return
+        if inbox.has_receivers:
+            raise trio.BusyResourceError(
+                "another task is waiting in get_message(); it takes the next message"
+            )
+        receiver._state = _PIECES
+        self._fragment_receiver = receiver
+        if inbox.closed:
+            return  # the iteration raises ConnectionClosed
+        parts = [] if self._discarding else self._assembler.take_parts()
+        if not inbox.start_pieces(parts, limit):
+            self._refuse_streamed_message(limit)
+
+    def _refuse_streamed_message(self, limit: int | None) -> None:
+        self._fail(MESSAGE_TOO_BIG, f"message exceeds {limit} bytes", parser_done=False)
+        self._enact_failure()
+        self._schedule_flush()
+
+
+#: Marks the end of the pieces of a message being sent.
+_NO_PIECE = object()
+_EMPTY_MESSAGE = (
+    "fragments is empty: a message needs at least one piece (send an empty "
+    "message with send_message('') or send_message(b''))"
+)
+_CUT_SHORT_REASON = "message cut short by the sender"
+_CONTINUATION = 0x0
+
+
+def _checked_piece(piece: object, is_text: bool) -> str | bytes:
+    """``piece`` if it is of the message's kind (bytes-likes as ``bytes``);
+    TypeError otherwise."""
+    if is_text:
+        if isinstance(piece, str):
+            return piece
+    elif isinstance(piece, bytes):
+        return piece
+    elif isinstance(piece, (bytearray, memoryview)):
+        return bytes(piece)
+    kind = "str (the first piece was str)" if is_text else "bytes (the first piece was bytes)"
+    if not isinstance(piece, (str, bytes, bytearray, memoryview)):
+        kind = "str or bytes"
+    raise TypeError(f"every piece of a message must be {kind}, not {type(piece).__name__}")
+
+
+# What a streamed receive holds: nothing yet, the whole message, its pieces
+# (from the inbox), nothing more (it ended or was closed), or nothing ever
+# (it was given up for another receive).
+_NEW, _WHOLE, _PIECES, _DONE, _ABANDONED = range(5)
+
+
+class _FragmentReceiver:
+    """The async iterator :meth:`WebSocketConnection.receive_fragments`
+    returns (see the module rules)."""
+
+    __slots__ = ("_connection", "_max_size", "_state", "_waiting", "_whole")
+
+    def __init__(self, connection: WebSocketConnection, max_size: int | None) -> None:
+        self._connection = connection
+        self._max_size = max_size
+        self._state = _NEW
+        self._waiting = False
+        self._whole: Message | None = None
+
+    def __aiter__(self) -> _FragmentReceiver:
+        return self
+
+    async def __anext__(self) -> Message:
+        state = self._state
+        if state == _DONE:
+            await trio.lowlevel.checkpoint()
+            raise StopAsyncIteration
+        if state == _ABANDONED:
+            raise RuntimeError(
+                "the rest of this message was discarded: another receive started "
+                "before it was read to the end"
+            )
+        if self._waiting:
+            raise trio.BusyResourceError(
+                "another task is already waiting for the next piece of this message"
+            )
+        connection = self._connection
+        if state == _NEW:
+            connection._claim_message(self)
+        if self._state == _WHOLE:
+            await trio.lowlevel.checkpoint()
+            message = self._whole
+            assert message is not None
+            self._whole = None
+            self._state = _DONE
+            return message
+        self._waiting = True
+        try:
+            piece, last = await connection._inbox.get_piece()
+        except InboxClosed:
+            raise ConnectionClosed(connection._close_reason) from None
+        finally:
+            self._waiting = False
+        if last:
+            self._state = _DONE
+            connection._fragment_receiver = None
+        if piece is None:  # the message ended with an empty frame
+            raise StopAsyncIteration
+        return piece
+
+    async def aclose(self) -> None:
+        """Stop receiving: the rest of the message, if any, is discarded."""
+        connection = self._connection
+        if connection._fragment_receiver is self:
+            connection._give_up_fragment_receive(self)
+        self._state = _DONE
+        self._whole = None
+        await trio.lowlevel.checkpoint()

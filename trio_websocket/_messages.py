@@ -1,19 +1,32 @@
 """Incoming messages: fragment assembly with a size limit, and the bounded
-inbox between the reader task and ``get_message()``.
+inbox between the reader task and ``get_message()`` or a streamed receive.
 
 Rules:
 - No I/O. The inbox parks at most one reader task (the connection's) and any
   number of receivers; it never awaits anything but its own parking lots.
-- Flow control has two marks: the reader may read on while fewer than
-  ``max_messages`` messages wait *or* they hold fewer than
-  ``read_ahead_bytes``. Only data is held back this way; control frames are
-  handled by the reader as soon as they are parsed.
+- Sizes are bytes on the wire: UTF-8 bytes for text, never characters.
+- Flow control has two marks and a cap: the reader may read on while fewer
+  than ``max_messages`` messages wait *or* they hold fewer than
+  ``read_ahead_bytes``, and in any case only while they hold fewer than
+  ``max_bytes`` (the user's byte budget; None: no cap). Only data is held
+  back this way; control frames are handled by the reader as soon as they
+  are parsed.
+- Streamed receive: one message at a time may be handed over in pieces
+  instead of whole. The inbox then holds its pieces (which count like a full
+  queue: the reader stops at ``read_ahead_bytes`` of them, or the cap) and
+  says whether the reader should route data pieces to it (``takes_pieces``)
+  rather than assemble them. A streamed message is only ever started when no
+  whole message waits, so pieces and whole messages never overtake each
+  other. A stream given up half-way has the rest of its message dropped, as
+  it arrives, by the inbox.
 - One wake-up per batch: the reader puts every message parsed from one read,
   then wakes the receivers once. A receiver that finds a message waiting
   takes it without a scheduler pass (it only checks for cancellation).
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 import trio
 
@@ -27,6 +40,13 @@ class MessageTooBig(Exception):
 def utf8_size(text: str) -> int:
     """The size of ``text`` encoded as UTF-8 (``isascii`` is O(1) in CPython)."""
     return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+def wire_size(message: Message) -> int:
+    """The payload size of ``message`` on the wire (UTF-8 bytes for text)."""
+    if message.__class__ is str and not message.isascii():
+        return len(message.encode("utf-8"))
+    return len(message)
 
 
 class MessageAssembler:
@@ -74,26 +94,50 @@ class MessageAssembler:
         self._parts = []
         self._size = 0
 
+    def take_parts(self) -> list[Message]:
+        """Hand over the pieces of the partial message received so far (to
+        be streamed from here on) and forget it."""
+        parts = self._parts
+        self.reset()
+        return parts
+
 
 class InboxClosed(Exception):
     """No more messages will come out of the inbox."""
+
+
+#: What the reader does with the data pieces of the message it is parsing
+#: (see ``Inbox.takes_pieces``).
+_ASSEMBLE = 0  # assemble them into a whole message (the usual case)
+_STREAM = 1  # hand them to the streamed receive as they come
+_DROP = 2  # drop them: their streamed receive was given up
 
 
 class Inbox:
     """The bounded queue of received messages (see the module rules)."""
 
     __slots__ = (
+        "_after_drop",
         "_bytes",
         "_closed",
         "_head",
         "_items",
+        "_max_bytes",
         "_max_messages",
+        "_piece_bytes",
+        "_piece_count",
+        "_piece_limit",
+        "_pieces",
         "_read_ahead_bytes",
         "_reader_lot",
+        "_reader_mode",
         "_receivers",
+        "_stream_complete",
     )
 
-    def __init__(self, max_messages: int, read_ahead_bytes: int) -> None:
+    def __init__(
+        self, max_messages: int, read_ahead_bytes: int, max_bytes: int | None = None
+    ) -> None:
         # A list read from ``_head`` and cleared when drained: O(1) per
         # message, and an empty list is far smaller than an empty deque
         # (this object lives as long as an idle connection).
@@ -101,35 +145,80 @@ class Inbox:
         self._head = 0
         self._bytes = 0
         self._max_messages = max_messages
+        if max_bytes is None:
+            self._max_bytes = float("inf")
+        else:
+            self._max_bytes = max_bytes
+            read_ahead_bytes = min(read_ahead_bytes, max_bytes)
         self._read_ahead_bytes = read_ahead_bytes
         self._closed = False
         self._receivers = trio.lowlevel.ParkingLot()
         self._reader_lot: trio.lowlevel.ParkingLot | None = None
+        # The streamed message: its pieces not yet taken, how many were
+        # queued in all, and whether the last one has been queued.
+        self._pieces: deque[Message] | None = None
+        self._piece_count = 0
+        self._piece_bytes = 0
+        self._piece_limit: int | None = None
+        self._stream_complete = False
+        self._reader_mode = _ASSEMBLE
+        # What the reader does once the dropped message ends.
+        self._after_drop = _ASSEMBLE
 
     def __len__(self) -> int:
-        return len(self._items) - self._head
+        """Messages and streamed pieces waiting to be taken."""
+        pieces = self._pieces
+        return len(self._items) - self._head + (len(pieces) if pieces else 0)
 
     @property
     def buffered_bytes(self) -> int:
-        """Bytes (characters for text) of the messages waiting."""
+        """Bytes (UTF-8 bytes for text) of the messages and pieces waiting."""
         return self._bytes
+
+    @property
+    def closed(self) -> bool:
+        """Whether no more messages will be put."""
+        return self._closed
+
+    @property
+    def has_receivers(self) -> bool:
+        """Whether a task waits for a message or a piece."""
+        return bool(self._receivers)
+
+    @property
+    def takes_pieces(self) -> bool:
+        """Whether the reader must hand the data pieces it parses to
+        :meth:`put_piece` instead of assembling them."""
+        return self._reader_mode != _ASSEMBLE
+
+    @property
+    def whole_messages(self) -> int:
+        """How many whole messages wait."""
+        return len(self._items) - self._head
 
     def put(self, message: Message) -> None:
         """Queue a message; call :meth:`wake_receivers` after a batch."""
         if not self._closed:
             self._items.append(message)
-            self._bytes += len(message)
+            # ``isascii`` is O(1) for str; bytes never get that far.
+            if message.__class__ is bytes or message.isascii():
+                self._bytes += len(message)
+            else:
+                self._bytes += wire_size(message)
 
     def wake_receivers(self) -> None:
         if self._receivers:
             self._receivers.unpark_all()
 
     def reader_must_wait(self) -> bool:
-        """Whether the reader should stop reading until messages are taken."""
-        return (
-            len(self._items) - self._head >= self._max_messages
-            and self._bytes >= self._read_ahead_bytes
-            and not self._closed
+        """Whether the reader should stop reading until data is taken."""
+        if self._closed:
+            return False
+        buffered = self._bytes
+        if buffered >= self._max_bytes:
+            return True
+        return buffered >= self._read_ahead_bytes and (
+            bool(self._pieces) or len(self._items) - self._head >= self._max_messages
         )
 
     async def wait_for_room(self) -> None:
@@ -155,7 +244,12 @@ class Inbox:
             self._items.clear()
             self._head = 0
             self._bytes = 0
+            self._pieces = None
+            self._stream_complete = False
         self._receivers.unpark_all()
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
         if self._reader_lot:
             self._reader_lot.unpark_all()
 
@@ -186,7 +280,135 @@ class Inbox:
             del items[:head]
             head = 0
         self._head = head
-        self._bytes -= len(message)
+        if message.__class__ is bytes or message.isascii():
+            self._bytes -= len(message)
+        else:
+            self._bytes -= wire_size(message)
         if self._reader_lot and not self.reader_must_wait():
             self._reader_lot.unpark_all()
         return message
+
+    def take_nowait(self) -> Message:
+        """The next whole message, which must be waiting (see
+        :attr:`whole_messages`)."""
+        items = self._items
+        head = self._head
+        message = items[head]
+        head += 1
+        if head == len(items):
+            items.clear()
+            head = 0
+        elif head >= 64 and head * 2 >= len(items):
+            del items[:head]  # as in get(): keep no taken message alive
+            head = 0
+        self._head = head
+        self._bytes -= wire_size(message)
+        self._wake_reader()
+        return message
+
+    # ------------------------------------------------------------------
+    # Streamed receive
+
+    @property
+    def piece_limit(self) -> int | None:
+        """The size limit of the streamed message, if it has one."""
+        return self._piece_limit
+
+    def start_pieces(self, parts: list[Message], limit: int | None) -> bool:
+        """Stream the next message in pieces, starting with ``parts`` (the
+        part of it already assembled), refusing it once it passes ``limit``
+        bytes. Only when no whole message waits. Returns False if ``parts``
+        are already over the limit (nothing is queued then)."""
+        assert self.whole_messages == 0 and not self._pieces
+        self._pieces = deque()
+        self._piece_count = 0
+        self._piece_bytes = 0
+        self._piece_limit = limit
+        self._stream_complete = False
+        if self._reader_mode == _DROP:
+            # The rest of a given-up message comes first; the assembler has
+            # not seen it, so ``parts`` is empty.
+            self._after_drop = _STREAM
+            return True
+        self._reader_mode = _STREAM
+        size = sum(map(wire_size, parts))
+        if limit is not None and size > limit:
+            return False
+        self._piece_bytes = size
+        for part in parts:
+            self._queue_piece(part)
+        return True
+
+    def _queue_piece(self, piece: Message) -> None:
+        assert self._pieces is not None
+        self._pieces.append(piece)
+        self._piece_count += 1
+        self._bytes += wire_size(piece)
+
+    def put_piece(self, piece: Message, finished: bool) -> bool:
+        """Queue one piece of the streamed message (see :meth:`put`).
+        Returns False, queuing nothing, if it takes the message over its
+        limit.
+
+        Empty pieces are skipped, except a message's only one: a receiver
+        always gets at least one piece, which tells it the message's type.
+        """
+        if self._closed:
+            return True
+        if self._reader_mode == _DROP:
+            if finished:
+                self._reader_mode = self._after_drop
+                self._after_drop = _ASSEMBLE
+            return True
+        if self._piece_limit is not None:
+            self._piece_bytes += wire_size(piece)
+            if self._piece_bytes > self._piece_limit:
+                return False
+        if piece or (finished and self._piece_count == 0):
+            self._queue_piece(piece)
+        if finished:
+            self._reader_mode = _ASSEMBLE
+            self._stream_complete = True
+        return True
+
+    async def get_piece(self) -> tuple[Message | None, bool]:
+        """The next piece of the streamed message and whether it is the
+        last; ``(None, True)`` when the message ended with pieces already
+        taken (its last frame was empty). Raises :class:`InboxClosed` once
+        the inbox is closed before the message's end."""
+        if self._pieces or self._stream_complete:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        else:
+            while not self._pieces and not self._stream_complete:
+                if self._closed or self._pieces is None:
+                    await trio.lowlevel.checkpoint()
+                    raise InboxClosed
+                self._wake_reader()
+                await self._receivers.park()
+        pieces = self._pieces
+        if not pieces:
+            self._pieces = None
+            self._stream_complete = False
+            return None, True
+        piece = pieces.popleft()
+        self._bytes -= wire_size(piece)
+        last = self._stream_complete and not pieces
+        if last:
+            self._pieces = None
+            self._stream_complete = False
+        if self._reader_lot and not self.reader_must_wait():
+            self._reader_lot.unpark_all()
+        return piece, last
+
+    def abandon_pieces(self) -> None:
+        """Give up the streamed message: drop its waiting pieces, and the
+        rest of it as it arrives."""
+        pieces = self._pieces
+        if pieces:
+            self._bytes -= sum(map(wire_size, pieces))
+        self._pieces = None
+        self._stream_complete = False
+        if self._reader_mode == _STREAM:
+            self._reader_mode = _DROP
+        self._after_drop = _ASSEMBLE
+        self._wake_reader()

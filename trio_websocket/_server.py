@@ -256,10 +256,13 @@ async def wrap_server_stream(
     *,
     ping_interval: float | None = None,
     ping_timeout: float | None = None,
+    max_buffered_bytes: int | None = None,
 ) -> WebSocketRequest:
     """Read a client's opening handshake from a stream you accepted.
 
     :param nursery: where the connection's reader runs once accepted.
+    :param max_buffered_bytes: see :func:`open_websocket` (the other
+        options too).
     :returns: the request, for you to accept or reject.
     :raises HandshakeError: the client sent no valid request (a 400 answer
         was sent and the stream closed).
@@ -268,6 +271,7 @@ async def wrap_server_stream(
         message_queue_size,
         max_message_size,
         receive_buffer_size,
+        max_buffered_bytes,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
     )
@@ -299,6 +303,7 @@ class WebSocketServer:
         disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
+        max_buffered_bytes: int | None = None,
     ) -> None:
         if not listeners:
             raise ValueError("a WebSocketServer needs at least one listener")
@@ -309,6 +314,7 @@ class WebSocketServer:
             message_queue_size,
             max_message_size,
             receive_buffer_size,
+            max_buffered_bytes,
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
         )
@@ -377,6 +383,7 @@ class WebSocketServer:
                         self._options.receive_buffer_size,
                         ping_interval=self._options.ping_interval,
                         ping_timeout=self._options.ping_timeout,
+                        max_buffered_bytes=self._options.max_buffered_bytes,
                     )
                 except HandshakeError as exc:
                     logger.debug("handshake failed: %s", exc)
@@ -413,6 +420,7 @@ async def serve_websocket(
     task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
     ping_interval: float | None = None,
     ping_timeout: float | None = None,
+    max_buffered_bytes: int | None = None,
 ) -> NoReturn:
     """Listen on ``host:port`` and run ``await handler(request)`` for each
     WebSocket connection, until cancelled::
@@ -436,7 +444,17 @@ async def serve_websocket(
     :param ping_interval: see :func:`open_websocket` (the keepalive runs
         next to each accepted connection's reader).
     :param ping_timeout: see :func:`open_websocket`.
+    :param max_buffered_bytes: see :func:`open_websocket`.
     """
+    # Bad options fail before any listener is opened (and left open).
+    ConnectionOptions.build(
+        message_queue_size,
+        max_message_size,
+        receive_buffer_size,
+        max_buffered_bytes,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+    )
     listen_host: Any = host
     listeners: Sequence[trio.abc.Listener[Any]]
     if ssl_context is None:
@@ -456,5 +474,6 @@ async def serve_websocket(
         disconnect_timeout=disconnect_timeout,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
+        max_buffered_bytes=max_buffered_bytes,
     )
     await server.run(task_status=task_status)
