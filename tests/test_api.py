@@ -39,6 +39,12 @@ EXPECTED_NAMES = {
     "serve_websocket",
     "wrap_client_stream",
     "wrap_server_stream",
+    "BasicAuth",
+    "HTTPRequest",
+    "HTTPResponse",
+    "RequestLimits",
+    "ShutdownReport",
+    "basic_auth_credentials",
 }
 
 # Parameter kinds and default markers used in the signature table.
@@ -120,6 +126,11 @@ SIGNATURES: dict[str, list[Param]] = {
         ("connect_timeout", K, 60),
         ("disconnect_timeout", K, 60),
         ("task_status", K, trio.TASK_STATUS_IGNORED),
+        ("process_request", K, None),
+        ("origins", K, None),
+        ("max_connections", K, None),
+        ("request_limits", K, None),
+        ("unix_socket_path", K, None),
     ],
     "wrap_server_stream": [
         ("nursery", P, REQUIRED),
@@ -138,7 +149,12 @@ SIGNATURES: dict[str, list[Param]] = {
         ("receive_buffer_size", K, ANY),
         ("connect_timeout", K, 60),
         ("disconnect_timeout", K, 60),
+        ("process_request", K, None),
+        ("origins", K, None),
+        ("max_connections", K, None),
+        ("request_limits", K, None),
     ],
+    "basic_auth_credentials": [("headers", P, REQUIRED)],
     "WebSocketRequest.accept": [
         ("self", P, REQUIRED),
         ("subprotocol", K, None),

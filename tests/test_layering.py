@@ -33,12 +33,18 @@ PURE = {
     "_version",
     "_masking",
     "_fastpath",
+    "_http",
+    "_limits",
+    "_origins",
+    "_basic_auth",
+    "_shutdown",
 }
 #: Compiled modules (no .py source to parse); they import nothing of ours.
 COMPILED = {"_speedups"}
 LAYERS = {
     **dict.fromkeys(PURE | COMPILED, 0),
     "_connection": 1,
+    "_unix": 1,
     "_client": 2,
     "_server": 2,
     "__init__": 3,

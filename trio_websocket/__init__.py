@@ -5,6 +5,8 @@ modules named in ARCHITECTURE.md. Each name's ``__module__`` is set to the
 package so that reprs, docs and pickles name ``trio_websocket.X``.
 """
 
+from ._basic_auth import BasicAuth as BasicAuth
+from ._basic_auth import basic_auth_credentials as basic_auth_credentials
 from ._client import (
     connect_websocket as connect_websocket,
 )
@@ -38,6 +40,9 @@ from ._errors import (
 from ._errors import (
     HandshakeError as HandshakeError,
 )
+from ._http import HTTPRequest as HTTPRequest
+from ._http import HTTPResponse as HTTPResponse
+from ._limits import RequestLimits as RequestLimits
 from ._server import (
     WebSocketRequest as WebSocketRequest,
 )
@@ -50,20 +55,27 @@ from ._server import (
 from ._server import (
     wrap_server_stream as wrap_server_stream,
 )
+from ._shutdown import ShutdownReport as ShutdownReport
 from ._version import __version__ as __version__
 
 __all__ = [
+    "BasicAuth",
     "CloseReason",
     "ConnectionClosed",
     "ConnectionRejected",
     "ConnectionTimeout",
     "DisconnectionTimeout",
     "Endpoint",
+    "HTTPRequest",
+    "HTTPResponse",
     "HandshakeError",
+    "RequestLimits",
+    "ShutdownReport",
     "WebSocketConnection",
     "WebSocketRequest",
     "WebSocketServer",
     "__version__",
+    "basic_auth_credentials",
     "connect_websocket",
     "connect_websocket_url",
     "open_websocket",
