@@ -132,7 +132,7 @@ async def test_async_hook_answers_health_check_and_server_keeps_serving(
     nursery: trio.Nursery,
 ) -> None:
     async def hook(request: HTTPRequest) -> HTTPResponse | None:
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         if request.path == "/health":
             return HTTPResponse(200, [("Content-Type", "application/json")], b'{"ok": true}')
         return None

@@ -175,8 +175,8 @@ async def test_connections_over_the_cap_get_503_until_one_closes(
     await second.send_message("still here")
     assert await second.get_message() == "still here"
     await first.aclose()
-    while server.connection_count > 1:
-        await trio.sleep(0.01)
+    await trio.testing.wait_all_tasks_blocked()
+    assert server.connection_count == 1
     third = await wrap_client_stream(nursery, await listener.connect(), "example.com", "/")
     await third.send_message("in")
     assert await third.get_message() == "in"

@@ -617,6 +617,7 @@ class WebSocketServer:
         # in its own task, bounded by the deadline).
         for scope in self._handshakes:
             scope.cancel()
+        self._refused += len(self._handshakes)
         open_at_start = {request for request in self._live if request._connection is not None}
         async with trio.open_nursery() as closers:
             closers.cancel_scope.deadline = self._deadline
@@ -723,8 +724,7 @@ class WebSocketServer:
                 return None
             finally:
                 self._handshakes.discard(scope)
-        if self._closing:
-            self._refused += 1
+        if self._closing:  # counted as refused by _shut_down
             with trio.move_on_at(self._deadline):
                 await _answer(stream, SHUTTING_DOWN)
         # Otherwise the client was too slow: it is dropped without an answer.
