@@ -67,7 +67,9 @@ class BasicAuth:
     def __init__(
         self, credentials: Mapping[str, str] | CredentialsChecker, *, realm: str = "trio_websocket"
     ) -> None:
-        if not isinstance(realm, str) or '"' in realm or "\\" in realm:
+        if not isinstance(realm, str):
+            raise TypeError("realm must be a str")
+        if '"' in realm or "\\" in realm:
             raise ValueError("realm must be a str without quotes or backslashes")
         self._passwords: dict[str, bytes] | None = None
         self._check: CredentialsChecker | None = None

@@ -550,7 +550,7 @@ class WebSocketServer:
         try:
             async with trio.open_nursery() as nursery:
                 handler_nursery = self._handler_nursery or nursery
-                nursery.start_soon(self._accept_all, handler_nursery)
+                await nursery.start(self._accept_all, handler_nursery)
                 logger.debug("listening on %s", ", ".join(map(str, self.listeners)))
                 task_status.started(self)
                 await self._shutdown_requested.wait()
@@ -652,11 +652,17 @@ class WebSocketServer:
             self._idle = trio.Event()
             await self._idle.wait()
 
-    async def _accept_all(self, handler_nursery: trio.Nursery) -> None:
+    async def _accept_all(
+        self,
+        handler_nursery: trio.Nursery,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         with self._accept_scope:
             async with trio.open_nursery() as loops:
                 for listener in self._listeners:
                     loops.start_soon(self._accept_loop, listener, handler_nursery)
+                task_status.started()
 
     async def _accept_loop(
         self, listener: trio.abc.Listener[Any], handler_nursery: trio.Nursery
