@@ -52,6 +52,9 @@ _external_classes = [
     "AsyncIterator", "collections.abc.AsyncIterator",
     "Awaitable", "collections.abc.Awaitable",
     "Callable", "collections.abc.Callable",
+    "Iterable", "collections.abc.Iterable",
+    "Mapping", "collections.abc.Mapping",
+    "re.Pattern", "os.PathLike",
     # standard library
     "ssl.SSLContext",
     # trio
