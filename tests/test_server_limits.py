@@ -23,7 +23,7 @@ from trio_websocket import (
     serve_websocket,
     wrap_client_stream,
 )
-from trio_websocket._limits import MAX_HEAD_BYTES, RequestTooLarge
+from trio_websocket._limits import MAX_HEAD_BYTES, HeadScanner, RequestTooLarge
 
 
 async def never_called(request: WebSocketRequest) -> None:
@@ -92,10 +92,62 @@ def test_headers_over_the_limits_get_431(limits: RequestLimits, head: bytes) -> 
 
 def test_head_at_exactly_the_limits_passes() -> None:
     limits = RequestLimits(max_request_line=16, max_headers=2, max_header_size=6)
-    head = b"GET /abc HTTP/1.1\r\nHost:x\r\nA: 123\r\n\r\n"[1:]  # 16-byte line
     head = b"GET /ab HTTP/1.1\r\nHost:x\r\nA: 123\r\n\r\n"
     assert len(b"GET /ab HTTP/1.1") == 16
     assert limits.head_length(head) == len(head)
+    assert feed_bytewise(limits, head) == len(head)
+
+
+def feed_bytewise(limits: RequestLimits, data: bytes) -> int | None:
+    """Feed ``data`` one byte at a time, as a slow client sends it."""
+    scanner = HeadScanner(limits)
+    result = None
+    for end in range(1, len(data) + 1):
+        result = scanner.feed(data[:end])
+        if result is not None:
+            return result
+    return result
+
+
+@pytest.mark.parametrize("extra", [b"", b"\x81\x00more"])
+def test_scanner_fed_byte_by_byte_finds_the_same_head(extra: bytes) -> None:
+    request = upgrade_request()
+    assert feed_bytewise(RequestLimits(), request + extra) == len(request)
+    assert feed_bytewise(RequestLimits(), request[:-1]) is None
+
+
+@pytest.mark.parametrize(
+    ("limits", "head", "status"),
+    [
+        (RequestLimits(max_request_line=20), b"GET /" + b"a" * 30 + b" HTTP/1.1\r\n", 414),
+        (RequestLimits(max_headers=2), b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", 431),
+        (RequestLimits(max_header_size=10), b"GET / HTTP/1.1\r\nX: " + b"v" * 20, 431),
+    ],
+)
+def test_scanner_fed_byte_by_byte_refuses_at_the_limit(
+    limits: RequestLimits, head: bytes, status: int
+) -> None:
+    with pytest.raises(RequestTooLarge) as info:
+        feed_bytewise(limits, head)
+    assert info.value.status_code == status
+
+
+def test_a_line_at_its_limit_followed_by_a_lone_cr_is_not_refused() -> None:
+    limits = RequestLimits(max_header_size=6)
+    scanner = HeadScanner(limits)
+    head = b"GET / HTTP/1.1\r\nA: 123\r"
+    assert scanner.feed(head) is None
+    assert scanner.feed(head + b"\n\r\n") == len(head) + 3
+
+
+def test_a_complete_head_over_16_kib_is_refused() -> None:
+    limits = RequestLimits()
+    head = b"GET / HTTP/1.1\r\n" + b"X: " + b"v" * 8000 + b"\r\n"
+    head = head + head[16:] + head[16:] + b"\r\n"  # three 8 KB headers, in one piece
+    assert len(head) > MAX_HEAD_BYTES
+    with pytest.raises(RequestTooLarge) as info:
+        limits.head_length(head)
+    assert info.value.status_code == 431
 
 
 # ----------------------------------------------------------------------

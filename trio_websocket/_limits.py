@@ -60,34 +60,66 @@ class RequestLimits:
         _check_limit("max_header_size", self.max_header_size)
         _check_limit("max_headers", self.max_headers)
 
-    @property
-    def _shortest_line_limit(self) -> int:
-        return min(self.max_request_line, self.max_header_size)
-
     def head_length(self, received: bytes | bytearray) -> int | None:
         """The length of the complete head at the start of ``received``
         (its final blank line included), or None while it is incomplete.
 
         :raises RequestTooLarge: if what was received breaks a limit.
         """
-        end = received.find(_END_OF_HEAD)
-        head_end = len(received) if end < 0 else end
-        if head_end + 4 > MAX_HEAD_BYTES:
+        return HeadScanner(self).feed(received)
+
+
+class HeadScanner:
+    """Checks a request head against :class:`RequestLimits` as it arrives.
+
+    Feed it the whole buffer received so far, each time; it looks only at
+    the bytes it has not seen, so a client sending one byte at a time costs
+    linear time, not quadratic.
+    """
+
+    __slots__ = ("_limits", "_line_start", "_lines", "_search_from")
+
+    def __init__(self, limits: RequestLimits) -> None:
+        self._limits = limits
+        self._lines = 0  # complete lines so far, the request line included
+        self._line_start = 0  # where the current (incomplete) line starts
+        self._search_from = 0  # where to look for the next CRLF
+
+    def _check_line(self, index: int, length: int) -> None:
+        limits = self._limits
+        if index == 0:
+            if length > limits.max_request_line:
+                raise RequestTooLarge(414, f"request line exceeds {limits.max_request_line} bytes")
+        elif index > limits.max_headers and length > 0:  # (empty: maybe the end)
+            raise RequestTooLarge(431, f"more than {limits.max_headers} headers")
+        elif length > limits.max_header_size:
+            raise RequestTooLarge(431, f"a header line exceeds {limits.max_header_size} bytes")
+
+    def feed(self, received: bytes | bytearray) -> int | None:
+        """The head's length once ``received`` holds all of it, else None.
+
+        :raises RequestTooLarge: if what was received breaks a limit.
+        """
+        while True:
+            end = received.find(b"\r\n", self._search_from)
+            if end < 0:
+                break
+            length = end - self._line_start
+            if length == 0 and self._lines > 0:  # the blank line that ends the head
+                if end + 2 > MAX_HEAD_BYTES:
+                    raise RequestTooLarge(431, f"request head exceeds {MAX_HEAD_BYTES} bytes")
+                return end + 2
+            self._check_line(self._lines, length)
+            self._lines += 1
+            self._line_start = self._search_from = end + 2
+        # A CR at the very end may start the next CRLF.
+        size = len(received)
+        self._search_from = max(self._line_start, size - 1)
+        pending_cr = received.endswith(b"\r")
+        self._check_line(self._lines, size - self._line_start - pending_cr)
+        if len(received) > MAX_HEAD_BYTES:
             raise RequestTooLarge(431, f"request head exceeds {MAX_HEAD_BYTES} bytes")
-        if head_end <= self._shortest_line_limit:
-            # No line can be too long: only the count needs checking.
-            if received.count(b"\r\n", 0, head_end) > self.max_headers:
-                raise RequestTooLarge(431, f"more than {self.max_headers} headers")
-            return None if end < 0 else end + 4
-        lines = bytes(received[:head_end]).split(b"\r\n")
-        if len(lines[0]) > self.max_request_line:
-            raise RequestTooLarge(414, f"request line exceeds {self.max_request_line} bytes")
-        if len(lines) - 1 > self.max_headers:
-            raise RequestTooLarge(431, f"more than {self.max_headers} headers")
-        for line in lines[1:]:
-            if len(line) > self.max_header_size:
-                raise RequestTooLarge(431, f"a header line exceeds {self.max_header_size} bytes")
-        return None if end < 0 else end + 4
+        return None
 
 
 DEFAULT_REQUEST_LIMITS = RequestLimits()

@@ -69,7 +69,7 @@ from ._http import (
     parse_request_head,
     text_response,
 )
-from ._limits import DEFAULT_REQUEST_LIMITS, RequestLimits, RequestTooLarge
+from ._limits import DEFAULT_REQUEST_LIMITS, HeadScanner, RequestLimits, RequestTooLarge
 from ._origins import AllowedOrigin, OriginPolicy
 from ._shutdown import ShutdownReport
 from ._unix import SocketPath, open_unix_listener, remove_socket_file
@@ -377,14 +377,20 @@ async def _read_request(
     comes back as a :class:`_NotWebSocket` for the caller to answer.
     """
     received: bytes | bytearray = b""
+    scanner = HeadScanner(limits)
     try:
         while True:
             data = await stream.receive_some(options.receive_buffer_size)
             if not data:
                 raise HandshakeError("client closed the connection during the handshake")
-            received = received + data if received else data
+            if not received:
+                received = data  # the usual case: the whole head in one read
+            elif isinstance(received, bytearray):
+                received += data
+            else:
+                received = bytearray(received) + data
             try:
-                head_length = limits.head_length(received)
+                head_length = scanner.feed(received)
             except RequestTooLarge as exc:
                 await _answer(stream, URI_TOO_LONG if exc.status_code == 414 else HEADERS_TOO_LARGE)
                 raise HandshakeError(f"request too large: {exc}") from exc
@@ -393,7 +399,7 @@ async def _read_request(
         head = bytes(received[:head_length])
         handshake = H11Handshake(ConnectionType.SERVER)
         try:
-            handshake.receive_data(received)  # type: ignore[arg-type]
+            handshake.receive_data(bytes(received))
         except ProtocolError as exc:
             parsed = parse_request_head(head)
             if parsed is None:
