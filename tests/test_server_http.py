@@ -65,8 +65,9 @@ async def test_post_with_body_gets_426(nursery: trio.Nursery) -> None:
         (upgrade_request(method=b"POST"), 400),
         (b"GET / HTTP/1.1\r\n\r\n", 400),  # HTTP/1.1 without Host
         (b"GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", 400),
+        (upgrade_request(extra=b"X-A: 1\r\n\tfolded\r\n"), 400),
     ],
-    ids=["version-8", "no-key", "post-upgrade", "no-host", "folded"],
+    ids=["version-8", "no-key", "post-upgrade", "no-host", "folded", "folded-upgrade"],
 )
 async def test_broken_upgrades_and_bad_http_get_400_or_426(
     nursery: trio.Nursery, request_bytes: bytes, status: int

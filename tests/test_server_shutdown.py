@@ -286,3 +286,38 @@ async def test_aclose_with_bad_arguments_raises_and_changes_nothing(
         await server.aclose(**kwargs)  # type: ignore[arg-type]
     assert not listener.closed
     await server.aclose()
+
+
+async def test_connection_closed_escaping_a_handler_during_shutdown_is_no_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def careless_handler(request: WebSocketRequest) -> None:
+        if request.path == "/undecided":
+            await trio.sleep(5)
+        ws = await request.accept()  # raises for the undecided one
+        while True:
+            await ws.send_message(await ws.get_message())  # raises at the close
+
+    async with trio.open_nursery() as nursery:
+        server, listener = await start_memory_server(nursery, careless_handler)
+        client = await wrap_client_stream(nursery, await listener.connect(), "example.com", "/")
+        undecided = await listener.connect()
+        await undecided.send_all(upgrade_request("/undecided"))
+        await trio.testing.wait_all_tasks_blocked()
+        report = await server.aclose()
+        assert report == ShutdownReport(closed_cleanly=1, forced=0, refused=1)
+        with pytest.raises(ConnectionClosed):
+            await client.get_message()
+        assert (await read_until_eof(undecided)).startswith(b"HTTP/1.1 503 ")
+
+
+async def test_connection_closed_escaping_a_handler_otherwise_still_propagates() -> None:
+    async def careless_handler(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        await ws.get_message()
+
+    with pytest.RaisesGroup(ConnectionClosed, flatten_subgroups=True):
+        async with trio.open_nursery() as nursery:
+            _, listener = await start_memory_server(nursery, careless_handler)
+            client = await wrap_client_stream(nursery, await listener.connect(), "example.com", "/")
+            await client.aclose()

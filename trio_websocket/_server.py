@@ -17,7 +17,8 @@ Rules:
   every plain HTTP answer ends with ``Connection: close``.
 - An exception escaping a handler (or the hook) propagates out of
   ``serve_websocket``, as with ``trio.serve_tcp``: errors never pass
-  silently.
+  silently. The one exception: ``ConnectionClosed`` escaping a handler
+  during a graceful shutdown, which the shutdown itself caused.
 - Graceful shutdown runs in the server's own ``run`` task, so it goes on
   even if the task that asked for it is cancelled; every waiting caller of
   :meth:`WebSocketServer.aclose` gets the same report. Handshakes in
@@ -397,13 +398,18 @@ async def _read_request(
             if head_length is not None:
                 break
         head = bytes(received[:head_length])
+        if b"\n " in head or b"\n\t" in head:
+            # Obsolete line folding: refused (RFC 9112 section 5.2 allows
+            # it), so that h11 and the hook's parser never disagree.
+            await _send_answer(stream, _BAD_REQUEST)
+            raise HandshakeError("invalid opening request: folded header line")
         handshake = H11Handshake(ConnectionType.SERVER)
         try:
             handshake.receive_data(bytes(received))
         except ProtocolError as exc:
             parsed = parse_request_head(head)
             if parsed is None:
-                await stream.send_all(_BAD_REQUEST)
+                await _send_answer(stream, _BAD_REQUEST)
                 raise HandshakeError(f"invalid opening request: {exc}") from exc
             request = _http_request(parsed, stream)
             if not request.is_websocket:
@@ -701,6 +707,11 @@ class WebSocketServer:
                         await self._handler(request)
                     except trio.Cancelled:
                         raise
+                    except ConnectionClosed as exc:
+                        # The shutdown closed this connection: that a
+                        # handler lets the news escape is no error.
+                        if not self._closing:
+                            handler_error = exc
                     except BaseException as exc:
                         # Raised below, outside this nursery, so that the
                         # server sees the handler's own exception, not a
