@@ -741,12 +741,18 @@ class WebSocketServer:
         with trio.move_on_after(self._connect_timeout) as scope:
             self._handshakes.add(scope)
             try:
-                return await self._screen(stream, nursery)
+                outcome = await self._screen(stream, nursery)
             except HandshakeError as exc:
                 logger.debug("handshake failed: %s", exc)
                 return None
             finally:
+                # Decided: a shutdown from now on leaves this one alone.
                 self._handshakes.discard(scope)
+            if isinstance(outcome, WebSocketRequest):
+                return outcome
+            response, method = outcome
+            await _answer(stream, response, method)
+            return None
         if self._closing:  # counted as refused by _shut_down
             with trio.move_on_at(self._deadline):
                 await _answer(stream, SHUTTING_DOWN)
@@ -755,29 +761,26 @@ class WebSocketServer:
 
     async def _screen(
         self, stream: trio.abc.Stream, nursery: trio.Nursery
-    ) -> WebSocketRequest | None:
+    ) -> WebSocketRequest | tuple[HTTPResponse, str]:
+        """The request for the handler, or the answer it gets instead (and
+        the request's method, which decides whether a body goes with it)."""
         request, head = await _read_request(stream, nursery, self._options, self._limits)
         if self._process_request is not None:
             view = _hook_view(request, head)
             response = await self._call_hook(stream, view)
             if response is not None:
-                await _answer(stream, response, view.method)
-                return None
+                return response, view.method
         if isinstance(request, _NotWebSocket):
             logger.debug("refused %s: %s", request.request.path, request.problem)
-            await _answer(stream, request.answer, request.request.method)
-            return None
+            return request.answer, request.request.method
         if self._origins is not None and not self._origins.allows(request.headers):
-            await _answer(stream, FORBIDDEN_ORIGIN)
-            return None
+            return FORBIDDEN_ORIGIN, "GET"
         if self._closing:
             self._refused += 1
-            await _answer(stream, SHUTTING_DOWN)
-            return None
+            return SHUTTING_DOWN, "GET"
         if self._max_connections is not None and len(self._live) >= self._max_connections:
             logger.warning("refused a connection: %d connections open", len(self._live))
-            await _answer(stream, SERVICE_UNAVAILABLE)
-            return None
+            return SERVICE_UNAVAILABLE, "GET"
         return request
 
     async def _call_hook(self, stream: trio.abc.Stream, view: HTTPRequest) -> HTTPResponse | None:
