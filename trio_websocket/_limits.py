@@ -60,6 +60,11 @@ class RequestLimits:
         _check_limit("max_header_size", self.max_header_size)
         _check_limit("max_headers", self.max_headers)
 
+    @property
+    def _shortest_line_limit(self) -> int:
+        """Below this many bytes, no line of a head can be too long."""
+        return min(self.max_request_line, self.max_header_size)
+
     def head_length(self, received: bytes | bytearray) -> int | None:
         """The length of the complete head at the start of ``received``
         (its final blank line included), or None while it is incomplete.
@@ -100,6 +105,14 @@ class HeadScanner:
 
         :raises RequestTooLarge: if what was received breaks a limit.
         """
+        if self._search_from == 0:
+            # The usual case, a whole head in the first read, short enough
+            # that no line can be too long: only the count needs checking.
+            end = received.find(b"\r\n\r\n")
+            if 0 < end <= self._limits._shortest_line_limit and (
+                received.count(b"\r\n", 0, end) <= self._limits.max_headers
+            ):
+                return end + 4
         while True:
             end = received.find(b"\r\n", self._search_from)
             if end < 0:
