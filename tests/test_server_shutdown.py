@@ -321,3 +321,34 @@ async def test_connection_closed_escaping_a_handler_otherwise_still_propagates()
             _, listener = await start_memory_server(nursery, careless_handler)
             client = await wrap_client_stream(nursery, await listener.connect(), "example.com", "/")
             await client.aclose()
+
+
+async def test_a_handler_may_shut_the_server_down_and_is_then_waited_for(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    reports: list[ShutdownReport] = []
+
+    async def admin_handler(request: WebSocketRequest) -> None:
+        await request.accept()
+        reports.append(await server.aclose(timeout=3))  # cancelled at the deadline
+
+    async with trio.open_nursery() as nursery:
+        server, listener = await start_memory_server(nursery, admin_handler)
+        await wrap_client_stream(nursery, await listener.connect(), "example.com", "/")
+        assert await server.aclose() == ShutdownReport(forced=1)
+        assert trio.current_time() == pytest.approx(3)
+        nursery.cancel_scope.cancel()
+    assert reports == []
+
+
+def test_aclose_takes_keyword_arguments_only() -> None:
+    import inspect
+
+    parameters = inspect.signature(WebSocketServer.aclose).parameters
+    assert [(p.name, p.kind) for p in parameters.values()][1:] == [
+        ("code", inspect.Parameter.KEYWORD_ONLY),
+        ("reason", inspect.Parameter.KEYWORD_ONLY),
+        ("timeout", inspect.Parameter.KEYWORD_ONLY),
+    ]
+    assert parameters["code"].default == 1001
+    assert inspect.iscoroutinefunction(WebSocketServer.aclose)

@@ -97,8 +97,9 @@ class HTTPResponse:
 
     :param status_code: an HTTP status from 200 to 999.
     :param headers: ``(name, value)`` pairs of ``str`` (latin-1) or
-        ``bytes``; ``Connection``, ``Content-Length`` and
-        ``Transfer-Encoding`` are set by the server.
+        ``bytes``, kept as a tuple of ``bytes`` pairs with lower-case names;
+        ``Connection``, ``Content-Length`` and ``Transfer-Encoding`` are set
+        by the server.
     :param body: the body as ``bytes``, or ``str`` (sent as UTF-8; a
         ``text/plain`` content type is added unless one is given).
     :raises ValueError: for a status outside 200..999, a body on a 204 or
@@ -108,8 +109,9 @@ class HTTPResponse:
     status_code: int
     headers: Sequence[tuple[str | bytes, str | bytes]] = ()
     body: bytes | str = b""
-    #: The headers as normalized byte pairs (lower-case names).
-    normalized_headers: Headers = field(init=False, repr=False, compare=False)
+    # The headers as byte pairs, as ``headers`` holds them after building
+    # (typed for serialization).
+    _wire_headers: Headers = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         status = self.status_code
@@ -131,7 +133,7 @@ class HTTPResponse:
         if body and status in _NO_BODY_STATUSES:
             raise ValueError(f"a {status} response cannot have a body")
         object.__setattr__(self, "headers", tuple(headers))
-        object.__setattr__(self, "normalized_headers", headers)
+        object.__setattr__(self, "_wire_headers", headers)
 
     def serialize(self, *, head_only: bool = False) -> bytes:
         """The response as bytes on the wire; ``head_only`` leaves out the
@@ -142,7 +144,7 @@ class HTTPResponse:
         except ValueError:
             phrase = ""
         lines = [f"HTTP/1.1 {self.status_code} {phrase}".rstrip().encode("ascii")]
-        lines.extend(name + b": " + value for name, value in self.normalized_headers)
+        lines.extend(name + b": " + value for name, value in self._wire_headers)
         if self.status_code not in _NO_BODY_STATUSES:
             lines.append(b"content-length: %d" % len(self.body))
         lines.append(b"connection: close")

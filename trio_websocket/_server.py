@@ -779,7 +779,7 @@ class WebSocketServer:
             self._refused += 1
             return SHUTTING_DOWN, "GET"
         if self._max_connections is not None and len(self._live) >= self._max_connections:
-            logger.warning("refused a connection: %d connections open", len(self._live))
+            logger.debug("refused a connection: %d connections open", len(self._live))
             return SERVICE_UNAVAILABLE, "GET"
         return request
 
