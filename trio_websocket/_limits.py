@@ -52,7 +52,7 @@ class RequestLimits:
     """
 
     max_request_line: int = 8192
-    max_headers: int = 100
+    max_headers: int = 128
     max_header_size: int = 8192
 
     def __post_init__(self) -> None:
