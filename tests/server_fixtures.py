@@ -7,6 +7,7 @@ the raw-HTTP helpers speak bytes to a server and parse its plain answers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,9 +23,11 @@ class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
     """A listener whose clients are in-memory stream pairs: ``connect()``
     returns the client's end and queues the server's for ``accept()``."""
 
-    def __init__(self) -> None:
+    def __init__(self, wrap: Callable[[trio.abc.Stream], trio.abc.Stream] | None = None) -> None:
         self._send, self._receive = trio.open_memory_channel[trio.abc.Stream](1000)
         self.closed = False
+        # Wraps each server-side stream (to inject faults or delays).
+        self._wrap = wrap
 
     async def accept(self) -> trio.abc.Stream:
         try:
@@ -41,7 +44,7 @@ class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
         if self.closed:
             raise OSError("connection refused: listener closed")
         client, server = trio.testing.memory_stream_pair()
-        await self._send.send(server)
+        await self._send.send(server if self._wrap is None else self._wrap(server))
         return client
 
 
@@ -104,10 +107,40 @@ async def exchange(stream: trio.abc.Stream, request: bytes) -> Answer:
 
 
 async def start_memory_server(
-    nursery: trio.Nursery, handler: Any, **options: Any
+    nursery: trio.Nursery,
+    handler: Any,
+    wrap: Callable[[trio.abc.Stream], trio.abc.Stream] | None = None,
+    **options: Any,
 ) -> tuple[WebSocketServer, MemoryListener]:
     """A :class:`WebSocketServer` over a :class:`MemoryListener`, running."""
-    listener = MemoryListener()
+    listener = MemoryListener(wrap)
     server = WebSocketServer(handler, [listener], **options)
     await nursery.start(server.run)
     return server, listener
+
+
+class HeldSendStream(trio.abc.Stream):
+    """A stream whose first ``send_all`` waits until ``release`` is set (an
+    answer held up on the way out), and which records what it sent."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.release = trio.Event()
+        self.sending = trio.Event()
+        self._held = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._held:
+            self._held = True
+            self.sending.set()
+            await self.release.wait()
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

@@ -352,3 +352,37 @@ def test_aclose_takes_keyword_arguments_only() -> None:
     ]
     assert parameters["code"].default == 1001
     assert inspect.iscoroutinefunction(WebSocketServer.aclose)
+
+
+async def test_connection_accepted_while_shutting_down_is_closed_once_started(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    from server_fixtures import HeldSendStream
+
+    held: list[HeldSendStream] = []
+
+    def hold(stream: trio.abc.Stream) -> trio.abc.Stream:
+        held.append(HeldSendStream(stream))
+        return held[-1]
+
+    server, listener = await start_memory_server(nursery, echo_handler, wrap=hold)
+    client_stream = await listener.connect()
+    reasons: list[CloseReason] = []
+
+    async def client() -> None:
+        ws = await wrap_client_stream(nursery, client_stream, "example.com", "/")
+        await wait_closed(ws, reasons)
+
+    nursery.start_soon(client)
+    await held[0].sending.wait()  # the 101 answer is on its way out
+    reports: list[ShutdownReport] = []
+
+    async def close() -> None:
+        reports.append(await server.aclose(timeout=5))
+
+    nursery.start_soon(close)
+    await trio.testing.wait_all_tasks_blocked()
+    held[0].release.set()
+    await trio.testing.wait_all_tasks_blocked()
+    assert reasons == [CloseReason(1001, "server shutting down")]
+    assert reports == [ShutdownReport(closed_cleanly=1)]

@@ -220,6 +220,10 @@ class WebSocketRequest:
                 raise ConnectionClosed(connection.closed) from exc
             raise
         connection._start(self._nursery)
+        if self._refusal is not None:
+            # The server began shutting down while the answer was on its way.
+            reason = self._refusal
+            self._nursery.start_soon(connection.aclose, reason.code, reason.reason)
         return connection
 
     async def reject(
@@ -242,7 +246,7 @@ class WebSocketRequest:
             raise TypeError("status_code must be an int")
         if not 200 <= status_code <= 999:
             raise ValueError(f"cannot reject with HTTP status {status_code}")
-        if self._refusal is not None:
+        if self._refusal is not None and self._connection is None:
             return
         handshake = self._claim()
         await self._send_rejection(handshake, status_code, list(extra_headers or []), body or b"")
@@ -634,7 +638,10 @@ class WebSocketServer:
         async with trio.open_nursery() as closers:
             closers.cancel_scope.deadline = self._deadline
             for request in list(self._live):
-                if request._connection is not None:
+                if request._connection is not None and request._connection._nursery is None:
+                    # Accepting right now: accept() closes it once started.
+                    request._refusal = reason
+                elif request._connection is not None:
                     closers.start_soon(request._connection.aclose, reason.code, reason.reason)
                 elif request._refuse_for_shutdown(reason):
                     self._refused += 1
