@@ -13,6 +13,7 @@ from conftest import echo_handler
 from server_fixtures import exchange, start_memory_server, upgrade_request
 
 from trio_websocket import (
+    Endpoint,
     HandshakeError,
     HTTPRequest,
     HTTPResponse,
@@ -217,7 +218,10 @@ def test_process_request_must_be_callable() -> None:
 
 
 async def test_hook_over_tcp_answers_a_real_http_client(nursery: trio.Nursery) -> None:
+    remotes: list[object] = []
+
     def hook(request: HTTPRequest) -> HTTPResponse | None:
+        remotes.append(request.remote)
         if request.path == "/health":
             return HTTPResponse(200, body="up\n")
         if request.path == "/secret":
@@ -244,6 +248,8 @@ async def test_hook_over_tcp_answers_a_real_http_client(nursery: trio.Nursery) -
         status, body = await trio.to_thread.run_sync(fetch, "/")
     assert status == 426
     assert b"WebSocket" in body
+    assert len(remotes) == 3
+    assert all(isinstance(r, Endpoint) and r.address == "127.0.0.1" for r in remotes)
 
 
 # ----------------------------------------------------------------------

@@ -648,7 +648,8 @@ class WebSocketServer:
                     closers.start_soon(_answer, request._stream, SHUTTING_DOWN)
             with trio.move_on_at(self._deadline):
                 await self._wait_idle()
-            closers.cancel_scope.cancel()
+            # The closers (close handshakes, 503 answers) end by themselves,
+            # or at the deadline.
         still_running = dict(self._live)
         for scope in still_running.values():
             scope.cancel()
@@ -727,7 +728,8 @@ class WebSocketServer:
                     await request._finish(handler_error is not None, self._disconnect_timeout)
                 finally:
                     del self._live[request]
-                    if request._connection is None:
+                    if request._connection is None and request._refusal is None:
+                        # (A refused request's 503 answer closes the stream.)
                         await trio.aclose_forcefully(stream)
                     if not self._live and self._idle is not None:
                         self._idle.set()
