@@ -837,8 +837,10 @@ async def serve_websocket(
         print(server.port)
 
     :param handler: an async function taking a :class:`WebSocketRequest`.
-    :param host: the address to listen on; None for all interfaces.
-    :param port: the TCP port; 0 for any free port.
+    :param host: the address to listen on; None for all interfaces (and
+        with ``unix_socket_path``).
+    :param port: the TCP port; 0 for any free port; None with
+        ``unix_socket_path``.
     :param ssl_context: an ``ssl.SSLContext`` for wss://, or None.
     :param handler_nursery: run handlers (and their connections' readers)
         in this nursery instead of the server's own.
