@@ -331,7 +331,7 @@ async def test_load_of_slow_and_garbage_clients_keeps_good_ones_served_in_bounde
 
         async def good_client() -> None:
             nonlocal served
-            for _ in range(5):
+            for _ in range(100):
                 try:
                     async with open_websocket_url(url) as ws:
                         await ws.send_message("ping")
