@@ -377,3 +377,23 @@ async def test_open_connection_is_not_affected_by_the_handshake_timeout(
     await ws.aclose()
     with pytest.raises(ConnectionClosed):
         await ws.get_message()
+
+
+async def test_max_message_size_closes_with_1009_and_the_server_keeps_serving(
+    nursery: trio.Nursery,
+) -> None:
+    server = await nursery.start(
+        partial(serve_websocket, echo_handler, "127.0.0.1", 0, None, max_message_size=1000)
+    )
+    url = f"ws://127.0.0.1:{server.port}/"
+    with trio.fail_after(10):
+        async with open_websocket_url(url) as ws:
+            await ws.send_message(b"x" * 1000)
+            assert await ws.get_message() == b"x" * 1000
+            await ws.send_message(b"x" * 1001)
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.get_message()
+        assert info.value.reason.code == 1009
+        async with open_websocket_url(url) as ws:
+            await ws.send_message("small")
+            assert await ws.get_message() == "small"
