@@ -304,9 +304,7 @@ class _NotWebSocket:
         self.problem = problem
 
 
-def _http_request(
-    parsed: tuple[str, str, Headers], stream: trio.abc.Stream
-) -> HTTPRequest:
+def _http_request(parsed: tuple[str, str, Headers], stream: trio.abc.Stream) -> HTTPRequest:
     method, target, headers = parsed
     return HTTPRequest(
         method=method,
@@ -694,9 +692,7 @@ class WebSocketServer:
                 except OSError as exc:
                     if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
                         raise
-                    logger.error(
-                        "accept failed (%s); retrying in %s s", exc, _ACCEPT_RETRY_SECONDS
-                    )
+                    logger.error("accept failed (%s); retrying in %s s", exc, _ACCEPT_RETRY_SECONDS)
                     await trio.sleep(_ACCEPT_RETRY_SECONDS)
                     continue
                 handler_nursery.start_soon(self._handle_connection, stream)
