@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import trio
 from conftest import echo_handler
-from server_fixtures import exchange, start_memory_server, upgrade_request
+from server_fixtures import MemoryListener, exchange, start_memory_server, upgrade_request
 
 from trio_websocket import (
     Endpoint,
@@ -18,6 +18,7 @@ from trio_websocket import (
     HTTPRequest,
     HTTPResponse,
     WebSocketRequest,
+    WebSocketServer,
     serve_websocket,
     wrap_client_stream,
     wrap_server_stream,
@@ -210,10 +211,6 @@ async def test_hook_failure_answers_500_and_propagates(result: str) -> None:
 
 def test_process_request_must_be_callable() -> None:
     with pytest.raises(TypeError):
-        from server_fixtures import MemoryListener
-
-        from trio_websocket import WebSocketServer
-
         WebSocketServer(echo_handler, [MemoryListener()], process_request=42)  # type: ignore[arg-type]
 
 

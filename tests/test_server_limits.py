@@ -4,7 +4,9 @@ and a load test of slow and garbage clients on loopback."""
 
 from __future__ import annotations
 
+import errno
 import gc
+import os
 import tracemalloc
 from functools import partial
 
@@ -12,13 +14,20 @@ import pytest
 import trio
 import trio.testing
 from conftest import echo_handler
-from server_fixtures import exchange, read_until_eof, start_memory_server, upgrade_request
+from server_fixtures import (
+    MemoryListener,
+    exchange,
+    read_until_eof,
+    start_memory_server,
+    upgrade_request,
+)
 
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
     RequestLimits,
     WebSocketRequest,
+    WebSocketServer,
     open_websocket_url,
     serve_websocket,
     wrap_client_stream,
@@ -185,9 +194,6 @@ async def test_request_limits_keyword_applies(nursery: trio.Nursery) -> None:
 
 
 def test_request_limits_keyword_must_be_request_limits() -> None:
-    from server_fixtures import MemoryListener
-
-    from trio_websocket import WebSocketServer
 
     with pytest.raises(TypeError):
         WebSocketServer(echo_handler, [MemoryListener()], request_limits={"max_headers": 1})  # type: ignore[arg-type]
@@ -204,9 +210,6 @@ async def test_a_huge_unterminated_head_is_cut_off_at_the_limit(nursery: trio.Nu
 
 @pytest.mark.parametrize("value", [0, -1])
 def test_max_connections_below_one_raises_value_error(value: int) -> None:
-    from server_fixtures import MemoryListener
-
-    from trio_websocket import WebSocketServer
 
     with pytest.raises(ValueError):
         WebSocketServer(echo_handler, [MemoryListener()], max_connections=value)
@@ -397,3 +400,41 @@ async def test_max_message_size_closes_with_1009_and_the_server_keeps_serving(
         async with open_websocket_url(url) as ws:
             await ws.send_message("small")
             assert await ws.get_message() == "small"
+
+
+class FlakyListener(MemoryListener):
+    """Fails its first accept() with ``error``, then works."""
+
+    def __init__(self, error: int) -> None:
+        super().__init__()
+        self.error: int | None = error
+
+    async def accept(self) -> trio.abc.Stream:
+        if self.error is not None:
+            error, self.error = self.error, None
+            await trio.lowlevel.checkpoint()
+            raise OSError(error, os.strerror(error))
+        return await super().accept()
+
+
+async def test_out_of_file_descriptors_pauses_accepting_then_goes_on(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    listener = FlakyListener(errno.EMFILE)
+    server = WebSocketServer(echo_handler, [listener])
+    await nursery.start(server.run)
+    ws = await wrap_client_stream(nursery, await listener.connect(), "example.com", "/")
+    await ws.send_message("served")
+    assert await ws.get_message() == "served"
+    await ws.aclose()
+    assert any("accept failed" in record.getMessage() for record in caplog.records)
+
+
+async def test_other_accept_errors_propagate() -> None:
+    listener = FlakyListener(errno.EBADF)
+    server = WebSocketServer(echo_handler, [listener])
+    with pytest.RaisesGroup(OSError, flatten_subgroups=True):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)

@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 from conftest import echo_handler
-from server_fixtures import read_until_eof, start_memory_server, upgrade_request
+from server_fixtures import MemoryListener, read_until_eof, start_memory_server, upgrade_request
 
 from trio_websocket import (
     CloseReason,
@@ -230,7 +230,6 @@ async def test_new_connections_are_refused_once_closing(
 
 
 async def test_aclose_before_run_closes_the_listeners_and_run_then_refuses() -> None:
-    from server_fixtures import MemoryListener
 
     listener = MemoryListener()
     server = WebSocketServer(echo_handler, [listener])
