@@ -230,7 +230,6 @@ async def test_new_connections_are_refused_once_closing(
 
 
 async def test_aclose_before_run_closes_the_listeners_and_run_then_refuses() -> None:
-
     listener = MemoryListener()
     server = WebSocketServer(echo_handler, [listener])
     assert await server.aclose() == ShutdownReport()
