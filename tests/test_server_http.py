@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 import trio
 from conftest import echo_handler
-from server_fixtures import MemoryListener, exchange, start_memory_server, upgrade_request
+from server_fixtures import (
+    MemoryListener,
+    exchange,
+    read_until_eof,
+    start_memory_server,
+    upgrade_request,
+)
 
 from trio_websocket import (
     Endpoint,
@@ -79,6 +85,40 @@ async def test_broken_upgrades_and_bad_http_get_400_or_426(
     assert answer.status == status
     if status == 426:
         assert answer.headers[b"sec-websocket-version"] == b"13"
+
+
+@pytest.mark.parametrize("host", [b"ex\xd6mple.com", b"xn--a-ecp.example", b"xn--zz"])
+async def test_upgrade_with_a_host_that_is_not_valid_idna_gets_400(
+    nursery: trio.Nursery, host: bytes
+) -> None:
+    # wsproto decodes Host as IDNA; its UnicodeError once crashed the server.
+    calls: list[str] = []
+
+    async def handler(request: WebSocketRequest) -> None:
+        calls.append(request.path)
+        await echo_handler(request)
+
+    _, listener = await start_memory_server(nursery, handler)
+    request = upgrade_request().replace(b"Host: example.com", b"Host: " + host)
+    answer = await exchange(await listener.connect(), request)
+    assert answer.status == 400
+    ws = await wrap_client_stream(nursery, await listener.connect(), "example.com", "/after")
+    await ws.aclose()
+    assert calls == ["/after"]
+
+
+async def test_wrap_server_stream_raises_handshake_error_for_a_bad_host() -> None:
+    client, server = trio.testing.memory_stream_pair()
+    request = upgrade_request().replace(b"Host: example.com", b"Host: ex\xd6mple.com")
+    async with trio.open_nursery() as nursery:
+
+        async def serve() -> None:
+            with pytest.raises(HandshakeError):
+                await wrap_server_stream(nursery, server)
+
+        nursery.start_soon(serve)
+        answer = await exchange(client, request)
+    assert answer.status == 400
 
 
 async def test_wrap_server_stream_answers_plain_http_with_426() -> None:
@@ -349,3 +389,49 @@ def test_request_header_lookup_and_is_websocket() -> None:
 )
 def test_parse_request_head(head: bytes, expected: object) -> None:
     assert parse_request_head(head) == expected
+
+
+async def test_random_and_mutated_requests_get_a_proper_answer_and_never_stop_the_server(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    import random
+
+    rng = random.Random(6455)
+    valid = upgrade_request()
+    handled: list[str] = []
+
+    async def handler(request: WebSocketRequest) -> None:
+        handled.append(request.path)
+        await request.accept()  # and return: closed with 1000
+
+    _, listener = await start_memory_server(
+        nursery, handler, connect_timeout=5, process_request=lambda request: None
+    )
+    statuses: dict[int | None, int] = {}
+    for _ in range(300):
+        kind = rng.randrange(3)
+        if kind == 0:
+            payload = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300)))
+        else:
+            # A valid request with bytes changed or dropped: some still are
+            # valid, most parse some way and then break.
+            data = bytearray(valid)
+            for _ in range(rng.randrange(1, 4)):
+                index = rng.randrange(len(data))
+                if kind == 1:
+                    data[index] = rng.randrange(256)
+                else:
+                    del data[index]
+            payload = bytes(data)
+        stream = await listener.connect()
+        await stream.send_all(payload)
+        await stream.send_eof()
+        answer = await read_until_eof(stream)
+        await stream.aclose()
+        status = int(answer.split(b" ", 2)[1]) if answer else None  # None: incomplete
+        assert status in (101, 400, 414, 426, 431, None), answer
+        statuses[status] = statuses.get(status, 0) + 1
+    assert {101, 400, 426, None} <= set(statuses)
+    assert len(handled) == statuses[101]
+    ws = await wrap_client_stream(nursery, await listener.connect(), "example.com", "/")
+    await ws.aclose()

@@ -408,7 +408,9 @@ async def _read_request(
         handshake = H11Handshake(ConnectionType.SERVER)
         try:
             handshake.receive_data(bytes(received))
-        except ProtocolError as exc:
+        except (ProtocolError, UnicodeError) as exc:
+            # (wsproto decodes the Host header as IDNA: a name that is not
+            # valid IDNA raises UnicodeError, not a protocol error.)
             parsed = parse_request_head(head)
             if parsed is None:
                 await _send_answer(stream, _BAD_REQUEST)
