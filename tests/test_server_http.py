@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
+from functools import partial
 from typing import Any
 
 import pytest
@@ -435,3 +436,30 @@ async def test_random_and_mutated_requests_get_a_proper_answer_and_never_stop_th
     assert len(handled) == statuses[101]
     ws = await wrap_client_stream(nursery, await listener.connect(), "example.com", "/")
     await ws.aclose()
+
+
+async def test_hook_answers_https_health_checks_on_a_tls_server(nursery: trio.Nursery) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+
+    def hook(request: HTTPRequest) -> HTTPResponse | None:
+        return HTTPResponse(200, body="secure\n") if request.path == "/health" else None
+
+    server = await nursery.start(
+        partial(serve_websocket, echo_handler, "127.0.0.1", 0, server_context, process_request=hook)
+    )
+
+    def fetch() -> tuple[int, bytes]:
+        url = f"https://127.0.0.1:{server.port}/health"
+        with urllib.request.urlopen(url, timeout=5, context=client_context) as reply:
+            return reply.status, reply.read()
+
+    with trio.fail_after(10):
+        assert await trio.to_thread.run_sync(fetch) == (200, b"secure\n")
