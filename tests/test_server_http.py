@@ -267,9 +267,7 @@ async def test_hook_over_tcp_answers_a_real_http_client(nursery: trio.Nursery) -
         return None
 
     server = await nursery.start(
-        lambda task_status: serve_websocket(
-            echo_handler, "127.0.0.1", 0, None, process_request=hook, task_status=task_status
-        )
+        partial(serve_websocket, echo_handler, "127.0.0.1", 0, None, process_request=hook)
     )
     base = f"http://127.0.0.1:{server.port}"
 
