@@ -56,6 +56,7 @@ _external_classes = [
     "contextlib.AbstractAsyncContextManager",
     "Iterable", "collections.abc.Iterable",
     "AsyncIterable", "collections.abc.AsyncIterable",
+    "re.Pattern",
     # standard library
     "ssl.SSLContext",
     "os.PathLike", "random.Random", "BaseException",

@@ -40,6 +40,11 @@ PURE = {
     "_proxy_config",
     "_proxy_errors",
     "_redirects",
+    "_http",
+    "_limits",
+    "_origins",
+    "_basic_auth",
+    "_shutdown",
 }
 #: Compiled modules (no .py source to parse); they import nothing of ours.
 COMPILED = {"_speedups"}
@@ -47,6 +52,7 @@ LAYERS = {
     **dict.fromkeys(PURE | COMPILED, 0),
     "_connection": 1,
     "_proxy": 1,
+    "_unix": 1,
     "_client": 2,
     "_server": 2,
     "_hub": 2,

@@ -5,6 +5,8 @@ modules named in ARCHITECTURE.md. Each name's ``__module__`` is set to the
 package so that reprs, docs and pickles name ``trio_websocket.X``.
 """
 
+from ._basic_auth import BasicAuth as BasicAuth
+from ._basic_auth import basic_auth_credentials as basic_auth_credentials
 from ._client import (
     connect_websocket as connect_websocket,
 )
@@ -38,8 +40,11 @@ from ._errors import (
 from ._errors import (
     HandshakeError as HandshakeError,
 )
+from ._http import HTTPRequest as HTTPRequest
+from ._http import HTTPResponse as HTTPResponse
 from ._hub import Hub as Hub
 from ._hub import HubStatistics as HubStatistics
+from ._limits import RequestLimits as RequestLimits
 from ._proxy_config import Proxy as Proxy
 from ._proxy_errors import (
     ProxyAuthenticationError as ProxyAuthenticationError,
@@ -68,6 +73,7 @@ from ._server import (
 from ._server import (
     wrap_server_stream as wrap_server_stream,
 )
+from ._shutdown import ShutdownReport as ShutdownReport
 from ._stats import ConnectionStatistics as ConnectionStatistics
 from ._version import __version__ as __version__
 from ._workers import WorkerError as WorkerError
@@ -76,6 +82,7 @@ from ._workers import run_websocket_workers as run_websocket_workers
 from ._workers import serve_websocket_workers as serve_websocket_workers
 
 __all__ = [
+    "BasicAuth",
     "CloseReason",
     "ConnectionClosed",
     "ConnectionRejected",
@@ -83,6 +90,8 @@ __all__ = [
     "ConnectionTimeout",
     "DisconnectionTimeout",
     "Endpoint",
+    "HTTPRequest",
+    "HTTPResponse",
     "HandshakeError",
     "Hub",
     "HubStatistics",
@@ -91,12 +100,15 @@ __all__ = [
     "ProxyError",
     "ProxyRejected",
     "ReconnectingWebSocket",
+    "RequestLimits",
+    "ShutdownReport",
     "WebSocketConnection",
     "WebSocketRequest",
     "WebSocketServer",
     "WorkerError",
     "WorkerPool",
     "__version__",
+    "basic_auth_credentials",
     "connect_websocket",
     "connect_websocket_url",
     "default_retry_policy",

@@ -7,21 +7,38 @@ Rules:
   ``handler_nursery``), so it is closed when its handler returns or raises:
   with 1000 after a return, 1011 after an exception. A request the handler
   neither accepted nor rejected gets 403 (returned) or 500 (raised).
-- A client that sends garbage gets ``400 Bad Request``; one that does not
-  finish its handshake within ``connect_timeout`` is dropped. Neither
-  reaches the handler.
-- An exception escaping a handler propagates out of ``serve_websocket``,
-  as with ``trio.serve_tcp``: errors never pass silently.
+- Before any handler runs, the *handshake phase* (bounded by
+  ``connect_timeout``, so slow senders are dropped) reads the request head
+  within its :class:`RequestLimits` (414/431), then in this order: the
+  ``process_request`` hook may answer it; a request that is not a WebSocket
+  upgrade gets ``426`` (a broken upgrade ``400``, garbage ``400``); a
+  disallowed ``Origin`` gets ``403``; a full server (``max_connections``)
+  or one shutting down gets ``503``. None of these reach the handler, and
+  every plain HTTP answer ends with ``Connection: close``.
+- An exception escaping a handler (or the hook) propagates out of
+  ``serve_websocket``, as with ``trio.serve_tcp``: errors never pass
+  silently. The one exception: ``ConnectionClosed`` escaping a handler
+  during a graceful shutdown, which the shutdown itself caused.
+- Graceful shutdown runs in the server's own ``run`` task, so it goes on
+  even if the task that asked for it is cancelled; every waiting caller of
+  :meth:`WebSocketServer.aclose` gets the same report. Handshakes in
+  progress get 503, open connections a close frame, then handlers have
+  until the deadline before they are cancelled (through their
+  per-connection nursery, which already exists for the reader task).
+- The request head is parsed by wsproto (h11 inside it); the small parser
+  in ``_http`` reads it again only for a ``process_request`` hook or a
+  request wsproto refused, so the plain upgrade path parses once.
 """
 
 from __future__ import annotations
 
+import errno
+import inspect
 import logging
 import ssl
 import sys
-from collections.abc import Awaitable, Callable, Sequence
-from functools import partial
-from typing import Any, NoReturn
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
 
 import trio
 from wsproto import ConnectionType
@@ -29,7 +46,7 @@ from wsproto.events import AcceptConnection, RejectConnection, RejectData, Reque
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import ProtocolError
 
-from ._close import INTERNAL_ERROR, NORMAL_CLOSURE, CloseReason
+from ._close import GOING_AWAY, INTERNAL_ERROR, NORMAL_CLOSURE, CloseReason
 from ._config import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DISCONNECT_TIMEOUT,
@@ -43,7 +60,23 @@ from ._connection import STREAM_ERRORS, WebSocketConnection
 from ._endpoint import Endpoint, listener_endpoint, stream_endpoint
 from ._errors import ConnectionClosed, HandshakeError, Headers
 from ._groups import main_exception, reraise_as_is
+from ._http import (
+    FORBIDDEN_ORIGIN,
+    HEADERS_TOO_LARGE,
+    SERVICE_UNAVAILABLE,
+    SHUTTING_DOWN,
+    UPGRADE_REQUIRED,
+    URI_TOO_LONG,
+    HTTPRequest,
+    HTTPResponse,
+    parse_request_head,
+    text_response,
+)
+from ._limits import DEFAULT_REQUEST_LIMITS, HeadScanner, RequestLimits, RequestTooLarge
 from ._log import log_handler_error
+from ._origins import AllowedOrigin, OriginPolicy
+from ._shutdown import ShutdownReport
+from ._unix import SocketPath, open_unix_listener, remove_socket_file
 
 if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
     from exceptiongroup import BaseExceptionGroup
@@ -51,6 +84,22 @@ if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
 logger = logging.getLogger("trio_websocket")
 
 Handler = Callable[["WebSocketRequest"], Awaitable[object]]
+ProcessRequest = Callable[[HTTPRequest], "Awaitable[HTTPResponse | None] | HTTPResponse | None"]
+
+#: After a plain HTTP answer, how long and how much the server goes on
+#: reading (and discarding) what the client still sends before it closes:
+#: closing with unread data makes the kernel send a reset, which can destroy
+#: the answer before the client reads it.
+_LINGER_SECONDS = 1.0
+_LINGER_BYTES = 64 * 1024
+#: accept() errors that mean "out of file descriptors or memory for now":
+#: the server waits a little and goes on instead of crashing.
+_ACCEPT_CAPACITY_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("EMFILE", "ENFILE", "ENOMEM", "ENOBUFS")
+    if hasattr(errno, name)
+)
+_ACCEPT_RETRY_SECONDS = 0.1
 
 _BAD_REQUEST = (
     b"HTTP/1.1 400 Bad Request\r\n"
@@ -72,6 +121,7 @@ class WebSocketRequest:
         "_local",
         "_nursery",
         "_options",
+        "_refusal",
         "_remote",
         "_stream",
     )
@@ -90,6 +140,8 @@ class WebSocketRequest:
         self._nursery = nursery
         self._options = options
         self._connection: WebSocketConnection | None = None
+        # Set when a shutting-down server answered this request itself.
+        self._refusal: CloseReason | None = None
         self._local = stream_endpoint(stream, local=True)
         self._remote = stream_endpoint(stream, local=False)
 
@@ -126,6 +178,8 @@ class WebSocketRequest:
         idle connection should not keep its HTTP parser)."""
         handshake = self._handshake
         if handshake is None:
+            if self._refusal is not None:
+                raise ConnectionClosed(self._refusal)
             raise RuntimeError("this request was already accepted or rejected")
         self._handshake = None
         return handshake
@@ -141,7 +195,8 @@ class WebSocketRequest:
         :param subprotocol: one of :attr:`proposed_subprotocols`, or None.
         :param extra_headers: more response headers as byte pairs.
         :raises ValueError: for a subprotocol the client did not offer.
-        :raises ConnectionClosed: if the client is already gone.
+        :raises ConnectionClosed: if the client is already gone, or the
+            server is shutting down (it answered the client with 503).
         """
         if subprotocol is not None and subprotocol not in self._event.subprotocols:
             raise ValueError(f"the client did not offer subprotocol {subprotocol!r}")
@@ -171,6 +226,10 @@ class WebSocketRequest:
                 raise ConnectionClosed(connection.closed) from exc
             raise
         connection._start(self._nursery)
+        if self._refusal is not None:
+            # The server began shutting down while the answer was on its way.
+            reason = self._refusal
+            self._nursery.start_soon(connection.aclose, reason.code, reason.reason)
         return connection
 
     async def reject(
@@ -185,11 +244,16 @@ class WebSocketRequest:
         :param status_code: an HTTP status of 200 or more (1xx is refused).
         :param extra_headers: response headers as byte pairs.
         :param body: the response body, if any.
+
+        Does nothing when a shutting-down server has already answered the
+        request with 503.
         """
         if isinstance(status_code, bool) or not isinstance(status_code, int):
             raise TypeError("status_code must be an int")
         if not 200 <= status_code <= 999:
             raise ValueError(f"cannot reject with HTTP status {status_code}")
+        if self._refusal is not None and self._connection is None:
+            return
         handshake = self._claim()
         await self._send_rejection(handshake, status_code, list(extra_headers or []), body or b"")
 
@@ -223,26 +287,149 @@ class WebSocketRequest:
                 )
         # The timeout cancelled aclose, which then aborted the connection.
 
+    def _refuse_for_shutdown(self, reason: CloseReason) -> bool:
+        """Take the undecided request away from its handler (a later
+        :meth:`accept` raises ``ConnectionClosed``); True if it was
+        undecided and must now be answered with 503."""
+        if self._handshake is None:
+            return False
+        self._handshake = None
+        self._refusal = reason
+        return True
+
+
+class _NotWebSocket:
+    """A valid HTTP request that is not a valid WebSocket upgrade, and the
+    answer it gets unless a ``process_request`` hook answers it first."""
+
+    __slots__ = ("answer", "problem", "request")
+
+    def __init__(self, request: HTTPRequest, answer: HTTPResponse, problem: str) -> None:
+        self.request = request
+        self.answer = answer
+        self.problem = problem
+
+
+def _http_request(parsed: tuple[str, str, Headers], stream: trio.abc.Stream) -> HTTPRequest:
+    method, target, headers = parsed
+    return HTTPRequest(
+        method=method,
+        path=target,
+        headers=headers,
+        remote=stream_endpoint(stream, local=False),
+        local=stream_endpoint(stream, local=True),
+    )
+
+
+def _hook_view(request: WebSocketRequest | _NotWebSocket, head: bytes) -> HTTPRequest:
+    """The request as a ``process_request`` hook sees it, every header in."""
+    if isinstance(request, _NotWebSocket):
+        return request.request
+    parsed = parse_request_head(head)
+    # wsproto accepted this head, so it parses; fall back to wsproto's view
+    # (without the headers it keeps apart) should our parser ever disagree.
+    if parsed is None:  # pragma: no cover
+        parsed = ("GET", request.path, list(request.headers))
+    return HTTPRequest(
+        method=parsed[0],
+        path=parsed[1],
+        headers=parsed[2],
+        remote=request.remote,
+        local=request.local,
+    )
+
+
+async def _send_answer(stream: trio.abc.Stream, data: bytes) -> None:
+    """Write a plain HTTP answer and close the stream, reading (and
+    discarding) for a moment what the client still sends (see
+    ``_LINGER_SECONDS``). Never raises a stream error."""
+    try:
+        await stream.send_all(data)
+        if isinstance(stream, trio.abc.HalfCloseableStream):
+            await stream.send_eof()
+            with trio.move_on_after(_LINGER_SECONDS):
+                drained = 0
+                while drained < _LINGER_BYTES:
+                    chunk = await stream.receive_some(16384)
+                    if not chunk:
+                        break
+                    drained += len(chunk)
+        await stream.aclose()
+    except STREAM_ERRORS:
+        pass
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def _answer(stream: trio.abc.Stream, response: HTTPResponse, method: str = "GET") -> None:
+    await _send_answer(stream, response.serialize(head_only=method == "HEAD"))
+
+
+def _rejection_of(hint: object) -> HTTPResponse:
+    """The answer to a WebSocket upgrade that wsproto refused, from the
+    rejection wsproto suggests (400, or 426 with the version it speaks)."""
+    status = getattr(hint, "status_code", 400)
+    headers = [(bytes(name).lower(), bytes(value)) for name, value in getattr(hint, "headers", [])]
+    return text_response(status, f"{status} Invalid WebSocket opening request\n", headers)
+
 
 async def _read_request(
-    stream: trio.abc.Stream, nursery: trio.Nursery, options: ConnectionOptions
-) -> WebSocketRequest:
-    """Read the opening request; answer garbage with 400 and raise
-    :exc:`HandshakeError`."""
-    handshake = H11Handshake(ConnectionType.SERVER)
+    stream: trio.abc.Stream,
+    nursery: trio.Nursery,
+    options: ConnectionOptions,
+    limits: RequestLimits = DEFAULT_REQUEST_LIMITS,
+) -> tuple[WebSocketRequest | _NotWebSocket, bytes]:
+    """Read the opening request and its raw head.
+
+    Garbage gets 400 and a head over the limits 414/431 (both raise
+    :exc:`HandshakeError`); a valid HTTP request that is no valid upgrade
+    comes back as a :class:`_NotWebSocket` for the caller to answer.
+    """
+    received: bytes | bytearray = b""
+    scanner = HeadScanner(limits)
     try:
         while True:
             data = await stream.receive_some(options.receive_buffer_size)
             if not data:
                 raise HandshakeError("client closed the connection during the handshake")
+            if not received:
+                received = data  # the usual case: the whole head in one read
+            elif isinstance(received, bytearray):
+                received += data
+            else:
+                received = bytearray(received) + data
             try:
-                handshake.receive_data(data)  # type: ignore[arg-type]
-            except ProtocolError as exc:
-                await stream.send_all(_BAD_REQUEST)
+                head_length = scanner.feed(received)
+            except RequestTooLarge as exc:
+                await _answer(stream, URI_TOO_LONG if exc.status_code == 414 else HEADERS_TOO_LARGE)
+                raise HandshakeError(f"request too large: {exc}") from exc
+            if head_length is not None:
+                break
+        head = bytes(received[:head_length])
+        if b"\n " in head or b"\n\t" in head:
+            # Obsolete line folding: refused (RFC 9112 section 5.2 allows
+            # it), so that h11 and the hook's parser never disagree.
+            await _send_answer(stream, _BAD_REQUEST)
+            raise HandshakeError("invalid opening request: folded header line")
+        handshake = H11Handshake(ConnectionType.SERVER)
+        try:
+            handshake.receive_data(bytes(received))
+        except (ProtocolError, UnicodeError) as exc:
+            # (wsproto decodes the Host header as IDNA: a name that is not
+            # valid IDNA raises UnicodeError, not a protocol error.)
+            parsed = parse_request_head(head)
+            if parsed is None:
+                await _send_answer(stream, _BAD_REQUEST)
                 raise HandshakeError(f"invalid opening request: {exc}") from exc
-            for event in handshake.events():
-                if isinstance(event, Request):
-                    return WebSocketRequest(stream, handshake, event, nursery, options)
+            request = _http_request(parsed, stream)
+            if not request.is_websocket:
+                return _NotWebSocket(request, UPGRADE_REQUIRED, "not a WebSocket request"), head
+            answer = _rejection_of(getattr(exc, "event_hint", None))
+            return _NotWebSocket(request, answer, str(exc)), head
+        for event in handshake.events():
+            if isinstance(event, Request):
+                return WebSocketRequest(stream, handshake, event, nursery, options), head
+        raise HandshakeError("invalid opening request")  # pragma: no cover
     except STREAM_ERRORS as exc:
         raise HandshakeError(f"connection lost during the opening handshake: {exc}") from exc
 
@@ -264,8 +451,10 @@ async def wrap_server_stream(
     :param max_buffered_bytes: see :func:`open_websocket` (the other
         options too).
     :returns: the request, for you to accept or reject.
-    :raises HandshakeError: the client sent no valid request (a 400 answer
-        was sent and the stream closed).
+    :raises HandshakeError: the client sent no valid request: the stream
+        was answered (``426`` for an HTTP request that is not an upgrade,
+        ``414``/``431`` for one over the default :class:`RequestLimits`,
+        ``400`` otherwise) and closed.
     """
     options = ConnectionOptions.build(
         message_queue_size,
@@ -276,17 +465,31 @@ async def wrap_server_stream(
         ping_timeout=ping_timeout,
     )
     try:
-        return await _read_request(stream, nursery, options)
+        request, _ = await _read_request(stream, nursery, options)
+        if isinstance(request, _NotWebSocket):
+            await _answer(stream, request.answer, request.request.method)
+            raise HandshakeError(f"invalid opening request: {request.problem}")
+        return request
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
 
 
+def _check_max_connections(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError("max_connections must be an int or None")
+    if value < 1:
+        raise ValueError(f"max_connections must be at least 1, got {value}")
+    return value
+
+
 class WebSocketServer:
     """Serves WebSocket connections on already-open listeners.
 
-    Most programs use :func:`serve_websocket`, which opens TCP (or TLS)
-    listeners and runs one of these. The options are those of
+    Most programs use :func:`serve_websocket`, which opens TCP (or TLS, or
+    Unix socket) listeners and runs one of these. The options are those of
     :func:`serve_websocket`.
     """
 
@@ -301,6 +504,10 @@ class WebSocketServer:
         receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
+        process_request: ProcessRequest | None = None,
+        origins: Iterable[AllowedOrigin] | None = None,
+        max_connections: int | None = None,
+        request_limits: RequestLimits | None = None,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
         max_buffered_bytes: int | None = None,
@@ -320,6 +527,32 @@ class WebSocketServer:
         )
         self._connect_timeout = check_timeout("connect_timeout", connect_timeout)
         self._disconnect_timeout = check_timeout("disconnect_timeout", disconnect_timeout)
+        if process_request is not None and not callable(process_request):
+            raise TypeError("process_request must be a function")
+        self._process_request = process_request
+        self._origins = None if origins is None else OriginPolicy(origins)
+        self._max_connections = _check_max_connections(max_connections)
+        if request_limits is None:
+            request_limits = DEFAULT_REQUEST_LIMITS
+        elif not isinstance(request_limits, RequestLimits):
+            raise TypeError("request_limits must be a RequestLimits")
+        self._limits = request_limits
+        # Connection tracking: handshake-phase cancel scopes, and each
+        # request whose handler runs with its per-connection nursery's scope.
+        self._handshakes: set[trio.CancelScope] = set()
+        self._live: dict[WebSocketRequest, trio.CancelScope] = {}
+        # Lifecycle: started once; closing from the first aclose() on.
+        self._started = False
+        self._running = False
+        self._accept_scope = trio.CancelScope()
+        self._shutdown_requested = trio.Event()
+        self._shutdown_done = trio.Event()
+        self._closing = False
+        self._close_reason = CloseReason(GOING_AWAY, None)
+        self._deadline = 0.0
+        self._idle: trio.Event | None = None
+        self._refused = 0
+        self._report: ShutdownReport | None = None
 
     @property
     def port(self) -> int:
@@ -338,77 +571,285 @@ class WebSocketServer:
         is not a TCP listener (as in 0.12.2)."""
         return [listener_endpoint(listener) for listener in self._listeners]
 
+    @property
+    def connection_count(self) -> int:
+        """How many connections have passed the handshake phase and are in
+        their handler now (what ``max_connections`` limits)."""
+        return len(self._live)
+
     async def run(
         self, *, task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED
-    ) -> NoReturn:
-        """Serve until cancelled; ``nursery.start(server.run)`` returns the
-        server once it is listening.
+    ) -> None:
+        """Serve until cancelled or shut down by :meth:`aclose`;
+        ``nursery.start(server.run)`` returns the server once it is
+        listening.
 
         A failure to start (a listener that cannot accept) raises that one
         error, never a group; once started, a handler's error leaves by
         Trio's nursery rules (see :func:`serve_websocket`).
+
+        :raises RuntimeError: if the server already ran or was closed.
         """
-        started = False
+        if self._started or self._shutdown_requested.is_set():
+            raise RuntimeError("a WebSocketServer runs only once")
+        self._started = True
+        self._running = True
+        listening = False
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(
-                    partial(
-                        trio.serve_listeners,
-                        self._handle_connection,
-                        self._listeners,
-                        handler_nursery=self._handler_nursery,
-                    )
-                )
+                handler_nursery = self._handler_nursery or nursery
+                await nursery.start(self._accept_all, handler_nursery)
                 logger.debug("listening on %s", ", ".join(map(str, self.listeners)))
                 task_status.started(self)
-                started = True
-                await trio.sleep_forever()
+                listening = True
+                await self._shutdown_requested.wait()
+                self._report = await self._shut_down()
         except BaseExceptionGroup as group:
-            if started:
+            if listening:
                 raise
             reraise_as_is(main_exception(group))
-        raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            self._running = False
+            if self._report is None:
+                self._report = ShutdownReport()
+            self._shutdown_done.set()
+
+    async def aclose(
+        self,
+        *,
+        code: int = GOING_AWAY,
+        reason: str | None = "server shutting down",
+        timeout: float = 10.0,
+    ) -> ShutdownReport:
+        """Shut the server down gracefully and say how it went.
+
+        The server stops accepting (its listeners close), answers clients
+        still in their opening handshake with ``503``, sends every open
+        connection a close frame with ``code`` and ``reason``, and waits
+        for the handlers to return. Handlers still running ``timeout``
+        seconds after the call are cancelled and their connections aborted.
+        :meth:`run` (and so :func:`serve_websocket`) then returns.
+
+        Safe to call more than once and from several tasks: later calls
+        wait for the same shutdown and return the same report (their own
+        arguments are ignored). If the caller is cancelled, the shutdown
+        goes on.
+
+        :param code: the close code sent to open connections.
+        :param reason: the close reason, or None for none.
+        :param timeout: seconds the handlers have before they are cancelled.
+        :returns: a :class:`ShutdownReport`.
+        """
+        if isinstance(code, bool) or not isinstance(code, int):
+            raise TypeError("close code must be an int")
+        if not 1000 <= code <= 4999:
+            raise ValueError(f"close code must be in 1000..4999, got {code}")
+        timeout = check_timeout("timeout", timeout)
+        if not self._shutdown_requested.is_set():
+            self._close_reason = CloseReason(code, reason)
+            self._deadline = trio.current_time() + timeout
+            self._shutdown_requested.set()
+            if not self._running:
+                # Never started (or already stopped): just free the listeners.
+                for listener in self._listeners:
+                    await trio.aclose_forcefully(listener)
+                if self._report is None:
+                    self._report = ShutdownReport()
+                self._shutdown_done.set()
+        await self._shutdown_done.wait()
+        assert self._report is not None
+        return self._report
+
+    async def _shut_down(self) -> ShutdownReport:
+        """The graceful shutdown, run by :meth:`run` (see :meth:`aclose`)."""
+        self._closing = True
+        self._accept_scope.cancel()
+        reason = self._close_reason
+        logger.info("shutting down: %d connections open", len(self._live))
+        # Handshakes in progress stop where they are and answer 503 (each
+        # in its own task, bounded by the deadline).
+        for scope in self._handshakes:
+            scope.cancel()
+        self._refused += len(self._handshakes)
+        open_at_start = {request for request in self._live if request._connection is not None}
+        async with trio.open_nursery() as closers:
+            closers.cancel_scope.deadline = self._deadline
+            for request in list(self._live):
+                if request._connection is not None and request._connection._nursery is None:
+                    # Accepting right now: accept() closes it once started.
+                    request._refusal = reason
+                elif request._connection is not None:
+                    closers.start_soon(request._connection.aclose, reason.code, reason.reason)
+                elif request._refuse_for_shutdown(reason):
+                    self._refused += 1
+                    closers.start_soon(_answer, request._stream, SHUTTING_DOWN)
+            with trio.move_on_at(self._deadline):
+                await self._wait_idle()
+            # The closers (close handshakes, 503 answers) end by themselves,
+            # or at the deadline.
+        still_running = dict(self._live)
+        for scope in still_running.values():
+            scope.cancel()
+        await self._wait_idle()
+        report = ShutdownReport(
+            closed_cleanly=len(open_at_start - still_running.keys()),
+            forced=len(still_running),
+            refused=self._refused,
+        )
+        logger.info(
+            "shut down: %d closed cleanly, %d forced, %d refused",
+            report.closed_cleanly,
+            report.forced,
+            report.refused,
+        )
+        return report
+
+    async def _wait_idle(self) -> None:
+        if self._live:
+            self._idle = trio.Event()
+            await self._idle.wait()
+
+    async def _accept_all(
+        self,
+        handler_nursery: trio.Nursery,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        with self._accept_scope:
+            async with trio.open_nursery() as loops:
+                for listener in self._listeners:
+                    loops.start_soon(self._accept_loop, listener, handler_nursery)
+                task_status.started()
+
+    async def _accept_loop(
+        self, listener: trio.abc.Listener[Any], handler_nursery: trio.Nursery
+    ) -> None:
+        async with listener:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                        raise
+                    logger.error("accept failed (%s); retrying in %s s", exc, _ACCEPT_RETRY_SECONDS)
+                    await trio.sleep(_ACCEPT_RETRY_SECONDS)
+                    continue
+                handler_nursery.start_soon(self._handle_connection, stream)
 
     async def _handle_connection(self, stream: trio.abc.Stream) -> None:
         handler_error: BaseException | None = None
-        request: WebSocketRequest | None = None
-        async with trio.open_nursery() as nursery:
-            with trio.move_on_after(self._connect_timeout):
-                try:
-                    request = await wrap_server_stream(
-                        nursery,
-                        stream,
-                        self._options.message_queue_size,
-                        self._options.max_message_size,
-                        self._options.receive_buffer_size,
-                        ping_interval=self._options.ping_interval,
-                        ping_timeout=self._options.ping_timeout,
-                        max_buffered_bytes=self._options.max_buffered_bytes,
-                    )
-                except HandshakeError as exc:
-                    logger.debug("handshake failed: %s", exc)
+        try:
+            async with trio.open_nursery() as nursery:
+                request = await self._handshake_phase(stream, nursery)
+                if request is None:
+                    await trio.aclose_forcefully(stream)
                     return
-            if request is None:  # the client was too slow; it has been dropped
-                return
-            try:
-                await self._handler(request)
-            except BaseException as exc:
-                # Raised below, outside this nursery, so that serve_listeners
-                # sees the handler's own exception, not a group around it.
-                handler_error = exc
-                log_handler_error(request, request._connection, exc)
-            await request._finish(handler_error is not None, self._disconnect_timeout)
+                self._live[request] = nursery.cancel_scope
+                try:
+                    try:
+                        await self._handler(request)
+                    except trio.Cancelled:
+                        raise
+                    except ConnectionClosed as exc:
+                        # The shutdown closed this connection: that a
+                        # handler lets the news escape is no error.
+                        if not self._closing:
+                            handler_error = exc
+                    except BaseException as exc:
+                        # Raised below, outside this nursery, so that the
+                        # server sees the handler's own exception, not a
+                        # group around it.
+                        handler_error = exc
+                        log_handler_error(request, request._connection, exc)
+                    await request._finish(handler_error is not None, self._disconnect_timeout)
+                finally:
+                    del self._live[request]
+                    if request._connection is None and request._refusal is None:
+                        # (A refused request's 503 answer closes the stream.)
+                        await trio.aclose_forcefully(stream)
+                    if not self._live and self._idle is not None:
+                        self._idle.set()
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
         if handler_error is not None:
             try:
                 raise handler_error
             finally:
                 del handler_error
 
+    async def _handshake_phase(
+        self, stream: trio.abc.Stream, nursery: trio.Nursery
+    ) -> WebSocketRequest | None:
+        """Everything before the handler (see the module rules): the request
+        for the handler, or None once the client was answered or dropped."""
+        with trio.move_on_after(self._connect_timeout) as scope:
+            self._handshakes.add(scope)
+            try:
+                outcome = await self._screen(stream, nursery)
+            except HandshakeError as exc:
+                logger.debug("handshake failed: %s", exc)
+                return None
+            finally:
+                # Decided: a shutdown from now on leaves this one alone.
+                self._handshakes.discard(scope)
+            if isinstance(outcome, WebSocketRequest):
+                return outcome
+            response, method = outcome
+            await _answer(stream, response, method)
+            return None
+        if self._closing:  # counted as refused by _shut_down
+            with trio.move_on_at(self._deadline):
+                await _answer(stream, SHUTTING_DOWN)
+        # Otherwise the client was too slow: it is dropped without an answer.
+        return None
+
+    async def _screen(
+        self, stream: trio.abc.Stream, nursery: trio.Nursery
+    ) -> WebSocketRequest | tuple[HTTPResponse, str]:
+        """The request for the handler, or the answer it gets instead (and
+        the request's method, which decides whether a body goes with it)."""
+        request, head = await _read_request(stream, nursery, self._options, self._limits)
+        if self._process_request is not None:
+            view = _hook_view(request, head)
+            response = await self._call_hook(stream, view)
+            if response is not None:
+                return response, view.method
+        if isinstance(request, _NotWebSocket):
+            logger.debug("refused %s: %s", request.request.path, request.problem)
+            return request.answer, request.request.method
+        if self._origins is not None and not self._origins.allows(request.headers):
+            return FORBIDDEN_ORIGIN, "GET"
+        if self._closing:
+            self._refused += 1
+            return SHUTTING_DOWN, "GET"
+        if self._max_connections is not None and len(self._live) >= self._max_connections:
+            logger.debug("refused a connection: %d connections open", len(self._live))
+            return SERVICE_UNAVAILABLE, "GET"
+        return request
+
+    async def _call_hook(self, stream: trio.abc.Stream, view: HTTPRequest) -> HTTPResponse | None:
+        assert self._process_request is not None
+        try:
+            result = self._process_request(view)
+            if inspect.isawaitable(result):
+                result = await result
+            if result is not None and not isinstance(result, HTTPResponse):
+                raise TypeError(
+                    f"process_request must return an HTTPResponse or None, not {result!r}"
+                )
+        except trio.Cancelled:
+            raise
+        except BaseException:
+            await _answer(stream, text_response(500, "500 Internal Server Error\n"))
+            raise
+        return result
+
 
 async def serve_websocket(
     handler: Handler,
     host: str | bytes | Sequence[str | bytes] | None,
-    port: int,
+    port: int | None,
     ssl_context: ssl.SSLContext | None,
     *,
     handler_nursery: trio.Nursery | None = None,
@@ -418,29 +859,62 @@ async def serve_websocket(
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
     task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
+    process_request: ProcessRequest | None = None,
+    origins: Iterable[AllowedOrigin] | None = None,
+    max_connections: int | None = None,
+    request_limits: RequestLimits | None = None,
+    unix_socket_path: SocketPath | None = None,
     ping_interval: float | None = None,
     ping_timeout: float | None = None,
     max_buffered_bytes: int | None = None,
-) -> NoReturn:
+) -> None:
     """Listen on ``host:port`` and run ``await handler(request)`` for each
-    WebSocket connection, until cancelled::
+    WebSocket connection, until cancelled or shut down with
+    :meth:`WebSocketServer.aclose`::
 
         server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
         print(server.port)
 
     :param handler: an async function taking a :class:`WebSocketRequest`.
-    :param host: the address to listen on; None for all interfaces.
-    :param port: the TCP port; 0 for any free port.
+    :param host: the address to listen on; None for all interfaces (and
+        with ``unix_socket_path``).
+    :param port: the TCP port; 0 for any free port; None with
+        ``unix_socket_path``.
     :param ssl_context: an ``ssl.SSLContext`` for wss://, or None.
     :param handler_nursery: run handlers (and their connections' readers)
         in this nursery instead of the server's own.
     :param message_queue_size: see :func:`open_websocket`.
     :param max_message_size: see :func:`open_websocket`.
     :param receive_buffer_size: see :func:`open_websocket`.
-    :param connect_timeout: seconds a client has to finish its opening
-        handshake before it is dropped.
+    :param connect_timeout: seconds a client has to send its whole opening
+        request (and the ``process_request`` hook to decide on it) before
+        it is dropped; this is what stops slow senders ("slowloris").
     :param disconnect_timeout: seconds allowed for the closing handshake
         after the handler finishes.
+    :param process_request: a function (sync or async) called with an
+        :class:`HTTPRequest` for every request, WebSocket upgrade or not,
+        before anything else is decided. It returns an
+        :class:`HTTPResponse` to answer the request itself (a health
+        check, a redirect, a 401...), or None to let the server go on.
+        Without it (or when it returns None), a request that is not a
+        WebSocket upgrade gets ``426 Upgrade Required``. An exception it
+        raises is answered with 500 and propagates like a handler's.
+    :param origins: the ``Origin`` headers allowed: exact strings,
+        compiled regular expressions (matched against the whole header)
+        and ``None`` for requests without the header (non-browser
+        clients). Other requests get ``403 Forbidden``. None (the default)
+        allows every origin.
+    :param max_connections: the most connections in their handlers at
+        once; a handshake beyond it gets ``503 Service Unavailable``.
+        None (the default) means no limit. Clients still sending their
+        request do not count: ``connect_timeout`` and ``request_limits``
+        bound those.
+    :param request_limits: limits on the request line and headers (see
+        :class:`RequestLimits`, whose defaults apply when this is None).
+    :param unix_socket_path: listen on this Unix domain socket path instead
+        of TCP; ``host`` and ``port`` must then be None. A stale socket file
+        is replaced, a live one raises ``OSError``; the file is removed when
+        the server stops. ``ssl_context`` still applies.
     :param ping_interval: see :func:`open_websocket` (the keepalive runs
         next to each accepted connection's reader).
     :param ping_timeout: see :func:`open_websocket`.
@@ -455,25 +929,46 @@ async def serve_websocket(
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
     )
+    if unix_socket_path is not None:
+        if host is not None or port is not None:
+            raise ValueError("with unix_socket_path, host and port must be None")
+    elif port is None:
+        raise ValueError("port must be an int (0 for any free port)")
+    server_options: dict[str, Any] = {
+        "handler_nursery": handler_nursery,
+        "message_queue_size": message_queue_size,
+        "max_message_size": max_message_size,
+        "receive_buffer_size": receive_buffer_size,
+        "connect_timeout": connect_timeout,
+        "disconnect_timeout": disconnect_timeout,
+        "process_request": process_request,
+        "origins": origins,
+        "max_connections": max_connections,
+        "request_limits": request_limits,
+        "ping_interval": ping_interval,
+        "ping_timeout": ping_timeout,
+        "max_buffered_bytes": max_buffered_bytes,
+    }
     listen_host: Any = host
     listeners: Sequence[trio.abc.Listener[Any]]
-    if ssl_context is None:
+    socket_file: tuple[int, int] | None = None
+    if unix_socket_path is not None:
+        unix_listener, socket_file = await open_unix_listener(unix_socket_path)
+        if ssl_context is None:
+            listeners = [unix_listener]
+        else:
+            listeners = [trio.SSLListener(unix_listener, ssl_context, https_compatible=True)]
+    elif ssl_context is None:
+        assert port is not None
         listeners = await trio.open_tcp_listeners(port, host=listen_host)
     else:
+        assert port is not None
         listeners = await trio.open_ssl_over_tcp_listeners(
             port, ssl_context, host=listen_host, https_compatible=True
         )
-    server = WebSocketServer(
-        handler,
-        listeners,
-        handler_nursery=handler_nursery,
-        message_queue_size=message_queue_size,
-        max_message_size=max_message_size,
-        receive_buffer_size=receive_buffer_size,
-        connect_timeout=connect_timeout,
-        disconnect_timeout=disconnect_timeout,
-        ping_interval=ping_interval,
-        ping_timeout=ping_timeout,
-        max_buffered_bytes=max_buffered_bytes,
-    )
-    await server.run(task_status=task_status)
+    try:
+        server = WebSocketServer(handler, listeners, **server_options)
+        await server.run(task_status=task_status)
+    finally:
+        if unix_socket_path is not None:
+            remove_socket_file(unix_socket_path, socket_file)

@@ -1,0 +1,202 @@
+"""Plain HTTP on the WebSocket port: the request a ``process_request`` hook
+sees, and the response it (or the server) answers with.
+
+Rules:
+- Values only: no trio, no I/O. The server reads and writes; this module
+  describes and serializes.
+- Header names are lower-case ``bytes``, values ``bytes``, in the order
+  received, as everywhere else in the package.
+- A response always ends the connection: the server writes
+  ``Connection: close`` and the exact ``Content-Length`` itself, so a hook
+  cannot set those (nor ``Transfer-Encoding``), and header injection (CR,
+  LF or NUL in a name or value) is refused when the response is built.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+from ._endpoint import Endpoint
+from ._errors import Headers
+
+#: Headers the server writes itself on every plain HTTP response.
+_SERVER_OWNED = frozenset({b"connection", b"content-length", b"transfer-encoding"})
+_FORBIDDEN_BYTES = (b"\r", b"\n", b"\0")
+#: Statuses that never carry a body (RFC 9110 section 6.4.1).
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+def _as_bytes(value: object, what: str) -> bytes:
+    if isinstance(value, str):
+        try:
+            return value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(f"{what} {value!r} is not latin-1 text") from None
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    raise TypeError(f"{what} must be str or bytes, not {type(value).__name__}")
+
+
+def _normalize_headers(headers: Sequence[tuple[str | bytes, str | bytes]]) -> Headers:
+    normalized: Headers = []
+    for pair in headers:
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise TypeError(f"a header must be a (name, value) pair, not {pair!r}")
+        name = _as_bytes(pair[0], "header name").lower()
+        value = _as_bytes(pair[1], "header value")
+        if not name or b":" in name or b" " in name:
+            raise ValueError(f"invalid header name {name!r}")
+        if any(bad in name or bad in value for bad in _FORBIDDEN_BYTES):
+            raise ValueError(f"header {name!r} contains CR, LF or NUL")
+        if name in _SERVER_OWNED:
+            raise ValueError(f"the server sets the {name.decode()} header itself")
+        normalized.append((name, value))
+    return normalized
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPRequest:
+    """An HTTP request that arrived on the WebSocket port, as a
+    ``process_request`` hook sees it (before any upgrade)."""
+
+    #: The request method, e.g. ``"GET"``.
+    method: str
+    #: The requested resource: path and query string.
+    path: str
+    #: Every request header as a ``(name, value)`` byte pair, names in lower
+    #: case, in the order received.
+    headers: Headers
+    #: The client's endpoint (``str`` when it is not TCP).
+    remote: Endpoint | str
+    #: The server's endpoint of the connection.
+    local: Endpoint | str
+
+    @property
+    def is_websocket(self) -> bool:
+        """Whether the request asks for a WebSocket upgrade (it may still be
+        an invalid one)."""
+        upgrade = self.header("upgrade")
+        return upgrade is not None and upgrade.strip().lower() == "websocket"
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (any case) as text, or None."""
+        wanted = name.lower().encode("latin-1")
+        for key, value in self.headers:
+            if key == wanted:
+                return value.decode("latin-1")
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPResponse:
+    """A plain HTTP response: what a ``process_request`` hook returns to
+    answer a request itself instead of letting the upgrade go on.
+
+    :param status_code: an HTTP status from 200 to 999.
+    :param headers: ``(name, value)`` pairs of ``str`` (latin-1) or
+        ``bytes``, kept as a tuple of ``bytes`` pairs with lower-case names;
+        ``Connection``, ``Content-Length`` and ``Transfer-Encoding`` are set
+        by the server.
+    :param body: the body as ``bytes``, or ``str`` (sent as UTF-8; a
+        ``text/plain`` content type is added unless one is given).
+    :raises ValueError: for a status outside 200..999, a body on a 204 or
+        304, or a header that is invalid or set by the server.
+    """
+
+    status_code: int
+    headers: Sequence[tuple[str | bytes, str | bytes]] = ()
+    body: bytes | str = b""
+    # The headers as byte pairs, as ``headers`` holds them after building
+    # (typed for serialization).
+    _wire_headers: Headers = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        status = self.status_code
+        if isinstance(status, bool) or not isinstance(status, int):
+            raise TypeError("status_code must be an int")
+        if not 200 <= status <= 999:
+            raise ValueError(f"a response status must be in 200..999, got {status}")
+        headers = _normalize_headers(self.headers)
+        body = self.body
+        if isinstance(body, str):
+            if not any(name == b"content-type" for name, _ in headers):
+                headers.append((b"content-type", b"text/plain; charset=utf-8"))
+            body = body.encode("utf-8")
+            object.__setattr__(self, "body", body)
+        elif isinstance(body, (bytes, bytearray)):
+            object.__setattr__(self, "body", bytes(body))
+        else:
+            raise TypeError(f"body must be bytes or str, not {type(body).__name__}")
+        if body and status in _NO_BODY_STATUSES:
+            raise ValueError(f"a {status} response cannot have a body")
+        object.__setattr__(self, "headers", tuple(headers))
+        object.__setattr__(self, "_wire_headers", headers)
+
+    def serialize(self, *, head_only: bool = False) -> bytes:
+        """The response as bytes on the wire; ``head_only`` leaves out the
+        body (the answer to a HEAD request) but keeps its length."""
+        assert isinstance(self.body, bytes)
+        try:
+            phrase = HTTPStatus(self.status_code).phrase
+        except ValueError:
+            phrase = ""
+        lines = [f"HTTP/1.1 {self.status_code} {phrase}".rstrip().encode("ascii")]
+        lines.extend(name + b": " + value for name, value in self._wire_headers)
+        if self.status_code not in _NO_BODY_STATUSES:
+            lines.append(b"content-length: %d" % len(self.body))
+        lines.append(b"connection: close")
+        head = b"\r\n".join(lines) + b"\r\n\r\n"
+        return head if head_only else head + self.body
+
+
+def text_response(
+    status_code: int, text: str, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> HTTPResponse:
+    """A short plain-text answer, as the server sends for its own refusals."""
+    return HTTPResponse(status_code, headers, text)
+
+
+#: The server's answers when it refuses a request itself.
+UPGRADE_REQUIRED = text_response(
+    426, "426 Upgrade Required: this port speaks WebSocket only.\n", [(b"upgrade", b"websocket")]
+)
+FORBIDDEN_ORIGIN = text_response(403, "403 Forbidden: origin not allowed.\n")
+SERVICE_UNAVAILABLE = text_response(503, "503 Service Unavailable: try again later.\n")
+SHUTTING_DOWN = text_response(503, "503 Service Unavailable: the server is shutting down.\n")
+URI_TOO_LONG = text_response(414, "414 URI Too Long\n")
+HEADERS_TOO_LARGE = text_response(431, "431 Request Header Fields Too Large\n")
+
+
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/1\.([01])")
+_FIELD_CHAR = rb"[\x21-\x7e\x80-\xff]"
+_HEADER_LINE = re.compile(
+    rb"(" + _TOKEN + rb"):[ \t]*((?:" + _FIELD_CHAR + rb"(?:[ \t]*" + _FIELD_CHAR + rb")*)?)[ \t]*"
+)
+
+
+def parse_request_head(head: bytes) -> tuple[str, str, Headers] | None:
+    """Method, target and headers (names lower-cased) of a complete request
+    head (request line, header lines, blank line), or None when it is not
+    valid HTTP/1.x: bad syntax, folded header lines, or an HTTP/1.1 request
+    without exactly one Host header (RFC 9112)."""
+    lines = head.split(b"\r\n")
+    if len(lines) < 3 or lines[-2:] != [b"", b""]:
+        return None
+    request_line = _REQUEST_LINE.fullmatch(lines[0])
+    if request_line is None:
+        return None
+    headers: Headers = []
+    for line in lines[1:-2]:
+        match = _HEADER_LINE.fullmatch(line)
+        if match is None:
+            return None
+        headers.append((match.group(1).lower(), match.group(2)))
+    if request_line.group(3) == b"1" and sum(name == b"host" for name, _ in headers) != 1:
+        return None
+    method = request_line.group(1).decode("ascii")
+    target = request_line.group(2).decode("ascii")
+    return method, target, headers
