@@ -5,6 +5,7 @@ These start real processes on 127.0.0.1; each test bounds its waits."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -24,6 +25,7 @@ import trustme
 import trio_websocket
 from trio_websocket import (
     ConnectionClosed,
+    ShutdownReport,
     WorkerError,
     WorkerPool,
     open_websocket_url,
@@ -73,6 +75,13 @@ APP = textwrap.dedent(
         open(os.environ["SLOW_MARKER"] + str(os.getpid()), "w").close()
         await trio.sleep_forever()
         yield handler
+
+    async def stubborn(request):
+        # Goes on after its connection closed, until cancelled.
+        import trio
+        ws = await request.accept()
+        await ws.send_message("ready")
+        await trio.sleep_forever()
 
     async def handler_after(ws):
         try:
@@ -145,6 +154,82 @@ async def test_stop_closes_open_connections_with_1001(
                 assert caught.value.reason.code == 1001
         assert pool.returncodes == (0, 0)
         assert not any(running(pid) for pid in pool.pids)
+
+
+async def test_stop_collects_each_workers_shutdown_report(
+    nursery: trio.Nursery, app_module: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_websocket.workers")
+    with trio.fail_after(15):
+        pool: WorkerPool = await nursery.start(
+            partial(serve_websocket_workers, f"{app_module}:handler", "127.0.0.1", 0, workers=2)
+        )
+        assert pool.shutdown_reports == (None, None)
+        url = f"ws://127.0.0.1:{pool.port}/"
+        async with open_websocket_url(url) as first, open_websocket_url(url) as second:
+            for ws in (first, second):
+                await ws.send_message("up?")
+                assert await ws.get_message() == "up?"
+            await pool.stop()
+    reports = pool.shutdown_reports
+    assert all(isinstance(report, ShutdownReport) for report in reports)
+    assert sum(report.closed_cleanly for report in reports if report) == 2
+    assert sum(report.forced + report.refused for report in reports if report) == 0
+    logged = [r.getMessage() for r in caplog.records if "shut down:" in r.getMessage()]
+    assert len(logged) == 2
+    assert all(r.levelno == logging.INFO for r in caplog.records if "shut down:" in r.getMessage())
+
+
+async def test_a_handler_still_running_at_the_deadline_is_cancelled(
+    nursery: trio.Nursery, app_module: str
+) -> None:
+    with trio.fail_after(15):
+        pool: WorkerPool = await nursery.start(
+            partial(
+                serve_websocket_workers,
+                f"{app_module}:stubborn",
+                "127.0.0.1",
+                0,
+                workers=1,
+                shutdown_timeout=0.5,
+            )
+        )
+        async with open_websocket_url(f"ws://127.0.0.1:{pool.port}/") as ws:
+            assert await ws.get_message() == "ready"
+            await pool.stop()
+            with pytest.raises(ConnectionClosed) as caught:
+                await ws.get_message()
+            assert caught.value.reason.code == 1001
+    assert pool.returncodes == (0,)
+    assert pool.shutdown_reports == (ShutdownReport(closed_cleanly=0, forced=1, refused=0),)
+
+
+async def test_a_second_signal_stops_a_worker_at_once(
+    nursery: trio.Nursery, app_module: str
+) -> None:
+    with trio.fail_after(15):
+        pool: WorkerPool = await nursery.start(
+            partial(
+                serve_websocket_workers,
+                f"{app_module}:stubborn",
+                "127.0.0.1",
+                0,
+                workers=1,
+                shutdown_timeout=60,
+            )
+        )
+        async with open_websocket_url(f"ws://127.0.0.1:{pool.port}/") as ws:
+            assert await ws.get_message() == "ready"
+            pool.signal_workers(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed):
+                await ws.get_message()  # the worker is in its graceful stop
+            start = trio.current_time()
+            pool.signal_workers(signal.SIGTERM)
+            await pool.stop()
+            # Not the 60 s of shutdown_timeout, nor a kill after it.
+            assert trio.current_time() - start < 5
+    assert pool.returncodes == (0,)
+    assert pool.shutdown_reports == (None,)
 
 
 async def test_cancelling_stops_the_workers_gracefully(app_module: str) -> None:

@@ -5,20 +5,28 @@ Rules:
 - Started by the parent as ``python -c`` calling ``worker_main``, with
   its configuration as JSON in the environment: the application spec, the
   addresses to bind, the server options, two inherited pipe ends (one to
-  report "listening", one whose end of file means the parent is gone).
+  report to the parent, one whose end of file means the parent is gone).
 - Binds its own ``SO_REUSEPORT`` sockets on the shared port, enters the
   application (a handler, or a factory's async context manager yielding
   one), serves, and only then reports "listening".
 - The first SIGTERM/SIGINT, or the parent's disappearance, stops it: during
-  setup at once; once serving, gracefully (:func:`_stop_server`: 503 for
-  new connections, 1001 for open ones, at most ``shutdown_timeout``
-  seconds, cut short by another signal). It then exits 0.
-- The graceful stop lives in :func:`_stop_server` alone, so that a
-  ``WebSocketServer.aclose()`` can replace it.
+  setup at once; once serving, with the server's own graceful shutdown
+  (:meth:`WebSocketServer.aclose`: it stops accepting, answers handshakes
+  in progress with 503, closes open connections with 1001, and cancels
+  handlers still running after ``shutdown_timeout`` seconds). Another
+  signal meanwhile cancels every handler at once. It then exits 0.
+- After a graceful stop the worker writes its :class:`ShutdownReport` on
+  the report pipe, one JSON line after "listening"; the parent collects it
+  once the worker exited, and logs it.
+- Options that are not plain data cross the process boundary in a form
+  JSON carries: ``process_request`` as a ``"module:attribute"`` spec that
+  the worker imports, origin patterns as their source and flags, request
+  limits as their fields.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import logging
@@ -29,13 +37,14 @@ import ssl
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from functools import partial
 from importlib import import_module
 from typing import Any, cast
 
 import trio
 
-from ._server import Handler, WebSocketRequest, WebSocketServer
+from ._close import GOING_AWAY
+from ._server import Handler, WebSocketServer
+from ._shutdown import ShutdownReport
 
 logger = logging.getLogger("trio_websocket.workers")
 
@@ -43,6 +52,12 @@ logger = logging.getLogger("trio_websocket.workers")
 CONFIG_ENV = "TRIO_WEBSOCKET_WORKER_CONFIG"
 #: What a worker writes on its ready pipe once it listens.
 READY = b"listening\n"
+#: What starts the line a worker writes on the same pipe once it stopped,
+#: followed by its :class:`ShutdownReport` as JSON.
+REPORT_PREFIX = b"stopped "
+#: The close reason open connections get when a worker stops.
+SHUTDOWN_REASON = "server shutting down"
+_REPORT_FIELDS = tuple(field.name for field in dataclasses.fields(ShutdownReport))
 _BACKLOG = 1024
 
 
@@ -120,7 +135,13 @@ def worker_main() -> None:
     sys.exit(trio.run(_serve_in_worker, config))
 
 
+def _server_options(config: dict[str, Any]) -> dict[str, Any]:
+    """The keyword options of the worker's :class:`WebSocketServer`."""
+    return dict(config["options"])
+
+
 async def _serve_in_worker(config: dict[str, Any]) -> int:
+    report_fd: int = config["ready_fd"]
     handler_target = load_app(config["app"])
     listeners: list[trio.abc.Listener[Any]] = [
         trio.SocketListener(await _listen(family, tuple(address)))
@@ -131,7 +152,6 @@ async def _serve_in_worker(config: dict[str, Any]) -> int:
         listeners = [
             trio.SSLListener(listener, context, https_compatible=True) for listener in listeners
         ]
-    tracker = _ConnectionTracker()
     ready = False
     stop = trio.Event()
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -146,18 +166,22 @@ async def _serve_in_worker(config: dict[str, Any]) -> int:
 
             main.start_soon(watch)
             async with _application(handler_target) as handler:
-                server = WebSocketServer(
-                    partial(tracker.handle, handler), listeners, **config["options"]
-                )
+                server = WebSocketServer(handler, listeners, **_server_options(config))
+                report: ShutdownReport | None = None
                 async with trio.open_nursery() as nursery:
                     await nursery.start(server.run)
                     ready = True
-                    os.write(config["ready_fd"], READY)
-                    os.close(config["ready_fd"])
+                    os.write(report_fd, READY)
                     await stop.wait()
-                    await _stop_server(server, tracker, config["shutdown_timeout"], signals)
-                    nursery.cancel_scope.cancel()
+                    report = await _stop_server(
+                        server, config["shutdown_timeout"], signals, nursery.cancel_scope
+                    )
+                    # (server.run has returned: the shutdown ended it.)
+                if report is not None:
+                    # (The server logged it too, at INFO.)
+                    os.write(report_fd, report_line(report))
             main.cancel_scope.cancel()
+    os.close(report_fd)
     return 0
 
 
@@ -201,62 +225,49 @@ async def _listen(family: int, address: tuple[str, int]) -> trio.socket.SocketTy
     return sock
 
 
-class _ConnectionTracker:
-    """Knows the requests being handled, so a stop can close them."""
-
-    def __init__(self) -> None:
-        self.requests: set[WebSocketRequest] = set()
-        self.stopping = False
-        self.idle = trio.Event()
-
-    async def handle(self, handler: Handler, request: WebSocketRequest) -> None:
-        if self.stopping:
-            await request.reject(503, body=b"server shutting down\n")
-            return
-        self.requests.add(request)
-        try:
-            await handler(request)
-        finally:
-            self.requests.discard(request)
-            if self.stopping and not self.requests:
-                self.idle.set()
-
-    async def close_all(self, code: int, reason: str) -> None:
-        async with trio.open_nursery() as nursery:
-            for request in list(self.requests):
-                connection = request._connection
-                if connection is not None:
-                    nursery.start_soon(connection.aclose, code, reason)
-
-
 async def _stop_server(
     server: WebSocketServer,
-    tracker: _ConnectionTracker,
     timeout: float,
     signals: AsyncIterator[int],
-) -> None:
-    """Stop one worker's server gracefully: refuse new connections (503),
-    close the open ones with 1001 and wait for them, for at most
-    ``timeout`` seconds or until another signal.
+    serving: trio.CancelScope,
+) -> ShutdownReport | None:
+    """Stop one worker's server gracefully with
+    :meth:`WebSocketServer.aclose` (503 for handshakes in progress, 1001
+    for open connections, handlers cancelled after ``timeout`` seconds) and
+    return its report.
 
-    ``server`` is not used yet: once ``WebSocketServer`` has a graceful
-    ``aclose()`` of its own (stop accepting, 1001, deadline), this body
-    becomes a call to it, bounded the same way, and ``_ConnectionTracker``
-    can go.
+    Another signal meanwhile cancels ``serving`` (the scope around the
+    server), which cancels every handler at once; then there is no report
+    and None is returned.
     """
-    tracker.stopping = True
-    if not tracker.requests:
-        tracker.idle.set()
-    with trio.move_on_after(timeout) as deadline:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_cancel_on_next, signals, deadline)
-            await tracker.close_all(1001, "server shutting down")
-            # Handlers finish soon after their connection closed.
-            await tracker.idle.wait()
-            nursery.cancel_scope.cancel()
+    report: ShutdownReport | None = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_abort_on_next, signals, serving)
+        report = await server.aclose(code=GOING_AWAY, reason=SHUTDOWN_REASON, timeout=timeout)
+        nursery.cancel_scope.cancel()
+    return report
 
 
-async def _cancel_on_next(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
-    async for _ in signals:
-        scope.cancel()
+async def _abort_on_next(signals: AsyncIterator[int], serving: trio.CancelScope) -> None:
+    async for signum in signals:
+        logger.warning("%s again: stopping now", signal.Signals(signum).name)
+        serving.cancel()
         return
+
+
+def report_line(report: ShutdownReport) -> bytes:
+    """What a worker writes on its report pipe once its server stopped."""
+    return REPORT_PREFIX + json.dumps(dataclasses.asdict(report)).encode() + b"\n"
+
+
+def parse_report(data: bytes) -> ShutdownReport | None:
+    """The report in what a worker wrote after ``READY``; None if it wrote
+    none (it was killed, or aborted by a second signal)."""
+    for line in data.splitlines():
+        if line.startswith(REPORT_PREFIX):
+            try:
+                fields = json.loads(line[len(REPORT_PREFIX) :])
+                return ShutdownReport(**{name: int(fields[name]) for name in _REPORT_FIELDS})
+            except (ValueError, KeyError, TypeError):
+                return None
+    return None

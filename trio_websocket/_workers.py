@@ -21,10 +21,12 @@ Rules:
   pool ready only once every worker listens. A worker that exits first
   (its traceback is on the shared stderr) makes the start fail.
 - Stopping: SIGTERM to a worker (forwarded by the parent on SIGTERM/SIGINT,
-  or sent by :meth:`WorkerPool.stop`) makes it reject new connections with
-  503, close the open ones with 1001 and exit 0 once they are closed, or
-  after ``shutdown_timeout``; a second signal stops it at once. The parent
-  kills a worker still running ``STOP_GRACE`` seconds after that.
+  or sent by :meth:`WorkerPool.stop`) runs its server's graceful shutdown
+  (``WebSocketServer.aclose``: stop accepting, 503 for handshakes in
+  progress, 1001 for open connections, handlers cancelled after
+  ``shutdown_timeout``); a second signal stops it at once. The parent
+  kills a worker still running ``STOP_GRACE`` seconds after that, then
+  reads each worker's :class:`ShutdownReport` from its pipe and logs it.
 - No silent restarts: a worker that exits on its own is logged with its
   exit code, the others are stopped, and the parent fails
   (:exc:`WorkerError`, exit status 1). Workers never outlive the parent:
@@ -62,7 +64,15 @@ from ._config import (
 )
 from ._endpoint import Endpoint
 from ._groups import collapse_exception_groups
-from ._worker_process import CONFIG_ENV, READY, load_app, server_socket, tls_context
+from ._shutdown import ShutdownReport
+from ._worker_process import (
+    CONFIG_ENV,
+    READY,
+    load_app,
+    parse_report,
+    server_socket,
+    tls_context,
+)
 
 logger = logging.getLogger("trio_websocket.workers")
 
@@ -72,6 +82,8 @@ DEFAULT_STARTUP_TIMEOUT = 30.0
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 #: Seconds the parent waits past ``shutdown_timeout`` before killing a worker.
 STOP_GRACE = 5.0
+#: Seconds the parent reads an exited worker's report pipe.
+REPORT_READ_TIMEOUT = 1.0
 #: The environment variable that tells a worker its index (0, 1, ...).
 WORKER_INDEX_ENV = "TRIO_WEBSOCKET_WORKER"
 _BOOTSTRAP = (
@@ -107,6 +119,9 @@ class _Worker:
     #: is done with the worker (or dies).
     lifeline: int
     listening: bool = False
+    #: What the worker wrote after "listening" (its shutdown report).
+    after_ready: bytes = b""
+    report: ShutdownReport | None = None
 
 
 class WorkerPool:
@@ -117,6 +132,7 @@ class WorkerPool:
         self._shutdown_timeout = shutdown_timeout
         self._workers: list[_Worker] = []
         self._stopping = False
+        self._report_lock = trio.Lock()
 
     @property
     def listeners(self) -> tuple[Endpoint, ...]:
@@ -137,6 +153,13 @@ class WorkerPool:
     def returncodes(self) -> tuple[int | None, ...]:
         """The workers' exit statuses, None for a worker still running."""
         return tuple(worker.process.returncode for worker in self._workers)
+
+    @property
+    def shutdown_reports(self) -> tuple[ShutdownReport | None, ...]:
+        """Each worker's :class:`ShutdownReport`, in worker order, once it
+        stopped gracefully; None for a worker still running, killed, or
+        stopped at once by a second signal."""
+        return tuple(worker.report for worker in self._workers)
 
     def signal_workers(self, signum: int = signal.SIGTERM) -> None:
         """Send ``signum`` to every worker still running. A worker stops
@@ -163,10 +186,13 @@ class WorkerPool:
                 )
                 worker.process.kill()
         await self._wait_all()
-        for worker in self._workers:
-            if worker.lifeline >= 0:
-                os.close(worker.lifeline)
-                worker.lifeline = -1
+        # (Held so that a second stop() waits for the reports too.)
+        async with self._report_lock:
+            for worker in self._workers:
+                if worker.lifeline >= 0:
+                    os.close(worker.lifeline)
+                    worker.lifeline = -1
+                await _collect_report(worker)
 
     async def _wait_all(self) -> None:
         for worker in self._workers:
@@ -196,16 +222,20 @@ class WorkerPool:
     async def _await_ready(self, worker: _Worker) -> None:
         received = b""
         try:
-            while not received.endswith(b"\n"):
+            while b"\n" not in received:
                 chunk = await worker.ready.receive_some(64)
                 if not chunk:
                     break
                 received += chunk
-        finally:
+        except BaseException:
             await worker.ready.aclose()
-        if received == READY:
+            raise
+        if received.startswith(READY):
             worker.listening = True
+            # The pipe stays open for the shutdown report.
+            worker.after_ready = received[len(READY) :]
         else:
+            await worker.ready.aclose()
             code = await worker.process.wait()
             raise WorkerError(
                 f"worker {worker.index} (pid {worker.process.pid}) exited with status "
@@ -492,6 +522,32 @@ def _worker_sys_path() -> list[str]:
     the workers run the very same code."""
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return [package_root, *(os.path.abspath(p) if p else os.getcwd() for p in sys.path)]
+
+
+async def _collect_report(worker: _Worker) -> None:
+    """Read what an exited worker wrote after "listening" and log its
+    shutdown report. The read is bounded: a process the worker started
+    could still hold the pipe open."""
+    if worker.ready.fileno() < 0:  # read already (stop() is idempotent)
+        return
+    received = worker.after_ready
+    try:
+        if worker.listening:
+            with trio.move_on_after(REPORT_READ_TIMEOUT):
+                while chunk := await worker.ready.receive_some(4096):
+                    received += chunk
+    finally:
+        await worker.ready.aclose()
+    worker.report = parse_report(received)
+    if worker.report is not None:
+        logger.info(
+            "worker %d (pid %d) shut down: %d closed cleanly, %d forced, %d refused",
+            worker.index,
+            worker.process.pid,
+            worker.report.closed_cleanly,
+            worker.report.forced,
+            worker.report.refused,
+        )
 
 
 async def _spawn(index: int, config: dict[str, Any]) -> _Worker:
