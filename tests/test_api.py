@@ -201,6 +201,13 @@ SIGNATURES: dict[str, list[Param]] = {
         ("ssl_certfile", K, None),
         ("ssl_keyfile", K, None),
         ("task_status", K, ANY),
+        ("ping_interval", K, None),
+        ("ping_timeout", K, None),
+        ("max_buffered_bytes", K, None),
+        ("process_request", K, None),
+        ("origins", K, None),
+        ("max_connections", K, None),
+        ("request_limits", K, None),
     ],
     "run_websocket_workers": [
         ("app", P, REQUIRED),

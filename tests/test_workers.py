@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import ssl
@@ -17,14 +18,18 @@ import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 import trustme
+from server_fixtures import Answer, exchange, upgrade_request
 
 import trio_websocket
 from trio_websocket import (
     ConnectionClosed,
+    ConnectionRejected,
+    RequestLimits,
     ShutdownReport,
     WorkerError,
     WorkerPool,
@@ -82,6 +87,12 @@ APP = textwrap.dedent(
         ws = await request.accept()
         await ws.send_message("ready")
         await trio.sleep_forever()
+
+    def health_check(request):
+        from trio_websocket import HTTPResponse
+        if request.path == "/health":
+            return HTTPResponse(200, body=f"ok from {os.getpid()}")
+        return None
 
     async def handler_after(ws):
         try:
@@ -230,6 +241,131 @@ async def test_a_second_signal_stops_a_worker_at_once(
             assert trio.current_time() - start < 5
     assert pool.returncodes == (0,)
     assert pool.shutdown_reports == (None,)
+
+
+# ----------------------------------------------------------------------
+# serve_websocket's options reach every worker
+
+
+async def start_one_worker(nursery: trio.Nursery, app_module: str, **options: Any) -> WorkerPool:
+    pool: WorkerPool = await nursery.start(
+        partial(
+            serve_websocket_workers,
+            f"{app_module}:handler",
+            "127.0.0.1",
+            0,
+            workers=1,
+            **options,
+        )
+    )
+    return pool
+
+
+async def raw_exchange(port: int, request: bytes) -> Answer:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    return await exchange(stream, request)
+
+
+async def test_max_connections_reaches_the_worker(nursery: trio.Nursery, app_module: str) -> None:
+    with trio.fail_after(15):
+        pool = await start_one_worker(nursery, app_module, max_connections=1)
+        url = f"ws://127.0.0.1:{pool.port}/"
+        async with open_websocket_url(url) as ws:
+            await ws.send_message("here")
+            assert await ws.get_message() == "here"
+            with pytest.raises(ConnectionRejected) as caught:
+                async with open_websocket_url(url):
+                    pass
+            assert caught.value.status_code == 503
+        assert await ask(pool.port, "room again") == "room again"
+
+
+async def test_origins_reach_the_worker_patterns_included(
+    nursery: trio.Nursery, app_module: str
+) -> None:
+    with trio.fail_after(15):
+        pool = await start_one_worker(
+            nursery,
+            app_module,
+            origins=["https://app.example", re.compile(r"https://[a-z]+\.test\.example")],
+        )
+        url = f"ws://127.0.0.1:{pool.port}/"
+        for origin in ("https://app.example", "https://staging.test.example"):
+            async with open_websocket_url(url, extra_headers=[(b"Origin", origin.encode())]) as ws:
+                await ws.send_message("hi")
+                assert await ws.get_message() == "hi"
+        for refused in ("https://evil.example", "https://x.test.example.evil"):
+            with pytest.raises(ConnectionRejected) as caught:
+                async with open_websocket_url(url, extra_headers=[(b"Origin", refused.encode())]):
+                    pass
+            assert caught.value.status_code == 403
+        # No Origin header: not in the list (None is not), so refused too.
+        with pytest.raises(ConnectionRejected):
+            await ask(pool.port, "no origin")
+
+
+@pytest.mark.parametrize("by_name", [True, False])
+async def test_process_request_reaches_the_worker(
+    nursery: trio.Nursery, app_module: str, by_name: bool
+) -> None:
+    module = sys.modules.get(app_module) or __import__(app_module)
+    hook = f"{app_module}:health_check" if by_name else module.health_check
+    with trio.fail_after(15):
+        pool = await start_one_worker(nursery, app_module, process_request=hook)
+        answer = await raw_exchange(pool.port, b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert answer.status == 200
+        assert answer.body == f"ok from {pool.pids[0]}".encode()
+        assert await ask(pool.port, "still a websocket") == "still a websocket"
+
+
+async def test_request_limits_reach_the_worker(nursery: trio.Nursery, app_module: str) -> None:
+    with trio.fail_after(15):
+        pool = await start_one_worker(
+            nursery, app_module, request_limits=RequestLimits(max_request_line=64)
+        )
+        answer = await raw_exchange(pool.port, upgrade_request("/" + "a" * 100))
+        assert answer.status == 414
+
+
+async def test_ping_interval_reaches_the_worker(nursery: trio.Nursery, app_module: str) -> None:
+    with trio.fail_after(15):
+        pool = await start_one_worker(nursery, app_module, ping_interval=0.1)
+        stream = await trio.open_tcp_stream("127.0.0.1", pool.port)
+        async with stream:
+            await stream.send_all(upgrade_request())
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += await stream.receive_some()
+            head, _, frames = received.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 101")
+            while len(frames) < 2:
+                frames += await stream.receive_some()
+            # The server's first frame, unasked: FIN + ping, unmasked.
+            assert frames[0] == 0x89
+            assert frames[1] & 0x80 == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"process_request": "no_colon"}, ValueError),
+        ({"process_request": "__main__:hook"}, ValueError),
+        ({"process_request": lambda request: None}, TypeError),
+        ({"process_request": 42}, TypeError),
+        ({"origins": "https://one.example"}, TypeError),
+        ({"origins": [b"https://bytes.example"]}, TypeError),
+        ({"max_connections": 0}, ValueError),
+        ({"max_connections": 1.5}, TypeError),
+        ({"request_limits": {"max_headers": 5}}, TypeError),
+        ({"ping_interval": -1}, ValueError),
+        ({"max_buffered_bytes": -1}, ValueError),
+    ],
+)
+async def test_bad_server_options_fail_before_any_process_starts(
+    options: dict[str, Any], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        await serve_websocket_workers("m:f", "127.0.0.1", 0, workers=2, **options)
 
 
 async def test_cancelling_stops_the_workers_gracefully(app_module: str) -> None:

@@ -31,11 +31,12 @@ import inspect
 import json
 import logging
 import os
+import re
 import signal
 import socket as stdlib_socket
 import ssl
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib import import_module
 from typing import Any, cast
@@ -43,6 +44,8 @@ from typing import Any, cast
 import trio
 
 from ._close import GOING_AWAY
+from ._limits import RequestLimits
+from ._origins import AllowedOrigin
 from ._server import Handler, WebSocketServer
 from ._shutdown import ShutdownReport
 
@@ -80,18 +83,19 @@ def server_socket(family: int, *, reuse_port: bool = True) -> trio.socket.Socket
 AppFactory = Callable[[], AbstractAsyncContextManager[Handler]]
 
 
-def load_app(spec: str, *, check_only: bool = False) -> Any:
+def load_app(spec: str, *, check_only: bool = False, what: str = "app") -> Any:
     """Import ``"module:attribute.path"``; with ``check_only`` just check
-    the spelling (the parent does not import the application)."""
+    the spelling (the parent does not import the application). ``what``
+    names the option in error messages."""
     if not isinstance(spec, str):
-        raise TypeError("app must be a 'module:attribute' string")
+        raise TypeError(f"{what} must be a 'module:attribute' string")
     module_name, colon, attribute = spec.partition(":")
     if not colon or not module_name or not attribute:
-        raise ValueError(f"app must look like 'package.module:attribute', got {spec!r}")
+        raise ValueError(f"{what} must look like 'package.module:attribute', got {spec!r}")
     if module_name == "__main__":
         raise ValueError(
-            "app cannot live in __main__: each worker is a new process that imports "
-            "the app by module name; move it to an importable module"
+            f"{what} cannot live in __main__: each worker is a new process that imports "
+            f"the {what} by module name; move it to an importable module"
         )
     if check_only:
         return None
@@ -135,9 +139,69 @@ def worker_main() -> None:
     sys.exit(trio.run(_serve_in_worker, config))
 
 
+def importable_spec(target: object) -> str:
+    """``"module:attribute"`` for ``target``: a spec string (its spelling
+    checked), or a function a worker can import by its module and
+    qualified name (checked: the name must lead back to ``target``)."""
+    if isinstance(target, str):
+        load_app(target, check_only=True, what="process_request")
+        return target
+    if not callable(target):
+        raise TypeError(f"expected a 'module:attribute' string or a function, not {target!r}")
+    module_name = getattr(target, "__module__", None)
+    qualified_name = getattr(target, "__qualname__", None)
+    if not isinstance(module_name, str) or not isinstance(qualified_name, str):
+        raise TypeError(f"{target!r} has no importable name: pass a 'module:attribute' string")
+    spec = f"{module_name}:{qualified_name}"
+    try:
+        found = load_app(spec, what="process_request")
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise TypeError(
+            f"{target!r} cannot be imported by a worker as {spec!r} ({exc}): define it at "
+            "the top level of an importable module, or pass a 'module:attribute' string"
+        ) from None
+    if found is not target:
+        raise TypeError(f"{spec!r} does not name {target!r}: pass a 'module:attribute' string")
+    return spec
+
+
+def encode_origins(origins: Iterable[AllowedOrigin]) -> list[Any]:
+    """Allowed origins as JSON data: ``None``, ``["exact", text]`` or
+    ``["pattern", source, flags]``."""
+    encoded: list[Any] = []
+    for origin in origins:
+        if origin is None:
+            encoded.append(None)
+        elif isinstance(origin, str):
+            encoded.append(["exact", origin])
+        else:
+            encoded.append(["pattern", origin.pattern, origin.flags])
+    return encoded
+
+
+def decode_origins(encoded: list[Any]) -> list[AllowedOrigin]:
+    """The inverse of :func:`encode_origins`."""
+    origins: list[AllowedOrigin] = []
+    for item in encoded:
+        if item is None:
+            origins.append(None)
+        elif item[0] == "exact":
+            origins.append(str(item[1]))
+        else:
+            origins.append(re.compile(item[1], item[2]))
+    return origins
+
+
 def _server_options(config: dict[str, Any]) -> dict[str, Any]:
     """The keyword options of the worker's :class:`WebSocketServer`."""
-    return dict(config["options"])
+    options = dict(config["options"])
+    if config.get("process_request") is not None:
+        options["process_request"] = load_app(config["process_request"], what="process_request")
+    if config.get("origins") is not None:
+        options["origins"] = decode_origins(config["origins"])
+    if config.get("request_limits") is not None:
+        options["request_limits"] = RequestLimits(**config["request_limits"])
+    return options
 
 
 async def _serve_in_worker(config: dict[str, Any]) -> int:

@@ -40,13 +40,15 @@ Rules:
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import logging
 import os
+import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -64,10 +66,15 @@ from ._config import (
 )
 from ._endpoint import Endpoint
 from ._groups import collapse_exception_groups
+from ._limits import RequestLimits
+from ._origins import AllowedOrigin, OriginPolicy
+from ._server import ProcessRequest, _check_max_connections
 from ._shutdown import ShutdownReport
 from ._worker_process import (
     CONFIG_ENV,
     READY,
+    encode_origins,
+    importable_spec,
     load_app,
     parse_report,
     server_socket,
@@ -302,6 +309,13 @@ async def serve_websocket_workers(
     ssl_certfile: str | None = None,
     ssl_keyfile: str | None = None,
     task_status: trio.TaskStatus[WorkerPool] = trio.TASK_STATUS_IGNORED,
+    ping_interval: float | None = None,
+    ping_timeout: float | None = None,
+    max_buffered_bytes: int | None = None,
+    process_request: str | ProcessRequest | None = None,
+    origins: Iterable[AllowedOrigin] | None = None,
+    max_connections: int | None = None,
+    request_limits: RequestLimits | None = None,
 ) -> None:
     """Serve ``host:port`` from ``workers`` processes (Linux only)::
 
@@ -331,8 +345,22 @@ async def serve_websocket_workers(
         so each worker loads the files itself).
     :param ssl_keyfile: the PEM file of the private key, when it is not in
         ``ssl_certfile``.
-    :param message_queue_size: see :func:`serve_websocket` (likewise the
-        other options).
+    :param message_queue_size: see :func:`serve_websocket` (likewise
+        ``max_message_size``, ``receive_buffer_size``, ``connect_timeout``,
+        ``disconnect_timeout``, ``ping_interval``, ``ping_timeout``,
+        ``max_buffered_bytes`` and ``request_limits``, which every worker
+        applies as a single server would).
+    :param process_request: the hook of :func:`serve_websocket`, named
+        like ``app`` (``"module:attribute"``), or a function the workers
+        can import by the same name (one defined at the top level of an
+        importable module, not in ``__main__``): each worker imports it.
+    :param origins: see :func:`serve_websocket`: exact strings, compiled
+        regular expressions (sent to each worker as their pattern and
+        flags) and None.
+    :param max_connections: the most connections in their handlers at once
+        *in each worker*: the pool as a whole takes up to ``workers`` times
+        as many. The kernel spreads new connections without looking at
+        this, so a full worker answers ``503`` while another may have room.
     :raises WorkerError: a worker did not start, or exited on its own (the
         others are stopped first).
     :raises OSError: the address cannot be bound.
@@ -342,7 +370,22 @@ async def serve_websocket_workers(
     if not sys.platform.startswith("linux"):
         raise RuntimeError("worker processes sharing a port need Linux (SO_REUSEPORT)")
     load_app(app, check_only=True)
-    ConnectionOptions.build(message_queue_size, max_message_size, receive_buffer_size)
+    ConnectionOptions.build(
+        message_queue_size,
+        max_message_size,
+        receive_buffer_size,
+        max_buffered_bytes,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+    )
+    hook_spec = None if process_request is None else importable_spec(process_request)
+    if origins is not None:
+        if not isinstance(origins, (str, bytes, re.Pattern)):
+            origins = list(origins)  # (an iterator is read once, here)
+        OriginPolicy(origins)  # bad origins fail here, not in every worker
+    _check_max_connections(max_connections)
+    if request_limits is not None and not isinstance(request_limits, RequestLimits):
+        raise TypeError("request_limits must be a RequestLimits")
     shutdown_timeout = check_timeout("shutdown_timeout", shutdown_timeout)
     startup_timeout = check_timeout("startup_timeout", startup_timeout)
     check_timeout("connect_timeout", connect_timeout)
@@ -365,7 +408,16 @@ async def serve_websocket_workers(
                 "receive_buffer_size": receive_buffer_size,
                 "connect_timeout": connect_timeout,
                 "disconnect_timeout": disconnect_timeout,
+                "ping_interval": ping_interval,
+                "ping_timeout": ping_timeout,
+                "max_buffered_bytes": max_buffered_bytes,
+                "max_connections": max_connections,
             },
+            "process_request": hook_spec,
+            "origins": None if origins is None else encode_origins(origins),
+            "request_limits": (
+                None if request_limits is None else dataclasses.asdict(request_limits)
+            ),
             "shutdown_timeout": shutdown_timeout,
             "tls": [ssl_certfile, ssl_keyfile] if secure else None,
             "sys_path": _worker_sys_path(),
