@@ -362,15 +362,16 @@ async def wait_until_shown(page: Cdp, condition: Any) -> dict[str, Any]:
 def start_live_server(
     started: list[subprocess.Popen[str]],
 ) -> tuple[subprocess.Popen[str], str, str]:
-    process = start_script(
-        started, "live/server.py", "--port", "0", "--ws-port", "0", "--interval", "0.05"
-    )
+    process = start_script(started, "live/server.py", "--port", "0", "--interval", "0.05")
     page = re.fullmatch(
-        r"page: (http://127\.0\.0\.1:\d+/)\n", read_line(process, SUBPROCESS_TIMEOUT)
+        r"page: http://127\.0\.0\.1:(\d+)/\n", read_line(process, SUBPROCESS_TIMEOUT)
     )
-    ws = re.fullmatch(r"websocket: (ws://127\.0\.0\.1:\d+/ticks)\n", read_line(process, 5))
+    ws = re.fullmatch(r"websocket: ws://127\.0\.0\.1:(\d+)/ticks\n", read_line(process, 5))
     assert page and ws
-    return process, page.group(1), ws.group(1)
+    # One port: the page and the WebSocket.
+    assert page.group(1) == ws.group(1)
+    port = page.group(1)
+    return process, f"http://127.0.0.1:{port}/", f"ws://127.0.0.1:{port}/ticks"
 
 
 def check_live(display: dict[str, Any]) -> None:
@@ -444,14 +445,23 @@ def http_get(port: int, request: bytes) -> bytes:
 def test_live_servers_http_side(started: list[subprocess.Popen[str]]) -> None:
     process, page_url, ws_url = start_live_server(started)
     port = int(page_url.rsplit(":", 1)[1].rstrip("/"))
-    page = http_get(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    page = http_get(port, f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
     assert page.startswith(b"HTTP/1.1 200 OK\r\n")
     assert f'<meta name="ws-url" content="{ws_url}">'.encode() in page
-    assert http_get(port, b"GET /nope HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 404 ")
-    assert http_get(port, b"POST / HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 405 ")
+    # Without a Host header (HTTP/1.0): the URL the server printed.
+    nameless = http_get(port, b"GET / HTTP/1.0\r\n\r\n")
+    assert f'<meta name="ws-url" content="{ws_url}">'.encode() in nameless
+    # Under another name, the page connects under that name.
+    renamed = http_get(port, b"GET /index.html HTTP/1.1\r\nHost: localhost:1234\r\n\r\n")
+    assert b'<meta name="ws-url" content="ws://localhost:1234/ticks">' in renamed
+    host = b"Host: 127.0.0.1\r\n"
+    assert http_get(port, b"GET /nope HTTP/1.1\r\n" + host + b"\r\n").startswith(b"HTTP/1.1 404 ")
+    assert http_get(port, b"POST / HTTP/1.1\r\n" + host + b"\r\n").startswith(b"HTTP/1.1 405 ")
     assert http_get(port, b"nonsense\r\n\r\n").startswith(b"HTTP/1.1 400 ")
-    head = http_get(port, b"HEAD / HTTP/1.1\r\n\r\n")
+    head = http_get(port, b"HEAD / HTTP/1.1\r\n" + host + b"\r\n")
     assert head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"\r\n\r\n")
+    # The ticks path without an upgrade: the server's own 426.
+    assert http_get(port, b"GET /ticks HTTP/1.1\r\n" + host + b"\r\n").startswith(b"HTTP/1.1 426 ")
     status, err = stop(process)
     assert status == 0, err
 

@@ -4,17 +4,19 @@ shows them as they come.
 
 Shows a push-only WebSocket handler (the server talks, the page listens), a
 reader task kept alongside it so that the close handshake is always noticed,
-and a clean stop: on Ctrl-C or SIGTERM each open page is told with close
-code 1001 (going away) before the server exits.
+the page and the WebSocket on one port (a ``process_request`` hook answers
+the plain HTTP requests before the upgrade is considered), and a clean stop:
+on Ctrl-C or SIGTERM the server's graceful shutdown tells each open page
+with close code 1001 (going away) before the program exits.
 
 Run it and open the page it prints::
 
-    python examples/live/server.py --host 127.0.0.1 --port 8000 --ws-port 8001
+    python examples/live/server.py --host 127.0.0.1 --port 8000
 
-The page is served over plain HTTP by a few lines of trio below (port
-``--port``), with the WebSocket URL (port ``--ws-port``) filled in. You can
-also open index.html as a file, adding ``?ws=ws://127.0.0.1:8001/ticks``.
-Port 0 picks a free port; the real ones are printed.
+The page is at ``/``, with the WebSocket URL (``/ticks`` on the same port)
+filled in. You can also open index.html as a file, adding
+``?ws=ws://127.0.0.1:8000/ticks``. Port 0 picks a free port; the real one
+is printed.
 """
 
 from __future__ import annotations
@@ -34,19 +36,21 @@ import trio
 from trio_websocket import (
     ConnectionClosed,
     Endpoint,
+    HTTPRequest,
+    HTTPResponse,
     WebSocketConnection,
     WebSocketRequest,
+    WebSocketServer,
     serve_websocket,
 )
 
 PAGE = Path(__file__).with_name("index.html")
 #: The page's placeholder for the WebSocket URL.
 URL_SLOT = '<meta name="ws-url" content="">'
+#: Where the ticks are.
+TICKS_PATH = "/ticks"
 #: Seconds for the values' sine wave to repeat.
 PERIOD = 10.0
-#: How long a browser may take to send its HTTP request, and its size limit.
-REQUEST_TIMEOUT = 10.0
-MAX_REQUEST_HEAD = 16 * 1024
 #: Seconds the pages get to answer the 1001 close when the server stops.
 STOP_TIMEOUT = 5.0
 
@@ -56,7 +60,6 @@ class Ticker:
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
-        self.pages: set[WebSocketConnection] = set()
         self._start = trio.current_time()
 
     def tick(self) -> dict[str, object]:
@@ -69,11 +72,10 @@ class Ticker:
         }
 
     async def handler(self, request: WebSocketRequest) -> None:
-        if request.path.split("?")[0] != "/ticks":
-            await request.reject(404, body=b"ticks are at /ticks\n")
+        if request.path.split("?")[0] != TICKS_PATH:
+            await request.reject(404, body=f"ticks are at {TICKS_PATH}\n".encode())
             return
         ws = await request.accept()
-        self.pages.add(ws)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(ignore_incoming, ws, nursery.cancel_scope)
@@ -81,14 +83,7 @@ class Ticker:
                     await ws.send_message(json.dumps(self.tick()))
                     await trio.sleep(self.interval)
         except ConnectionClosed:
-            pass
-        finally:
-            self.pages.discard(ws)
-
-    async def close_all(self) -> None:
-        async with trio.open_nursery() as nursery:
-            for ws in list(self.pages):
-                nursery.start_soon(ws.aclose, 1001, "server stopping")
+            pass  # the page left, or the server is stopping
 
 
 async def ignore_incoming(ws: WebSocketConnection, done: trio.CancelScope) -> None:
@@ -101,62 +96,59 @@ async def ignore_incoming(ws: WebSocketConnection, done: trio.CancelScope) -> No
         done.cancel()
 
 
-async def serve_page(ws_url: str, stream: trio.SocketStream) -> None:
-    """A minimal HTTP/1.1 responder: the page at ``/``, 404 elsewhere."""
-    head = b""
-    with trio.move_on_after(REQUEST_TIMEOUT):
-        try:
-            while b"\r\n\r\n" not in head and len(head) < MAX_REQUEST_HEAD:
-                chunk = await stream.receive_some(4096)
-                if not chunk:
-                    break
-                head += chunk
-        except trio.BrokenResourceError:
-            return
-    request_line = head.split(b"\r\n", 1)[0].decode("latin-1").split()
-    if len(request_line) != 3 or b"\r\n\r\n" not in head:
-        status, body, kind = "400 Bad Request", b"bad request\n", "text/plain"
-    elif request_line[0] not in ("GET", "HEAD"):
-        status, body, kind = "405 Method Not Allowed", b"GET only\n", "text/plain"
-    elif request_line[1].split("?")[0] in ("/", "/index.html"):
-        html = PAGE.read_text(encoding="utf-8")
-        html = html.replace(URL_SLOT, f'<meta name="ws-url" content="{escape(ws_url)}">')
-        status, body, kind = "200 OK", html.encode("utf-8"), "text/html; charset=utf-8"
-    else:
-        status, body, kind = "404 Not Found", b"not found\n", "text/plain"
-    response = (
-        f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
-        "Cache-Control: no-store\r\nConnection: close\r\n\r\n"
-    ).encode("latin-1")
-    if request_line[:1] != ["HEAD"]:
-        response += body
-    try:
-        await stream.send_all(response)
-    except trio.BrokenResourceError:
-        pass
-    finally:
-        await stream.aclose()
+class PageServer:
+    """The ``process_request`` hook: answers the browser's plain HTTP
+    requests (the page at ``/``) and lets WebSocket upgrades through."""
+
+    def __init__(self, html: str, fallback_ws_url: str) -> None:
+        self.html = html
+        self.fallback_ws_url = fallback_ws_url
+
+    def __call__(self, request: HTTPRequest) -> HTTPResponse | None:
+        if request.is_websocket or request.path.split("?")[0] == TICKS_PATH:
+            # The handler decides on upgrades (404 for another path); the
+            # server answers a plain request for the ticks with 426.
+            return None
+        if request.method not in ("GET", "HEAD"):
+            return HTTPResponse(405, [("Allow", "GET, HEAD")], "GET only\n")
+        if request.path.split("?")[0] not in ("/", "/index.html"):
+            return HTTPResponse(404, body="not found\n")
+        html = self.html.replace(
+            URL_SLOT, f'<meta name="ws-url" content="{escape(self.ws_url(request))}">'
+        )
+        return HTTPResponse(
+            200,
+            [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store")],
+            html,
+        )
+
+    def ws_url(self, request: HTTPRequest) -> str:
+        """The WebSocket URL under the name the browser used for the page
+        (a page loaded from ``localhost`` connects to ``localhost``)."""
+        host = request.header("host")
+        if not host or any(c in host for c in "/?#@ \t"):
+            return self.fallback_ws_url
+        return f"ws://{host}{TICKS_PATH}"
 
 
-async def main(host: str, http_port: int, ws_port: int, interval: float) -> None:
+async def main(host: str, port: int, interval: float) -> None:
     ticker = Ticker(interval)
+    html = PAGE.read_text(encoding="utf-8")  # once, before serving
+    pages = PageServer(html, "")
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(serve_websocket, ticker.handler, host, ws_port, None)
-            ws_url = Endpoint(host, server.port, is_ssl=False).url + "/ticks"
-            listeners = await nursery.start(
-                partial(trio.serve_tcp, partial(serve_page, ws_url), http_port, host=host)
+            server: WebSocketServer = await nursery.start(
+                partial(serve_websocket, ticker.handler, host, port, None, process_request=pages)
             )
-            page_port = listeners[0].socket.getsockname()[1]
-            page_url = f"http://{Endpoint(host, page_port, is_ssl=False).host_port}/"
-            print(f"page: {page_url}", flush=True)
-            print(f"websocket: {ws_url}", flush=True)
+            base = Endpoint(host, server.port, is_ssl=False)
+            pages.fallback_ws_url = base.url + TICKS_PATH
+            print(f"page: http://{base.host_port}/", flush=True)
+            print(f"websocket: {pages.fallback_ws_url}", flush=True)
             async for _ in signals:
                 break
             print("stopping", file=sys.stderr, flush=True)
-            with trio.move_on_after(STOP_TIMEOUT):
-                await ticker.close_all()
-            nursery.cancel_scope.cancel()
+            # Every page gets 1001; serve_websocket then returns.
+            await server.aclose(reason="server stopping", timeout=STOP_TIMEOUT)
     print("stopped", file=sys.stderr, flush=True)
 
 
@@ -170,10 +162,9 @@ def positive_seconds(text: str) -> float:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Push live ticks to a browser page.")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=8000, help="HTTP port of the page")
-    parser.add_argument("--ws-port", type=int, default=8001, help="WebSocket port")
+    parser.add_argument("--port", type=int, default=8000, help="port of the page and the WebSocket")
     parser.add_argument(
         "--interval", type=positive_seconds, default=0.5, help="seconds between ticks"
     )
     args = parser.parse_args()
-    trio.run(main, args.host, args.port, args.ws_port, args.interval)
+    trio.run(main, args.host, args.port, args.interval)
