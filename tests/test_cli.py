@@ -19,17 +19,25 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 
 import pytest
 import trio
 import trustme
 from conftest import accept_by_hand, echo_handler, read_request_head
-from wsproto.events import CloseConnection, TextMessage
+from wsproto.events import CloseConnection, Ping, TextMessage
 
-from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    WebSocketRequest,
+    open_websocket_url,
+    serve_websocket,
+)
 
 pytestmark = pytest.mark.skipif(
     sys.platform == "win32", reason="POSIX signals and pollable pipes on stdin"
@@ -159,7 +167,11 @@ async def test_echo_session_ends_cleanly_at_end_of_input() -> None:
         server.process.send_signal(signal.SIGTERM)
         assert await server.wait() == 0
         log = await server.stderr.rest()
-        assert log[-2:] == ["stopping (SIGTERM)", "stopped"]
+        assert log[-3:] == [
+            "stopping (SIGTERM)",
+            "shut down: 0 closed cleanly, 0 forced, 0 refused",
+            "stopped",
+        ]
         assert any(line.endswith("code 1000 (NORMAL_CLOSURE)") for line in log), log
 
 
@@ -176,6 +188,8 @@ async def test_server_closes_connections_with_1001_on_sigterm() -> None:
         assert await client.stderr.rest() == [
             "closed by the server: code 1001 (GOING_AWAY), reason: server shutting down"
         ]
+        log = await server.stderr.rest()
+        assert "shut down: 1 closed cleanly, 0 forced, 0 refused" in log, log
 
 
 async def test_ctrl_d_on_a_terminal_closes_cleanly() -> None:
@@ -375,3 +389,228 @@ async def test_wss_without_insecure_fails_on_the_certificate(
         assert "CERTIFICATE_VERIFY_FAILED" in errors[0]
         assert errors[0].endswith("(use --insecure to accept a self-signed certificate)")
     assert closes == []
+
+
+# ----------------------------------------------------------------------
+# Keepalive, proxy and Unix socket options
+
+
+async def test_client_ping_interval_closes_with_1011_when_pongs_never_come(
+    nursery: trio.Nursery,
+) -> None:
+    pings: list[bytes] = []
+
+    async def deaf_server(stream: trio.SocketStream) -> None:
+        # Accepts, then reads everything and never answers a ping.
+        connection = await accept_by_hand(stream, await read_request_head(stream))
+        connection_events_seen = 0
+        with trio.move_on_after(10):
+            while data := await stream.receive_some():
+                connection.receive_data(data)
+                for event in connection.events():
+                    connection_events_seen += 1
+                    if isinstance(event, Ping):
+                        pings.append(bytes(event.payload))
+        await stream.aclose()
+
+    listeners = await nursery.start(partial(trio.serve_tcp, deaf_server, 0, host="127.0.0.1"))
+    url = f"ws://127.0.0.1:{listeners[0].socket.getsockname()[1]}/"
+    async with cli(url, "--ping-interval", "0.2") as client:
+        await connected(client, url)
+        assert await client.wait() == 3
+        assert await client.stderr.rest() == [
+            "closed by the client: code 1011 (INTERNAL_ERROR), reason: keepalive ping timeout"
+        ]
+    assert len(pings) >= 1
+
+
+async def test_client_ping_interval_keeps_a_quiet_connection_open(nursery: trio.Nursery) -> None:
+    server = await nursery.start(serve_websocket, echo_handler, "127.0.0.1", 0, None)
+    url = f"ws://127.0.0.1:{server.port}/"
+    async with cli(url, "--ping-interval", "0.05") as client:
+        await connected(client, url)
+        await trio.sleep(0.5)  # several pings answered meanwhile
+        await client.send_line("still here")
+        assert await client.stdout.readline() == "still here"
+        await client.end_input()
+        assert await client.wait() == 0
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf", "nan"])
+async def test_bad_ping_interval_is_a_usage_error(value: str) -> None:
+    async with cli("ws://127.0.0.1:1/", "--ping-interval", value) as client:
+        assert await client.wait() == 2
+        assert "not a number of seconds" in (await client.stderr.rest())[-1]
+
+
+class ConnectProxy:
+    """A tiny HTTP CONNECT proxy that remembers each target."""
+
+    def __init__(self) -> None:
+        self.targets: list[str] = []
+
+    async def handle(self, client: trio.SocketStream) -> None:
+        head = await read_request_head(client)
+        request_line, _, _ = head.partition(b"\r\n")
+        method, target, _ = request_line.decode("latin-1").split(" ", 2)
+        assert method == "CONNECT"
+        self.targets.append(target)
+        host, _, port = target.rpartition(":")
+        upstream = await trio.open_tcp_stream(host, int(port))
+        await client.send_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        leftover = head.partition(b"\r\n\r\n")[2]
+        if leftover:
+            await upstream.send_all(leftover)
+        async with upstream, trio.open_nursery() as nursery:
+            nursery.start_soon(self._pump, client, upstream, nursery.cancel_scope)
+            nursery.start_soon(self._pump, upstream, client, nursery.cancel_scope)
+
+    @staticmethod
+    async def _pump(
+        source: trio.SocketStream, sink: trio.SocketStream, done: trio.CancelScope
+    ) -> None:
+        try:
+            while data := await source.receive_some():
+                await sink.send_all(data)
+        except trio.BrokenResourceError:
+            pass
+        done.cancel()
+
+
+async def test_client_goes_through_the_proxy(nursery: trio.Nursery) -> None:
+    server = await nursery.start(serve_websocket, echo_handler, "127.0.0.1", 0, None)
+    proxy = ConnectProxy()
+    listeners = await nursery.start(partial(trio.serve_tcp, proxy.handle, 0, host="127.0.0.1"))
+    proxy_url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+    url = f"ws://127.0.0.1:{server.port}/"
+    async with cli(url, "--proxy", proxy_url) as client:
+        await connected(client, url)
+        await client.send_line("through the tunnel")
+        assert await client.stdout.readline() == "through the tunnel"
+        await client.end_input()
+        assert await client.wait() == 0
+    assert proxy.targets == [f"127.0.0.1:{server.port}"]
+
+
+async def test_client_reports_a_proxy_that_is_not_there() -> None:
+    url = "ws://127.0.0.1:1/"
+    async with cli(url, "--proxy", f"http://127.0.0.1:{closed_port()}") as client:
+        assert await client.wait() == 1
+        errors = await client.stderr.rest()
+        assert len(errors) == 1 and errors[0].startswith(f"error: {url}: "), errors
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--proxy", "ftp://127.0.0.1:21"],
+        ["--proxy", "http://"],
+        ["--proxy", "http://127.0.0.1:8080", "--unix-socket", "/tmp/x.sock"],
+    ],
+)
+async def test_bad_proxy_arguments_are_usage_errors(args: list[str]) -> None:
+    async with cli("ws://127.0.0.1:1/", *args) as client:
+        assert await client.wait() == 2
+        assert (await client.stderr.rest())[-1].startswith("python -m trio_websocket: error:")
+
+
+def raw_upgrade() -> bytes:
+    return (
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+
+
+async def test_server_ping_interval_pings_each_client() -> None:
+    async with cli("serve", "--port", "0", "--ping-interval", "0.1") as server:
+        line = await server.stdout.readline()
+        port = int(line.rsplit(":", 1)[1].rstrip("/"))
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(raw_upgrade())
+            received = b""
+            with trio.fail_after(STEP):
+                while b"\r\n\r\n" not in received:
+                    received += await stream.receive_some()
+                head, _, frames = received.partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 101")
+                while len(frames) < 2:
+                    frames += await stream.receive_some()
+            # Unasked, the server's first frame is a ping (FIN + opcode 9).
+            assert frames[0] == 0x89
+        server.process.send_signal(signal.SIGTERM)
+        assert await server.wait() == 0
+
+
+async def test_server_max_connections_answers_503_beyond_it() -> None:
+    async with cli("serve", "--port", "0", "--max-connections", "1") as server:
+        url = (await server.stdout.readline()).split()[-1]
+        async with open_websocket_url(url) as first:
+            await first.send_message("one")
+            assert await first.get_message() == "one"
+            with pytest.raises(ConnectionRejected) as caught:
+                async with open_websocket_url(url):
+                    pass  # pragma: no cover
+            assert caught.value.status_code == 503
+        server.process.send_signal(signal.SIGTERM)
+        assert await server.wait() == 0
+
+
+async def test_server_on_a_unix_socket(tmp_path: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="tws-") as directory:
+        path = os.path.join(directory, "echo.sock")
+        async with cli("serve", "--unix-socket", path) as server:
+            assert await server.stdout.readline() == f"listening on unix:{path}"
+            async with open_websocket_url("ws://localhost/room", unix_socket_path=path) as ws:
+                await ws.send_message("over the socket")
+                assert await ws.get_message() == "over the socket"
+                # The CLI client reaches it too.
+                async with cli("ws://localhost/", "--unix-socket", path) as client:
+                    await connected(client, "ws://localhost/")
+                    await client.send_line("from the cli")
+                    assert await client.stdout.readline() == "from the cli"
+                    await client.end_input()
+                    assert await client.wait() == 0
+                server.process.send_signal(signal.SIGTERM)
+                with pytest.raises(ConnectionClosed) as caught:
+                    await ws.get_message()
+                assert caught.value.reason.code == 1001
+            assert await server.wait() == 0
+            log = await server.stderr.rest()
+            assert "shut down: 1 closed cleanly, 0 forced, 0 refused" in log, log
+            assert not os.path.exists(path)  # noqa: ASYNC240
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--unix-socket", "/tmp/x.sock", "--port", "0"],
+        ["--unix-socket", "/tmp/x.sock", "--host", "::1"],
+        ["--unix-socket", "/tmp/x.sock", "--workers", "2"],
+        ["--max-connections", "0"],
+        ["--ping-interval", "never"],
+    ],
+)
+async def test_bad_server_options_are_usage_errors(args: list[str]) -> None:
+    async with cli("serve", *args) as server:
+        assert await server.wait() == 2
+        assert await server.stdout.rest() == []
+
+
+async def test_a_second_signal_stops_the_server_at_once() -> None:
+    async with echo_server_process() as (server, url), cli(url) as client:
+        await connected(client, url)
+        # SIGSTOP the client: it cannot answer the close, so the server's
+        # shutdown would wait SHUTDOWN_TIMEOUT seconds for its handler.
+        client.process.send_signal(signal.SIGSTOP)
+        try:
+            server.process.send_signal(signal.SIGTERM)
+            while await server.stderr.readline() != "stopping (SIGTERM)":
+                pass
+            server.process.send_signal(signal.SIGTERM)
+            with trio.fail_after(2):  # well under SHUTDOWN_TIMEOUT
+                assert await server.process.wait() == 0
+            assert await server.stderr.rest() == ["stopping now", "stopped"]
+        finally:
+            client.process.send_signal(signal.SIGCONT)

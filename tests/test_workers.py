@@ -33,6 +33,7 @@ from trio_websocket import (
     ShutdownReport,
     WorkerError,
     WorkerPool,
+    connect_websocket_url,
     open_websocket_url,
     serve_websocket_workers,
 )
@@ -650,6 +651,40 @@ async def test_cli_workers_serve_and_stop_on_sigterm() -> None:
                     await ws.get_message()
                 assert caught.value.reason.code == 1001
     finally:
+        status, stderr = stop(process)
+    assert status == 0, stderr
+    # The parent reports each worker's shutdown; the connection was on one.
+    reports = re.findall(
+        r"INFO: worker \d \(pid \d+\) shut down: (\d) closed cleanly, 0 forced, 0 refused",
+        stderr,
+    )
+    assert sorted(reports) == ["0", "1"], stderr
+
+
+async def test_cli_workers_take_the_server_options() -> None:
+    process, url = start_cli("--workers", "2", "--max-connections", "1", "--ping-interval", "5")
+    try:
+        with trio.fail_after(10):
+            # Keep every connection that gets in open: with one allowed per
+            # worker, exactly two get in (one per worker), the others 503.
+            accepted = 0
+            refused = 0
+            async with trio.open_nursery() as nursery:
+                for _ in range(24):
+                    try:
+                        ws = await connect_websocket_url(nursery, url)
+                    except ConnectionRejected as exc:
+                        assert exc.status_code == 503
+                        refused += 1
+                        continue
+                    await ws.send_message("echo")
+                    assert await ws.get_message() == "echo"
+                    accepted += 1
+                # (24 connections all hashed to one worker: a chance of 2**-23.)
+                assert (accepted, refused) == (2, 22)
+                nursery.cancel_scope.cancel()
+    finally:
+        process.send_signal(signal.SIGTERM)
         status, stderr = stop(process)
     assert status == 0, stderr
 

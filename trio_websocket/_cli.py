@@ -3,7 +3,9 @@ an echo server.
 
     python -m trio_websocket ws://host:port/path [--insecure]
         [--subprotocol P ...] [--header "Name: value" ...]
+        [--ping-interval SECONDS] [--proxy URL | --unix-socket PATH]
     python -m trio_websocket serve [--host 127.0.0.1] [--port 8000] [--workers N]
+        [--ping-interval SECONDS] [--max-connections N] [--unix-socket PATH]
 
 Rules:
 - Top layer: uses only the package's public names (``from . import ...``),
@@ -19,7 +21,7 @@ Rules:
   the server stopped on SIGINT/SIGTERM; 1 when no connection could be
   opened (or the server could not listen); 2 for a usage error (argparse's
   own); 3 when the connection closed with any other code (1006 when it was
-  lost).
+  lost, 1011 when the client's keepalive got no pong in time).
 - Stdin is read the Trio way, by a ``trio.lowlevel.FdStream``, so reading
   is cancelled like any other wait and no thread is left blocked on it. The
   stream gets its own file description (a terminal is reopened by name, a
@@ -32,9 +34,13 @@ Rules:
   printed; a server that does not answer within ``CLOSE_TIMEOUT`` seconds
   is dropped (exit status 3). Ctrl-C (SIGINT) cancels the session, which
   drops the connection, and exits with 130.
-- The server closes its open connections with 1001 when told to stop,
-  rejects new ones with 503 meanwhile, and gives up waiting after
-  ``SHUTDOWN_TIMEOUT`` seconds (or at a second signal).
+- The server stops with its own graceful shutdown
+  (``WebSocketServer.aclose``) on the first SIGINT/SIGTERM: open
+  connections get 1001, handshakes in progress 503, handlers still running
+  after ``SHUTDOWN_TIMEOUT`` seconds are cancelled; the
+  :class:`ShutdownReport` goes to stderr as one line. A second signal
+  cancels every handler at once. With ``--workers`` each worker does the
+  same, and the parent logs each worker's report.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from __future__ import annotations
 import argparse
 import io
 import logging
+import math
 import os
 import signal
 import ssl
@@ -49,6 +56,7 @@ import stat
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
 from urllib.parse import urlsplit
 
@@ -62,6 +70,8 @@ from . import (
     DisconnectionTimeout,
     Endpoint,
     HandshakeError,
+    Proxy,
+    ShutdownReport,
     WebSocketConnection,
     WebSocketRequest,
     WorkerPool,
@@ -77,6 +87,9 @@ EXIT_USAGE = 2
 EXIT_ABNORMAL_CLOSE = 3
 EXIT_INTERRUPTED = 130
 
+#: Where ``serve`` listens unless told otherwise.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
 #: Seconds the server waits for its connections' closing handshakes on stop.
 SHUTDOWN_TIMEOUT = 5.0
 #: Seconds the client waits for the server to answer its close (Ctrl-D).
@@ -270,17 +283,30 @@ async def run_client(
     insecure: bool = False,
     subprotocols: Sequence[str] = (),
     headers: Sequence[tuple[bytes, bytes]] = (),
+    ping_interval: float | None = None,
+    proxy: str | None = None,
+    unix_socket_path: str | None = None,
 ) -> int:
     """The interactive client; returns the exit status."""
     status = EXIT_INTERRUPTED
+    connection_options = _ClientOptions(ping_interval, proxy, unix_socket_path)
     with trio.open_signal_receiver(signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
-            status = await _client_session(url, insecure, subprotocols, headers)
+            status = await _client_session(url, insecure, subprotocols, headers, connection_options)
             nursery.cancel_scope.cancel()
     if status == EXIT_INTERRUPTED:
         _status("interrupted")
     return status
+
+
+@dataclass(frozen=True)
+class _ClientOptions:
+    """The client's connection options beyond the handshake's own."""
+
+    ping_interval: float | None = None
+    proxy: str | None = None
+    unix_socket_path: str | None = None
 
 
 async def _client_session(
@@ -288,6 +314,7 @@ async def _client_session(
     insecure: bool,
     subprotocols: Sequence[str],
     headers: Sequence[tuple[bytes, bytes]],
+    options: _ClientOptions = _ClientOptions(),
 ) -> int:
     ssl_context = _insecure_context() if insecure and url.lower().startswith("wss:") else None
     connected = False
@@ -295,7 +322,13 @@ async def _client_session(
     close_timed_out = False
     try:
         async with open_websocket_url(
-            url, ssl_context, subprotocols=list(subprotocols), extra_headers=list(headers)
+            url,
+            ssl_context,
+            subprotocols=list(subprotocols),
+            extra_headers=list(headers),
+            ping_interval=options.ping_interval,
+            proxy=options.proxy,
+            unix_socket_path=options.unix_socket_path,
         ) as ws:
             connected = True
             chosen = f" (subprotocol: {ws.subprotocol})" if ws.subprotocol else ""
@@ -334,6 +367,9 @@ async def _client_session(
         who = "closed at end of input"
     elif reason is not None and reason.code == 1006:
         who = "connection lost"
+    elif ws.close_sent is not None and ws.close_received != reason:
+        # Our close came first without Ctrl-D: the keepalive gave up.
+        who = "closed by the client"
     else:
         who = "closed by the server"
     _status(f"{who}: {describe_close(reason)}")
@@ -344,37 +380,20 @@ async def _client_session(
 # The echo server
 
 
-class EchoServer:
-    """Echoes every message on every connection, until told to stop."""
-
-    def __init__(self) -> None:
-        self.connections: set[WebSocketConnection] = set()
-        self.stopping = False
-
-    async def handle(self, request: WebSocketRequest) -> None:
-        if self.stopping:
-            await request.reject(503, body=b"server shutting down\n")
-            return
-        proposed = request.proposed_subprotocols
-        ws = await request.accept(subprotocol=proposed[0] if proposed else None)
-        _status(f"connection from {_describe_endpoint(ws.remote)} to {ws.path}")
-        self.connections.add(ws)
-        try:
-            while True:
-                await ws.send_message(await ws.get_message())
-        except ConnectionClosed as exc:
-            _status(f"closed {_describe_endpoint(ws.remote)}: {describe_close(exc.reason)}")
-        finally:
-            self.connections.discard(ws)
-
-    async def close_all(self) -> None:
-        async with trio.open_nursery() as nursery:
-            for ws in list(self.connections):
-                nursery.start_soon(ws.aclose, 1001, "server shutting down")
+async def echo_handler(request: WebSocketRequest) -> None:
+    """Echoes every message, with the first subprotocol offered."""
+    proposed = request.proposed_subprotocols
+    ws = await request.accept(subprotocol=proposed[0] if proposed else None)
+    _status(f"connection from {_describe_endpoint(ws.remote)} to {ws.path}")
+    try:
+        while True:
+            await ws.send_message(await ws.get_message())
+    except ConnectionClosed as exc:
+        _status(f"closed {_describe_endpoint(ws.remote)}: {describe_close(exc.reason)}")
 
 
 #: The echo handler each worker process of ``serve --workers N`` imports.
-worker_echo_handler = EchoServer().handle
+worker_echo_handler = echo_handler
 
 
 def _print_worker_urls(pool: WorkerPool) -> None:
@@ -388,32 +407,61 @@ def _listen_url(endpoint: Endpoint | str) -> str:
     return endpoint
 
 
-async def run_server(host: str | None, port: int) -> int:
+@dataclass(frozen=True)
+class ServerOptions:
+    """The ``serve`` options that go to :func:`serve_websocket`."""
+
+    ping_interval: float | None = None
+    max_connections: int | None = None
+    unix_socket_path: str | None = None
+
+
+def describe_report(report: ShutdownReport) -> str:
+    return (
+        f"shut down: {report.closed_cleanly} closed cleanly, {report.forced} forced, "
+        f"{report.refused} refused"
+    )
+
+
+async def run_server(
+    host: str | None, port: int | None, options: ServerOptions = ServerOptions()
+) -> int:
     """The echo server; returns the exit status once stopped by a signal."""
-    echo = EchoServer()
+    unix_socket_path = options.unix_socket_path
+    where = unix_socket_path if unix_socket_path is not None else f"{host or '*'} port {port}"
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             try:
                 server = await nursery.start(
-                    partial(serve_websocket, echo.handle, host, port, None)
+                    partial(
+                        serve_websocket,
+                        echo_handler,
+                        host,
+                        port,
+                        None,
+                        ping_interval=options.ping_interval,
+                        max_connections=options.max_connections,
+                        unix_socket_path=unix_socket_path,
+                    )
                 )
             except Exception as exc:  # in a group, from the nursery of ``start``
                 root = _root_cause(exc)
                 if not isinstance(root, OSError):
                     raise
-                _status(f"error: cannot listen on {host or '*'} port {port}: {root}")
+                _status(f"error: cannot listen on {where}: {root}")
                 return EXIT_CONNECT_FAILED
-            for endpoint in server.listeners:
-                print(f"listening on {_listen_url(endpoint)}", flush=True)
+            if unix_socket_path is not None:
+                print(f"listening on unix:{unix_socket_path}", flush=True)
+            else:
+                for endpoint in server.listeners:
+                    print(f"listening on {_listen_url(endpoint)}", flush=True)
             async for signum in signals:
                 _status(f"stopping ({signal.Signals(signum).name})")
                 break
-            echo.stopping = True
-            with trio.move_on_after(SHUTDOWN_TIMEOUT) as shutdown:
-                async with trio.open_nursery() as closing:
-                    closing.start_soon(_cancel_on_signal, signals, shutdown, "stopping now")
-                    await echo.close_all()
-                    closing.cancel_scope.cancel()
+            # A second signal cancels the handlers (serving) at once.
+            nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope, "stopping now")
+            report = await server.aclose(timeout=SHUTDOWN_TIMEOUT)
+            _status(describe_report(report))
             nursery.cancel_scope.cancel()
     _status("stopped")
     return EXIT_OK
@@ -441,6 +489,30 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
     return port
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"not a number of seconds above 0: {text!r}")
+    return value
+
+
+def _proxy_url(text: str) -> str:
+    try:
+        Proxy(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _connection_count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a number of connections: {text!r}")
+    return int(text)
 
 
 def _client_parser() -> argparse.ArgumentParser:
@@ -473,6 +545,24 @@ def _client_parser() -> argparse.ArgumentParser:
         metavar='"NAME: VALUE"',
         help="send this request header (repeatable)",
     )
+    parser.add_argument(
+        "--ping-interval",
+        type=_seconds,
+        metavar="SECONDS",
+        help="send a ping every SECONDS; close (1011) if its pong is later than that",
+    )
+    connect_via = parser.add_mutually_exclusive_group()
+    connect_via.add_argument(
+        "--proxy",
+        type=_proxy_url,
+        metavar="URL",
+        help="connect through this proxy: http://, https://, socks5:// or socks5h://",
+    )
+    connect_via.add_argument(
+        "--unix-socket",
+        metavar="PATH",
+        help="connect to this Unix socket; the URL still gives Host and path",
+    )
     parser.add_argument("--version", action="version", version=f"trio-websocket {__version__}")
     return parser
 
@@ -482,18 +572,31 @@ def _server_parser() -> argparse.ArgumentParser:
         prog="python -m trio_websocket serve",
         description="Run a WebSocket echo server until Ctrl-C or SIGTERM.",
     )
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--port", type=_port, default=8000, help="TCP port, 0 for any (default: %(default)s)"
-    )
+    parser.add_argument("--host", help=f"address to listen on (default: {DEFAULT_HOST})")
+    parser.add_argument("--port", type=_port, help=f"TCP port, 0 for any (default: {DEFAULT_PORT})")
     parser.add_argument(
         "--workers",
         type=_worker_count,
         default=1,
         metavar="N",
         help="serve from N processes sharing the port (Linux; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--ping-interval",
+        type=_seconds,
+        metavar="SECONDS",
+        help="ping each client every SECONDS; close (1011) if its pong is later than that",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=_connection_count,
+        metavar="N",
+        help="answer 503 beyond N open connections (per worker with --workers)",
+    )
+    parser.add_argument(
+        "--unix-socket",
+        metavar="PATH",
+        help="listen on this Unix socket instead of TCP (not with --host, --port, --workers)",
     )
     return parser
 
@@ -504,6 +607,37 @@ def _worker_count(text: str) -> int:
     return int(text)
 
 
+def _serve(argv: Sequence[str]) -> int:
+    parser = _server_parser()
+    args = parser.parse_args(argv)
+    host: str | None = DEFAULT_HOST if args.host is None else args.host or None
+    port: int = DEFAULT_PORT if args.port is None else args.port
+    if args.unix_socket is not None and (
+        args.host is not None or args.port is not None or args.workers > 1
+    ):
+        parser.error("--unix-socket cannot be combined with --host, --port or --workers")
+    # The library's warnings and errors (a worker that died, a handler that
+    # failed) go to stderr; the library itself only has a NullHandler.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    if args.workers > 1:
+        # The parent's INFO lines too: listening, stopping, each report.
+        logging.getLogger("trio_websocket.workers").setLevel(logging.INFO)
+        return run_websocket_workers(
+            "trio_websocket._cli:worker_echo_handler",
+            host,
+            port,
+            workers=args.workers,
+            on_ready=_print_worker_urls,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+            ping_interval=args.ping_interval,
+            max_connections=args.max_connections,
+        )
+    options = ServerOptions(args.ping_interval, args.max_connections, args.unix_socket)
+    if args.unix_socket is not None:
+        return trio.run(run_server, None, None, options)
+    return trio.run(run_server, host, port, options)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -511,21 +645,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.reconfigure(errors="backslashreplace")
     try:
         if args_list[:1] == ["serve"]:
-            server_args = _server_parser().parse_args(args_list[1:])
-            # The library's warnings and errors (a worker that died, a
-            # handler that failed) go to stderr; the library itself only
-            # has a NullHandler.
-            logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-            if server_args.workers > 1:
-                return run_websocket_workers(
-                    "trio_websocket._cli:worker_echo_handler",
-                    server_args.host or None,
-                    server_args.port,
-                    workers=server_args.workers,
-                    on_ready=_print_worker_urls,
-                    shutdown_timeout=SHUTDOWN_TIMEOUT,
-                )
-            return trio.run(run_server, server_args.host or None, server_args.port)
+            return _serve(args_list[1:])
         args = _client_parser().parse_args(args_list)
         return trio.run(
             partial(
@@ -534,6 +654,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 insecure=args.insecure,
                 subprotocols=args.subprotocol,
                 headers=args.header,
+                ping_interval=args.ping_interval,
+                proxy=args.proxy,
+                unix_socket_path=args.unix_socket,
             )
         )
     except KeyboardInterrupt:
