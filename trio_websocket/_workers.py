@@ -66,9 +66,10 @@ from ._config import (
 )
 from ._endpoint import Endpoint
 from ._groups import collapse_exception_groups
+from ._http import HTTPRequest
 from ._limits import RequestLimits
-from ._origins import AllowedOrigin, OriginPolicy
-from ._server import ProcessRequest, _check_max_connections
+from ._origins import OriginPolicy
+from ._server import _check_max_connections
 from ._shutdown import ShutdownReport
 from ._worker_process import (
     CONFIG_ENV,
@@ -312,8 +313,9 @@ async def serve_websocket_workers(
     ping_interval: float | None = None,
     ping_timeout: float | None = None,
     max_buffered_bytes: int | None = None,
-    process_request: str | ProcessRequest | None = None,
-    origins: Iterable[AllowedOrigin] | None = None,
+    # (The aliases spelled out, for the documentation.)
+    process_request: str | Callable[[HTTPRequest], Any] | None = None,
+    origins: Iterable[str | re.Pattern[str] | None] | None = None,
     max_connections: int | None = None,
     request_limits: RequestLimits | None = None,
 ) -> None:
