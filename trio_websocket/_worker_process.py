@@ -26,6 +26,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -242,8 +243,10 @@ async def _serve_in_worker(config: dict[str, Any]) -> int:
                     )
                     # (server.run has returned: the shutdown ended it.)
                 if report is not None:
-                    # (The server logged it too, at INFO.)
-                    os.write(report_fd, report_line(report))
+                    # (The server logged it too, at INFO.) A parent that is
+                    # gone cannot read it: that is no error of the worker.
+                    with contextlib.suppress(BrokenPipeError):
+                        os.write(report_fd, report_line(report))
             main.cancel_scope.cancel()
     os.close(report_fd)
     return 0
