@@ -319,6 +319,14 @@ async def test_process_request_reaches_the_worker(
         assert await ask(pool.port, "still a websocket") == "still a websocket"
 
 
+async def test_a_process_request_that_cannot_be_imported_fails_the_start(
+    nursery: trio.Nursery, app_module: str
+) -> None:
+    with trio.fail_after(15), pytest.raises(WorkerError) as caught:
+        await start_one_worker(nursery, app_module, process_request=f"{app_module}:missing")
+    assert "before it was listening" in str(caught.value)
+
+
 async def test_request_limits_reach_the_worker(nursery: trio.Nursery, app_module: str) -> None:
     with trio.fail_after(15):
         pool = await start_one_worker(

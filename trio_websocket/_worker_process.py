@@ -208,6 +208,8 @@ def _server_options(config: dict[str, Any]) -> dict[str, Any]:
 async def _serve_in_worker(config: dict[str, Any]) -> int:
     report_fd: int = config["ready_fd"]
     handler_target = load_app(config["app"])
+    # (Imports the process_request hook: fails before anything is bound.)
+    server_options = _server_options(config)
     listeners: list[trio.abc.Listener[Any]] = [
         trio.SocketListener(await _listen(family, tuple(address)))
         for family, address in config["addresses"]
@@ -231,7 +233,7 @@ async def _serve_in_worker(config: dict[str, Any]) -> int:
 
             main.start_soon(watch)
             async with _application(handler_target) as handler:
-                server = WebSocketServer(handler, listeners, **_server_options(config))
+                server = WebSocketServer(handler, listeners, **server_options)
                 report: ShutdownReport | None = None
                 async with trio.open_nursery() as nursery:
                     await nursery.start(server.run)
