@@ -23,7 +23,6 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from pathlib import Path
 
 import pytest
 import trio
@@ -557,7 +556,7 @@ async def test_server_max_connections_answers_503_beyond_it() -> None:
         assert await server.wait() == 0
 
 
-async def test_server_on_a_unix_socket(tmp_path: Path) -> None:
+async def test_server_on_a_unix_socket() -> None:
     with tempfile.TemporaryDirectory(prefix="tws-") as directory:
         path = os.path.join(directory, "echo.sock")
         async with cli("serve", "--unix-socket", path) as server:

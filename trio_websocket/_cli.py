@@ -15,8 +15,9 @@ Rules:
   nothing else, to stdout (text as is, binary as a one-line hex summary);
   the status lines (connected, closed, errors) go to stderr, one line each.
   The server writes its URL to stdout (one line per listener, flushed, so a
-  parent process can read the port picked by ``--port 0``) and its
-  connection log to stderr.
+  parent process can read the port picked by ``--port 0``; ``unix:PATH``
+  for ``--unix-socket``) and its connection log and shutdown report to
+  stderr.
 - Exit status: 0 when the connection closed with 1000 (Ctrl-D sends it) or
   the server stopped on SIGINT/SIGTERM; 1 when no connection could be
   opened (or the server could not listen); 2 for a usage error (argparse's
