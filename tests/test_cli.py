@@ -402,12 +402,10 @@ async def test_client_ping_interval_closes_with_1011_when_pongs_never_come(
     async def deaf_server(stream: trio.SocketStream) -> None:
         # Accepts, then reads everything and never answers a ping.
         connection = await accept_by_hand(stream, await read_request_head(stream))
-        connection_events_seen = 0
         with trio.move_on_after(10):
             while data := await stream.receive_some():
                 connection.receive_data(data)
                 for event in connection.events():
-                    connection_events_seen += 1
                     if isinstance(event, Ping):
                         pings.append(bytes(event.payload))
         await stream.aclose()
