@@ -25,6 +25,8 @@ EXPECTED_NAMES = {
     "ConnectionClosed",
     "ConnectionRejected",
     "ConnectionTimeout",
+    "DeflateConfig",
+    "DeflateParameters",
     "DisconnectionTimeout",
     "Endpoint",
     "HandshakeError",
@@ -63,6 +65,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("receive_buffer_size", K, ANY),
         ("connect_timeout", K, 60),
         ("disconnect_timeout", K, 60),
+        ("compression", K, None),
     ],
     "open_websocket_url": [
         ("url", P, REQUIRED),
@@ -74,6 +77,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("connect_timeout", K, 60),
         ("disconnect_timeout", K, 60),
         ("receive_buffer_size", K, ANY),
+        ("compression", K, None),
     ],
     "connect_websocket": [
         ("nursery", P, REQUIRED),
@@ -86,6 +90,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("message_queue_size", K, 1),
         ("max_message_size", K, MB),
         ("receive_buffer_size", K, ANY),
+        ("compression", K, None),
     ],
     "connect_websocket_url": [
         ("nursery", P, REQUIRED),
@@ -96,6 +101,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("message_queue_size", K, 1),
         ("max_message_size", K, MB),
         ("receive_buffer_size", K, ANY),
+        ("compression", K, None),
     ],
     "wrap_client_stream": [
         ("nursery", P, REQUIRED),
@@ -107,6 +113,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("message_queue_size", K, 1),
         ("max_message_size", K, MB),
         ("receive_buffer_size", K, ANY),
+        ("compression", K, None),
     ],
     "serve_websocket": [
         ("handler", P, REQUIRED),
@@ -120,6 +127,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("connect_timeout", K, 60),
         ("disconnect_timeout", K, 60),
         ("task_status", K, trio.TASK_STATUS_IGNORED),
+        ("compression", K, None),
     ],
     "wrap_server_stream": [
         ("nursery", P, REQUIRED),
@@ -127,6 +135,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("message_queue_size", P, 1),
         ("max_message_size", P, MB),
         ("receive_buffer_size", P, ANY),
+        ("compression", K, None),
     ],
     "WebSocketServer.__init__": [
         ("self", P, REQUIRED),
@@ -138,6 +147,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("receive_buffer_size", K, ANY),
         ("connect_timeout", K, 60),
         ("disconnect_timeout", K, 60),
+        ("compression", K, None),
     ],
     "WebSocketRequest.accept": [
         ("self", P, REQUIRED),
@@ -151,7 +161,11 @@ SIGNATURES: dict[str, list[Param]] = {
         ("body", K, None),
     ],
     "WebSocketConnection.get_message": [("self", P, REQUIRED)],
-    "WebSocketConnection.send_message": [("self", P, REQUIRED), ("message", P, REQUIRED)],
+    "WebSocketConnection.send_message": [
+        ("self", P, REQUIRED),
+        ("message", P, REQUIRED),
+        ("compress", K, None),
+    ],
     "WebSocketConnection.ping": [("self", P, REQUIRED), ("payload", P, None)],
     "WebSocketConnection.pong": [("self", P, REQUIRED), ("payload", P, None)],
     "WebSocketConnection.aclose": [

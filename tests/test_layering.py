@@ -33,6 +33,8 @@ PURE = {
     "_version",
     "_masking",
     "_fastpath",
+    "_compression",
+    "_deflate",
 }
 #: Compiled modules (no .py source to parse); they import nothing of ours.
 COMPILED = {"_speedups"}
@@ -145,7 +147,7 @@ def test_connection_never_imports_client_or_server() -> None:
     assert not transitive_imports("_connection") & {"_client", "_server", "__init__"}
 
 
-@pytest.mark.parametrize("module", ["_url", "_close", "_config"])
+@pytest.mark.parametrize("module", ["_url", "_close", "_config", "_compression"])
 def test_value_modules_do_not_import_trio(module: str) -> None:
     assert "trio" not in {name for name, _ in imports_of(module).external}
 

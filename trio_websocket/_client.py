@@ -19,9 +19,11 @@ from contextlib import asynccontextmanager
 import trio
 from wsproto import ConnectionType
 from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
+from wsproto.extensions import Extension
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import ProtocolError
 
+from ._compression import DeflateConfig
 from ._config import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DISCONNECT_TIMEOUT,
@@ -32,6 +34,7 @@ from ._config import (
     check_timeout,
 )
 from ._connection import STREAM_ERRORS, WebSocketConnection
+from ._deflate import DeflateExtension
 from ._errors import (
     ConnectionRejected,
     ConnectionTimeout,
@@ -105,10 +108,18 @@ async def _handshake(
     """Run the client's opening handshake over ``stream``; the connection it
     returns is not started yet."""
     handshake = H11Handshake(ConnectionType.CLIENT)
+    extensions: list[Extension] = []
+    if options.compression is not None:
+        extensions.append(
+            DeflateExtension(
+                options.compression, is_client=True, max_message_size=options.max_message_size
+            )
+        )
     request = Request(
         host=host_header,
         target=resource,
         subprotocols=subprotocols,
+        extensions=extensions,
         extra_headers=extra_headers,
     )
     try:
@@ -165,6 +176,7 @@ async def wrap_client_stream(
     message_queue_size: int = DEFAULT_MESSAGE_QUEUE_SIZE,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
+    compression: str | DeflateConfig | None = None,
 ) -> WebSocketConnection:
     """Run the client handshake over a stream you already have.
 
@@ -174,7 +186,9 @@ async def wrap_client_stream(
     :param resource: the request target (path and query).
     :returns: the open connection; closing it is up to you.
     """
-    options = ConnectionOptions.build(message_queue_size, max_message_size, receive_buffer_size)
+    options = ConnectionOptions.build(
+        message_queue_size, max_message_size, receive_buffer_size, compression
+    )
     protocols = _check_subprotocols(subprotocols)
     headers = _check_headers(extra_headers)
     try:
@@ -198,6 +212,7 @@ async def connect_websocket(
     message_queue_size: int = DEFAULT_MESSAGE_QUEUE_SIZE,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
+    compression: str | DeflateConfig | None = None,
 ) -> WebSocketConnection:
     """Connect to ``host:port`` and open a WebSocket to ``resource``.
 
@@ -205,7 +220,9 @@ async def connect_websocket(
     you. There is no timeout: wrap the call in ``trio.fail_after`` if you
     need one. See :func:`open_websocket` for the parameters.
     """
-    options = ConnectionOptions.build(message_queue_size, max_message_size, receive_buffer_size)
+    options = ConnectionOptions.build(
+        message_queue_size, max_message_size, receive_buffer_size, compression
+    )
     protocols = _check_subprotocols(subprotocols)
     headers = _check_headers(extra_headers)
     ssl_context = _ssl_context_for(use_ssl)
@@ -245,6 +262,7 @@ async def connect_websocket_url(
     message_queue_size: int = DEFAULT_MESSAGE_QUEUE_SIZE,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
+    compression: str | DeflateConfig | None = None,
 ) -> WebSocketConnection:
     """:func:`connect_websocket` from a ``ws://`` or ``wss://`` URL."""
     host, port, resource, use_ssl, headers = _url_arguments(url, ssl_context, extra_headers)
@@ -259,6 +277,7 @@ async def connect_websocket_url(
         message_queue_size=message_queue_size,
         max_message_size=max_message_size,
         receive_buffer_size=receive_buffer_size,
+        compression=compression,
     )
 
 
@@ -276,6 +295,7 @@ async def open_websocket(
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
+    compression: str | DeflateConfig | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """Open a WebSocket client connection for the duration of a block::
 
@@ -299,6 +319,9 @@ async def open_websocket(
         handshake, else :exc:`ConnectionTimeout`.
     :param disconnect_timeout: seconds allowed for the closing handshake when
         the block exits, else :exc:`DisconnectionTimeout`.
+    :param compression: ``"deflate"`` or a :class:`DeflateConfig` to offer
+        permessage-deflate (RFC 7692); None (the default) offers nothing.
+        Whether the server took it is :attr:`WebSocketConnection.compression`.
     :raises HandshakeError: the connection could not be opened (the cause is
         chained); :exc:`ConnectionRejected` when the server answered with an
         HTTP error.
@@ -323,6 +346,7 @@ async def open_websocket(
                             message_queue_size=message_queue_size,
                             max_message_size=max_message_size,
                             receive_buffer_size=receive_buffer_size,
+                            compression=compression,
                         )
                 except trio.TooSlowError:
                     raise ConnectionTimeout(
@@ -363,6 +387,7 @@ async def open_websocket_url(
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
+    compression: str | DeflateConfig | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """:func:`open_websocket` from a ``ws://`` or ``wss://`` URL.
 
@@ -384,5 +409,6 @@ async def open_websocket_url(
         receive_buffer_size=receive_buffer_size,
         connect_timeout=connect_timeout,
         disconnect_timeout=disconnect_timeout,
+        compression=compression,
     ) as connection:
         yield connection

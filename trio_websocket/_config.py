@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ._compression import DeflateConfig, compression_config
+
 DEFAULT_MESSAGE_QUEUE_SIZE = 1
 DEFAULT_MAX_MESSAGE_SIZE = 2**20
 #: Bytes asked of the stream per read. Large reads let one wake-up of the
@@ -67,11 +69,14 @@ class ConnectionOptions:
         for text); a larger one closes the connection with 1009.
     receive_buffer_size: the most bytes read from the stream at once; None
         means the library default.
+    compression: permessage-deflate settings (offered by a client,
+        accepted by a server), or None for no compression.
     """
 
     message_queue_size: int = DEFAULT_MESSAGE_QUEUE_SIZE
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     receive_buffer_size: int = DEFAULT_RECEIVE_BUFFER_SIZE
+    compression: DeflateConfig | None = None
 
     @classmethod
     def build(
@@ -79,6 +84,7 @@ class ConnectionOptions:
         message_queue_size: int,
         max_message_size: int,
         receive_buffer_size: int | None,
+        compression: object = None,
     ) -> ConnectionOptions:
         """Validate the public arguments and return the record."""
         if receive_buffer_size is None:
@@ -87,4 +93,5 @@ class ConnectionOptions:
             message_queue_size=_check_int("message_queue_size", message_queue_size, 0),
             max_message_size=_check_int("max_message_size", max_message_size, 1),
             receive_buffer_size=_check_int("receive_buffer_size", receive_buffer_size, 1),
+            compression=compression_config(compression),
         )

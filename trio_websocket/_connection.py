@@ -57,6 +57,7 @@ from wsproto.events import (
 from wsproto.extensions import Extension
 
 from ._close import ABNORMAL_CLOSURE, MESSAGE_TOO_BIG, CloseReason
+from ._compression import DeflateParameters
 from ._config import (
     CLOSE_GRACE,
     COALESCE_BYTES,
@@ -64,6 +65,7 @@ from ._config import (
     READ_AHEAD_BYTES,
     ConnectionOptions,
 )
+from ._deflate import DeflateExtension
 from ._endpoint import Endpoint, stream_endpoint
 from ._errors import ConnectionClosed, Headers
 from ._fastpath import use_fast_unmasking
@@ -90,6 +92,10 @@ def _describe(endpoint: Endpoint | str) -> str:
 _TEXT = 0x1
 _BINARY = 0x2
 _FIN = 0x80
+#: RSV1 in a frame's first byte: "compressed" under permessage-deflate. In
+#: an opcode handed to ``_queue`` it asks for the payload to be compressed
+#: when the frame is serialized (so in wire order).
+_RSV1 = 0x40
 _MASKED = 0x80
 _pack_header_16 = struct.Struct("!BBH").pack
 _pack_header_64 = struct.Struct("!BBQ").pack
@@ -115,6 +121,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
         "_assembler",
         "_batch_task",
         "_close_reason",
+        "_deflate",
         "_discarding",
         "_draining",
         "_failure",
@@ -192,8 +199,14 @@ class WebSocketConnection(trio.abc.AsyncResource):
         # With no extension in use, a data frame is a plain header and the
         # payload (masked by a client): we build it without wsproto's three
         # payload copies and pure-Python masking. Control frames, and data
-        # frames when an extension is in use, are serialized by wsproto.
-        self._plain_frames = not extensions
+        # frames when an extension other than ours is in use, are
+        # serialized by wsproto. With permessage-deflate a compressed
+        # message is still one plain frame, with RSV1 and a deflated payload.
+        self._deflate: DeflateExtension | None = None
+        for extension in extensions:
+            if isinstance(extension, DeflateExtension) and extension.enabled():
+                self._deflate = extension
+        self._plain_frames = all(isinstance(e, DeflateExtension) for e in extensions)
         if not is_client:
             use_fast_unmasking(protocol)
         # The reader stops (server) or drains until EOF (client) once the
@@ -248,6 +261,14 @@ class WebSocketConnection(trio.abc.AsyncResource):
         server, the response's on a client."""
         return self._handshake_headers
 
+    @property
+    def compression(self) -> DeflateParameters | None:
+        """The permessage-deflate parameters agreed in the opening
+        handshake, or None when messages are not compressed (not asked
+        for, or declined by the other side)."""
+        deflate = self._deflate
+        return None if deflate is None else deflate.parameters
+
     def __str__(self) -> str:
         role = "client" if self._is_client else "server"
         return f"{role}-{self._id} {_describe(self._local)}<->{_describe(self._remote)}"
@@ -272,22 +293,38 @@ class WebSocketConnection(trio.abc.AsyncResource):
         self._batch_task = trio.lowlevel.current_task() if self._inbox else None
         return message
 
-    async def send_message(self, message: str | bytes) -> None:
+    async def send_message(self, message: str | bytes, *, compress: bool | None = None) -> None:
         """Send a text (``str``) or binary (``bytes``) message.
 
-        Raises :exc:`ConnectionClosed` once the connection is closed, and
-        ``ValueError`` for any other type.
+        :param compress: only matters when permessage-deflate is in use
+            (see :attr:`compression`). None: compress the message unless it
+            is shorter than the configured ``threshold``; False: send it
+            uncompressed (for data that is already compressed, such as
+            images or zip files); True: compress it whatever its size.
+        :raises ConnectionClosed: once the connection is closed.
+        :raises ValueError: for a message that is not ``str`` or ``bytes``.
         """
         if self._close_reason is not None:
             raise ConnectionClosed(self._close_reason)
+        if compress is not None and not isinstance(compress, bool):
+            raise TypeError("compress must be None, True or False")
         if isinstance(message, str):
             if self._plain_frames:
-                await self._send(None, _TEXT, message.encode("utf-8"))
+                payload = message.encode("utf-8")
+                deflate = self._deflate
+                if deflate is not None and deflate.wants_to_compress(len(payload), compress):
+                    await self._send(None, _TEXT | _RSV1, payload)
+                else:
+                    await self._send(None, _TEXT, payload)
             else:
                 await self._send(TextMessage(data=message))
         elif isinstance(message, bytes):
             if self._plain_frames:
-                await self._send(None, _BINARY, message)
+                deflate = self._deflate
+                if deflate is not None and deflate.wants_to_compress(len(message), compress):
+                    await self._send(None, _BINARY | _RSV1, message)
+                else:
+                    await self._send(None, _BINARY, message)
             else:
                 await self._send(BytesMessage(data=message))
         else:
@@ -383,6 +420,9 @@ class WebSocketConnection(trio.abc.AsyncResource):
         if event is not None:
             self._queue_frame(self._proto.send(event))
             return
+        if opcode & _RSV1:
+            assert self._deflate is not None
+            payload = self._deflate.compress_message(payload)
         size = len(payload)
         mask_bit = _MASKED if self._is_client else 0
         if size < 126:
@@ -564,8 +604,12 @@ class WebSocketConnection(trio.abc.AsyncResource):
             self._reading_done()
         else:
             # wsproto reports a frame it could not parse as a close event
-            # without changing state; its parser is finished.
-            self._fail(event.code, event.reason or "", parser_done=True)
+            # without changing state; its parser is finished. A failure in
+            # permessage-deflate comes with a generic reason: use ours.
+            reason = event.reason or ""
+            if self._deflate is not None and self._deflate.failure is not None:
+                reason = self._deflate.failure
+            self._fail(event.code, reason, parser_done=True)
 
     # ------------------------------------------------------------------
     # Reading

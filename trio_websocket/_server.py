@@ -25,10 +25,12 @@ from typing import Any, NoReturn
 import trio
 from wsproto import ConnectionType
 from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
+from wsproto.extensions import Extension
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import ProtocolError
 
 from ._close import INTERNAL_ERROR, NORMAL_CLOSURE, CloseReason
+from ._compression import DeflateConfig
 from ._config import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DISCONNECT_TIMEOUT,
@@ -39,6 +41,7 @@ from ._config import (
     check_timeout,
 )
 from ._connection import STREAM_ERRORS, WebSocketConnection
+from ._deflate import DeflateExtension
 from ._endpoint import Endpoint, listener_endpoint, stream_endpoint
 from ._errors import ConnectionClosed, HandshakeError, Headers
 
@@ -140,8 +143,21 @@ class WebSocketRequest:
         if subprotocol is not None and subprotocol not in self._event.subprotocols:
             raise ValueError(f"the client did not offer subprotocol {subprotocol!r}")
         handshake = self._claim()
+        extensions: list[Extension] = []
+        compression = self._options.compression
+        if compression is not None and self._event.extensions:
+            # Accepts the client's first acceptable offer, if any.
+            extensions.append(
+                DeflateExtension(
+                    compression, is_client=False, max_message_size=self._options.max_message_size
+                )
+            )
         data = handshake.send(
-            AcceptConnection(subprotocol=subprotocol, extra_headers=list(extra_headers or []))
+            AcceptConnection(
+                subprotocol=subprotocol,
+                extra_headers=list(extra_headers or []),
+                extensions=extensions,
+            )
         )
         protocol = handshake.connection
         assert protocol is not None
@@ -153,6 +169,7 @@ class WebSocketRequest:
             subprotocol=subprotocol,
             handshake_headers=self._event.extra_headers,
             options=self._options,
+            extensions=[extension for extension in extensions if extension.enabled()],
             endpoints=(self._local, self._remote),
         )
         self._connection = connection
@@ -247,15 +264,22 @@ async def wrap_server_stream(
     message_queue_size: int = DEFAULT_MESSAGE_QUEUE_SIZE,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
+    *,
+    compression: str | DeflateConfig | None = None,
 ) -> WebSocketRequest:
     """Read a client's opening handshake from a stream you accepted.
 
     :param nursery: where the connection's reader runs once accepted.
+    :param compression: ``"deflate"`` or a :class:`DeflateConfig` to accept
+        permessage-deflate (RFC 7692) when the client offers it; None (the
+        default) never compresses.
     :returns: the request, for you to accept or reject.
     :raises HandshakeError: the client sent no valid request (a 400 answer
         was sent and the stream closed).
     """
-    options = ConnectionOptions.build(message_queue_size, max_message_size, receive_buffer_size)
+    options = ConnectionOptions.build(
+        message_queue_size, max_message_size, receive_buffer_size, compression
+    )
     try:
         return await _read_request(stream, nursery, options)
     except BaseException:
@@ -282,6 +306,7 @@ class WebSocketServer:
         receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
+        compression: str | DeflateConfig | None = None,
     ) -> None:
         if not listeners:
             raise ValueError("a WebSocketServer needs at least one listener")
@@ -289,7 +314,7 @@ class WebSocketServer:
         self._listeners = list(listeners)
         self._handler_nursery = handler_nursery
         self._options = ConnectionOptions.build(
-            message_queue_size, max_message_size, receive_buffer_size
+            message_queue_size, max_message_size, receive_buffer_size, compression
         )
         self._connect_timeout = check_timeout("connect_timeout", connect_timeout)
         self._disconnect_timeout = check_timeout("disconnect_timeout", disconnect_timeout)
@@ -342,6 +367,7 @@ class WebSocketServer:
                         self._options.message_queue_size,
                         self._options.max_message_size,
                         self._options.receive_buffer_size,
+                        compression=self._options.compression,
                     )
                 except HandshakeError as exc:
                     logger.debug("handshake failed: %s", exc)
@@ -375,6 +401,7 @@ async def serve_websocket(
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     disconnect_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
     task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED,
+    compression: str | DeflateConfig | None = None,
 ) -> NoReturn:
     """Listen on ``host:port`` and run ``await handler(request)`` for each
     WebSocket connection, until cancelled::
@@ -395,6 +422,10 @@ async def serve_websocket(
         handshake before it is dropped.
     :param disconnect_timeout: seconds allowed for the closing handshake
         after the handler finishes.
+    :param compression: ``"deflate"`` or a :class:`DeflateConfig` to accept
+        permessage-deflate (RFC 7692) from clients that offer it; None (the
+        default) never compresses. Each connection's
+        :attr:`WebSocketConnection.compression` says what was agreed.
     """
     listen_host: Any = host
     listeners: Sequence[trio.abc.Listener[Any]]
@@ -413,5 +444,6 @@ async def serve_websocket(
         receive_buffer_size=receive_buffer_size,
         connect_timeout=connect_timeout,
         disconnect_timeout=disconnect_timeout,
+        compression=compression,
     )
     await server.run(task_status=task_status)
