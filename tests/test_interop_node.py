@@ -440,7 +440,9 @@ class OurServer:
     """Hands each connection our server accepts to the test, which drives
     it; the handler keeps it open until the test ends (or it closes)."""
 
-    def __init__(self, subprotocol: str | None = "chat.v2", *, compression: str | None = None) -> None:
+    def __init__(
+        self, subprotocol: str | None = "chat.v2", *, compression: str | None = None
+    ) -> None:
         self.subprotocol = subprotocol
         self.compression = compression
         self._send, self._receive = trio.open_memory_channel[
