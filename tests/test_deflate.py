@@ -23,7 +23,9 @@ from trio_websocket import (
     DeflateParameters,
     HandshakeError,
     WebSocketConnection,
+    connect_websocket_url,
     open_websocket,
+    open_websocket_url,
     serve_websocket,
     wrap_client_stream,
     wrap_server_stream,
@@ -608,6 +610,14 @@ async def test_serve_and_open_websocket_negotiate_deflate_over_tcp(nursery: trio
         )
         await ws.send_message("echo " * 100)
         assert await ws.get_message() == "echo " * 100
+    url = f"ws://127.0.0.1:{server.port}/"
+    async with open_websocket_url(url, compression="deflate") as ws:
+        assert ws.compression is not None
+        await ws.send_message(b"url " * 100)
+        assert await ws.get_message() == b"url " * 100
+    ws = await connect_websocket_url(nursery, url, compression="deflate")
+    assert ws.compression is not None
+    await ws.aclose()
 
 
 # -- frames serialized by wsproto (messages sent in fragments) --------------
