@@ -645,3 +645,17 @@ def test_fragments_sent_through_wsproto_are_compressed_as_one_message() -> None:
     text = "".join(event.data for event in client.events())  # type: ignore[attr-defined]
     assert text == "part one " * 50 + "part two " * 50
     assert server_side.messages_sent_compressed == 1
+
+
+def test_whole_messages_through_wsproto_follow_the_threshold() -> None:
+    from wsproto import ConnectionType
+    from wsproto.connection import Connection
+    from wsproto.events import BytesMessage
+
+    from trio_websocket._deflate import DeflateExtension
+
+    extension = DeflateExtension(DeflateConfig(threshold=100), is_client=False, max_message_size=99)
+    assert extension.accept("permessage-deflate") is not None
+    server = Connection(ConnectionType.SERVER, [extension])
+    assert server.send(BytesMessage(data=b"s" * 99))[0] == 0x80 | BINARY  # under: plain
+    assert server.send(BytesMessage(data=b"s" * 100))[0] == 0x80 | RSV1 | BINARY

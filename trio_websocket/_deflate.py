@@ -202,12 +202,15 @@ class DeflateExtension(Extension):
         if opcode.iscontrol():
             return rsv, data
         if opcode is not Opcode.CONTINUATION:
-            self._deflating_message = self.wants_to_compress(len(data), True if not fin else None)
-            if fin and self._deflating_message:
-                return RsvBits(True, rsv.rsv2, rsv.rsv3), self.compress_message(data)
-            if self._deflating_message:
-                rsv = RsvBits(True, rsv.rsv2, rsv.rsv3)
-        if not self._deflating_message:
+            # A whole message goes by the threshold; the size of one sent in
+            # fragments is unknown, so it is compressed.
+            self._deflating_message = self.wants_to_compress(len(data), None if fin else True)
+            if not self._deflating_message:
+                return rsv, data
+            rsv = RsvBits(True, rsv.rsv2, rsv.rsv3)
+            if fin:
+                return rsv, self.compress_message(data)
+        elif not self._deflating_message:
             return rsv, data
         compressor = self._take_compressor()
         # Every fragment ends on a flush so that it can be inflated as it
