@@ -37,8 +37,13 @@ def _log(msg):
 def _measure_stack(run, stack, compressed):
     tag = "on" if compressed else "off"
     args = ["--compression"] if compressed else []
-    server = measure.Server(f"{stack.key}-deflate-{tag}", run.python[stack.key],
-                            stack.server, args, uses_repo=stack.uses_repo)
+    server = measure.Server(
+        f"{stack.key}-deflate-{tag}",
+        run.python[stack.key],
+        stack.server,
+        args,
+        uses_repo=stack.uses_repo,
+    )
     try:
         idle_args = ["--count", str(run.cfg["idle"]), "--rss-pid", str(server.pid)]
         if compressed:
@@ -47,22 +52,40 @@ def _measure_stack(run, stack, compressed):
         run.add(stack, f"idle_kib:{tag}", res["kib_per_conn"])
         _log(f"  {stack.key:8} compression {tag:3} idle {res['kib_per_conn']:.1f} KiB/conn")
         d = run.cfg["duration"]
-        client_args = ["--mode", "echo", "--payload", "json",
-                       "--sizes", ",".join(map(str, SIZES)),
-                       "--windows", ",".join(str(WINDOWS[s]) for s in SIZES),
-                       "--duration", str(d), "--warmup", str(run.cfg["warmup"]),
-                       "--peer-pid", str(server.pid), *args]
-        results = measure.client(run.python[stack.key], stack.client,
-                                 f"ws://127.0.0.1:{server.port}/", client_args,
-                                 timeout=60 + len(SIZES) * 2 * d,
-                                 uses_repo=stack.uses_repo)
+        client_args = [
+            "--mode",
+            "echo",
+            "--payload",
+            "json",
+            "--sizes",
+            ",".join(map(str, SIZES)),
+            "--windows",
+            ",".join(str(WINDOWS[s]) for s in SIZES),
+            "--duration",
+            str(d),
+            "--warmup",
+            str(run.cfg["warmup"]),
+            "--peer-pid",
+            str(server.pid),
+            *args,
+        ]
+        results = measure.client(
+            run.python[stack.key],
+            stack.client,
+            f"ws://127.0.0.1:{server.port}/",
+            client_args,
+            timeout=60 + len(SIZES) * 2 * d,
+            uses_repo=stack.uses_repo,
+        )
         for res in results:
             size, n = res["size"], res["msgs"]
             run.add(stack, f"cli_us:{tag}:{size}", res["client_cpu"] / n * 1e6)
             run.add(stack, f"srv_us:{tag}:{size}", res["peer_cpu"] / n * 1e6)
-            _log(f"  {stack.key:8} compression {tag:3} {size:>7} B "
-                 f"client {res['client_cpu'] / n * 1e6:8.1f} us/msg "
-                 f"server {res['peer_cpu'] / n * 1e6:8.1f} us/msg")
+            _log(
+                f"  {stack.key:8} compression {tag:3} {size:>7} B "
+                f"client {res['client_cpu'] / n * 1e6:8.1f} us/msg "
+                f"server {res['peer_cpu'] / n * 1e6:8.1f} us/msg"
+            )
     finally:
         server.stop()
 
@@ -70,7 +93,7 @@ def _measure_stack(run, stack, compressed):
 def run_rounds(run):
     for r in range(run.cfg["rounds"]):
         _log(f"== compression round {r + 1}/{run.cfg['rounds']}")
-        order = run.stacks[r % len(run.stacks):] + run.stacks[:r % len(run.stacks)]
+        order = run.stacks[r % len(run.stacks) :] + run.stacks[: r % len(run.stacks)]
         for stack in order:
             for compressed in (False, True):
                 try:
@@ -89,26 +112,32 @@ def _median(values):
 
 def render(run):
     """Markdown tables of the medians."""
-    med = {key: {m: _median(v) for m, v in run.samples[key].items()}
-           for key in run.samples}
+    med = {key: {m: _median(v) for m, v in run.samples[key].items()} for key in run.samples}
 
     def cell(value, fmt="{:.1f}"):
         return "—" if value is None else fmt.format(value)
 
     labels = {s.key: s.label for s in run.stacks}
-    lines = ["## Compression (permessage-deflate)", "",
-             "Memory per idle connection after one compressed 1 KiB message each "
-             "(server RSS growth):", "",
-             "| stack | KiB/conn off | KiB/conn on | cost of compression |",
-             "|---|---:|---:|---:|"]
+    lines = [
+        "## Compression (permessage-deflate)",
+        "",
+        "Memory per idle connection after one compressed 1 KiB message each (server RSS growth):",
+        "",
+        "| stack | KiB/conn off | KiB/conn on | cost of compression |",
+        "|---|---:|---:|---:|",
+    ]
     for key in med:
         off, on = med[key].get("idle_kib:off"), med[key].get("idle_kib:on")
         extra = None if off is None or on is None else on - off
         lines.append(f"| {labels[key]} | {cell(off)} | {cell(on)} | {cell(extra)} |")
-    lines += ["", "CPU per echoed JSON message, us (own client against own server; "
-              "zlib ratio of the payload in brackets):", "",
-              "| stack | size | client off | client on | server off | server on |"
-              " server cost |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "CPU per echoed JSON message, us (own client against own server; "
+        "zlib ratio of the payload in brackets):",
+        "",
+        "| stack | size | client off | client on | server off | server on | server cost |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for key in med:
         for size in SIZES:
             payload = json_payload(size)
@@ -119,7 +148,8 @@ def render(run):
             lines.append(
                 f"| {labels[key]} | {size} ({ratio:.0%}) | {cell(m.get(f'cli_us:off:{size}'))} "
                 f"| {cell(m.get(f'cli_us:on:{size}'))} | {cell(off)} | {cell(on)} "
-                f"| {cell(cost)} |")
+                f"| {cell(cost)} |"
+            )
     for key, errors in run.errors.items():
         for error in errors:
             lines.append(f"\n!! {labels.get(key, key)}: {error}")
