@@ -10,9 +10,10 @@ Rules:
   ``max_message_size + 1`` bytes per input chunk (zlib's ``max_length``);
   the first byte past the limit fails the message with 1009, so a small
   zip bomb never allocates its inflated size.
-- Outgoing messages are compressed by :meth:`compress_message`, called by
-  the connection at the moment the frame is serialized, so the shared
-  compressor sees messages in wire order. Frames that go through wsproto
+- Outgoing messages are compressed by :meth:`compress_message` (a whole
+  message) or :meth:`compress_fragment` (a message sent in fragments),
+  called at the moment the frame is serialized, so the shared compressor
+  sees messages in wire order. Frames that go through wsproto
   (``frame_outbound``) use the same compressor.
 - zlib objects are made on first use and dropped after each message when
   that side has no context takeover: an idle connection without context
@@ -212,6 +213,14 @@ class DeflateExtension(Extension):
                 return rsv, self.compress_message(data)
         elif not self._deflating_message:
             return rsv, data
+        if fin:
+            self._deflating_message = False
+        return rsv, self.compress_fragment(data, fin=fin)
+
+    def compress_fragment(self, data: bytes, *, fin: bool) -> bytes:
+        """Compress one fragment of a message sent in several frames, in
+        order; the first frame of the message gets RSV1, continuations do
+        not. ``fin``: this is the last fragment."""
         compressor = self._take_compressor()
         # Every fragment ends on a flush so that it can be inflated as it
         # arrives; the empty blocks a flush leaves are valid deflate data.
@@ -222,10 +231,9 @@ class DeflateExtension(Extension):
                 payload = payload[:-4]
             if self._compress_resets:
                 self._compressor = None
-            self._deflating_message = False
             self.messages_sent_compressed += 1
         self.bytes_sent_compressed += len(payload)
-        return rsv, payload
+        return payload
 
     # ------------------------------------------------------------------
     # Receiving (wsproto's frame decoder calls these for every frame)
