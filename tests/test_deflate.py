@@ -659,3 +659,49 @@ def test_whole_messages_through_wsproto_follow_the_threshold() -> None:
     server = Connection(ConnectionType.SERVER, [extension])
     assert server.send(BytesMessage(data=b"s" * 99))[0] == 0x80 | BINARY  # under: plain
     assert server.send(BytesMessage(data=b"s" * 100))[0] == 0x80 | RSV1 | BINARY
+
+
+# -- window limits are kept ----------------------------------------------------
+
+
+async def send_twice_and_inflate(ws: WebSocketConnection, peer: RawPeer, bits: int) -> None:
+    """Send the same random block twice: the second message can only refer
+    back into the first, more than ``2**bits`` bytes back. An inflater
+    with exactly the agreed window must read both (separate calls, so the
+    first message is only in its window)."""
+    block = os.urandom(2**bits + 500)
+    inflater = zlib.decompressobj(-bits)
+    for _ in range(2):
+        await ws.send_message(block)
+        _, rsv1, _, payload = await peer.read_frame()
+        assert rsv1
+        assert inflater.decompress(payload + b"\x00\x00\xff\xff") == block
+
+
+@pytest.mark.parametrize("bits", [9, 10, 12])
+async def test_our_client_compresses_within_the_window_the_server_sets(
+    nursery: trio.Nursery, bits: int
+) -> None:
+    ws, peer, _ = await client_with_raw_server(
+        nursery, f"permessage-deflate; client_max_window_bits={bits}".encode()
+    )
+    assert ws.compression is not None and ws.compression.client_max_window_bits == bits
+    await send_twice_and_inflate(ws, peer, bits)
+
+
+async def test_our_server_compresses_within_its_default_12_bit_window(
+    nursery: trio.Nursery,
+) -> None:
+    ws, peer, _ = await server_with_raw_client(nursery, b"permessage-deflate")
+    await send_twice_and_inflate(ws, peer, 12)
+
+
+async def test_our_client_sends_uncompressed_when_held_to_8_bits(nursery: trio.Nursery) -> None:
+    ws, peer, _ = await client_with_raw_server(
+        nursery, b"permessage-deflate; client_max_window_bits=8; server_max_window_bits=9"
+    )
+    assert ws.compression == DeflateParameters(client_max_window_bits=8, server_max_window_bits=9)
+    await ws.send_message("eight " * 50, compress=True)
+    assert await peer.read_frame() == (TEXT, False, True, b"eight " * 50)
+    await peer.send(TEXT, deflate(b"nine " * 50, wbits=9), rsv1=True)
+    assert await ws.get_message() == "nine " * 50
