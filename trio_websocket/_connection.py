@@ -11,9 +11,10 @@ Rules:
   the application: a full inbox only stops further *reads* (see
   ``_messages``), and that bound is in bytes.
 - One writer at a time holds the write turn. A frame is serialized (data
-  frames without extensions here, everything else by wsproto) only at the
+  frames here, compressed ones too, everything else by wsproto) only at the
   moment it is written or appended to the outbox, both in order, so nothing
-  can follow a close frame. A write that is cancelled or fails may have
+  can follow a close frame, and permessage-deflate's shared compressor sees
+  messages in the order the peer will inflate them. A write that is cancelled or fails may have
   left half a frame on the wire, so it aborts the connection.
 - Write coalescing: when the task that sends is the one that just took a
   message while more still wait in the inbox, it is working through a batch
@@ -303,6 +304,7 @@ class WebSocketConnection(trio.abc.AsyncResource):
             images or zip files); True: compress it whatever its size.
         :raises ConnectionClosed: once the connection is closed.
         :raises ValueError: for a message that is not ``str`` or ``bytes``.
+        :raises TypeError: for a ``compress`` that is not None or a bool.
         """
         if self._close_reason is not None:
             raise ConnectionClosed(self._close_reason)
