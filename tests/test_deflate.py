@@ -233,7 +233,7 @@ async def deflate_pair(
 
 async def test_both_sides_agree_and_report_the_same_parameters(nursery: trio.Nursery) -> None:
     client, server = await deflate_pair(nursery)
-    expected = DeflateParameters(client_max_window_bits=15, server_max_window_bits=12)
+    expected = DeflateParameters(client_max_window_bits=12, server_max_window_bits=12)
     assert client.compression == expected
     assert server.compression == expected
 
@@ -260,7 +260,7 @@ async def test_default_client_offer_and_server_response_on_the_wire(nursery: tri
     )
     assert (
         header_value(response, b"sec-websocket-extensions")
-        == b"permessage-deflate; server_max_window_bits=12"
+        == b"permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"
     )
 
 
@@ -604,7 +604,7 @@ async def test_serve_and_open_websocket_negotiate_deflate_over_tcp(nursery: trio
         "127.0.0.1", server.port, "/", use_ssl=False, compression=config
     ) as ws:
         assert ws.compression == DeflateParameters(
-            client_max_window_bits=15,
+            client_max_window_bits=12,
             server_max_window_bits=10,
             client_no_context_takeover=True,
         )

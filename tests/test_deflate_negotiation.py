@@ -49,12 +49,12 @@ def test_offer_carries_every_configured_parameter() -> None:
 # -- the server's answer ---------------------------------------------------
 
 
-def test_server_limits_its_own_window_to_12_bits_by_default() -> None:
+def test_server_limits_both_windows_to_12_bits_by_default() -> None:
     answer = accept("permessage-deflate; client_max_window_bits")
     assert answer is not None
     agreed, response = answer
-    assert agreed == DeflateParameters(server_max_window_bits=12, client_max_window_bits=15)
-    assert response == "server_max_window_bits=12"
+    assert agreed == DeflateParameters(server_max_window_bits=12, client_max_window_bits=12)
+    assert response == "server_max_window_bits=12; client_max_window_bits=12"
 
 
 def test_server_accepts_a_bare_offer() -> None:

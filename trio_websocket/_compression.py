@@ -32,9 +32,12 @@ ZLIB_MIN_COMPRESS_WINDOW_BITS = 9
 
 #: Our own compressor's defaults. A zlib compressor costs about
 #: ``2**(window_bits + 2) + 2**(memory_level + 9)`` bytes: 256 KiB with
-#: zlib's defaults (15, 8), 32 KiB with ours (12, 5). On text and JSON a
-#: 4 KiB window loses only a few percent of the ratio of a 32 KiB one, and
-#: a server with thousands of connections keeps most of its memory.
+#: zlib's defaults (15, 8), 32 KiB with ours (12, 5); an inflater about
+#: ``2**window_bits`` plus 7 KiB. On text and JSON a 4 KiB window loses
+#: only a few percent of the ratio of a 32 KiB one, and a server with
+#: thousands of connections keeps most of its memory. A server also asks
+#: the client for 12 bits (when it can take a limit), which keeps the
+#: server's inflater small.
 DEFAULT_COMPRESS_WINDOW_BITS = 12
 DEFAULT_MEMORY_LEVEL = 5
 DEFAULT_COMPRESSION_LEVEL = 6
@@ -93,7 +96,9 @@ class DeflateConfig:
         with at most that); a server requires it of the client (and
         declines an offer from a client that cannot take the limit).
         ``None``: a client offers to take any limit and compresses with a
-        12-bit window; a server sets no limit.
+        12-bit window; a server asks for 12 bits when the client can take
+        a limit (browsers, Node's ws, websockets and this library can) and
+        sets none otherwise.
     :param server_max_window_bits: the largest window the server
         compresses with. A client asks the server for it (a server that
         does not comply fails the handshake); a server compresses with at
@@ -280,6 +285,9 @@ def server_accept(
         if not client_supports_limit:
             return None  # we need a limit this client cannot take
         client_bits = min(client_bits, config.client_max_window_bits)
+    elif client_supports_limit:
+        # Our inflater's window is the client's: keep it small by default.
+        client_bits = min(client_bits, DEFAULT_COMPRESS_WINDOW_BITS)
     agreed = DeflateParameters(
         client_max_window_bits=client_bits,
         server_max_window_bits=server_bits,
