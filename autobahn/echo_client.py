@@ -3,7 +3,9 @@
 Uses only the public API of trio_websocket. Asks the fuzzing server how many
 cases it has (``/getCaseCount``), runs each one (``/runCase?case=N&agent=A``)
 by echoing every message until the connection closes, then asks the server
-to write its reports (``/updateReports?agent=A``).
+to write its reports (``/updateReports?agent=A``). Every case connection
+offers permessage-deflate (the 12.* and 13.* cases accept it), with a
+threshold of 0 so that every echoed message goes through our compressor.
 
     python echo_client.py --port 9001 [--agent trio_websocket] [--case-timeout 120]
 
@@ -21,9 +23,10 @@ import time
 
 import trio
 
-from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+from trio_websocket import ConnectionClosed, DeflateConfig, HandshakeError, open_websocket_url
 
 MAX_MESSAGE_SIZE = 32 * 1024 * 1024
+COMPRESSION = DeflateConfig(threshold=0)
 
 
 def log(text: str) -> None:
@@ -47,7 +50,9 @@ async def run_case(base: str, case: int, agent: str, timeout: float) -> str:
     echoed = 0
     with trio.move_on_after(timeout) as scope:
         try:
-            async with open_websocket_url(url, max_message_size=MAX_MESSAGE_SIZE) as ws:
+            async with open_websocket_url(
+                url, max_message_size=MAX_MESSAGE_SIZE, compression=COMPRESSION
+            ) as ws:
                 try:
                     while True:
                         message = await ws.get_message()

@@ -2,6 +2,8 @@
 
 Uses only the public API of trio_websocket. Every message is sent back as
 it came: text as text, binary as binary. Listens on 127.0.0.1 only.
+permessage-deflate is accepted when offered (the 12.* and 13.* cases), with
+a threshold of 0 so that every echoed message goes through our compressor.
 
     python echo_server.py [--port 0] [--max-seconds 3600]
 
@@ -19,10 +21,12 @@ from functools import partial
 
 import trio
 
-from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
+from trio_websocket import ConnectionClosed, DeflateConfig, WebSocketRequest, serve_websocket
 
 HOST = "127.0.0.1"
 MAX_MESSAGE_SIZE = 32 * 1024 * 1024
+#: Compress every message, however short: the suite checks our compressor too.
+COMPRESSION = DeflateConfig(threshold=0)
 
 
 async def echo(request: WebSocketRequest) -> None:
@@ -55,6 +59,7 @@ async def main(port: int, max_seconds: float) -> None:
                     port,
                     None,
                     max_message_size=MAX_MESSAGE_SIZE,
+                    compression=COMPRESSION,
                 )
             )
             print(f"LISTENING {server.port}", flush=True)

@@ -5,7 +5,9 @@ length-prefixed frames for the plain-TCP stack) and samples the server's
 CPU time / RSS from /proc around each measured window.  Subcommands:
   echo       pipelined echo, one RESULT line per message size
   handshake  open + close handshakes in a loop (a few threads)
-  idle       RSS growth of the server for N idle connections
+  idle       RSS growth of the server for N idle connections (--deflate:
+             each negotiates permessage-deflate and echoes one compressed
+             message first, so the server holds its zlib state)
 """
 
 import argparse
@@ -14,6 +16,7 @@ import select
 import socket
 import threading
 import time
+import zlib
 
 from benchutil import emit, proc_cpu_seconds, proc_rss_kib, raise_nofile, watchdog
 from wsframes import OP_BINARY, OP_CLOSE, FrameCounter, build_frame, client_handshake
@@ -23,13 +26,18 @@ IO_TIMEOUT = 10.0
 CLOSE_FRAME = build_frame(OP_CLOSE, (1000).to_bytes(2, "big"), masked=True)
 
 
-def connect(port, proto):
+DEFLATE_OFFER = b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+
+
+def connect(port, proto, deflate=False):
     """Open a TCP (and WebSocket) connection; return (sock, leftover)."""
     sock = socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if proto != "ws":
         return sock, b""
     request, accept = client_handshake(HOST, port)
+    if deflate:
+        request = request[:-2] + DEFLATE_OFFER + b"\r\n"
     sock.sendall(request)
     data = b""
     while b"\r\n\r\n" not in data:
@@ -40,7 +48,37 @@ def connect(port, proto):
     head, _, rest = data.partition(b"\r\n\r\n")
     if not head.startswith(b"HTTP/1.1 101") or accept not in head:
         raise ConnectionError(f"bad handshake response: {head[:200]!r}")
+    if deflate and b"permessage-deflate" not in head.lower():
+        raise ConnectionError("the server did not accept permessage-deflate")
     return sock, rest
+
+
+def deflate_message(payload):
+    """One masked binary frame with RSV1: `payload` compressed (RFC 7692)."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    data = (compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    frame = bytearray(build_frame(OP_BINARY, data, masked=True))
+    frame[0] |= 0x40
+    return bytes(frame)
+
+
+def echo_once(sock, frame, leftover):
+    """Send `frame` and read one whole frame back (payload not inspected)."""
+    sock.sendall(frame)
+    data = leftover
+    while True:
+        if len(data) >= 2:
+            size, offset = data[1] & 0x7F, 2
+            if size == 126 and len(data) >= 4:
+                size, offset = int.from_bytes(data[2:4], "big"), 4
+            elif size == 127 and len(data) >= 10:
+                size, offset = int.from_bytes(data[2:10], "big"), 10
+            if (size < 126 or offset > 2) and len(data) >= offset + size:
+                return
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("EOF before the echo")
+        data += chunk
 
 
 def close_conn(sock, proto, graceful=True):
@@ -197,14 +235,25 @@ def cmd_handshake(args):
 def cmd_idle(args):
     raise_nofile(args.count + args.warm + 256)
     socks = []
+    message = None
+    if args.deflate:
+        record = b'{"id":1,"type":"trade","symbol":"SYM","price":123.45,"qty":10},'
+        message = deflate_message((record * (1024 // len(record) + 1))[:1024])
+
+    def open_one():
+        sock, leftover = connect(args.port, args.proto, deflate=args.deflate)
+        if message is not None:
+            echo_once(sock, message, leftover)
+        return sock
+
     try:
         for _ in range(args.warm):
-            socks.append(connect(args.port, args.proto)[0])
+            socks.append(open_one())
         time.sleep(args.settle)
         rss0 = proc_rss_kib(args.rss_pid)
         t0 = time.perf_counter()
         for _ in range(args.count):
-            socks.append(connect(args.port, args.proto)[0])
+            socks.append(open_one())
         t1 = time.perf_counter()
         time.sleep(args.settle)
         rss1 = proc_rss_kib(args.rss_pid)
@@ -243,6 +292,7 @@ def main():
     i.add_argument("--warm", type=int, default=20)
     i.add_argument("--settle", type=float, default=0.5)
     i.add_argument("--rss-pid", type=int, required=True)
+    i.add_argument("--deflate", action="store_true")
     args = p.parse_args()
     watchdog(args.lifetime)
     {"echo": cmd_echo, "handshake": cmd_handshake, "idle": cmd_idle}[

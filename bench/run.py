@@ -5,7 +5,12 @@ idle RSS per connection, handshakes, pipelined server echo (neutral load
 generator), pipelined client echo (each library's client vs the neutral
 server) and round-trip latency (each client vs its own server).  Prints
 Markdown tables of the medians + ratios + target checks and writes
-bench/results.json."""
+bench/results.json.
+
+`--compression` runs only the compression scenario instead (see
+compression.py): ours vs websockets.trio with permessage-deflate, memory
+per idle compressed connection and CPU per compressed message, on and off:
+    python3.11 bench/run.py --compression [--quick]"""
 
 import argparse
 import json
@@ -14,6 +19,7 @@ import subprocess
 import sys
 import time
 
+import compression
 import measure
 import report
 import venvs
@@ -224,6 +230,10 @@ def parse_args():
                    help="pip install -e the repo into the ours venv "
                    "(for builds that need it; PYTHONPATH is used anyway)")
     p.add_argument("--json", default=str(BENCH / "results.json"))
+    p.add_argument("--compression", action="store_true",
+                   help="run only the compression scenario (ours and "
+                   "websockets.trio with permessage-deflate); results in "
+                   "bench/results-compression.json unless --json is given")
     return p.parse_args()
 
 
@@ -239,6 +249,10 @@ def main():
     if unknown:
         sys.exit(f"unknown stack(s) {unknown}; choose from {list(BY_KEY)}")
     stacks = [s for s in STACKS if not keys or s.key in keys]
+    if args.compression:
+        stacks = compression.stacks_for(keys)
+        if args.json == str(BENCH / "results.json"):
+            args.json = str(BENCH / "results-compression.json")
     if args.ours_standin:
         stacks = [standin_ours(s) if s.key == "ours" else s for s in stacks]
     raise_nofile(cfg["idle"] + 512)
@@ -266,6 +280,18 @@ def main():
     load_before = other_cpu_load()
 
     run = Run(cfg, stacks)
+    if args.compression:
+        try:
+            compression.run_rounds(run)
+        finally:
+            run.stop_servers()
+        print(compression.render(run))
+        with open(args.json, "w") as f:
+            json.dump({"config": cfg, "stacks": info, "samples": run.samples,
+                       "errors": run.errors,
+                       "elapsed_s": time.time() - t_start}, f, indent=1)
+        log(f"wrote {args.json} ({time.time() - t_start:.0f} s total)")
+        return
     neutral = {}
     try:
         npy = venvs.python_of(NEUTRAL_VENV)

@@ -26,6 +26,8 @@ EXPECTED_NAMES = {
     "ConnectionRejected",
     "ConnectionStatistics",
     "ConnectionTimeout",
+    "DeflateConfig",
+    "DeflateParameters",
     "DisconnectionTimeout",
     "Endpoint",
     "HandshakeError",
@@ -88,6 +90,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("max_redirects", K, 0),
         ("unix_socket_path", K, None),
         ("max_buffered_bytes", K, None),
+        ("compression", K, None),
     ],
     "open_websocket_url": [
         ("url", P, REQUIRED),
@@ -105,6 +108,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("max_redirects", K, 0),
         ("unix_socket_path", K, None),
         ("max_buffered_bytes", K, None),
+        ("compression", K, None),
     ],
     "connect_websocket": [
         ("nursery", P, REQUIRED),
@@ -123,6 +127,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("max_redirects", K, 0),
         ("unix_socket_path", K, None),
         ("max_buffered_bytes", K, None),
+        ("compression", K, None),
     ],
     "connect_websocket_url": [
         ("nursery", P, REQUIRED),
@@ -139,6 +144,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("max_redirects", K, 0),
         ("unix_socket_path", K, None),
         ("max_buffered_bytes", K, None),
+        ("compression", K, None),
     ],
     "wrap_client_stream": [
         ("nursery", P, REQUIRED),
@@ -153,6 +159,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("ping_interval", K, None),
         ("ping_timeout", K, None),
         ("max_buffered_bytes", K, None),
+        ("compression", K, None),
     ],
     "serve_websocket": [
         ("handler", P, REQUIRED),
@@ -174,6 +181,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("ping_interval", K, None),
         ("ping_timeout", K, None),
         ("max_buffered_bytes", K, None),
+        ("compression", K, None),
     ],
     "wrap_server_stream": [
         ("nursery", P, REQUIRED),
@@ -184,6 +192,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("ping_interval", K, None),
         ("ping_timeout", K, None),
         ("max_buffered_bytes", K, None),
+        ("compression", K, None),
     ],
     # Not in 0.12.2: the worker processes of issue 8.
     "serve_websocket_workers": [
@@ -234,6 +243,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("ping_interval", K, None),
         ("ping_timeout", K, None),
         ("max_buffered_bytes", K, None),
+        ("compression", K, None),
     ],
     "basic_auth_credentials": [("headers", P, REQUIRED)],
     "WebSocketRequest.accept": [
@@ -249,7 +259,11 @@ SIGNATURES: dict[str, list[Param]] = {
     ],
     "default_retry_policy": [("error", P, REQUIRED)],
     "WebSocketConnection.get_message": [("self", P, REQUIRED)],
-    "WebSocketConnection.send_message": [("self", P, REQUIRED), ("message", P, REQUIRED)],
+    "WebSocketConnection.send_message": [
+        ("self", P, REQUIRED),
+        ("message", P, REQUIRED),
+        ("compress", K, None),
+    ],
     "WebSocketConnection.ping": [("self", P, REQUIRED), ("payload", P, None)],
     "WebSocketConnection.pong": [("self", P, REQUIRED), ("payload", P, None)],
     "WebSocketConnection.send_fragments": [("self", P, REQUIRED), ("fragments", P, REQUIRED)],

@@ -28,6 +28,7 @@ import urllib.parse
 import urllib.request
 import zlib
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -272,6 +273,7 @@ class BrowserPeerServer:
         self.received: list[str | bytes] = []
         self.pinged = False
         self.closed: CloseReason | None = None
+        self.connection: WebSocketConnection | None = None
         self.done = trio.Event()
 
     async def handler(self, request: WebSocketRequest) -> None:
@@ -279,6 +281,7 @@ class BrowserPeerServer:
         self.path = request.path
         self.offered = request.proposed_subprotocols
         ws = await request.accept(subprotocol="chat.v2")
+        self.connection = ws
         try:
             for _ in range(3):
                 self.received.append(await ws.get_message())
@@ -301,10 +304,12 @@ class BrowserPeerServer:
 
 
 async def exchange(
-    nursery: trio.Nursery, devtools_port: str, server_closes: bool
+    nursery: trio.Nursery, devtools_port: str, server_closes: bool, compression: str | None = None
 ) -> tuple[BrowserPeerServer, dict[str, Any]]:
     ours = BrowserPeerServer(server_closes)
-    server = await nursery.start(serve_websocket, ours.handler, "127.0.0.1", 0, None)
+    server = await nursery.start(
+        partial(serve_websocket, ours.handler, "127.0.0.1", 0, None, compression=compression)
+    )
     ws_url = f"ws://127.0.0.1:{server.port}/interop?from=chromium"
     mode = "server-close" if server_closes else "browser-close"
     query = urllib.parse.urlencode({"url": ws_url, "mode": mode})
@@ -314,7 +319,9 @@ async def exchange(
     return ours, result
 
 
-def check_messages(ours: BrowserPeerServer, result: dict[str, Any]) -> None:
+def check_messages(
+    ours: BrowserPeerServer, result: dict[str, Any], *, compressed: bool = False
+) -> None:
     """What each side sent arrived intact, with the right types."""
     # The opening handshake, seen from both sides.
     assert ours.path == "/interop?from=chromium"
@@ -322,8 +329,11 @@ def check_messages(ours: BrowserPeerServer, result: dict[str, Any]) -> None:
     assert header(ours.request_headers, "Origin")  # a browser always sends it
     assert "Chrome" in (header(ours.request_headers, "User-Agent") or "")
     assert result["protocol"] == "chat.v2"
-    # Chromium offered permessage-deflate; we did not accept it.
-    assert result["extensions"] == ""
+    # Chromium offers permessage-deflate; we accept it only when asked to.
+    if compressed:
+        assert result["extensions"].startswith("permessage-deflate")
+    else:
+        assert result["extensions"] == ""
     assert result["errors"] == []
 
     # Browser -> our server.
@@ -363,4 +373,20 @@ async def test_server_exchanges_then_closes(devtools: str, nursery: trio.Nursery
     ours, result = await exchange(nursery, devtools, server_closes=True)
     check_messages(ours, result)
     assert ours.closed == CloseReason(4001, CLOSE_REASON)
+    assert result["close"] == {"code": 4001, "reason": CLOSE_REASON, "wasClean": True}
+
+
+async def test_browser_negotiates_deflate_with_our_server(
+    devtools: str, nursery: trio.Nursery
+) -> None:
+    ours, result = await exchange(nursery, devtools, server_closes=True, compression="deflate")
+    check_messages(ours, result, compressed=True)
+    ws = ours.connection
+    assert ws is not None and ws.compression is not None
+    deflate = ws._deflate
+    assert deflate is not None
+    # Chromium compresses what it sends; we compressed our 1 MiB message
+    # (the short ones are under the threshold) and the browser read it.
+    assert deflate.messages_received_compressed >= 1
+    assert deflate.messages_sent_compressed == 1
     assert result["close"] == {"code": 4001, "reason": CLOSE_REASON, "wasClean": True}

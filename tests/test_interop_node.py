@@ -22,6 +22,7 @@ import ssl
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -439,8 +440,11 @@ class OurServer:
     """Hands each connection our server accepts to the test, which drives
     it; the handler keeps it open until the test ends (or it closes)."""
 
-    def __init__(self, subprotocol: str | None = "chat.v2") -> None:
+    def __init__(
+        self, subprotocol: str | None = "chat.v2", *, compression: str | None = None
+    ) -> None:
         self.subprotocol = subprotocol
+        self.compression = compression
         self._send, self._receive = trio.open_memory_channel[
             tuple[WebSocketRequest, WebSocketConnection]
         ](1)
@@ -458,7 +462,14 @@ class OurServer:
 
     async def start(self, nursery: trio.Nursery, ssl_context: ssl.SSLContext | None = None) -> int:
         self.server = await nursery.start(
-            serve_websocket, self.handler, "127.0.0.1", 0, ssl_context
+            partial(
+                serve_websocket,
+                self.handler,
+                "127.0.0.1",
+                0,
+                ssl_context,
+                compression=self.compression,
+            )
         )
         return self.server.port
 
@@ -634,3 +645,67 @@ async def test_server_over_tls(
     assert raised.value.reason == CloseReason(4006, CLOSE_REASON)
     assert (await client.expect("close"))["code"] == 4006
     assert await client.finish() == 0
+
+
+# ---------------------------------------------------------------------------
+# permessage-deflate, both directions: negotiated on both sides, and every
+# message travels compressed both ways (our counters say so).
+
+DEFLATE_TEXT = "compress me " * 300
+DEFLATE_BINARY = b"\x00\x01\x02\x03" * 4000
+
+
+def check_compressed_both_ways(ws: WebSocketConnection, messages: int) -> None:
+    assert ws.compression is not None
+    deflate = ws._deflate
+    assert deflate is not None
+    assert deflate.messages_sent_compressed == messages
+    assert deflate.messages_received_compressed == messages
+    assert deflate.bytes_received_compressed < deflate.bytes_received_uncompressed // 10
+
+
+async def test_client_negotiates_deflate_with_node_server(launch: Launch) -> None:
+    server, port = await start_node_server(launch, "--deflate")
+    with trio.fail_after(PEER_TIMEOUT):
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/", compression="deflate") as ws:
+            connection = await server.expect("connection")
+            assert connection["extensions"].startswith("permessage-deflate")
+            assert ws.compression is not None
+            await ws.send_message(DEFLATE_TEXT)
+            await ws.send_message(DEFLATE_BINARY)
+            assert await server.expect("message") == {
+                "event": "message",
+                "type": "text",
+                "text": DEFLATE_TEXT,
+            }
+            binary = await server.expect("message")
+            assert binary["sha256"] == sha256(DEFLATE_BINARY)
+            assert await ws.get_message() == DEFLATE_TEXT
+            assert await ws.get_message() == DEFLATE_BINARY
+            check_compressed_both_ways(ws, 2)
+    assert (await server.expect("close"))["code"] == 1000
+    assert await server.finish() == 0
+
+
+async def test_node_client_negotiates_deflate_with_our_server(
+    launch: Launch, nursery: trio.Nursery
+) -> None:
+    ours = OurServer(compression="deflate")
+    port = await ours.start(nursery)
+    client = await launch("ws_client.js", *client_args(f"ws://127.0.0.1:{port}/", "--deflate"))
+    _, ws = await ours.connection()
+    upgrade = await client.expect("upgrade")
+    assert upgrade["headers"]["sec-websocket-extensions"].startswith("permessage-deflate")
+    opened = await client.expect("open")
+    assert opened["extensions"].startswith("permessage-deflate")
+    assert ws.compression is not None
+    with trio.fail_after(PEER_TIMEOUT):
+        await client.command(op="send", text=DEFLATE_TEXT)
+        await client.send_binary(DEFLATE_BINARY)
+        assert await ws.get_message() == DEFLATE_TEXT
+        assert await ws.get_message() == DEFLATE_BINARY
+        await ws.send_message(DEFLATE_TEXT)
+        await ws.send_message(DEFLATE_BINARY)
+    assert (await client.expect("message"))["text"] == DEFLATE_TEXT
+    assert (await client.expect("message"))["sha256"] == sha256(DEFLATE_BINARY)
+    check_compressed_both_ways(ws, 2)

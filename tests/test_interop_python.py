@@ -733,3 +733,183 @@ async def test_peer_client_with_our_server(
             await handled.wait()
             nursery.cancel_scope.cancel()
     check_report(report, closer)
+
+
+# ----------------------------------------------------------------------
+# permessage-deflate (issue 6): the peer and we agree on compression, and
+# messages really travel compressed both ways (our counters say so).
+
+#: Compressible messages, above our default threshold.
+DEFLATE_MESSAGES: list[str | bytes] = ["compress me, " * 200, b"\x00\x01\x02\x03" * 2000]
+
+
+def deflate_report(extensions: list[Any]) -> str | None:
+    """The name of the compression extension a websockets peer agreed on."""
+    return ", ".join(extension.name for extension in extensions) or None
+
+
+async def websockets_asyncio_deflate_server(sock: socket.socket) -> str | None:
+    done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+
+    async def handler(ws: websockets.asyncio.server.ServerConnection) -> None:
+        for _ in DEFLATE_MESSAGES:
+            await ws.send(await ws.recv())
+        done.set_result(deflate_report(ws.protocol.extensions))
+        await ws.wait_closed()
+
+    async with websockets.asyncio.server.serve(handler, sock=sock, compression="deflate"):
+        return await done
+
+
+async def websockets_trio_deflate_server(sock: socket.socket) -> str | None:
+    result: list[str | None] = []
+    done = trio.Event()
+
+    async def handler(ws: websockets.trio.server.ServerConnection) -> None:
+        for _ in DEFLATE_MESSAGES:
+            await ws.send(await ws.recv())
+        result.append(deflate_report(ws.protocol.extensions))
+        done.set()
+
+    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            partial(
+                websockets.trio.server.serve, handler, listeners=[listener], compression="deflate"
+            )
+        )
+        await done.wait()
+        await server.aclose()
+    return result[0]
+
+
+async def aiohttp_deflate_server(sock: socket.socket) -> str | None:
+    done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+
+    async def handler(request: aiohttp.web.Request) -> aiohttp.web.WebSocketResponse:
+        ws = aiohttp.web.WebSocketResponse(compress=True)
+        await ws.prepare(request)
+        for _ in DEFLATE_MESSAGES:
+            message = await ws.receive()
+            if message.type == aiohttp.WSMsgType.TEXT:
+                await ws.send_str(message.data)
+            else:
+                await ws.send_bytes(message.data)
+        agreed = "permessage-deflate" if ws.compress else None
+        await ws.receive()  # our close
+        done.set_result(agreed)
+        return ws
+
+    app = aiohttp.web.Application()
+    app.router.add_get("/", handler)
+    runner = aiohttp.web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    site = aiohttp.web.SockSite(runner, sock)
+    await site.start()
+    try:
+        return await done
+    finally:
+        await runner.cleanup()
+
+
+async def websockets_asyncio_deflate_client(url: str) -> str | None:
+    async with websockets.asyncio.client.connect(url, compression="deflate") as ws:
+        for message in DEFLATE_MESSAGES:
+            await ws.send(message)
+            assert await ws.recv() == message
+        return deflate_report(ws.protocol.extensions)
+
+
+async def websockets_trio_deflate_client(url: str) -> str | None:
+    async with websockets.trio.client.connect(url, compression="deflate") as ws:
+        for message in DEFLATE_MESSAGES:
+            await ws.send(message)
+            assert await ws.recv() == message
+        return deflate_report(ws.protocol.extensions)
+
+
+async def aiohttp_deflate_client(url: str) -> str | None:
+    async with aiohttp.ClientSession() as session, session.ws_connect(url, compress=15) as ws:
+        for message in DEFLATE_MESSAGES:
+            if isinstance(message, str):
+                await ws.send_str(message)
+                assert (await ws.receive()).data == message
+            else:
+                await ws.send_bytes(message)
+                assert (await ws.receive()).data == message
+        return "permessage-deflate" if ws.compress else None
+
+
+async def _in_thread(peer: Callable[[T], Awaitable[str | None]], where: T) -> str | None:
+    return await run_in_asyncio_thread(lambda: peer(where))
+
+
+DEFLATE_SERVERS: dict[str, Callable[[socket.socket], Awaitable[str | None]]] = {
+    "websockets-asyncio": partial(_in_thread, websockets_asyncio_deflate_server),
+    "websockets-trio": websockets_trio_deflate_server,
+    "aiohttp": partial(_in_thread, aiohttp_deflate_server),
+}
+DEFLATE_CLIENTS: dict[str, Callable[[str], Awaitable[str | None]]] = {
+    "websockets-asyncio": partial(_in_thread, websockets_asyncio_deflate_client),
+    "websockets-trio": websockets_trio_deflate_client,
+    "aiohttp": partial(_in_thread, aiohttp_deflate_client),
+}
+
+
+def check_compressed_both_ways(ws: WebSocketConnection) -> None:
+    assert ws.compression is not None
+    deflate = ws._deflate
+    assert deflate is not None
+    assert deflate.messages_sent_compressed == len(DEFLATE_MESSAGES)
+    assert deflate.messages_received_compressed == len(DEFLATE_MESSAGES)
+    assert deflate.bytes_received_compressed < deflate.bytes_received_uncompressed // 10
+
+
+@pytest.mark.parametrize("peer", peer_names(DEFLATE_SERVERS))
+async def test_our_client_negotiates_deflate_with_peer_server(peer: str) -> None:
+    reports: list[str | None] = []
+
+    async def serve(sock: socket.socket) -> None:
+        reports.append(await DEFLATE_SERVERS[peer](sock))
+
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with trio.fail_after(TEST_TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(serve, sock)
+                async with open_websocket_url(
+                    f"ws://127.0.0.1:{port}/", compression="deflate"
+                ) as ws:
+                    for message in DEFLATE_MESSAGES:
+                        await ws.send_message(message)
+                        assert await ws.get_message() == message
+                    check_compressed_both_ways(ws)
+    finally:
+        sock.close()
+    assert reports == ["permessage-deflate"]
+
+
+@pytest.mark.parametrize("peer", peer_names(DEFLATE_CLIENTS))
+async def test_peer_client_negotiates_deflate_with_our_server(peer: str) -> None:
+    connections: list[WebSocketConnection] = []
+
+    async def handler(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        connections.append(ws)
+        for _ in DEFLATE_MESSAGES:
+            await ws.send_message(await ws.get_message())
+        with contextlib.suppress(ConnectionClosed):
+            await ws.get_message()
+
+    with trio.fail_after(TEST_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(serve_websocket, handler, "127.0.0.1", 0, None, compression="deflate")
+            )
+            report = await DEFLATE_CLIENTS[peer](f"ws://127.0.0.1:{server.port}/")
+            nursery.cancel_scope.cancel()
+    assert report == "permessage-deflate"
+    check_compressed_both_ways(connections[0])

@@ -45,6 +45,8 @@ PURE = {
     "_origins",
     "_basic_auth",
     "_shutdown",
+    "_compression",
+    "_deflate",
 }
 #: Compiled modules (no .py source to parse); they import nothing of ours.
 COMPILED = {"_speedups"}
@@ -178,7 +180,8 @@ def test_connection_never_imports_client_or_server() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["_url", "_close", "_config", "_proxy_config", "_proxy_errors", "_redirects"]
+    "module",
+    ["_url", "_close", "_config", "_proxy_config", "_proxy_errors", "_redirects", "_compression"],
 )
 def test_value_modules_do_not_import_trio(module: str) -> None:
     assert "trio" not in {name for name, _ in imports_of(module).external}

@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 import trio
 import trio.testing
+from conftest import open_pair
 from test_keepalive import client_with_hand_peer
 
 from trio_websocket import ConnectionStatistics, WebSocketConnection
@@ -106,3 +107,35 @@ async def test_pings_in_flight_and_unsent_bytes_behind_a_stuck_write(
     # The keepalive's ping (2 + 4 mask + 4 payload) waits behind the write.
     assert stats.unsent_bytes == 10
     assert stats.latency is None
+
+
+async def test_compression_ratio_counts_the_compressed_messages_both_ways(
+    nursery: trio.Nursery,
+) -> None:
+    client, server = await open_pair(
+        nursery,
+        client_options={"compression": "deflate"},
+        server_options={"compression": "deflate"},
+    )
+    assert client.statistics().compression_ratio is None  # nothing compressed yet
+    text = "the same words again and again " * 200
+    await client.send_message(text)
+    assert await server.get_message() == text
+    await server.send_message(b"tiny", compress=False)  # uncompressed: not counted
+    assert await client.get_message() == b"tiny"
+    for ws in (client, server):
+        ratio = ws.statistics().compression_ratio
+        assert ratio is not None and ratio > 10, ratio
+    deflate = client._deflate
+    assert deflate is not None
+    assert client.statistics().compression_ratio == pytest.approx(
+        deflate.bytes_sent_uncompressed / deflate.bytes_sent_compressed
+    )
+
+
+async def test_no_compression_ratio_without_compression(pair: Pair) -> None:
+    client, server = pair
+    await client.send_message("the same words again and again " * 200)
+    await server.get_message()
+    assert client.statistics().compression_ratio is None
+    assert server.statistics().compression_ratio is None

@@ -23,6 +23,12 @@ from ._client import (
     wrap_client_stream as wrap_client_stream,
 )
 from ._close import CloseReason as CloseReason
+from ._compression import (
+    DeflateConfig as DeflateConfig,
+)
+from ._compression import (
+    DeflateParameters as DeflateParameters,
+)
 from ._connection import WebSocketConnection as WebSocketConnection
 from ._endpoint import Endpoint as Endpoint
 from ._errors import (
@@ -88,6 +94,8 @@ __all__ = [
     "ConnectionRejected",
     "ConnectionStatistics",
     "ConnectionTimeout",
+    "DeflateConfig",
+    "DeflateParameters",
     "DisconnectionTimeout",
     "Endpoint",
     "HTTPRequest",

@@ -27,9 +27,11 @@ from dataclasses import dataclass, replace
 import trio
 from wsproto import ConnectionType
 from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
+from wsproto.extensions import Extension
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import ProtocolError
 
+from ._compression import DeflateConfig
 from ._config import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DISCONNECT_TIMEOUT,
@@ -40,6 +42,7 @@ from ._config import (
     check_timeout,
 )
 from ._connection import STREAM_ERRORS, WebSocketConnection
+from ._deflate import DeflateExtension
 from ._errors import (
     PHASE_CONNECT,
     PHASE_DNS,
@@ -259,10 +262,18 @@ async def _handshake(
     """Run the client's opening handshake over ``stream``; the connection it
     returns is not started yet."""
     handshake = H11Handshake(ConnectionType.CLIENT)
+    extensions: list[Extension] = []
+    if options.compression is not None:
+        extensions.append(
+            DeflateExtension(
+                options.compression, is_client=True, max_message_size=options.max_message_size
+            )
+        )
     request = Request(
         host=host_header,
         target=resource,
         subprotocols=subprotocols,
+        extensions=extensions,
         extra_headers=extra_headers,
     )
     try:
@@ -326,6 +337,7 @@ async def wrap_client_stream(
     ping_interval: float | None = None,
     ping_timeout: float | None = None,
     max_buffered_bytes: int | None = None,
+    compression: str | DeflateConfig | None = None,
 ) -> WebSocketConnection:
     """Run the client handshake over a stream you already have.
 
@@ -342,6 +354,7 @@ async def wrap_client_stream(
         max_buffered_bytes,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
+        compression=compression,
     )
     protocols = _check_subprotocols(subprotocols)
     headers = _check_headers(extra_headers)
@@ -495,6 +508,7 @@ async def connect_websocket(
     max_redirects: int = 0,
     unix_socket_path: SocketPath | None = None,
     max_buffered_bytes: int | None = None,
+    compression: str | DeflateConfig | None = None,
 ) -> WebSocketConnection:
     """Connect to ``host:port`` and open a WebSocket to ``resource``.
 
@@ -509,6 +523,7 @@ async def connect_websocket(
         max_buffered_bytes,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
+        compression=compression,
     )
     return await _connect_websocket(
         nursery,
@@ -557,6 +572,7 @@ async def connect_websocket_url(
     max_redirects: int = 0,
     unix_socket_path: SocketPath | None = None,
     max_buffered_bytes: int | None = None,
+    compression: str | DeflateConfig | None = None,
 ) -> WebSocketConnection:
     """:func:`connect_websocket` from a ``ws://`` or ``wss://`` URL (see
     :func:`open_websocket_url`)."""
@@ -578,6 +594,7 @@ async def connect_websocket_url(
         max_redirects=max_redirects,
         unix_socket_path=unix_socket_path,
         max_buffered_bytes=max_buffered_bytes,
+        compression=compression,
     )
 
 
@@ -611,6 +628,7 @@ async def open_websocket(
     max_redirects: int = 0,
     unix_socket_path: SocketPath | None = None,
     max_buffered_bytes: int | None = None,
+    compression: str | DeflateConfig | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """Open a WebSocket client connection for the duration of a block::
 
@@ -668,6 +686,9 @@ async def open_websocket(
         ``receive_buffer_size`` more may arrive. None (the default): no cap
         beyond ``message_queue_size`` and the 256 KiB read-ahead. See
         :doc:`backpressure`.
+    :param compression: ``"deflate"`` or a :class:`DeflateConfig` to offer
+        permessage-deflate (RFC 7692); None (the default) offers nothing.
+        Whether the server took it is :attr:`WebSocketConnection.compression`.
     :raises HandshakeError: the connection could not be opened (the cause is
         chained, and :attr:`HandshakeError.phase` says which step failed:
         ``"dns"``, ``"connect"``, ``"tls"`` or ``"http"``);
@@ -684,6 +705,7 @@ async def open_websocket(
         max_buffered_bytes,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
+        compression=compression,
     )
     user_error: BaseException | None = None
     internal_error: BaseException | None = None
@@ -753,6 +775,7 @@ async def open_websocket_url(
     max_redirects: int = 0,
     unix_socket_path: SocketPath | None = None,
     max_buffered_bytes: int | None = None,
+    compression: str | DeflateConfig | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """:func:`open_websocket` from a ``ws://`` or ``wss://`` URL.
 
@@ -787,5 +810,6 @@ async def open_websocket_url(
         max_redirects=max_redirects,
         unix_socket_path=unix_socket_path,
         max_buffered_bytes=max_buffered_bytes,
+        compression=compression,
     ) as connection:
         yield connection

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ._compression import DeflateConfig, compression_config
+
 DEFAULT_MESSAGE_QUEUE_SIZE = 1
 DEFAULT_MAX_MESSAGE_SIZE = 2**20
 #: Bytes asked of the stream per read. Large reads let one wake-up of the
@@ -114,6 +116,8 @@ class ConnectionOptions:
         may arrive. It also lowers the read-ahead bound to itself. None
         (the default) sets no cap beyond ``message_queue_size`` and the
         read-ahead bound.
+    compression: permessage-deflate settings (offered by a client,
+        accepted by a server), or None for no compression.
     """
 
     message_queue_size: int = DEFAULT_MESSAGE_QUEUE_SIZE
@@ -122,6 +126,7 @@ class ConnectionOptions:
     ping_interval: float | None = None
     ping_timeout: float | None = None
     max_buffered_bytes: int | None = None
+    compression: DeflateConfig | None = None
 
     @classmethod
     def build(
@@ -133,6 +138,7 @@ class ConnectionOptions:
         *,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
+        compression: object = None,
     ) -> ConnectionOptions:
         """Validate the public arguments and return the record."""
         if receive_buffer_size is None:
@@ -147,4 +153,5 @@ class ConnectionOptions:
             ping_interval=interval,
             ping_timeout=timeout,
             max_buffered_bytes=max_buffered_bytes,
+            compression=compression_config(compression),
         )

@@ -11,9 +11,10 @@ Rules:
   the application: a full inbox only stops further *reads* (see
   ``_messages``), and that bound is in bytes.
 - One writer at a time holds the write turn. A frame is serialized (data
-  frames without extensions here, everything else by wsproto) only at the
+  frames here, compressed ones too, everything else by wsproto) only at the
   moment it is written or appended to the outbox, both in order, so nothing
-  can follow a close frame. A write that is cancelled or fails may have
+  can follow a close frame, and permessage-deflate's shared compressor sees
+  messages in the order the peer will inflate them. A write that is cancelled or fails may have
   left half a frame on the wire, so it aborts the connection.
 - Write coalescing: when the task that sends is the one that just took a
   message while more still wait in the inbox, it is working through a batch
@@ -84,6 +85,7 @@ from ._close import (
     NORMAL_CLOSURE,
     CloseReason,
 )
+from ._compression import DeflateParameters
 from ._config import (
     CLOSE_GRACE,
     COALESCE_BYTES,
@@ -91,6 +93,7 @@ from ._config import (
     READ_AHEAD_BYTES,
     ConnectionOptions,
 )
+from ._deflate import DeflateExtension
 from ._endpoint import Endpoint, describe_endpoint, stream_endpoint
 from ._errors import ConnectionClosed, Headers
 from ._fastpath import use_fast_unmasking
@@ -130,6 +133,10 @@ _describe = describe_endpoint
 _TEXT = 0x1
 _BINARY = 0x2
 _FIN = 0x80
+#: RSV1 in a frame's first byte: "compressed" under permessage-deflate. In
+#: an opcode handed to ``_queue`` it asks for the payload to be compressed
+#: when the frame is serialized (so in wire order).
+_RSV1 = 0x40
 _MASKED = 0x80
 _pack_header_16 = struct.Struct("!BBH").pack
 _pack_header_64 = struct.Struct("!BBQ").pack
@@ -163,6 +170,7 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         "_close_reason",
         "_close_received",
         "_close_sent",
+        "_deflate",
         "_discarding",
         "_draining",
         "_failure",
@@ -256,8 +264,14 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         # With no extension in use, a data frame is a plain header and the
         # payload (masked by a client): we build it without wsproto's three
         # payload copies and pure-Python masking. Control frames, and data
-        # frames when an extension is in use, are serialized by wsproto.
-        self._plain_frames = not extensions
+        # frames when an extension other than ours is in use, are
+        # serialized by wsproto. With permessage-deflate a compressed
+        # message is still one plain frame, with RSV1 and a deflated payload.
+        self._deflate: DeflateExtension | None = None
+        for extension in extensions:
+            if isinstance(extension, DeflateExtension) and extension.enabled():
+                self._deflate = extension
+        self._plain_frames = all(isinstance(e, DeflateExtension) for e in extensions)
         if not is_client:
             use_fast_unmasking(protocol)
         # The reader stops (server) or drains until EOF (client) once the
@@ -321,6 +335,14 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         return self._handshake_headers
 
     @property
+    def compression(self) -> DeflateParameters | None:
+        """The permessage-deflate parameters agreed in the opening
+        handshake, or None when messages are not compressed (not asked
+        for, or declined by the other side)."""
+        deflate = self._deflate
+        return None if deflate is None else deflate.parameters
+
+    @property
     def close_sent(self) -> CloseReason | None:
         """The code and reason of the close frame we sent, or ``None`` if we
         sent none (yet, or ever: a connection lost before it closed, or one
@@ -363,8 +385,21 @@ class WebSocketConnection(trio.abc.Channel[Message]):
             unsent_bytes=self._outbox_bytes,
             pings_in_flight=len(self._pings),
             latency=self._pings.latency,
-            compression_ratio=None,
+            compression_ratio=self._compression_ratio(),
         )
+
+    def _compression_ratio(self) -> float | None:
+        """Uncompressed bytes over compressed bytes, both directions, of
+        the messages that were compressed; None without compression or
+        before the first compressed message."""
+        deflate = self._deflate
+        if deflate is None:
+            return None
+        compressed = deflate.bytes_sent_compressed + deflate.bytes_received_compressed
+        if compressed == 0:
+            return None
+        uncompressed = deflate.bytes_sent_uncompressed + deflate.bytes_received_uncompressed
+        return uncompressed / compressed
 
     def __str__(self) -> str:
         role = "client" if self._is_client else "server"
@@ -419,25 +454,44 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         :exc:`ConnectionClosed`)."""
         await self.send_message(value)
 
-    async def send_message(self, message: str | bytes) -> None:
+    async def send_message(self, message: str | bytes, *, compress: bool | None = None) -> None:
         """Send a text (``str``) or binary (``bytes``) message.
 
-        Raises :exc:`ConnectionClosed` once the connection is closed, and
-        ``ValueError`` for any other type. While a message is being sent in
-        pieces with :meth:`send_fragments`, this waits for it to end.
+        While a message is being sent in pieces with :meth:`send_fragments`,
+        this waits for it to end.
+
+        :param compress: only matters when permessage-deflate is in use
+            (see :attr:`compression`). None: compress the message unless it
+            is shorter than the configured ``threshold``; False: send it
+            uncompressed (for data that is already compressed, such as
+            images or zip files); True: compress it whatever its size.
+        :raises ConnectionClosed: once the connection is closed.
+        :raises ValueError: for a message that is not ``str`` or ``bytes``.
+        :raises TypeError: for a ``compress`` that is not None or a bool.
         """
         if self._close_reason is not None:
             raise ConnectionClosed(self._close_reason)
+        if compress is not None and not isinstance(compress, bool):
+            raise TypeError("compress must be None, True or False")
         if self._fragmenting is not None:
             await self._wait_for_message_turn()
         if isinstance(message, str):
             if self._plain_frames:
-                await self._send(None, _TEXT, message.encode("utf-8"))
+                payload = message.encode("utf-8")
+                deflate = self._deflate
+                if deflate is not None and deflate.wants_to_compress(len(payload), compress):
+                    await self._send(None, _TEXT | _RSV1, payload)
+                else:
+                    await self._send(None, _TEXT, payload)
             else:
                 await self._send(TextMessage(data=message))
         elif isinstance(message, bytes):
             if self._plain_frames:
-                await self._send(None, _BINARY, message)
+                deflate = self._deflate
+                if deflate is not None and deflate.wants_to_compress(len(message), compress):
+                    await self._send(None, _BINARY | _RSV1, message)
+                else:
+                    await self._send(None, _BINARY, message)
             else:
                 await self._send(BytesMessage(data=message))
         else:
@@ -547,6 +601,9 @@ class WebSocketConnection(trio.abc.Channel[Message]):
                 self._note_close_sent(event.code, event.reason)
             self._queue_frame(self._proto.send(event))
             return
+        if opcode & _RSV1:
+            assert self._deflate is not None
+            payload = self._deflate.compress_message(payload)
         size = len(payload)
         mask_bit = _MASKED if self._is_client else 0
         if size < 126:
@@ -766,8 +823,12 @@ class WebSocketConnection(trio.abc.Channel[Message]):
             self._reading_done()
         else:
             # wsproto reports a frame it could not parse as a close event
-            # without changing state; its parser is finished.
-            self._fail(event.code, event.reason or "", parser_done=True)
+            # without changing state; its parser is finished. A failure in
+            # permessage-deflate comes with a generic reason: use ours.
+            reason = event.reason or ""
+            if self._deflate is not None and self._deflate.failure is not None:
+                reason = self._deflate.failure
+            self._fail(event.code, reason, parser_done=True)
 
     # ------------------------------------------------------------------
     # Reading

@@ -43,10 +43,12 @@ from typing import Any
 import trio
 from wsproto import ConnectionType
 from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
+from wsproto.extensions import Extension
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import ProtocolError
 
 from ._close import GOING_AWAY, INTERNAL_ERROR, NORMAL_CLOSURE, CloseReason
+from ._compression import DeflateConfig
 from ._config import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DISCONNECT_TIMEOUT,
@@ -57,6 +59,7 @@ from ._config import (
     check_timeout,
 )
 from ._connection import STREAM_ERRORS, WebSocketConnection
+from ._deflate import DeflateExtension
 from ._endpoint import Endpoint, listener_endpoint, stream_endpoint
 from ._errors import ConnectionClosed, HandshakeError, Headers
 from ._groups import main_exception, reraise_as_is
@@ -201,8 +204,21 @@ class WebSocketRequest:
         if subprotocol is not None and subprotocol not in self._event.subprotocols:
             raise ValueError(f"the client did not offer subprotocol {subprotocol!r}")
         handshake = self._claim()
+        extensions: list[Extension] = []
+        compression = self._options.compression
+        if compression is not None and self._event.extensions:
+            # Accepts the client's first acceptable offer, if any.
+            extensions.append(
+                DeflateExtension(
+                    compression, is_client=False, max_message_size=self._options.max_message_size
+                )
+            )
         data = handshake.send(
-            AcceptConnection(subprotocol=subprotocol, extra_headers=list(extra_headers or []))
+            AcceptConnection(
+                subprotocol=subprotocol,
+                extra_headers=list(extra_headers or []),
+                extensions=extensions,
+            )
         )
         protocol = handshake.connection
         assert protocol is not None
@@ -214,6 +230,7 @@ class WebSocketRequest:
             subprotocol=subprotocol,
             handshake_headers=self._event.extra_headers,
             options=self._options,
+            extensions=[extension for extension in extensions if extension.enabled()],
             endpoints=(self._local, self._remote),
         )
         self._connection = connection
@@ -444,12 +461,16 @@ async def wrap_server_stream(
     ping_interval: float | None = None,
     ping_timeout: float | None = None,
     max_buffered_bytes: int | None = None,
+    compression: str | DeflateConfig | None = None,
 ) -> WebSocketRequest:
     """Read a client's opening handshake from a stream you accepted.
 
     :param nursery: where the connection's reader runs once accepted.
     :param max_buffered_bytes: see :func:`open_websocket` (the other
         options too).
+    :param compression: ``"deflate"`` or a :class:`DeflateConfig` to accept
+        permessage-deflate (RFC 7692) when the client offers it; None (the
+        default) never compresses.
     :returns: the request, for you to accept or reject.
     :raises HandshakeError: the client sent no valid request: the stream
         was answered (``426`` for an HTTP request that is not an upgrade,
@@ -463,6 +484,7 @@ async def wrap_server_stream(
         max_buffered_bytes,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
+        compression=compression,
     )
     try:
         request, _ = await _read_request(stream, nursery, options)
@@ -511,6 +533,7 @@ class WebSocketServer:
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
         max_buffered_bytes: int | None = None,
+        compression: str | DeflateConfig | None = None,
     ) -> None:
         if not listeners:
             raise ValueError("a WebSocketServer needs at least one listener")
@@ -524,6 +547,7 @@ class WebSocketServer:
             max_buffered_bytes,
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
+            compression=compression,
         )
         self._connect_timeout = check_timeout("connect_timeout", connect_timeout)
         self._disconnect_timeout = check_timeout("disconnect_timeout", disconnect_timeout)
@@ -867,6 +891,7 @@ async def serve_websocket(
     ping_interval: float | None = None,
     ping_timeout: float | None = None,
     max_buffered_bytes: int | None = None,
+    compression: str | DeflateConfig | None = None,
 ) -> None:
     """Listen on ``host:port`` and run ``await handler(request)`` for each
     WebSocket connection, until cancelled or shut down with
@@ -919,6 +944,10 @@ async def serve_websocket(
         next to each accepted connection's reader).
     :param ping_timeout: see :func:`open_websocket`.
     :param max_buffered_bytes: see :func:`open_websocket`.
+    :param compression: ``"deflate"`` or a :class:`DeflateConfig` to accept
+        permessage-deflate (RFC 7692) from clients that offer it; None (the
+        default) never compresses. Each connection's
+        :attr:`WebSocketConnection.compression` says what was agreed.
     """
     # Bad options fail before any listener is opened (and left open).
     ConnectionOptions.build(
@@ -928,6 +957,7 @@ async def serve_websocket(
         max_buffered_bytes,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
+        compression=compression,
     )
     if unix_socket_path is not None:
         if host is not None or port is not None:
@@ -948,6 +978,7 @@ async def serve_websocket(
         "ping_interval": ping_interval,
         "ping_timeout": ping_timeout,
         "max_buffered_bytes": max_buffered_bytes,
+        "compression": compression,
     }
     listen_host: Any = host
     listeners: Sequence[trio.abc.Listener[Any]]

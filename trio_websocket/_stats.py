@@ -43,6 +43,8 @@ class ConnectionStatistics:
     #: The last measured ping round trip in seconds (see
     #: :attr:`WebSocketConnection.latency`), or ``None`` before the first.
     latency: float | None
-    #: Uncompressed message bytes divided by compressed payload bytes when a
-    #: compression extension is in use; ``None`` otherwise.
+    #: With permessage-deflate: the uncompressed bytes of the messages that
+    #: were compressed (sent and received) divided by their compressed
+    #: payload bytes; ``None`` without compression or before the first
+    #: compressed message. Messages sent uncompressed do not count.
     compression_ratio: float | None = None

@@ -4,7 +4,10 @@ run_trio() or run_asyncio().  Modes:
   echo  pipelined: `window` messages in flight, one RESULT per size with
         the client process's own CPU time (time.process_time)
   rtt   one message in flight, RESULT with latency percentiles (us)
-The peer's CPU (--peer-pid) is sampled too, to show it was not saturated."""
+The peer's CPU (--peer-pid) is sampled too, to show it was not saturated.
+--payload json sends JSON-like text of the size (as bytes) instead of the
+byte pattern, for a realistic compression ratio; --compression asks the
+script's session() for permessage-deflate."""
 
 import argparse
 import time
@@ -23,6 +26,8 @@ def parse_args(doc):
     p.add_argument("--max-bytes", type=int, default=8 << 30)
     p.add_argument("--peer-pid", type=int, default=0)
     p.add_argument("--lifetime", type=float, default=300)
+    p.add_argument("--payload", choices=("pattern", "json"), default="pattern")
+    p.add_argument("--compression", action="store_true")
     a = p.parse_args()
     a.sizes = [int(x) for x in a.sizes.split(",")]
     a.windows = [int(x) for x in a.windows.split(",")]
@@ -81,8 +86,27 @@ def _result(args, size, window, msgs, wall, cpu, peer, lat=None):
     emit("RESULT", out)
 
 
+def json_payload(size):
+    """`size` bytes of JSON-like records: repetitive keys, varying values
+    (deterministic), the kind of traffic compression is used for."""
+    records = []
+    total = 0
+    i = 0
+    while total < size:
+        record = (f'{{"id":{i},"type":"trade","symbol":"SYM{i * 7919 % 97}",'
+                  f'"price":{(i * 104729) % 100000 / 100:.2f},'
+                  f'"qty":{(i * 31) % 1000},"side":"{"buy" if i % 3 else "sell"}"}},')
+        records.append(record)
+        total += len(record)
+        i += 1
+    return "".join(records).encode()[:size]
+
+
 async def _measure(args, size, window, pipelined, send, recv):
-    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    if args.payload == "json":
+        payload = json_payload(size)
+    else:
+        payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
     max_msgs = args.max_bytes // size + window
     if args.mode == "rtt":
         await _rtt(send, recv, payload, args.warmup)
@@ -154,8 +178,9 @@ async def _asyncio_pipelined(send, recv, payload, window, duration,
 
 
 async def _run_all(args, session, pipelined):
+    extra = {"compression": True} if args.compression else {}
     for size, window in zip(args.sizes, args.windows, strict=True):
-        async with session(args.url) as (send, recv):
+        async with session(args.url, **extra) as (send, recv):
             await _measure(args, size, window, pipelined, send, recv)
 
 

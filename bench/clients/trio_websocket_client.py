@@ -1,5 +1,6 @@
 """Client under test for the trio_websocket API (ours / 0.12.2):
-open_websocket_url + send_message/get_message, driven by clientcore."""
+open_websocket_url + send_message/get_message, driven by clientcore.
+With --compression it offers permessage-deflate (threshold 0)."""
 
 from contextlib import asynccontextmanager
 
@@ -10,9 +11,14 @@ from trio_websocket import open_websocket_url
 
 
 @asynccontextmanager
-async def session(url):
+async def session(url, compression=False):
+    extra = {}
+    if compression:
+        from trio_websocket import DeflateConfig
+        extra["compression"] = DeflateConfig(threshold=0)
     async with open_websocket_url(url,
-                                  max_message_size=MAX_MESSAGE_SIZE) as ws:
+                                  max_message_size=MAX_MESSAGE_SIZE,
+                                  **extra) as ws:
         yield ws.send_message, ws.get_message
 
 

@@ -1,5 +1,6 @@
 """Client under test on websockets' Trio API (websockets.trio.client
-.connect), compression/pings/proxy off, driven by clientcore."""
+.connect), compression/pings/proxy off (--compression: permessage-deflate
+with websockets' defaults), driven by clientcore."""
 
 from contextlib import asynccontextmanager
 
@@ -9,8 +10,9 @@ from websockets.trio.client import connect
 
 
 @asynccontextmanager
-async def session(url):
-    async with connect(url, compression=None, ping_interval=None,
+async def session(url, compression=False):
+    async with connect(url, compression="deflate" if compression else None,
+                       ping_interval=None,
                        max_size=MAX_MESSAGE_SIZE, proxy=None) as ws:
         yield ws.send, ws.recv
 

@@ -1,6 +1,8 @@
 """Echo server for the trio_websocket API (used for both `ours` and the
 PyPI trio-websocket 0.12.2 stand-in): serve_websocket + accept() +
-get_message/send_message.  Prints `PORT <n>`; runs until killed."""
+get_message/send_message.  Prints `PORT <n>`; runs until killed.
+--compression accepts permessage-deflate (our defaults, threshold 0: every
+message compressed, like websockets); only for `ours`."""
 
 import argparse
 from functools import partial
@@ -21,11 +23,15 @@ async def handler(request):
         pass
 
 
-async def main(host, port):
+async def main(host, port, compression):
+    extra = {}
+    if compression:
+        from trio_websocket import DeflateConfig
+        extra["compression"] = DeflateConfig(threshold=0)
     async with trio.open_nursery() as nursery:
         server = await nursery.start(partial(
             serve_websocket, handler, host, port, None,
-            max_message_size=MAX_MESSAGE_SIZE))
+            max_message_size=MAX_MESSAGE_SIZE, **extra))
         emit("PORT", server.port)
 
 
@@ -34,7 +40,8 @@ if __name__ == "__main__":
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--lifetime", type=float, default=1800)
+    p.add_argument("--compression", action="store_true")
     a = p.parse_args()
     watchdog(a.lifetime)
     raise_nofile()
-    trio.run(main, a.host, a.port)
+    trio.run(main, a.host, a.port, a.compression)

@@ -1,5 +1,6 @@
 """Echo server on websockets' Trio API (websockets.trio.server.serve),
-compression and keepalive pings off.  Prints `PORT <n>`."""
+compression and keepalive pings off (--compression: permessage-deflate
+with websockets' defaults).  Prints `PORT <n>`."""
 
 import argparse
 from functools import partial
@@ -19,10 +20,11 @@ async def handler(ws):
         pass
 
 
-async def main(host, port):
+async def main(host, port, compression):
     async with trio.open_nursery() as nursery:
         server = await nursery.start(partial(
-            serve, handler, port, host=host, compression=None,
+            serve, handler, port, host=host,
+            compression="deflate" if compression else None,
             ping_interval=None, max_size=MAX_MESSAGE_SIZE))
         emit("PORT", server.listeners[0].socket.getsockname()[1])
 
@@ -32,7 +34,8 @@ if __name__ == "__main__":
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--lifetime", type=float, default=1800)
+    p.add_argument("--compression", action="store_true")
     a = p.parse_args()
     watchdog(a.lifetime)
     raise_nofile()
-    trio.run(main, a.host, a.port)
+    trio.run(main, a.host, a.port, a.compression)

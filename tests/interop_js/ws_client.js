@@ -2,24 +2,28 @@
 // A Node.js `ws` client peer (see peer_common.js for the line protocol).
 //
 //   node ws_client.js URL [--echo] [--protocol P]... [--header "Name: value"]...
-//                     [--ca ca.pem]
+//                     [--ca ca.pem] [--deflate]
 //
 // Offers the --protocol subprotocols in that order and sends the --header
 // request headers. Prints {"event":"upgrade","status":101,"headers":{...}}
 // with the response headers, then {"event":"open",...}. With --ca it trusts
-// only that CA for wss://. Exits once the connection has closed and stdin
+// only that CA for wss://. It offers permessage-deflate (ws's default); with
+// --deflate it also compresses every message, however short. Exits once the connection has closed and stdin
 // has ended (or right away on close if stdin already ended).
 
 const fs = require('fs');
 const { WebSocket } = require('ws');
 const { emit, watch, runCommand, readCommands, parseArgs, splitHeader } = require('./peer_common');
 
-const options = parseArgs(process.argv.slice(2), ['protocol', 'header'], ['echo']);
+const options = parseArgs(process.argv.slice(2), ['protocol', 'header'], ['echo', 'deflate']);
 const url = options.positional[0];
 
 const clientOptions = { headers: Object.fromEntries(options.header.map(splitHeader)) };
 if (options.ca) {
   clientOptions.ca = fs.readFileSync(options.ca);
+}
+if (options.deflate) {
+  clientOptions.perMessageDeflate = { threshold: 0 };
 }
 
 const ws = new WebSocket(url, options.protocol, clientOptions);
