@@ -217,6 +217,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("origins", K, None),
         ("max_connections", K, None),
         ("request_limits", K, None),
+        ("compression", K, None),
     ],
     "run_websocket_workers": [
         ("app", P, REQUIRED),

@@ -29,6 +29,7 @@ import trio_websocket
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
+    DeflateConfig,
     RequestLimits,
     ShutdownReport,
     WorkerError,
@@ -303,6 +304,27 @@ async def test_origins_reach_the_worker_patterns_included(
         # No Origin header: not in the list (None is not), so refused too.
         with pytest.raises(ConnectionRejected):
             await ask(pool.port, "no origin")
+
+
+async def test_compression_reaches_the_worker(nursery: trio.Nursery, app_module: str) -> None:
+    with trio.fail_after(15):
+        config = DeflateConfig(server_max_window_bits=10)
+        pool = await start_one_worker(nursery, app_module, compression=config)
+        url = f"ws://127.0.0.1:{pool.port}/"
+        async with open_websocket_url(url, compression="deflate") as ws:
+            assert ws.compression is not None
+            assert ws.compression.server_max_window_bits == 10
+            await ws.send_message("squeeze " * 100)
+            assert await ws.get_message() == "squeeze " * 100
+        async with open_websocket_url(url) as ws:  # not offered: not used
+            assert ws.compression is None
+
+
+async def test_a_bad_compression_fails_before_any_worker_starts(
+    nursery: trio.Nursery, app_module: str
+) -> None:
+    with pytest.raises(ValueError, match="compression"):
+        await start_one_worker(nursery, app_module, compression="gzip")
 
 
 @pytest.mark.parametrize("by_name", [True, False])

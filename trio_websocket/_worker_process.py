@@ -45,6 +45,7 @@ from typing import Any, cast
 import trio
 
 from ._close import GOING_AWAY
+from ._compression import DeflateConfig
 from ._limits import RequestLimits
 from ._origins import AllowedOrigin
 from ._server import Handler, WebSocketServer
@@ -202,6 +203,8 @@ def _server_options(config: dict[str, Any]) -> dict[str, Any]:
         options["origins"] = decode_origins(config["origins"])
     if config.get("request_limits") is not None:
         options["request_limits"] = RequestLimits(**config["request_limits"])
+    if config.get("compression") is not None:
+        options["compression"] = DeflateConfig(**config["compression"])
     return options
 
 

@@ -55,6 +55,7 @@ from typing import Any
 
 import trio
 
+from ._compression import DeflateConfig, compression_config
 from ._config import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_DISCONNECT_TIMEOUT,
@@ -318,6 +319,7 @@ async def serve_websocket_workers(
     origins: Iterable[str | re.Pattern[str] | None] | None = None,
     max_connections: int | None = None,
     request_limits: RequestLimits | None = None,
+    compression: str | DeflateConfig | None = None,
 ) -> None:
     """Serve ``host:port`` from ``workers`` processes (Linux only)::
 
@@ -350,8 +352,8 @@ async def serve_websocket_workers(
     :param message_queue_size: see :func:`serve_websocket` (likewise
         ``max_message_size``, ``receive_buffer_size``, ``connect_timeout``,
         ``disconnect_timeout``, ``ping_interval``, ``ping_timeout``,
-        ``max_buffered_bytes`` and ``request_limits``, which every worker
-        applies as a single server would).
+        ``max_buffered_bytes``, ``request_limits`` and ``compression``,
+        which every worker applies as a single server would).
     :param process_request: the hook of :func:`serve_websocket`, named
         like ``app`` (``"module:attribute"``), or a function the workers
         can import by the same name (one defined at the top level of an
@@ -379,7 +381,9 @@ async def serve_websocket_workers(
         max_buffered_bytes,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
+        compression=compression,
     )
+    deflate = compression_config(compression)
     hook_spec = None if process_request is None else importable_spec(process_request)
     if origins is not None:
         if not isinstance(origins, (str, bytes, re.Pattern)):
@@ -420,6 +424,7 @@ async def serve_websocket_workers(
             "request_limits": (
                 None if request_limits is None else dataclasses.asdict(request_limits)
             ),
+            "compression": None if deflate is None else dataclasses.asdict(deflate),
             "shutdown_timeout": shutdown_timeout,
             "tls": [ssl_certfile, ssl_keyfile] if secure else None,
             "sys_path": _worker_sys_path(),
