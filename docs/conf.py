@@ -61,9 +61,15 @@ def _first(*patterns: str) -> str | None:
 _inventories = {
     "python": (
         "https://docs.python.org/3",
-        _first("/usr/share/doc/python3.*/html/objects.inv", "/usr/share/doc/python3/html/objects.inv"),
+        _first(
+            "/usr/share/doc/python3.*/html/objects.inv",
+            "/usr/share/doc/python3/html/objects.inv",
+        ),
     ),
-    "trio": ("https://trio.readthedocs.io/en/stable", os.path.join(_here, "_inventories", "trio.inv")),
+    "trio": (
+        "https://trio.readthedocs.io/en/stable",
+        os.path.join(_here, "_inventories", "trio.inv"),
+    ),
     "wsproto": (
         "https://python-hyper.org/projects/wsproto/en/stable",
         _first("/usr/share/doc/python-wsproto-doc/html/objects.inv"),
