@@ -45,6 +45,7 @@ PURE = {
     "_origins",
     "_basic_auth",
     "_shutdown",
+    "_waiters",
 }
 #: Compiled modules (no .py source to parse); they import nothing of ours.
 COMPILED = {"_speedups"}

@@ -93,7 +93,7 @@ from ._config import (
 )
 from ._endpoint import Endpoint, describe_endpoint, stream_endpoint
 from ._errors import ConnectionClosed, Headers
-from ._fastpath import use_fast_unmasking
+from ._fastpath import use_compact_event_queue, use_fast_unmasking
 from ._keepalive import keep_alive
 from ._log import log_closed, log_opened, with_frame_logging
 from ._masking import apply_mask, next_mask_key
@@ -189,6 +189,7 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         "_pings",
         "_plain_frames",
         "_proto",
+        "_reader_ended",
         "_reader_scope",
         "_remote",
         "_stop_reading",
@@ -260,12 +261,17 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         self._plain_frames = not extensions
         if not is_client:
             use_fast_unmasking(protocol)
+        use_compact_event_queue(protocol)
         # The reader stops (server) or drains until EOF (client) once the
         # closing handshake is over or the parser has given up.
         self._stop_reading = False
         self._draining = False
         self._reader_scope = trio.CancelScope()
-        self._finished = trio.Event()
+        # Set once the reader has closed the stream; the Event is made only
+        # for a task that has to wait for that (most connections never
+        # need one, and an Event costs ~270 bytes for as long as it lives).
+        self._reader_ended = False
+        self._finished: trio.Event | None = None
         # The task sending a message in pieces holds the message turn;
         # other senders of data wait here (see the rules).
         self._fragmenting: trio.lowlevel.Task | None = None
@@ -511,10 +517,18 @@ class WebSocketConnection(trio.abc.Channel[Message]):
                     await self._send(CloseConnection(code=code, reason=reason))
                 except ConnectionClosed:
                     pass
-            await self._finished.wait()
+            await self._wait_reader_ended()
         except BaseException:
             self._abort()
             raise
+
+    async def _wait_reader_ended(self) -> None:
+        if self._reader_ended:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._finished is None:
+            self._finished = trio.Event()
+        await self._finished.wait()
 
     # ------------------------------------------------------------------
     # Writing
@@ -860,7 +874,9 @@ class WebSocketConnection(trio.abc.Channel[Message]):
                         await trio.aclose_forcefully(self._stream)
                     except STREAM_ERRORS:
                         pass
-                self._finished.set()
+                self._reader_ended = True
+                if self._finished is not None:
+                    self._finished.set()
 
     async def _close_stream_gracefully(self) -> bool:
         """Send what is still queued (the close echo), then close the stream

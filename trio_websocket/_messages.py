@@ -30,6 +30,8 @@ from collections import deque
 
 import trio
 
+from ._waiters import Waiters
+
 Message = str | bytes
 
 
@@ -152,7 +154,7 @@ class Inbox:
             read_ahead_bytes = min(read_ahead_bytes, max_bytes)
         self._read_ahead_bytes = read_ahead_bytes
         self._closed = False
-        self._receivers = trio.lowlevel.ParkingLot()
+        self._receivers = Waiters()
         self._reader_lot: trio.lowlevel.ParkingLot | None = None
         # The streamed message: its pieces not yet taken, how many were
         # queued in all, and whether the last one has been queued.

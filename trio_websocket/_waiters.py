@@ -1,0 +1,64 @@
+"""Tasks parked until woken all at once: a ``trio.lowlevel.ParkingLot``
+reduced to what the inbox needs, and sized for one task.
+
+Rules:
+- Only ``park()``, ``unpark_all()`` and truth (anyone parked?). Tasks wake
+  in the order they parked; a cancelled task leaves without a trace.
+- Built for an idle connection, which keeps one of these with its
+  application task parked in it for hours: the usual single waiter takes a
+  slot, not a dictionary entry, and parking allocates only a bound method
+  (a ParkingLot costs about 700 bytes more: its ordered dict, the entry, a
+  closure per park and one more coroutine frame). A second waiter at the
+  same time (rare: two tasks receiving from one connection) goes to a dict.
+"""
+
+from __future__ import annotations
+
+from trio.lowlevel import Abort, RaiseCancelT, Task, current_task, reschedule, wait_task_rescheduled
+
+
+class Waiters:
+    """Parked tasks (see the module rules)."""
+
+    __slots__ = ("_first", "_others")
+
+    def __init__(self) -> None:
+        self._first: Task | None = None
+        self._others: dict[Task, None] | None = None
+
+    def __bool__(self) -> bool:
+        return self._first is not None or bool(self._others)
+
+    async def park(self) -> None:
+        """Wait until :meth:`unpark_all` (or cancellation)."""
+        task = current_task()
+        if self._first is None and not self._others:
+            self._first = task
+            await wait_task_rescheduled(self._abort_first)
+            return
+        if self._others is None:
+            self._others = {}
+        others = self._others
+        others[task] = None
+
+        def abort(_: RaiseCancelT) -> Abort:
+            del others[task]
+            return Abort.SUCCEEDED
+
+        await wait_task_rescheduled(abort)
+
+    def _abort_first(self, _: RaiseCancelT) -> Abort:
+        self._first = None
+        return Abort.SUCCEEDED
+
+    def unpark_all(self) -> None:
+        """Wake every parked task."""
+        first = self._first
+        if first is not None:
+            self._first = None
+            reschedule(first)
+        others = self._others
+        if others:
+            self._others = None
+            for task in others:
+                reschedule(task)
