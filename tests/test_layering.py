@@ -46,6 +46,7 @@ PURE = {
     "_basic_auth",
     "_shutdown",
     "_waiters",
+    "_upgrade",
 }
 #: Compiled modules (no .py source to parse); they import nothing of ours.
 COMPILED = {"_speedups"}

@@ -25,9 +25,14 @@ Rules:
   progress get 503, open connections a close frame, then handlers have
   until the deadline before they are cancelled (through their
   per-connection nursery, which already exists for the reader task).
-- The request head is parsed by wsproto (h11 inside it); the small parser
-  in ``_http`` reads it again only for a ``process_request`` hook or a
-  request wsproto refused, so the plain upgrade path parses once.
+- The request head is parsed once: a plain, valid upgrade by ``_upgrade``
+  (the strict parser of ``_http``, no h11), which also writes the 101
+  answer when no extension or extra header is wanted; any other request by
+  wsproto (h11 inside it), which decides every refusal. A request read the
+  short way keeps its raw head, replayed through wsproto only if the
+  handler rejects it or accepts it with extra headers. The ``_http`` parser
+  reads the head again only for a ``process_request`` hook or a request
+  wsproto refused.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from typing import Any
 
 import trio
 from wsproto import ConnectionType
+from wsproto.connection import Connection
 from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import ProtocolError
@@ -77,6 +83,7 @@ from ._log import log_handler_error
 from ._origins import AllowedOrigin, OriginPolicy
 from ._shutdown import ShutdownReport
 from ._unix import SocketPath, open_unix_listener, remove_socket_file
+from ._upgrade import accept_response, read_upgrade
 
 if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
     from exceptiongroup import BaseExceptionGroup
@@ -129,13 +136,15 @@ class WebSocketRequest:
     def __init__(
         self,
         stream: trio.abc.Stream,
-        handshake: H11Handshake,
+        handshake: H11Handshake | bytes,
         event: Request,
         nursery: trio.Nursery,
         options: ConnectionOptions,
     ) -> None:
         self._stream = stream
-        self._handshake: H11Handshake | None = handshake
+        # Until the one decision: wsproto's handshake, or the raw head of a
+        # request read without it (see the module rules).
+        self._handshake: H11Handshake | bytes | None = handshake
         self._event = event
         self._nursery = nursery
         self._options = options
@@ -172,7 +181,7 @@ class WebSocketRequest:
         """The client's endpoint."""
         return self._remote
 
-    def _claim(self) -> H11Handshake:
+    def _claim(self) -> H11Handshake | bytes:
         """Take the handshake for the one decision on this request; the
         request then drops it (it is not needed once answered, and an
         idle connection should not keep its HTTP parser)."""
@@ -201,10 +210,16 @@ class WebSocketRequest:
         if subprotocol is not None and subprotocol not in self._event.subprotocols:
             raise ValueError(f"the client did not offer subprotocol {subprotocol!r}")
         handshake = self._claim()
-        data = handshake.send(
-            AcceptConnection(subprotocol=subprotocol, extra_headers=list(extra_headers or []))
-        )
-        protocol = handshake.connection
+        protocol: Connection | None
+        if isinstance(handshake, bytes) and not extra_headers:
+            data = accept_response(self._event, subprotocol)
+            protocol = Connection(ConnectionType.SERVER)
+        else:
+            handshake = _replayed(handshake)
+            data = handshake.send(
+                AcceptConnection(subprotocol=subprotocol, extra_headers=list(extra_headers or []))
+            )
+            protocol = handshake.connection
         assert protocol is not None
         connection = WebSocketConnection(
             self._stream,
@@ -254,7 +269,7 @@ class WebSocketRequest:
             raise ValueError(f"cannot reject with HTTP status {status_code}")
         if self._refusal is not None and self._connection is None:
             return
-        handshake = self._claim()
+        handshake = _replayed(self._claim())
         await self._send_rejection(handshake, status_code, list(extra_headers or []), body or b"")
 
     async def _send_rejection(
@@ -283,7 +298,7 @@ class WebSocketRequest:
                 await self._connection.aclose(code)
             elif self._handshake is not None:
                 await self._send_rejection(
-                    self._claim(), 500 if handler_failed else 403, [], b""
+                    _replayed(self._claim()), 500 if handler_failed else 403, [], b""
                 )
         # The timeout cancelled aclose, which then aborted the connection.
 
@@ -296,6 +311,18 @@ class WebSocketRequest:
         self._handshake = None
         self._refusal = reason
         return True
+
+
+def _replayed(handshake: H11Handshake | bytes) -> H11Handshake:
+    """wsproto's handshake for a request, reading its raw head again if it
+    was read the short way (``_upgrade``)."""
+    if isinstance(handshake, H11Handshake):
+        return handshake
+    replayed = H11Handshake(ConnectionType.SERVER)
+    replayed.receive_data(handshake)
+    for _ in replayed.events():
+        pass
+    return replayed
 
 
 class _NotWebSocket:
@@ -411,6 +438,9 @@ async def _read_request(
             # it), so that h11 and the hook's parser never disagree.
             await _send_answer(stream, _BAD_REQUEST)
             raise HandshakeError("invalid opening request: folded header line")
+        upgrade = read_upgrade(head)
+        if upgrade is not None:
+            return WebSocketRequest(stream, head, upgrade, nursery, options), head
         handshake = H11Handshake(ConnectionType.SERVER)
         try:
             handshake.receive_data(bytes(received))
