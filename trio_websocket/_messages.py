@@ -262,14 +262,17 @@ class Inbox:
         if len(items) > self._head:
             await trio.lowlevel.checkpoint_if_cancelled()
         else:
+            parked = False
             while len(items) <= self._head:
                 if self._closed:
-                    await trio.lowlevel.checkpoint()
+                    if not parked:  # (a task that parked has yielded already)
+                        await trio.lowlevel.checkpoint()
                     raise InboxClosed
                 if self._reader_lot:
                     # The reader may be waiting for us to catch up.
                     self._reader_lot.unpark_all()
                 await self._receivers.park()
+                parked = True
         head = self._head
         message = items[head]
         head += 1
