@@ -867,16 +867,21 @@ class WebSocketConnection(trio.abc.Channel[Message]):
                 if clean:
                     closed = await self._close_stream_gracefully()
             finally:
-                if not closed:
-                    # Cannot block or be interrupted (it is also what runs
-                    # when this task is cancelled).
-                    try:
-                        await trio.aclose_forcefully(self._stream)
-                    except STREAM_ERRORS:
-                        pass
-                self._reader_ended = True
-                if self._finished is not None:
-                    self._finished.set()
+                try:
+                    if not closed:
+                        # Cannot block (it is also what runs when this task
+                        # is cancelled), but raises Cancelled when an outer
+                        # scope is cancelled too.
+                        try:
+                            await trio.aclose_forcefully(self._stream)
+                        except STREAM_ERRORS:
+                            pass
+                finally:
+                    # Whatever happened: the server's connection task waits
+                    # for this (see ``WebSocketRequest._end``).
+                    self._reader_ended = True
+                    if self._finished is not None:
+                        self._finished.set()
 
     async def _close_stream_gracefully(self) -> bool:
         """Send what is still queued (the close echo), then close the stream
