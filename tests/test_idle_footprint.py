@@ -10,11 +10,12 @@ import pytest
 import trio
 import trio.testing
 from conftest import open_pair
+from server_fixtures import read_until_eof, start_memory_server, upgrade_request
 from wsproto import ConnectionType
 from wsproto.connection import Connection
 from wsproto.events import CloseConnection, TextMessage
 
-from trio_websocket import ConnectionClosed
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 from trio_websocket._fastpath import _EventList, use_compact_event_queue
 from trio_websocket._waiters import Waiters
 
@@ -136,3 +137,90 @@ async def test_aclose_after_the_reader_ended_returns_at_once(nursery: trio.Nurse
         await server.aclose()
         await server.aclose()
     assert server._reader_ended
+
+
+#: A masked text frame "hello", as a client sends it.
+MASKED_HELLO = bytes([0x81, 0x85, 1, 2, 3, 4]) + bytes(
+    byte ^ (1, 2, 3, 4)[index % 4] for index, byte in enumerate(b"hello")
+)
+#: A masked close frame with code 1000.
+MASKED_CLOSE = bytes([0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xE8 ^ 2])
+
+
+# The server runs each connection's reader in the handlers' nursery, not in
+# a nursery of the connection's own; the connection's task must still
+# outlive the reader.
+
+
+class TaskExits(trio.abc.Instrument):
+    """Records, in order, which server connection tasks and readers exit."""
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+
+    def task_exited(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith(" reader"):
+            self.order.append("reader")
+        elif task.name.endswith("._handle_connection"):
+            self.order.append("connection")
+
+
+async def test_a_cancelled_handler_leaves_no_reader_behind(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    opened: list[WebSocketConnection] = []
+
+    async def handler(request: WebSocketRequest) -> None:
+        opened.append(await request.accept())
+        await trio.sleep_forever()
+
+    exits = TaskExits()
+    trio.lowlevel.add_instrument(exits)
+    server, listener = await start_memory_server(nursery, handler)
+    client = await listener.connect()
+    await client.send_all(upgrade_request())
+    await trio.testing.wait_all_tasks_blocked()
+    assert server.connection_count == 1
+    # The client never answers the close frame: the handler is cancelled at
+    # the deadline, and its connection aborted.
+    report = await server.aclose(timeout=1)
+    trio.lowlevel.remove_instrument(exits)
+    assert report.forced == 1
+    assert opened[0]._reader_ended
+    # The connection's task ended after its reader, not before.
+    assert exits.order == ["reader", "connection"]
+    assert opened[0].closed is not None
+    received = await read_until_eof(client)
+    assert b" 101 " in received
+
+
+async def test_readers_run_in_the_handler_nursery_and_end_with_their_handler(
+    nursery: trio.Nursery,
+) -> None:
+    finished: list[WebSocketConnection] = []
+    readers_seen: list[bool] = []
+
+    async def handler(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        await ws.get_message()
+        tasks = trio.lowlevel.current_task().parent_nursery.child_tasks  # type: ignore[union-attr]
+        readers_seen.append(any(task.name.endswith(" reader") for task in tasks))
+        finished.append(ws)
+
+    async with trio.open_nursery() as handlers:
+        server, listener = await start_memory_server(nursery, handler, handler_nursery=handlers)
+        client = await listener.connect()
+        await client.send_all(upgrade_request())
+        with trio.fail_after(5):
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += await client.receive_some()
+            await client.send_all(MASKED_HELLO + MASKED_CLOSE)
+            received += await read_until_eof(client)
+            await trio.testing.wait_all_tasks_blocked()
+        assert received.endswith(b"\x88\x02\x03\xe8")
+        assert server.connection_count == 0
+        assert finished[0]._reader_ended
+        assert readers_seen == [True]
+        assert not handlers.child_tasks
+        await server.aclose()
