@@ -143,3 +143,18 @@ def test_never_a_second_opinion_on_mutated_requests() -> None:
         assert mine == expected[1], data
         assert accept_response(mine, None) == expected[0].send(AcceptConnection()), data
     assert accepted > 200  # the mutations do exercise the short way
+
+
+def test_common_header_lines_are_shared_between_connections() -> None:
+    # They live as long as each connection (its handshake_headers): one
+    # copy for all connections, not one each.
+    first, second = read_upgrade(VALID[0]), read_upgrade(VALID[1])
+    assert first is not None and second is not None
+    first_lines = {line[0]: line for line in first.extra_headers}
+    second_lines = {line[0]: line for line in second.extra_headers}
+    for name in (b"upgrade", b"connection", b"sec-websocket-version"):
+        assert first_lines[name] is second_lines[name]
+    # A value of this connection's own stays its own, under a shared name.
+    first_key, second_key = first_lines[b"sec-websocket-key"], second_lines[b"sec-websocket-key"]
+    assert first_key[0] is second_key[0]
+    assert first_key == second_key and first_key is not second_key

@@ -14,6 +14,11 @@ Rules:
 - Why: h11 parsing and serializing cost about a sixth of the server's CPU
   per handshake (open + close); this path reuses the strict request parser
   that ``_http`` already has for the ``process_request`` hook.
+- Memory: the request's headers live as long as the connection (they are
+  its ``handshake_headers``). The header names, and the whole header lines,
+  that nearly every upgrade request carries are shared objects instead of
+  copies per connection (bytes and tuples are immutable, so nobody can tell
+  but the allocator).
 - Values only: no trio, no I/O.
 """
 
@@ -32,6 +37,38 @@ from ._http import parse_request_head
 _ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #: h11's default limit on a request head; a longer one goes to h11 to judge.
 _MAX_HEAD_BYTES = 16 * 1024
+#: Header names most requests carry: one shared copy each.
+_SHARED_NAMES = {
+    name: name
+    for name in (
+        b"upgrade",
+        b"connection",
+        b"sec-websocket-key",
+        b"sec-websocket-version",
+        b"origin",
+        b"user-agent",
+        b"pragma",
+        b"cache-control",
+        b"accept-encoding",
+        b"accept-language",
+        b"cookie",
+    )
+}
+#: Whole header lines most requests carry, as shared pairs.
+_SHARED_LINES = {
+    line: line
+    for line in (
+        (b"upgrade", b"websocket"),
+        (b"connection", b"Upgrade"),
+        (b"connection", b"upgrade"),
+        (b"connection", b"keep-alive, Upgrade"),
+        (b"sec-websocket-version", b"13"),
+        (b"pragma", b"no-cache"),
+        (b"cache-control", b"no-cache"),
+        (b"accept-encoding", b"gzip, deflate, br"),
+        (b"accept-encoding", b"gzip, deflate, br, zstd"),
+    )
+}
 #: Headers that would make h11 read a body (or refuse the request).
 _BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 
@@ -79,7 +116,8 @@ def read_upgrade(head: bytes) -> Request | None:
                 upgrade = value
             elif name in _BODY_HEADERS:
                 return None
-            headers.append((name, value))
+            line = (_SHARED_NAMES.get(name, name), value)
+            headers.append(_SHARED_LINES.get(line, line))
     except UnicodeError:  # a Host that is not IDNA, a token that is not ASCII
         return None
     if (
