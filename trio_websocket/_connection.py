@@ -854,47 +854,47 @@ class WebSocketConnection(trio.abc.Channel[Message]):
             self._flush_scheduled = False
 
     async def _reader_task(self) -> None:
-        clean = False
+        closed = False
         try:
-            with self._reader_scope:
+            with self._reader_scope as scope:
                 await self._read_loop()
-                clean = True
+                self._set_close_reason(CloseReason(ABNORMAL_CLOSURE, None))
+                self._inbox.close(discard=False)
+                # The graceful close runs in the same scope (a scope less to
+                # enter per connection), with the grace period as deadline;
+                # an abort cuts it short.
+                scope.deadline = min(scope.deadline, trio.current_time() + CLOSE_GRACE)
+                closed = await self._close_stream_gracefully()
         finally:
             self._set_close_reason(CloseReason(ABNORMAL_CLOSURE, None))
             self._inbox.close(discard=False)
-            closed = False
             try:
-                if clean:
-                    closed = await self._close_stream_gracefully()
+                if not closed:
+                    # Cannot block (it is also what runs when this task is
+                    # cancelled), but raises Cancelled when an outer scope
+                    # is cancelled too.
+                    try:
+                        await trio.aclose_forcefully(self._stream)
+                    except STREAM_ERRORS:
+                        pass
             finally:
-                try:
-                    if not closed:
-                        # Cannot block (it is also what runs when this task
-                        # is cancelled), but raises Cancelled when an outer
-                        # scope is cancelled too.
-                        try:
-                            await trio.aclose_forcefully(self._stream)
-                        except STREAM_ERRORS:
-                            pass
-                finally:
-                    # Whatever happened: the server's connection task waits
-                    # for this (see ``WebSocketRequest._end``).
-                    self._reader_ended = True
-                    if self._finished is not None:
-                        self._finished.set()
+                # Whatever happened: the server's connection task waits for
+                # this (see ``WebSocketRequest._end``).
+                self._reader_ended = True
+                if self._finished is not None:
+                    self._finished.set()
 
     async def _close_stream_gracefully(self) -> bool:
         """Send what is still queued (the close echo), then close the stream
-        (a TLS stream says goodbye), giving up after a grace period. Returns
-        whether the stream closed in time."""
-        with trio.move_on_after(CLOSE_GRACE) as scope:
-            try:
-                if self._outbox:
-                    await self._flush_outbox()
-                await self._stream.aclose()
-            except (ConnectionClosed, *STREAM_ERRORS):
-                return False
-        return not scope.cancelled_caught
+        (a TLS stream says goodbye). Returns whether the stream closed; the
+        reader's scope bounds this with the grace period."""
+        try:
+            if self._outbox:
+                await self._flush_outbox()
+            await self._stream.aclose()
+        except (ConnectionClosed, *STREAM_ERRORS):
+            return False
+        return True
 
     async def _read_loop(self) -> None:
         stream = self._stream

@@ -29,7 +29,8 @@ Rules:
   the connection's reader runs in the handlers' nursery, and the
   connection's task ends only after its reader has (an idle connection is
   ~1 KiB smaller this way). The scope's deadline is ``connect_timeout``
-  during the handshake phase, none afterwards.
+  during the handshake phase, none while the handler runs, and
+  ``disconnect_timeout`` for the closing after it.
 - The request head is parsed once: a plain, valid upgrade by ``_upgrade``
   (the strict parser of ``_http``, no h11), which also writes the 101
   answer when no extension or extra header is wanted; any other request by
@@ -297,16 +298,21 @@ class WebSocketRequest:
             await trio.aclose_forcefully(self._stream)
 
     async def _finish(self, handler_failed: bool, disconnect_timeout: float) -> None:
-        """Close whatever the handler left open."""
+        """Close whatever the handler left open, within ``disconnect_timeout``."""
         with trio.move_on_after(disconnect_timeout):
-            if self._connection is not None:
-                code = INTERNAL_ERROR if handler_failed else NORMAL_CLOSURE
-                await self._connection.aclose(code)
-            elif self._handshake is not None:
-                await self._send_rejection(
-                    _replayed(self._claim()), 500 if handler_failed else 403, [], b""
-                )
+            await self._close_after_handler(handler_failed)
         # The timeout cancelled aclose, which then aborted the connection.
+
+    async def _close_after_handler(self, handler_failed: bool) -> None:
+        """:meth:`_finish` without its own time limit: the caller bounds it
+        (a timeout cancels ``aclose``, which then aborts the connection)."""
+        if self._connection is not None:
+            code = INTERNAL_ERROR if handler_failed else NORMAL_CLOSURE
+            await self._connection.aclose(code)
+        elif self._handshake is not None:
+            await self._send_rejection(
+                _replayed(self._claim()), 500 if handler_failed else 403, [], b""
+            )
 
     async def _end(self) -> None:
         """Make sure the connection's reader has ended (it runs in the
@@ -788,7 +794,8 @@ class WebSocketServer:
         # One cancel scope per connection for its whole life: its deadline
         # is connect_timeout until the request is decided (see
         # _handshake_phase), then none while the handler runs, which a
-        # forced shutdown cancels through it. The connection's reader runs
+        # forced shutdown cancels through it, then disconnect_timeout for
+        # the closing. The connection's reader runs
         # in ``nursery`` (the handlers' nursery) rather than in a nursery
         # of this connection's: an idle connection is ~1 KiB smaller and a
         # handshake enters two scopes fewer. This task still waits for the
@@ -817,15 +824,18 @@ class WebSocketServer:
                         # Raised below, once the connection is over.
                         handler_error = exc
                         log_handler_error(request, request._connection, exc)
-                    await request._finish(handler_error is not None, self._disconnect_timeout)
+                    # The closing is bounded by disconnect_timeout (and cut
+                    # short, like the handler, by a forced shutdown).
+                    scope.deadline = trio.current_time() + self._disconnect_timeout
+                    await request._close_after_handler(handler_error is not None)
                 finally:
                     await request._end()
                     del self._live[request]
+                    if not self._live and self._idle is not None:
+                        self._idle.set()
                     if request._connection is None and request._refusal is None:
                         # (A refused request's 503 answer closes the stream.)
                         await trio.aclose_forcefully(stream)
-                    if not self._live and self._idle is not None:
-                        self._idle.set()
             if request is None:
                 # The handshake phase ran out of time, or a shutdown stopped it.
                 if self._closing:  # counted as refused by _shut_down
