@@ -857,7 +857,35 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         closed = False
         try:
             with self._reader_scope as scope:
-                await self._read_loop()
+                # (The loop is inline, not a method of its own: that would
+                # be one more frame kept by every idle connection.)
+                stream = self._stream
+                inbox = self._inbox
+                max_bytes = self._options.receive_buffer_size
+                self._dispatch()  # events parsed from bytes that came with the handshake
+                while not self._stop_reading:
+                    if self._outbox and not self._writing:
+                        try:
+                            await self._flush_outbox()
+                        except ConnectionClosed:
+                            break
+                        continue
+                    if self._failure is not None:
+                        await self._wait_then_enact_failure()
+                        continue
+                    if inbox.reader_must_wait():
+                        await inbox.wait_for_room()
+                        continue
+                    try:
+                        data = await stream.receive_some(max_bytes)
+                    except STREAM_ERRORS:
+                        break
+                    if not data:
+                        break
+                    self._bytes_received += len(data)
+                    if not self._draining:
+                        self._proto.receive_data(data)  # type: ignore[arg-type]
+                        self._dispatch()
                 self._set_close_reason(CloseReason(ABNORMAL_CLOSURE, None))
                 self._inbox.close(discard=False)
                 # The graceful close runs in the same scope (a scope less to
@@ -895,35 +923,6 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         except (ConnectionClosed, *STREAM_ERRORS):
             return False
         return True
-
-    async def _read_loop(self) -> None:
-        stream = self._stream
-        inbox = self._inbox
-        max_bytes = self._options.receive_buffer_size
-        self._dispatch()  # events parsed from bytes that came with the handshake
-        while not self._stop_reading:
-            if self._outbox and not self._writing:
-                try:
-                    await self._flush_outbox()
-                except ConnectionClosed:
-                    return
-                continue
-            if self._failure is not None:
-                await self._wait_then_enact_failure()
-                continue
-            if inbox.reader_must_wait():
-                await inbox.wait_for_room()
-                continue
-            try:
-                data = await stream.receive_some(max_bytes)
-            except STREAM_ERRORS:
-                return
-            if not data:
-                return
-            self._bytes_received += len(data)
-            if not self._draining:
-                self._proto.receive_data(data)  # type: ignore[arg-type]
-                self._dispatch()
 
     def _dispatch(self) -> None:
         """Handle every event wsproto has parsed so far. Synchronous: control

@@ -40,7 +40,7 @@ class Waiters:
         task = current_task()
         if self._first is None and not self._others:
             self._first = task
-            return wait_task_rescheduled(self._abort_first)
+            return wait_task_rescheduled(self._abort_first)  # noqa: ASYNC105 (see above)
         if self._others is None:
             self._others = {}
         others = self._others
@@ -50,7 +50,7 @@ class Waiters:
             del others[task]
             return Abort.SUCCEEDED
 
-        return wait_task_rescheduled(abort)
+        return wait_task_rescheduled(abort)  # noqa: ASYNC105 (see above)
 
     def _abort_first(self, _: RaiseCancelT) -> Abort:
         self._first = None
