@@ -793,13 +793,13 @@ class WebSocketServer:
     async def _handle_connection(self, stream: trio.abc.Stream, nursery: trio.Nursery) -> None:
         # One cancel scope per connection for its whole life: its deadline
         # is connect_timeout until the request is decided (see
-        # _handshake_phase), then none while the handler runs, which a
-        # forced shutdown cancels through it, then disconnect_timeout for
-        # the closing. The connection's reader runs
-        # in ``nursery`` (the handlers' nursery) rather than in a nursery
-        # of this connection's: an idle connection is ~1 KiB smaller and a
-        # handshake enters two scopes fewer. This task still waits for the
-        # reader to end before it ends (see WebSocketRequest._end).
+        # _handshake_phase), then none while the handler runs (a forced
+        # shutdown cancels it through this scope), then disconnect_timeout
+        # for the closing. The connection's reader runs in ``nursery`` (the
+        # handlers' nursery) rather than in a nursery of this connection's:
+        # an idle connection is ~1 KiB smaller and a handshake enters fewer
+        # scopes. This task still waits for the reader to end before it
+        # ends (see WebSocketRequest._end).
         handler_error: BaseException | None = None
         request: WebSocketRequest | None = None
         try:
