@@ -592,7 +592,7 @@ class WebSocketServer:
             raise TypeError("request_limits must be a RequestLimits")
         self._limits = request_limits
         # Connection tracking: handshake-phase cancel scopes, and each
-        # request whose handler runs with its per-connection nursery's scope.
+        # request whose handler runs, with its connection's cancel scope.
         self._handshakes: set[trio.CancelScope] = set()
         self._live: dict[WebSocketRequest, trio.CancelScope] = {}
         # Lifecycle: started once; closing from the first aclose() on.
