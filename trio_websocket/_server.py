@@ -218,6 +218,9 @@ class WebSocketRequest:
             raise ValueError(f"the client did not offer subprotocol {subprotocol!r}")
         handshake = self._claim()
         protocol: Connection | None
+        # The short way (``_upgrade``) writes no extension and no extra
+        # header: an answer with either goes through wsproto, which
+        # validates and negotiates them.
         if isinstance(handshake, bytes) and not extra_headers:
             data = accept_response(self._event, subprotocol)
             protocol = Connection(ConnectionType.SERVER)
