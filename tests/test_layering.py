@@ -47,6 +47,8 @@ PURE = {
     "_shutdown",
     "_compression",
     "_deflate",
+    "_waiters",
+    "_upgrade",
 }
 #: Compiled modules (no .py source to parse); they import nothing of ours.
 COMPILED = {"_speedups"}

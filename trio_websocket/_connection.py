@@ -96,7 +96,7 @@ from ._config import (
 from ._deflate import DeflateExtension
 from ._endpoint import Endpoint, describe_endpoint, stream_endpoint
 from ._errors import ConnectionClosed, Headers
-from ._fastpath import use_fast_unmasking
+from ._fastpath import use_compact_event_queue, use_fast_unmasking
 from ._keepalive import keep_alive
 from ._log import log_closed, log_opened, with_frame_logging
 from ._masking import apply_mask, next_mask_key
@@ -197,6 +197,7 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         "_pings",
         "_plain_frames",
         "_proto",
+        "_reader_ended",
         "_reader_scope",
         "_remote",
         "_stop_reading",
@@ -274,12 +275,17 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         self._plain_frames = all(isinstance(e, DeflateExtension) for e in extensions)
         if not is_client:
             use_fast_unmasking(protocol)
+        use_compact_event_queue(protocol)
         # The reader stops (server) or drains until EOF (client) once the
         # closing handshake is over or the parser has given up.
         self._stop_reading = False
         self._draining = False
         self._reader_scope = trio.CancelScope()
-        self._finished = trio.Event()
+        # Set once the reader has closed the stream; the Event is made only
+        # for a task that has to wait for that (most connections never
+        # need one, and an Event costs ~270 bytes for as long as it lives).
+        self._reader_ended = False
+        self._finished: trio.Event | None = None
         # The task sending a message in pieces holds the message turn;
         # other senders of data wait here (see the rules).
         self._fragmenting: trio.lowlevel.Task | None = None
@@ -565,10 +571,18 @@ class WebSocketConnection(trio.abc.Channel[Message]):
                     await self._send(CloseConnection(code=code, reason=reason))
                 except ConnectionClosed:
                     pass
-            await self._finished.wait()
+            await self._wait_reader_ended()
         except BaseException:
             self._abort()
             raise
+
+    async def _wait_reader_ended(self) -> None:
+        if self._reader_ended:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._finished is None:
+            self._finished = trio.Event()
+        await self._finished.wait()
 
     # ------------------------------------------------------------------
     # Writing
@@ -901,69 +915,75 @@ class WebSocketConnection(trio.abc.Channel[Message]):
             self._flush_scheduled = False
 
     async def _reader_task(self) -> None:
-        clean = False
+        closed = False
         try:
-            with self._reader_scope:
-                await self._read_loop()
-                clean = True
+            with self._reader_scope as scope:
+                # (The loop is inline, not a method of its own: that would
+                # be one more frame kept by every idle connection.)
+                stream = self._stream
+                inbox = self._inbox
+                max_bytes = self._options.receive_buffer_size
+                self._dispatch()  # events parsed from bytes that came with the handshake
+                while not self._stop_reading:
+                    if self._outbox and not self._writing:
+                        try:
+                            await self._flush_outbox()
+                        except ConnectionClosed:
+                            break
+                        continue
+                    if self._failure is not None:
+                        await self._wait_then_enact_failure()
+                        continue
+                    if inbox.reader_must_wait():
+                        await inbox.wait_for_room()
+                        continue
+                    try:
+                        data = await stream.receive_some(max_bytes)
+                    except STREAM_ERRORS:
+                        break
+                    if not data:
+                        break
+                    self._bytes_received += len(data)
+                    if not self._draining:
+                        self._proto.receive_data(data)  # type: ignore[arg-type]
+                        self._dispatch()
+                self._set_close_reason(CloseReason(ABNORMAL_CLOSURE, None))
+                self._inbox.close(discard=False)
+                # The graceful close runs in the same scope (a scope less to
+                # enter per connection), with the grace period as deadline;
+                # an abort cuts it short.
+                scope.deadline = min(scope.deadline, trio.current_time() + CLOSE_GRACE)
+                closed = await self._close_stream_gracefully()
         finally:
             self._set_close_reason(CloseReason(ABNORMAL_CLOSURE, None))
             self._inbox.close(discard=False)
-            closed = False
             try:
-                if clean:
-                    closed = await self._close_stream_gracefully()
-            finally:
                 if not closed:
-                    # Cannot block or be interrupted (it is also what runs
-                    # when this task is cancelled).
+                    # Cannot block (it is also what runs when this task is
+                    # cancelled), but raises Cancelled when an outer scope
+                    # is cancelled too.
                     try:
                         await trio.aclose_forcefully(self._stream)
                     except STREAM_ERRORS:
                         pass
-                self._finished.set()
+            finally:
+                # Whatever happened: the server's connection task waits for
+                # this (see ``WebSocketRequest._end``).
+                self._reader_ended = True
+                if self._finished is not None:
+                    self._finished.set()
 
     async def _close_stream_gracefully(self) -> bool:
         """Send what is still queued (the close echo), then close the stream
-        (a TLS stream says goodbye), giving up after a grace period. Returns
-        whether the stream closed in time."""
-        with trio.move_on_after(CLOSE_GRACE) as scope:
-            try:
-                if self._outbox:
-                    await self._flush_outbox()
-                await self._stream.aclose()
-            except (ConnectionClosed, *STREAM_ERRORS):
-                return False
-        return not scope.cancelled_caught
-
-    async def _read_loop(self) -> None:
-        stream = self._stream
-        inbox = self._inbox
-        max_bytes = self._options.receive_buffer_size
-        self._dispatch()  # events parsed from bytes that came with the handshake
-        while not self._stop_reading:
-            if self._outbox and not self._writing:
-                try:
-                    await self._flush_outbox()
-                except ConnectionClosed:
-                    return
-                continue
-            if self._failure is not None:
-                await self._wait_then_enact_failure()
-                continue
-            if inbox.reader_must_wait():
-                await inbox.wait_for_room()
-                continue
-            try:
-                data = await stream.receive_some(max_bytes)
-            except STREAM_ERRORS:
-                return
-            if not data:
-                return
-            self._bytes_received += len(data)
-            if not self._draining:
-                self._proto.receive_data(data)  # type: ignore[arg-type]
-                self._dispatch()
+        (a TLS stream says goodbye). Returns whether the stream closed; the
+        reader's scope bounds this with the grace period."""
+        try:
+            if self._outbox:
+                await self._flush_outbox()
+            await self._stream.aclose()
+        except (ConnectionClosed, *STREAM_ERRORS):
+            return False
+        return True
 
     def _dispatch(self) -> None:
         """Handle every event wsproto has parsed so far. Synchronous: control

@@ -30,6 +30,8 @@ from collections import deque
 
 import trio
 
+from ._waiters import Waiters
+
 Message = str | bytes
 
 
@@ -152,7 +154,7 @@ class Inbox:
             read_ahead_bytes = min(read_ahead_bytes, max_bytes)
         self._read_ahead_bytes = read_ahead_bytes
         self._closed = False
-        self._receivers = trio.lowlevel.ParkingLot()
+        self._receivers = Waiters()
         self._reader_lot: trio.lowlevel.ParkingLot | None = None
         # The streamed message: its pieces not yet taken, how many were
         # queued in all, and whether the last one has been queued.
@@ -260,14 +262,17 @@ class Inbox:
         if len(items) > self._head:
             await trio.lowlevel.checkpoint_if_cancelled()
         else:
+            parked = False
             while len(items) <= self._head:
                 if self._closed:
-                    await trio.lowlevel.checkpoint()
+                    if not parked:  # (a task that parked has yielded already)
+                        await trio.lowlevel.checkpoint()
                     raise InboxClosed
                 if self._reader_lot:
                     # The reader may be waiting for us to catch up.
                     self._reader_lot.unpark_all()
                 await self._receivers.park()
+                parked = True
         head = self._head
         message = items[head]
         head += 1
