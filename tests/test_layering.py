@@ -48,6 +48,7 @@ PURE = {
     "_compression",
     "_deflate",
     "_waiters",
+    "_framing",
     "_upgrade",
 }
 #: Compiled modules (no .py source to parse); they import nothing of ours.

@@ -61,7 +61,6 @@ Rules:
 from __future__ import annotations
 
 import itertools
-import struct
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 
 import trio
@@ -97,6 +96,7 @@ from ._deflate import DeflateExtension
 from ._endpoint import Endpoint, describe_endpoint, stream_endpoint
 from ._errors import ConnectionClosed, Headers
 from ._fastpath import use_compact_event_queue, use_fast_unmasking
+from ._framing import MASKED, frame_header
 from ._keepalive import keep_alive
 from ._log import log_closed, log_opened, with_frame_logging
 from ._masking import apply_mask, next_mask_key
@@ -137,9 +137,6 @@ _FIN = 0x80
 #: an opcode handed to ``_queue`` it asks for the payload to be compressed
 #: when the frame is serialized (so in wire order).
 _RSV1 = 0x40
-_MASKED = 0x80
-_pack_header_16 = struct.Struct("!BBH").pack
-_pack_header_64 = struct.Struct("!BBQ").pack
 #: Frames in the outbox are joined into one write up to this many bytes: a
 #: copy costs less than an extra write (a system call and a scheduler pass).
 #: A bigger payload is written on its own, uncopied.
@@ -618,21 +615,7 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         if opcode & _RSV1:
             assert self._deflate is not None
             payload = self._deflate.compress_message(payload)
-        size = len(payload)
-        mask_bit = _MASKED if self._is_client else 0
-        if size < 126:
-            header = bytes((_FIN | opcode, mask_bit | size))
-        elif size < 65536:
-            header = _pack_header_16(_FIN | opcode, mask_bit | 126, size)
-        else:
-            header = _pack_header_64(_FIN | opcode, mask_bit | 127, size)
-        if mask_bit:
-            key = next_mask_key()
-            self._queue_frame(header + key)
-            self._queue_frame(apply_mask(payload, key))
-        else:
-            self._queue_frame(header)
-            self._queue_frame(payload)
+        self._queue_plain_frame(_FIN | opcode, payload)
 
     async def _send(self, event: Event | None, opcode: int = 0, payload: bytes = b"") -> None:
         """Serialize a frame (see :meth:`_queue`) and write it, or defer the
@@ -1291,20 +1274,13 @@ class WebSocketConnection(trio.abc.Channel[Message]):
     def _queue_plain_frame(self, first_byte: int, payload: bytes) -> None:
         """Serialize a data frame with the given FIN bit and opcode (see
         ``_plain_frames``)."""
-        size = len(payload)
-        mask_bit = _MASKED if self._is_client else 0
-        if size < 126:
-            header = bytes((first_byte, mask_bit | size))
-        elif size < 65536:
-            header = _pack_header_16(first_byte, mask_bit | 126, size)
-        else:
-            header = _pack_header_64(first_byte, mask_bit | 127, size)
-        if mask_bit:
+        if self._is_client:
+            header = frame_header(first_byte, len(payload), MASKED)
             key = next_mask_key()
             self._queue_frame(header + key)
             self._queue_frame(apply_mask(payload, key))
         else:
-            self._queue_frame(header)
+            self._queue_frame(frame_header(first_byte, len(payload)))
             self._queue_frame(payload)
 
     def _cut_message_short(self) -> None:

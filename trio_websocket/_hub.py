@@ -33,7 +33,6 @@ Rules:
 from __future__ import annotations
 
 import logging
-import struct
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -46,6 +45,7 @@ import trio
 from ._config import check_timeout
 from ._connection import WebSocketConnection
 from ._errors import ConnectionClosed
+from ._framing import frame_header
 from ._groups import collapse_exception_groups
 
 logger = logging.getLogger("trio_websocket.hub")
@@ -66,8 +66,6 @@ TRY_AGAIN_LATER = 1013
 
 _FIN_TEXT = 0x81
 _FIN_BINARY = 0x82
-_pack_header_16 = struct.Struct("!BBH").pack
-_pack_header_64 = struct.Struct("!BBQ").pack
 
 
 def server_frame(message: str | bytes) -> bytes:
@@ -79,14 +77,7 @@ def server_frame(message: str | bytes) -> bytes:
     else:
         payload = message
         first = _FIN_BINARY
-    size = len(payload)
-    if size < 126:
-        header = bytes((first, size))
-    elif size < 65536:
-        header = _pack_header_16(first, 126, size)
-    else:
-        header = _pack_header_64(first, 127, size)
-    return header + payload
+    return frame_header(first, len(payload)) + payload
 
 
 @dataclass(frozen=True)
