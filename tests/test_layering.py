@@ -59,7 +59,8 @@ LAYERS = {
     "_proxy": 1,
     "_unix": 1,
     "_client": 2,
-    "_server": 2,
+    "_request": 2,
+    "_server": 2.1,
     "_hub": 2,
     # Build on the server, below the re-exports: the worker's side, then
     # the parent's.
@@ -273,7 +274,8 @@ def test_layering_reader_sees_known_edges() -> None:
     # Guard the test itself: if parsing went wrong, every rule above would
     # pass vacuously.
     assert {"_connection", "_url", "_errors"} <= imports_of("_client").internal
-    assert {"_connection", "_errors"} <= imports_of("_server").internal
+    assert {"_request", "_errors"} <= imports_of("_server").internal
+    assert {"_connection", "_errors"} <= imports_of("_request").internal
     assert "_close" in imports_of("_errors").internal
     assert ("trio", False) in imports_of("_connection").external
     assert ("exceptiongroup", True) in imports_of("_groups").external

@@ -67,17 +67,17 @@ from ._reconnect import (
 from ._reconnect import (
     default_retry_policy as default_retry_policy,
 )
-from ._server import (
+from ._request import (
     WebSocketRequest as WebSocketRequest,
+)
+from ._request import (
+    wrap_server_stream as wrap_server_stream,
 )
 from ._server import (
     WebSocketServer as WebSocketServer,
 )
 from ._server import (
     serve_websocket as serve_websocket,
-)
-from ._server import (
-    wrap_server_stream as wrap_server_stream,
 )
 from ._shutdown import ShutdownReport as ShutdownReport
 from ._stats import ConnectionStatistics as ConnectionStatistics

@@ -38,7 +38,7 @@ from ._connection import WebSocketConnection
 from ._errors import Headers
 from ._groups import collapse_exception_groups, combine
 from ._log import log_handler_error
-from ._server import WebSocketRequest, wrap_server_stream
+from ._request import WebSocketRequest, wrap_server_stream
 
 __all__ = [
     "CLOSE_TIMEOUT",
