@@ -885,17 +885,24 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         finally:
             self._abort()
 
-    def _flush_soon(self) -> None:
+    def _flush_soon(self, *, or_abort: bool = False) -> None:
         """Have the outbox written without waiting here: by the task holding
         the write turn (it empties the outbox before letting go), else by a
-        one-shot flusher task."""
-        if self._writing or self._flush_scheduled or self._nursery is None:
+        one-shot flusher task. When no flusher can start (the nursery is
+        gone or closing), the reader's last flush writes the frames, or,
+        with ``or_abort``, the connection is given up (for frames that must
+        not wait: the close frame of a message cut short)."""
+        if self._writing or self._flush_scheduled or not self._outbox:
             return
-        self._flush_scheduled = True
-        try:
-            self._nursery.start_soon(self._deferred_flush)
-        except RuntimeError:  # the nursery is closing; the reader flushes
-            self._flush_scheduled = False
+        if self._nursery is not None:
+            self._flush_scheduled = True
+            try:
+                self._nursery.start_soon(self._deferred_flush)
+                return
+            except RuntimeError:  # the nursery is closing
+                self._flush_scheduled = False
+        if or_abort:
+            self._abort()
 
     async def _reader_task(self) -> None:
         closed = False
@@ -1291,22 +1298,7 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         self._set_close_reason(CloseReason(INTERNAL_ERROR, _CUT_SHORT_REASON))
         if self._proto.state is _OPEN:
             self._queue_frame(self._close_frame(INTERNAL_ERROR, _CUT_SHORT_REASON))
-        self._schedule_flush()
-
-    def _schedule_flush(self) -> None:
-        """Have the outbox written soon by a task of its own (for frames
-        queued outside any send: nobody else may write for a while)."""
-        if self._flush_scheduled or not self._outbox:
-            return
-        if self._nursery is None:
-            self._abort()
-            return
-        self._flush_scheduled = True
-        try:
-            self._nursery.start_soon(self._deferred_flush)
-        except RuntimeError:  # the nursery is closing: give up on the stream
-            self._flush_scheduled = False
-            self._abort()
+        self._flush_soon(or_abort=True)
 
     # Receiving in pieces
 
@@ -1352,7 +1344,7 @@ class WebSocketConnection(trio.abc.Channel[Message]):
     def _refuse_streamed_message(self, limit: int | None) -> None:
         self._fail(MESSAGE_TOO_BIG, f"message exceeds {limit} bytes", parser_done=False)
         self._enact_failure()
-        self._schedule_flush()
+        self._flush_soon(or_abort=True)
 
 
 #: Marks the end of the pieces of a message being sent.
