@@ -95,7 +95,12 @@ from ._config import (
 from ._deflate import DeflateExtension
 from ._endpoint import Endpoint, describe_endpoint, stream_endpoint
 from ._errors import ConnectionClosed, Headers
-from ._fastpath import use_compact_event_queue, use_fast_receive, use_fast_unmasking
+from ._fastpath import (
+    stop_holding,
+    use_compact_event_queue,
+    use_fast_receive,
+    use_fast_unmasking,
+)
 from ._framing import MASKED, frame_header
 from ._keepalive import keep_alive
 from ._log import log_closed, log_opened, with_frame_logging
@@ -1360,6 +1365,9 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         parts = [] if self._discarding else self._assembler.take_parts()
         if not inbox.start_pieces(parts, limit):
             self._refuse_streamed_message(limit)
+            return
+        # A frame held until whole (see ``_fastpath``) comes in pieces now.
+        stop_holding(self._proto)
 
     def _refuse_streamed_message(self, limit: int | None) -> None:
         self._fail(MESSAGE_TOO_BIG, f"message exceeds {limit} bytes", parser_done=False)

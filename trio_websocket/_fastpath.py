@@ -31,6 +31,9 @@ Rules:
   Larger frames, and every frame while ``room`` says 0 (a streamed receive
   wants pieces as they come), keep wsproto's piece-by-piece delivery, so a
   too-big message is still refused after at most one read past the limit.
+  A streamed receive that starts while a frame is held stops the holding
+  (``stop_holding``): what has arrived of the frame comes with the next
+  read.
 - The chunk buffer never keeps more than about twice the bytes it still
   holds (like the bytearray it replaces): when what is left of a read is
   less than half of it, that rest is copied and the read let go. Reads
@@ -279,6 +282,17 @@ def use_fast_unmasking(protocol: Connection) -> bool:
         return False
     decoder.__class__ = _FastUnmaskingDecoder
     return True
+
+
+def stop_holding(protocol: Connection) -> None:
+    """Stop holding the data frame being received until it is whole (a
+    streamed receive now wants it in pieces): the bytes of it received so
+    far come with the next read, then the rest read by read."""
+    decoder = getattr(getattr(protocol, "_proto", None), "_frame_decoder", None)
+    if type(decoder) is _FastReceiveDecoder:
+        header = decoder.header
+        if header is not None and not header.opcode.iscontrol():
+            decoder.payload_required = 0
 
 
 #: The methods of wsproto's receive ``Buffer`` that ``_ChunkBuffer`` stands
