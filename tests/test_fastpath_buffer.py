@@ -408,7 +408,7 @@ async def send_part_of_a_frame(
 
 @pytest.mark.parametrize("role", ROLES)
 async def test_a_huge_frame_is_refused_before_it_is_complete(
-    nursery: trio.Nursery, role: str
+    nursery: trio.Nursery, role: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     ws, peer = await open_raw(nursery, role, max_message_size=100_000)
     with trio.fail_after(GUARD):
@@ -420,7 +420,7 @@ async def test_a_huge_frame_is_refused_before_it_is_complete(
 
 @pytest.mark.parametrize("role", ROLES)
 async def test_a_frame_that_would_overflow_the_message_is_refused_before_it_is_complete(
-    nursery: trio.Nursery, role: str
+    nursery: trio.Nursery, role: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     # The first frame fits; the second alone would too, but not with the
     # first: it must not be held until whole before being refused.
@@ -433,7 +433,7 @@ async def test_a_frame_that_would_overflow_the_message_is_refused_before_it_is_c
 
 @pytest.mark.parametrize("role", ROLES)
 async def test_a_streamed_receive_gets_pieces_of_a_frame_as_they_arrive(
-    nursery: trio.Nursery, role: str
+    nursery: trio.Nursery, role: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     ws, peer = await open_raw(nursery, role)
     stream = ws.receive_fragments()
@@ -447,7 +447,7 @@ async def test_a_streamed_receive_gets_pieces_of_a_frame_as_they_arrive(
 
 @pytest.mark.parametrize("role", ROLES)
 async def test_a_streamed_receive_started_during_a_held_frame_gets_pieces(
-    nursery: trio.Nursery, role: str
+    nursery: trio.Nursery, role: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     # The frame's header came before anyone asked for pieces, so the frame
     # was being held until whole; the streamed receive stops that, and what
