@@ -18,11 +18,13 @@ Rules:
   that spans reads arrives as one event per read, joined again by the
   assembler. ``_ChunkBuffer`` keeps the reads as they came (no copy on
   feed) and hands out a payload as the read itself when it is one whole
-  read, a memoryview slice when it lies inside one read (unmasking then
-  copies it once, into the unmasked result), or one join of the pieces
-  when it spans reads. Payload maskers always return ``bytes`` or a
-  ``bytearray``, never the memoryview, so wsproto's ``+=`` and ``bytes()``
-  on the payload behave as before (``bytes()`` of ``bytes`` is no copy).
+  read, a memoryview slice when it lies inside one read, or the pieces of
+  the reads (``_Pieces``) when it spans reads. The decoder's payload
+  maskers (ours, always) turn that into ``bytes`` or a ``bytearray`` with
+  one copy (plain: a join or ``bytes()``; masked: the unmasking, plus a
+  join of the unmasked pieces), so wsproto's ``+=`` and ``bytes()`` on the
+  payload behave as before (``bytes()`` of ``bytes`` is no copy). Short
+  runs (headers, masking keys, control payloads) are always ``bytes``.
 - Whole frames: a data frame whose payload fits in what the caller says a
   message may still take (``room``) is handed over once all of it has
   arrived, as wsproto already does for control frames (its
@@ -34,9 +36,13 @@ Rules:
   A streamed receive that starts while a frame is held stops the holding
   (``stop_holding``): what has arrived of the frame comes with the next
   read.
-- The chunk buffer never keeps more than about twice the bytes it still
-  holds (like the bytearray it replaces): when what is left of a read is
-  less than half of it, that rest is copied and the read let go. Reads
+- The chunk buffer lets go of a read once its unread rest is at most an
+  eighth of it (``_KEEP_AT_MOST``), copying that rest: a connection waiting
+  for the end of a frame keeps at most about eight times the bytes it
+  still has to hand over. (wsproto's bytearray shrinks at a half; copying
+  at a half would cost a second copy of up to half of every read when
+  frames are pipelined, as every rest is then the start of the next frame.)
+  Reads
   smaller than ``_SMALL_READ`` are merged into the previous small one, so a
   peer trickling bytes cannot make the list's per-chunk overhead outweigh
   the data.
@@ -53,15 +59,35 @@ from wsproto.frame_protocol import Buffer, FrameDecoder, XorMaskerNull, XorMaske
 from ._masking import RotatingMask
 
 
+class _Pieces:
+    """A payload that spans reads, as the pieces of those reads, handed by
+    ``_ChunkBuffer`` to the payload maskers below (and only to them: the
+    frame decoder has nothing else read a payload this big)."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self, parts: list[bytes | memoryview], size: int) -> None:
+        self.parts = parts
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+
 class _FastMasker(XorMaskerSimple):
-    """wsproto's masker interface, backed by ``_masking.RotatingMask``."""
+    """wsproto's masker interface, backed by ``_masking.RotatingMask``. A
+    payload in pieces is unmasked piece by piece, then joined: two copies
+    instead of joining, unmasking and turning the result into ``bytes``."""
 
     def __init__(self, key: bytes | bytearray) -> None:
         super().__init__(key)
         self._rotating = RotatingMask(key)
 
-    def process(self, data: bytearray) -> bytearray:
-        return self._rotating.process(data)
+    def process(self, data: bytearray | memoryview | _Pieces) -> bytearray | bytes:  # type: ignore[override]
+        if type(data) is _Pieces:
+            unmask = self._rotating.process
+            return b"".join([unmask(piece) for piece in data.parts])
+        return self._rotating.process(data)  # type: ignore[arg-type]
 
 
 class _FastUnmaskingDecoder(FrameDecoder):
@@ -82,14 +108,21 @@ class _PlainPayload(XorMaskerNull):
     the payload on as ``bytes`` (no copy when it already is), so wsproto's
     ``bytes(payload)`` is no copy either. Stateless: one is shared."""
 
-    def process(self, data: bytes | bytearray | memoryview) -> bytes:  # type: ignore[override]
-        return data if type(data) is bytes else bytes(data)
+    def process(self, data: bytes | bytearray | memoryview | _Pieces) -> bytes:  # type: ignore[override]
+        if type(data) is bytes:
+            return data
+        if type(data) is _Pieces:
+            return b"".join(data.parts)
+        return bytes(data)  # type: ignore[arg-type]
 
 
 _PLAIN_PAYLOAD = _PlainPayload()
 
 #: Reads shorter than this are merged into the previous short one.
 _SMALL_READ = 4096
+#: A read is kept only while its unread rest is more than this fraction of
+#: it; otherwise the rest is copied and the read let go.
+_KEEP_AT_MOST = 8
 #: Slices up to this size are copied out as ``bytes``; a header, a masking
 #: key or a short payload is cheaper to copy than to view.
 _SMALL_SLICE = 8192
@@ -143,7 +176,7 @@ class _ChunkBuffer:
             chunks.append(data)
         self._size += len(data)
 
-    def consume_at_most(self, nbytes: int) -> bytes | memoryview:
+    def consume_at_most(self, nbytes: int) -> bytes | memoryview | _Pieces:
         available = self._size - self._used
         count = nbytes if nbytes < available else available
         if count <= 0:
@@ -167,8 +200,10 @@ class _ChunkBuffer:
             return chunk[offset:end]
         return memoryview(chunk)[offset:end]
 
-    def _consume_across_chunks(self, count: int) -> bytes:
-        """The one copy of a payload that spans reads: a join of its pieces."""
+    def _consume_across_chunks(self, count: int) -> bytes | _Pieces:
+        """Bytes that span reads: a short run joined (a header, a masking
+        key, a control frame's payload), a payload as its pieces, for the
+        masker to copy once."""
         chunks = self._chunks
         index = self._cursor_chunk
         chunk = chunks[index]
@@ -190,9 +225,11 @@ class _ChunkBuffer:
             self._cursor_chunk = index
             self._cursor_offset = remaining
         self._used += count
-        return b"".join(pieces)
+        if count <= _SMALL_SLICE:
+            return b"".join(pieces)
+        return _Pieces(pieces, count)
 
-    def consume_exactly(self, nbytes: int) -> bytes | memoryview | None:
+    def consume_exactly(self, nbytes: int) -> bytes | memoryview | _Pieces | None:
         if self._size - self._used < nbytes:
             return None
         return self.consume_at_most(nbytes)
@@ -211,7 +248,7 @@ class _ChunkBuffer:
         start = self._start = self._cursor_offset
         if start:
             chunk = chunks[0]
-            if (len(chunk) - start) * 2 <= len(chunk):
+            if (len(chunk) - start) * _KEEP_AT_MOST <= len(chunk):
                 # Keep what is left, not the whole read it came in.
                 chunks[0] = chunk[start:]
                 self._start = self._cursor_offset = 0
@@ -236,17 +273,17 @@ class _FastReceiveDecoder(FrameDecoder):
         if type(masker) is XorMaskerNull:
             self.masker = _PLAIN_PAYLOAD
         elif type(masker) is XorMaskerSimple:
-            key = getattr(masker, "_masking_key", None)
-            if isinstance(key, (bytes, bytearray)) and len(key) == 4:
-                self.masker = _FastMasker(key)
+            # (A payload in pieces needs our masker; the key is known to be
+            # where ``_KNOWN_LAYOUT`` checked it is.)
+            self.masker = _FastMasker(masker._masking_key)
         header = self.header
         if (
             header is not None
-            and header.payload_len > len(self.buffer)
-            and not header.opcode.iscontrol()
+            and header.payload_len > self.buffer._size  # not all here yet
+            and header.opcode < 8  # a data frame (control opcodes are 8 and up)
         ):
-            # Not all here yet: wsproto's own "wait for the whole payload"
-            # (used for control frames), applied to a data frame that fits.
+            # wsproto's own "wait for the whole payload" (used for control
+            # frames), applied to a data frame that fits.
             room = self.buffer.room
             if room is not None and header.payload_len <= room():
                 self.payload_required = header.payload_len
@@ -298,10 +335,10 @@ def stop_holding(protocol: Connection) -> None:
 #: The methods of wsproto's receive ``Buffer`` that ``_ChunkBuffer`` stands
 #: in for; a wsproto whose ``Buffer`` has others keeps its own.
 _BUFFER_METHODS = {"feed", "consume_at_most", "consume_exactly", "commit", "rollback"}
-_KNOWN_BUFFER = {
-    name for name in vars(Buffer) if not name.startswith("__")
-} == _BUFFER_METHODS and all(
-    hasattr(FrameDecoder, name) for name in ("process_buffer", "parse_header")
+_KNOWN_LAYOUT = (
+    {name for name in vars(Buffer) if not name.startswith("__")} == _BUFFER_METHODS
+    and all(hasattr(FrameDecoder, name) for name in ("process_buffer", "parse_header"))
+    and getattr(XorMaskerSimple(b"\x01\x02\x03\x04"), "_masking_key", None) == b"\x01\x02\x03\x04"
 )
 
 
@@ -328,7 +365,7 @@ def use_fast_receive(protocol: Connection, room: Callable[[], int] | None = None
     known one, and nothing was changed)."""
     frame_protocol = getattr(protocol, "_proto", None)
     decoder = getattr(frame_protocol, "_frame_decoder", None)
-    if type(decoder) is not FrameDecoder or not _KNOWN_BUFFER:
+    if type(decoder) is not FrameDecoder or not _KNOWN_LAYOUT:
         return False
     old = getattr(decoder, "buffer", None)
     if (
