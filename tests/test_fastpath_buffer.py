@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import random
 import struct
+import sys
 from collections.abc import Callable, Iterable
 
 import pytest
@@ -510,3 +511,23 @@ async def test_big_messages_read_in_odd_pieces_round_trip(
             assert await server.get_message() == message
             await server.send_message(message)
             assert await client.get_message() == message
+
+
+async def test_an_idle_connection_keeps_no_read_and_a_smaller_buffer(
+    nursery: trio.Nursery,
+) -> None:
+    # Issue 3 also counts bytes per idle connection: once the messages are
+    # taken, nothing of the reads they came in is kept, and the empty
+    # buffer costs less than wsproto's (an object with a dict and a
+    # bytearray).
+    client, server = await open_pair(nursery)
+    for size in (10, 70_000, 300_000):
+        await client.send_message(os.urandom(size))
+        await server.get_message()
+    buffer = server._proto._proto._frame_decoder.buffer  # type: ignore[attr-defined]
+    assert isinstance(buffer, _ChunkBuffer)
+    assert buffer._chunks == [] and len(buffer) == 0
+    ours = sys.getsizeof(buffer) + sys.getsizeof(buffer._chunks)
+    theirs = Buffer()
+    wsprotos = sys.getsizeof(theirs) + sys.getsizeof(theirs.__dict__) + sys.getsizeof(theirs.buffer)
+    assert ours < wsprotos
