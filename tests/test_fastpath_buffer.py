@@ -230,8 +230,8 @@ def test_holding_frames_keeps_every_message_and_control_event(role: str, largest
     expected = summary(feed(plain, reads))
     got = feed(fast, reads)
     assert summary(got) == expected
-    # Every data frame here fits the room: each arrives as one event.
-    assert all(event.frame_finished for event in got if isinstance(event, Message))
+    # Every binary frame here fits the room: each arrives as one event.
+    assert all(event.frame_finished for event in got if isinstance(event, BytesMessage))
 
 
 BAD_STREAMS = {
@@ -294,6 +294,22 @@ def test_a_frame_that_fits_the_room_is_one_event_however_it_is_read(role: str) -
     assert len(events) == 1
     assert isinstance(events[0], BytesMessage) and events[0].data == payload
     assert type(events[0].data) is bytes
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_invalid_utf8_is_refused_before_the_text_frame_is_complete(role: str) -> None:
+    # Text is never held: the bad bytes fail the frame as soon as they come
+    # (Autobahn 6.4.3/6.4.4: fail fast on invalid UTF-8), also in a
+    # continuation of a text message.
+    masked = role == "server"
+    for first_frame in (b"", frame(0x1, b"start ", fin=False, masked=masked)):
+        opcode = OP_CONT if first_frame else 0x1
+        payload = b"valid " * 100 + b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80"
+        wire = first_frame + frame(opcode, payload + b"rest" * 25_000, masked=masked)
+        _, fast = receiver(role, room=lambda: 1 << 20)
+        events = feed(fast, [wire[: len(first_frame) + 14 + len(payload)]])
+        last = events[-1]
+        assert isinstance(last, CloseConnection) and last.code == 1007
 
 
 @pytest.mark.parametrize("room", [0, 99_999])

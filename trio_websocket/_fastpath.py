@@ -34,11 +34,14 @@ Rules:
   join of the unmasked pieces), so wsproto's ``+=`` and ``bytes()`` on the
   payload behave as before (``bytes()`` of ``bytes`` is no copy). Short
   runs (headers, masking keys, control payloads) are always ``bytes``.
-- Whole frames: a data frame whose payload fits in what the caller says a
+- Whole frames: a binary frame whose payload fits in what the caller says a
   message may still take (``room``) is handed over once all of it has
   arrived, as wsproto already does for control frames (its
   ``payload_required``), instead of one piece per read. Then a message sent
   as one frame is one event whose payload is the message, with no join.
+  Text frames are not held: wsproto validates UTF-8 as pieces arrive, so a
+  frame with invalid UTF-8 is refused (1007) as soon as the bad bytes come,
+  not when the frame ends (Autobahn 6.4.3 and 6.4.4 check this).
   Larger frames, and every frame while ``room`` says 0 (a streamed receive
   wants pieces as they come), keep wsproto's piece-by-piece delivery, so a
   too-big message is still refused after at most one read past the limit.
@@ -60,11 +63,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from wsproto.connection import Connection
 from wsproto.frame_protocol import Buffer, FrameDecoder, XorMaskerNull, XorMaskerSimple
 
 from ._masking import RotatingMask
+
+if TYPE_CHECKING:
+    from wsproto.extensions import Extension
 
 
 class _Pieces:
@@ -274,6 +281,12 @@ class _FastReceiveDecoder(FrameDecoder):
 
     buffer: _ChunkBuffer  # type: ignore[assignment]
 
+    def __init__(self, client: bool, extensions: list[Extension] | None = None) -> None:
+        super().__init__(client, extensions)
+        # Whether the data frames coming belong to a text message (a
+        # continuation frame does not say).
+        self.in_text_message = False
+
     def parse_header(self) -> bool:
         if not FrameDecoder.parse_header(self):
             return False
@@ -285,13 +298,15 @@ class _FastReceiveDecoder(FrameDecoder):
             # where ``_KNOWN_LAYOUT`` checked it is.)
             self.masker = _FastMasker(masker._masking_key)
         header = self.header
-        if (
-            header is not None
-            and header.payload_len > self.buffer._size  # not all here yet
-            and header.opcode < 8  # a data frame (control opcodes are 8 and up)
-        ):
-            # wsproto's own "wait for the whole payload" (used for control
-            # frames), applied to a data frame that fits.
+        if header is None or header.opcode >= 8:  # control opcodes are 8 and up
+            return True
+        if header.opcode:  # not a continuation
+            self.in_text_message = header.opcode == 1
+        if header.payload_len > self.buffer._size and not self.in_text_message:
+            # Not all here yet: wsproto's own "wait for the whole payload"
+            # (used for control frames), applied to a binary frame that
+            # fits. (Text is validated as it arrives, and invalid UTF-8
+            # refused at once, not when the frame is complete.)
             room = self.buffer.room
             if room is not None and header.payload_len <= room():
                 self.payload_required = header.payload_len
