@@ -95,7 +95,12 @@ from ._config import (
 from ._deflate import DeflateExtension
 from ._endpoint import Endpoint, describe_endpoint, stream_endpoint
 from ._errors import ConnectionClosed, Headers
-from ._fastpath import use_compact_event_queue, use_fast_unmasking
+from ._fastpath import (
+    stop_holding,
+    use_compact_event_queue,
+    use_fast_receive,
+    use_fast_unmasking,
+)
 from ._framing import MASKED, frame_header
 from ._keepalive import keep_alive
 from ._log import log_closed, log_opened, with_frame_logging
@@ -270,7 +275,10 @@ class WebSocketConnection(trio.abc.Channel[Message]):
             if isinstance(extension, DeflateExtension) and extension.enabled():
                 self._deflate = extension
         self._plain_frames = all(isinstance(e, DeflateExtension) for e in extensions)
-        if not is_client:
+        # Received payloads: fewer copies, and a message sent as one frame
+        # handed over whole (see ``_fastpath``); failing that, at least the
+        # fast unmasking for a server.
+        if not use_fast_receive(protocol, self._whole_frame_room) and not is_client:
             use_fast_unmasking(protocol)
         use_compact_event_queue(protocol)
         # The reader stops (server) or drains until EOF (client) once the
@@ -975,6 +983,15 @@ class WebSocketConnection(trio.abc.Channel[Message]):
             return False
         return True
 
+    def _whole_frame_room(self) -> int:
+        """How many payload bytes a data frame may have and still be handed
+        over whole by the frame decoder (see ``_fastpath``): what the message
+        being assembled may still take, or 0 (pieces as they arrive) while a
+        streamed receive takes them or received data is dropped."""
+        if self._discarding or self._inbox.takes_pieces:
+            return 0
+        return self._assembler.room
+
     def _dispatch(self) -> None:
         """Handle every event wsproto has parsed so far. Synchronous: control
         frames to send go to the outbox, messages to the inbox."""
@@ -1340,6 +1357,9 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         parts = [] if self._discarding else self._assembler.take_parts()
         if not inbox.start_pieces(parts, limit):
             self._refuse_streamed_message(limit)
+            return
+        # A frame held until whole (see ``_fastpath``) comes in pieces now.
+        stop_holding(self._proto)
 
     def _refuse_streamed_message(self, limit: int | None) -> None:
         self._fail(MESSAGE_TOO_BIG, f"message exceeds {limit} bytes", parser_done=False)

@@ -67,6 +67,11 @@ class MessageAssembler:
         """Whether part of a message has been received."""
         return bool(self._parts)
 
+    @property
+    def room(self) -> int:
+        """How many more bytes the message being assembled may take."""
+        return self._limit - self._size
+
     def feed(self, piece: Message, finished: bool) -> Message | None:
         """Add one piece; return the whole message when ``finished``.
 
