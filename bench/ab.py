@@ -1,0 +1,116 @@
+"""A/B comparison of server builds, for working on one change at a time:
+python3.11 bench/ab.py [--scenario handshake|echo] [--size N] [--rounds R]
+    LABEL=TREE[:SCRIPT[:ARGS]] ...
+
+Each LABEL=TREE names a source tree (a checkout or git worktree of this
+repo: its `trio_websocket` is imported through PYTHONPATH) and optionally
+the server script (relative to bench/, default the trio_websocket echo
+server) and its arguments. All servers run side by side; the rounds
+alternate between them, so a busy machine weighs on each the same way.
+Prints the median server CPU per handshake (open + close) or per echoed
+message, from the neutral load generator, like run.py. Needs the `ours`
+venv that run.py builds (bench/.venvs/ours)."""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from measure import LOG_DIR, BenchError, loadgen
+from run import WINDOWS
+from stacks import BENCH
+from venvs import python_of
+
+DEFAULT_SCRIPT = "servers/trio_websocket_server.py"
+
+
+class TreeServer:
+    """One server process importing trio_websocket from `tree`."""
+
+    def __init__(self, label, python, tree, script, args):
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.log_path = LOG_DIR / f"ab-{label}.log"
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(tree), str(BENCH)])
+        env["PYTHONPYCACHEPREFIX"] = str(BENCH / ".venvs" / "pycache")
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                [str(python), str(BENCH / script), *args],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                cwd=str(BENCH))
+        self.pid = self.proc.pid
+        self.port = None
+        deadline = time.monotonic() + 30
+        try:
+            while self.port is None:
+                if self.proc.poll() is not None:
+                    raise BenchError(f"{label} exited: {self.log_path.read_text()[-500:]}")
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{label} did not start in time")
+                for line in self.log_path.read_text().splitlines():
+                    if line.startswith("PORT "):
+                        self.port = int(line.split()[1])
+                time.sleep(0.05)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+def measure_once(server, scenario, size, duration):
+    common = ["--duration", str(duration), "--warmup", "0.3",
+              "--cpu-pid", str(server.pid)]
+    if scenario == "handshake":
+        (res,) = loadgen("handshake", server.port, "ws",
+                         [*common, "--concurrency", "4"], timeout=60 + 2 * duration)
+        return res["server_cpu"] / res["handshakes"] * 1e6
+    (res,) = loadgen("echo", server.port, "ws",
+                     [*common, "--sizes", str(size), "--windows", str(WINDOWS[size])],
+                     timeout=60 + 2 * duration)
+    return res["server_cpu"] / res["msgs"] * 1e6
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("specs", nargs="+", metavar="LABEL=TREE[:SCRIPT[:ARGS]]")
+    p.add_argument("--scenario", choices=("handshake", "echo"), default="handshake")
+    p.add_argument("--size", type=int, choices=sorted(WINDOWS), default=16)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=float, default=2.0)
+    p.add_argument("--python", default=str(python_of("ours")))
+    a = p.parse_args()
+    if not Path(a.python).exists():
+        sys.exit(f"{a.python} is missing: run `python3.11 bench/run.py --quick --only ours` once")
+    specs = []
+    for spec in a.specs:
+        label, _, rest = spec.partition("=")
+        tree, _, rest = rest.partition(":")
+        script, _, args = rest.partition(":")
+        specs.append((label, Path(tree).resolve(), script or DEFAULT_SCRIPT, args.split()))
+    samples = {label: [] for label, *_ in specs}
+    servers = {}
+    try:
+        for label, tree, script, args in specs:
+            servers[label] = TreeServer(label, a.python, tree, script, args)
+        for _ in range(a.rounds):
+            for label, *_ in specs:
+                samples[label].append(measure_once(servers[label], a.scenario, a.size, a.duration))
+    finally:
+        for server in servers.values():
+            server.stop()
+    what = "us CPU per handshake" if a.scenario == "handshake" else f"us CPU per {a.size} B echo"
+    for label, values in samples.items():
+        print(f"{label:14} {statistics.median(values):8.1f} {what}   "
+              f"(rounds: {', '.join(f'{v:.1f}' for v in values)})")
+
+
+if __name__ == "__main__":
+    main()
