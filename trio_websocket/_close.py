@@ -21,12 +21,16 @@ MESSAGE_TOO_BIG = 1009
 INTERNAL_ERROR = 1011
 
 
+#: The registered codes and their names (a dict lookup: a close reason is
+#: made for every connection, and an enum lookup by value costs more).
+_REGISTERED_NAMES = {member.value: member.name for member in _WsprotoCode}
+
+
 def close_code_name(code: int) -> str:
     """The registered name of ``code``, else the name of its range."""
-    try:
-        return _WsprotoCode(code).name
-    except ValueError:
-        pass
+    name = _REGISTERED_NAMES.get(code)
+    if name is not None:
+        return name
     if 1000 <= code <= 2999:
         return "RFC_RESERVED"
     if 3000 <= code <= 3999:
@@ -43,11 +47,10 @@ class CloseReason:
     :param reason: the text sent with the code, or ``None``.
     """
 
-    __slots__ = ("_code", "_name", "_reason")
+    __slots__ = ("_code", "_reason")
 
     def __init__(self, code: int, reason: str | None) -> None:
         self._code = code
-        self._name = close_code_name(code)
         self._reason = reason
 
     @property
@@ -59,7 +62,7 @@ class CloseReason:
     def name(self) -> str:
         """The code's RFC name, or RFC_RESERVED / IANA_RESERVED /
         PRIVATE_RESERVED / INVALID_CODE for codes without one."""
-        return self._name
+        return close_code_name(self._code)
 
     @property
     def reason(self) -> str | None:
@@ -79,4 +82,4 @@ class CloseReason:
 
     def __repr__(self) -> str:
         # The format of trio-websocket 0.12.2, which logs may be parsed for.
-        return f"CloseReason<code={self._code}, name={self._name}, reason={self._reason}>"
+        return f"CloseReason<code={self._code}, name={self.name}, reason={self._reason}>"

@@ -842,10 +842,13 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         self._nursery = nursery
         self._stream = with_frame_logging(self._stream, self)
         log_opened(self)
-        nursery.start_soon(self._reader_task, name=f"{self} reader")
+        # (Task names without the endpoints: formatting them for every
+        # connection costs more than a name is worth.)
+        role = "client" if self._is_client else "server"
+        nursery.start_soon(self._reader_task, name=f"{role}-{self._id} reader")
         if self._options.ping_interval is not None:
             self._keepalive_scope = trio.CancelScope()
-            nursery.start_soon(self._keepalive_task, name=f"{self} keepalive")
+            nursery.start_soon(self._keepalive_task, name=f"{role}-{self._id} keepalive")
 
     # ------------------------------------------------------------------
     # Keepalive (the loop is in ``_keepalive``)
