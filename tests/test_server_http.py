@@ -3,6 +3,8 @@ answer to requests that are not upgrades, and the HTTP value types."""
 
 from __future__ import annotations
 
+import random
+import re
 import urllib.error
 import urllib.request
 from functools import partial
@@ -388,6 +390,28 @@ def test_request_header_lookup_and_is_websocket() -> None:
 )
 def test_parse_request_head(head: bytes, expected: object) -> None:
     assert parse_request_head(head) == expected
+
+
+#: The header-line grammar of RFC 9110 section 5 (field-name ":" OWS
+#: field-value OWS), written as the plain regular expression the parser
+#: is checked against.
+_HEADER_LINE_GRAMMAR = re.compile(
+    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*"
+    rb"((?:[\x21-\x7e\x80-\xff](?:[ \t]*[\x21-\x7e\x80-\xff])*)?)[ \t]*"
+)
+
+
+def test_parse_request_head_reads_header_lines_as_the_grammar_says() -> None:
+    """Random header lines built from the bytes that matter (token and
+    separator bytes, space, tab, controls, DEL, obs-text): the parser takes
+    exactly the lines the grammar takes, with the same name and value."""
+    rnd = random.Random(6455)
+    alphabet = b"aZ09-_!~:; \t\x00\x01\x0b\x7f\x80\xff,=\"()/\\@"
+    for _ in range(20000):
+        line = bytes(rnd.choice(alphabet) for _ in range(rnd.randint(0, 10)))
+        match = _HEADER_LINE_GRAMMAR.fullmatch(line)
+        expected = None if match is None else ("GET", "/", [(match[1].lower(), match[2])])
+        assert parse_request_head(b"GET / HTTP/1.0\r\n" + line + b"\r\n\r\n") == expected, line
 
 
 async def test_random_and_mutated_requests_get_a_proper_answer_and_never_stop_the_server(
