@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 
+from ._socket_stream import LeanSocketStream
 from ._url import bracket_host, host_with_port
 
 
@@ -95,7 +96,7 @@ def stream_endpoint(stream: trio.abc.Stream, *, local: bool) -> Endpoint | str:
         if not isinstance(transport, trio.abc.Stream):
             break
         inner = transport
-    if isinstance(inner, trio.SocketStream):
+    if isinstance(inner, (trio.SocketStream, LeanSocketStream)):
         try:
             name = inner.socket.getsockname() if local else inner.socket.getpeername()
         except OSError:
