@@ -507,6 +507,12 @@ async def test_server_and_client_use_the_lean_stream() -> None:
     client, server = await _echo_round_trip()
     assert type(client._stream) is LeanSocketStream
     assert type(server._stream) is LeanSocketStream
+    # The endpoints are the sockets' names...
+    assert isinstance(server.local, Endpoint)
+    assert server.local == client.remote
+    assert server.remote == client.local
+    # ... read without making a trio socket (a system call per connection).
+    assert server._stream._trio_socket is None
 
 
 async def test_server_and_client_use_the_lean_stream_under_tls() -> None:

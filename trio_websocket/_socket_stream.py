@@ -31,7 +31,9 @@ Rules:
 - New TCP connections get ``TCP_NODELAY`` and ``TCP_NOTSENT_LOWAT`` as
   ``SocketStream`` gives them (see :data:`NOTSENT_LOWAT` for the value).
 - ``.socket`` is a trio socket over the same stdlib socket, as on
-  ``SocketStream``; made on first use (most connections never ask).
+  ``SocketStream``; made on first use (most connections never ask: the
+  endpoints are read with ``getsockname``/``getpeername``, which cost no
+  trio socket and its ``setblocking`` system call).
 - A listener that is neither a ``trio.SocketListener`` nor an
   ``SSLListener`` over one (a user's own, a memory listener) is accepted
   from with its own ``accept()``.
@@ -313,6 +315,16 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
         if buffersize == 0:
             return self._sock.getsockopt(level, option)
         return self._sock.getsockopt(level, option, buffersize)
+
+    def getsockname(self) -> Any:
+        """The socket's own address (``socket.getsockname()``), read
+        without making :attr:`socket`."""
+        return self._sock.getsockname()
+
+    def getpeername(self) -> Any:
+        """The peer's address (``socket.getpeername()``), read without
+        making :attr:`socket`."""
+        return self._sock.getpeername()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._sock!r}>"
