@@ -8,6 +8,7 @@ being replaced is trio's socket layer itself.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import ssl
@@ -578,3 +579,55 @@ async def test_an_ssl_listener_over_another_listener_is_left_alone() -> None:
 
     tls = trio.SSLListener(OwnListener(), server_context)
     assert acceptor_for(tls) == tls.accept
+
+
+class _ScriptedListening:
+    """Stands in for a listening socket: ``accept()`` plays a script of
+    results (an exception to raise, or a value to return); readiness is
+    that of a real socket that always has data."""
+
+    def __init__(self, script: list[object], readable: socket.socket) -> None:
+        self._script = script
+        self._readable = readable
+
+    def accept(self) -> tuple[object, object]:
+        step = self._script.pop(0)
+        if isinstance(step, BaseException):
+            raise step
+        return step, ("127.0.0.1", 1)
+
+    def fileno(self) -> int:
+        return self._readable.fileno()
+
+
+@pytest.mark.parametrize("first", ["now", "after a wait"])
+async def test_accept_skips_connections_that_failed_before_we_got_them(first: str) -> None:
+    one, two = socket.socketpair()
+    with one, two:
+        two.send(b"ready")  # ``one`` is readable: a wait ends at once
+        accepted = object()
+        script: list[object] = [
+            OSError(errno.ECONNABORTED, "aborted"),
+            OSError(errno.ECONNRESET, "reset"),
+            accepted,
+        ]
+        if first == "after a wait":
+            script.insert(0, BlockingIOError())
+        listening = _ScriptedListening(script, one)
+        assert await _socket_stream._accept_socket(listening) is accepted  # type: ignore[arg-type]
+        assert not script
+
+
+@pytest.mark.parametrize("first", ["now", "after a wait"])
+async def test_accept_raises_capacity_errors_and_closed_means_closed(first: str) -> None:
+    one, two = socket.socketpair()
+    with one, two:
+        two.send(b"ready")
+        wait: list[object] = [BlockingIOError()] if first == "after a wait" else []
+        full = _ScriptedListening([*wait, OSError(errno.EMFILE, "too many open files")], one)
+        with pytest.raises(OSError) as caught:
+            await _socket_stream._accept_socket(full)  # type: ignore[arg-type]
+        assert caught.value.errno == errno.EMFILE
+        closed = _ScriptedListening([*wait, OSError(errno.EBADF, "bad fd")], one)
+        with pytest.raises(trio.ClosedResourceError):
+            await _socket_stream._accept_socket(closed)  # type: ignore[arg-type]
