@@ -631,3 +631,13 @@ async def test_accept_raises_capacity_errors_and_closed_means_closed(first: str)
         closed = _ScriptedListening([*wait, OSError(errno.EBADF, "bad fd")], one)
         with pytest.raises(trio.ClosedResourceError):
             await _socket_stream._accept_socket(closed)  # type: ignore[arg-type]
+
+
+async def test_two_receivers_waiting_at_once_is_busy_resource() -> None:
+    async with tcp_pair() as (client, server), trio.open_nursery() as nursery:
+        nursery.start_soon(server.receive_some)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError):
+            await server.receive_some()
+        # The first one still gets the data.
+        await client.send_all(b"for the first")
