@@ -641,3 +641,20 @@ async def test_two_receivers_waiting_at_once_is_busy_resource() -> None:
             await server.receive_some()
         # The first one still gets the data.
         await client.send_all(b"for the first")
+
+
+async def test_send_all_lets_go_of_the_caller_s_buffer() -> None:
+    # A bytearray can be resized once send_all returns (or fails).
+    async with tcp_pair() as (client, server):
+        buffer = bytearray(b"0123456789")
+        await client.send_all(memoryview(buffer)[2:6])
+        buffer += b"more"
+        assert await receive_exactly(server, 4) == b"2345"
+        reset(server)
+        await trio.sleep(0.05)
+        with pytest.raises(trio.BrokenResourceError) as caught:
+            for _ in range(100):
+                await client.send_all(memoryview(buffer))
+        # Even while the traceback (and so send_all's frame) is kept.
+        assert caught.value.__traceback__ is not None
+        buffer += b"again"
