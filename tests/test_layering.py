@@ -50,6 +50,7 @@ PURE = {
     "_waiters",
     "_framing",
     "_upgrade",
+    "_socket_stream",
 }
 #: Compiled modules (no .py source to parse); they import nothing of ours.
 COMPILED = {"_speedups"}

@@ -64,6 +64,7 @@ from ._redirects import (
     same_origin,
     target_url,
 )
+from ._socket_stream import lean_stream
 from ._url import WebSocketTarget, host_with_port, parse_ws_url
 
 if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
@@ -155,7 +156,7 @@ async def _open_transport(
         progress.where = f"Unix socket {os.fsdecode(unix_socket_path)!r}"
         progress.enter(PHASE_CONNECT, "connecting")
         try:
-            return await trio.open_unix_socket(unix_socket_path)
+            return lean_stream(await trio.open_unix_socket(unix_socket_path))
         except OSError as exc:
             raise HandshakeError(
                 f"could not connect to {progress.where}: {exc}", phase=PHASE_CONNECT
@@ -169,7 +170,7 @@ async def _open_transport(
     else:
         progress.enter(PHASE_CONNECT, "the DNS lookup or the TCP connection")
     try:
-        return await trio.open_tcp_stream(host, port)
+        return lean_stream(await trio.open_tcp_stream(host, port))
     except socket.gaierror as exc:
         raise HandshakeError(
             f"could not resolve {host!r} (DNS lookup failed): {exc}", phase=PHASE_DNS

@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 
+from ._socket_stream import LeanSocketStream
 from ._url import bracket_host, host_with_port
 
 
@@ -84,6 +85,10 @@ def stream_endpoint(stream: trio.abc.Stream, *, local: bool) -> Endpoint | str:
     """The local or remote :class:`Endpoint` of ``stream``, or
     ``repr(stream)`` (as in 0.12.2) when it is not a TCP stream (possibly
     wrapped in TLS, or in TLS inside TLS); ``is_ssl`` when any layer is TLS."""
+    if type(stream) is LeanSocketStream:
+        # Every plain connection the library makes: no layers to look
+        # through (this runs twice per connection, on the handshake path).
+        return _socket_endpoint(stream, stream, local, False)
     is_ssl = False
     inner: object = stream
     # Look through the layers to the socket: TLS (TLS inside TLS through an
@@ -95,14 +100,28 @@ def stream_endpoint(stream: trio.abc.Stream, *, local: bool) -> Endpoint | str:
         if not isinstance(transport, trio.abc.Stream):
             break
         inner = transport
+    if isinstance(inner, LeanSocketStream):
+        # (It reads its names itself: no trio socket is made for this.)
+        return _socket_endpoint(inner, stream, local, is_ssl)
     if isinstance(inner, trio.SocketStream):
-        try:
-            name = inner.socket.getsockname() if local else inner.socket.getpeername()
-        except OSError:
-            return repr(stream)
-        endpoint = _from_socket_name(name, is_ssl)
-        return endpoint if endpoint is not None else repr(name)
+        return _socket_endpoint(inner.socket, stream, local, is_ssl)
     return repr(stream)
+
+
+def _socket_endpoint(
+    named: LeanSocketStream | trio.socket.SocketType,
+    stream: trio.abc.Stream,
+    local: bool,
+    is_ssl: bool,
+) -> Endpoint | str:
+    """The endpoint from ``named``'s socket name (``stream`` is the whole
+    stream, whose ``repr()`` stands for a socket that has no name now)."""
+    try:
+        name = named.getsockname() if local else named.getpeername()
+    except OSError:
+        return repr(stream)
+    endpoint = _from_socket_name(name, is_ssl)
+    return endpoint if endpoint is not None else repr(name)
 
 
 def listener_endpoint(listener: trio.abc.Listener[Any]) -> Endpoint | str:

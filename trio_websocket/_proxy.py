@@ -31,6 +31,7 @@ import trio
 from ._errors import HandshakeError, Headers
 from ._proxy_config import Proxy
 from ._proxy_errors import ProxyAuthenticationError, ProxyError, ProxyRejected
+from ._socket_stream import lean_stream
 from ._url import bracket_host
 
 #: The largest HTTP answer head (status line and headers) accepted from an
@@ -126,7 +127,7 @@ class _PrefixedStream(trio.abc.Stream):
 async def _connect_to_proxy(proxy: Proxy) -> trio.abc.Stream:
     """A TCP stream to the proxy, in TLS for an ``https://`` proxy."""
     try:
-        tcp = await trio.open_tcp_stream(proxy.host, proxy.port)
+        tcp = lean_stream(await trio.open_tcp_stream(proxy.host, proxy.port))
     except OSError as exc:
         raise ProxyError(f"could not connect to the {_describe(proxy)}: {exc}") from exc
     if proxy.scheme != "https":

@@ -81,6 +81,7 @@ from ._request import (
     _read_request,
 )
 from ._shutdown import ShutdownReport
+from ._socket_stream import acceptor_for
 from ._unix import SocketPath, open_unix_listener, remove_socket_file
 
 if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
@@ -351,10 +352,13 @@ class WebSocketServer:
     async def _accept_loop(
         self, listener: trio.abc.Listener[Any], handler_nursery: trio.Nursery
     ) -> None:
+        # A trio socket listener is accepted from directly, as our own
+        # lean streams (see _socket_stream); any other listener as is.
+        accept = acceptor_for(listener)
         async with listener:
             while True:
                 try:
-                    stream = await listener.accept()
+                    stream = await accept()
                 except OSError as exc:
                     if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
                         raise

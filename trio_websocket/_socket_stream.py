@@ -1,0 +1,473 @@
+"""A lean socket stream: trio's ``SocketStream`` semantics at a lower price
+per call, for every connection the library opens or accepts on a socket.
+
+Why: ``trio.SocketStream.receive_some``/``send_all`` go through an error
+translating context manager, a conflict detector, a memoryview, a trio
+socket method and its ``_try_sync`` helper before the system call: about
+5-7 us a call, and a WebSocket handshake makes about six such calls, an
+echoed message two. :class:`LeanSocketStream` makes the same system calls
+with the same scheduling and the same exceptions, in straight-line code.
+
+Rules:
+- Behaves as ``trio.SocketStream`` does: every operation checks for
+  cancellation before it touches the socket; one that succeeds without
+  waiting then makes a cancel-shielded schedule point (no data is lost to a
+  cancel, and a peer that always has data ready cannot starve other
+  tasks); one that would block waits with ``wait_readable`` /
+  ``wait_writable`` and retries. ``send_all`` sends everything (partial
+  sends loop); two tasks sending at once get ``BusyResourceError``;
+  sending after ``aclose`` or ``send_eof`` raises ``ClosedResourceError``;
+  ``EBADF``/``ENOTSOCK`` mean ``ClosedResourceError`` and any other
+  ``OSError`` ``BrokenResourceError`` chained from it. ``aclose`` tells
+  trio before closing (a task waiting on the socket gets
+  ``ClosedResourceError``), is idempotent and is a checkpoint.
+- The only module that reaches into trio's private attributes: a trio
+  socket's stdlib socket (``_sock``) and an ``SSLListener``'s context and
+  ``https_compatible`` flag. Every access is guarded (types, file
+  descriptor, blocking mode); when anything is not as expected, trio's own
+  ``SocketStream`` / ``listener.accept`` are used unchanged, so a trio
+  upgrade can cost speed, never correctness. A test pins the fast path as
+  active with the pinned trio.
+- New TCP connections get ``TCP_NODELAY`` and ``TCP_NOTSENT_LOWAT`` as
+  ``SocketStream`` gives them (see :data:`NOTSENT_LOWAT` for the value).
+- ``.socket`` is a trio socket over the same stdlib socket, as on
+  ``SocketStream``; made on first use (most connections never ask: the
+  endpoints are read with ``getsockname``/``getpeername``, which cost no
+  trio socket and its ``setblocking`` system call).
+- A listener that is neither a ``trio.SocketListener`` nor an
+  ``SSLListener`` over one (a user's own, a memory listener) is accepted
+  from with its own ``accept()``.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, overload
+
+import trio
+from trio.lowlevel import (
+    cancel_shielded_checkpoint,
+    checkpoint,
+    checkpoint_if_cancelled,
+    notify_closing,
+    wait_readable,
+    wait_writable,
+)
+
+#: What ``setsockopt`` takes as a value (``socket.setsockopt``'s).
+OptionValue = int | bytes | bytearray | memoryview
+
+#: What ``receive_some()`` reads when not told (trio's default too).
+DEFAULT_RECEIVE_SIZE = 65536
+
+#: ``TCP_NOTSENT_LOWAT`` for new TCP connections: the most unsent bytes the
+#: kernel keeps queued before the socket stops being writable. trio uses
+#: 16 KiB so that a writer's data waits in the program, where it can still
+#: be reordered or dropped, rather than in the kernel: a close frame or a
+#: pong is not stuck behind megabytes in the socket buffer. It splits a
+#: 1 MiB write into about seven system calls, at no measurable CPU cost
+#: (see bench/README.md, issue 3), so it stays.
+NOTSENT_LOWAT = 2**14
+
+#: errno values that mean the socket was closed under us.
+_CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
+
+#: accept() errors that concern only the connection being accepted (reset
+#: or refused before we got to it): skipped, as trio's listener does.
+_SKIPPED_ACCEPT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "EPERM",
+        "ECONNABORTED",
+        "EPROTO",
+        "ENETDOWN",
+        "ENOPROTOOPT",
+        "EHOSTDOWN",
+        "ENONET",
+        "EHOSTUNREACH",
+        "EOPNOTSUPP",
+        "ENETUNREACH",
+        "ENOSR",
+        "ESOCKTNOSUPPORT",
+        "EPROTONOSUPPORT",
+        "ETIMEDOUT",
+        "ECONNRESET",
+    )
+    if hasattr(errno, name)
+)
+
+_STREAM_FAMILIES = frozenset(
+    getattr(socket, name) for name in ("AF_INET", "AF_INET6", "AF_UNIX") if hasattr(socket, name)
+)
+
+
+def _raise_stream_error(exc: OSError) -> NoReturn:
+    """Raise the stream's exception for a failed socket call, as
+    ``SocketStream`` does: closed (EBADF) or broken (chained)."""
+    if exc.errno in _CLOSED_ERRNOS:
+        raise trio.ClosedResourceError("this socket was already closed") from None
+    raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+
+
+def _set_tcp_defaults(sock: socket.socket) -> None:
+    """``TCP_NODELAY`` and ``TCP_NOTSENT_LOWAT``, as ``SocketStream`` sets
+    them (not on a Unix socket, which has neither; a system that refuses
+    one keeps its default, as with trio)."""
+    if sock.family == socket.AF_UNIX:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
+    lowat = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+    if lowat is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, lowat, NOTSENT_LOWAT)
+        except OSError:
+            pass
+
+
+class LeanSocketStream(trio.abc.HalfCloseableStream):
+    """A :class:`trio.abc.HalfCloseableStream` over a connected,
+    non-blocking stdlib ``SOCK_STREAM`` socket (TCP or Unix), with
+    ``trio.SocketStream``'s behaviour (see the module rules).
+
+    Build one with :func:`lean_stream` (from a ``trio.SocketStream``) or
+    accept one with :func:`acceptor_for`; the constructor trusts that the
+    socket is connected, non-blocking and of type ``SOCK_STREAM``.
+
+    :param sock: the stdlib socket; the stream owns it from now on.
+    :param trio_socket: the trio socket already wrapping ``sock``, if any
+        (it becomes :attr:`socket`).
+    """
+
+    __slots__ = ("_eof_sent", "_sending", "_sock", "_trio_socket")
+
+    def __init__(
+        self, sock: socket.socket, trio_socket: trio.socket.SocketType | None = None
+    ) -> None:
+        self._sock = sock
+        self._trio_socket = trio_socket
+        self._sending = False
+        self._eof_sent = False
+
+    @property
+    def socket(self) -> trio.socket.SocketType:
+        """The trio socket of this stream, as ``trio.SocketStream.socket``
+        (made on first use)."""
+        if self._trio_socket is None:
+            sock = self._sock
+            if sock.fileno() == -1:
+                # trio cannot wrap a closed socket; a closed one of the
+                # same kind behaves as the real one would now (its
+                # addresses raise OSError, fileno() is -1).
+                sock = socket.socket(sock.family, sock.type, sock.proto)
+                sock.close()
+            self._trio_socket = trio.socket.from_stdlib_socket(sock)
+        return self._trio_socket
+
+    def _eof_was_sent(self) -> bool:
+        # Also through ``.socket.shutdown(SHUT_WR)``, as SocketStream sees it.
+        return self._eof_sent or (
+            self._trio_socket is not None and self._trio_socket.did_shutdown_SHUT_WR
+        )
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if max_bytes is None:
+            max_bytes = DEFAULT_RECEIVE_SIZE
+        elif max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
+        sock = self._sock
+        await checkpoint_if_cancelled()
+        try:
+            data = sock.recv(max_bytes)
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            await cancel_shielded_checkpoint()
+            _raise_stream_error(exc)
+        else:
+            await cancel_shielded_checkpoint()
+            return data
+        # Nothing there yet: wait (a checkpoint itself) and read.
+        while True:
+            await wait_readable(sock)
+            try:
+                return sock.recv(max_bytes)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                _raise_stream_error(exc)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._eof_was_sent():
+            raise trio.ClosedResourceError("can't send data after sending EOF")
+        if self._sending:
+            raise trio.BusyResourceError("another task is currently sending data on this stream")
+        self._sending = True
+        view_of_data: memoryview | None = None
+        try:
+            if type(data) is not bytes and type(data) is not bytearray:
+                # A view of any layout, counted in bytes (released below, so
+                # the caller's buffer can be resized again at once).
+                data = view_of_data = memoryview(data).cast("B")
+            total = len(data)
+            sock = self._sock
+            if not total:
+                if sock.fileno() == -1:
+                    raise trio.ClosedResourceError("socket was already closed")
+                await checkpoint()
+                return
+            await checkpoint_if_cancelled()
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                await cancel_shielded_checkpoint()
+                _raise_stream_error(exc)
+            if sent == total:
+                await cancel_shielded_checkpoint()
+                return
+            # The kernel took part of it: wait for room (a checkpoint) and
+            # send the rest, from a view so that nothing is copied.
+            with memoryview(data) as view:
+                while sent < total:
+                    await wait_writable(sock)
+                    try:
+                        sent += sock.send(view[sent:])
+                    except BlockingIOError:
+                        continue
+                    except OSError as exc:
+                        _raise_stream_error(exc)
+        finally:
+            self._sending = False
+            if view_of_data is not None:
+                view_of_data.release()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is currently sending data on this stream")
+        self._sending = True
+        try:
+            if self._sock.fileno() == -1:
+                raise trio.ClosedResourceError
+            try:
+                await wait_writable(self._sock)
+            except OSError as exc:
+                _raise_stream_error(exc)
+        finally:
+            self._sending = False
+
+    async def send_eof(self) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is currently sending data on this stream")
+        self._sending = True
+        try:
+            await checkpoint()
+            # Idempotent (a second shutdown() fails on some systems).
+            if self._eof_was_sent():
+                return
+            try:
+                self._sock.shutdown(socket.SHUT_WR)
+            except OSError as exc:
+                _raise_stream_error(exc)
+            self._eof_sent = True
+        finally:
+            self._sending = False
+
+    async def aclose(self) -> None:
+        sock = self._sock
+        if sock.fileno() != -1:
+            # Wakes any task waiting on the socket (ClosedResourceError)
+            # before its file descriptor number can be reused.
+            notify_closing(sock)
+            sock.close()
+        await checkpoint()
+
+    @overload
+    def setsockopt(self, level: int, option: int, value: OptionValue) -> None: ...
+
+    @overload
+    def setsockopt(self, level: int, option: int, value: None, length: int) -> None: ...
+
+    def setsockopt(
+        self, level: int, option: int, value: OptionValue | None, length: int | None = None
+    ) -> None:
+        """Set an option on the socket (see :meth:`socket.socket.setsockopt`)."""
+        if length is None:
+            if value is None:
+                raise TypeError(
+                    "invalid value for argument 'value', must not be None when specifying length"
+                )
+            self._sock.setsockopt(level, option, value)
+            return
+        if value is not None:
+            raise TypeError(
+                f"invalid value for argument 'value': {value!r}, "
+                "must be None when specifying optlen"
+            )
+        self._sock.setsockopt(level, option, None, length)
+
+    @overload
+    def getsockopt(self, level: int, option: int) -> int: ...
+
+    @overload
+    def getsockopt(self, level: int, option: int, buffersize: int) -> bytes: ...
+
+    def getsockopt(self, level: int, option: int, buffersize: int = 0) -> int | bytes:
+        """Read an option of the socket (see :meth:`socket.socket.getsockopt`)."""
+        if buffersize == 0:
+            return self._sock.getsockopt(level, option)
+        return self._sock.getsockopt(level, option, buffersize)
+
+    def getsockname(self) -> Any:
+        """The socket's own address (``socket.getsockname()``), read
+        without making :attr:`socket`."""
+        return self._sock.getsockname()
+
+    def getpeername(self) -> Any:
+        """The peer's address (``socket.getpeername()``), read without
+        making :attr:`socket`."""
+        return self._sock.getpeername()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._sock!r}>"
+
+
+# ---------------------------------------------------------------------------
+# Getting at the stdlib socket (private trio API, guarded)
+
+
+def _stdlib_socket_of(trio_socket: object) -> socket.socket | None:
+    """The open, non-blocking stdlib ``SOCK_STREAM`` socket (TCP or Unix)
+    inside a trio socket, or None when the trio socket is not laid out as
+    expected (another trio version, a fake socket in tests...)."""
+    if not isinstance(trio_socket, trio.socket.SocketType):
+        return None
+    sock = getattr(trio_socket, "_sock", None)
+    if type(sock) is not socket.socket:
+        return None
+    try:
+        fileno = sock.fileno()
+        if fileno == -1 or fileno != trio_socket.fileno():
+            return None
+        if sock.gettimeout() != 0.0:
+            return None
+        if sock.family not in _STREAM_FAMILIES or sock.type != socket.SOCK_STREAM:
+            return None
+    except (OSError, AttributeError, TypeError):  # pragma: no cover - defensive
+        return None
+    return sock
+
+
+def lean_stream(stream: trio.abc.Stream) -> trio.abc.Stream:
+    """``stream`` as a :class:`LeanSocketStream` when it is a connected
+    ``trio.SocketStream`` (over the same socket, with the same options),
+    else ``stream`` itself."""
+    if type(stream) is not trio.SocketStream:
+        return stream
+    trio_socket = stream.socket
+    sock = _stdlib_socket_of(trio_socket)
+    if sock is None or trio_socket.did_shutdown_SHUT_WR:
+        return stream
+    return LeanSocketStream(sock, trio_socket)
+
+
+# ---------------------------------------------------------------------------
+# Accepting
+
+
+async def _accept_socket(listening: socket.socket) -> socket.socket:
+    """One connection from a non-blocking listening socket, with the
+    scheduling of trio's ``SocketListener.accept()``: a connection that
+    reset before we got to it is skipped; EBADF means the listener closed
+    (``ClosedResourceError``); other errors (EMFILE...) are raised."""
+    while True:
+        await checkpoint_if_cancelled()
+        try:
+            conn, _ = listening.accept()
+        except BlockingIOError:
+            while True:
+                await wait_readable(listening)
+                try:
+                    conn, _ = listening.accept()
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    if exc.errno in _CLOSED_ERRNOS:
+                        raise trio.ClosedResourceError from None
+                    if exc.errno in _SKIPPED_ACCEPT_ERRNOS:
+                        break
+                    raise
+                return conn
+        except OSError as exc:
+            await cancel_shielded_checkpoint()
+            if exc.errno in _CLOSED_ERRNOS:
+                raise trio.ClosedResourceError from None
+            if exc.errno not in _SKIPPED_ACCEPT_ERRNOS:
+                raise
+        else:
+            await cancel_shielded_checkpoint()
+            return conn
+
+
+class _LeanAcceptor:
+    """Accepts from a ``trio.SocketListener``'s socket, as lean streams
+    (in TLS when the listener was an ``SSLListener`` over one)."""
+
+    __slots__ = ("_https_compatible", "_listening", "_ssl_context")
+
+    def __init__(
+        self,
+        listening: socket.socket,
+        ssl_context: ssl.SSLContext | None = None,
+        https_compatible: bool = False,
+    ) -> None:
+        self._listening = listening
+        self._ssl_context = ssl_context
+        self._https_compatible = https_compatible
+
+    async def __call__(self) -> trio.abc.Stream:
+        sock = await _accept_socket(self._listening)
+        try:
+            sock.setblocking(False)
+            _set_tcp_defaults(sock)
+        except BaseException:
+            sock.close()
+            raise
+        stream = LeanSocketStream(sock)
+        if self._ssl_context is None:
+            return stream
+        return trio.SSLStream(
+            stream, self._ssl_context, server_side=True, https_compatible=self._https_compatible
+        )
+
+
+def _listening_socket_of(listener: object) -> socket.socket | None:
+    if type(listener) is not trio.SocketListener:
+        return None
+    return _stdlib_socket_of(listener.socket)
+
+
+def acceptor_for(listener: trio.abc.Listener[Any]) -> Callable[[], Awaitable[trio.abc.Stream]]:
+    """What accepts ``listener``'s next connection: a lean one for a
+    ``trio.SocketListener`` (or a plain ``trio.SSLListener`` over one), else
+    ``listener.accept`` itself. Raises what ``listener.accept()`` raises."""
+    listening = _listening_socket_of(listener)
+    if listening is not None:
+        return _LeanAcceptor(listening)
+    if type(listener) is trio.SSLListener:
+        listening = _listening_socket_of(listener.transport_listener)
+        context = getattr(listener, "_ssl_context", None)
+        https_compatible = getattr(listener, "_https_compatible", None)
+        if (
+            listening is not None
+            and isinstance(context, ssl.SSLContext)
+            and isinstance(https_compatible, bool)
+        ):
+            return _LeanAcceptor(listening, context, https_compatible)
+    return listener.accept
