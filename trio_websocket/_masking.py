@@ -50,6 +50,7 @@ class MaskJoined(Protocol):
 
     def __call__(self, pieces: Iterable[Buffer], mask: Buffer, offset: int = 0, /) -> bytes: ...
 
+
 # _XOR_TABLES[k] maps each byte b to b ^ k, for bytes.translate.
 _XOR_TABLES: list[bytes] = []
 
