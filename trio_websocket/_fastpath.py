@@ -33,8 +33,10 @@ Rules:
   itself, pieces and all, in one pass: ``_masking.apply_mask_bytes`` and
   ``apply_mask_joined``), so wsproto's ``+=`` and ``bytes()`` on the
   payload behave as before and cost nothing (``bytes()`` of ``bytes`` is
-  no copy, nor is ``+=`` of an empty bytearray). Short runs (headers,
-  masking keys, control payloads) are always ``bytes``.
+  no copy, nor is ``+=`` of the empty bytearray it adds when no extension
+  has data to add; with permessage-deflate the extension gets the unmasked
+  ``bytes`` uncopied, and wsproto copies what it inflates). Short runs
+  (headers, masking keys, control payloads) are always ``bytes``.
 - Whole frames: a binary frame whose payload fits in what the caller says a
   message may still take (``room``) is handed over once all of it has
   arrived, as wsproto already does for control frames (its
