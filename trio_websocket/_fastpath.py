@@ -28,20 +28,23 @@ Rules:
   ends), yet an empty deque costs about 760 bytes. An idle connection lives
   long, so it gets a list (56 bytes empty) with the two deque methods
   wsproto calls on it.
-- Received payloads are copied once (masked ones twice: the unmasking, then
-  into ``bytes``) where wsproto copies them three to five times. wsproto's
-  receive ``Buffer`` appends every read to a bytearray, slices each payload
-  out of it and turns that into ``bytes``; a message that spans reads
-  arrives as one event per read, joined again by the assembler.
-  ``_ChunkBuffer`` keeps the reads as they came (no copy on feed) and hands
-  out a payload as the read itself when it is one whole read, a memoryview
-  slice when it lies inside one read, or the pieces of the reads
-  (``_Pieces``) when it spans reads. The decoder's payload
-  maskers (ours, always) turn that into ``bytes`` or a ``bytearray`` with
-  one copy (plain: a join or ``bytes()``; masked: the unmasking, plus a
-  join of the unmasked pieces), so wsproto's ``+=`` and ``bytes()`` on the
-  payload behave as before (``bytes()`` of ``bytes`` is no copy). Short
-  runs (headers, masking keys, control payloads) are always ``bytes``.
+- Received payloads are copied once, masked ones too, where wsproto copies
+  them three to five times. wsproto's receive ``Buffer`` appends every read
+  to a bytearray, slices each payload out of it and turns that into
+  ``bytes``; a message that spans reads arrives as one event per read,
+  joined again by the assembler. ``_ChunkBuffer`` keeps the reads as they
+  came (no copy on feed) and hands out a payload as the read itself when
+  it is one whole read, a memoryview slice when it lies inside one read, or
+  the pieces of the reads (``_Pieces``) when it spans reads. The decoder's
+  payload maskers (ours, always) turn that into ``bytes`` with one copy
+  (plain: a join or ``bytes()``; masked: the unmasking writes the ``bytes``
+  itself, pieces and all, in one pass: ``_masking.apply_mask_bytes`` and
+  ``apply_mask_joined``), so wsproto's ``+=`` and ``bytes()`` on the
+  payload behave as before and cost nothing (``bytes()`` of ``bytes`` is
+  no copy, nor is ``+=`` of the empty bytearray it adds when no extension
+  has data to add; with permessage-deflate the extension gets the unmasked
+  ``bytes`` uncopied, and wsproto copies what it inflates). Short runs
+  (headers, masking keys, control payloads) are always ``bytes``.
 - Whole frames: a binary frame whose payload fits in what the caller says a
   message may still take (``room``) is handed over once all of it has
   arrived, as wsproto already does for control frames (its
@@ -84,7 +87,7 @@ from wsproto.frame_protocol import (
     XorMaskerSimple,
 )
 
-from ._masking import RotatingMask
+from ._masking import apply_mask_bytes, apply_mask_joined
 
 if TYPE_CHECKING:
     from wsproto.extensions import Extension
@@ -106,19 +109,26 @@ class _Pieces:
 
 
 class _FastMasker(XorMaskerSimple):
-    """wsproto's masker interface, backed by ``_masking.RotatingMask``. A
-    payload in pieces is unmasked piece by piece, then joined: two copies
-    instead of joining, unmasking and turning the result into ``bytes``."""
+    """wsproto's masker interface, unmasking with the compiled maskers of
+    ``_masking`` straight into ``bytes``: a payload, whole or in pieces, is
+    copied once. One per masked frame; its payload may come in several
+    calls, each continuing the mask at ``_offset``."""
 
     def __init__(self, key: bytes | bytearray) -> None:
-        super().__init__(key)
-        self._rotating = RotatingMask(key)
+        # (Not XorMaskerSimple.__init__: the key is never rotated here, the
+        # offset says where in it the next byte starts.)
+        if len(key) != 4:
+            raise ValueError("mask must be exactly 4 bytes")
+        self._masking_key = key
+        self._offset = 0
 
-    def process(self, data: bytearray | memoryview | _Pieces) -> bytearray | bytes:  # type: ignore[override]
+    def process(self, data: bytes | memoryview | _Pieces) -> bytes:  # type: ignore[override]
         if type(data) is _Pieces:
-            unmask = self._rotating.process
-            return b"".join([unmask(piece) for piece in data.parts])
-        return self._rotating.process(data)  # type: ignore[arg-type]
+            result = apply_mask_joined(data.parts, self._masking_key, self._offset)
+        else:
+            result = apply_mask_bytes(data, self._masking_key, self._offset)  # type: ignore[arg-type]
+        self._offset = (self._offset + len(result)) & 3
+        return result
 
 
 class _FastUnmaskingDecoder(FrameDecoder):
