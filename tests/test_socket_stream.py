@@ -118,6 +118,37 @@ async def test_accepted_streams_get_trio_s_tcp_options() -> None:
                 assert lowat == _socket_stream.NOTSENT_LOWAT
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::1", "::"])
+async def test_accepted_streams_know_their_addresses_as_the_kernel_does(host: str) -> None:
+    """The peer's address comes from accept() and ours from a listener on
+    one address (no system call on the handshake path); on a wildcard
+    listener ours is asked for. Either way they are the socket's own."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if family == socket.AF_INET6 and not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    sock = trio.socket.socket(family)
+    try:
+        await sock.bind((host, 0))
+    except OSError as exc:
+        sock.close()
+        pytest.skip(f"cannot listen on {host}: {exc}")
+    sock.listen()
+    listener = trio.SocketListener(sock)
+    connect_to = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+    async with listener:
+        client = await trio.open_tcp_stream(connect_to, sock.getsockname()[1])
+        async with client:
+            server = await acceptor_for(listener)()
+            async with server:
+                assert isinstance(server, LeanSocketStream)
+                raw = server._sock
+                assert server.getsockname() == raw.getsockname()
+                assert server.getpeername() == raw.getpeername()
+                assert server._peername is not None
+                assert (server._sockname is None) is (host in ("0.0.0.0", "::"))
+                assert client.socket.getsockname() == server.getpeername()
+
+
 async def test_other_streams_and_listeners_are_left_alone() -> None:
     one, _ = trio.testing.memory_stream_pair()
     assert lean_stream(one) is one
@@ -380,13 +411,15 @@ async def test_socket_attribute_and_endpoints_match_trio_s() -> None:
         port = server_name[1]
         assert stream_endpoint(client, local=False) == Endpoint("127.0.0.1", port, False)
         assert stream_endpoint(server, local=True) == Endpoint("127.0.0.1", port, False)
-    # Closed: the socket says so as trio's would, and the endpoint falls
-    # back to the repr.
+    # Closed: the socket says so as trio's would. An accepted stream still
+    # knows the addresses it was accepted with; one that has to ask the
+    # socket falls back to the repr, as for trio's streams.
     assert server.socket.fileno() == -1
     with pytest.raises(OSError):
         server.socket.getsockname()
-    assert stream_endpoint(server, local=True) == repr(server)
-    assert repr(server).startswith("<LeanSocketStream")
+    assert stream_endpoint(server, local=True) == Endpoint("127.0.0.1", port, False)
+    assert stream_endpoint(client, local=True) == repr(client)
+    assert repr(client).startswith("<LeanSocketStream")
 
 
 async def test_socket_made_after_close_still_behaves_as_closed() -> None:
@@ -614,7 +647,8 @@ async def test_accept_skips_connections_that_failed_before_we_got_them(first: st
         if first == "after a wait":
             script.insert(0, BlockingIOError())
         listening = _ScriptedListening(script, one)
-        assert await _socket_stream._accept_socket(listening) is accepted  # type: ignore[arg-type]
+        connection, _ = await _socket_stream._accept_socket(listening)  # type: ignore[arg-type]
+        assert connection is accepted
         assert not script
 
 

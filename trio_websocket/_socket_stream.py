@@ -144,15 +144,24 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
         (it becomes :attr:`socket`).
     """
 
-    __slots__ = ("_eof_sent", "_sending", "_sock", "_trio_socket")
+    __slots__ = ("_eof_sent", "_peername", "_sending", "_sock", "_sockname", "_trio_socket")
 
     def __init__(
-        self, sock: socket.socket, trio_socket: trio.socket.SocketType | None = None
+        self,
+        sock: socket.socket,
+        trio_socket: trio.socket.SocketType | None = None,
+        *,
+        sockname: Any = None,
+        peername: Any = None,
     ) -> None:
         self._sock = sock
         self._trio_socket = trio_socket
         self._sending = False
         self._eof_sent = False
+        # The addresses when they are known without asking the kernel: the
+        # peer's from accept(), ours from a listener bound to one address.
+        self._sockname = sockname
+        self._peername = peername
 
     @property
     def socket(self) -> trio.socket.SocketType:
@@ -326,13 +335,16 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
 
     def getsockname(self) -> Any:
         """The socket's own address (``socket.getsockname()``), read
-        without making :attr:`socket`."""
-        return self._sock.getsockname()
+        without making :attr:`socket` (nor a system call, when the
+        acceptor knew it)."""
+        name = self._sockname
+        return self._sock.getsockname() if name is None else name
 
     def getpeername(self) -> Any:
         """The peer's address (``socket.getpeername()``), read without
-        making :attr:`socket`."""
-        return self._sock.getpeername()
+        making :attr:`socket` (nor a system call, when accepted here)."""
+        name = self._peername
+        return self._sock.getpeername() if name is None else name
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._sock!r}>"
@@ -381,20 +393,21 @@ def lean_stream(stream: trio.abc.Stream) -> trio.abc.Stream:
 # Accepting
 
 
-async def _accept_socket(listening: socket.socket) -> socket.socket:
-    """One connection from a non-blocking listening socket, with the
+async def _accept_socket(listening: socket.socket) -> tuple[socket.socket, Any]:
+    """One connection and the peer's address from a non-blocking listening
+    socket, with the
     scheduling of trio's ``SocketListener.accept()``: a connection that
     reset before we got to it is skipped; EBADF means the listener closed
     (``ClosedResourceError``); other errors (EMFILE...) are raised."""
     while True:
         await checkpoint_if_cancelled()
         try:
-            conn, _ = listening.accept()
+            accepted = listening.accept()
         except BlockingIOError:
             while True:
                 await wait_readable(listening)
                 try:
-                    conn, _ = listening.accept()
+                    accepted = listening.accept()
                 except BlockingIOError:
                     continue
                 except OSError as exc:
@@ -403,7 +416,7 @@ async def _accept_socket(listening: socket.socket) -> socket.socket:
                     if exc.errno in _SKIPPED_ACCEPT_ERRNOS:
                         break
                     raise
-                return conn
+                return accepted
         except OSError as exc:
             await cancel_shielded_checkpoint()
             if exc.errno in _CLOSED_ERRNOS:
@@ -412,14 +425,14 @@ async def _accept_socket(listening: socket.socket) -> socket.socket:
                 raise
         else:
             await cancel_shielded_checkpoint()
-            return conn
+            return accepted
 
 
 class _LeanAcceptor:
     """Accepts from a ``trio.SocketListener``'s socket, as lean streams
     (in TLS when the listener was an ``SSLListener`` over one)."""
 
-    __slots__ = ("_https_compatible", "_listening", "_ssl_context")
+    __slots__ = ("_https_compatible", "_listening", "_local_name", "_ssl_context")
 
     def __init__(
         self,
@@ -430,21 +443,43 @@ class _LeanAcceptor:
         self._listening = listening
         self._ssl_context = ssl_context
         self._https_compatible = https_compatible
+        self._local_name = _own_name_of_accepted(listening)
 
     async def __call__(self) -> trio.abc.Stream:
-        sock = await _accept_socket(self._listening)
+        sock, peer = await _accept_socket(self._listening)
         try:
             sock.setblocking(False)
             _set_tcp_defaults(sock)
         except BaseException:
             sock.close()
             raise
-        stream = LeanSocketStream(sock)
+        if sock.family in _IP_FAMILIES:
+            stream = LeanSocketStream(sock, sockname=self._local_name, peername=peer)
+        else:
+            stream = LeanSocketStream(sock)
         if self._ssl_context is None:
             return stream
         return trio.SSLStream(
             stream, self._ssl_context, server_side=True, https_compatible=self._https_compatible
         )
+
+
+_IP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+_WILDCARD_HOSTS = ("0.0.0.0", "::")
+
+
+def _own_name_of_accepted(listening: socket.socket) -> Any:
+    """The address every connection accepted on ``listening`` has as its
+    own: the listener's, when it listens on one IP address; None when it
+    listens on all of them (each connection then has the address it was
+    made to) or is not an IP socket."""
+    if listening.family not in _IP_FAMILIES:
+        return None
+    try:
+        name = listening.getsockname()
+    except OSError:
+        return None
+    return None if name[0] in _WILDCARD_HOSTS else name
 
 
 def _listening_socket_of(listener: object) -> socket.socket | None:
