@@ -9,6 +9,7 @@ Timeouts inside tests use trio's autojump clock where they can.
 from __future__ import annotations
 
 import faulthandler
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -36,6 +37,20 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "time_limit(seconds): wall-clock limit for one test (default 20 s)"
     )
+    _let_children_take_ctrl_c()
+
+
+def _let_children_take_ctrl_c() -> None:
+    """Undo an inherited "ignore SIGINT" before any test starts a process.
+
+    A shell starts a background job (``bash .ci/run &`` in a script, nohup)
+    with SIGINT ignored, and an ignored signal stays ignored across exec:
+    every program the tests start would then ignore the Ctrl-C they send it
+    to check a clean stop, and each such test would hang until its timeout.
+    A handled signal is reset to the default in a child, so handling it
+    here gives the children Python's usual KeyboardInterrupt."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
