@@ -432,15 +432,47 @@ async def test_client_ping_interval_closes_with_1011_when_pongs_never_come(
 
 
 async def test_client_ping_interval_keeps_a_quiet_connection_open(nursery: trio.Nursery) -> None:
-    server = await nursery.start(serve_websocket, echo_handler, "127.0.0.1", 0, None)
-    url = f"ws://127.0.0.1:{server.port}/"
-    async with cli(url, "--ping-interval", "0.05") as client:
+    # A pong may take as long as the interval (half a second): wide enough
+    # for two busy processes to exchange one.
+    pings: list[bytes] = []
+    two_pings_answered = trio.Event()
+
+    async def answering_echo_server(stream: trio.SocketStream) -> None:
+        connection = await accept_by_hand(stream, await read_request_head(stream))
+        for _ in range(10_000):
+            data = await stream.receive_some()
+            if not data:
+                return
+            connection.receive_data(data)
+            for event in connection.events():
+                if isinstance(event, Ping):
+                    await stream.send_all(connection.send(event.response()))
+                    pings.append(bytes(event.payload))
+                    if len(pings) == 2:
+                        two_pings_answered.set()
+                elif isinstance(event, TextMessage):
+                    await stream.send_all(connection.send(TextMessage(data=event.data)))
+                elif isinstance(event, CloseConnection):
+                    await stream.send_all(connection.send(event.response()))
+                    await stream.aclose()
+                    return
+
+    listeners = await nursery.start(
+        partial(trio.serve_tcp, answering_echo_server, 0, host="127.0.0.1")
+    )
+    url = f"ws://127.0.0.1:{listeners[0].socket.getsockname()[1]}/"
+    async with cli(url, "--ping-interval", "0.5") as client:
         await connected(client, url)
-        await trio.sleep(0.5)  # several pings answered meanwhile
+        with trio.fail_after(STEP):
+            await two_pings_answered.wait()  # a second without a message
         await client.send_line("still here")
         assert await client.stdout.readline() == "still here"
         await client.end_input()
         assert await client.wait() == 0
+        assert await client.stderr.rest() == [
+            "closed at end of input: code 1000 (NORMAL_CLOSURE)"
+        ]
+    assert len(set(pings)) == len(pings) >= 2
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "soon", "inf", "nan"])
