@@ -1,16 +1,21 @@
 """Shared test fixtures and the per-test time limit.
 
 Every test runs under a wall-clock limit (default 20 s, or the
-``time_limit(seconds)`` marker): a test that hangs dumps every thread's
-stack and ends the run, so a hang can never pass silently or stall CI.
+``time_limit(seconds)`` marker): a test that hangs is named, every thread's
+stack is dumped to the real stderr (not the hung test's capture, which
+nobody would read) and the run ends, so a hang can never pass silently or
+stall CI.
 Timeouts inside tests use trio's autojump clock where they can.
 """
 
 from __future__ import annotations
 
 import faulthandler
+import os
+import signal
 import socket
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -31,22 +36,65 @@ from trio_websocket.testing import memory_pair
 
 DEFAULT_TIME_LIMIT = 20.0
 
+#: Seconds past a test's limit before faulthandler's own watchdog ends the
+#: run, should the hang report's thread not get to run (a C call holding
+#: the GIL).
+WATCHDOG_MARGIN = 5.0
+
+#: A copy of the real stderr for hang reports, taken in pytest_configure,
+#: where pytest's output capture is suspended (during a test, file
+#: descriptor 2 goes to that test's capture).
+_report_fd = -1
+
 
 def pytest_configure(config: pytest.Config) -> None:
+    global _report_fd
     config.addinivalue_line(
         "markers", "time_limit(seconds): wall-clock limit for one test (default 20 s)"
     )
+    _let_children_take_ctrl_c()
+    _report_fd = os.dup(sys.stderr.fileno())
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _report_fd >= 0:
+        os.close(_report_fd)
+
+
+def _let_children_take_ctrl_c() -> None:
+    """Undo an inherited "ignore SIGINT" before any test starts a process.
+
+    A shell starts a background job (``bash .ci/run &`` in a script, nohup)
+    with SIGINT ignored, and an ignored signal stays ignored across exec:
+    every program the tests start would then ignore the Ctrl-C they send it
+    to check a clean stop, and each such test would hang until its timeout.
+    A handled signal is reset to the default in a child, so handling it
+    here gives the children Python's usual KeyboardInterrupt."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
 def _time_limit(request: pytest.FixtureRequest) -> Iterator[None]:
     marker = request.node.get_closest_marker("time_limit")
     seconds = float(marker.args[0]) if marker else DEFAULT_TIME_LIMIT
-    faulthandler.dump_traceback_later(seconds, exit=True, file=sys.stderr)
+    report = threading.Timer(seconds, _report_hang_and_exit, (request.node.nodeid, seconds))
+    report.daemon = True
+    report.start()
+    faulthandler.dump_traceback_later(seconds + WATCHDOG_MARGIN, exit=True, file=_report_fd)
     try:
         yield
     finally:
         faulthandler.cancel_dump_traceback_later()
+        report.cancel()
+
+
+def _report_hang_and_exit(nodeid: str, seconds: float) -> None:
+    # A trio test's stack shows only the event loop: the name is the clue.
+    message = f"\n{nodeid} still running after its {seconds:g} s limit; every thread:\n"
+    os.write(_report_fd, message.encode())
+    faulthandler.dump_traceback(_report_fd, all_threads=True)
+    os._exit(1)
 
 
 async def open_pair(

@@ -225,7 +225,9 @@ async def test_unsubscribe_some_topics_keeps_the_others(nursery: trio.Nursery, h
     assert hub.statistics().subscribers == 0
 
 
-async def test_a_closed_connection_is_forgotten(nursery: trio.Nursery, hub: Hub) -> None:
+async def test_a_closed_connection_is_forgotten(
+    nursery: trio.Nursery, hub: Hub, autojump_clock: trio.testing.MockClock
+) -> None:
     client, server = await open_pair(nursery)
     await hub.subscribe(server, "t")
     await client.aclose()

@@ -127,7 +127,9 @@ async def test_two_receivers_of_one_connection_both_get_messages(
     assert sorted(map(str, got)) == ["one", "two"]
 
 
-async def test_aclose_after_the_reader_ended_returns_at_once(nursery: trio.Nursery) -> None:
+async def test_aclose_after_the_reader_ended_returns_at_once(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
     client, server = await open_pair(nursery)
     await client.aclose()
     with pytest.raises(ConnectionClosed):

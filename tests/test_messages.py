@@ -393,7 +393,9 @@ async def test_reader_stays_parked_while_the_marks_are_still_reached() -> None:
     assert resumed
 
 
-async def test_reader_does_not_wait_when_there_is_room() -> None:
+async def test_reader_does_not_wait_when_there_is_room(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     inbox = Inbox(max_messages=1, read_ahead_bytes=3)
     inbox.put(b"ab")  # one message, below the byte mark
     # wait_for_room must return without parking (a park would never end).

@@ -467,7 +467,9 @@ async def test_stop_during_backoff_returns_without_waiting(
     assert not client.running
 
 
-async def test_stop_before_run_makes_run_return_at_once() -> None:
+async def test_stop_before_run_makes_run_return_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     client = ReconnectingWebSocket("ws://127.0.0.1:1/", read_forever)
     assert repr(client) == (
         "<ReconnectingWebSocket ws://127.0.0.1:1/ not started, attempts=0, "

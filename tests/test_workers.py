@@ -228,7 +228,7 @@ async def test_a_second_signal_stops_a_worker_at_once(
                 "127.0.0.1",
                 0,
                 workers=1,
-                shutdown_timeout=60,
+                shutdown_timeout=3600,
             )
         )
         async with open_websocket_url(f"ws://127.0.0.1:{pool.port}/") as ws:
@@ -239,8 +239,9 @@ async def test_a_second_signal_stops_a_worker_at_once(
             start = trio.current_time()
             pool.signal_workers(signal.SIGTERM)
             await pool.stop()
-            # Not the 60 s of shutdown_timeout, nor a kill after it.
-            assert trio.current_time() - start < 5
+            # Not the hour of shutdown_timeout, nor a kill after it (with
+            # room for a busy machine to end a process).
+            assert trio.current_time() - start < 10
     assert pool.returncodes == (0,)
     assert pool.shutdown_reports == (None,)
 
@@ -503,7 +504,7 @@ def test_a_signal_during_startup_stops_everything_promptly(app_module: str, tmp_
         import sys
         from trio_websocket import run_websocket_workers
         sys.exit(run_websocket_workers(
-            "{app_module}:slow_factory", "127.0.0.1", 0, workers=2, shutdown_timeout=30,
+            "{app_module}:slow_factory", "127.0.0.1", 0, workers=2, shutdown_timeout=3600,
         ))
         """
     )
@@ -522,8 +523,10 @@ def test_a_signal_during_startup_stops_everything_promptly(app_module: str, tmp_
         assert len(pids) == 2
         start = time.monotonic()
         parent.send_signal(signal.SIGTERM)
+        # Not the hour of shutdown_timeout (with room for a busy machine to
+        # end three processes).
         _, stderr = parent.communicate(timeout=10)
-        assert time.monotonic() - start < 5
+        assert time.monotonic() - start < 10
         assert parent.returncode == 0, stderr
         assert not any(running(pid) for pid in pids)
     finally:

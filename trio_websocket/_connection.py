@@ -900,9 +900,15 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         """Have the outbox written without waiting here: by the task holding
         the write turn (it empties the outbox before letting go), else by a
         one-shot flusher task. When no flusher can start (the nursery is
-        gone or closing), the reader's last flush writes the frames, or,
+        gone or closed), the reader's last flush writes the frames, or,
         with ``or_abort``, the connection is given up (for frames that must
-        not wait: the close frame of a message cut short)."""
+        not wait: the close frame of a message cut short) and the frames
+        are dropped.
+
+        A nursery cannot close while the reader, its child, runs, and the
+        reader sets the close reason as it ends; so for a connection still
+        open, only a nursery abandoned by its owner task (trio's "Nursery
+        stack corrupted") gets here (tests/test_flush_without_a_flusher.py)."""
         if self._writing or self._flush_scheduled or not self._outbox:
             return
         if self._nursery is not None:
@@ -910,9 +916,15 @@ class WebSocketConnection(trio.abc.Channel[Message]):
             try:
                 self._nursery.start_soon(self._deferred_flush)
                 return
-            except RuntimeError:  # the nursery is closing
+            except RuntimeError:  # the nursery is closed to new tasks
                 self._flush_scheduled = False
         if or_abort:
+            # Nothing queued will be written. The outbox is not empty, and a
+            # close frame is the last frame ever queued (none follows it),
+            # so a close frame serialized is still in it: none was sent.
+            self._outbox = []
+            self._outbox_bytes = 0
+            self._close_sent = None
             self._abort()
 
     async def _reader_task(self) -> None:
