@@ -44,6 +44,7 @@ from trio_websocket import (
     open_websocket,
     open_websocket_url,
     serve_websocket,
+    wrap_client_stream,
 )
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -797,3 +798,39 @@ async def test_connect_websocket_rejects_bad_use_ssl(nursery: trio.Nursery) -> N
         await connect_websocket(nursery, "127.0.0.1", 1, "/", use_ssl="yes")  # type: ignore[arg-type]
     assert not nursery.child_tasks
 
+
+
+@pytest.mark.parametrize("how", ["connect_websocket", "wrap_client_stream"])
+async def test_a_closed_nursery_is_refused_and_the_connection_is_not_left_open(
+    nursery: trio.Nursery, how: str
+) -> None:
+    """The reader cannot start in a nursery that is already closed: the
+    call raises trio's RuntimeError, and the socket is closed then and
+    there, so the server learns at once (not when the garbage collector
+    gets to the socket)."""
+    seen: list[ConnectionClosed] = []
+    done = trio.Event()
+
+    async def handler(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        try:
+            await ws.get_message()
+        except ConnectionClosed as exc:
+            seen.append(exc)
+        done.set()
+
+    server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
+    async with trio.open_nursery() as closed:
+        pass
+    with pytest.raises(RuntimeError) as raised:
+        if how == "connect_websocket":
+            await connect_websocket(closed, "127.0.0.1", server.port, "/", use_ssl=False)
+        else:
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            await wrap_client_stream(closed, stream, "127.0.0.1", "/")
+    # (The traceback, kept alive here, still holds the connection and its
+    # stream: only closing them on the spot can end the server's wait.)
+    assert raised.value.__traceback__ is not None
+    with trio.fail_after(5):
+        await done.wait()
+    assert seen[0].reason.code == 1006

@@ -31,6 +31,7 @@ from wsproto.extensions import Extension
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import ProtocolError
 
+from ._close import ABNORMAL_CLOSURE, CloseReason
 from ._compression import DeflateConfig
 from ._config import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -364,8 +365,22 @@ async def wrap_client_stream(
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
-    connection._start(nursery)
+    await _start_or_close(connection, stream, nursery)
     return connection
+
+
+async def _start_or_close(
+    connection: WebSocketConnection, stream: trio.abc.Stream, nursery: trio.Nursery
+) -> None:
+    """Start the connection's reader in ``nursery``; if that cannot be
+    (a nursery already closed raises RuntimeError), close the stream
+    before raising, so the server is not left holding the connection."""
+    try:
+        connection._start(nursery)
+    except BaseException:
+        connection._set_close_reason(CloseReason(ABNORMAL_CLOSURE, None))
+        await trio.aclose_forcefully(stream)
+        raise
 
 
 def _follow_redirect(
@@ -446,7 +461,7 @@ async def _connect(
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
-        connection._start(nursery)
+        await _start_or_close(connection, stream, nursery)
         return connection
 
 
