@@ -33,7 +33,10 @@ Rules:
 - ``.socket`` is a trio socket over the same stdlib socket, as on
   ``SocketStream``; made on first use (most connections never ask: the
   endpoints are read with ``getsockname``/``getpeername``, which cost no
-  trio socket and its ``setblocking`` system call).
+  trio socket and its ``setblocking`` system call). An accepted stream
+  knows both addresses without a system call: the peer's from
+  ``accept()``, its own from a listener bound to one address (on a
+  wildcard listener it asks the kernel).
 - A listener that is neither a ``trio.SocketListener`` nor an
   ``SSLListener`` over one (a user's own, a memory listener) is accepted
   from with its own ``accept()``.
