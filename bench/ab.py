@@ -1,6 +1,6 @@
 """A/B comparison of server builds, for working on one change at a time:
-python3.11 bench/ab.py [--scenario handshake|echo] [--size N] [--rounds R]
-    LABEL=TREE[:SCRIPT[:ARGS]] ...
+python3.11 bench/ab.py [--scenario handshake|echo|client] [--size N]
+    [--rounds R] LABEL=TREE[:SCRIPT[:ARGS]] ...
 
 Each LABEL=TREE names a source tree (a checkout or git worktree of this
 repo: its `trio_websocket` is imported through PYTHONPATH) and optionally
@@ -8,10 +8,14 @@ the server script (relative to bench/, default the trio_websocket echo
 server) and its arguments. All servers run side by side; the rounds
 alternate between them, so a busy machine weighs on each the same way.
 Prints the median server CPU per handshake (open + close) or per echoed
-message, from the neutral load generator, like run.py. Needs the `ours`
+message, from the neutral load generator, like run.py; with `--scenario
+client`, the client CPU per message of each tree's client (SCRIPT then
+names a client, default the trio_websocket one) against one neutral
+server. Needs the `ours`
 venv that run.py builds (bench/.venvs/ours)."""
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -19,12 +23,20 @@ import sys
 import time
 from pathlib import Path
 
-from measure import LOG_DIR, BenchError, loadgen
+from measure import LOG_DIR, BenchError, Server, loadgen
 from run import WINDOWS
-from stacks import BENCH
+from stacks import BENCH, NEUTRAL_VENV
 from venvs import python_of
 
 DEFAULT_SCRIPT = "servers/trio_websocket_server.py"
+DEFAULT_CLIENT = "clients/trio_websocket_client.py"
+
+
+def tree_env(tree):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(tree), str(BENCH)])
+    env["PYTHONPYCACHEPREFIX"] = str(BENCH / ".venvs" / "pycache")
+    return env
 
 
 class TreeServer:
@@ -33,9 +45,7 @@ class TreeServer:
     def __init__(self, label, python, tree, script, args):
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"ab-{label}.log"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(tree), str(BENCH)])
-        env["PYTHONPYCACHEPREFIX"] = str(BENCH / ".venvs" / "pycache")
+        env = tree_env(tree)
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
                 [str(python), str(BENCH / script), *args],
@@ -77,11 +87,30 @@ def measure_once(server, scenario, size, duration):
     return res["server_cpu"] / res["msgs"] * 1e6
 
 
+def measure_client(python, tree, script, args, neutral, size, duration):
+    """Client CPU per message of the client `script` from `tree`."""
+    cmd = [str(python), str(BENCH / script), "--url", f"ws://127.0.0.1:{neutral.port}/",
+           "--mode", "echo", "--sizes", str(size), "--windows", str(WINDOWS[size]),
+           "--duration", str(duration), "--warmup", "0.3", "--peer-pid", str(neutral.pid),
+           *args]
+    try:
+        cp = subprocess.run(cmd, capture_output=True, text=True, timeout=60 + 2 * duration,
+                            env=tree_env(tree), cwd=str(BENCH), stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"client timed out: {script}") from exc
+    results = [json.loads(line[7:]) for line in cp.stdout.splitlines()
+               if line.startswith("RESULT ")]
+    if cp.returncode != 0 or not results:
+        raise BenchError(f"client failed: {cp.stderr.strip()[-300:]}")
+    (res,) = results
+    return res["client_cpu"] / res["msgs"] * 1e6
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("specs", nargs="+", metavar="LABEL=TREE[:SCRIPT[:ARGS]]")
-    p.add_argument("--scenario", choices=("handshake", "echo"), default="handshake")
+    p.add_argument("--scenario", choices=("handshake", "echo", "client"), default="handshake")
     p.add_argument("--size", type=int, choices=sorted(WINDOWS), default=16)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=float, default=2.0)
@@ -94,19 +123,31 @@ def main():
         label, _, rest = spec.partition("=")
         tree, _, rest = rest.partition(":")
         script, _, args = rest.partition(":")
-        specs.append((label, Path(tree).resolve(), script or DEFAULT_SCRIPT, args.split()))
+        default = DEFAULT_CLIENT if a.scenario == "client" else DEFAULT_SCRIPT
+        specs.append((label, Path(tree).resolve(), script or default, args.split()))
     samples = {label: [] for label, *_ in specs}
     servers = {}
     try:
-        for label, tree, script, args in specs:
-            servers[label] = TreeServer(label, a.python, tree, script, args)
-        for _ in range(a.rounds):
-            for label, *_ in specs:
-                samples[label].append(measure_once(servers[label], a.scenario, a.size, a.duration))
+        if a.scenario == "client":
+            servers[None] = Server("neutral-ws", python_of(NEUTRAL_VENV), "neutral_server.py",
+                                   ["--mode", "ws"])
+            for _ in range(a.rounds):
+                for label, tree, script, args in specs:
+                    samples[label].append(measure_client(
+                        a.python, tree, script, args, servers[None], a.size, a.duration))
+        else:
+            for label, tree, script, args in specs:
+                servers[label] = TreeServer(label, a.python, tree, script, args)
+            for _ in range(a.rounds):
+                for label, *_ in specs:
+                    samples[label].append(
+                        measure_once(servers[label], a.scenario, a.size, a.duration))
     finally:
         for server in servers.values():
             server.stop()
-    what = "us CPU per handshake" if a.scenario == "handshake" else f"us CPU per {a.size} B echo"
+    what = {"handshake": "us CPU per handshake",
+            "echo": f"us server CPU per {a.size} B echo",
+            "client": f"us client CPU per {a.size} B message"}[a.scenario]
     for label, values in samples.items():
         print(f"{label:14} {statistics.median(values):8.1f} {what}   "
               f"(rounds: {', '.join(f'{v:.1f}' for v in values)})")

@@ -16,8 +16,13 @@ from ._compression import DeflateConfig, compression_config
 DEFAULT_MESSAGE_QUEUE_SIZE = 1
 DEFAULT_MAX_MESSAGE_SIZE = 2**20
 #: Bytes asked of the stream per read. Large reads let one wake-up of the
-#: reader parse many small messages, and a large message arrive in few pieces.
-DEFAULT_RECEIVE_BUFFER_SIZE = 256 * 1024
+#: reader parse many small messages, and a large message arrive in few
+#: pieces. Not larger: every read is a new ``bytes`` of this size, and at
+#: 256 KiB those came from fresh pages of the kernel (malloc hands blocks
+#: that big out of mmap and gives them back): 85-210 page faults per 1 MiB
+#: message a client echoed, 9-21 at 128 KiB, and 20-30% less CPU per
+#: 64 KiB and 1 MiB message on both sides (bench/README.md, issue 3).
+DEFAULT_RECEIVE_BUFFER_SIZE = 128 * 1024
 DEFAULT_CONNECT_TIMEOUT = 60.0
 DEFAULT_DISCONNECT_TIMEOUT = 60.0
 #: Once ``message_queue_size`` messages wait unread, the reader still reads
