@@ -16,14 +16,12 @@ venv that run.py builds (bench/.venvs/ours)."""
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from measure import LOG_DIR, BenchError, Server, loadgen
+from measure import BenchError, Server, child_env, loadgen
 from run import WINDOWS
 from stacks import BENCH, NEUTRAL_VENV
 from venvs import python_of
@@ -32,46 +30,6 @@ DEFAULT_SCRIPT = "servers/trio_websocket_server.py"
 DEFAULT_CLIENT = "clients/trio_websocket_client.py"
 
 
-def tree_env(tree):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(tree), str(BENCH)])
-    env["PYTHONPYCACHEPREFIX"] = str(BENCH / ".venvs" / "pycache")
-    return env
-
-
-class TreeServer:
-    """One server process importing trio_websocket from `tree`."""
-
-    def __init__(self, label, python, tree, script, args):
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        self.log_path = LOG_DIR / f"ab-{label}.log"
-        env = tree_env(tree)
-        with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen(
-                [str(python), str(BENCH / script), *args],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                cwd=str(BENCH))
-        self.pid = self.proc.pid
-        self.port = None
-        deadline = time.monotonic() + 30
-        try:
-            while self.port is None:
-                if self.proc.poll() is not None:
-                    raise BenchError(f"{label} exited: {self.log_path.read_text()[-500:]}")
-                if time.monotonic() > deadline:
-                    raise BenchError(f"{label} did not start in time")
-                for line in self.log_path.read_text().splitlines():
-                    if line.startswith("PORT "):
-                        self.port = int(line.split()[1])
-                time.sleep(0.05)
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
 
 
 def measure_once(server, scenario, size, duration):
@@ -95,7 +53,7 @@ def measure_client(python, tree, script, args, neutral, size, duration):
            *args]
     try:
         cp = subprocess.run(cmd, capture_output=True, text=True, timeout=60 + 2 * duration,
-                            env=tree_env(tree), cwd=str(BENCH), stdin=subprocess.DEVNULL)
+                            env=child_env(True, tree), cwd=str(BENCH), stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired as exc:
         raise BenchError(f"client timed out: {script}") from exc
     results = [json.loads(line[7:]) for line in cp.stdout.splitlines()
@@ -137,7 +95,8 @@ def main():
                         a.python, tree, script, args, servers[None], a.size, a.duration))
         else:
             for label, tree, script, args in specs:
-                servers[label] = TreeServer(label, a.python, tree, script, args)
+                servers[label] = Server(f"ab-{label}", a.python, script, args,
+                                        uses_repo=True, repo=tree)
             for _ in range(a.rounds):
                 for label, *_ in specs:
                     samples[label].append(

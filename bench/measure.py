@@ -24,9 +24,11 @@ EXPECTED = (BenchError, OSError, ValueError, KeyError, ArithmeticError,
             subprocess.SubprocessError)
 
 
-def child_env(uses_repo):
+def child_env(uses_repo, repo=REPO):
+    """The environment of a child: bench/ on its path, and the source tree
+    `repo` (this checkout unless told) when it imports trio_websocket."""
     env = dict(os.environ)
-    paths = ([str(REPO)] if uses_repo else []) + [str(BENCH)]
+    paths = ([str(repo)] if uses_repo else []) + [str(BENCH)]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     # keep bytecode caches out of the repo tree
     env["PYTHONPYCACHEPREFIX"] = str(BENCH / ".venvs" / "pycache")
@@ -38,14 +40,14 @@ class Server:
     """A server process under test (or the neutral server)."""
 
     def __init__(self, name, python, script, args=(), uses_repo=False,
-                 start_timeout=30.0):
+                 start_timeout=30.0, repo=REPO):
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"{name}.log"
         with open(self.log_path, "w") as log:  # the child keeps its copy
             self.proc = subprocess.Popen(
                 [str(python), str(BENCH / script), *args],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                env=child_env(uses_repo), cwd=str(BENCH))
+                env=child_env(uses_repo, repo), cwd=str(BENCH))
         self.pid = self.proc.pid
         self.port = None
         deadline = time.monotonic() + start_timeout

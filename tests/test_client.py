@@ -521,7 +521,12 @@ async def test_block_error_and_close_timeout_raise_one_exception_chaining_both(
     assert not any(isinstance(exc, BaseExceptionGroup) for exc in chain)
 
 
-async def test_closing_the_block_closes_cleanly_with_1000(nursery: trio.Nursery) -> None:
+async def start_close_watching_server(
+    nursery: trio.Nursery,
+) -> tuple[WebSocketServer, list[ConnectionClosed], trio.Event]:
+    """A server whose handler accepts, waits for a message, and records the
+    ``ConnectionClosed`` that ends the wait (in the list; the Event is set
+    once the handler is done)."""
     seen: list[ConnectionClosed] = []
     done = trio.Event()
 
@@ -534,6 +539,11 @@ async def test_closing_the_block_closes_cleanly_with_1000(nursery: trio.Nursery)
         done.set()
 
     server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
+    return server, seen, done
+
+
+async def test_closing_the_block_closes_cleanly_with_1000(nursery: trio.Nursery) -> None:
+    server, seen, done = await start_close_watching_server(nursery)
     with trio.fail_after(10):
         async with open_websocket_url(f"ws://127.0.0.1:{server.port}/") as ws:
             pass
@@ -808,18 +818,7 @@ async def test_a_closed_nursery_is_refused_and_the_connection_is_not_left_open(
     call raises trio's RuntimeError, and the socket is closed then and
     there, so the server learns at once (not when the garbage collector
     gets to the socket)."""
-    seen: list[ConnectionClosed] = []
-    done = trio.Event()
-
-    async def handler(request: WebSocketRequest) -> None:
-        ws = await request.accept()
-        try:
-            await ws.get_message()
-        except ConnectionClosed as exc:
-            seen.append(exc)
-        done.set()
-
-    server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
+    server, seen, done = await start_close_watching_server(nursery)
     async with trio.open_nursery() as closed:
         pass
     with pytest.raises(RuntimeError) as raised:
