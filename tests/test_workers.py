@@ -193,20 +193,30 @@ async def test_stop_collects_each_workers_shutdown_report(
     assert all(r.levelno == logging.INFO for r in caplog.records if "shut down:" in r.getMessage())
 
 
+async def start_stubborn_worker(
+    nursery: trio.Nursery, app_module: str, *, shutdown_timeout: float
+) -> WorkerPool:
+    """One worker whose handler (``stubborn`` in the app module) says
+    "ready", then goes on after its connection closed until cancelled;
+    ``shutdown_timeout`` is the grace period it gets."""
+    pool: WorkerPool = await nursery.start(
+        partial(
+            serve_websocket_workers,
+            f"{app_module}:stubborn",
+            "127.0.0.1",
+            0,
+            workers=1,
+            shutdown_timeout=shutdown_timeout,
+        )
+    )
+    return pool
+
+
 async def test_a_handler_still_running_at_the_deadline_is_cancelled(
     nursery: trio.Nursery, app_module: str
 ) -> None:
     with trio.fail_after(15):
-        pool: WorkerPool = await nursery.start(
-            partial(
-                serve_websocket_workers,
-                f"{app_module}:stubborn",
-                "127.0.0.1",
-                0,
-                workers=1,
-                shutdown_timeout=0.5,
-            )
-        )
+        pool = await start_stubborn_worker(nursery, app_module, shutdown_timeout=0.5)
         async with open_websocket_url(f"ws://127.0.0.1:{pool.port}/") as ws:
             assert await ws.get_message() == "ready"
             await pool.stop()
@@ -221,16 +231,7 @@ async def test_a_second_signal_stops_a_worker_at_once(
     nursery: trio.Nursery, app_module: str
 ) -> None:
     with trio.fail_after(15):
-        pool: WorkerPool = await nursery.start(
-            partial(
-                serve_websocket_workers,
-                f"{app_module}:stubborn",
-                "127.0.0.1",
-                0,
-                workers=1,
-                shutdown_timeout=3600,
-            )
-        )
+        pool = await start_stubborn_worker(nursery, app_module, shutdown_timeout=3600)
         async with open_websocket_url(f"ws://127.0.0.1:{pool.port}/") as ws:
             assert await ws.get_message() == "ready"
             pool.signal_workers(signal.SIGTERM)
