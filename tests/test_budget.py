@@ -30,7 +30,7 @@ from trio_websocket import (
     wrap_server_stream,
 )
 from trio_websocket._config import ConnectionOptions
-from trio_websocket._messages import Inbox
+from trio_websocket._messages import ITEM_COST, Inbox
 
 ROLES = ["client", "server"]
 
@@ -401,11 +401,24 @@ async def test_serve_websocket_refuses_a_bad_budget_before_listening(
 
 
 def test_inbox_cap_stops_the_reader_whatever_the_message_count() -> None:
-    inbox = Inbox(max_messages=1000, read_ahead_bytes=100, max_bytes=50)
-    inbox.put(b"x" * 49)
+    # Each waiting message costs its size plus ITEM_COST.
+    inbox = Inbox(max_messages=1000, read_ahead_bytes=1000, max_bytes=ITEM_COST + 50)
+    assert not inbox.put(b"x" * 49)
     assert not inbox.reader_must_wait()
-    inbox.put(b"x")
+    inbox = Inbox(max_messages=1000, read_ahead_bytes=1000, max_bytes=ITEM_COST + 50)
+    assert inbox.put(b"x" * 50)
     assert inbox.reader_must_wait()
+
+
+def test_empty_messages_use_up_the_budget() -> None:
+    # An empty message is not free: a flood of them stops the reader.
+    inbox = Inbox(max_messages=1, read_ahead_bytes=256 * 1024, max_bytes=1024)
+    puts = 0
+    while not inbox.put(b""):
+        puts += 1
+        assert puts < 100
+    assert puts == 1024 // ITEM_COST - 1
+    assert len(inbox) == 1024 // ITEM_COST
 
 
 def test_inbox_cap_lowers_the_read_ahead_to_itself() -> None:

@@ -8,6 +8,7 @@ import trio
 import trio.testing
 
 from trio_websocket._messages import (
+    ITEM_COST,
     Inbox,
     InboxClosed,
     MessageAssembler,
@@ -201,7 +202,8 @@ def test_reader_reads_on_while_below_the_message_mark() -> None:
 
 
 def test_reader_reads_on_while_below_the_byte_mark() -> None:
-    inbox = Inbox(max_messages=1, read_ahead_bytes=10)
+    # (Each waiting message costs its size plus ITEM_COST.)
+    inbox = Inbox(max_messages=1, read_ahead_bytes=10 * (1 + ITEM_COST))
     for _ in range(9):
         inbox.put(b"x")  # many messages, 9 bytes
         assert not inbox.reader_must_wait()
@@ -219,7 +221,7 @@ async def test_taking_a_message_lets_the_reader_read_again() -> None:
 
 
 def test_zero_max_messages_bounds_by_bytes_only() -> None:
-    inbox = Inbox(max_messages=0, read_ahead_bytes=5)
+    inbox = Inbox(max_messages=0, read_ahead_bytes=5 + 2 * ITEM_COST)
     assert not inbox.reader_must_wait()
     inbox.put(b"1234")
     assert not inbox.reader_must_wait()
@@ -396,7 +398,7 @@ async def test_reader_stays_parked_while_the_marks_are_still_reached() -> None:
 async def test_reader_does_not_wait_when_there_is_room(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    inbox = Inbox(max_messages=1, read_ahead_bytes=3)
+    inbox = Inbox(max_messages=1, read_ahead_bytes=3 + ITEM_COST)
     inbox.put(b"ab")  # one message, below the byte mark
     # wait_for_room must return without parking (a park would never end).
     with trio.fail_after(1):

@@ -31,7 +31,7 @@ from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong
 
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 from trio_websocket._config import READ_AHEAD_BYTES
-from trio_websocket._messages import Inbox, InboxClosed
+from trio_websocket._messages import ITEM_COST, Inbox, InboxClosed
 
 ROLES = ["client", "server"]
 
@@ -875,7 +875,7 @@ def test_inbox_refuses_pieces_past_the_limit_in_utf8_bytes() -> None:
 
 
 def test_inbox_stops_the_reader_at_the_read_ahead_of_pieces() -> None:
-    inbox = Inbox(max_messages=100, read_ahead_bytes=10)
+    inbox = Inbox(max_messages=100, read_ahead_bytes=10 + 2 * ITEM_COST)
     inbox.start_pieces([], None)
     inbox.put_piece(b"x" * 9, False)
     assert not inbox.reader_must_wait()

@@ -34,6 +34,11 @@ READ_AHEAD_BYTES = 256 * 1024
 #: written with the rest of a batch (see ``_connection``); also the size
 #: above which frames are written one by one rather than joined.
 COALESCE_BYTES = 64 * 1024
+#: The reader parses no further while the outbox holds this many bytes
+#: (each frame counted with a little overhead): the pongs and close echo it
+#: queues for a peer that sends but does not read wait there, and past this
+#: the reader stops until they are written, so TCP pushes back on the peer.
+OUTBOX_LIMIT = 64 * 1024
 #: How long a protocol failure waits for the application to take the
 #: messages that arrived before it (and reply) before the close frame goes.
 PROTOCOL_ERROR_GRACE = 1.0
@@ -123,6 +128,10 @@ class ConnectionOptions:
         read-ahead bound.
     compression: permessage-deflate settings (offered by a client,
         accepted by a server), or None for no compression.
+    close_timeout: the longest :meth:`WebSocketConnection.aclose` waits
+        (for its turn to write the close frame, then for the peer's
+        answer) before it drops the connection; the entry point's
+        ``disconnect_timeout``.
     """
 
     message_queue_size: int = DEFAULT_MESSAGE_QUEUE_SIZE
@@ -132,6 +141,7 @@ class ConnectionOptions:
     ping_timeout: float | None = None
     max_buffered_bytes: int | None = None
     compression: DeflateConfig | None = None
+    close_timeout: float = DEFAULT_DISCONNECT_TIMEOUT
 
     @classmethod
     def build(
@@ -144,6 +154,7 @@ class ConnectionOptions:
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
         compression: object = None,
+        close_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
     ) -> ConnectionOptions:
         """Validate the public arguments and return the record."""
         if receive_buffer_size is None:
@@ -159,4 +170,5 @@ class ConnectionOptions:
             ping_timeout=timeout,
             max_buffered_bytes=max_buffered_bytes,
             compression=compression_config(compression),
+            close_timeout=check_timeout("close_timeout", close_timeout),
         )

@@ -88,6 +88,7 @@ from ._compression import DeflateParameters
 from ._config import (
     CLOSE_GRACE,
     COALESCE_BYTES,
+    OUTBOX_LIMIT,
     PROTOCOL_ERROR_GRACE,
     READ_AHEAD_BYTES,
     ConnectionOptions,
@@ -103,9 +104,10 @@ from ._fastpath import (
 )
 from ._framing import MASKED, frame_header
 from ._keepalive import keep_alive
-from ._log import log_closed, log_opened, with_frame_logging
+from ._log import log_close_abandoned, log_closed, log_opened, with_frame_logging
 from ._masking import apply_mask, next_mask_key
 from ._messages import (
+    ITEM_COST,
     Inbox,
     InboxClosed,
     Message,
@@ -195,6 +197,7 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         "_options",
         "_outbox",
         "_outbox_bytes",
+        "_parse_paused",
         "_path",
         "_pings",
         "_plain_frames",
@@ -285,6 +288,10 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         # closing handshake is over or the parser has given up.
         self._stop_reading = False
         self._draining = False
+        # Parsing stopped part-way through a read because a budget was
+        # reached (the inbox's, or the outbox's): the rest of the read waits
+        # in wsproto's buffer and is parsed before anything more is read.
+        self._parse_paused = False
         self._reader_scope = trio.CancelScope()
         # Set once the reader has closed the stream; the Event is made only
         # for a task that has to wait for that (most connections never
@@ -549,8 +556,15 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         """Close the connection: send a close frame with ``code`` and
         ``reason``, wait for the peer's, then close the stream.
 
-        Idempotent: later calls wait for the same close to finish. If this is
-        cancelled, the stream is closed at once without the handshake.
+        Idempotent: later calls wait for the same close to finish. The wait
+        is bounded: after the entry point's ``disconnect_timeout`` (for the
+        turn to write the close frame, behind a send stuck on a peer that
+        does not read, and then for the peer's answer) the connection is
+        dropped without the handshake. If this is cancelled, the stream is
+        closed at once without the handshake. Either way, what happened is
+        in :attr:`close_sent` (None: our close frame never went out, and
+        :attr:`closed` then says 1006, ``ABNORMAL_CLOSURE``) and
+        :attr:`close_received` (None: the peer never answered).
 
         :param keep_receiving: by default, messages not yet read are dropped
             and :meth:`get_message` raises at once. With ``True``, they stay
@@ -567,19 +581,40 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         if not keep_receiving:
             self._inbox.close(discard=True)
         self._enact_failure()
+        ours = self._close_reason is None
         try:
-            if self._close_reason is None:
-                self._set_close_reason(CloseReason(code, reason), keep_receiving)
-                if code in _LOCAL_ONLY_CODES:
-                    code = 1000
-                try:
-                    await self._send(CloseConnection(code=code, reason=reason))
-                except ConnectionClosed:
-                    pass
-            await self._wait_reader_ended()
+            with trio.move_on_after(self._options.close_timeout) as bound:
+                if self._close_reason is None:
+                    self._set_close_reason(CloseReason(code, reason), keep_receiving)
+                    if code in _LOCAL_ONLY_CODES:
+                        code = 1000
+                    try:
+                        await self._send(CloseConnection(code=code, reason=reason))
+                    except ConnectionClosed:
+                        pass
+                await self._wait_reader_ended()
         except BaseException:
-            self._abort()
+            self._give_up_closing(ours, "cancelled")
             raise
+        if bound.cancelled_caught:
+            self._give_up_closing(ours, "timed out")
+
+    def _give_up_closing(self, ours: bool, why: str) -> None:
+        """Closing did not finish: drop the connection. If it was our close
+        and its frame never went out (nor did the peer's come in), the
+        close reason says so instead of claiming the code we meant to
+        send."""
+        if not self._reader_ended:
+            log_close_abandoned(self, why, frame_sent=self._close_sent is not None)
+        if (
+            ours
+            and self._close_sent is None
+            and self._close_received is None
+            and self._close_reason is not None
+            and self._close_reason.code != ABNORMAL_CLOSURE
+        ):
+            self._close_reason = CloseReason(ABNORMAL_CLOSURE, f"close frame not sent ({why})")
+        self._abort()
 
     async def _wait_reader_ended(self) -> None:
         if self._reader_ended:
@@ -607,6 +642,13 @@ class WebSocketConnection(trio.abc.Channel[Message]):
             self._write_waiters.unpark()
         else:
             self._writing = False
+
+    def _outbox_full(self) -> bool:
+        """Whether the outbox holds so much (``OUTBOX_LIMIT``, each frame
+        costing ``ITEM_COST`` more than its bytes) that the reader must
+        parse no further until it is written: pongs and close echoes for a
+        peer that sends but does not read must not pile up."""
+        return self._outbox_bytes + ITEM_COST * len(self._outbox) >= OUTBOX_LIMIT
 
     def _queue_frame(self, data: bytes | bytearray) -> None:
         self._outbox.append(data)
@@ -938,7 +980,9 @@ class WebSocketConnection(trio.abc.Channel[Message]):
                 max_bytes = self._options.receive_buffer_size
                 self._dispatch()  # events parsed from bytes that came with the handshake
                 while not self._stop_reading:
-                    if self._outbox and not self._writing:
+                    if self._outbox and (not self._writing or self._outbox_full()):
+                        # (Behind another writer stuck on a peer that does
+                        # not read, this waits: the reader reads no more.)
                         try:
                             await self._flush_outbox()
                         except ConnectionClosed:
@@ -949,6 +993,11 @@ class WebSocketConnection(trio.abc.Channel[Message]):
                         continue
                     if inbox.reader_must_wait():
                         await inbox.wait_for_room()
+                        continue
+                    if self._parse_paused:
+                        self._parse_paused = False
+                        if not self._draining:
+                            self._dispatch()
                         continue
                     try:
                         data = await stream.receive_some(max_bytes)
@@ -1028,6 +1077,9 @@ class WebSocketConnection(trio.abc.Channel[Message]):
                             f"message exceeds {inbox.piece_limit} bytes",
                             parser_done=False,
                         )
+                    elif inbox.reader_must_wait():
+                        self._parse_paused = True
+                        break
                     pieces_wanted = inbox.takes_pieces
                     continue
                 if (
@@ -1036,8 +1088,10 @@ class WebSocketConnection(trio.abc.Channel[Message]):
                     and not assembler.in_progress
                     and len(data) <= limit
                 ):
-                    inbox.put(data)
                     received += 1
+                    if inbox.put(data):
+                        self._parse_paused = True  # the inbox's budget is reached
+                        break
                     continue
                 try:
                     message = assembler.feed(data, event.message_finished)  # type: ignore[attr-defined]
@@ -1047,11 +1101,16 @@ class WebSocketConnection(trio.abc.Channel[Message]):
                     )
                     continue
                 if message is not None:
-                    inbox.put(message)
                     received += 1
+                    if inbox.put(message):
+                        self._parse_paused = True
+                        break
             elif kind is Ping:
                 if self._proto.state is _OPEN:
                     self._queue_frame(self._proto.send(Pong(event.payload)))  # type: ignore[attr-defined]
+                    if self._outbox_full():
+                        self._parse_paused = True  # written before more is parsed
+                        break
             elif kind is Pong:
                 self._pings.pong_received(event.payload, trio.current_time())  # type: ignore[attr-defined]
             elif kind is CloseConnection:

@@ -4,6 +4,8 @@ Rules:
 - INFO: one record when a connection opens (side, endpoints, path,
   subprotocol) and one when its close is decided (code, reason, and who
   closed: us, the peer, or a lost connection). Nothing per message.
+  A close that could not finish its handshake (timed out, cancelled)
+  gets one more INFO record saying so and whether our close frame went out.
 - ERROR: an exception raised by a server's handler, with its traceback.
 - The logger has a ``NullHandler``: nothing is printed unless the
   application configures logging.
@@ -103,6 +105,18 @@ def log_closed(connection: Connection, reason: CloseReason, *, by_peer: bool) ->
             reason.code,
             reason.name,
             f", reason {reason.reason!r}" if reason.reason else "",
+            extra=_extra(connection),
+        )
+
+
+def log_close_abandoned(connection: Connection, why: str, *, frame_sent: bool) -> None:
+    """INFO: closing gave up waiting (``why``) and dropped the stream."""
+    if logger.isEnabledFor(logging.INFO):
+        logger.info(
+            "%s closing handshake not completed (%s): %s; connection dropped",
+            connection,
+            why,
+            "our close frame was sent" if frame_sent else "our close frame was never sent",
             extra=_extra(connection),
         )
 

@@ -6,11 +6,22 @@ Rules:
   number of receivers; it never awaits anything but its own parking lots.
 - Sizes are bytes on the wire: UTF-8 bytes for text, never characters.
 - Flow control has two marks and a cap: the reader may read on while fewer
-  than ``max_messages`` messages wait *or* they hold fewer than
-  ``read_ahead_bytes``, and in any case only while they hold fewer than
-  ``max_bytes`` (the user's byte budget; None: no cap). Only data is held
-  back this way; control frames are handled by the reader as soon as they
-  are parsed.
+  than ``max_messages`` messages wait *or* they cost less than
+  ``read_ahead_bytes``, and in any case only while they cost less than
+  ``max_bytes`` (the user's byte budget; None: no cap). A waiting message
+  (or streamed piece) costs its size plus ``ITEM_COST``, so even empty
+  messages use up the budget: the count of waiting items is bounded too.
+  Only data is held back this way; control frames are handled by the
+  reader as soon as they are parsed.
+- The budget holds within one read: :meth:`Inbox.put` says when it is
+  reached, and the reader then stops *parsing* (the rest of the read waits,
+  unparsed, in the protocol's buffer) until the application catches up.
+  So the inbox goes past its budget by at most one message, however many
+  small messages (or compressed ones, each inflating to
+  ``max_message_size``) one read holds.
+- A message in many fragments costs no more memory than its size: past
+  ``MAX_PARTS`` pieces the assembler joins them into one growing buffer
+  (a bytes object per 1-byte fragment would cost ~40 times the payload).
 - Streamed receive: one message at a time may be handed over in pieces
   instead of whole. The inbox then holds its pieces (which count like a full
   queue: the reader stops at ``read_ahead_bytes`` of them, or the cap) and
@@ -34,6 +45,15 @@ from ._waiters import Waiters
 
 Message = str | bytes
 
+#: What a waiting message or streamed piece costs in the inbox's budget
+#: beyond its payload: roughly what CPython spends on a small ``bytes`` or
+#: ``str`` and its slot in the queue. Without it an empty message would be
+#: free, and a flood of them could grow the inbox without limit.
+ITEM_COST = 64
+#: The most pieces the assembler keeps as a list before joining them into
+#: one buffer (see the module rules).
+MAX_PARTS = 64
+
 
 class MessageTooBig(Exception):
     """A message grew past the connection's ``max_message_size``."""
@@ -53,19 +73,27 @@ def wire_size(message: Message) -> int:
 
 class MessageAssembler:
     """Joins the pieces of a fragmented message, counting its size in bytes
-    (UTF-8 bytes for text) against ``limit`` as the pieces arrive."""
+    (UTF-8 bytes for text) against ``limit`` as the pieces arrive.
 
-    __slots__ = ("_limit", "_parts", "_size")
+    Up to ``MAX_PARTS`` pieces are kept as they came and joined once at the
+    end (the usual case: a few large pieces, no extra copy). Past that the
+    message so far goes into one ``bytearray`` (text as UTF-8, decoded at
+    the end), which then grows by each piece: memory stays about the
+    message's size however small the fragments."""
+
+    __slots__ = ("_joined", "_joined_text", "_limit", "_parts", "_size")
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._parts: list[Message] = []
+        self._joined: bytearray | None = None
+        self._joined_text = False
         self._size = 0
 
     @property
     def in_progress(self) -> bool:
         """Whether part of a message has been received."""
-        return bool(self._parts)
+        return bool(self._parts) or self._joined is not None
 
     @property
     def room(self) -> int:
@@ -83,12 +111,19 @@ class MessageAssembler:
         if self._size > self._limit:
             self.reset()
             raise MessageTooBig(self._limit)
+        joined = self._joined
+        if joined is not None:
+            if piece:
+                joined += piece.encode("utf-8") if isinstance(piece, str) else piece
+            return self._finish_joined() if finished else None
         if finished and not self._parts:
             self._size = 0
             return piece
         if piece:
             self._parts.append(piece)
         if not finished:
+            if len(self._parts) >= MAX_PARTS:
+                self._join_parts()
             return None
         parts = self._parts
         self.reset()
@@ -96,15 +131,38 @@ class MessageAssembler:
             return "".join(parts)  # type: ignore[arg-type]
         return b"".join(parts)  # type: ignore[arg-type]
 
+    def _join_parts(self) -> None:
+        parts = self._parts
+        self._joined_text = isinstance(parts[0], str)
+        if self._joined_text:
+            self._joined = bytearray("".join(parts).encode("utf-8"))  # type: ignore[arg-type]
+        else:
+            self._joined = bytearray(b"".join(parts))  # type: ignore[arg-type]
+        self._parts = []
+
+    def _joined_message(self) -> Message:
+        joined = self._joined
+        assert joined is not None
+        # (wsproto checked the UTF-8 piece by piece; it decodes as it came.)
+        return joined.decode("utf-8") if self._joined_text else bytes(joined)
+
+    def _finish_joined(self) -> Message:
+        message = self._joined_message()
+        self.reset()
+        return message
+
     def reset(self) -> None:
         """Forget any partial message."""
         self._parts = []
+        self._joined = None
         self._size = 0
 
     def take_parts(self) -> list[Message]:
         """Hand over the pieces of the partial message received so far (to
         be streamed from here on) and forget it."""
         parts = self._parts
+        if self._joined is not None:
+            parts = [self._joined_message()]
         self.reset()
         return parts
 
@@ -203,29 +261,38 @@ class Inbox:
         """How many whole messages wait."""
         return len(self._items) - self._head
 
-    def put(self, message: Message) -> None:
-        """Queue a message; call :meth:`wake_receivers` after a batch."""
-        if not self._closed:
-            self._items.append(message)
-            # ``isascii`` is O(1) for str; bytes never get that far.
-            if message.__class__ is bytes or message.isascii():
-                self._bytes += len(message)
-            else:
-                self._bytes += wire_size(message)
+    def put(self, message: Message) -> bool:
+        """Queue a message; call :meth:`wake_receivers` after a batch.
+        Returns :meth:`reader_must_wait`: True once the budget is reached,
+        when the reader must parse no further (see the module rules)."""
+        if self._closed:
+            return False
+        self._items.append(message)
+        # ``isascii`` is O(1) for str; bytes never get that far.
+        if message.__class__ is bytes or message.isascii():
+            self._bytes += len(message)
+        else:
+            self._bytes += wire_size(message)
+        return self.reader_must_wait()
 
     def wake_receivers(self) -> None:
         if self._receivers:
             self._receivers.unpark_all()
 
     def reader_must_wait(self) -> bool:
-        """Whether the reader should stop reading until data is taken."""
+        """Whether the reader should stop reading (and parsing) until data
+        is taken."""
         if self._closed:
             return False
-        buffered = self._bytes
-        if buffered >= self._max_bytes:
+        waiting = len(self._items) - self._head
+        pieces = self._pieces
+        if pieces:
+            waiting += len(pieces)
+        cost = self._bytes + ITEM_COST * waiting
+        if cost >= self._max_bytes:
             return True
-        return buffered >= self._read_ahead_bytes and (
-            bool(self._pieces) or len(self._items) - self._head >= self._max_messages
+        return cost >= self._read_ahead_bytes and (
+            bool(pieces) or waiting >= self._max_messages
         )
 
     async def wait_for_room(self) -> None:
