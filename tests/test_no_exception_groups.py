@@ -317,7 +317,7 @@ CLIENT_SCENARIOS: list[tuple[Scenario, type[BaseException] | None]] = [
     (open_connect_timeout, ConnectionTimeout),
     (open_disconnect_timeout, DisconnectionTimeout),
     (open_user_error, KeyError),
-    (open_user_error_and_disconnect_timeout, DisconnectionTimeout),
+    (open_user_error_and_disconnect_timeout, KeyError),  # the block's error, as itself
     (open_peer_closes_then_get_message, ConnectionClosed),
     (open_keepalive_timeout, ConnectionClosed),
     (open_cancelled_while_connecting, None),

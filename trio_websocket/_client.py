@@ -31,7 +31,7 @@ from wsproto.extensions import Extension
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import ProtocolError
 
-from ._close import ABNORMAL_CLOSURE, CloseReason
+from ._close import ABNORMAL_CLOSURE, GOING_AWAY, NORMAL_CLOSURE, CloseReason
 from ._compression import DeflateConfig
 from ._config import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -722,6 +722,8 @@ async def open_websocket(
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         compression=compression,
+        close_timeout=disconnect_timeout,
+        close_on_cancel=True,
     )
     user_error: BaseException | None = None
     internal_error: BaseException | None = None
@@ -756,13 +758,7 @@ async def open_websocket(
                     # Held here and raised below, outside the nursery, so it
                     # is not wrapped in an ExceptionGroup.
                     user_error = exc
-                try:
-                    with trio.fail_after(disconnect_timeout):
-                        await connection.aclose()
-                except trio.TooSlowError:
-                    raise DisconnectionTimeout(
-                        f"closing handshake took longer than {disconnect_timeout} s"
-                    ) from None
+                await _close_on_exit(connection, user_error, disconnect_timeout)
     except BaseException as exc:
         internal_error = exc
     error = combine(user_error, internal_error)
@@ -771,6 +767,27 @@ async def open_websocket(
             raise error
         finally:
             del error, user_error, internal_error
+
+
+async def _close_on_exit(
+    connection: WebSocketConnection, user_error: BaseException | None, timeout: float
+) -> None:
+    """Close the connection as the ``open_websocket`` block exits, within
+    ``timeout``. After a cancellation the close is shielded (it is a
+    bounded best effort: the reader's own close on cancellation is bounded
+    by ``CLOSE_GRACE``) and says 1001, going away. A close that times out
+    raises :exc:`DisconnectionTimeout`, unless the block raised: then the
+    block's exception is what the caller sees, as itself."""
+    cancelled = isinstance(user_error, trio.Cancelled)
+    with trio.CancelScope(shield=cancelled):
+        try:
+            with trio.fail_after(timeout):
+                await connection.aclose(GOING_AWAY if cancelled else NORMAL_CLOSURE)
+        except trio.TooSlowError:
+            if user_error is None:
+                raise DisconnectionTimeout(
+                    f"closing handshake took longer than {timeout} s"
+                ) from None
 
 
 @asynccontextmanager

@@ -132,6 +132,11 @@ class ConnectionOptions:
         (for its turn to write the close frame, then for the peer's
         answer) before it drops the connection; the entry point's
         ``disconnect_timeout``.
+    close_on_cancel: whether a cancellation of the connection's nursery
+        closes it with 1001 (shielded, within ``CLOSE_GRACE``) instead of
+        dropping it at once: for the connections of ``open_websocket``,
+        whose block a cancellation leaves (the caller cannot close them
+        first, as it can a connection in a nursery of its own).
     """
 
     message_queue_size: int = DEFAULT_MESSAGE_QUEUE_SIZE
@@ -142,6 +147,7 @@ class ConnectionOptions:
     max_buffered_bytes: int | None = None
     compression: DeflateConfig | None = None
     close_timeout: float = DEFAULT_DISCONNECT_TIMEOUT
+    close_on_cancel: bool = False
 
     @classmethod
     def build(
@@ -155,6 +161,7 @@ class ConnectionOptions:
         ping_timeout: float | None = None,
         compression: object = None,
         close_timeout: float = DEFAULT_DISCONNECT_TIMEOUT,
+        close_on_cancel: bool = False,
     ) -> ConnectionOptions:
         """Validate the public arguments and return the record."""
         if receive_buffer_size is None:
@@ -171,4 +178,5 @@ class ConnectionOptions:
             max_buffered_bytes=max_buffered_bytes,
             compression=compression_config(compression),
             close_timeout=check_timeout("close_timeout", close_timeout),
+            close_on_cancel=close_on_cancel,
         )

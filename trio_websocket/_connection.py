@@ -594,7 +594,10 @@ class WebSocketConnection(trio.abc.Channel[Message]):
                         pass
                 await self._wait_reader_ended()
         except BaseException:
-            self._give_up_closing(ours, "cancelled")
+            # (A deadline passed, such as open_websocket's disconnect_timeout,
+            # or a plain cancellation.)
+            late = trio.current_effective_deadline() <= trio.current_time()
+            self._give_up_closing(ours, "timed out" if late else "cancelled")
             raise
         if bound.cancelled_caught:
             self._give_up_closing(ours, "timed out")
@@ -972,50 +975,55 @@ class WebSocketConnection(trio.abc.Channel[Message]):
     async def _reader_task(self) -> None:
         closed = False
         try:
-            with self._reader_scope as scope:
-                # (The loop is inline, not a method of its own: that would
-                # be one more frame kept by every idle connection.)
-                stream = self._stream
-                inbox = self._inbox
-                max_bytes = self._options.receive_buffer_size
-                self._dispatch()  # events parsed from bytes that came with the handshake
-                while not self._stop_reading:
-                    if self._outbox and (not self._writing or self._outbox_full()):
-                        # (Behind another writer stuck on a peer that does
-                        # not read, this waits: the reader reads no more.)
+            try:
+                with self._reader_scope as scope:
+                    # (The loop is inline, not a method of its own: that would
+                    # be one more frame kept by every idle connection.)
+                    stream = self._stream
+                    inbox = self._inbox
+                    max_bytes = self._options.receive_buffer_size
+                    self._dispatch()  # events parsed from bytes that came with the handshake
+                    while not self._stop_reading:
+                        if self._outbox and (not self._writing or self._outbox_full()):
+                            # (Behind another writer stuck on a peer that does
+                            # not read, this waits: the reader reads no more.)
+                            try:
+                                await self._flush_outbox()
+                            except ConnectionClosed:
+                                break
+                            continue
+                        if self._failure is not None:
+                            await self._wait_then_enact_failure()
+                            continue
+                        if inbox.reader_must_wait():
+                            await inbox.wait_for_room()
+                            continue
+                        if self._parse_paused:
+                            self._parse_paused = False
+                            if not self._draining:
+                                self._dispatch()
+                            continue
                         try:
-                            await self._flush_outbox()
-                        except ConnectionClosed:
+                            data = await stream.receive_some(max_bytes)
+                        except STREAM_ERRORS:
                             break
-                        continue
-                    if self._failure is not None:
-                        await self._wait_then_enact_failure()
-                        continue
-                    if inbox.reader_must_wait():
-                        await inbox.wait_for_room()
-                        continue
-                    if self._parse_paused:
-                        self._parse_paused = False
+                        if not data:
+                            break
+                        self._bytes_received += len(data)
                         if not self._draining:
+                            self._proto.receive_data(data)  # type: ignore[arg-type]
                             self._dispatch()
-                        continue
-                    try:
-                        data = await stream.receive_some(max_bytes)
-                    except STREAM_ERRORS:
-                        break
-                    if not data:
-                        break
-                    self._bytes_received += len(data)
-                    if not self._draining:
-                        self._proto.receive_data(data)  # type: ignore[arg-type]
-                        self._dispatch()
-                self._set_close_reason(CloseReason(ABNORMAL_CLOSURE, None))
-                self._inbox.close(discard=False)
-                # The graceful close runs in the same scope (a scope less to
-                # enter per connection), with the grace period as deadline;
-                # an abort cuts it short.
-                scope.deadline = min(scope.deadline, trio.current_time() + CLOSE_GRACE)
-                closed = await self._close_stream_gracefully()
+                    self._set_close_reason(CloseReason(ABNORMAL_CLOSURE, None))
+                    self._inbox.close(discard=False)
+                    # The graceful close runs in the same scope (a scope less to
+                    # enter per connection), with the grace period as deadline;
+                    # an abort cuts it short.
+                    scope.deadline = min(scope.deadline, trio.current_time() + CLOSE_GRACE)
+                    closed = await self._close_stream_gracefully()
+            except trio.Cancelled:
+                # Cancelled from outside (an abort stops at the reader's scope).
+                closed = await self._close_when_cancelled()
+                raise
         finally:
             self._set_close_reason(CloseReason(ABNORMAL_CLOSURE, None))
             self._inbox.close(discard=False)
@@ -1034,6 +1042,65 @@ class WebSocketConnection(trio.abc.Channel[Message]):
                 self._reader_ended = True
                 if self._finished is not None:
                     self._finished.set()
+
+    async def _close_when_cancelled(self) -> bool:
+        """The reader's nursery is cancelled. With the ``close_on_cancel``
+        option (``open_websocket``'s connections, whose block the
+        cancellation is leaving): rather than vanish (the peer would see
+        1006), close with 1001 (``GOING_AWAY``; or the close already under
+        way), and wait for the peer's answer, shielded, within
+        ``CLOSE_GRACE``. Returns whether the stream closed cleanly. Other
+        connections, and one already given up (aborted), are dropped at
+        once, as a cancellation asks."""
+        if not self._options.close_on_cancel or self._reader_scope.cancel_called:
+            return False
+        closed = False
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + CLOSE_GRACE
+            self._reader_scope = scope  # a failed write cuts this short
+            self._inbox.close(discard=True)  # nobody is left to read
+            self._enact_failure()
+            ours = self._close_reason is None
+            if ours:
+                self._set_close_reason(CloseReason(GOING_AWAY, None))
+            reason = self._close_reason
+            assert reason is not None
+            if self._proto.state is _OPEN:
+                if reason.code in _LOCAL_ONLY_CODES:
+                    reason = CloseReason(GOING_AWAY, None)
+                self._queue_frame(self._close_frame(reason.code, reason.reason))
+            closed = await self._finish_closing()
+        if not closed:
+            self._give_up_closing(ours, "cancelled")
+        return closed
+
+    async def _finish_closing(self) -> bool:
+        """Write what is queued, read until the closing handshake is over
+        (the server) or the peer closes TCP (the client), then close the
+        stream; the caller's scope bounds it. Returns whether the stream
+        closed cleanly."""
+        max_bytes = self._options.receive_buffer_size
+        try:
+            while True:
+                if self._outbox:
+                    await self._flush_outbox()
+                if self._stop_reading:
+                    break
+                if self._parse_paused and not self._draining:
+                    self._parse_paused = False
+                    self._dispatch()
+                    continue
+                data = await self._stream.receive_some(max_bytes)
+                if not data:
+                    break
+                self._bytes_received += len(data)
+                if not self._draining:
+                    self._proto.receive_data(data)  # type: ignore[arg-type]
+                    self._dispatch()
+            await self._stream.aclose()
+        except (ConnectionClosed, *STREAM_ERRORS):
+            return False
+        return True
 
     async def _close_stream_gracefully(self) -> bool:
         """Send what is still queued (the close echo), then close the stream
