@@ -31,6 +31,13 @@ from wsproto.extensions import Extension
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import ProtocolError
 
+from ._bad_response import (
+    TLS_TIMEOUT_HINT,
+    closed_before_answer,
+    invalid_response,
+    not_tls_hint,
+    tls_answer,
+)
 from ._close import ABNORMAL_CLOSURE, CloseReason
 from ._compression import DeflateConfig
 from ._config import (
@@ -245,7 +252,8 @@ async def _open_stream(
         else:
             detail = str(cause) or type(cause).__name__
         raise HandshakeError(
-            f"TLS handshake with {progress.where} failed: {detail}", phase=PHASE_TLS
+            f"TLS handshake with {progress.where} failed: {detail}{not_tls_hint(cause)}",
+            phase=PHASE_TLS,
         ) from cause
     except BaseException:
         await trio.aclose_forcefully(stream)
@@ -253,16 +261,19 @@ async def _open_stream(
     return tls_stream
 
 
-async def _handshake(
-    stream: trio.abc.Stream,
+def _opening_request(
     host_header: str,
     resource: str,
     subprotocols: list[str],
     extra_headers: Headers,
     options: ConnectionOptions,
-) -> WebSocketConnection:
-    """Run the client's opening handshake over ``stream``; the connection it
-    returns is not started yet."""
+) -> tuple[H11Handshake, bytes]:
+    """A fresh client handshake and the upgrade request it sends.
+
+    Built before connecting, so that arguments a request cannot carry (a
+    header value with CR or LF or leading space, a resource with a space,
+    a non-ASCII subprotocol) raise ``ValueError`` at once, before any
+    connection is made."""
     handshake = H11Handshake(ConnectionType.CLIENT)
     extensions: list[Extension] = []
     if options.compression is not None:
@@ -279,9 +290,30 @@ async def _handshake(
         extra_headers=extra_headers,
     )
     try:
-        await stream.send_all(handshake.send(request))
+        return handshake, handshake.send(request)
+    except ValueError:
+        raise
+    except Exception as exc:
+        # h11's LocalProtocolError (not a ValueError, and h11 is not our
+        # direct dependency): serializing checks every header and the target.
+        raise ValueError(f"cannot build the opening handshake request: {exc}") from exc
+
+
+async def _handshake(
+    stream: trio.abc.Stream,
+    handshake: H11Handshake,
+    request_bytes: bytes,
+    resource: str,
+    options: ConnectionOptions,
+) -> WebSocketConnection:
+    """Send the upgrade request over ``stream`` and read the answer; the
+    connection it returns is not started yet."""
+    over_tls = isinstance(stream, trio.SSLStream)
+    try:
+        await stream.send_all(request_bytes)
         rejection: RejectConnection | None = None
         body = bytearray()
+        answered = False
         while True:
             data = await stream.receive_some(options.receive_buffer_size)
             if not data:
@@ -289,10 +321,22 @@ async def _handshake(
                     raise ConnectionRejected(
                         rejection.status_code, list(rejection.headers), bytes(body)
                     )
+                if not answered:
+                    raise closed_before_answer(over_tls=over_tls)
                 raise HandshakeError(
                     "connection closed during the opening handshake", phase=PHASE_HTTP
                 )
-            handshake.receive_data(data)  # type: ignore[arg-type]
+            if not answered:
+                answered = True
+                tls_error = None if over_tls else tls_answer(data)
+                if tls_error is not None:
+                    raise tls_error
+            try:
+                handshake.receive_data(data)  # type: ignore[arg-type]
+            except ValueError as exc:
+                # wsproto decodes some header values as ASCII without a
+                # check: a UnicodeDecodeError is the server's fault.
+                raise invalid_response(exc) from exc
             for event in handshake.events():
                 if isinstance(event, AcceptConnection):
                     protocol = handshake.connection
@@ -318,7 +362,7 @@ async def _handshake(
                             rejection.status_code, list(rejection.headers), bytes(body)
                         )
     except ProtocolError as exc:
-        raise HandshakeError(f"invalid handshake response: {exc}", phase=PHASE_HTTP) from exc
+        raise invalid_response(exc) from exc
     except STREAM_ERRORS as exc:
         raise HandshakeError(
             f"connection lost during the opening handshake: {exc}", phase=PHASE_HTTP
@@ -361,7 +405,8 @@ async def wrap_client_stream(
     protocols = _check_subprotocols(subprotocols)
     headers = _check_headers(extra_headers)
     try:
-        connection = await _handshake(stream, host, resource, protocols, headers, options)
+        handshake, request_bytes = _opening_request(host, resource, protocols, headers, options)
+        connection = await _handshake(stream, handshake, request_bytes, resource, options)
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
@@ -434,13 +479,16 @@ async def _connect(
     and start the connection's reader in ``nursery``."""
     redirects = 0
     while True:
+        handshake, request_bytes = _opening_request(
+            target.host_header, target.resource, subprotocols, extra_headers, options
+        )
         stream = await _open_stream(
             target.host, target.port, ssl_context, unix_socket_path, progress, proxy
         )
         progress.enter(PHASE_HTTP, "the HTTP upgrade")
         try:
             connection = await _handshake(
-                stream, target.host_header, target.resource, subprotocols, extra_headers, options
+                stream, handshake, request_bytes, target.resource, options
             )
         except ConnectionRejected as rejection:
             await trio.aclose_forcefully(stream)
@@ -618,9 +666,10 @@ def _timeout_message(asked: str, connect_timeout: float, progress: _Progress) ->
     # Name where the time ran out when it is not the host asked for (a
     # redirect led elsewhere, or a Unix socket was used).
     where = "" if progress.where in ("", asked) else f" with {progress.where}"
+    hint = TLS_TIMEOUT_HINT if progress.phase == PHASE_TLS else ""
     return (
         f"no WebSocket connection to {asked} within {connect_timeout} s"
-        f" (timed out during {progress.doing}{where})"
+        f" (timed out during {progress.doing}{where}{hint})"
     )
 
 
