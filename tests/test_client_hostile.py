@@ -10,6 +10,8 @@
 - Speaking the wrong protocol is named: ``wss://`` to a plain server fails
   at once saying the server does not seem to speak TLS; ``ws://`` to a TLS
   server says to use ``wss://``.
+- Redirects: no extra header the user passed reaches another origin, and
+  credentials in a ``Location`` never appear in a message.
 
 The servers are written by hand on loopback TCP (127.0.0.1, port 0), so
 they can send exactly the bytes under test; every test has a time bound.
@@ -32,6 +34,7 @@ import trustme
 from conftest import read_request_head
 
 from trio_websocket import (
+    ConnectionRejected,
     ConnectionTimeout,
     HandshakeError,
     ReconnectingWebSocket,
@@ -42,6 +45,8 @@ from trio_websocket import (
     serve_websocket,
     wrap_client_stream,
 )
+from trio_websocket._redirects import headers_for_redirect, redirect_target
+from trio_websocket._url import parse_ws_url
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -434,3 +439,158 @@ async def test_ws_answered_with_a_tls_record_says_use_wss(nursery: trio.Nursery)
     assert info.value.phase == "http"
     assert "TLS record" in str(info.value)
     assert "use a wss:// URL" in str(info.value)
+
+
+# ---------------------------------------------------------------------------
+# Redirects: what reaches another origin
+
+
+class RecordingServer:
+    """A ``serve_websocket`` server that records each request's headers,
+    then redirects to ``location`` (when given) or accepts."""
+
+    def __init__(self, location: bytes | None = None) -> None:
+        self.location = location
+        self.headers: list[dict[bytes, bytes]] = []
+        self.port = 0
+
+    async def handle(self, request: WebSocketRequest) -> None:
+        self.headers.append({name.lower(): value for name, value in request.headers})
+        if self.location is not None:
+            await request.reject(302, extra_headers=[(b"Location", self.location)])
+            return
+        ws = await request.accept()
+        await ws.aclose()
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        server = await nursery.start(serve_websocket, self.handle, "127.0.0.1", 0, None)
+        self.port = server.port
+
+
+SECRETS = [
+    (b"Authorization", b"Bearer token"),
+    (b"Cookie", b"session=s3cr3t"),
+    (b"Proxy-Authorization", b"Basic cHJveHk6cHc="),
+    (b"X-Api-Key", b"k3y"),
+]
+
+
+async def test_no_extra_header_reaches_another_origin(nursery: trio.Nursery) -> None:
+    elsewhere = RecordingServer()
+    await elsewhere.start(nursery)
+    # Same host, another port: another origin.
+    mover = RecordingServer(f"ws://127.0.0.1:{elsewhere.port}/next".encode())
+    await mover.start(nursery)
+    with trio.fail_after(5):
+        async with open_websocket(
+            "127.0.0.1", mover.port, "/", use_ssl=False, extra_headers=SECRETS, max_redirects=1
+        ):
+            pass
+    (first,) = mover.headers
+    assert all(first[name.lower()] == value for name, value in SECRETS)
+    (second,) = elsewhere.headers
+    leaked = [name for name, _ in SECRETS if name.lower() in second]
+    assert leaked == []
+
+
+async def test_every_extra_header_stays_on_a_same_origin_redirect(nursery: trio.Nursery) -> None:
+    seen: list[tuple[str, dict[bytes, bytes]]] = []
+
+    async def handler(request: WebSocketRequest) -> None:
+        seen.append((request.path, {name.lower(): value for name, value in request.headers}))
+        if request.path == "/old":
+            await request.reject(301, extra_headers=[(b"Location", b"/new")])
+        else:
+            await (await request.accept()).aclose()
+
+    server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
+    with trio.fail_after(5):
+        async with open_websocket(
+            "127.0.0.1", server.port, "/old", use_ssl=False, extra_headers=SECRETS, max_redirects=1
+        ):
+            pass
+    assert [path for path, _ in seen] == ["/old", "/new"]
+    assert all(seen[1][1][name.lower()] == value for name, value in SECRETS)
+
+
+async def test_headers_dropped_once_are_not_restored_by_a_hop_back(nursery: trio.Nursery) -> None:
+    home = RecordingServer()
+    await home.start(nursery)
+    bounce = RecordingServer()
+    await bounce.start(nursery)
+    home.location = f"ws://127.0.0.1:{bounce.port}/b".encode()
+    bounce.location = f"ws://127.0.0.1:{home.port}/back".encode()
+    with trio.fail_after(5), pytest.raises(HandshakeError, match="too many redirects"):
+        async with open_websocket(
+            "127.0.0.1", home.port, "/", use_ssl=False, extra_headers=SECRETS, max_redirects=2
+        ):
+            pass
+    assert b"cookie" in home.headers[0]
+    assert [b"cookie" in headers for headers in bounce.headers + home.headers[1:]] == [False, False]
+
+
+async def test_location_credentials_reach_only_their_own_origin(nursery: trio.Nursery) -> None:
+    final = RecordingServer()
+    await final.start(nursery)
+    middle = RecordingServer(f"ws://127.0.0.1:{final.port}/end".encode())
+    await middle.start(nursery)
+    first = RecordingServer(f"ws://bob:pw@127.0.0.1:{middle.port}/mid".encode())
+    await first.start(nursery)
+    with trio.fail_after(5):
+        async with open_websocket_url(f"ws://127.0.0.1:{first.port}/", max_redirects=2):
+            pass
+    assert middle.headers[0][b"authorization"] == b"Basic " + base64.b64encode(b"bob:pw")
+    assert b"authorization" not in final.headers[0]
+
+
+def test_ws_to_wss_on_the_same_host_is_another_origin() -> None:
+    current = parse_ws_url("ws://example.com/")
+    target = redirect_target(current, [(b"Location", b"wss://example.com/")])
+    assert headers_for_redirect(SECRETS, current, target) == []
+
+
+def test_wss_to_ws_is_refused_naming_both_urls() -> None:
+    current = parse_ws_url("wss://example.com/a")
+    with pytest.raises(ValueError, match=r"wss://example\.com/a to ws://example\.com/b.*drop TLS"):
+        redirect_target(current, [(b"Location", b"ws://example.com/b")])
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        b"ftp://bob:hunter2@127.0.0.1/file",
+        b"ws://bob:hunter2@127.0.0.1:99999/",
+        b"ws://bob:hunter2@\xff/",
+    ],
+    ids=["another scheme", "bad port", "not ASCII"],
+)
+async def test_location_credentials_never_appear_in_the_error(
+    nursery: trio.Nursery, location: bytes
+) -> None:
+    mover = RecordingServer(location)
+    await mover.start(nursery)
+    with trio.fail_after(5), pytest.raises(HandshakeError, match="redirect") as info:
+        async with open_websocket_url(f"ws://127.0.0.1:{mover.port}/", max_redirects=1):
+            pytest.fail("followed an unusable Location")
+    assert "hunter2" not in str(info.value)
+    assert "bob" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ws://bob:hunter2@example.com:port/", "ftp://bob:hunter2@example.com/", "ws://bob:hunter2@/x"],
+)
+def test_url_credentials_never_appear_in_a_url_error(url: str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_ws_url(url)
+    assert "hunter2" not in str(info.value)
+    assert "***@" in str(info.value)
+
+
+async def test_rejection_still_carries_the_location_for_the_caller(nursery: trio.Nursery) -> None:
+    mover = RecordingServer(b"/elsewhere")
+    await mover.start(nursery)
+    with trio.fail_after(5), pytest.raises(ConnectionRejected) as info:
+        async with open_websocket_url(f"ws://127.0.0.1:{mover.port}/"):
+            pytest.fail("followed a redirect with max_redirects=0")
+    assert (b"location", b"/elsewhere") in [(n.lower(), v) for n, v in info.value.headers]

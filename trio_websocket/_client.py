@@ -9,7 +9,8 @@ Rules:
   connect (TCP or Unix socket), TLS, HTTP. A failed step closes what it
   opened before raising.
 - Redirects are followed only when ``max_redirects`` allows (0 by default,
-  as in 0.12.2); where they may lead is decided by ``_redirects``.
+  as in 0.12.2); where they may lead, and which headers go along, is
+  decided by ``_redirects``.
 - ``open_websocket*`` own a nursery but raise single exceptions: the user's
   own exception leaves their block unwrapped (see ``_groups``).
 """
@@ -737,8 +738,11 @@ async def open_websocket(
         to follow; 0, the default, follows none (the redirect raises
         :exc:`ConnectionRejected`). ``Location`` may be relative or
         ``http(s)://`` (read as ``ws(s)://``); a redirect from ``wss://`` to
-        ``ws://`` is refused, and ``Authorization`` headers are not sent to
-        another scheme, host or port. ``connect_timeout`` covers them all.
+        ``ws://`` is refused. ``extra_headers`` (cookies, tokens, any other)
+        and credentials from the URL are sent again only to the same origin
+        (scheme, host and port): a hop to another origin, ``ws://`` to
+        ``wss://`` on the same host included, drops them all, for good.
+        ``connect_timeout`` covers the whole chain.
     :param unix_socket_path: connect to this Unix domain socket instead of
         ``host:port``; ``host`` and ``port`` still make the ``Host`` header
         and, with TLS, the name the certificate is checked against.
