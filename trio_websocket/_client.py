@@ -7,7 +7,11 @@ Rules:
   (``ConnectionTimeout``, ``ConnectionRejected``, or the base class with the
   low-level cause chained) whose ``phase`` names the step that failed: DNS,
   connect (TCP or Unix socket), TLS, HTTP. A failed step closes what it
-  opened before raising.
+  opened before raising. An answer wsproto cannot read is one too, never
+  its raw ``ValueError`` or ``ProtocolError`` (``_bad_response`` words it,
+  and names TLS spoken on one side only).
+- Arguments the upgrade request cannot carry raise ``ValueError`` before
+  anything is connected: the request is built first.
 - Redirects are followed only when ``max_redirects`` allows (0 by default,
   as in 0.12.2); where they may lead, and which headers go along, is
   decided by ``_redirects``.
