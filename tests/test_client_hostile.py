@@ -40,6 +40,7 @@ from trio_websocket import (
     ReconnectingWebSocket,
     WebSocketConnection,
     WebSocketRequest,
+    default_retry_policy,
     open_websocket,
     open_websocket_url,
     serve_websocket,
@@ -223,6 +224,7 @@ async def test_broken_answer_is_a_handshake_error(
     assert info.value.__cause__ is not None
     assert "invalid handshake response" in str(info.value)
     assert len(str(info.value)) < 400  # a huge header is not quoted whole
+    assert default_retry_policy(info.value)  # ReconnectingWebSocket tries again
 
 
 async def test_broken_answer_over_a_stream_you_own_closes_it(nursery: trio.Nursery) -> None:
@@ -543,10 +545,26 @@ async def test_location_credentials_reach_only_their_own_origin(nursery: trio.Nu
     assert b"authorization" not in final.headers[0]
 
 
-def test_ws_to_wss_on_the_same_host_is_another_origin() -> None:
+@pytest.mark.parametrize(
+    "location",
+    [
+        b"wss://example.com/",
+        b"https://example.com/",
+        b"//other.example/x",
+        b"ws://example.com:8080/",
+    ],
+    ids=["ws to wss", "http(s) to https", "scheme-relative", "another port"],
+)
+def test_another_origin_gets_no_extra_header(location: bytes) -> None:
     current = parse_ws_url("ws://example.com/")
-    target = redirect_target(current, [(b"Location", b"wss://example.com/")])
+    target = redirect_target(current, [(b"Location", location)])
     assert headers_for_redirect(SECRETS, current, target) == []
+
+
+def test_same_origin_keeps_every_extra_header_in_order() -> None:
+    current = parse_ws_url("ws://Example.com:80/a")
+    target = redirect_target(current, [(b"Location", b"http://example.COM/b?c=d")])
+    assert headers_for_redirect(SECRETS, current, target) == SECRETS
 
 
 def test_wss_to_ws_is_refused_naming_both_urls() -> None:
