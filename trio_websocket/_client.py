@@ -11,7 +11,7 @@ Rules:
   its raw ``ValueError`` or ``ProtocolError`` (``_bad_response`` words it,
   and names TLS spoken on one side only).
 - Arguments the upgrade request cannot carry raise ``ValueError`` before
-  anything is connected: the request is built first.
+  anything is sent, never h11's own exception.
 - Redirects are followed only when ``max_redirects`` allows (0 by default,
   as in 0.12.2); where they may lead, and which headers go along, is
   decided by ``_redirects``.
@@ -275,10 +275,9 @@ def _opening_request(
 ) -> tuple[H11Handshake, bytes]:
     """A fresh client handshake and the upgrade request it sends.
 
-    Built before connecting, so that arguments a request cannot carry (a
-    header value with CR or LF or leading space, a resource with a space,
-    a non-ASCII subprotocol) raise ``ValueError`` at once, before any
-    connection is made."""
+    Arguments a request cannot carry (a header value with CR or LF or a
+    leading space, a resource with a space, a non-ASCII subprotocol) raise
+    ``ValueError``, before anything is sent."""
     handshake = H11Handshake(ConnectionType.CLIENT)
     extensions: list[Extension] = []
     if options.compression is not None:
@@ -484,14 +483,16 @@ async def _connect(
     and start the connection's reader in ``nursery``."""
     redirects = 0
     while True:
-        handshake, request_bytes = _opening_request(
-            target.host_header, target.resource, subprotocols, extra_headers, options
-        )
         stream = await _open_stream(
             target.host, target.port, ssl_context, unix_socket_path, progress, proxy
         )
         progress.enter(PHASE_HTTP, "the HTTP upgrade")
         try:
+            # Built once connected, so that a target the proxy refuses is
+            # the proxy's error, as before.
+            handshake, request_bytes = _opening_request(
+                target.host_header, target.resource, subprotocols, extra_headers, options
+            )
             connection = await _handshake(
                 stream, handshake, request_bytes, target.resource, options
             )
