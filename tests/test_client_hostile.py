@@ -296,8 +296,17 @@ async def test_reconnecting_client_retries_a_broken_answer_instead_of_dying(
         {"extra_headers": [(b"Bad Name", b"1")]},
         {"extra_headers": [(b"X-Padded", b" value")]},
         {"resource": "/a path with spaces"},
+        {"resource": "/caf\u00e9"},
+        {"subprotocols": ["caf\u00e9"]},
     ],
-    ids=["CRLF in a value", "space in a name", "leading space", "space in the resource"],
+    ids=[
+        "CRLF in a value",
+        "space in a name",
+        "leading space",
+        "space in the resource",
+        "non-ASCII resource",
+        "non-ASCII subprotocol",
+    ],
 )
 async def test_request_that_cannot_be_sent_is_a_value_error_before_sending(
     nursery: trio.Nursery, options: dict[str, object]

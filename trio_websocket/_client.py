@@ -295,11 +295,10 @@ def _opening_request(
     )
     try:
         return handshake, handshake.send(request)
-    except ValueError:
-        raise
     except Exception as exc:
-        # h11's LocalProtocolError (not a ValueError, and h11 is not our
-        # direct dependency): serializing checks every header and the target.
+        # Mostly h11's LocalProtocolError (h11 checks every header and the
+        # target; it is not our direct dependency), or a UnicodeEncodeError
+        # that would not say which argument: one error that says it.
         raise ValueError(f"cannot build the opening handshake request: {exc}") from exc
 
 
