@@ -40,6 +40,7 @@ PURE = {
     "_proxy_config",
     "_proxy_errors",
     "_redirects",
+    "_bad_response",
     "_http",
     "_limits",
     "_origins",

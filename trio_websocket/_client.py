@@ -7,9 +7,14 @@ Rules:
   (``ConnectionTimeout``, ``ConnectionRejected``, or the base class with the
   low-level cause chained) whose ``phase`` names the step that failed: DNS,
   connect (TCP or Unix socket), TLS, HTTP. A failed step closes what it
-  opened before raising.
+  opened before raising. An answer wsproto cannot read is one too, never
+  its raw ``ValueError`` or ``ProtocolError`` (``_bad_response`` words it,
+  and names TLS spoken on one side only).
+- Arguments the upgrade request cannot carry raise ``ValueError`` before
+  anything is sent, never h11's own exception.
 - Redirects are followed only when ``max_redirects`` allows (0 by default,
-  as in 0.12.2); where they may lead is decided by ``_redirects``.
+  as in 0.12.2); where they may lead, and which headers go along, is
+  decided by ``_redirects``.
 - ``open_websocket*`` own a nursery but raise single exceptions: the user's
   own exception leaves their block unwrapped (see ``_groups``).
 """
@@ -31,6 +36,13 @@ from wsproto.extensions import Extension
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import ProtocolError
 
+from ._bad_response import (
+    TLS_TIMEOUT_HINT,
+    closed_before_answer,
+    invalid_response,
+    not_tls_hint,
+    tls_answer,
+)
 from ._close import ABNORMAL_CLOSURE, GOING_AWAY, NORMAL_CLOSURE, CloseReason
 from ._compression import DeflateConfig
 from ._config import (
@@ -245,7 +257,8 @@ async def _open_stream(
         else:
             detail = str(cause) or type(cause).__name__
         raise HandshakeError(
-            f"TLS handshake with {progress.where} failed: {detail}", phase=PHASE_TLS
+            f"TLS handshake with {progress.where} failed: {detail}{not_tls_hint(cause)}",
+            phase=PHASE_TLS,
         ) from cause
     except BaseException:
         await trio.aclose_forcefully(stream)
@@ -253,16 +266,18 @@ async def _open_stream(
     return tls_stream
 
 
-async def _handshake(
-    stream: trio.abc.Stream,
+def _opening_request(
     host_header: str,
     resource: str,
     subprotocols: list[str],
     extra_headers: Headers,
     options: ConnectionOptions,
-) -> WebSocketConnection:
-    """Run the client's opening handshake over ``stream``; the connection it
-    returns is not started yet."""
+) -> tuple[H11Handshake, bytes]:
+    """A fresh client handshake and the upgrade request it sends.
+
+    Arguments a request cannot carry (a header value with CR or LF or a
+    leading space, a resource with a space, a non-ASCII subprotocol) raise
+    ``ValueError``, before anything is sent."""
     handshake = H11Handshake(ConnectionType.CLIENT)
     extensions: list[Extension] = []
     if options.compression is not None:
@@ -279,9 +294,29 @@ async def _handshake(
         extra_headers=extra_headers,
     )
     try:
-        await stream.send_all(handshake.send(request))
+        return handshake, handshake.send(request)
+    except Exception as exc:
+        # Mostly h11's LocalProtocolError (h11 checks every header and the
+        # target; it is not our direct dependency), or a UnicodeEncodeError
+        # that would not say which argument: one error that says it.
+        raise ValueError(f"cannot build the opening handshake request: {exc}") from exc
+
+
+async def _handshake(
+    stream: trio.abc.Stream,
+    handshake: H11Handshake,
+    request_bytes: bytes,
+    resource: str,
+    options: ConnectionOptions,
+) -> WebSocketConnection:
+    """Send the upgrade request over ``stream`` and read the answer; the
+    connection it returns is not started yet."""
+    over_tls = isinstance(stream, trio.SSLStream)
+    try:
+        await stream.send_all(request_bytes)
         rejection: RejectConnection | None = None
         body = bytearray()
+        answered = False
         while True:
             data = await stream.receive_some(options.receive_buffer_size)
             if not data:
@@ -289,10 +324,22 @@ async def _handshake(
                     raise ConnectionRejected(
                         rejection.status_code, list(rejection.headers), bytes(body)
                     )
+                if not answered:
+                    raise closed_before_answer(over_tls=over_tls)
                 raise HandshakeError(
                     "connection closed during the opening handshake", phase=PHASE_HTTP
                 )
-            handshake.receive_data(data)  # type: ignore[arg-type]
+            if not answered:
+                answered = True
+                tls_error = None if over_tls else tls_answer(data)
+                if tls_error is not None:
+                    raise tls_error
+            try:
+                handshake.receive_data(data)  # type: ignore[arg-type]
+            except ValueError as exc:
+                # wsproto decodes some header values as ASCII without a
+                # check: a UnicodeDecodeError is the server's fault.
+                raise invalid_response(exc) from exc
             for event in handshake.events():
                 if isinstance(event, AcceptConnection):
                     protocol = handshake.connection
@@ -318,7 +365,7 @@ async def _handshake(
                             rejection.status_code, list(rejection.headers), bytes(body)
                         )
     except ProtocolError as exc:
-        raise HandshakeError(f"invalid handshake response: {exc}", phase=PHASE_HTTP) from exc
+        raise invalid_response(exc) from exc
     except STREAM_ERRORS as exc:
         raise HandshakeError(
             f"connection lost during the opening handshake: {exc}", phase=PHASE_HTTP
@@ -361,7 +408,8 @@ async def wrap_client_stream(
     protocols = _check_subprotocols(subprotocols)
     headers = _check_headers(extra_headers)
     try:
-        connection = await _handshake(stream, host, resource, protocols, headers, options)
+        handshake, request_bytes = _opening_request(host, resource, protocols, headers, options)
+        connection = await _handshake(stream, handshake, request_bytes, resource, options)
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
@@ -439,8 +487,13 @@ async def _connect(
         )
         progress.enter(PHASE_HTTP, "the HTTP upgrade")
         try:
+            # Built once connected, so that a target the proxy refuses is
+            # the proxy's error, as before.
+            handshake, request_bytes = _opening_request(
+                target.host_header, target.resource, subprotocols, extra_headers, options
+            )
             connection = await _handshake(
-                stream, target.host_header, target.resource, subprotocols, extra_headers, options
+                stream, handshake, request_bytes, target.resource, options
             )
         except ConnectionRejected as rejection:
             await trio.aclose_forcefully(stream)
@@ -618,9 +671,10 @@ def _timeout_message(asked: str, connect_timeout: float, progress: _Progress) ->
     # Name where the time ran out when it is not the host asked for (a
     # redirect led elsewhere, or a Unix socket was used).
     where = "" if progress.where in ("", asked) else f" with {progress.where}"
+    hint = TLS_TIMEOUT_HINT if progress.phase == PHASE_TLS else ""
     return (
         f"no WebSocket connection to {asked} within {connect_timeout} s"
-        f" (timed out during {progress.doing}{where})"
+        f" (timed out during {progress.doing}{where}{hint})"
     )
 
 
@@ -688,8 +742,11 @@ async def open_websocket(
         to follow; 0, the default, follows none (the redirect raises
         :exc:`ConnectionRejected`). ``Location`` may be relative or
         ``http(s)://`` (read as ``ws(s)://``); a redirect from ``wss://`` to
-        ``ws://`` is refused, and ``Authorization`` headers are not sent to
-        another scheme, host or port. ``connect_timeout`` covers them all.
+        ``ws://`` is refused. ``extra_headers`` (cookies, tokens, any other)
+        and credentials from the URL are sent again only to the same origin
+        (scheme, host and port): a hop to another origin, ``ws://`` to
+        ``wss://`` on the same host included, drops them all, for good.
+        ``connect_timeout`` covers the whole chain.
     :param unix_socket_path: connect to this Unix domain socket instead of
         ``host:port``; ``host`` and ``port`` still make the ``Host`` header
         and, with TLS, the name the certificate is checked against.

@@ -9,9 +9,16 @@ Rules:
   asked for. ``http://`` and ``https://`` locations stand for ``ws://`` and
   ``wss://`` (a web framework's "redirect to HTTPS" says ``https``).
 - A redirect never lowers security: ``wss://`` to ``ws://`` is refused.
-- Credentials never travel to another origin: ``Authorization`` headers are
-  dropped when the scheme, host or port changes, and credentials written in
-  the ``Location`` URL replace any others.
+- The user's headers never travel to another origin (scheme, host, port;
+  RFC 6454): on a hop to another origin every extra header is dropped
+  (``Authorization``, ``Cookie``, ``Proxy-Authorization`` and any other, as
+  the library cannot tell which carry secrets), and they are not restored
+  by a later hop back. ``ws://`` to ``wss://`` on the same host is another
+  origin too (the scheme and the port differ). A same-origin hop keeps
+  them all.
+- Credentials written in the ``Location`` URL (``user:password@``) are
+  sent, as ``Authorization``, only to that URL's origin, replacing any
+  others; no message quotes them (see ``_url.without_userinfo``).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from __future__ import annotations
 from urllib.parse import urljoin, urlsplit
 
 from ._errors import Headers
-from ._url import WebSocketTarget, parse_ws_url
+from ._url import WebSocketTarget, parse_ws_url, without_userinfo
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
@@ -41,7 +48,8 @@ def _location(headers: Headers) -> str:
     try:
         return values[0].decode("ascii").strip()
     except UnicodeDecodeError:
-        raise ValueError(f"redirect Location is not ASCII: {values[0]!r}") from None
+        shown = without_userinfo(values[0].decode("latin-1"))
+        raise ValueError(f"redirect Location is not ASCII: {shown!r}") from None
 
 
 def redirect_target(current: WebSocketTarget, headers: Headers) -> WebSocketTarget:
@@ -59,7 +67,8 @@ def redirect_target(current: WebSocketTarget, headers: Headers) -> WebSocketTarg
     try:
         target = parse_ws_url(absolute)
     except ValueError as exc:
-        raise ValueError(f"redirect to an unusable URL {location!r}: {exc}") from exc
+        shown = without_userinfo(location)
+        raise ValueError(f"redirect to an unusable URL {shown!r}: {exc}") from exc
     if current.secure and not target.secure:
         raise ValueError(
             f"refusing to follow a redirect from {target_url(current)} to "
@@ -81,13 +90,15 @@ def headers_for_redirect(
     headers: Headers, current: WebSocketTarget, target: WebSocketTarget
 ) -> Headers:
     """The extra request headers to send to ``target`` after a redirect from
-    ``current`` (see the rules on credentials above)."""
-    keep_credentials = same_origin(current, target) and target.authorization is None
-    result = [
-        (name, value)
-        for name, value in headers
-        if keep_credentials or name.lower() != b"authorization"
-    ]
+    ``current``: all of them on the same origin, none on another (see the
+    rules above); credentials from the ``Location`` URL replace any
+    ``Authorization``."""
+    if not same_origin(current, target):
+        result: Headers = []
+    elif target.authorization is None:
+        result = list(headers)
+    else:
+        result = [(name, value) for name, value in headers if name.lower() != b"authorization"]
     if target.authorization is not None:
         result.append((b"Authorization", target.authorization))
     return result

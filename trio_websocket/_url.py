@@ -6,15 +6,28 @@ Rules:
 - The fragment is never part of the request target; the query is.
 - The Host header carries IPv6 literals in brackets, and the port only when
   it is not the scheme's default.
+- Credentials in a URL (``user:password@``) never appear in a message:
+  errors quote the URL through :func:`without_userinfo`.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 DEFAULT_PORTS = {False: 80, True: 443}
+
+#: The userinfo of a URL: everything between ``//`` and the authority's
+#: last ``@`` (a password may hold ``@`` and ``:``, but not ``/?#``).
+_USERINFO = re.compile(r"//[^/?#]*@")
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` with its ``user:password@`` replaced by ``***@``, for
+    messages; any text is accepted, parseable or not."""
+    return _USERINFO.sub("//***@", url, count=1)
 
 
 def bracket_host(host: str) -> str:
@@ -53,15 +66,16 @@ def parse_ws_url(url: str) -> WebSocketTarget:
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
     if scheme not in ("ws", "wss"):
-        raise ValueError(f"WebSocket URL scheme must be ws or wss: {url!r}")
+        raise ValueError(f"WebSocket URL scheme must be ws or wss: {without_userinfo(url)!r}")
     secure = scheme == "wss"
     host = parts.hostname
     if not host:
-        raise ValueError(f"WebSocket URL has no host: {url!r}")
+        raise ValueError(f"WebSocket URL has no host: {without_userinfo(url)!r}")
     try:
         port = parts.port
     except ValueError as exc:
-        raise ValueError(f"WebSocket URL has an invalid port: {url!r}") from exc
+        shown = without_userinfo(url)
+        raise ValueError(f"WebSocket URL has an invalid port: {shown!r}") from exc
     if port is None:
         port = DEFAULT_PORTS[secure]
     resource = parts.path or "/"
