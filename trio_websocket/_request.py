@@ -276,9 +276,14 @@ class WebSocketRequest:
     async def _close_after_handler(self, handler_failed: bool) -> None:
         """:meth:`_finish` without its own time limit: the caller bounds it
         (a timeout cancels ``aclose``, which then aborts the connection)."""
-        if self._connection is not None:
+        connection = self._connection
+        if connection is not None:
+            if connection._nursery is None:
+                # accept() failed to send the 101 and closed the stream:
+                # there is no reader to wait for, nothing left to close.
+                return
             code = INTERNAL_ERROR if handler_failed else NORMAL_CLOSURE
-            await self._connection.aclose(code)
+            await connection.aclose(code)
         elif self._handshake is not None:
             await self._send_rejection(
                 _replayed(self._claim()), 500 if handler_failed else 403, [], b""

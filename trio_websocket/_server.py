@@ -61,7 +61,7 @@ from ._config import (
 )
 from ._endpoint import Endpoint, listener_endpoint
 from ._errors import ConnectionClosed, HandshakeError
-from ._groups import main_exception, reraise_as_is
+from ._groups import interruption, main_exception, reraise_as_is
 from ._http import (
     FORBIDDEN_ORIGIN,
     SERVICE_UNAVAILABLE,
@@ -109,6 +109,14 @@ def _check_max_connections(value: object) -> int | None:
     if value < 1:
         raise ValueError(f"max_connections must be at least 1, got {value}")
     return value
+
+
+def _log_handler_closed(request: WebSocketRequest, closed: ConnectionClosed) -> None:
+    """DEBUG: a handler ended with ``ConnectionClosed`` (the close itself
+    is already logged at INFO when it was decided)."""
+    connection = request._connection
+    subject = str(connection) if connection is not None else f"request for {request.path}"
+    logger.debug("%s: handler ended by ConnectionClosed (%s)", subject, closed.reason)
 
 
 class WebSocketServer:
@@ -233,6 +241,9 @@ class WebSocketServer:
                 await self._shutdown_requested.wait()
                 self._report = await self._shut_down()
         except BaseExceptionGroup as group:
+            stop = interruption(group)
+            if stop is not None:
+                reraise_as_is(stop)
             if listening:
                 raise
             reraise_as_is(main_exception(group))
@@ -388,23 +399,26 @@ class WebSocketServer:
                 scope.deadline = math.inf
                 self._live[request] = scope
                 try:
+                    handler_failed = False
                     try:
                         await self._handler(request)
-                    except trio.Cancelled:
-                        raise
                     except ConnectionClosed as exc:
-                        # The shutdown closed this connection: that a
-                        # handler lets the news escape is no error.
-                        if not self._closing:
-                            handler_error = exc
-                    except BaseException as exc:
+                        # The peer went away (or the shutdown closed the
+                        # connection): news, not a server error.
+                        handler_failed = True
+                        _log_handler_closed(request, exc)
+                    except Exception as exc:
                         # Raised below, once the connection is over.
+                        handler_failed = True
                         handler_error = exc
                         log_handler_error(request, request._connection, exc)
+                    # (A cancellation, KeyboardInterrupt or SystemExit
+                    # leaves at once: the closing below is for errors
+                    # and returns only.)
                     # The closing is bounded by disconnect_timeout (and cut
                     # short, like the handler, by a forced shutdown).
                     scope.deadline = trio.current_time() + self._disconnect_timeout
-                    await request._close_after_handler(handler_error is not None)
+                    await request._close_after_handler(handler_failed)
                 finally:
                     await request._end()
                     del self._live[request]
@@ -484,9 +498,7 @@ class WebSocketServer:
                 raise TypeError(
                     f"process_request must return an HTTPResponse or None, not {result!r}"
                 )
-        except trio.Cancelled:
-            raise
-        except BaseException:
+        except Exception:
             await _answer(stream, text_response(500, "500 Internal Server Error\n"))
             raise
         return result

@@ -1,0 +1,257 @@
+"""A server facing peers that misbehave: it keeps serving whatever they do.
+
+Each test is the regression test of one hardening fix: a reset before the
+101, slots held by failed accepts, bytes that can never be an HTTP request,
+Ctrl-C while serving, and floods of half-open connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from server_fixtures import MemoryListener, start_memory_server, upgrade_request
+
+from trio_websocket import (
+    ConnectionClosed,
+    WebSocketRequest,
+    WebSocketServer,
+    open_websocket_url,
+    serve_websocket,
+    wrap_client_stream,
+)
+
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def reset(sock: socket.socket) -> None:
+    """Close ``sock`` with a TCP reset (SO_LINGER on, timeout 0)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+async def echo_once(url: str) -> None:
+    async with open_websocket_url(url) as ws:
+        await ws.send_message("still here")
+        assert await ws.get_message() == "still here"
+
+
+# ----------------------------------------------------------------------
+# A peer that resets before the 101
+
+
+async def slow_to_accept(request: WebSocketRequest) -> None:
+    """The README's shape of handler (accept outside any try), awaiting
+    something first, as a handler that checks a token would."""
+    await trio.sleep(0.2)
+    ws = await request.accept()
+    while True:
+        await ws.send_message(await ws.get_message())
+
+
+async def test_a_reset_before_the_101_leaves_the_server_serving(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="trio_websocket")
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(serve_websocket, slow_to_accept, "127.0.0.1", 0, None)
+            for _ in range(3):
+                sock = socket.create_connection(("127.0.0.1", server.port))
+                sock.sendall(upgrade_request())
+                reset(sock)
+            await trio.sleep(0.5)  # every accept() has now failed
+            await echo_once(f"ws://127.0.0.1:{server.port}/")
+            nursery.cancel_scope.cancel()
+    # Logged as the peer's doing, never as a handler error.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("handler ended by ConnectionClosed" in r.getMessage() for r in caplog.records)
+
+
+async def test_connection_closed_escaping_a_handler_later_is_logged_not_raised(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    handled = trio.Event()
+
+    async def careless(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        try:
+            await ws.get_message()  # raises: the client closes
+        finally:
+            handled.set()
+
+    async with trio.open_nursery() as nursery:
+        server, listener = await start_memory_server(nursery, careless)
+        client = await wrap_client_stream(nursery, await listener.connect(), "example.com", "/")
+        await client.aclose()
+        await handled.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.connection_count == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_other_handler_errors_still_propagate() -> None:
+    async def buggy(request: WebSocketRequest) -> None:
+        await request.accept()
+        raise ZeroDivisionError
+
+    with pytest.RaisesGroup(ZeroDivisionError, flatten_subgroups=True):
+        async with trio.open_nursery() as nursery:
+            _, listener = await start_memory_server(nursery, buggy)
+            client = await wrap_client_stream(nursery, await listener.connect(), "example.com", "/")
+            with pytest.raises(ConnectionClosed) as info:
+                await client.get_message()
+            assert info.value.reason is not None and info.value.reason.code == 1011
+
+
+# ----------------------------------------------------------------------
+# A failed accept frees its slot at once
+
+
+async def test_failed_accepts_free_their_connection_slots_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def accept_late(request: WebSocketRequest) -> None:
+        await trio.sleep(1)
+        ws = await request.accept()
+        await ws.get_message()
+
+    async with trio.open_nursery() as nursery:
+        server, listener = await start_memory_server(
+            nursery, accept_late, max_connections=2, disconnect_timeout=60
+        )
+        for _ in range(5):
+            hostile = await listener.connect()
+            await hostile.send_all(upgrade_request())
+            await hostile.aclose()  # gone before the 101
+        await trio.sleep(2)  # every accept() has failed by now
+        good = await listener.connect()
+        with trio.fail_after(3):
+            await good.send_all(upgrade_request())
+            answer = await good.receive_some()
+        assert answer.startswith(b"HTTP/1.1 101 ")
+        assert server.connection_count == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_failed_accepts_over_tcp_do_not_lock_out_good_clients() -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(serve_websocket, slow_to_accept, "127.0.0.1", 0, None, max_connections=3)
+            )
+            for _ in range(6):
+                sock = socket.create_connection(("127.0.0.1", server.port))
+                sock.sendall(upgrade_request())
+                reset(sock)
+            await trio.sleep(0.5)
+            with trio.fail_after(1):
+                await echo_once(f"ws://127.0.0.1:{server.port}/")
+            nursery.cancel_scope.cancel()
+
+
+# ----------------------------------------------------------------------
+# Ctrl-C and sys.exit leave the server as themselves
+
+SERVER_SCRIPT = """
+import os, signal, sys, threading, time
+import trio
+from trio_websocket import serve_websocket
+
+MODE = sys.argv[1]
+
+async def handler(request):
+    if MODE == "raise-in-handler":
+        raise KeyboardInterrupt
+    if MODE == "exit-in-handler":
+        sys.exit(3)
+    if MODE == "signal-in-handler":
+        signal.raise_signal(signal.SIGINT)
+    await trio.sleep_forever()
+
+def ctrl_c_soon():
+    time.sleep(0.3)
+    os.kill(os.getpid(), signal.SIGINT)
+
+class Status:
+    def started(self, server=None):
+        print(server.port, flush=True)
+
+async def main():
+    if MODE == "signal-while-idle":
+        threading.Thread(target=ctrl_c_soon, daemon=True).start()
+    await serve_websocket(handler, "127.0.0.1", 0, None, task_status=Status())
+
+trio.run(main)
+"""
+
+
+async def run_server_script(mode: str) -> subprocess.CompletedProcess[bytes]:
+    env = dict(os.environ, PYTHONPATH=str(SOURCE_ROOT))
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-c", textwrap.dedent(SERVER_SCRIPT), mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        with trio.fail_after(15):
+            port = b""
+            while not port.endswith(b"\n"):
+                chunk = await process.stdout.receive_some(100)
+                assert chunk, "the server script exited before it listened"
+                port += chunk
+            if mode != "signal-while-idle":
+                sock = socket.create_connection(("127.0.0.1", int(port)))
+                sock.sendall(upgrade_request())
+            stderr = b""
+            while chunk := await process.stderr.receive_some():
+                stderr += chunk
+            returncode = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return subprocess.CompletedProcess(process.args, returncode, port, stderr)
+
+
+@pytest.mark.time_limit(30)
+@pytest.mark.parametrize("mode", ["signal-while-idle", "signal-in-handler", "raise-in-handler"])
+async def test_ctrl_c_leaves_serve_websocket_as_keyboard_interrupt(mode: str) -> None:
+    result = await run_server_script(mode)
+    stderr = result.stderr.decode()
+    assert result.returncode != 0
+    assert "KeyboardInterrupt" in stderr
+    assert "ExceptionGroup" not in stderr
+    # Only the interrupt's own traceback: nothing logged or chained.
+    assert stderr.count("Traceback (most recent call last)") == 1
+
+
+@pytest.mark.time_limit(30)
+async def test_sys_exit_in_a_handler_leaves_serve_websocket_as_system_exit() -> None:
+    result = await run_server_script("exit-in-handler")
+    assert result.returncode == 3
+    assert result.stderr == b""
+
+
+async def test_keyboard_interrupt_in_a_handler_leaves_run_as_itself() -> None:
+    async def interrupting(request: WebSocketRequest) -> None:
+        raise KeyboardInterrupt
+
+    listener = MemoryListener()
+    server = WebSocketServer(interrupting, [listener])
+    client = await listener.connect()  # queued for the server to accept
+    await client.send_all(upgrade_request())
+    with pytest.raises(KeyboardInterrupt), trio.fail_after(5):
+        await server.run()  # called directly: no nursery of ours around it
