@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from server_fixtures import MemoryListener, start_memory_server, upgrade_request
+from server_fixtures import MemoryListener, read_until_eof, start_memory_server, upgrade_request
 
 from trio_websocket import (
     ConnectionClosed,
@@ -30,6 +31,7 @@ from trio_websocket import (
     serve_websocket,
     wrap_client_stream,
 )
+from trio_websocket._http import EarlyHeadCheck
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,6 +40,10 @@ def reset(sock: socket.socket) -> None:
     """Close ``sock`` with a TCP reset (SO_LINGER on, timeout 0)."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
+
+
+async def never_called(request: WebSocketRequest) -> None:
+    raise AssertionError("the handler ran")
 
 
 async def echo_once(url: str) -> None:
@@ -255,3 +261,112 @@ async def test_keyboard_interrupt_in_a_handler_leaves_run_as_itself() -> None:
     await client.send_all(upgrade_request())
     with pytest.raises(KeyboardInterrupt), trio.fail_after(5):
         await server.run()  # called directly: no nursery of ours around it
+
+
+# ----------------------------------------------------------------------
+# Bytes that can never become a request are answered at once
+
+
+def tls_client_hello() -> bytes:
+    """The first bytes a TLS client sends (a real ClientHello)."""
+    context = ssl.create_default_context()
+    tls = context.wrap_bio(ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(), server_hostname="x")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+NEVER_A_REQUEST = {
+    "tls client hello": tls_client_hello(),
+    "binary garbage": bytes(range(256)),
+    "a line of text": b"hello there, is anybody home?\n",
+    "bare LF request line": b"GET / HTTP/1.1\nHost: example.com\n",
+    "bare LF header line": b"GET / HTTP/1.1\r\nHost: example.com\nUpgrade: websocket\n",
+    "non-token method": b"G(T / HTTP/1.1\r\n",
+    "two spaces": b"GET  / HTTP/1.1\r\n",
+    "not HTTP/1.x": b"GET / HTTP/2.0\r\n",
+    "NUL in a header": b"GET / HTTP/1.1\r\nHost: exa\x00mple.com\r\n",
+    "bare CR": b"GET / HTTP/1.1\r\nHost: x\rUpgrade: websocket\r\n",
+    "ssh banner": b"SSH-2.0-OpenSSH_9.6\r\n",
+}
+
+
+@pytest.mark.parametrize("data", NEVER_A_REQUEST.values(), ids=NEVER_A_REQUEST.keys())
+async def test_bytes_that_cannot_become_a_request_get_400_at_once(
+    data: bytes, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with trio.open_nursery() as nursery:
+        _, listener = await start_memory_server(nursery, never_called, connect_timeout=60)
+        stream = await listener.connect()
+        start = trio.current_time()
+        await stream.send_all(data)  # and nothing more: no blank line ever
+        answer = await read_until_eof(stream)
+        assert trio.current_time() - start < 2  # the linger after the answer, at most
+        assert answer.startswith(b"HTTP/1.1 400 ")
+        assert b"\r\nconnection: close\r\n" in answer
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("name", ["tls client hello", "binary garbage", "bare LF request line"])
+async def test_bytes_that_cannot_become_a_request_over_tcp_are_answered_at_once(
+    name: str,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(serve_websocket, never_called, "127.0.0.1", 0, None)
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        with trio.fail_after(1):
+            await stream.send_all(NEVER_A_REQUEST[name])
+            answer = await stream.receive_some()
+        assert answer.startswith(b"HTTP/1.1 400 ")
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_whole_head_with_bare_lf_lines_gets_400_too(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # One policy whether the head arrives whole or in pieces (h11 alone
+    # would take this one).
+    request = upgrade_request().replace(b"Host: example.com\r\n", b"Host: example.com\n")
+    async with trio.open_nursery() as nursery:
+        _, listener = await start_memory_server(nursery, never_called)
+        stream = await listener.connect()
+        await stream.send_all(request)
+        assert (await read_until_eof(stream)).startswith(b"HTTP/1.1 400 ")
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_valid_request_sent_byte_by_byte_is_still_served(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def accept(request: WebSocketRequest) -> None:
+        await request.accept()
+
+    async with trio.open_nursery() as nursery:
+        _, listener = await start_memory_server(nursery, accept, connect_timeout=60)
+        stream = await listener.connect()
+        request = upgrade_request("/chat?room=1", b"Origin: https://example.com\r\n")
+        for index in range(len(request)):
+            await stream.send_all(request[index : index + 1])
+            await trio.sleep(0.05)
+        assert (await stream.receive_some()).startswith(b"HTTP/1.1 101 ")
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        upgrade_request("/chat?room=1", b"Origin: https://example.com\r\nX-Empty:\r\n"),
+        b"GET / HTTP/1.0\r\nUser-Agent: caf\xc3\xa9\r\n\r\n",  # obs-text in a value
+        b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+)
+def test_no_prefix_of_a_valid_head_is_judged_invalid(head: bytes) -> None:
+    # Fed growing prefixes (a bytearray, as a head in pieces is kept), and
+    # each prefix afresh: never a problem.
+    check = EarlyHeadCheck()
+    received = bytearray()
+    for byte in head:
+        received.append(byte)
+        assert check.problem(received) is None, bytes(received)
+        assert EarlyHeadCheck().problem(bytes(received)) is None, bytes(received)

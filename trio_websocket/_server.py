@@ -12,14 +12,18 @@ Rules:
   ``connect_timeout``, so slow senders are dropped) reads the request head
   within its :class:`RequestLimits` (414/431), then in this order: the
   ``process_request`` hook may answer it; a request that is not a WebSocket
-  upgrade gets ``426`` (a broken upgrade ``400``, garbage ``400``); a
+  upgrade gets ``426`` (a broken upgrade ``400``, garbage ``400`` as soon
+  as its first bytes show it can never be a request); a
   disallowed ``Origin`` gets ``403``; a full server (``max_connections``)
   or one shutting down gets ``503``. None of these reach the handler, and
   every plain HTTP answer ends with ``Connection: close``.
 - An exception escaping a handler (or the hook) propagates out of
   ``serve_websocket``, as with ``trio.serve_tcp``: errors never pass
   silently. The one exception: ``ConnectionClosed`` escaping a handler
-  during a graceful shutdown, which the shutdown itself caused.
+  (at any time, ``accept()`` included) is the peer's doing, not the
+  server's: it is logged at DEBUG and never propagates, so that no peer
+  can stop the server. ``KeyboardInterrupt`` and ``SystemExit`` leave
+  ``run`` (and ``serve_websocket``) as themselves, never in a group.
 - Graceful shutdown runs in the server's own ``run`` task, so it goes on
   even if the task that asked for it is cancelled; every waiting caller of
   :meth:`WebSocketServer.aclose` gets the same report. Handshakes in
