@@ -105,14 +105,32 @@ _ACCEPT_CAPACITY_ERRNOS = frozenset(
 )
 _ACCEPT_RETRY_SECONDS = 0.1
 
-def _check_max_connections(value: object) -> int | None:
+#: The most connections reading their opening request at once, by default.
+#: Each may hold up to a request head (16 KiB at most, see RequestLimits)
+#: and, over TLS, a TLS session: 1024 bound that to ~16 MiB of heads. A
+#: legitimate client needs its place for about one round trip, so 1024 at
+#: once is more than a process completes in a second (~3,000 handshakes/s)
+#: unless clients are very slow; it is also the usual soft limit on open
+#: files, which a flood would otherwise exhaust first.
+DEFAULT_MAX_HANDSHAKES = 1024
+
+
+def _check_count_limit(name: str, value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError("max_connections must be an int or None")
+        raise TypeError(f"{name} must be an int or None")
     if value < 1:
-        raise ValueError(f"max_connections must be at least 1, got {value}")
+        raise ValueError(f"{name} must be at least 1, got {value}")
     return value
+
+
+def _check_max_connections(value: object) -> int | None:
+    return _check_count_limit("max_connections", value)
+
+
+def _check_max_handshakes(value: object) -> int | None:
+    return _check_count_limit("max_handshakes", value)
 
 
 def _log_handler_closed(request: WebSocketRequest, closed: ConnectionClosed) -> None:
@@ -150,6 +168,7 @@ class WebSocketServer:
         ping_timeout: float | None = None,
         max_buffered_bytes: int | None = None,
         compression: str | DeflateConfig | None = None,
+        max_handshakes: int | None = DEFAULT_MAX_HANDSHAKES,
     ) -> None:
         if not listeners:
             raise ValueError("a WebSocketServer needs at least one listener")
@@ -172,6 +191,7 @@ class WebSocketServer:
         self._process_request = process_request
         self._origins = None if origins is None else OriginPolicy(origins)
         self._max_connections = _check_max_connections(max_connections)
+        self._max_handshakes = _check_max_handshakes(max_handshakes)
         if request_limits is None:
             request_limits = DEFAULT_REQUEST_LIMITS
         elif not isinstance(request_limits, RequestLimits):
@@ -180,6 +200,9 @@ class WebSocketServer:
         # Connection tracking: handshake-phase cancel scopes, and each
         # request whose handler runs, with its connection's cancel scope.
         self._handshakes: set[trio.CancelScope] = set()
+        # The scopes of the connections reading their request, oldest
+        # first (a dict keeps insertion order): what max_handshakes bounds.
+        self._reading: dict[trio.CancelScope, None] = {}
         self._live: dict[WebSocketRequest, trio.CancelScope] = {}
         # Lifecycle: started once; closing from the first aclose() on.
         self._started = False
@@ -455,7 +478,7 @@ class WebSocketServer:
         the handler, or None once the client was answered or dropped."""
         self._handshakes.add(scope)
         try:
-            outcome = await self._screen(stream, nursery)
+            outcome = await self._screen(stream, nursery, scope)
         except HandshakeError as exc:
             logger.debug("handshake failed: %s", exc)
             return None
@@ -468,12 +491,30 @@ class WebSocketServer:
         await _answer(stream, response, method)
         return None
 
+    def _start_reading(self, scope: trio.CancelScope) -> None:
+        """Count a connection that starts reading its request; beyond
+        ``max_handshakes``, the one reading the longest is dropped to make
+        room (see :func:`serve_websocket` for why)."""
+        if self._max_handshakes is not None and len(self._reading) >= self._max_handshakes:
+            oldest = next(iter(self._reading))
+            del self._reading[oldest]
+            oldest.cancel()  # its task drops the connection
+            logger.debug(
+                "dropped the oldest incomplete request: %d requests being read",
+                self._max_handshakes,
+            )
+        self._reading[scope] = None
+
     async def _screen(
-        self, stream: trio.abc.Stream, nursery: trio.Nursery
+        self, stream: trio.abc.Stream, nursery: trio.Nursery, scope: trio.CancelScope
     ) -> WebSocketRequest | tuple[HTTPResponse, str]:
         """The request for the handler, or the answer it gets instead (and
         the request's method, which decides whether a body goes with it)."""
-        request, head = await _read_request(stream, nursery, self._options, self._limits)
+        self._start_reading(scope)
+        try:
+            request, head = await _read_request(stream, nursery, self._options, self._limits)
+        finally:
+            self._reading.pop(scope, None)
         if self._process_request is not None:
             view = _hook_view(request, head)
             response = await self._call_hook(stream, view)
@@ -530,6 +571,7 @@ async def serve_websocket(
     ping_timeout: float | None = None,
     max_buffered_bytes: int | None = None,
     compression: str | DeflateConfig | None = None,
+    max_handshakes: int | None = DEFAULT_MAX_HANDSHAKES,
 ) -> None:
     """Listen on ``host:port`` and run ``await handler(request)`` for each
     WebSocket connection, until cancelled or shut down with
@@ -586,8 +628,18 @@ async def serve_websocket(
         permessage-deflate (RFC 7692) from clients that offer it; None (the
         default) never compresses. Each connection's
         :attr:`WebSocketConnection.compression` says what was agreed.
+    :param max_handshakes: the most connections reading their opening
+        request at once (1024 by default; None for no limit). Each may
+        buffer up to a request head (16 KiB at most) for up to
+        ``connect_timeout``; beyond the limit, a new connection makes room
+        by dropping the one that has been reading the longest, without an
+        answer. Legitimate clients send their request within a round trip,
+        so the oldest incomplete request is almost always a slow or
+        hostile sender's ("slowloris"): new clients are served at once
+        instead of waiting for a place, and memory stays bounded.
     """
     # Bad options fail before any listener is opened (and left open).
+    _check_max_handshakes(max_handshakes)
     ConnectionOptions.build(
         message_queue_size,
         max_message_size,
@@ -617,6 +669,7 @@ async def serve_websocket(
         "ping_timeout": ping_timeout,
         "max_buffered_bytes": max_buffered_bytes,
         "compression": compression,
+        "max_handshakes": max_handshakes,
     }
     listen_host: Any = host
     listeners: Sequence[trio.abc.Listener[Any]]
