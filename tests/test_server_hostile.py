@@ -36,6 +36,7 @@ from trio_websocket import (
     wrap_client_stream,
 )
 from trio_websocket._http import EarlyHeadCheck
+from trio_websocket.testing import open_memory_client
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,6 +109,57 @@ async def test_connection_closed_escaping_a_handler_later_is_logged_not_raised(
         await trio.testing.wait_all_tasks_blocked()
         assert server.connection_count == 0
         nursery.cancel_scope.cancel()
+
+
+async def test_connection_closed_from_a_nursery_in_the_handler_is_the_peers_doing_too(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ended = trio.Event()
+
+    async def two_loops(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+
+        async def consume() -> None:
+            while True:
+                await ws.get_message()
+
+        async def produce() -> None:
+            while True:
+                await ws.send_message("tick")
+                await trio.sleep(1)
+
+        try:
+            async with trio.open_nursery() as nursery:  # strict: a group leaves
+                nursery.start_soon(consume)
+                nursery.start_soon(produce)
+        finally:
+            ended.set()
+
+    async with trio.open_nursery() as nursery:
+        server, listener = await start_memory_server(nursery, two_loops)
+        client = await wrap_client_stream(nursery, await listener.connect(), "example.com", "/")
+        assert await client.get_message() == "tick"
+        await client.aclose()
+        await ended.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.connection_count == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_group_with_another_error_in_it_still_propagates() -> None:
+    async def buggy(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        async with trio.open_nursery():
+            await ws.get_message()
+            raise ZeroDivisionError
+
+    with pytest.RaisesGroup(ZeroDivisionError, flatten_subgroups=True):
+        async with trio.open_nursery() as nursery:
+            _, listener = await start_memory_server(nursery, buggy)
+            client = await wrap_client_stream(nursery, await listener.connect(), "example.com", "/")
+            await client.send_message("boom")
+            with pytest.raises(ConnectionClosed):
+                await client.get_message()
 
 
 async def test_other_handler_errors_still_propagate() -> None:
@@ -535,3 +587,18 @@ async def test_max_handshakes_reaches_the_workers() -> None:
             )
         await check_one_handshake_at_a_time(pool.port)
         await pool.stop()
+
+
+async def test_the_testing_kit_takes_connection_closed_as_a_server_does() -> None:
+    # The README's handler, which lets ConnectionClosed end it.
+    async def echo(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        while True:
+            await ws.send_message(await ws.get_message())
+
+    with trio.fail_after(5):
+        async with open_memory_client(echo) as ws:
+            await ws.send_message("hi")
+            assert await ws.get_message() == "hi"
+        # Leaving the block closed the client; the handler's
+        # ConnectionClosed is no error, so nothing was raised.

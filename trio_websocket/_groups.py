@@ -51,6 +51,14 @@ def interruption(group: BaseExceptionGroup[BaseException]) -> BaseException | No
     return None
 
 
+def only(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``exc`` is a ``kind``, or a group (nested or not) of nothing
+    else: what a nursery makes of it when tasks inside let it escape."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(isinstance(leaf, kind) for leaf in _leaves(exc))
+    return isinstance(exc, kind)
+
+
 def reraise_as_is(exc: BaseException) -> None:
     """Raise ``exc`` from inside an ``except`` block without letting Python
     overwrite its ``__context__`` with the exception being handled."""

@@ -20,9 +20,10 @@ Rules:
 - An exception escaping a handler (or the hook) propagates out of
   ``serve_websocket``, as with ``trio.serve_tcp``: errors never pass
   silently. The one exception: ``ConnectionClosed`` escaping a handler
-  (at any time, ``accept()`` included) is the peer's doing, not the
-  server's: it is logged at DEBUG and never propagates, so that no peer
-  can stop the server. ``KeyboardInterrupt`` and ``SystemExit`` leave
+  (at any time, ``accept()`` included; alone or in a group of nothing
+  else, as a nursery in the handler raises it) is the peer's doing, not
+  the server's: it is logged at DEBUG and never propagates, so that no
+  peer can stop the server. ``KeyboardInterrupt`` and ``SystemExit`` leave
   ``run`` (and ``serve_websocket``) as themselves, never in a group.
 - Graceful shutdown runs in the server's own ``run`` task, so it goes on
   even if the task that asked for it is cancelled; every waiting caller of
@@ -65,7 +66,7 @@ from ._config import (
 )
 from ._endpoint import Endpoint, listener_endpoint
 from ._errors import ConnectionClosed, HandshakeError
-from ._groups import interruption, main_exception, reraise_as_is
+from ._groups import interruption, main_exception, only, reraise_as_is
 from ._http import (
     FORBIDDEN_ORIGIN,
     SERVICE_UNAVAILABLE,
@@ -133,12 +134,12 @@ def _check_max_handshakes(value: object) -> int | None:
     return _check_count_limit("max_handshakes", value)
 
 
-def _log_handler_closed(request: WebSocketRequest, closed: ConnectionClosed) -> None:
-    """DEBUG: a handler ended with ``ConnectionClosed`` (the close itself
-    is already logged at INFO when it was decided)."""
+def _log_handler_closed(request: WebSocketRequest, closed: Exception) -> None:
+    """DEBUG: a handler ended with ``ConnectionClosed`` (or a group of
+    them); the close itself is already logged at INFO when it was decided."""
     connection = request._connection
     subject = str(connection) if connection is not None else f"request for {request.path}"
-    logger.debug("%s: handler ended by ConnectionClosed (%s)", subject, closed.reason)
+    logger.debug("%s: handler ended by ConnectionClosed (%r)", subject, closed)
 
 
 class WebSocketServer:
@@ -249,7 +250,9 @@ class WebSocketServer:
 
         A failure to start (a listener that cannot accept) raises that one
         error, never a group; once started, a handler's error leaves by
-        Trio's nursery rules (see :func:`serve_websocket`).
+        Trio's nursery rules (see :func:`serve_websocket`), except
+        ``ConnectionClosed``, which never leaves (the peer went away), and
+        ``KeyboardInterrupt`` and ``SystemExit``, which leave as themselves.
 
         :raises RuntimeError: if the server already ran or was closed.
         """
@@ -429,16 +432,17 @@ class WebSocketServer:
                     handler_failed = False
                     try:
                         await self._handler(request)
-                    except ConnectionClosed as exc:
-                        # The peer went away (or the shutdown closed the
-                        # connection): news, not a server error.
-                        handler_failed = True
-                        _log_handler_closed(request, exc)
                     except Exception as exc:
-                        # Raised below, once the connection is over.
                         handler_failed = True
-                        handler_error = exc
-                        log_handler_error(request, request._connection, exc)
+                        if only(exc, ConnectionClosed):
+                            # The peer went away (or the shutdown closed
+                            # the connection): news, not a server error.
+                            # (Also in a group: from a nursery in the handler.)
+                            _log_handler_closed(request, exc)
+                        else:
+                            # Raised below, once the connection is over.
+                            handler_error = exc
+                            log_handler_error(request, request._connection, exc)
                     # (A cancellation, KeyboardInterrupt or SystemExit
                     # leaves at once: the closing below is for errors
                     # and returns only.)
@@ -581,6 +585,12 @@ async def serve_websocket(
         print(server.port)
 
     :param handler: an async function taking a :class:`WebSocketRequest`.
+        Its connection is closed with 1000 when it returns and 1011 when it
+        raises. Its exceptions propagate out of ``serve_websocket`` (in an
+        ``ExceptionGroup``, as from any Trio nursery), except
+        :exc:`ConnectionClosed`: the client went away, which is no server
+        error (logged at DEBUG). ``KeyboardInterrupt`` and ``SystemExit``
+        leave as themselves.
     :param host: the address to listen on; None for all interfaces (and
         with ``unix_socket_path``).
     :param port: the TCP port; 0 for any free port; None with
