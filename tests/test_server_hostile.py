@@ -228,7 +228,7 @@ async def test_failed_accepts_over_tcp_do_not_lock_out_good_clients() -> None:
 SERVER_SCRIPT = """
 import os, signal, sys, threading, time
 import trio
-from trio_websocket import serve_websocket
+from trio_websocket import serve_websocket, serve_websocket_workers
 
 MODE = sys.argv[1]
 
@@ -248,11 +248,17 @@ def ctrl_c_soon():
 class Status:
     def started(self, server=None):
         print(server.port, flush=True)
+        if MODE.endswith("signal-while-idle"):
+            threading.Thread(target=ctrl_c_soon, daemon=True).start()
 
 async def main():
-    if MODE == "signal-while-idle":
-        threading.Thread(target=ctrl_c_soon, daemon=True).start()
-    await serve_websocket(handler, "127.0.0.1", 0, None, task_status=Status())
+    if MODE.startswith("workers"):
+        await serve_websocket_workers(
+            "trio_websocket._cli:worker_echo_handler", "127.0.0.1", 0, workers=1,
+            task_status=Status(),
+        )
+    else:
+        await serve_websocket(handler, "127.0.0.1", 0, None, task_status=Status())
 
 trio.run(main)
 """
@@ -274,7 +280,7 @@ async def run_server_script(mode: str) -> subprocess.CompletedProcess[bytes]:
                 chunk = await process.stdout.receive_some(100)
                 assert chunk, "the server script exited before it listened"
                 port += chunk
-            if mode != "signal-while-idle":
+            if not mode.endswith("signal-while-idle"):
                 sock = socket.create_connection(("127.0.0.1", int(port)))
                 sock.sendall(upgrade_request())
             stderr = b""
@@ -289,7 +295,20 @@ async def run_server_script(mode: str) -> subprocess.CompletedProcess[bytes]:
 
 
 @pytest.mark.time_limit(30)
-@pytest.mark.parametrize("mode", ["signal-while-idle", "signal-in-handler", "raise-in-handler"])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "signal-while-idle",
+        "signal-in-handler",
+        "raise-in-handler",
+        pytest.param(
+            "workers-signal-while-idle",
+            marks=pytest.mark.skipif(
+                not sys.platform.startswith("linux"), reason="workers are Linux only"
+            ),
+        ),
+    ],
+)
 async def test_ctrl_c_leaves_serve_websocket_as_keyboard_interrupt(mode: str) -> None:
     result = await run_server_script(mode)
     stderr = result.stderr.decode()
