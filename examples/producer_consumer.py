@@ -53,19 +53,16 @@ async def worker(request: WebSocketRequest) -> None:
     the summary."""
     ws = await request.accept()
     jobs = total = 0
-    try:
-        while True:
-            message = json.loads(await ws.get_message())
-            if message.get("done"):
-                await ws.send_message(json.dumps({"summary": {"jobs": jobs, "total": total}}))
-                return
-            await trio.sleep(WORK_TIME)
-            square = message["n"] ** 2
-            jobs += 1
-            total += square
-            await ws.send_message(json.dumps({"job": message["job"], "square": square}))
-    except ConnectionClosed:
-        pass
+    while True:  # until the summary, or the client leaves (ConnectionClosed)
+        message = json.loads(await ws.get_message())
+        if message.get("done"):
+            await ws.send_message(json.dumps({"summary": {"jobs": jobs, "total": total}}))
+            return
+        await trio.sleep(WORK_TIME)
+        square = message["n"] ** 2
+        jobs += 1
+        total += square
+        await ws.send_message(json.dumps({"job": message["job"], "square": square}))
 
 
 @dataclass

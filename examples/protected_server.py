@@ -25,7 +25,6 @@ import trio
 
 from trio_websocket import (
     BasicAuth,
-    ConnectionClosed,
     ConnectionRejected,
     Endpoint,
     HTTPRequest,
@@ -58,12 +57,9 @@ async def handler(request: WebSocketRequest) -> None:
     credentials = basic_auth_credentials(request.headers)
     user = credentials[0] if credentials else "?"
     ws = await request.accept()
-    try:
-        while True:
-            message = await ws.get_message()
-            await ws.send_message(f"{user} said: {message}")
-    except ConnectionClosed:
-        pass
+    while True:  # until the client leaves (ConnectionClosed)
+        message = await ws.get_message()
+        await ws.send_message(f"{user} said: {message}")
 
 
 async def http_status(port: int, request: bytes) -> str:

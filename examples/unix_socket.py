@@ -25,16 +25,13 @@ from functools import partial
 
 import trio
 
-from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket, wrap_client_stream
+from trio_websocket import WebSocketRequest, serve_websocket, wrap_client_stream
 
 
 async def echo(request: WebSocketRequest) -> None:
     ws = await request.accept()
-    try:
-        while True:
-            await ws.send_message(await ws.get_message())
-    except ConnectionClosed:
-        pass
+    while True:  # until the client leaves (ConnectionClosed)
+        await ws.send_message(await ws.get_message())
 
 
 async def demo(path: str) -> None:

@@ -182,6 +182,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("ping_timeout", K, None),
         ("max_buffered_bytes", K, None),
         ("compression", K, None),
+        ("max_handshakes", K, 1024),  # issue 13
     ],
     "wrap_server_stream": [
         ("nursery", P, REQUIRED),
@@ -218,6 +219,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("max_connections", K, None),
         ("request_limits", K, None),
         ("compression", K, None),
+        ("max_handshakes", K, 1024),  # issue 13
     ],
     "run_websocket_workers": [
         ("app", P, REQUIRED),
@@ -245,6 +247,7 @@ SIGNATURES: dict[str, list[Param]] = {
         ("ping_timeout", K, None),
         ("max_buffered_bytes", K, None),
         ("compression", K, None),
+        ("max_handshakes", K, 1024),  # issue 13
     ],
     "basic_auth_credentials": [("headers", P, REQUIRED)],
     "WebSocketRequest.accept": [

@@ -309,18 +309,6 @@ async def test_connection_closed_escaping_a_handler_during_shutdown_is_no_error(
         assert (await read_until_eof(undecided)).startswith(b"HTTP/1.1 503 ")
 
 
-async def test_connection_closed_escaping_a_handler_otherwise_still_propagates() -> None:
-    async def careless_handler(request: WebSocketRequest) -> None:
-        ws = await request.accept()
-        await ws.get_message()
-
-    with pytest.RaisesGroup(ConnectionClosed, flatten_subgroups=True):
-        async with trio.open_nursery() as nursery:
-            _, listener = await start_memory_server(nursery, careless_handler)
-            client = await wrap_client_stream(nursery, await listener.connect(), "example.com", "/")
-            await client.aclose()
-
-
 async def test_a_handler_may_shut_the_server_down_and_is_then_waited_for(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -5,7 +5,8 @@ an echo server.
         [--subprotocol P ...] [--header "Name: value" ...]
         [--ping-interval SECONDS] [--proxy URL | --unix-socket PATH]
     python -m trio_websocket serve [--host 127.0.0.1] [--port 8000] [--workers N]
-        [--ping-interval SECONDS] [--max-connections N] [--unix-socket PATH]
+        [--ping-interval SECONDS] [--max-connections N] [--max-handshakes N]
+        [--unix-socket PATH]
 
 Rules:
 - Top layer: uses only the package's public names (``from . import ...``),
@@ -59,6 +60,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 from urllib.parse import urlsplit
 
 import trio
@@ -415,6 +417,8 @@ class ServerOptions:
     ping_interval: float | None = None
     max_connections: int | None = None
     unix_socket_path: str | None = None
+    #: None: serve_websocket's default.
+    max_handshakes: int | None = None
 
 
 def describe_report(report: ShutdownReport) -> str:
@@ -443,6 +447,7 @@ async def run_server(
                         ping_interval=options.ping_interval,
                         max_connections=options.max_connections,
                         unix_socket_path=unix_socket_path,
+                        **_given(max_handshakes=options.max_handshakes),
                     )
                 )
             except Exception as exc:  # in a group, from the nursery of ``start``
@@ -508,6 +513,12 @@ def _proxy_url(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options that were given (not None), to leave the others at the
+    library's defaults."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def _connection_count(text: str) -> int:
@@ -595,6 +606,15 @@ def _server_parser() -> argparse.ArgumentParser:
         help="answer 503 beyond N open connections (per worker with --workers)",
     )
     parser.add_argument(
+        "--max-handshakes",
+        type=_connection_count,
+        metavar="N",
+        help=(
+            "read at most N opening requests at once, dropping the oldest incomplete"
+            " one beyond (default: the library's; per worker with --workers)"
+        ),
+    )
+    parser.add_argument(
         "--unix-socket",
         metavar="PATH",
         help="listen on this Unix socket instead of TCP (not with --host, --port, --workers)",
@@ -632,8 +652,11 @@ def _serve(argv: Sequence[str]) -> int:
             shutdown_timeout=SHUTDOWN_TIMEOUT,
             ping_interval=args.ping_interval,
             max_connections=args.max_connections,
+            **_given(max_handshakes=args.max_handshakes),
         )
-    options = ServerOptions(args.ping_interval, args.max_connections, args.unix_socket)
+    options = ServerOptions(
+        args.ping_interval, args.max_connections, args.unix_socket, args.max_handshakes
+    )
     if args.unix_socket is not None:
         return trio.run(run_server, None, None, options)
     return trio.run(run_server, host, port, options)

@@ -3,6 +3,9 @@
 Rules:
 - Public calls that own a nursery raise one exception, never a group (trio's
   nurseries group every error under ``strict_exception_groups=True``).
+- ``KeyboardInterrupt`` and ``SystemExit`` (Ctrl-C, ``sys.exit``) leave
+  as themselves even from calls that otherwise let a group out (a server's
+  handler errors): a program stopping must not print an ExceptionGroup.
 - The exception raised keeps its own ``__cause__``, ``__context__`` and
   traceback; a real error wins over the ``Cancelled`` that unwinding it
   caused in sibling tasks.
@@ -36,6 +39,24 @@ def main_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
         if not isinstance(exc, trio.Cancelled):
             return exc
     return leaves[0]
+
+
+def interruption(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The first ``KeyboardInterrupt`` or ``SystemExit`` in ``group``, if
+    any: a request to stop the program, which must leave every public call
+    as itself (never in a group), whatever else went wrong meanwhile."""
+    for exc in _leaves(group):
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            return exc
+    return None
+
+
+def only(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``exc`` is a ``kind``, or a group (nested or not) of nothing
+    else: what a nursery makes of it when tasks inside let it escape."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(isinstance(leaf, kind) for leaf in _leaves(exc))
+    return isinstance(exc, kind)
 
 
 def reraise_as_is(exc: BaseException) -> None:

@@ -6,6 +6,13 @@ Rules:
   describes and serializes.
 - Header names are lower-case ``bytes``, values ``bytes``, in the order
   received, as everywhere else in the package.
+- :class:`EarlyHeadCheck` judges a head still arriving, by the rules its
+  complete form must meet (a token, a target, ``HTTP/1.0`` or ``HTTP/1.1``;
+  CRLF line ends only, no bare LF or CR; no control bytes): bytes that can
+  never become a request are refused as soon as they arrive, not when a
+  blank line that may never come does. Bare LF line ends, which RFC 9112
+  lets a server accept, are refused: one rule whether a head arrives whole
+  or in pieces.
 - A response always ends the connection: the server writes
   ``Connection: close`` and the exact ``Content-Length`` itself, so a hook
   cannot set those (nor ``Transfer-Encoding``), and header injection (CR,
@@ -180,6 +187,68 @@ _REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/1\.([01])")
 #: most of the time of reading an opening request.)
 _TOKEN_BYTES = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _VALUE_BYTES = bytes(range(0x21, 0x7F)) + bytes(range(0x80, 0x100)) + b" \t"
+
+
+#: What a request line may look like before its CRLF has arrived: each part
+#: so far a prefix of what it must become (a token, a space, a target, a
+#: space, ``HTTP/1.0`` or ``HTTP/1.1``, maybe the CR of the CRLF).
+_REQUEST_LINE_START = re.compile(
+    rb"(?:" + _TOKEN + rb"(?: (?:[\x21-\x7e]+"
+    rb"(?: (?:HTTP/1\.[01]\r?|H(?:T(?:T(?:P(?:/(?:1\.?)?)?)?)?)?)?)?)?)?)?"
+)
+#: Bytes that may appear anywhere in a head after its request line.
+_HEAD_BYTES = _VALUE_BYTES + b"\r\n"
+
+
+class EarlyHeadCheck:
+    """Judges a request head while it is still arriving, so that bytes that
+    can never become a valid request (a TLS ClientHello, binary garbage, a
+    line ending in a bare LF) are refused at once instead of waiting for a
+    blank line that may never come.
+
+    Feed it the whole buffer received so far, each time: it looks at the
+    bytes it has not judged yet (and re-reads only the request line while
+    that is incomplete, which the request-line limit bounds).
+    """
+
+    __slots__ = ("_checked", "_line_done")
+
+    def __init__(self) -> None:
+        self._line_done = False
+        self._checked = 0  # bytes after the request line judged so far
+
+    def problem(self, received: bytes | bytearray) -> str | None:
+        """Why ``received`` cannot be the start of a valid request head, or
+        None while it still can."""
+        if not self._line_done:
+            line_end = received.find(b"\n")
+            if line_end < 0:
+                if _REQUEST_LINE_START.fullmatch(received) is None:
+                    return "not an HTTP request line"
+                return None
+            if line_end == 0 or received[line_end - 1] != 0x0D:
+                return "a line ends with a bare LF"
+            if _REQUEST_LINE.fullmatch(received, 0, line_end - 1) is None:
+                return "not an HTTP request line"
+            self._line_done = True
+            self._checked = line_end + 1
+        start = self._checked
+        if received[start:].translate(None, _HEAD_BYTES):
+            return "a control byte in the headers"
+        size = len(received)
+        line_feed = received.find(b"\n", start)
+        while line_feed >= 0:  # (at most one pass per header line)
+            if received[line_feed - 1] != 0x0D:
+                return "a line ends with a bare LF"
+            line_feed = received.find(b"\n", line_feed + 1)
+        carriage_return = received.find(b"\r", start)
+        while 0 <= carriage_return < size - 1:
+            if received[carriage_return + 1] != 0x0A:
+                return "a CR that does not end a line"
+            carriage_return = received.find(b"\r", carriage_return + 1)
+        # A CR at the very end may be the start of a CRLF: judged next time.
+        self._checked = size - 1 if carriage_return == size - 1 else size
+        return None
 
 
 def parse_request_head(head: bytes) -> tuple[str, str, Headers] | None:

@@ -14,6 +14,9 @@ Rules:
   handler rejects it or accepts it with extra headers or an extension. The
   ``_http`` parser reads the head again only for a ``process_request`` hook
   or a request wsproto refused.
+- A head is judged as early as its bytes allow (``_http.EarlyHeadCheck``
+  on every partial read, and on a whole head before h11 sees it): what can
+  never become a valid request gets 400 at once.
 - Every plain HTTP answer ends with ``Connection: close``, and the stream
   lingers briefly so that the answer is not destroyed by a reset.
 - A request the handler neither accepted nor rejected gets 403 (returned)
@@ -49,6 +52,7 @@ from ._http import (
     HEADERS_TOO_LARGE,
     UPGRADE_REQUIRED,
     URI_TOO_LONG,
+    EarlyHeadCheck,
     HTTPRequest,
     HTTPResponse,
     parse_request_head,
@@ -276,9 +280,14 @@ class WebSocketRequest:
     async def _close_after_handler(self, handler_failed: bool) -> None:
         """:meth:`_finish` without its own time limit: the caller bounds it
         (a timeout cancels ``aclose``, which then aborts the connection)."""
-        if self._connection is not None:
+        connection = self._connection
+        if connection is not None:
+            if connection._nursery is None:
+                # accept() failed to send the 101 and closed the stream:
+                # there is no reader to wait for, nothing left to close.
+                return
             code = INTERNAL_ERROR if handler_failed else NORMAL_CLOSURE
-            await self._connection.aclose(code)
+            await connection.aclose(code)
         elif self._handshake is not None:
             await self._send_rejection(
                 _replayed(self._claim()), 500 if handler_failed else 403, [], b""
@@ -408,6 +417,7 @@ async def _read_request(
     """
     received: bytes | bytearray = b""
     scanner = HeadScanner(limits)
+    early = EarlyHeadCheck()
     try:
         while True:
             data = await stream.receive_some(options.receive_buffer_size)
@@ -426,6 +436,12 @@ async def _read_request(
                 raise HandshakeError(f"request too large: {exc}") from exc
             if head_length is not None:
                 break
+            # Judged as early as the bytes allow (a TLS ClientHello, garbage,
+            # bare LFs never end in the blank line we wait for).
+            problem = early.problem(received)
+            if problem is not None:
+                await _send_answer(stream, _BAD_REQUEST)
+                raise HandshakeError(f"invalid opening request: {problem}")
         head = bytes(received[:head_length])
         if b"\n " in head or b"\n\t" in head:
             # Obsolete line folding: refused (RFC 9112 section 5.2 allows
@@ -435,6 +451,12 @@ async def _read_request(
         upgrade = read_upgrade(head)
         if upgrade is not None:
             return WebSocketRequest(stream, head, upgrade, nursery, options), head
+        # The same rules for a head that came whole (h11 would take bare
+        # LFs, which a head in pieces is refused for).
+        problem = EarlyHeadCheck().problem(head)
+        if problem is not None:
+            await _send_answer(stream, _BAD_REQUEST)
+            raise HandshakeError(f"invalid opening request: {problem}")
         handshake = H11Handshake(ConnectionType.SERVER)
         try:
             handshake.receive_data(bytes(received))

@@ -12,14 +12,19 @@ Rules:
   ``connect_timeout``, so slow senders are dropped) reads the request head
   within its :class:`RequestLimits` (414/431), then in this order: the
   ``process_request`` hook may answer it; a request that is not a WebSocket
-  upgrade gets ``426`` (a broken upgrade ``400``, garbage ``400``); a
+  upgrade gets ``426`` (a broken upgrade ``400``, garbage ``400`` as soon
+  as its first bytes show it can never be a request); a
   disallowed ``Origin`` gets ``403``; a full server (``max_connections``)
   or one shutting down gets ``503``. None of these reach the handler, and
   every plain HTTP answer ends with ``Connection: close``.
 - An exception escaping a handler (or the hook) propagates out of
   ``serve_websocket``, as with ``trio.serve_tcp``: errors never pass
   silently. The one exception: ``ConnectionClosed`` escaping a handler
-  during a graceful shutdown, which the shutdown itself caused.
+  (at any time, ``accept()`` included; alone or in a group of nothing
+  else, as a nursery in the handler raises it) is the peer's doing, not
+  the server's: it is logged at DEBUG and never propagates, so that no
+  peer can stop the server. ``KeyboardInterrupt`` and ``SystemExit`` leave
+  ``run`` (and ``serve_websocket``) as themselves, never in a group.
 - Graceful shutdown runs in the server's own ``run`` task, so it goes on
   even if the task that asked for it is cancelled; every waiting caller of
   :meth:`WebSocketServer.aclose` gets the same report. Handshakes in
@@ -61,7 +66,7 @@ from ._config import (
 )
 from ._endpoint import Endpoint, listener_endpoint
 from ._errors import ConnectionClosed, HandshakeError
-from ._groups import main_exception, reraise_as_is
+from ._groups import interruption, main_exception, only, reraise_as_is
 from ._http import (
     FORBIDDEN_ORIGIN,
     SERVICE_UNAVAILABLE,
@@ -101,14 +106,40 @@ _ACCEPT_CAPACITY_ERRNOS = frozenset(
 )
 _ACCEPT_RETRY_SECONDS = 0.1
 
-def _check_max_connections(value: object) -> int | None:
+#: The most connections reading their opening request at once, by default.
+#: Each may hold up to a request head (16 KiB at most, see RequestLimits)
+#: and, over TLS, a TLS session: 1024 bound that to ~16 MiB of heads. A
+#: legitimate client needs its place for about one round trip, so 1024 at
+#: once is more than a process completes in a second (~3,000 handshakes/s)
+#: unless clients are very slow; it is also the usual soft limit on open
+#: files, which a flood would otherwise exhaust first.
+DEFAULT_MAX_HANDSHAKES = 1024
+
+
+def _check_count_limit(name: str, value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError("max_connections must be an int or None")
+        raise TypeError(f"{name} must be an int or None")
     if value < 1:
-        raise ValueError(f"max_connections must be at least 1, got {value}")
+        raise ValueError(f"{name} must be at least 1, got {value}")
     return value
+
+
+def _check_max_connections(value: object) -> int | None:
+    return _check_count_limit("max_connections", value)
+
+
+def _check_max_handshakes(value: object) -> int | None:
+    return _check_count_limit("max_handshakes", value)
+
+
+def _log_handler_closed(request: WebSocketRequest, closed: Exception) -> None:
+    """DEBUG: a handler ended with ``ConnectionClosed`` (or a group of
+    them); the close itself is already logged at INFO when it was decided."""
+    connection = request._connection
+    subject = str(connection) if connection is not None else f"request for {request.path}"
+    logger.debug("%s: handler ended by ConnectionClosed (%r)", subject, closed)
 
 
 class WebSocketServer:
@@ -138,6 +169,7 @@ class WebSocketServer:
         ping_timeout: float | None = None,
         max_buffered_bytes: int | None = None,
         compression: str | DeflateConfig | None = None,
+        max_handshakes: int | None = DEFAULT_MAX_HANDSHAKES,
     ) -> None:
         if not listeners:
             raise ValueError("a WebSocketServer needs at least one listener")
@@ -160,6 +192,7 @@ class WebSocketServer:
         self._process_request = process_request
         self._origins = None if origins is None else OriginPolicy(origins)
         self._max_connections = _check_max_connections(max_connections)
+        self._max_handshakes = _check_max_handshakes(max_handshakes)
         if request_limits is None:
             request_limits = DEFAULT_REQUEST_LIMITS
         elif not isinstance(request_limits, RequestLimits):
@@ -168,6 +201,9 @@ class WebSocketServer:
         # Connection tracking: handshake-phase cancel scopes, and each
         # request whose handler runs, with its connection's cancel scope.
         self._handshakes: set[trio.CancelScope] = set()
+        # The scopes of the connections reading their request, oldest
+        # first (a dict keeps insertion order): what max_handshakes bounds.
+        self._reading: dict[trio.CancelScope, None] = {}
         self._live: dict[WebSocketRequest, trio.CancelScope] = {}
         # Lifecycle: started once; closing from the first aclose() on.
         self._started = False
@@ -214,7 +250,9 @@ class WebSocketServer:
 
         A failure to start (a listener that cannot accept) raises that one
         error, never a group; once started, a handler's error leaves by
-        Trio's nursery rules (see :func:`serve_websocket`).
+        Trio's nursery rules (see :func:`serve_websocket`), except
+        ``ConnectionClosed``, which never leaves (the peer went away), and
+        ``KeyboardInterrupt`` and ``SystemExit``, which leave as themselves.
 
         :raises RuntimeError: if the server already ran or was closed.
         """
@@ -233,6 +271,9 @@ class WebSocketServer:
                 await self._shutdown_requested.wait()
                 self._report = await self._shut_down()
         except BaseExceptionGroup as group:
+            stop = interruption(group)
+            if stop is not None:
+                reraise_as_is(stop)
             if listening:
                 raise
             reraise_as_is(main_exception(group))
@@ -388,23 +429,27 @@ class WebSocketServer:
                 scope.deadline = math.inf
                 self._live[request] = scope
                 try:
+                    handler_failed = False
                     try:
                         await self._handler(request)
-                    except trio.Cancelled:
-                        raise
-                    except ConnectionClosed as exc:
-                        # The shutdown closed this connection: that a
-                        # handler lets the news escape is no error.
-                        if not self._closing:
+                    except Exception as exc:
+                        handler_failed = True
+                        if only(exc, ConnectionClosed):
+                            # The peer went away (or the shutdown closed
+                            # the connection): news, not a server error.
+                            # (Also in a group: from a nursery in the handler.)
+                            _log_handler_closed(request, exc)
+                        else:
+                            # Raised below, once the connection is over.
                             handler_error = exc
-                    except BaseException as exc:
-                        # Raised below, once the connection is over.
-                        handler_error = exc
-                        log_handler_error(request, request._connection, exc)
+                            log_handler_error(request, request._connection, exc)
+                    # (A cancellation, KeyboardInterrupt or SystemExit
+                    # leaves at once: the closing below is for errors
+                    # and returns only.)
                     # The closing is bounded by disconnect_timeout (and cut
                     # short, like the handler, by a forced shutdown).
                     scope.deadline = trio.current_time() + self._disconnect_timeout
-                    await request._close_after_handler(handler_error is not None)
+                    await request._close_after_handler(handler_failed)
                 finally:
                     await request._end()
                     del self._live[request]
@@ -437,7 +482,7 @@ class WebSocketServer:
         the handler, or None once the client was answered or dropped."""
         self._handshakes.add(scope)
         try:
-            outcome = await self._screen(stream, nursery)
+            outcome = await self._screen(stream, nursery, scope)
         except HandshakeError as exc:
             logger.debug("handshake failed: %s", exc)
             return None
@@ -450,12 +495,30 @@ class WebSocketServer:
         await _answer(stream, response, method)
         return None
 
+    def _start_reading(self, scope: trio.CancelScope) -> None:
+        """Count a connection that starts reading its request; beyond
+        ``max_handshakes``, the one reading the longest is dropped to make
+        room (see :func:`serve_websocket` for why)."""
+        if self._max_handshakes is not None and len(self._reading) >= self._max_handshakes:
+            oldest = next(iter(self._reading))
+            del self._reading[oldest]
+            oldest.cancel()  # its task drops the connection
+            logger.debug(
+                "dropped the oldest incomplete request: %d requests being read",
+                self._max_handshakes,
+            )
+        self._reading[scope] = None
+
     async def _screen(
-        self, stream: trio.abc.Stream, nursery: trio.Nursery
+        self, stream: trio.abc.Stream, nursery: trio.Nursery, scope: trio.CancelScope
     ) -> WebSocketRequest | tuple[HTTPResponse, str]:
         """The request for the handler, or the answer it gets instead (and
         the request's method, which decides whether a body goes with it)."""
-        request, head = await _read_request(stream, nursery, self._options, self._limits)
+        self._start_reading(scope)
+        try:
+            request, head = await _read_request(stream, nursery, self._options, self._limits)
+        finally:
+            self._reading.pop(scope, None)
         if self._process_request is not None:
             view = _hook_view(request, head)
             response = await self._call_hook(stream, view)
@@ -484,9 +547,7 @@ class WebSocketServer:
                 raise TypeError(
                     f"process_request must return an HTTPResponse or None, not {result!r}"
                 )
-        except trio.Cancelled:
-            raise
-        except BaseException:
+        except Exception:
             await _answer(stream, text_response(500, "500 Internal Server Error\n"))
             raise
         return result
@@ -514,6 +575,7 @@ async def serve_websocket(
     ping_timeout: float | None = None,
     max_buffered_bytes: int | None = None,
     compression: str | DeflateConfig | None = None,
+    max_handshakes: int | None = DEFAULT_MAX_HANDSHAKES,
 ) -> None:
     """Listen on ``host:port`` and run ``await handler(request)`` for each
     WebSocket connection, until cancelled or shut down with
@@ -523,6 +585,12 @@ async def serve_websocket(
         print(server.port)
 
     :param handler: an async function taking a :class:`WebSocketRequest`.
+        Its connection is closed with 1000 when it returns and 1011 when it
+        raises. Its exceptions propagate out of ``serve_websocket`` (in an
+        ``ExceptionGroup``, as from any Trio nursery), except
+        :exc:`ConnectionClosed`: the client went away, which is no server
+        error (logged at DEBUG). ``KeyboardInterrupt`` and ``SystemExit``
+        leave as themselves.
     :param host: the address to listen on; None for all interfaces (and
         with ``unix_socket_path``).
     :param port: the TCP port; 0 for any free port; None with
@@ -570,8 +638,18 @@ async def serve_websocket(
         permessage-deflate (RFC 7692) from clients that offer it; None (the
         default) never compresses. Each connection's
         :attr:`WebSocketConnection.compression` says what was agreed.
+    :param max_handshakes: the most connections reading their opening
+        request at once (1024 by default; None for no limit). Each may
+        buffer up to a request head (16 KiB at most) for up to
+        ``connect_timeout``; beyond the limit, a new connection makes room
+        by dropping the one that has been reading the longest, without an
+        answer. Legitimate clients send their request within a round trip,
+        so the oldest incomplete request is almost always a slow or
+        hostile sender's ("slowloris"): new clients are served at once
+        instead of waiting for a place, and memory stays bounded.
     """
     # Bad options fail before any listener is opened (and left open).
+    _check_max_handshakes(max_handshakes)
     ConnectionOptions.build(
         message_queue_size,
         max_message_size,
@@ -601,6 +679,7 @@ async def serve_websocket(
         "ping_timeout": ping_timeout,
         "max_buffered_bytes": max_buffered_bytes,
         "compression": compression,
+        "max_handshakes": max_handshakes,
     }
     listen_host: Any = host
     listeners: Sequence[trio.abc.Listener[Any]]

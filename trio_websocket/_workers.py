@@ -70,7 +70,7 @@ from ._groups import collapse_exception_groups
 from ._http import HTTPRequest
 from ._limits import RequestLimits
 from ._origins import OriginPolicy
-from ._server import _check_max_connections
+from ._server import DEFAULT_MAX_HANDSHAKES, _check_max_connections, _check_max_handshakes
 from ._shutdown import ShutdownReport
 from ._worker_process import (
     CONFIG_ENV,
@@ -320,6 +320,7 @@ async def serve_websocket_workers(
     max_connections: int | None = None,
     request_limits: RequestLimits | None = None,
     compression: str | DeflateConfig | None = None,
+    max_handshakes: int | None = DEFAULT_MAX_HANDSHAKES,
 ) -> None:
     """Serve ``host:port`` from ``workers`` processes (Linux only)::
 
@@ -365,6 +366,7 @@ async def serve_websocket_workers(
         *in each worker*: the pool as a whole takes up to ``workers`` times
         as many. The kernel spreads new connections without looking at
         this, so a full worker answers ``503`` while another may have room.
+    :param max_handshakes: see :func:`serve_websocket`; also per worker.
     :raises WorkerError: a worker did not start, or exited on its own (the
         others are stopped first).
     :raises OSError: the address cannot be bound.
@@ -390,6 +392,7 @@ async def serve_websocket_workers(
             origins = list(origins)  # (an iterator is read once, here)
         OriginPolicy(origins)  # bad origins fail here, not in every worker
     _check_max_connections(max_connections)
+    _check_max_handshakes(max_handshakes)
     if request_limits is not None and not isinstance(request_limits, RequestLimits):
         raise TypeError("request_limits must be a RequestLimits")
     shutdown_timeout = check_timeout("shutdown_timeout", shutdown_timeout)
@@ -418,6 +421,7 @@ async def serve_websocket_workers(
                 "ping_timeout": ping_timeout,
                 "max_buffered_bytes": max_buffered_bytes,
                 "max_connections": max_connections,
+                "max_handshakes": max_handshakes,
             },
             "process_request": hook_spec,
             "origins": None if origins is None else encode_origins(origins),

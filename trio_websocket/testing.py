@@ -35,8 +35,8 @@ import trio.testing
 
 from ._client import wrap_client_stream
 from ._connection import WebSocketConnection
-from ._errors import Headers
-from ._groups import collapse_exception_groups, combine
+from ._errors import ConnectionClosed, Headers
+from ._groups import collapse_exception_groups, combine, only
 from ._log import log_handler_error
 from ._request import WebSocketRequest, wrap_server_stream
 
@@ -187,7 +187,9 @@ async def _serve_one(
 ) -> None:
     """Run ``handler`` on the request read from ``stream`` and close what it
     left open, as a server does (1000 after a return, 1011 after an error;
-    403 or 500 for a request it neither accepted nor rejected)."""
+    403 or 500 for a request it neither accepted nor rejected). As in a
+    server, a ``ConnectionClosed`` escaping the handler is the peer's
+    doing, not an error to report."""
     try:
         request = await wrap_server_stream(nursery, stream, **server_options)
         failed = False
@@ -195,8 +197,9 @@ async def _serve_one(
             await handler(request)
         except Exception as exc:
             failed = True
-            handler_errors.append(exc)
-            log_handler_error(request, request._connection, exc)
+            if not only(exc, ConnectionClosed):
+                handler_errors.append(exc)
+                log_handler_error(request, request._connection, exc)
         await request._finish(failed, CLOSE_TIMEOUT)
     finally:
         done.set()
