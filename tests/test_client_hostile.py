@@ -401,11 +401,6 @@ async def test_wss_to_a_server_that_resets_may_not_speak_tls(
     assert info.value.phase == "tls"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serve_websocket waits for a blank line that a TLS ClientHello never has; "
-    "the server side answering non-HTTP bytes at once is another change (issue 13)",
-)
 async def test_wss_to_our_own_plain_server_fails_quickly(
     nursery: trio.Nursery, client_context: ssl.SSLContext
 ) -> None:

@@ -176,6 +176,7 @@ class WebSocketServer:
         self._handler = handler
         self._listeners = list(listeners)
         self._handler_nursery = handler_nursery
+        self._disconnect_timeout = check_timeout("disconnect_timeout", disconnect_timeout)
         self._options = ConnectionOptions.build(
             message_queue_size,
             max_message_size,
@@ -184,9 +185,9 @@ class WebSocketServer:
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
             compression=compression,
+            close_timeout=self._disconnect_timeout,
         )
         self._connect_timeout = check_timeout("connect_timeout", connect_timeout)
-        self._disconnect_timeout = check_timeout("disconnect_timeout", disconnect_timeout)
         if process_request is not None and not callable(process_request):
             raise TypeError("process_request must be a function")
         self._process_request = process_request
