@@ -9,7 +9,12 @@ Rules:
   queued as bytes and written at once, or by the task already writing, right
   after its frame), and puts finished messages in the inbox. It never awaits
   the application: a full inbox only stops further *reads* (see
-  ``_messages``), and that bound is in bytes.
+  ``_messages``), and that bound is in bytes. The bound holds within a
+  read: once the inbox says its budget is reached, or the outbox holds
+  ``OUTBOX_LIMIT`` (pongs and close echoes for a peer that sends but does
+  not read), the reader stops *parsing* (``_parse_paused``: the rest of the
+  read waits in wsproto's buffer) and parses on, before reading anything
+  more, once the application has caught up or the outbox is written.
 - One writer at a time holds the write turn. A frame is serialized (data
   frames here, compressed ones too, everything else by wsproto) only at the
   moment it is written or appended to the outbox, both in order, so nothing
@@ -28,7 +33,16 @@ Rules:
   queued close echo is never left behind.
 - ``_close_reason is None`` exactly while the connection is open for sending
   and receiving; it is set once, by whichever comes first: our close, the
-  peer's close, a protocol failure, or the loss of the stream.
+  peer's close, a protocol failure, or the loss of the stream. One
+  correction is allowed: a close of ours that gave up (``aclose`` timed out
+  or was cancelled) before its frame went out, with no frame from the peer
+  either, becomes 1006, so ``closed`` never claims a close nobody saw.
+- Closing is bounded: ``aclose`` waits at most the entry point's
+  ``disconnect_timeout`` (``close_timeout``), then aborts. With the
+  ``close_on_cancel`` option (``open_websocket``'s connections), a reader
+  cancelled from outside sends 1001 and waits for the answer, shielded,
+  within ``CLOSE_GRACE``, before it ends; other connections are dropped at
+  once, as a cancellation asks.
 - A protocol failure found by the reader (a bad frame, invalid UTF-8, a
   message over the size limit) stops delivery at once, but takes effect
   (close reason set, close frame sent) only once the application has taken
