@@ -621,3 +621,44 @@ async def test_the_testing_kit_takes_connection_closed_as_a_server_does() -> Non
             assert await ws.get_message() == "hi"
         # Leaving the block closed the client; the handler's
         # ConnectionClosed is no error, so nothing was raised.
+
+
+# ----------------------------------------------------------------------
+# Frames sent right behind the request, before the 101
+
+
+GLUED_REQUEST = (
+    b"GET /glued HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def masked_text_frame(text: str) -> bytes:
+    payload = text.encode()
+    key = b"\x01\x02\x03\x04"
+    masked = bytes(byte ^ key[i % 4] for i, byte in enumerate(payload))
+    return bytes([0x81, 0x80 | len(payload)]) + key + masked
+
+
+@pytest.mark.parametrize(
+    "accept_options",
+    [{}, {"extra_headers": [(b"x-path", b"h11")]}],
+    ids=["short-path", "wsproto-path"],
+)
+async def test_frames_glued_to_the_request_are_not_lost(
+    nursery: trio.Nursery, accept_options: dict[str, object], autojump_clock: trio.testing.MockClock
+) -> None:
+    # RFC 6455 asks a client to wait for the 101, but one that does not must
+    # not lose its first messages: they come with the request's last read.
+    client, server_stream = trio.testing.memory_stream_pair()
+    await client.send_all(
+        GLUED_REQUEST + masked_text_frame("first") + masked_text_frame("second")
+    )
+    from trio_websocket import wrap_server_stream
+
+    request = await wrap_server_stream(nursery, server_stream)
+    ws = await request.accept(**accept_options)  # type: ignore[arg-type]
+    with trio.fail_after(5):
+        assert await ws.get_message() == "first"
+        assert await ws.get_message() == "second"

@@ -87,6 +87,7 @@ class WebSocketRequest:
 
     __slots__ = (
         "_connection",
+        "_early_frames",
         "_event",
         "_handshake",
         "_local",
@@ -104,8 +105,13 @@ class WebSocketRequest:
         event: Request,
         nursery: trio.Nursery,
         options: ConnectionOptions,
+        early_frames: bytes = b"",
     ) -> None:
         self._stream = stream
+        # Bytes the client sent right behind its request, before our 101
+        # (RFC 6455 says it must wait; one that does not loses nothing):
+        # the connection parses them first.
+        self._early_frames = early_frames
         # Until the one decision: wsproto's handshake, or the raw head of a
         # request read without it (see the module rules).
         self._handshake: H11Handshake | bytes | None = handshake
@@ -201,6 +207,11 @@ class WebSocketRequest:
             )
             protocol = handshake.connection
         assert protocol is not None
+        if self._early_frames:
+            # (wsproto's own handshake drops them: it builds the connection
+            # without h11's trailing data.)
+            protocol.receive_data(self._early_frames)
+            self._early_frames = b""
         connection = WebSocketConnection(
             self._stream,
             protocol,
@@ -448,9 +459,10 @@ async def _read_request(
             # it), so that h11 and the hook's parser never disagree.
             await _send_answer(stream, _BAD_REQUEST)
             raise HandshakeError("invalid opening request: folded header line")
+        early_frames = bytes(received[head_length:])
         upgrade = read_upgrade(head)
         if upgrade is not None:
-            return WebSocketRequest(stream, head, upgrade, nursery, options), head
+            return WebSocketRequest(stream, head, upgrade, nursery, options, early_frames), head
         # The same rules for a head that came whole (h11 would take bare
         # LFs, which a head in pieces is refused for).
         problem = EarlyHeadCheck().problem(head)
@@ -474,7 +486,8 @@ async def _read_request(
             return _NotWebSocket(request, answer, str(exc)), head
         for event in handshake.events():
             if isinstance(event, Request):
-                return WebSocketRequest(stream, handshake, event, nursery, options), head
+                accepted = WebSocketRequest(stream, handshake, event, nursery, options, early_frames)
+                return accepted, head
         raise HandshakeError("invalid opening request")  # pragma: no cover
     except STREAM_ERRORS as exc:
         raise HandshakeError(f"connection lost during the opening handshake: {exc}") from exc
