@@ -279,9 +279,12 @@ async def raw_client(stream: trio.abc.Stream, path: str = "/echo", extra: bytes 
     return RawPeer(stream, is_client=True, received=rest)
 
 
-async def raw_server(stream: trio.abc.Stream, extensions: bytes | None = None) -> RawPeer:
+async def raw_server(
+    stream: trio.abc.Stream, extensions: bytes | None = None, glued: bytes = b""
+) -> RawPeer:
     """Answer a client's opening request by hand with 101 (and the
-    ``Sec-WebSocket-Extensions`` value given, if any)."""
+    ``Sec-WebSocket-Extensions`` value given, if any), followed in the
+    same write by the ``glued`` bytes (frames)."""
     head, rest = await read_head(stream)
     assert head.startswith(b"GET "), head
     key = b""
@@ -297,7 +300,7 @@ async def raw_server(stream: trio.abc.Stream, extensions: bytes | None = None) -
     )
     if extensions is not None:
         answer += b"Sec-WebSocket-Extensions: " + extensions + b"\r\n"
-    await stream.send_all(answer + b"\r\n")
+    await stream.send_all(answer + b"\r\n" + glued)
     return RawPeer(stream, is_client=False, received=rest)
 
 
@@ -334,6 +337,21 @@ async def connect_raw(
 
 # ---------------------------------------------------------------------------
 # Time
+
+#: How often :func:`poll_until` looks.
+POLL_INTERVAL = 0.01
+
+
+async def poll_until(predicate: Callable[[], object], timeout: float = 2.0) -> None:
+    """Wait until ``predicate()`` is true, looking every 10 ms; raise
+    ``trio.TooSlowError`` after ``timeout`` seconds (for states the library
+    signals with no event of its own, such as ``connection_count``)."""
+    for _ in range(int(timeout / POLL_INTERVAL) + 1):
+        if predicate():
+            return
+        await trio.sleep(POLL_INTERVAL)
+    raise trio.TooSlowError(f"still not true after {timeout} s: {predicate}")
+
 
 #: The targets that run over real sockets, where time must be real too.
 SOCKET_KINDS = frozenset({"tcp", "url"})
@@ -434,7 +452,9 @@ class AttackedServer:
     - ``/slow-accept``: wait ``ACCEPT_DELAY`` before accepting, then echo.
 
     Accepting is done the way most handlers do it (``ws = await
-    request.accept()``, unguarded). Each handler run is recorded as a
+    request.accept()``, unguarded), except in ``/careful-slow-accept``,
+    which catches the ``ConnectionClosed`` of a client gone before the
+    accept and returns. Each handler run is recorded as a
     :class:`Visit`; a server that died keeps its exception in
     :attr:`crash`."""
 
@@ -516,9 +536,17 @@ class AttackedServer:
         visit = Visit(request.path.lstrip("/"))
         self.visits.append(visit)
         try:
-            if visit.mode == "slow-accept":
+            if visit.mode.endswith("slow-accept"):
                 await trio.sleep(ACCEPT_DELAY)
-            ws = visit.connection = await request.accept()
+            if visit.mode.startswith("careful-"):
+                try:
+                    ws = await request.accept()
+                except ConnectionClosed as exc:
+                    visit.error = exc
+                    return
+            else:
+                ws = await request.accept()
+            visit.connection = ws
             try:
                 await self._behave(visit.mode, ws)
             except ConnectionClosed as exc:
@@ -565,6 +593,26 @@ class AttackedServer:
                     await ws.aclose()
         assert self.crash is None, f"the server died: {self.crash!r}"
 
+    async def settle(self) -> None:
+        """Wait (at most 3 s) until the server's connections are over, so
+        that a handler's error has reached the server."""
+        with trio.fail_after(3):
+            for visit in self.visits:
+                await visit.done.wait()
+        server = self.server
+        await poll_until(lambda: server is None or not server.connection_count, 3)
+        # The connection's task raises (if it does) after leaving the
+        # count; let that reach the server's nursery.
+        await trio.sleep(0.1)
+
+    async def visit_done(self, mode: str) -> Visit:
+        """The one handler run in ``mode``, once it has ended (2 s at most)."""
+        await poll_until(lambda: any(v.mode == mode for v in self.visits))
+        visit = self.visit(mode)
+        with trio.fail_after(2):
+            await visit.done.wait()
+        return visit
+
     def visit(self, mode: str) -> Visit:
         """The one handler run in ``mode``."""
         found = [v for v in self.visits if v.mode == mode]
@@ -574,7 +622,7 @@ class AttackedServer:
     def assert_no_groups(self) -> None:
         """No ExceptionGroup reached a handler or ended the server."""
         for error in [self.crash, *(v.error for v in self.visits)]:
-            assert not isinstance(error, BaseExceptionGroup), repr(error)
+            assert not isinstance(error, BaseExceptionGroup), f"a group escaped: {error!r}"
 
 
 _WRAP_OPTIONS = frozenset(
