@@ -82,36 +82,83 @@ async def test_peer_that_never_reads(kind: str, clock: object) -> None:
         nursery.cancel_scope.cancel()
 
 
-@pytest.mark.xfail(
+PONGS_PILE_UP = pytest.mark.xfail(
     strict=True,
     reason="defect 4: queued pongs grow without bound while the app's send is "
     "blocked on a non-reading peer",
 )
+
+
 @pytest.mark.parametrize("kind", MEMORY_SERVER_KINDS)
-async def test_pings_to_a_peer_whose_send_is_stuck(kind: str, clock: object) -> None:
-    """The peer never reads and pings (125-byte payloads) while the
-    handler's send is blocked on it: the pongs it is owed must stay within
-    the outbox cap (by reading less), not pile up."""
+@pytest.mark.parametrize(
+    "mode", ["idle", pytest.param("blast", marks=PONGS_PILE_UP)], ids=["app-idle", "app-sending"]
+)
+async def test_pings_from_a_peer_that_never_reads(kind: str, mode: str, clock: object) -> None:
+    """The peer never reads and pings (125-byte payloads), while the
+    handler is idle or its send is blocked on the peer: the pongs it is
+    owed must stay within the outbox cap (the server reads less), not
+    pile up."""
     pings = 20_000  # 2.5 MB of pongs, if nothing held them back
     async with trio.open_nursery() as nursery:
         target = await AttackedServer(kind).start(nursery)
         with MemoryProbe() as probe:
-            peer = await raw_client(await target.connect(), "/blast")
+            peer = await raw_client(await target.connect(), "/" + mode)
             await trio.sleep(1)
             chunk = peer.frame(OP_PING, b"p" * 125) * 500
             with trio.move_on_after(10):  # a flood held back stalls: fine
                 for _ in range(pings // 500):
                     await peer.send(chunk)
-            visit = target.visit("blast")
+            visit = target.visit(mode)
             assert visit.connection is not None
             stats = visit.connection.statistics()
         assert stats.unsent_bytes <= OUTBOX_CAP + BLAST_FRAME
         assert probe.peak < OUTBOX_CAP + 2 * BLAST_FRAME + SLACK
         await peer.reset()
+        target.release.set()
         with trio.fail_after(1):
             await visit.done.wait()
         target.assert_no_groups()
         await target.round_trip()
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    "pings", [0, pytest.param(20_000, marks=PONGS_PILE_UP)], ids=["no-pings", "pings"]
+)
+async def test_client_sending_to_a_server_that_never_reads(
+    pings: int, autojump_clock: object
+) -> None:
+    """Our client's send blocks on a server that reads nothing (and may
+    ping): a bounded outbox, and the server's reset ends the stuck send
+    with 1006 at once."""
+    async with trio.open_nursery() as nursery:
+        with MemoryProbe() as probe:
+            ws, peer = await connect_raw(nursery, "client")
+            errors: list[BaseException] = []
+            sender_done = trio.Event()
+
+            async def blast() -> None:
+                try:
+                    for _ in range(1000):
+                        await ws.send_message(b"\xab" * 65536)
+                except ConnectionClosed as exc:
+                    errors.append(exc)
+                finally:
+                    sender_done.set()
+
+            nursery.start_soon(blast)
+            await trio.sleep(1)
+            chunk = peer.frame(OP_PING, b"p" * 125) * 500
+            with trio.move_on_after(10):
+                for _ in range(pings // 500):
+                    await peer.send(chunk)
+            stats = ws.statistics()
+        assert stats.unsent_bytes <= OUTBOX_CAP + BLAST_FRAME + 4  # (masked: 4 more)
+        assert probe.peak < OUTBOX_CAP + 2 * BLAST_FRAME + SLACK
+        await peer.reset()
+        with trio.fail_after(1):
+            await sender_done.wait()
+        assert len(errors) == 1 and errors[0].reason.code == 1006, errors
         nursery.cancel_scope.cancel()
 
 
