@@ -279,6 +279,16 @@ async def raw_client(stream: trio.abc.Stream, path: str = "/echo", extra: bytes 
     return RawPeer(stream, is_client=True, received=rest)
 
 
+def accept_key(head: bytes) -> bytes:
+    """The ``Sec-WebSocket-Accept`` value that answers a request head."""
+    key = b""
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"sec-websocket-key":
+            key = value.strip()
+    return base64.b64encode(hashlib.sha1(key + _GUID).digest())
+
+
 async def raw_server(
     stream: trio.abc.Stream, extensions: bytes | None = None, glued: bytes = b""
 ) -> RawPeer:
@@ -287,12 +297,7 @@ async def raw_server(
     same write by the ``glued`` bytes (frames)."""
     head, rest = await read_head(stream)
     assert head.startswith(b"GET "), head
-    key = b""
-    for line in head.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"sec-websocket-key":
-            key = value.strip()
-    accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+    accept = accept_key(head)
     answer = (
         b"HTTP/1.1 101 Switching Protocols\r\n"
         b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
