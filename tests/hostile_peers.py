@@ -177,6 +177,14 @@ def parse_frame(buffer: bytes | bytearray) -> tuple[Frame, int] | None:
 # Raw peers
 
 
+def close_code(error: BaseException | None) -> int | None:
+    """The close code a ``ConnectionClosed`` carries (None for anything
+    else, or no reason)."""
+    if isinstance(error, ConnectionClosed) and error.reason is not None:
+        return error.reason.code
+    return None
+
+
 async def reset(stream: trio.abc.Stream) -> None:
     """Drop the connection the rude way: an RST for a socket (``SO_LINGER``
     0), an abrupt close (EOF for the other side) for a memory stream."""
@@ -495,7 +503,7 @@ class AttackedServer:
         except BaseException as exc:
             self.crash = exc
 
-    async def _run_memory(self, *, task_status: trio.TaskStatus[None]) -> None:
+    async def _run_memory(self, *, task_status: trio.TaskStatus[WebSocketServer]) -> None:
         assert self.server is not None
         try:
             await self.server.run(task_status=task_status)

@@ -27,6 +27,7 @@ from hostile_peers import (
     MemoryProbe,
     RawPeer,
     clock_for,
+    close_code,
     close_payload,
     connect_raw,
     raw_client,
@@ -98,7 +99,7 @@ async def test_pings_from_a_peer_that_never_reads(kind: str, mode: str, clock: o
     handler is idle or its send is blocked on the peer: the pongs it is
     owed must stay within the outbox cap (the server reads less), not
     pile up."""
-    pings = 20_000  # 2.5 MB of pongs, if nothing held them back
+    pings = 10_000  # 1.3 MB of pongs, if nothing held them back
     async with trio.open_nursery() as nursery:
         target = await AttackedServer(kind).start(nursery)
         with MemoryProbe() as probe:
@@ -123,7 +124,7 @@ async def test_pings_from_a_peer_that_never_reads(kind: str, mode: str, clock: o
 
 
 @pytest.mark.parametrize(
-    "pings", [0, pytest.param(20_000, marks=PONGS_PILE_UP)], ids=["no-pings", "pings"]
+    "pings", [0, pytest.param(10_000, marks=PONGS_PILE_UP)], ids=["no-pings", "pings"]
 )
 async def test_client_sending_to_a_server_that_never_reads(
     pings: int, autojump_clock: object
@@ -158,7 +159,7 @@ async def test_client_sending_to_a_server_that_never_reads(
         await peer.reset()
         with trio.fail_after(1):
             await sender_done.wait()
-        assert len(errors) == 1 and errors[0].reason.code == 1006, errors
+        assert len(errors) == 1 and close_code(errors[0]) == 1006, errors
         nursery.cancel_scope.cancel()
 
 
@@ -195,6 +196,26 @@ async def test_aclose_while_another_send_is_stuck(kind: str, clock: object) -> N
         with trio.fail_after(1):
             await sender_done.wait()
         assert len(errors) == 1 and isinstance(errors[0], ConnectionClosed), errors
+        assert ws.closed is not None
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect 8, simplest trigger (may need its own fix): one unread ping is "
+    "enough, since the reader's own pong write is the blocked writer; aclose() never "
+    "returns though the application sends nothing",
+)
+@pytest.mark.parametrize("kind", ROLES)
+async def test_aclose_after_one_unread_ping(kind: str, clock: object) -> None:
+    """The peer pings once and never reads: our pong is stuck on the way
+    out, and aclose() must still end within the closing grace period."""
+    async with trio.open_nursery() as nursery:
+        ws, peer = await connect_raw(nursery, kind)
+        await peer.send_frame(OP_PING, b"are you there")
+        await trio.sleep(1)
+        with trio.fail_after(10):
+            await ws.aclose()
         assert ws.closed is not None
         nursery.cancel_scope.cancel()
 
@@ -277,4 +298,4 @@ async def test_client_keepalive_closes_a_silent_server(kind: str, clock: object)
     assert probe.peak < SLACK
     assert isinstance(run.error, ConnectionClosed), repr(run.error)
     assert not isinstance(run.error, BaseExceptionGroup)
-    assert run.error.reason.code == 1011
+    assert close_code(run.error) == 1011
