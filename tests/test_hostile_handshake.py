@@ -376,21 +376,44 @@ HELD_FOR_CONNECT_TIMEOUT = pytest.mark.xfail(
     "name", [pytest.param(name, marks=HELD_FOR_CONNECT_TIMEOUT) for name in GARBAGE]
 )
 async def test_garbage_is_answered_at_once(name: str, kind: str, clock: object) -> None:
-    """What cannot be the start of an HTTP request is answered (400) or
-    dropped at once, not after connect_timeout."""
+    """What is not a well-formed HTTP request is answered (400) or dropped
+    at once, not after connect_timeout. (A request with bare LF line ends
+    may instead be read leniently, as h11 does, and accepted: a 101 is an
+    answer at once too.)"""
     async with trio.open_nursery() as nursery:
         target = await AttackedServer(kind, connect_timeout=10).start(nursery)
         stream = await target.connect()
         with MemoryProbe() as probe:
             await stream.send_all(GARBAGE[name])
             with trio.fail_after(0.5):
-                answer = await read_until_eof(stream)
+                answer = await read_answer(stream)
         await trio.aclose_forcefully(stream)
-        assert answer == b"" or answer.startswith(b"HTTP/1.1 400 "), answer[:100]
+        allowed: tuple[bytes, ...] = (b"HTTP/1.1 400 ",)
+        if name == "bare-lf-request":
+            allowed += (b"HTTP/1.1 101 ",)
+        assert answer == b"" or answer.startswith(allowed), answer
         assert probe.peak < SLACK
-        assert not target.visits
+        if not answer.startswith(b"HTTP/1.1 101 "):
+            assert not target.visits
         await target.round_trip()
         nursery.cancel_scope.cancel()
+
+
+async def read_answer(stream: trio.abc.Stream) -> bytes:
+    """What the server answers: up to the end of an HTTP head, or all it
+    sent before closing."""
+    data = b""
+    for _ in range(1000):
+        try:
+            chunk = await stream.receive_some(65536)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            break
+        if not chunk:
+            break
+        data += chunk
+        if b"\r\n\r\n" in data:
+            break
+    return data
 
 
 @pytest.mark.parametrize("kind", SERVER_KINDS)
@@ -502,7 +525,8 @@ async def test_cancelled_client_says_what_it_sent() -> None:
                 assert ws is not None and ws.closed is not None
                 results.append((ws.closed.code, seen[attempt]))
         for closed, received in results:
-            assert (closed, received) in {(1000, 1000), (1006, None)}, results
+            # The close frame sent, and said; or none, and 1006.
+            assert closed == received or (closed, received) == (1006, None), results
         nursery.cancel_scope.cancel()
 
 
