@@ -36,7 +36,7 @@ from typing import Any
 
 import trio
 import trio.testing
-from server_fixtures import KEY, MemoryListener, upgrade_request
+from server_fixtures import MemoryListener, upgrade_request
 
 from trio_websocket import (
     CloseReason,
@@ -60,8 +60,6 @@ OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x
 #: fixed one keeps failures reproducible).
 MASK_KEY = b"\x37\xfa\x21\x3d"
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-#: The answer to ``server_fixtures.KEY``.
-ACCEPT = base64.b64encode(hashlib.sha1(KEY + _GUID).digest())
 
 #: Bounds on what a raw peer reads: a frame or a response head bigger than
 #: this is a test failure, not a reason to buffer on.
@@ -251,19 +249,6 @@ class RawPeer:
                 return found.close_code
         raise AssertionError("no close frame within the loop bound")
 
-    async def drain(self) -> int:
-        """Read and drop everything until the stream ends; the byte count."""
-        total = 0
-        for _ in range(10 * LOOP_BOUND):
-            try:
-                data = await self.stream.receive_some(65536)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                return total
-            if not data:
-                return total
-            total += len(data)
-        return total
-
 
 async def read_head(stream: trio.abc.Stream) -> tuple[bytes, bytes]:
     """An HTTP head (up to the blank line) and the bytes after it."""
@@ -392,7 +377,8 @@ class MemoryProbe:
 
     ``peak`` is the most memory allocated since the block started and
     still held at any one moment (the hostile peer's own allocations
-    included: peers keep theirs small)."""
+    included: peers keep theirs small). Not nestable: tracemalloc is one
+    tracer for the process."""
 
     def __init__(self) -> None:
         self.peak = 0
@@ -402,10 +388,6 @@ class MemoryProbe:
         gc.collect()
         tracemalloc.start()
         return self
-
-    def sample(self) -> int:
-        """The memory held now (since the block started)."""
-        return tracemalloc.get_traced_memory()[0]
 
     def __exit__(self, *exc_info: object) -> None:
         self.current, self.peak = tracemalloc.get_traced_memory()
