@@ -187,20 +187,13 @@ BUDGET = 4096
 QUEUE = 4
 
 
-EMPTY_COUNTS_ZERO = pytest.mark.xfail(
-    strict=True,
-    reason="defect 5: empty messages count 0 bytes, so an empty-frame flood "
-    "grows the inbox past message_queue_size/max_buffered_bytes",
-)
-
-
 @pytest.mark.parametrize("kind", MEMORY_SERVER_KINDS)
 @pytest.mark.parametrize(
     ("opcode", "payload"),
     [
         pytest.param(OP_TEXT, b"x", id="one-byte-text"),
-        pytest.param(OP_TEXT, b"", id="empty-text", marks=EMPTY_COUNTS_ZERO),
-        pytest.param(OP_BINARY, b"", id="empty-binary", marks=EMPTY_COUNTS_ZERO),
+        pytest.param(OP_TEXT, b"", id="empty-text"),
+        pytest.param(OP_BINARY, b"", id="empty-binary"),
     ],
 )
 async def test_unread_messages_stop_the_reader(
@@ -247,18 +240,7 @@ async def test_unread_messages_stop_the_reader(
 @pytest.mark.parametrize("kind", MEMORY_SERVER_KINDS)
 @pytest.mark.parametrize(
     "size",
-    [
-        pytest.param(
-            1,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="new bug: the inbox counts a message as its payload bytes only, so "
-                "1-byte messages hold ~42 bytes of memory per byte of max_buffered_bytes "
-                "(default options: 263k messages, 11 MB, for the 256 KiB read-ahead)",
-            ),
-        ),
-        1000,
-    ],
+    [1, 1000],
     ids=lambda size: f"{size}-byte",
 )
 async def test_unread_tiny_messages_stay_within_the_budget_in_memory(

@@ -118,22 +118,12 @@ SERVER_STEPS: dict[str, tuple[ServerStep, str | None, int | None]] = {
     "before-close-echo": (before_close_echo, "close", 1000),
 }
 
-RESET_BEFORE_101 = pytest.mark.xfail(
-    strict=True,
-    reason="defect 1: a reset before the 101 kills serve_websocket "
-    "(ConnectionClosed from accept() escapes the handler)",
-)
-
-
 def server_step_params() -> list[Any]:
-    params: list[Any] = []
-    for step in SERVER_STEPS:
-        for kind in SERVER_KINDS:
-            # (wrap_server_stream's caller gets the documented
-            # ConnectionClosed from accept() itself.)
-            marks = [RESET_BEFORE_101] if step == "after-headers" and kind != "wrap" else []
-            params.append(pytest.param(step, kind, marks=marks, id=f"{step}-{kind}"))
-    return params
+    return [
+        pytest.param(step, kind, id=f"{step}-{kind}")
+        for step in SERVER_STEPS
+        for kind in SERVER_KINDS
+    ]
 
 
 @pytest.mark.parametrize(("step", "kind"), server_step_params())
@@ -159,9 +149,6 @@ async def test_server_survives_reset(step: str, kind: str, clock: object) -> Non
         nursery.cancel_scope.cancel()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="defect 2: a failed accept() holds its max_connections slot for 60 s"
-)
 @pytest.mark.parametrize("kind", ["tcp", "server"])
 async def test_failed_accept_frees_its_slot(kind: str, clock: object) -> None:
     """With max_connections=1, a client gone before the accept (the
@@ -364,16 +351,9 @@ GARBAGE = {
     "bare-lf-request": upgrade_request("/echo").replace(b"\r\n", b"\n"),
 }
 
-HELD_FOR_CONNECT_TIMEOUT = pytest.mark.xfail(
-    strict=True,
-    reason="defect 6: a TLS ClientHello / garbage / bare-LF request to a plain server "
-    "is held for connect_timeout instead of answered at once",
-)
-
-
 @pytest.mark.parametrize("kind", SERVER_KINDS)
 @pytest.mark.parametrize(
-    "name", [pytest.param(name, marks=HELD_FOR_CONNECT_TIMEOUT) for name in GARBAGE]
+    "name", GARBAGE
 )
 async def test_garbage_is_answered_at_once(name: str, kind: str, clock: object) -> None:
     """What is not a well-formed HTTP request is answered (400) or dropped
@@ -492,11 +472,6 @@ async def test_request_a_byte_at_a_time_is_dropped(kind: str, clock: object) -> 
 CANCEL_ATTEMPTS = 20
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect 7: cancelling a client (move_on_after around open_websocket_url) "
-    "sends no close frame yet ws.closed says 1000",
-)
 async def test_cancelled_client_says_what_it_sent() -> None:
     """A cancel scope around ``open_websocket_url`` is cancelled inside
     the block: either a close frame with 1000 reaches the server and
@@ -551,12 +526,6 @@ async def test_frames_glued_to_the_101_are_not_lost() -> None:
     assert codes == [1000]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="new bug: bytes that arrive in the same read as the request head (frames "
-    "pipelined after the request) are silently dropped by the server; 0.12.2 (wsproto's "
-    "handshake) kept them, and the client side keeps those glued to the 101",
-)
 @pytest.mark.parametrize("kind", SERVER_KINDS)
 async def test_frames_glued_to_the_request_are_not_lost(kind: str, clock: object) -> None:
     """A client sends its first message (and a ping) in the same write as

@@ -486,7 +486,9 @@ async def _read_request(
             return _NotWebSocket(request, answer, str(exc)), head
         for event in handshake.events():
             if isinstance(event, Request):
-                accepted = WebSocketRequest(stream, handshake, event, nursery, options, early_frames)
+                accepted = WebSocketRequest(
+                    stream, handshake, event, nursery, options, early_frames
+                )
                 return accepted, head
         raise HandshakeError("invalid opening request")  # pragma: no cover
     except STREAM_ERRORS as exc:
