@@ -44,6 +44,7 @@ from stacks import BENCH
 
 SPARK = "▁▂▃▄▅▆▇█"
 MIB = 1024.0
+STATS_INTERVAL = 1.0  # the server's default --stats-interval
 
 
 def fd_count(pid):
@@ -87,6 +88,11 @@ class Sampler:
         now = time.time()
         cpu = proc_cpu_seconds(pid)
         stats = self.tail.poll() or {}
+        # The event loop's lag: how late the server's last STATS timer
+        # fired, or how overdue the next line is when the loop is stuck.
+        lag = None
+        if stats:
+            lag = max(stats.get("loop_lag", 0.0), now - stats["time"] - STATS_INTERVAL)
         cpu_pct = None
         if self._cpu is not None:
             cpu_pct = 100 * (cpu - self._cpu[1]) / max(1e-6, now - self._cpu[0])
@@ -95,6 +101,7 @@ class Sampler:
             "t": round(now - self.epoch, 2), "phase": phase,
             "rss_kib": proc_rss_kib(pid), "fds": fd_count(pid),
             "cpu_pct": None if cpu_pct is None else round(cpu_pct, 1),
+            "loop_lag": None if lag is None else round(max(0.0, lag), 2),
             "connections": stats.get("connections"), "tasks": stats.get("tasks"),
             "echoed": stats.get("echoed"),
             "handler_errors": stats.get("handler_errors", {}),
@@ -164,6 +171,7 @@ def soak(a):
         record["samples"] = sampler.samples
         time.sleep(1.2)  # the first STATS line, a settled baseline
         record["baseline"] = sampler.take("baseline")
+        record["baseline"]["t"] = 0.0
         load, out, err = start_load(a, server.port, time.time())
         sampler.epoch = time.time()
         next_tick = time.monotonic() + 1.0
@@ -266,6 +274,8 @@ def analyse(record, a):
         summary["tasks"] = {"baseline": record["baseline"]["tasks"],
                             "peak": max(s["tasks"] or 0 for s in load_samples)}
         summary["connections_peak"] = max(s["connections"] or 0 for s in load_samples)
+        lags = sorted(s["loop_lag"] or 0.0 for s in load_samples)
+        summary["loop_lag_s"] = {"median": lags[len(lags) // 2], "max": lags[-1]}
     final = record["samples"][-1] if record["samples"] else {}
     summary["after_drain"] = {k: final.get(k) for k in ("t", "rss_kib", "fds", "tasks",
                                                         "connections")}
@@ -318,11 +328,12 @@ def report(record, a):
     per_second = {int(k): v for k, v in good.get("per_second", {}).items()}
     if samples:
         step = max(1, round(cfg["seconds"] / 20))
-        w("| t (s) | phase | RSS MiB | fds | tasks | conns | server CPU % | good echoes |")
-        w("|---:|---|---:|---:|---:|---:|---:|---:|")
+        w("| t (s) | phase | RSS MiB | fds | tasks | conns | loop lag s | server CPU % "
+          "| good echoes |")
+        w("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
         b = record["baseline"]
         w(f"| 0 | baseline | {fmt_mib(b['rss_kib'])} | {b['fds']} | {b['tasks']} | "
-          f"{b['connections']} | | |")
+          f"{b['connections']} | | | |")
         rows = []
         for x in samples:
             if x["phase"] == "load" and (not rows or x["t"] // step > rows[-1]["t"] // step):
@@ -336,7 +347,7 @@ def report(record, a):
             echoes = sum(v for k, v in per_second.items() if previous <= k < x["t"])
             previous = x["t"]
             w(f"| {x['t']:.0f} | {x['phase']} | {fmt_mib(x['rss_kib'])} | {x['fds']} | "
-              f"{x['tasks']} | {x['connections']} | {x['cpu_pct']} | "
+              f"{x['tasks']} | {x['connections']} | {x['loop_lag']} | {x['cpu_pct']} | "
               f"{echoes if x['phase'] == 'load' else ''} |")
         w("")
         w("RSS over the load, one cell per " + (
@@ -352,7 +363,8 @@ def report(record, a):
           f"(fitted growth {r['second_half_fitted_growth_mib']} MiB). "
           f"fds baseline {s['fds']['baseline']}, peak {s['fds']['peak']}; tasks baseline "
           f"{s['tasks']['baseline']}, peak {s['tasks']['peak']}; connections peak "
-          f"{s['connections_peak']}.")
+          f"{s['connections_peak']}; event loop lag median {s['loop_lag_s']['median']} s, "
+          f"max {s['loop_lag_s']['max']} s.")
         d = s["after_drain"]
         w(f"After the load ({'drained' if record.get('drained') else 'NOT drained'} at "
           f"t={d['t']} s): RSS {fmt_mib(d['rss_kib'] or 0)} MiB, fds {d['fds']}, "

@@ -5,9 +5,10 @@ with the library's defaults).
 
 Rules:
 - Prints `PORT <n>` once listening, then a `STATS {json}` line every
-  --stats-interval seconds: open connections (the server's own count),
-  living trio tasks, handlers started and finished, messages echoed, and
-  handler exceptions by type.
+  --stats-interval seconds: how late that line's timer fired (the event
+  loop's lag), open connections (the server's own count), living trio
+  tasks, handlers started and finished, messages echoed, and handler
+  exceptions by type.
 - The handler survives anything a client does: ConnectionClosed is the
   normal end; any other exception from the library's public calls is a
   finding, so it is counted (its first traceback of each type printed) and
@@ -62,10 +63,14 @@ async def echo_handler(tally, request):
 
 
 async def report_stats(server, tally, interval):
+    due = trio.current_time()
     while True:
+        # How late this timer fired: how long the event loop was stuck.
+        lag = trio.current_time() - due
         stats = trio.lowlevel.current_statistics()
         emit("STATS", {
             "time": time.time(),
+            "loop_lag": round(lag, 3),
             "connections": server.connection_count,
             "tasks": stats.tasks_living,
             "handlers_started": tally.started,
@@ -74,7 +79,8 @@ async def report_stats(server, tally, interval):
             "echoed_bytes": tally.echoed_bytes,
             "handler_errors": dict(tally.errors),
         })
-        await trio.sleep(interval)
+        due = max(due + interval, trio.current_time())
+        await trio.sleep_until(due)
 
 
 async def main(args):
