@@ -5,6 +5,8 @@ and hostile clients, watched once a second. Does its memory stay flat?
     python bench/soak.py --seconds 60 --compression   # with permessage-deflate
                                                       # (and compression bombs)
     python bench/soak.py --seconds 1800 --clients 100 # the long run
+    python bench/soak.py --isolate --seconds 15       # good clients + one hostile
+                                                      # behaviour at a time
 
 Any Python with trio and wsproto runs it (the dev venv: .venv/bin/python);
 the server imports this source tree (PYTHONPATH), the built speedups too.
@@ -32,6 +34,7 @@ Rules:
 """
 
 import argparse
+import copy
 import json
 import os
 import subprocess
@@ -40,6 +43,7 @@ import time
 
 from benchutil import proc_cpu_seconds, proc_rss_kib, watchdog
 from measure import LOG_DIR, BenchError, Server, child_env
+from soak_peers import BEHAVIOURS
 from stacks import BENCH
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -411,6 +415,46 @@ def report(record, a):
     return "\n".join(lines)
 
 
+def isolate(a, hostile):
+    """Good clients next to one hostile behaviour at a time (even weights)."""
+    record = {"config": vars(a).copy(), "runs": {}}
+    for name in hostile:
+        one = copy.copy(a)
+        one.mix = f"good=1,{name}=1"
+        print(f"isolate: {name}", file=sys.stderr, flush=True)
+        run = soak(one)
+        analyse(run, one)
+        record["runs"][name] = run
+    exits = {run["summary"]["exit"] for run in record["runs"].values()}
+    record["summary"] = {"exit": 1 if 1 in exits else max(exits, default=0)}
+    return record
+
+
+def isolation_report(record, a):
+    cfg = record["config"]
+    lines = [f"# Soak, one hostile behaviour at a time: {cfg['clients']} clients "
+             f"(half good), {cfg['seconds']:g} s each, compression "
+             f"{'on' if cfg['compression'] else 'off'}", "",
+             "| hostile behaviour | runs | RSS peak MiB | 2nd-half growth MiB | "
+             "loop lag median / max s | good echoes | good p50 / p99 ms | good failures | "
+             "exit |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, run in record["runs"].items():
+        s = run["summary"]
+        load = run.get("load") or {"behaviours": {name: {"runs": "?"}},
+                                   "good": {"exchanges_ok": "?", "failures": "?",
+                                            "latency_ms": {"p50": "?", "p99": "?"}}}
+        good = load["good"]
+        rss = s.get("rss_mib", {})
+        lag = s.get("loop_lag_s", {})
+        lines.append(
+            f"| {name} | {load['behaviours'][name]['runs']} | {rss.get('peak')} | "
+            f"{rss.get('second_half_fitted_growth_mib')} | {lag.get('median')} / "
+            f"{lag.get('max')} | {good['exchanges_ok']} | {good['latency_ms']['p50']} / "
+            f"{good['latency_ms']['p99']} | {good['failures']} | {s['exit']} |")
+    return "\n".join(lines)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -439,15 +483,24 @@ def main():
                    help="kill the server above this RSS (MiB)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", default=str(BENCH / "results-soak.json"))
+    p.add_argument("--isolate", action="store_true",
+                   help="one run per hostile behaviour (good clients + that one), a table")
     a = p.parse_args()
-    watchdog(a.seconds + a.drain + 300)
+    hostile = [name for name in BEHAVIOURS if name != "good"
+               and (a.compression or name != "compression_bomb")]
+    runs = len(hostile) if a.isolate else 1
+    watchdog(runs * (a.seconds + a.drain + 30) + 300)
     try:
-        record = soak(a)
+        if a.isolate:
+            record = isolate(a, hostile)
+            print(isolation_report(record, a))
+        else:
+            record = soak(a)
+            analyse(record, a)
+            print(report(record, a))
     except BenchError as exc:
         print(f"soak: {exc}", file=sys.stderr)
         return 1
-    analyse(record, a)
-    print(report(record, a))
     with open(a.json, "w") as f:
         json.dump(record, f, indent=1)
     print(f"(JSON: {a.json})", file=sys.stderr)

@@ -307,9 +307,13 @@ async def good(trial):
     except trio.Cancelled:
         raise
     except Exception as exc:
+        if isinstance(exc, trio.TooSlowError):
+            error = f"no answer within --good-timeout ({run.good_timeout:g} s)"
+        else:
+            error = f"{type(exc).__name__}: {exc}"
         run.good_failures.append({
             "t": round(time.time() - run.epoch, 2), "phase": phase, "size": size,
-            "error": f"{type(exc).__name__}: {exc}"})
+            "error": error})
         return f"FAILED in {phase}"
 
 
