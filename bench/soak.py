@@ -114,6 +114,18 @@ class Sampler:
         return sample
 
 
+def sample_if_alive(sampler, server, phase):
+    """A sample, or None if the server process has gone (or goes meanwhile)."""
+    if not server.alive():
+        return None
+    try:
+        return sampler.take(phase)
+    except OSError:  # /proc/<pid> vanished under us
+        if server.alive():
+            raise
+        return None
+
+
 def server_args(a):
     args = ["--max-message-size", str(a.max_message_size),
             "--max-buffered-bytes", str(a.max_buffered_bytes),
@@ -181,10 +193,10 @@ def soak(a):
         next_tick = time.monotonic() + 1.0
         while load.poll() is None:
             next_tick = wait_tick(next_tick)
-            if not server.alive():
+            sample = sample_if_alive(sampler, server, "load")
+            if sample is None:
                 events.append(f"server died at t={time.time() - sampler.epoch:.1f}s")
                 break
-            sample = sampler.take("load")
             if sample["rss_kib"] > a.rss_limit * MIB:
                 events.append(f"server killed at t={sample['t']}s: RSS "
                               f"{sample['rss_kib'] / MIB:.0f} MiB over --rss-limit {a.rss_limit}")
@@ -205,7 +217,10 @@ def soak(a):
         drained = False
         while server.alive() and time.monotonic() < drain_end:
             next_tick = wait_tick(next_tick)
-            sample = sampler.take("drain")
+            sample = sample_if_alive(sampler, server, "drain")
+            if sample is None:
+                events.append(f"server died at t={time.time() - sampler.epoch:.1f}s")
+                break
             if (sample["connections"] == 0 and sample["tasks"] == base["tasks"]
                     and sample["fds"] == base["fds"]):
                 drained = True

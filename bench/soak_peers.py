@@ -14,12 +14,14 @@ Rules:
   them); none of those is a failure.
 - A hostile peer leaves with a TCP reset (SO_LINGER 0) unless its behaviour
   says otherwise.
-- Prints one `RESULT {json}` line at the end (benchutil.emit).
+- Prints one `RESULT {json}` line at the end (benchutil.emit), also when
+  stopped early by SIGTERM.
 """
 
 import argparse
 import os
 import random
+import signal
 import socket
 import struct
 import time
@@ -627,12 +629,24 @@ class Run:
         }
 
 
+async def stop_on_sigterm(cancel_scope):
+    """SIGTERM (soak.py stopping us early, e.g. when the server died) ends
+    the run; the result is still printed."""
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            cancel_scope.cancel()
+            return
+
+
 async def main(args):
     run = Run(args)
     run.deadline = trio.current_time() + args.seconds
     async with trio.open_nursery() as nursery:
-        for index in range(args.clients):
-            nursery.start_soon(run.client, index)
+        nursery.start_soon(stop_on_sigterm, nursery.cancel_scope)
+        async with trio.open_nursery() as clients:
+            for index in range(args.clients):
+                clients.start_soon(run.client, index)
+        nursery.cancel_scope.cancel()
     emit("RESULT", run.result())
 
 
