@@ -5,6 +5,27 @@ Rules:
   frozen :class:`ConnectionOptions`; entry points validate their arguments by
   building it, so bad values fail early with ``ValueError``/``TypeError``.
 - No trio, no I/O.
+
+Every buffer a connection (or a server) holds, and what bounds it; the
+user-facing table is in docs/backpressure.rst, and each bound has a test
+where a hostile peer pushes past it (tests/test_connection_budgets.py,
+tests/test_hostile_*.py):
+
+- inbox (messages waiting for the application): ``message_queue_size``
+  messages or ``READ_AHEAD_BYTES``, never past ``max_buffered_bytes``; each
+  message costs its size plus ``_messages.ITEM_COST``; checked message by
+  message, so at most one message past it (inflated ones included);
+- the message being assembled: ``max_message_size``, its fragments joined
+  into one buffer past ``_messages.MAX_PARTS`` of them;
+- one read: ``receive_buffer_size``;
+- outbox of pongs and close echoes: ``OUTBOX_LIMIT``, then the reader stops;
+- write coalescing: ``COALESCE_BYTES`` plus one message;
+- a streamed message's pieces: ``READ_AHEAD_BYTES`` or ``max_buffered_bytes``;
+- closing: ``close_timeout`` (``disconnect_timeout``) for ``aclose``,
+  ``CLOSE_GRACE`` for the close on cancellation and the last frames;
+- a server's request head: ``_limits.MAX_HEAD_BYTES`` and ``RequestLimits``;
+  connections reading one: ``max_handshakes`` (``_server``), each for at
+  most ``connect_timeout``; connections in handlers: ``max_connections``.
 """
 
 from __future__ import annotations
