@@ -1095,26 +1095,23 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         closed cleanly."""
         max_bytes = self._options.receive_buffer_size
         try:
-            while True:
+            while not self._stop_reading:
                 if self._outbox:
                     await self._flush_outbox()
-                if self._stop_reading:
-                    break
-                if self._parse_paused and not self._draining:
+                elif self._parse_paused and not self._draining:
                     self._parse_paused = False
                     self._dispatch()
-                    continue
-                data = await self._stream.receive_some(max_bytes)
-                if not data:
-                    break
-                self._bytes_received += len(data)
-                if not self._draining:
-                    self._proto.receive_data(data)  # type: ignore[arg-type]
-                    self._dispatch()
-            await self._stream.aclose()
+                else:
+                    data = await self._stream.receive_some(max_bytes)
+                    if not data:
+                        break
+                    self._bytes_received += len(data)
+                    if not self._draining:
+                        self._proto.receive_data(data)  # type: ignore[arg-type]
+                        self._dispatch()
         except (ConnectionClosed, *STREAM_ERRORS):
             return False
-        return True
+        return await self._close_stream_gracefully()
 
     async def _close_stream_gracefully(self) -> bool:
         """Send what is still queued (the close echo), then close the stream
