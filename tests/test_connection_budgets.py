@@ -231,3 +231,55 @@ async def test_a_compression_bomb_in_one_message_is_refused(
             await ws.get_message()  # type: ignore[attr-defined]
     assert caught.value.reason.code == 1009
     assert memory.peak < 64 * 1024 + SLACK
+
+
+# ---------------------------------------------------------------------------
+# CPU: no peer holds the reader (and so the event loop) for long
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_an_endless_message_of_empty_fragments_ends_with_1009(
+    nursery: trio.Nursery, role: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Empty fragments add no bytes, so without a cost they would keep the
+    # reader parsing forever; each counts as a byte against the limit.
+    ws, peer = await open_raw(nursery, role, max_message_size=1000)
+    masked = peer.is_client
+    flood = build_frame(OP_BINARY, b"", fin=False, masked=masked)
+    flood += build_frame(OP_CONT, b"", fin=False, masked=masked) * 2000
+    await peer.send_raw(flood)
+    close = await peer.expect_close()
+    assert close.code == 1009
+    with pytest.raises(ConnectionClosed):
+        await ws.get_message()
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_a_read_of_many_tiny_messages_is_parsed_in_turns(
+    nursery: trio.Nursery, role: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    ws, peer = await open_raw(nursery, role, message_queue_size=100_000)
+    count = 5000
+    seen: list[int] = []
+    done = trio.Event()
+
+    async def watch() -> None:
+        # Runs between the reader's turns: what it sees is how far the
+        # reader got each time it let other tasks run.
+        while not done.is_set():
+            seen.append(ws.statistics().messages_received)
+            await trio.lowlevel.checkpoint()
+
+    nursery.start_soon(watch)
+    await peer.send_raw(build_frame(OP_BINARY, b"x", masked=peer.is_client) * count)
+    with trio.fail_after(10):
+        while ws.statistics().messages_received < count:
+            await trio.lowlevel.checkpoint()
+    done.set()
+    steps = sorted(set(seen) - {0, count})
+    assert steps, "all 5000 messages were parsed without letting another task run"
+    # (trio runs the tasks of a batch in random order: between two looks,
+    # the reader may have had two turns.)
+    assert all(later - earlier <= 2 * 1024 for earlier, later in zip([0, *steps], steps))
+    for _ in range(count):
+        assert await ws.get_message() == b"x"

@@ -158,6 +158,10 @@ _FIN = 0x80
 #: an opcode handed to ``_queue`` it asks for the payload to be compressed
 #: when the frame is serialized (so in wire order).
 _RSV1 = 0x40
+#: The most events one pass of the reader handles before it lets the other
+#: tasks run: a read can hold some 20,000 tiny frames, and parsing them all
+#: in one go would stall every other connection for tens of milliseconds.
+_EVENTS_PER_TURN = 1024
 #: Frames in the outbox are joined into one write up to this many bytes: a
 #: copy costs less than an extra write (a system call and a scheduler pass).
 #: A bigger payload is written on its own, uncopied.
@@ -1015,6 +1019,9 @@ class WebSocketConnection(trio.abc.Channel[Message]):
                         if self._parse_paused:
                             self._parse_paused = False
                             if not self._draining:
+                                # (After a turn's worth of events: let the
+                                # other connections have theirs first.)
+                                await trio.lowlevel.checkpoint()
                                 self._dispatch()
                             continue
                         try:
@@ -1141,8 +1148,11 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         assembler = self._assembler
         limit = self._options.max_message_size
         received = 0
+        handled = 0
         pieces_wanted = inbox.takes_pieces
-        for event in self._proto.events():
+        # At most a turn's worth of events at a time (see _EVENTS_PER_TURN).
+        for event in itertools.islice(self._proto.events(), _EVENTS_PER_TURN):
+            handled += 1
             kind = type(event)
             if kind is BytesMessage or kind is TextMessage:
                 if self._discarding:
@@ -1193,6 +1203,8 @@ class WebSocketConnection(trio.abc.Channel[Message]):
                 self._pings.pong_received(event.payload, trio.current_time())  # type: ignore[attr-defined]
             elif kind is CloseConnection:
                 self._on_close_frame(event)  # type: ignore[arg-type]
+        if handled == _EVENTS_PER_TURN:
+            self._parse_paused = True  # (there may be more)
         self._messages_received += received
         inbox.wake_receivers()
 
