@@ -11,6 +11,7 @@ and the peer's own bytes built in this file.
 
 from __future__ import annotations
 
+import itertools
 import tracemalloc
 import zlib
 from collections.abc import Iterator
@@ -280,6 +281,6 @@ async def test_a_read_of_many_tiny_messages_is_parsed_in_turns(
     assert steps, "all 5000 messages were parsed without letting another task run"
     # (trio runs the tasks of a batch in random order: between two looks,
     # the reader may have had two turns.)
-    assert all(later - earlier <= 2 * 1024 for earlier, later in zip([0, *steps], steps))
+    assert all(later - earlier <= 2 * 1024 for earlier, later in itertools.pairwise([0, *steps]))
     for _ in range(count):
         assert await ws.get_message() == b"x"

@@ -876,12 +876,21 @@ class WebSocketConnection(trio.abc.Channel[Message]):
     def _on_close_frame(self, event: CloseConnection) -> None:
         state = self._proto.state
         if state is ConnectionState.REMOTE_CLOSING:
-            # The peer started the closing handshake: echo its code and
-            # reason (as 0.12.2 did; browsers show the echoed reason).
             received = CloseReason(event.code, event.reason or None)
             self._close_received = received
-            self._set_close_reason(received)
-            self._queue_frame(self._close_frame(event.code, event.reason))
+            failure = self._failure
+            if failure is not None:
+                # We had found the peer at fault (a message too big...) and
+                # were waiting for the application to catch up: answer with
+                # that code, not an echo, so the peer learns what it did.
+                self._failure = None
+                self._set_close_reason(failure)
+                self._queue_frame(self._close_frame(failure.code, failure.reason))
+            else:
+                # The peer started the closing handshake: echo its code and
+                # reason (as 0.12.2 did; browsers show the echoed reason).
+                self._set_close_reason(received)
+                self._queue_frame(self._close_frame(event.code, event.reason))
             self._reading_done()
         elif state is ConnectionState.CLOSED:
             # The answer to our close frame.

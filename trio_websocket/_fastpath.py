@@ -50,6 +50,9 @@ Rules:
   arrived, as wsproto already does for control frames (its
   ``payload_required``), instead of one piece per read. Then a message sent
   as one frame is one event whose payload is the message, with no join.
+  Neither are frames out of order (a continuation with no message under
+  way, a new message inside one): wsproto refuses them at their first
+  payload byte, and holding one would delay that until it is whole.
   Text frames are not held: wsproto validates UTF-8 as pieces arrive, so a
   frame with invalid UTF-8 is refused (1007) as soon as the bad bytes come,
   not when the frame ends (Autobahn 6.4.3 and 6.4.4 check this).
@@ -310,8 +313,10 @@ class _FastReceiveDecoder(FrameDecoder):
     def __init__(self, client: bool, extensions: list[Extension] | None = None) -> None:
         super().__init__(client, extensions)
         # Whether the data frames coming belong to a text message (a
-        # continuation frame does not say).
+        # continuation frame does not say), and whether a fragmented
+        # message is under way (so a continuation frame is in order).
         self.in_text_message = False
+        self.in_message = False
 
     def parse_header(self) -> bool:
         parsed = None if self.extensions else self._parse_plain_header()
@@ -332,8 +337,15 @@ class _FastReceiveDecoder(FrameDecoder):
         header = self.header
         if header is None or header.opcode >= 8:  # control opcodes are 8 and up
             return True
-        if header.opcode:  # not a continuation
+        continuation = not header.opcode
+        in_order = continuation is self.in_message
+        if not continuation:
             self.in_text_message = header.opcode == 1
+        self.in_message = not header.fin
+        if not in_order:
+            # wsproto refuses it (1002) at its first payload byte: never hold
+            # it, or a peer that stops there would never be told.
+            return True
         if header.payload_len > self.buffer._size and not self.in_text_message:
             # Not all here yet: wsproto's own "wait for the whole payload"
             # (used for control frames), applied to a binary frame that
