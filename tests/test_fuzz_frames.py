@@ -41,7 +41,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 from server_fixtures import upgrade_request
 from wsproto import ConnectionType
-from wsproto.connection import Connection
+from wsproto.connection import Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 from wsproto.extensions import Extension
 
@@ -518,6 +518,11 @@ class Expected:
     #: Whether the close is for a frame out of order (see
     #: order_error_found_late).
     order_error: bool = False
+    #: After a message too big (1009): the code of a close frame that
+    #: follows it, and the pings up to that frame (see
+    #: close_frame_overrides_1009).
+    later_close: int | None = None
+    later_pings: list[bytes] | None = None
 
 
 def expected_by_wsproto(stream: Stream, max_message_size: int) -> Expected:
@@ -527,21 +532,22 @@ def expected_by_wsproto(stream: Stream, max_message_size: int) -> Expected:
     the stream just ends."""
     connection = plain_connection(stream.to_server)
     connection.receive_data(stream.data)
-    events = list(connection.events())
     # (Events queued by the end of the stream come first out of events():
     # the frames' events must be taken before.)
+    events = [(item, connection.state) for item in connection.events()]
     connection.receive_data(None)
-    events.extend(connection.events())
+    events.extend((item, connection.state) for item in connection.events())
     found: list[str | bytes] = []
     pings: list[bytes] = []
     parts: list[str | bytes] = []
     size = 0
-    for item in events:
+    too_big: Expected | None = None
+    for item, state in events:
         if isinstance(item, (TextMessage, BytesMessage)):
             parts.append(item.data)
             size += len(item.data.encode("utf-8") if isinstance(item.data, str) else item.data)
-            if size > max_message_size:
-                return Expected(found, 1009, pings)
+            if size > max_message_size and too_big is None:
+                too_big = Expected(list(found), 1009, list(pings))
             if item.message_finished:
                 found.append(join(parts))
                 parts.clear()
@@ -549,6 +555,11 @@ def expected_by_wsproto(stream: Stream, max_message_size: int) -> Expected:
         elif isinstance(item, Ping):
             pings.append(bytes(item.payload))
         elif isinstance(item, CloseConnection):
+            if too_big is not None:
+                if state is ConnectionState.REMOTE_CLOSING:  # a close frame
+                    too_big.later_close = item.code
+                    too_big.later_pings = pings
+                return too_big
             order_error = is_order_error(("close", item.code, item.reason))
             return Expected(found, item.code, pings, order_error)
     raise AssertionError("wsproto reports a close event at the end of the stream")
@@ -637,6 +648,15 @@ def frames_written(output: bytes, to_server: bool) -> Report:
     return collect(plain_connection(not to_server), [output], False)
 
 
+def close_frame_overrides_1009(expected: Expected, code: int | None) -> bool:
+    """The known difference of test_a_close_frame_after_a_message_too_big_
+    does_not_hide_1009 (xfail): a message too big arriving while earlier
+    messages wait to be read leaves its 1009 pending; a close frame in the
+    same read then closes with the peer's code instead, and 1009 is never
+    sent. Remove this allowance when that test passes."""
+    return expected.code == 1009 and code is not None and code == expected.later_close
+
+
 @given(
     streams(),
     st.sampled_from([2**20, 1000, 100, 1]),
@@ -646,18 +666,50 @@ def test_a_connection_delivers_what_wsproto_finds_then_closes_with_its_code(
     stream: Stream, max_message_size: int, read_size: int
 ) -> None:
     expected = expected_by_wsproto(stream, max_message_size)
+    # (At most a few hundred reads: a large stream read a byte at a time
+    # would take seconds.)
+    read_size = max(read_size, len(stream.data) // MAX_CHUNKS)
     outcome = run_on_autojump_clock(feed_connection, stream, max_message_size, read_size)
     event(f"close code {outcome.code}")
     assert outcome.messages == expected.messages
     if expected.order_error and outcome.code == 1006:
         event("known difference: an order error found late")
         return
-    assert outcome.code == expected.code
     written = frames_written(outcome.output, stream.to_server)
     pongs = [item[1] for item in written.items if item[0] == "pong"]
+    if close_frame_overrides_1009(expected, outcome.code):
+        event("known difference: a close frame overrides 1009")
+        assert expected.later_pings is not None
+        assert pongs == expected.later_pings[: len(pongs)]
+        return
+    assert outcome.code == expected.code
     assert pongs == expected.pings[: len(pongs)]
     closes = [item[1] for item in written.items if item[0] == "close"]
     if expected.code == 1006:
         assert closes == []
     else:
         assert closes == [expected.code]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "A message over max_message_size found while earlier messages wait in "
+        "the inbox leaves its 1009 pending (WebSocketConnection._fail); the reader "
+        "goes on dispatching the same read, and a close frame in it closes the "
+        "connection with the peer's code (_on_close_frame): get_message raises "
+        "ConnectionClosed(1000), the close frame sent is the echo of 1000, and the "
+        "peer never learns its message was too big. Without the earlier message, "
+        "or with the close frame in a later read, the close is 1009"
+    ),
+)
+@pytest.mark.parametrize("to_server", [True, False], ids=["server", "client"])
+def test_a_close_frame_after_a_message_too_big_does_not_hide_1009(to_server: bool) -> None:
+    data = serialize(
+        [Frame(TEXT, b"ok"), Frame(BINARY, b"too big!"), Frame(CLOSE, (1000).to_bytes(2, "big"))],
+        to_server,
+    )
+    outcome = run_on_autojump_clock(feed_connection, Stream(to_server, data, [data]), 4, 65536)
+    assert outcome.messages == ["ok"]
+    written = frames_written(outcome.output, to_server)
+    assert (outcome.code, written.items[-1][:2]) == (1009, ("close", 1009))
