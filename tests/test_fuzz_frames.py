@@ -79,6 +79,9 @@ class Frame:
     rsv: int = 0
     #: Masked or not; None: as the receiver's role wants (masked to a server).
     masked: bool | None = None
+    #: Masked the other way than ``masked`` says (an error when that is
+    #: what the receiver's role wants).
+    mask_flipped: bool = False
     #: The length field's size in bytes (0: in the second byte, 2, 8);
     #: None: the shortest form. A longer form than needed is an error.
     length_form: int | None = None
@@ -88,7 +91,7 @@ class Frame:
 
     def serialize(self, to_server: bool) -> bytes:
         first = (0x80 if self.fin else 0) | (self.rsv << 4) | self.opcode
-        masked = to_server if self.masked is None else self.masked
+        masked = (to_server if self.masked is None else self.masked) != self.mask_flipped
         mask_bit = 0x80 if masked else 0
         size = len(self.payload)
         form = self.length_form
@@ -224,7 +227,7 @@ def tweaked(frame: Frame, flaw: str) -> Frame:
     if flaw == "rsv":
         return replace(frame, rsv=4 if frame.rsv == 0 else 0)
     if flaw == "mask":
-        return replace(frame, masked=frame.masked is False)
+        return replace(frame, mask_flipped=not frame.mask_flipped)
     if flaw == "long form":
         return replace(frame, length_form=8)
     if flaw == "medium form":
