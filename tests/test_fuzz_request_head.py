@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -42,9 +43,14 @@ pytestmark = pytest.mark.time_limit(FUZZ_TIME_LIMIT)
 
 T = TypeVar("T")
 
-#: The answers a server without a hook, origin list or connection cap may
-#: give to an opening request (101: the handler accepted it).
-ANSWERS = {101, 400, 414, 426, 431}
+#: The answers a server without a hook or connection cap may give to an
+#: opening request (101: the handler accepted it; 403 only with an origin
+#: list).
+ANSWERS = {101, 400, 403, 414, 426, 431}
+#: The origins a server may be told to allow (requests without an Origin
+#: header too), and the Origin headers valid requests may carry.
+ORIGINS = [None, "https://example.com", re.compile(r"https://[a-z]+\.example\.org")]
+ORIGIN_HEADERS = ["https://example.com", "HTTPS://Example.COM", "https://app.example.org", "null"]
 #: Virtual seconds one exchange may take: the server's connect timeout
 #: (CONNECT_TIMEOUT) plus its linger and closing, with room to spare.
 CONNECT_TIMEOUT = 10.0
@@ -160,6 +166,16 @@ class ValidRequest:
     data: bytes
     path: str
     subprotocols: tuple[str, ...]
+    origin: str | None
+
+    @property
+    def origin_allowed(self) -> bool:
+        """Whether a server told to allow ``ORIGINS`` takes this request."""
+        if self.origin is None:
+            return True
+        return self.origin.lower() == "https://example.com" or bool(
+            re.fullmatch(r"https://[a-z]+\.example\.org", self.origin)
+        )
 
 
 @st.composite
@@ -182,14 +198,19 @@ def valid_requests(draw: st.DrawFn) -> ValidRequest:
         (draw(case_variant("Sec-WebSocket-Key")), key),
         (draw(case_variant("Sec-WebSocket-Version")), "13"),
     ]
-    subprotocols = tuple(draw(st.lists(tokens.filter(lambda t: "," not in t), max_size=3)))
+    subprotocols = tuple(draw(st.lists(tokens, max_size=3)))
     if subprotocols:
         headers.append(("Sec-WebSocket-Protocol", ", ".join(subprotocols)))
+    origin = draw(st.one_of(st.none(), st.sampled_from(ORIGIN_HEADERS)))
+    if origin is not None:
+        headers.append((draw(case_variant("Origin")), origin))
     for _ in range(draw(st.integers(0, 4))):
         name = draw(tokens).lower()
         if name in {"host", "content-length", "transfer-encoding", "sec-websocket-key"}:
             continue
         if name in {"connection", "upgrade", "sec-websocket-version", "sec-websocket-protocol"}:
+            continue
+        if name == "origin":
             continue
         value = draw(st.text(VALUE_CHARS + " ", max_size=30)).strip(" ")
         headers.append((name, value))
@@ -199,7 +220,7 @@ def valid_requests(draw: st.DrawFn) -> ValidRequest:
         name, value = headers[index]
         lines.append(f"{name}:{draw(ows)}{value}{draw(ows)}")
     data = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
-    return ValidRequest(data, path, subprotocols)
+    return ValidRequest(data, path, subprotocols, origin)
 
 
 #: Bytes a mutation inserts: line ends, NUL, non-ASCII, header syntax.
@@ -370,7 +391,9 @@ class Exchange:
         return self.answer.partition(b"\r\n\r\n")[0]
 
 
-async def exchange(pieces: list[bytes], limits: RequestLimits | None = None) -> Exchange:
+async def exchange(
+    pieces: list[bytes], limits: RequestLimits | None = None, origins: list[object] | None = None
+) -> Exchange:
     """Send ``pieces`` to a server over a memory stream (letting the server
     run between them), then EOF; read its answer until it closes."""
     requests: list[WebSocketRequest] = []
@@ -385,6 +408,7 @@ async def exchange(pieces: list[bytes], limits: RequestLimits | None = None) -> 
                 nursery,
                 handler,
                 request_limits=limits,
+                origins=origins,
                 connect_timeout=CONNECT_TIMEOUT,
                 disconnect_timeout=5.0,
             )
@@ -401,26 +425,33 @@ async def exchange(pieces: list[bytes], limits: RequestLimits | None = None) -> 
     return Exchange(answer, requests)
 
 
-@given(valid_requests(), st.data())
+@given(valid_requests(), st.data(), st.booleans())
 def test_a_valid_request_gets_101_whatever_the_split(
-    request: ValidRequest, data: st.DataObject
+    request: ValidRequest, data: st.DataObject, check_origin: bool
 ) -> None:
+    """101, or 403 from a server with an origin list that does not allow
+    the request's Origin."""
     pieces = data.draw(splits(request.data))
-    result = run_on_autojump_clock(exchange, pieces)
+    result = run_on_autojump_clock(exchange, pieces, None, ORIGINS if check_origin else None)
+    if check_origin and not request.origin_allowed:
+        assert result.status == 403, result.answer
+        assert not result.requests
+        return
     assert result.status == 101, result.answer
     [seen] = result.requests
     assert seen.path == request.path
     assert seen.proposed_subprotocols == request.subprotocols
 
 
-@given(st.data(), valid_requests(), st.one_of(st.none(), limits_strategy))
+@given(st.data(), valid_requests(), st.one_of(st.none(), limits_strategy), st.booleans())
 def test_a_mutated_request_gets_a_documented_answer_whatever_the_split(
-    data: st.DataObject, request: ValidRequest, limits: RequestLimits | None
+    data: st.DataObject, request: ValidRequest, limits: RequestLimits | None, check_origin: bool
 ) -> None:
     mutated = data.draw(mutations(request.data), label="mutated")
     first = data.draw(splits(mutated), label="first split")
     second = data.draw(splits(mutated), label="second split")
-    one = run_on_autojump_clock(exchange, first, limits)
+    origins = ORIGINS if check_origin else None
+    one = run_on_autojump_clock(exchange, first, limits, origins)
     verdict = limits_verdict(mutated, limits or RequestLimits())
     event(f"answer: {one.status}")
     if verdict == INCOMPLETE:
@@ -428,13 +459,14 @@ def test_a_mutated_request_gets_a_documented_answer_whatever_the_split(
         assert one.answer == b""
     else:
         assert one.status in ANSWERS, one.answer
+        assert one.status != 403 or check_origin
     if verdict.status is not None:
         assert one.status == verdict.status
     if one.status == 101:
         assert len(one.requests) == 1
     else:
         assert not one.requests
-    other = run_on_autojump_clock(exchange, second, limits)
+    other = run_on_autojump_clock(exchange, second, limits, origins)
     assert other.head == one.head
 
 
