@@ -34,10 +34,15 @@ from conftest import FUZZ_TIME_LIMIT
 from hypothesis import event, given
 from hypothesis import strategies as st
 from server_fixtures import parse_answer, read_until_eof, start_memory_server, upgrade_request
+from wsproto import ConnectionType
+from wsproto.events import AcceptConnection, Request
 from wsproto.frame_protocol import FrameProtocol
+from wsproto.handshake import H11Handshake
+from wsproto.utilities import ProtocolError
 
 from trio_websocket import RequestLimits, WebSocketRequest
 from trio_websocket._limits import MAX_HEAD_BYTES, HeadScanner, RequestTooLarge
+from trio_websocket._upgrade import accept_response, read_upgrade
 
 pytestmark = pytest.mark.time_limit(FUZZ_TIME_LIMIT)
 
@@ -535,3 +540,44 @@ def test_a_frame_sent_after_the_request_is_delivered() -> None:
 def test_a_frame_in_the_same_read_as_the_request_is_delivered() -> None:
     request, frame = upgrade_request(), masked_text_frame("hello")
     assert run_on_autojump_clock(first_message_after, [request + frame]) == ["hello"]
+
+
+# ----------------------------------------------------------------------
+# The short way (``_upgrade``) against wsproto
+
+
+def wsproto_reading(head: bytes) -> Request | None:
+    """The ``Request`` event wsproto (with h11) makes of ``head``, or None
+    when it refuses it."""
+    handshake = H11Handshake(ConnectionType.SERVER)
+    try:
+        handshake.receive_data(head)
+        events = list(handshake.events())
+    except (ProtocolError, UnicodeError):
+        return None
+    requests = [item for item in events if isinstance(item, Request)]
+    return requests[0] if requests else None
+
+
+@given(st.data(), valid_requests())
+def test_the_short_way_reads_a_request_as_wsproto_and_answers_alike(
+    data: st.DataObject, request: ValidRequest
+) -> None:
+    """``read_upgrade`` takes only requests wsproto accepts, reads them to
+    the same event, and ``accept_response`` writes wsproto's 101 byte for
+    byte (the rules of ``_upgrade``)."""
+    head = request.data
+    if data.draw(st.booleans(), label="mutate"):
+        head = data.draw(mutations(head), label="mutated")
+    ours = read_upgrade(head)
+    event(f"short way: {ours is not None}")
+    if ours is None:
+        return
+    theirs = wsproto_reading(head)
+    assert theirs == ours
+    subprotocol = data.draw(st.sampled_from([None, *ours.subprotocols]), label="subprotocol")
+    handshake = H11Handshake(ConnectionType.SERVER)
+    handshake.receive_data(head)
+    list(handshake.events())
+    expected = handshake.send(AcceptConnection(subprotocol=subprotocol))
+    assert accept_response(ours, subprotocol) == expected
