@@ -21,7 +21,11 @@ Properties:
   1006 when the stream just ends), and nothing else; it answers pings in
   order and sends that close code on the wire; never a hang.
 
-Example counts come from the Hypothesis profile (see tests/README.md).
+Two bugs found here are pinned by xfail tests at the end of each section;
+the properties tolerate exactly those differences (see
+``order_error_found_late`` and ``close_frame_overrides_1009``) until they
+are fixed. Example counts come from the Hypothesis profile (see
+tests/README.md).
 """
 
 from __future__ import annotations
@@ -517,27 +521,35 @@ def test_a_frame_out_of_order_is_refused_before_it_is_whole(frames: list[Frame])
 class Expected:
     messages: list[str | bytes]
     code: int
+    #: The pings before the first close event. (After a message too big,
+    #: the connection goes on answering pings until the application has
+    #: read the messages before it: only then is the 1009 sent.)
     pings: list[bytes]
     #: Whether the close is for a frame out of order (see
     #: order_error_found_late).
     order_error: bool = False
     #: After a message too big (1009): the code of a close frame that
-    #: follows it, and the pings up to that frame (see
-    #: close_frame_overrides_1009).
+    #: follows it (see close_frame_overrides_1009).
     later_close: int | None = None
-    later_pings: list[bytes] | None = None
 
 
-def expected_by_wsproto(stream: Stream, max_message_size: int) -> Expected:
+def expected_by_wsproto(stream: Stream, max_message_size: int, *, bytewise: bool) -> Expected:
     """What plain wsproto finds in the stream: the messages before the
     first close event (the peer's close frame or a protocol error) or
     before a message grows past ``max_message_size`` (then 1009); 1006 if
-    the stream just ends."""
+    the stream just ends. The stream is read whole, or a byte at a time
+    (``bytewise``: then wsproto hands over every character of a text
+    frame that decodes before an invalid one)."""
     connection = plain_connection(stream.to_server)
-    connection.receive_data(stream.data)
-    # (Events queued by the end of the stream come first out of events():
-    # the frames' events must be taken before.)
-    events = [(item, connection.state) for item in connection.events()]
+    events = []
+    data = stream.data
+    for chunk in [data[i : i + 1] for i in range(len(data))] if bytewise else [data]:
+        connection.receive_data(chunk)
+        # (Events queued by the end of the stream come first out of
+        # events(): the frames' events must be taken before.)
+        events.extend((item, connection.state) for item in connection.events())
+        if events and isinstance(events[-1][0], CloseConnection):
+            break
     connection.receive_data(None)
     events.extend((item, connection.state) for item in connection.events())
     found: list[str | bytes] = []
@@ -550,7 +562,7 @@ def expected_by_wsproto(stream: Stream, max_message_size: int) -> Expected:
             parts.append(item.data)
             size += len(item.data.encode("utf-8") if isinstance(item.data, str) else item.data)
             if size > max_message_size and too_big is None:
-                too_big = Expected(list(found), 1009, list(pings))
+                too_big = Expected(list(found), 1009, pings)
             if item.message_finished:
                 found.append(join(parts))
                 parts.clear()
@@ -561,7 +573,6 @@ def expected_by_wsproto(stream: Stream, max_message_size: int) -> Expected:
             if too_big is not None:
                 if state is ConnectionState.REMOTE_CLOSING:  # a close frame
                     too_big.later_close = item.code
-                    too_big.later_pings = pings
                 return too_big
             order_error = is_order_error(("close", item.code, item.reason))
             return Expected(found, item.code, pings, order_error)
@@ -668,25 +679,28 @@ def close_frame_overrides_1009(expected: Expected, code: int | None) -> bool:
 def test_a_connection_delivers_what_wsproto_finds_then_closes_with_its_code(
     stream: Stream, max_message_size: int, read_size: int
 ) -> None:
-    expected = expected_by_wsproto(stream, max_message_size)
+    expected = expected_by_wsproto(stream, max_message_size, bytewise=False)
     # (At most a few hundred reads: a large stream read a byte at a time
     # would take seconds.)
     read_size = max(read_size, len(stream.data) // MAX_CHUNKS)
     outcome = run_on_autojump_clock(feed_connection, stream, max_message_size, read_size)
     event(f"close code {outcome.code}")
+    if expected.code == 1007 and outcome.code == 1009:
+        # A text message with invalid UTF-8: what decodes before the bad
+        # byte is handed over as it arrives, and may pass the size limit
+        # first, depending on the reads (most of it in a byte at a time).
+        expected = expected_by_wsproto(stream, max_message_size, bytewise=True)
     assert outcome.messages == expected.messages
     if expected.order_error and outcome.code == 1006:
         event("known difference: an order error found late")
         return
     written = frames_written(outcome.output, stream.to_server)
     pongs = [item[1] for item in written.items if item[0] == "pong"]
+    assert pongs == expected.pings[: len(pongs)]
     if close_frame_overrides_1009(expected, outcome.code):
         event("known difference: a close frame overrides 1009")
-        assert expected.later_pings is not None
-        assert pongs == expected.later_pings[: len(pongs)]
         return
     assert outcome.code == expected.code
-    assert pongs == expected.pings[: len(pongs)]
     closes = [item[1] for item in written.items if item[0] == "close"]
     if expected.code == 1006:
         assert closes == []
