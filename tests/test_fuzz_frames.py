@@ -486,15 +486,7 @@ def without_reasons(items: list[tuple[object, ...]]) -> list[tuple[object, ...]]
 
 @pytest.mark.xfail(
     strict=True,
-    reason=(
-        "_FastReceiveDecoder.parse_header holds a binary or continuation frame "
-        "until its whole payload has arrived without knowing whether a message "
-        "is in progress: a frame out of order (a continuation with no message "
-        "begun, a binary frame inside a fragmented message) is refused with "
-        "1002 only once whole, where wsproto refuses it at its first payload "
-        "byte; if the stream ends first, the close is 1006, not 1002 (and up to "
-        "max_message_size bytes of a frame already known bad are buffered)"
-    ),
+    reason="the fast path refuses a frame out of order only once whole (bug, see docstring)",
 )
 @pytest.mark.parametrize(
     "frames",
@@ -506,6 +498,13 @@ def without_reasons(items: list[tuple[object, ...]]) -> list[tuple[object, ...]]
     ids=["continuation first", "binary inside text", "binary inside binary"],
 )
 def test_a_frame_out_of_order_is_refused_before_it_is_whole(frames: list[Frame]) -> None:
+    """_FastReceiveDecoder.parse_header holds a binary or continuation frame
+    until its whole payload has arrived, without knowing whether a message
+    is in progress: a frame out of order (a continuation with no message
+    begun, a binary frame inside a fragmented message) is refused with 1002
+    only once whole, where wsproto refuses it at its first payload byte. If
+    the stream ends first the close is 1006, not 1002; meanwhile up to
+    max_message_size bytes of a frame already known bad are buffered."""
     data = serialize(frames, to_server=True)[:-5]  # the last frame cut short
     plain = collect(plain_connection(True), [data], eof=True)
     assert plain.items[-1][:2] == ("close", 1002)
@@ -710,18 +709,18 @@ def test_a_connection_delivers_what_wsproto_finds_then_closes_with_its_code(
 
 @pytest.mark.xfail(
     strict=True,
-    reason=(
-        "A message over max_message_size found while earlier messages wait in "
-        "the inbox leaves its 1009 pending (WebSocketConnection._fail); the reader "
-        "goes on dispatching the same read, and a close frame in it closes the "
-        "connection with the peer's code (_on_close_frame): get_message raises "
-        "ConnectionClosed(1000), the close frame sent is the echo of 1000, and the "
-        "peer never learns its message was too big. Without the earlier message, "
-        "or with the close frame in a later read, the close is 1009"
-    ),
+    reason="a close frame in the same read hides a pending 1009 (bug, see docstring)",
 )
 @pytest.mark.parametrize("to_server", [True, False], ids=["server", "client"])
 def test_a_close_frame_after_a_message_too_big_does_not_hide_1009(to_server: bool) -> None:
+    """A message over max_message_size found while earlier messages wait in
+    the inbox leaves its 1009 pending (WebSocketConnection._fail); the
+    reader goes on dispatching the same read, and a close frame in it
+    closes the connection with the peer's code (_on_close_frame):
+    get_message raises ConnectionClosed(1000), the close frame sent is the
+    echo of 1000, and the peer never learns its message was too big.
+    Without the earlier message, or with the close frame in a later read,
+    the close is 1009."""
     data = serialize(
         [Frame(TEXT, b"ok"), Frame(BINARY, b"too big!"), Frame(CLOSE, (1000).to_bytes(2, "big"))],
         to_server,

@@ -360,15 +360,15 @@ def test_scanner_verdict_is_the_documented_one_whatever_the_split(
 
 @pytest.mark.xfail(
     strict=True,
-    reason=(
-        "HeadScanner.feed's first-read shortcut returns end + 4 for any head whose "
-        "end is within the shortest line limit, without the 16 KiB cap: with line "
-        "limits of 16381 or more, a head of 16385..16388 bytes read in one piece is "
-        "accepted, the same head read in two pieces gets 431"
-    ),
+    reason="HeadScanner's first-read shortcut skips the 16 KiB cap (bug, see docstring)",
 )
 @pytest.mark.parametrize(("line_limit", "size"), [(16381, 16385), (16384, 16388)])
 def test_a_head_over_16_kib_read_whole_gets_431(line_limit: int, size: int) -> None:
+    """HeadScanner.feed's shortcut for a first read returns ``end + 4`` for
+    any head whose end lies within the shortest line limit, without the
+    16 KiB cap on the whole head: with line limits of 16381 or more, a head
+    of 16385..16388 bytes read in one piece is taken (a valid upgrade gets
+    101), while the same head read in two pieces gets 431."""
     limits = RequestLimits(max_request_line=line_limit, max_header_size=line_limit)
     head = upgrade_request()
     head = head.replace(b"GET / ", b"GET /" + b"a" * (size - len(head)) + b" ")
@@ -531,15 +531,14 @@ def test_a_frame_sent_after_the_request_is_delivered() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason=(
-        "_read_request keeps only the request head: bytes that arrive in the same "
-        "read after it (a client that sends its first frame without waiting for "
-        "the 101) are dropped, both on the short path (_upgrade) and through "
-        "wsproto, whose server handshake passes no trailing data on; in a later "
-        "read the same frame is delivered"
-    ),
+    reason="bytes after the request head in the same read are dropped (bug, see docstring)",
 )
 def test_a_frame_in_the_same_read_as_the_request_is_delivered() -> None:
+    """_read_request keeps only the request head: bytes that arrive in the
+    same read after it (a client that sends its first frame without waiting
+    for the 101) are dropped, on the short path (_upgrade) and through
+    wsproto alike (wsproto's server handshake passes no trailing data on).
+    The same frame in a later read is delivered."""
     request, frame = upgrade_request(), masked_text_frame("hello")
     assert run_on_autojump_clock(first_message_after, [request + frame]) == ["hello"]
 
