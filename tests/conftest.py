@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from hypothesis import HealthCheck, settings
 from wsproto import ConnectionType
 from wsproto.connection import Connection
 from wsproto.events import AcceptConnection, CloseConnection, Request
@@ -35,6 +36,25 @@ from trio_websocket import (
 from trio_websocket.testing import memory_pair
 
 DEFAULT_TIME_LIMIT = 20.0
+
+# Hypothesis profiles for the fuzz tests (tests/test_fuzz_*.py), chosen by
+# the HYPOTHESIS_PROFILE environment variable (tests/README.md): "default"
+# keeps every property to 150 examples, so that all the fuzz files together
+# take well under a minute; "long" runs a hundred times as many, for a
+# fuzzing session. Examples run trio with startup costs that vary, so no
+# per-example deadline; the tests' time limit is FUZZ_TIME_LIMIT instead.
+FUZZ_PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "default")
+settings.register_profile(
+    "default",
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+settings.register_profile("long", settings.get_profile("default"), max_examples=15_000)
+settings.load_profile(FUZZ_PROFILE)
+#: The wall-clock limit of one fuzz test (its ``time_limit`` marker).
+FUZZ_TIME_LIMIT = 6 * 3600.0 if FUZZ_PROFILE == "long" else 60.0
 
 #: Seconds past a test's limit before faulthandler's own watchdog ends the
 #: run, should the hang report's thread not get to run (a C call holding
