@@ -239,23 +239,6 @@ async def test_a_compression_bomb_in_one_message_is_refused(
 
 
 @pytest.mark.parametrize("role", ROLES)
-async def test_an_endless_message_of_empty_fragments_ends_with_1009(
-    nursery: trio.Nursery, role: str, autojump_clock: trio.testing.MockClock
-) -> None:
-    # Empty fragments add no bytes, so without a cost they would keep the
-    # reader parsing forever; each counts as a byte against the limit.
-    ws, peer = await open_raw(nursery, role, max_message_size=1000)
-    masked = peer.is_client
-    flood = build_frame(OP_BINARY, b"", fin=False, masked=masked)
-    flood += build_frame(OP_CONT, b"", fin=False, masked=masked) * 2000
-    await peer.send_raw(flood)
-    close = await peer.expect_close()
-    assert close.code == 1009
-    with pytest.raises(ConnectionClosed):
-        await ws.get_message()
-
-
-@pytest.mark.parametrize("role", ROLES)
 async def test_a_read_of_many_tiny_messages_is_parsed_in_turns(
     nursery: trio.Nursery, role: str, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -21,10 +21,9 @@ Properties:
   1006 when the stream just ends), and nothing else; it answers pings in
   order and sends that close code on the wire; never a hang.
 
-Two bugs found here are pinned by xfail tests at the end of each section;
-the properties tolerate exactly those differences (see
-``order_error_found_late`` and ``close_frame_overrides_1009``) until they
-are fixed. Example counts come from the Hypothesis profile (see
+Two bugs found here (a frame out of order refused only once whole, a close
+frame hiding a pending 1009) have regression tests at the end of each
+section. Example counts come from the Hypothesis profile (see
 tests/README.md).
 """
 
@@ -45,7 +44,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 from server_fixtures import upgrade_request
 from wsproto import ConnectionType
-from wsproto.connection import Connection, ConnectionState
+from wsproto.connection import Connection
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 from wsproto.extensions import Extension
 
@@ -418,29 +417,7 @@ def fast_connection(
     return connection
 
 
-def is_order_error(item: tuple[object, ...]) -> bool:
-    """A close for a frame out of order: a continuation with no message
-    begun, or a new message before the last one ended."""
-    return item[:2] == ("close", 1002) and "CONTINUATION" in str(item[2])
-
-
-def order_error_found_late(fast: Report, plain: Report) -> bool:
-    """The one known difference (test_a_frame_out_of_order_is_refused_
-    before_it_is_whole, xfail): a binary or continuation frame out of order,
-    held until whole by the fast path, is refused only once whole, where
-    wsproto refuses it at its first payload byte; when the stream ends
-    first, the fast path never sees the error. Remove this allowance when
-    that test passes."""
-    if not plain.closed or not is_order_error(plain.items[-1]):
-        return False
-    before = plain.items[:-1]
-    return fast.items in (before, [*before, ("close", 1006, None)])
-
-
 def assert_same_report(fast: Report, plain: Report) -> None:
-    if order_error_found_late(fast, plain):
-        event("known difference: an order error found late")
-        return
     assert fast.items == plain.items
     if fast.partial is not None:
         # The fast path holds a binary frame until whole: of an unfinished
@@ -484,10 +461,6 @@ def without_reasons(items: list[tuple[object, ...]]) -> list[tuple[object, ...]]
     return [item[:2] if item[0] == "close" else item for item in items]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the fast path refuses a frame out of order only once whole (bug, see docstring)",
-)
 @pytest.mark.parametrize(
     "frames",
     [
@@ -499,12 +472,11 @@ def without_reasons(items: list[tuple[object, ...]]) -> list[tuple[object, ...]]
 )
 def test_a_frame_out_of_order_is_refused_before_it_is_whole(frames: list[Frame]) -> None:
     """_FastReceiveDecoder.parse_header holds a binary or continuation frame
-    until its whole payload has arrived, without knowing whether a message
-    is in progress: a frame out of order (a continuation with no message
-    begun, a binary frame inside a fragmented message) is refused with 1002
-    only once whole, where wsproto refuses it at its first payload byte. If
-    the stream ends first the close is 1006, not 1002; meanwhile up to
-    max_message_size bytes of a frame already known bad are buffered."""
+    until its whole payload has arrived only when it is in order: a frame
+    out of order (a continuation with no message begun, a binary frame
+    inside a fragmented message) is refused with 1002 at its first payload
+    byte, as wsproto refuses it, even when the stream ends before the
+    frame does (it used to be held, and the close was then 1006)."""
     data = serialize(frames, to_server=True)[:-5]  # the last frame cut short
     plain = collect(plain_connection(True), [data], eof=True)
     assert plain.items[-1][:2] == ("close", 1002)
@@ -524,12 +496,6 @@ class Expected:
     #: the connection goes on answering pings until the application has
     #: read the messages before it: only then is the 1009 sent.)
     pings: list[bytes]
-    #: Whether the close is for a frame out of order (see
-    #: order_error_found_late).
-    order_error: bool = False
-    #: After a message too big (1009): the code of a close frame that
-    #: follows it (see close_frame_overrides_1009).
-    later_close: int | None = None
 
 
 def expected_by_wsproto(stream: Stream, max_message_size: int, *, bytewise: bool) -> Expected:
@@ -546,17 +512,17 @@ def expected_by_wsproto(stream: Stream, max_message_size: int, *, bytewise: bool
         connection.receive_data(chunk)
         # (Events queued by the end of the stream come first out of
         # events(): the frames' events must be taken before.)
-        events.extend((item, connection.state) for item in connection.events())
-        if events and isinstance(events[-1][0], CloseConnection):
+        events.extend(connection.events())
+        if events and isinstance(events[-1], CloseConnection):
             break
     connection.receive_data(None)
-    events.extend((item, connection.state) for item in connection.events())
+    events.extend(connection.events())
     found: list[str | bytes] = []
     pings: list[bytes] = []
     parts: list[str | bytes] = []
     size = 0
     too_big: Expected | None = None
-    for item, state in events:
+    for item in events:
         if isinstance(item, (TextMessage, BytesMessage)):
             parts.append(item.data)
             size += len(item.data.encode("utf-8") if isinstance(item.data, str) else item.data)
@@ -570,11 +536,8 @@ def expected_by_wsproto(stream: Stream, max_message_size: int, *, bytewise: bool
             pings.append(bytes(item.payload))
         elif isinstance(item, CloseConnection):
             if too_big is not None:
-                if state is ConnectionState.REMOTE_CLOSING:  # a close frame
-                    too_big.later_close = item.code
                 return too_big
-            order_error = is_order_error(("close", item.code, item.reason))
-            return Expected(found, item.code, pings, order_error)
+            return Expected(found, item.code, pings)
     raise AssertionError("wsproto reports a close event at the end of the stream")
 
 
@@ -661,15 +624,6 @@ def frames_written(output: bytes, to_server: bool) -> Report:
     return collect(plain_connection(not to_server), [output], False)
 
 
-def close_frame_overrides_1009(expected: Expected, code: int | None) -> bool:
-    """The known difference of test_a_close_frame_after_a_message_too_big_
-    does_not_hide_1009 (xfail): a message too big arriving while earlier
-    messages wait to be read leaves its 1009 pending; a close frame in the
-    same read then closes with the peer's code instead, and 1009 is never
-    sent. Remove this allowance when that test passes."""
-    return expected.code == 1009 and code is not None and code == expected.later_close
-
-
 @given(
     streams(),
     st.sampled_from([2**20, 1000, 100, 1]),
@@ -690,15 +644,9 @@ def test_a_connection_delivers_what_wsproto_finds_then_closes_with_its_code(
         # first, depending on the reads (most of it in a byte at a time).
         expected = expected_by_wsproto(stream, max_message_size, bytewise=True)
     assert outcome.messages == expected.messages
-    if expected.order_error and outcome.code == 1006:
-        event("known difference: an order error found late")
-        return
     written = frames_written(outcome.output, stream.to_server)
     pongs = [item[1] for item in written.items if item[0] == "pong"]
     assert pongs == expected.pings[: len(pongs)]
-    if close_frame_overrides_1009(expected, outcome.code):
-        event("known difference: a close frame overrides 1009")
-        return
     assert outcome.code == expected.code
     closes = [item[1] for item in written.items if item[0] == "close"]
     if expected.code == 1006:
@@ -707,20 +655,13 @@ def test_a_connection_delivers_what_wsproto_finds_then_closes_with_its_code(
         assert closes == [expected.code]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a close frame in the same read hides a pending 1009 (bug, see docstring)",
-)
 @pytest.mark.parametrize("to_server", [True, False], ids=["server", "client"])
 def test_a_close_frame_after_a_message_too_big_does_not_hide_1009(to_server: bool) -> None:
     """A message over max_message_size found while earlier messages wait in
-    the inbox leaves its 1009 pending (WebSocketConnection._fail); the
-    reader goes on dispatching the same read, and a close frame in it
-    closes the connection with the peer's code (_on_close_frame):
-    get_message raises ConnectionClosed(1000), the close frame sent is the
-    echo of 1000, and the peer never learns its message was too big.
-    Without the earlier message, or with the close frame in a later read,
-    the close is 1009."""
+    the inbox leaves its 1009 pending (WebSocketConnection._fail); a close
+    frame in the same read is answered with that 1009, not an echo of the
+    peer's code, so the peer learns its message was too big (it used to get
+    the echo, and get_message raised ConnectionClosed(1000))."""
     data = serialize(
         [Frame(TEXT, b"ok"), Frame(BINARY, b"too big!"), Frame(CLOSE, (1000).to_bytes(2, "big"))],
         to_server,

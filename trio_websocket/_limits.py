@@ -109,8 +109,10 @@ class HeadScanner:
             # The usual case, a whole head in the first read, short enough
             # that no line can be too long: only the count needs checking.
             end = received.find(b"\r\n\r\n")
-            if 0 < end <= self._limits._shortest_line_limit and (
-                received.count(b"\r\n", 0, end) <= self._limits.max_headers
+            if (
+                0 < end <= self._limits._shortest_line_limit
+                and end + 4 <= MAX_HEAD_BYTES  # (line limits may be as long)
+                and received.count(b"\r\n", 0, end) <= self._limits.max_headers
             ):
                 return end + 4
         while True:

@@ -107,10 +107,7 @@ class MessageAssembler:
         limit (so an endless fragmented message never grows unbounded).
         """
         size = utf8_size(piece) if isinstance(piece, str) else len(piece)
-        # An empty fragment counts as one byte against the limit: else a
-        # message of endless empty fragments would never end (nor cost
-        # memory, but the peer would have the reader parse them forever).
-        self._size += size or 1
+        self._size += size
         if self._size > self._limit:
             self.reset()
             raise MessageTooBig(self._limit)
