@@ -111,6 +111,7 @@ from ._deflate import DeflateExtension
 from ._endpoint import Endpoint, describe_endpoint, stream_endpoint
 from ._errors import ConnectionClosed, Headers
 from ._fastpath import (
+    has_unparsed_bytes,
     stop_holding,
     use_compact_event_queue,
     use_fast_receive,
@@ -162,6 +163,13 @@ _RSV1 = 0x40
 #: tasks run: a read can hold some 20,000 tiny frames, and parsing them all
 #: in one go would stall every other connection for tens of milliseconds.
 _EVENTS_PER_TURN = 1024
+#: Why the reader stopped parsing part-way through a read
+#: (``_parse_paused``): it did not; the inbox's budget was reached (it
+#: parses on once the application has taken some); the outbox holds
+#: ``OUTBOX_LIMIT`` of pongs (it waits for them to be written, behind any
+#: other writer); it handled a turn's worth of events (it lets the other
+#: tasks run first).
+_PARSING, _PAUSED_FOR_INBOX, _PAUSED_FOR_OUTBOX, _PAUSED_FOR_TURN = 0, 1, 2, 3
 #: Frames in the outbox are joined into one write up to this many bytes: a
 #: copy costs less than an extra write (a system call and a scheduler pass).
 #: A bigger payload is written on its own, uncopied.
@@ -306,10 +314,10 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         # closing handshake is over or the parser has given up.
         self._stop_reading = False
         self._draining = False
-        # Parsing stopped part-way through a read because a budget was
-        # reached (the inbox's, or the outbox's): the rest of the read waits
-        # in wsproto's buffer and is parsed before anything more is read.
-        self._parse_paused = False
+        # Whether parsing stopped part-way through a read, and why (see
+        # _PARSING): the rest of the read waits in wsproto's buffer and is
+        # parsed before anything more is read.
+        self._parse_paused = _PARSING
         self._reader_scope = trio.CancelScope()
         # Set once the reader has closed the stream; the Event is made only
         # for a task that has to wait for that (most connections never
@@ -1011,7 +1019,9 @@ class WebSocketConnection(trio.abc.Channel[Message]):
                     max_bytes = self._options.receive_buffer_size
                     self._dispatch()  # events parsed from bytes that came with the handshake
                     while not self._stop_reading:
-                        if self._outbox and (not self._writing or self._outbox_full()):
+                        if self._outbox and (
+                            not self._writing or self._parse_paused == _PAUSED_FOR_OUTBOX
+                        ):
                             # (Behind another writer stuck on a peer that does
                             # not read, this waits: the reader reads no more.)
                             try:
@@ -1026,11 +1036,14 @@ class WebSocketConnection(trio.abc.Channel[Message]):
                             await inbox.wait_for_room()
                             continue
                         if self._parse_paused:
-                            self._parse_paused = False
+                            paused_for_turn = self._parse_paused == _PAUSED_FOR_TURN
+                            self._parse_paused = _PARSING
                             if not self._draining:
-                                # (After a turn's worth of events: let the
-                                # other connections have theirs first.)
-                                await trio.lowlevel.checkpoint()
+                                if paused_for_turn:
+                                    # Let the other tasks have their turn
+                                    # first. (After a budget, the wait for
+                                    # room or for the write turn did that.)
+                                    await trio.lowlevel.checkpoint()
                                 self._dispatch()
                             continue
                         try:
@@ -1115,7 +1128,7 @@ class WebSocketConnection(trio.abc.Channel[Message]):
                 if self._outbox:
                     await self._flush_outbox()
                 elif self._parse_paused and not self._draining:
-                    self._parse_paused = False
+                    self._parse_paused = _PARSING
                     self._dispatch()
                 else:
                     data = await self._stream.receive_some(max_bytes)
@@ -1174,8 +1187,8 @@ class WebSocketConnection(trio.abc.Channel[Message]):
                             f"message exceeds {inbox.piece_limit} bytes",
                             parser_done=False,
                         )
-                    elif inbox.reader_must_wait():
-                        self._parse_paused = True
+                    elif inbox.reader_must_wait() and has_unparsed_bytes(self._proto):
+                        self._parse_paused = _PAUSED_FOR_INBOX
                         break
                     pieces_wanted = inbox.takes_pieces
                     continue
@@ -1186,8 +1199,8 @@ class WebSocketConnection(trio.abc.Channel[Message]):
                     and len(data) <= limit
                 ):
                     received += 1
-                    if inbox.put(data):
-                        self._parse_paused = True  # the inbox's budget is reached
+                    if inbox.put(data) and has_unparsed_bytes(self._proto):
+                        self._parse_paused = _PAUSED_FOR_INBOX
                         break
                     continue
                 try:
@@ -1199,21 +1212,23 @@ class WebSocketConnection(trio.abc.Channel[Message]):
                     continue
                 if message is not None:
                     received += 1
-                    if inbox.put(message):
-                        self._parse_paused = True
+                    if inbox.put(message) and has_unparsed_bytes(self._proto):
+                        self._parse_paused = _PAUSED_FOR_INBOX
                         break
             elif kind is Ping:
                 if self._proto.state is _OPEN:
                     self._queue_frame(self._proto.send(Pong(event.payload)))  # type: ignore[attr-defined]
                     if self._outbox_full():
-                        self._parse_paused = True  # written before more is parsed
+                        # Written (behind any other writer) before more is
+                        # read or parsed.
+                        self._parse_paused = _PAUSED_FOR_OUTBOX
                         break
             elif kind is Pong:
                 self._pings.pong_received(event.payload, trio.current_time())  # type: ignore[attr-defined]
             elif kind is CloseConnection:
                 self._on_close_frame(event)  # type: ignore[arg-type]
         if handled == _EVENTS_PER_TURN:
-            self._parse_paused = True  # (there may be more)
+            self._parse_paused = _PAUSED_FOR_TURN  # (there may be more)
         self._messages_received += received
         inbox.wake_receivers()
 

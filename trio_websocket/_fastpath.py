@@ -455,6 +455,19 @@ def use_fast_unmasking(protocol: Connection) -> bool:
     return True
 
 
+def has_unparsed_bytes(protocol: Connection) -> bool:
+    """Whether bytes received by ``protocol`` wait in its buffer, not yet
+    parsed into events (True when that cannot be told). The reader stops
+    parsing at a budget only when there is more to parse: stopping costs
+    something, since wsproto's parser keeps the last frame it handed over
+    (its payload, the message just queued) until it is resumed."""
+    decoder = getattr(getattr(protocol, "_proto", None), "_frame_decoder", None)
+    buffer = getattr(decoder, "buffer", None)
+    if type(buffer) is _ChunkBuffer:
+        return buffer._size > buffer._used
+    return True
+
+
 def stop_holding(protocol: Connection) -> None:
     """Stop holding the data frame being received until it is whole (a
     streamed receive now wants it in pieces): the bytes of it received so
