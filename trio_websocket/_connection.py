@@ -608,6 +608,11 @@ class WebSocketConnection(trio.abc.Channel[Message]):
             self._inbox.close(discard=True)
         self._enact_failure()
         ours = self._close_reason is None
+        if not ours and self._reader_ended:
+            # All over already (the usual case for a server's handler that
+            # returns after the peer closed): no bound to set up.
+            await trio.lowlevel.checkpoint()
+            return
         try:
             with trio.move_on_after(self._options.close_timeout) as bound:
                 if self._close_reason is None:

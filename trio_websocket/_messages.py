@@ -267,12 +267,17 @@ class Inbox:
         when the reader must parse no further (see the module rules)."""
         if self._closed:
             return False
-        self._items.append(message)
+        items = self._items
+        items.append(message)
         # ``isascii`` is O(1) for str; bytes never get that far.
         if message.__class__ is bytes or message.isascii():
             self._bytes += len(message)
         else:
             self._bytes += wire_size(message)
+        # (The usual case, below the read-ahead, which is never above the
+        # cap, decided without a call.)
+        if self._bytes + ITEM_COST * (len(items) - self._head) < self._read_ahead_bytes:
+            return False
         return self.reader_must_wait()
 
     def wake_receivers(self) -> None:
