@@ -18,7 +18,7 @@ import trio
 import trio.testing
 from conftest import accept_by_hand, read_request_head
 from test_client import RawServer, live_tasks, start_close_watching_server, start_tcp
-from test_connection import FaultyStream, open_raw, settle
+from test_connection_budgets import open_with_a_stuck_send
 
 from trio_websocket import (
     ConnectionClosed,
@@ -164,16 +164,7 @@ async def test_aclose_behind_a_stuck_send_gives_up_and_says_so(nursery: trio.Nur
 async def test_aclose_behind_a_stuck_send_on_any_stream_is_bounded(
     nursery: trio.Nursery, role: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    faulty: list[FaultyStream] = []
-
-    def wrap(stream: trio.abc.Stream) -> trio.abc.Stream:
-        faulty.append(FaultyStream(stream))
-        return faulty[0]
-
-    ws, _peer = await open_raw(nursery, role, stream_wrapper=wrap)
-    faulty[0].stall_after = 0  # the peer stopped reading
-    nursery.start_soon(ws.send_message, b"x" * 1000)
-    await settle()
+    ws, _peer = await open_with_a_stuck_send(nursery, role)
     start = trio.current_time()
     with trio.fail_after(DEFAULT_DISCONNECT_TIMEOUT + 1):
         await ws.aclose()

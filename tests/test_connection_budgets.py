@@ -20,10 +20,10 @@ from contextlib import contextmanager
 import pytest
 import trio
 import trio.testing
-from test_connection import FaultyStream, build_frame, open_raw, settle
+from test_connection import FaultyStream, RawPeer, build_frame, open_raw, settle
 from test_deflate import TEXT, deflate, frame, server_with_raw_client
 
-from trio_websocket import ConnectionClosed
+from trio_websocket import ConnectionClosed, WebSocketConnection
 from trio_websocket._config import OUTBOX_LIMIT
 from trio_websocket._messages import ITEM_COST, MAX_PARTS, MessageAssembler
 
@@ -124,10 +124,11 @@ async def test_compressed_messages_in_one_read_stop_at_the_budget(
 # Defect 4: pongs for a peer that does not read are capped
 
 
-@pytest.mark.parametrize("role", ROLES)
-async def test_pongs_stop_the_reader_while_a_send_is_stuck(
-    nursery: trio.Nursery, role: str, autojump_clock: trio.testing.MockClock
-) -> None:
+async def open_with_a_stuck_send(
+    nursery: trio.Nursery, role: str
+) -> tuple[WebSocketConnection, RawPeer]:
+    """A connection playing ``role`` whose peer has stopped reading, with a
+    send stuck on it (holding the write turn) in a task of ``nursery``."""
     faulty: list[FaultyStream] = []
 
     def wrap(stream: trio.abc.Stream) -> trio.abc.Stream:
@@ -135,9 +136,17 @@ async def test_pongs_stop_the_reader_while_a_send_is_stuck(
         return faulty[0]
 
     ws, peer = await open_raw(nursery, role, stream_wrapper=wrap)
-    faulty[0].stall_after = 0  # the peer stops reading: every write hangs
+    faulty[0].stall_after = 0  # every write hangs
     nursery.start_soon(ws.send_message, b"x" * 100)
     await settle()
+    return ws, peer
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_pongs_stop_the_reader_while_a_send_is_stuck(
+    nursery: trio.Nursery, role: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    ws, peer = await open_with_a_stuck_send(nursery, role)
     flood = pings(100_000, masked=peer.is_client)  # 200-600 KB, each wants a pong
     with probe() as memory:
         await peer.send_raw(flood)
