@@ -46,6 +46,7 @@ from test_fuzz_frames import (
     Frame,
     collect,
     cut,
+    messages_until_closed,
     read_head,
     run_on_autojump_clock,
 )
@@ -56,7 +57,6 @@ from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import RemoteProtocolError
 
 from trio_websocket import (
-    ConnectionClosed,
     DeflateConfig,
     WebSocketConnection,
     _deflate,
@@ -557,13 +557,7 @@ async def send_hostile(
 
             nursery.start_soon(send_then_end)
             nursery.start_soon(drain)
-            for _ in range(1000):
-                try:
-                    outcome.messages.append(await ws.get_message())
-                except ConnectionClosed as exc:
-                    assert exc.reason is not None
-                    outcome.code = exc.reason.code
-                    break
+            outcome.messages, outcome.code = await messages_until_closed(ws, 1000)
     return outcome
 
 

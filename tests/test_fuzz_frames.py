@@ -609,14 +609,23 @@ async def feed_connection(stream: Stream, max_message_size: int, read_size: int)
             [ws] = connections
             nursery.start_soon(send_stream)
             nursery.start_soon(read_output)
-            for _ in range(10_000):
-                try:
-                    outcome.messages.append(await ws.get_message())
-                except ConnectionClosed as exc:
-                    assert exc.reason is not None
-                    outcome.code = exc.reason.code
-                    break
+            outcome.messages, outcome.code = await messages_until_closed(ws, 10_000)
     return outcome
+
+
+async def messages_until_closed(
+    ws: WebSocketConnection, most: int
+) -> tuple[list[str | bytes], int | None]:
+    """The messages ``ws`` delivers (at most ``most``) and the close code of
+    the ``ConnectionClosed`` that ends them (None if none came)."""
+    messages: list[str | bytes] = []
+    for _ in range(most):
+        try:
+            messages.append(await ws.get_message())
+        except ConnectionClosed as exc:
+            assert exc.reason is not None
+            return messages, exc.reason.code
+    return messages, None
 
 
 def frames_written(output: bytes, to_server: bool) -> Report:
