@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 
 HERE = Path(__file__).parent
 version: dict[str, str] = {}
@@ -14,7 +14,11 @@ exec((HERE / "trio_websocket" / "_version.py").read_text(), version)
 ext_modules = []
 if not os.environ.get("TRIO_WEBSOCKET_NO_EXTENSIONS"):
     ext_modules.append(
-        Extension("trio_websocket._speedups", ["trio_websocket/_speedups.c"], optional=True)
+        Extension(
+            "trio_websocket._wire._speedups",
+            ["trio_websocket/_wire/_speedups.c"],
+            optional=True,
+        )
     )
 
 setup(
@@ -24,8 +28,8 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
-    packages=["trio_websocket"],
-    package_data={"trio_websocket": ["py.typed", "_speedups.pyi"]},
+    packages=find_packages(include=["trio_websocket", "trio_websocket.*"]),
+    package_data={"trio_websocket": ["py.typed"], "trio_websocket._wire": ["_speedups.pyi"]},
     ext_modules=ext_modules,
     include_package_data=True,
     zip_safe=False,

@@ -29,8 +29,8 @@ from trio_websocket import (
     wrap_client_stream,
     wrap_server_stream,
 )
-from trio_websocket._config import ConnectionOptions
-from trio_websocket._messages import ITEM_COST, Inbox
+from trio_websocket._core.config import ConnectionOptions
+from trio_websocket._core.messages import ITEM_COST, Inbox
 
 ROLES = ["client", "server"]
 

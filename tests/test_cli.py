@@ -47,7 +47,9 @@ STEP = 5.0
 
 #: ``cli(setup=...)`` code that makes the server's graceful shutdown wait
 #: up to an hour for its handlers.
-HOUR_LONG_SHUTDOWN = "import trio_websocket._cli\ntrio_websocket._cli.SHUTDOWN_TIMEOUT = 3600.0"
+HOUR_LONG_SHUTDOWN = (
+    "import trio_websocket._extras.cli\ntrio_websocket._extras.cli.SHUTDOWN_TIMEOUT = 3600.0"
+)
 
 
 class Lines:
@@ -109,7 +111,8 @@ async def cli(*args: str, stdin: int = subprocess.PIPE, setup: str = "") -> Asyn
     """``python -m trio_websocket *args``; with ``setup``, that Python code
     runs first in the process (to change a module constant)."""
     if setup:
-        command = ["-c", f"{setup}\nimport sys, trio_websocket._cli as c\nsys.exit(c.main())"]
+        run_cli = "import sys, trio_websocket._extras.cli as c\nsys.exit(c.main())"
+        command = ["-c", f"{setup}\n{run_cli}"]
     else:
         command = ["-m", "trio_websocket"]
     process = await trio.lowlevel.open_process(

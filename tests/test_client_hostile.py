@@ -46,8 +46,8 @@ from trio_websocket import (
     serve_websocket,
     wrap_client_stream,
 )
-from trio_websocket._redirects import headers_for_redirect, redirect_target
-from trio_websocket._url import parse_ws_url
+from trio_websocket._client.redirects import headers_for_redirect, redirect_target
+from trio_websocket._core.url import parse_ws_url
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 

@@ -26,7 +26,7 @@ from trio_websocket import (
     WebSocketConnection,
     open_websocket_url,
 )
-from trio_websocket._config import CLOSE_GRACE, DEFAULT_DISCONNECT_TIMEOUT
+from trio_websocket._core.config import CLOSE_GRACE, DEFAULT_DISCONNECT_TIMEOUT
 
 GOING_AWAY = 1001
 

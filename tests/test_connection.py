@@ -40,7 +40,7 @@ from trio_websocket import (
     wrap_client_stream,
     wrap_server_stream,
 )
-from trio_websocket._config import READ_AHEAD_BYTES
+from trio_websocket._core.config import READ_AHEAD_BYTES
 
 ROLES = ["client", "server"]
 Pair = tuple[WebSocketConnection, WebSocketConnection]

@@ -24,8 +24,8 @@ from test_connection import FaultyStream, RawPeer, build_frame, open_raw, settle
 from test_deflate import TEXT, deflate, frame, server_with_raw_client
 
 from trio_websocket import ConnectionClosed, WebSocketConnection
-from trio_websocket._config import OUTBOX_LIMIT
-from trio_websocket._messages import ITEM_COST, MAX_PARTS, MessageAssembler
+from trio_websocket._core.config import OUTBOX_LIMIT
+from trio_websocket._core.messages import ITEM_COST, MAX_PARTS, MessageAssembler
 
 ROLES = ["client", "server"]
 OP_CONT, OP_TEXT, OP_BINARY, OP_PING = 0x0, 0x1, 0x2, 0x9

@@ -631,7 +631,7 @@ def test_fragments_sent_through_wsproto_are_compressed_as_one_message() -> None:
     from wsproto.connection import Connection
     from wsproto.events import TextMessage
 
-    from trio_websocket._deflate import DeflateExtension
+    from trio_websocket._core.deflate import DeflateExtension
 
     server_side = DeflateExtension(DeflateConfig(), is_client=False, max_message_size=2**20)
     response = server_side.accept("permessage-deflate; client_max_window_bits")
@@ -655,7 +655,7 @@ def test_whole_messages_through_wsproto_follow_the_threshold() -> None:
     from wsproto.connection import Connection
     from wsproto.events import BytesMessage
 
-    from trio_websocket._deflate import DeflateExtension
+    from trio_websocket._core.deflate import DeflateExtension
 
     extension = DeflateExtension(DeflateConfig(threshold=100), is_client=False, max_message_size=99)
     assert extension.accept("permessage-deflate") is not None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from trio_websocket import DeflateConfig, DeflateParameters
-from trio_websocket._compression import (
+from trio_websocket._core.compression import (
     client_accept,
     client_offer,
     compression_config,

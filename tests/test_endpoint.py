@@ -13,7 +13,7 @@ import trustme
 from conftest import open_pair
 
 from trio_websocket import Endpoint
-from trio_websocket._endpoint import stream_endpoint
+from trio_websocket._core.endpoint import stream_endpoint
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,7 @@ from wsproto.events import (
 from wsproto.frame_protocol import Buffer, FrameDecoder
 
 from trio_websocket import ConnectionClosed
-from trio_websocket._fastpath import (
+from trio_websocket._wire.frame_decoder import (
     _SMALL_READ,
     _ChunkBuffer,
     _FastMasker,

@@ -10,8 +10,8 @@ import pytest
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import FrameDecoder, ParseFailed
 
-from trio_websocket import _fastpath
-from trio_websocket._fastpath import _ChunkBuffer, _FastReceiveDecoder
+from trio_websocket._wire import frame_decoder as _fastpath
+from trio_websocket._wire.frame_decoder import _ChunkBuffer, _FastReceiveDecoder
 
 KEY = b"\x11\x22\x33\x44"
 

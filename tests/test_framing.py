@@ -1,4 +1,4 @@
-"""``_framing.frame_header``: the three length forms of RFC 6455 5.2, checked
+"""``_wire.framing.frame_header``: the three length forms of RFC 6455 5.2, checked
 against wsproto's own parser."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
-from trio_websocket._framing import MASKED, frame_header
+from trio_websocket._wire.framing import MASKED, frame_header
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])

@@ -1,5 +1,5 @@
-"""Property-based fuzzing of permessage-deflate (``_deflate``,
-``_compression``).
+"""Property-based fuzzing of permessage-deflate (``_core.deflate``,
+``_core.compression``).
 
 Properties:
 - Round trip against an independent implementation: messages compressed
@@ -59,11 +59,11 @@ from wsproto.utilities import RemoteProtocolError
 from trio_websocket import (
     DeflateConfig,
     WebSocketConnection,
-    _deflate,
     wrap_server_stream,
 )
-from trio_websocket._deflate import DeflateExtension
-from trio_websocket._fastpath import use_fast_receive
+from trio_websocket._core import deflate as _deflate
+from trio_websocket._core.deflate import DeflateExtension
+from trio_websocket._wire.frame_decoder import use_fast_receive
 
 pytestmark = pytest.mark.time_limit(FUZZ_TIME_LIMIT)
 
@@ -472,7 +472,7 @@ def inflate_in_reads(
 
 @contextmanager
 def inflate_calls_recorded(outputs: list[int]) -> Iterator[None]:
-    """Record the size of every inflate call ``_deflate`` makes."""
+    """Record the size of every inflate call ``_core.deflate`` makes."""
     real = _deflate.zlib
 
     class Recording:

@@ -6,7 +6,7 @@ shortest form or impossibly long), cut into random reads.
 
 Properties:
 - Differential: a wsproto ``Connection`` with the fast paths of
-  ``_fastpath`` installed (as ``WebSocketConnection`` installs them, and
+  ``_wire.frame_decoder`` installed (as ``WebSocketConnection`` installs them, and
   the older fast unmasking alone) reports what plain wsproto reports for
   the same bytes: the same messages (joined: the fast path may hand a frame
   over whole where wsproto gives it read by read), pings, pongs and close
@@ -49,8 +49,12 @@ from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, Tex
 from wsproto.extensions import Extension
 
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
-from trio_websocket._fastpath import use_compact_event_queue, use_fast_receive, use_fast_unmasking
-from trio_websocket._request import wrap_server_stream
+from trio_websocket._server.request import wrap_server_stream
+from trio_websocket._wire.frame_decoder import (
+    use_compact_event_queue,
+    use_fast_receive,
+    use_fast_unmasking,
+)
 
 pytestmark = pytest.mark.time_limit(FUZZ_TIME_LIMIT)
 
@@ -427,7 +431,7 @@ def assert_same_report(fast: Report, plain: Report) -> None:
         assert plain.partial[1][: len(fast.partial[1])] == fast.partial[1]
 
 
-#: What a receiver lets a binary frame be held for (see ``_fastpath``):
+#: What a receiver lets a binary frame be held for (see ``_wire.frame_decoder``):
 #: never, always piece by piece, or a small or large room.
 rooms = st.sampled_from([None, 0, 1, 126, 5000, 70000, 2**20])
 

@@ -1,5 +1,5 @@
 """Property-based fuzzing of the server's request-head reading: the limits
-scanner (``_limits.HeadScanner``) on its own, and whole opening requests,
+scanner (``_server.limits.HeadScanner``) on its own, and whole opening requests,
 valid, random and mutated, sent in random pieces to a running server.
 
 Properties:
@@ -41,9 +41,9 @@ from wsproto.handshake import H11Handshake
 from wsproto.utilities import ProtocolError
 
 from trio_websocket import RequestLimits, WebSocketRequest
-from trio_websocket._http import EarlyHeadCheck
-from trio_websocket._limits import MAX_HEAD_BYTES, HeadScanner, RequestTooLarge
-from trio_websocket._upgrade import accept_response, read_upgrade
+from trio_websocket._server.http import EarlyHeadCheck
+from trio_websocket._server.limits import MAX_HEAD_BYTES, HeadScanner, RequestTooLarge
+from trio_websocket._server.upgrade import accept_response, read_upgrade
 
 pytestmark = pytest.mark.time_limit(FUZZ_TIME_LIMIT)
 
@@ -547,7 +547,7 @@ def test_a_frame_in_the_same_read_as_the_request_is_delivered() -> None:
 
 
 # ----------------------------------------------------------------------
-# The short way (``_upgrade``) against wsproto
+# The short way (``_server.upgrade``) against wsproto
 
 
 def wsproto_reading(head: bytes) -> Request | None:
@@ -569,7 +569,7 @@ def test_the_short_way_reads_a_request_as_wsproto_and_answers_alike(
 ) -> None:
     """``read_upgrade`` takes only requests wsproto accepts, reads them to
     the same event, and ``accept_response`` writes wsproto's 101 byte for
-    byte (the rules of ``_upgrade``)."""
+    byte (the rules of ``_server.upgrade``)."""
     head = request.data
     if data.draw(st.booleans(), label="mutate"):
         head = data.draw(mutations(head), label="mutated")

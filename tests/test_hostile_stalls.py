@@ -36,7 +36,7 @@ from hostile_peers import (
 )
 
 from trio_websocket import ConnectionClosed, WebSocketConnection
-from trio_websocket._config import DEFAULT_DISCONNECT_TIMEOUT
+from trio_websocket._core.config import DEFAULT_DISCONNECT_TIMEOUT
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup

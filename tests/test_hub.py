@@ -14,7 +14,7 @@ from wsproto import ConnectionType
 from wsproto.connection import Connection
 from wsproto.events import BytesMessage, TextMessage
 
-import trio_websocket._hub as hub_module
+import trio_websocket._extras.hub as hub_module
 from trio_websocket import (
     ConnectionClosed,
     Hub,

@@ -16,8 +16,8 @@ from wsproto.connection import Connection
 from wsproto.events import CloseConnection, TextMessage
 
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
-from trio_websocket._fastpath import _EventList, use_compact_event_queue
-from trio_websocket._waiters import Waiters
+from trio_websocket._core.waiters import Waiters
+from trio_websocket._wire.frame_decoder import _EventList, use_compact_event_queue
 
 
 def test_compact_event_queue_is_active_with_the_pinned_wsproto() -> None:

@@ -43,7 +43,7 @@ from trio_websocket import (
     wrap_client_stream,
     wrap_server_stream,
 )
-from trio_websocket._config import CLOSE_GRACE, ConnectionOptions
+from trio_websocket._core.config import CLOSE_GRACE, ConnectionOptions
 
 KEEPALIVE_TIMEOUT = CloseReason(1011, "keepalive ping timeout")
 

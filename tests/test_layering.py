@@ -1,9 +1,12 @@
-"""The package's modules depend on each other one way only (see the Layout
-section of README.md): the pure modules at the bottom, ``_connection`` above
-them, ``_client`` and ``_server`` on top, ``_reconnect`` over the client's
-entry point, and ``__init__`` re-exporting.
-Above the package's API sit its users: ``_cli`` (the command line, which
-imports only the public names) and ``__main__`` (which only runs ``_cli``).
+"""The package's modules depend on each other one way only (see
+docs/architecture.rst): the layer subpackages bottom up (``_wire``,
+``_core``, then ``_client.client`` and ``_server.server`` beside each other, then
+``_extras``), and inside them the pure modules at the bottom,
+``_core.connection`` above them, the client's and the server's entry points
+on top, ``_extras.reconnect`` over the client's entry point, and
+``__init__`` re-exporting. Above the package's API sit its users:
+``_extras.cli`` (the command line, which imports only the public names) and
+``__main__`` (which only runs it).
 
 The imports are read from the source with ``ast``, so nothing is executed.
 """
@@ -22,61 +25,82 @@ import trio_websocket
 PACKAGE = "trio_websocket"
 PACKAGE_DIR = Path(trio_websocket.__file__).parent
 
-PURE = {
-    "_close",
-    "_errors",
-    "_endpoint",
-    "_url",
-    "_config",
-    "_messages",
-    "_pings",
-    "_groups",
-    "_version",
-    "_masking",
-    "_fastpath",
-    "_keepalive",
-    "_stats",
-    "_log",
-    "_proxy_config",
-    "_proxy_errors",
-    "_redirects",
-    "_bad_response",
-    "_http",
-    "_limits",
-    "_origins",
-    "_basic_auth",
-    "_shutdown",
-    "_compression",
-    "_deflate",
-    "_waiters",
-    "_framing",
-    "_upgrade",
-    "_socket_stream",
+#: The layer subpackages, bottom up, and which of them each may import
+#: (see the Layout section of README.md). The public modules at the top
+#: level (``__init__``, ``testing``, ``redis_hub``, ``__main__``) sit above
+#: them all.
+SUBPACKAGES = {
+    "_wire": {"_wire"},
+    "_core": {"_wire", "_core"},
+    "_client": {"_wire", "_core", "_client"},
+    "_server": {"_wire", "_core", "_server"},
+    "_extras": {"_wire", "_core", "_client", "_server", "_extras", "__init__"},
 }
+
+#: Modules that know nothing of connections or entry points: each imports
+#: only other modules of this set (and the subpackages' empty
+#: ``__init__``).
+PURE = {
+    # the wire: bytes, frames and sockets
+    "_wire.framing",
+    "_wire.masking",
+    "_wire.frame_decoder",
+    "_wire.socket_stream",
+    # the values and parts a connection is built from
+    "_core.close",
+    "_core.errors",
+    "_core.endpoint",
+    "_core.url",
+    "_core.config",
+    "_core.messages",
+    "_core.pings",
+    "_core.groups",
+    "_core.keepalive",
+    "_core.stats",
+    "_core.log",
+    "_core.compression",
+    "_core.deflate",
+    "_core.waiters",
+    # the client's and the server's values
+    "_client.proxy_config",
+    "_client.proxy_errors",
+    "_client.redirects",
+    "_client.bad_response",
+    "_server.http",
+    "_server.limits",
+    "_server.origins",
+    "_server.basic_auth",
+    "_server.shutdown",
+    "_server.upgrade",
+    "_version",
+}
+#: The subpackages' ``__init__`` modules: a docstring that says the layer's
+#: rules, nothing imported.
+SUBPACKAGE_INITS = set(SUBPACKAGES)
 #: Compiled modules (no .py source to parse); they import nothing of ours.
-COMPILED = {"_speedups"}
+COMPILED = {"_wire._speedups"}
 LAYERS = {
-    **dict.fromkeys(PURE | COMPILED, 0),
-    "_connection": 1,
-    "_proxy": 1,
-    "_unix": 1,
-    "_client": 2,
-    "_request": 2,
-    "_server": 2.1,
-    "_hub": 2,
+    **dict.fromkeys(PURE | COMPILED | SUBPACKAGE_INITS, 0),
+    "_core.connection": 1,
+    "_client.proxy": 1,
+    "_server.unix": 1,
+    "_client.client": 2,
+    "_server.request": 2,
+    "_server.server": 2.1,
+    "_extras.hub": 2,
     # Build on the server, below the re-exports: the worker's side, then
     # the parent's.
-    "_worker_process": 2.25,
-    "_workers": 2.5,
+    "_extras.worker_process": 2.25,
+    "_extras.workers": 2.5,
     # Built on the client's public entry point.
-    "_reconnect": 3,
+    "_extras.reconnect": 3,
     # The public testing kit sits beside the namespace: it uses the entry
     # points, and the package never imports it.
     "testing": 3,
     "__init__": 4,
     # A public module of its own, which nothing in the package imports.
     "redis_hub": 4,
-    "_cli": 5,
+    "_extras.cli": 5,
     "__main__": 6,
 }
 THIRD_PARTY = {"trio", "wsproto"}
@@ -86,55 +110,79 @@ OPTIONAL_THIRD_PARTY = {"redis_hub": {"coredis"}}
 
 @dataclass
 class Imports:
-    #: Modules of this package imported (``"_close"``, or ``"__init__"`` for
-    #: the package itself).
+    #: Modules of this package imported (``"_core.close"``, or
+    #: ``"__init__"`` for the package itself).
     internal: set[str] = field(default_factory=set)
     #: Top-level names of everything else imported, with whether the import
     #: sits under an ``if sys.version_info ...`` guard.
     external: list[tuple[str, bool]] = field(default_factory=list)
 
 
+def package_of(module: str) -> list[str]:
+    """The package a module sits in, as parts below ``trio_websocket``."""
+    if module in SUBPACKAGE_INITS:
+        return [module]
+    return module.split(".")[:-1]
+
+
+def _resolve(module: str, level: int, name: str) -> str:
+    """The module ``from <level dots><name> import ...`` in ``module`` means."""
+    base = package_of(module)
+    if level > 1:
+        base = base[: len(base) - (level - 1)]
+    parts = [*base, *name.split(".")] if name else base
+    return ".".join(parts) or "__init__"
+
+
 def _is_version_guard(node: ast.If) -> bool:
     return "version_info" in ast.unparse(node.test)
 
 
-def _collect(node: ast.AST, imports: Imports, guarded: bool) -> None:
+def _collect(module: str, node: ast.AST, imports: Imports, guarded: bool) -> None:
     if isinstance(node, ast.Import):
         for alias in node.names:
-            top = alias.name.split(".")[0]
+            top, _, inside = alias.name.partition(".")
             if top == PACKAGE:
-                parts = alias.name.split(".")
-                imports.internal.add(parts[1] if len(parts) > 1 else "__init__")
+                imports.internal.add(inside or "__init__")
             else:
                 imports.external.append((top, guarded))
     elif isinstance(node, ast.ImportFrom):
-        module = node.module or ""
-        if node.level > 0 or module.split(".")[0] == PACKAGE:
-            # Relative (``from ._x import y`` / ``from . import _x``) or
-            # absolute import of the package.
-            inside = module if node.level > 0 else module.partition(".")[2]
-            if inside:
-                imports.internal.add(inside.split(".")[0])
+        name = node.module or ""
+        if node.level > 0 or name.split(".")[0] == PACKAGE:
+            if node.level > 0:
+                target = _resolve(module, node.level, name)
             else:
+                target = name.partition(".")[2] or "__init__"
+            if target in LAYERS:
+                imports.internal.add(target)
+            else:
+                # ``from .pkg import module`` (or a name of a package's
+                # ``__init__``).
                 for alias in node.names:
-                    name = alias.name
-                    imports.internal.add(name if name in LAYERS else "__init__")
+                    dotted = f"{target}.{alias.name}" if target != "__init__" else alias.name
+                    imports.internal.add(dotted if dotted in LAYERS else target)
         else:
-            imports.external.append((module.split(".")[0], guarded))
+            imports.external.append((name.split(".")[0], guarded))
     for child in ast.iter_child_nodes(node):
         child_guarded = guarded or (isinstance(node, ast.If) and _is_version_guard(node))
-        _collect(child, imports, child_guarded)
+        _collect(module, child, imports, child_guarded)
+
+
+def path_of(module: str) -> Path:
+    if module in SUBPACKAGE_INITS:
+        return PACKAGE_DIR / module / "__init__.py"
+    return PACKAGE_DIR / (module.replace(".", "/") + ".py")
 
 
 def parse(module: str) -> ast.Module:
-    path = PACKAGE_DIR / f"{module}.py"
+    path = path_of(module)
     return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
 
 
 def imports_of(module: str) -> Imports:
     imports = Imports()
     if module not in COMPILED:
-        _collect(parse(module), imports, guarded=False)
+        _collect(module, parse(module), imports, guarded=False)
     return imports
 
 
@@ -149,12 +197,39 @@ def transitive_imports(module: str) -> set[str]:
     return seen
 
 
-MODULES = sorted(path.stem for path in PACKAGE_DIR.glob("*.py"))
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE_DIR).with_suffix("").parts)
+    if len(parts) > 1 and parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = sorted(_module_name(path) for path in PACKAGE_DIR.rglob("*.py"))
 
 
 def test_every_module_has_a_layer() -> None:
     # A new module must be placed in the layering before it can be used.
     assert set(MODULES) == set(LAYERS) - COMPILED
+
+
+@pytest.mark.parametrize("module", sorted(set(MODULES) - set(SUBPACKAGE_INITS)))
+def test_layer_packages_import_only_the_layers_below(module: str) -> None:
+    package = package_of(module)
+    if not package:
+        return  # the public modules at the top level may use every layer
+    allowed = SUBPACKAGES[package[0]]
+    for imported in imports_of(module).internal:
+        imported_package = package_of(imported)[:1] or ["__init__"]
+        if imported in COMPILED or imported == "_version":
+            continue
+        assert imported_package[0] in allowed, f"{module} imports {imported}"
+
+
+@pytest.mark.parametrize("package", sorted(SUBPACKAGE_INITS))
+def test_layer_package_inits_only_state_their_rules(package: str) -> None:
+    tree = parse(package)
+    assert ast.get_docstring(tree), f"{package}/__init__.py says the layer's rules"
+    assert imports_of(package).internal == set()
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -168,37 +243,47 @@ def test_module_imports_only_lower_layers(module: str) -> None:
 
 
 def test_client_and_server_never_import_each_other() -> None:
-    assert "_server" not in transitive_imports("_client")
-    assert "_client" not in transitive_imports("_server")
+    assert not any(m.startswith("_server") for m in transitive_imports("_client.client"))
+    assert not any(m.startswith("_client") for m in transitive_imports("_server.server"))
 
 
 @pytest.mark.parametrize("module", sorted(PURE))
 def test_pure_modules_never_import_the_connection_or_the_entry_points(module: str) -> None:
-    assert not transitive_imports(module) & {"_connection", "_client", "_server", "__init__"}
+    entry_points = {"_core.connection", "_client.client", "_server.server", "__init__"}
+    assert not transitive_imports(module) & entry_points
 
 
 def test_reconnecting_client_never_imports_the_server() -> None:
-    assert "_server" not in transitive_imports("_reconnect")
+    assert not any(m.startswith("_server") for m in transitive_imports("_extras.reconnect"))
 
 
 def test_connection_never_imports_client_or_server() -> None:
-    assert not transitive_imports("_connection") & {"_client", "_server", "__init__"}
+    for imported in transitive_imports("_core.connection"):
+        assert package_of(imported)[:1] in (["_wire"], ["_core"]), imported
 
 
 @pytest.mark.parametrize(
     "module",
-    ["_url", "_close", "_config", "_proxy_config", "_proxy_errors", "_redirects", "_compression"],
+    [
+        "_core.url",
+        "_core.close",
+        "_core.config",
+        "_client.proxy_config",
+        "_client.proxy_errors",
+        "_client.redirects",
+        "_core.compression",
+    ],
 )
 def test_value_modules_do_not_import_trio(module: str) -> None:
     assert "trio" not in {name for name, _ in imports_of(module).external}
 
 
 def test_url_does_not_depend_on_trio_even_indirectly() -> None:
-    for module in {"_url"} | transitive_imports("_url"):
+    for module in {"_core.url"} | transitive_imports("_core.url"):
         assert "trio" not in {name for name, _ in imports_of(module).external}, module
 
 
-@pytest.mark.parametrize("module", ["_close", "_config"])
+@pytest.mark.parametrize("module", ["_core.close", "_core.config"])
 def test_close_and_config_do_not_depend_on_trio_even_indirectly(module: str) -> None:
     for name in {module} | transitive_imports(module):
         assert "trio" not in {top for top, _ in imports_of(name).external}, name
@@ -262,23 +347,27 @@ def test_init_exports_what_it_imports() -> None:
 
 def test_cli_uses_only_the_public_api() -> None:
     # ``from . import name`` reads as an import of ``__init__``.
-    assert imports_of("_cli").internal == {"__init__"}
-    assert imports_of("__main__").internal == {"_cli"}
+    assert imports_of("_extras.cli").internal == {"__init__"}
+    assert imports_of("__main__").internal == {"_extras.cli"}
 
 
 @pytest.mark.parametrize("module", sorted(set(MODULES) - {"__main__"}))
 def test_only_main_imports_the_cli(module: str) -> None:
     # ``import trio_websocket`` never loads the command line.
-    assert not {"_cli", "__main__"} & imports_of(module).internal
+    assert not {"_extras.cli", "__main__"} & imports_of(module).internal
 
 
 def test_layering_reader_sees_known_edges() -> None:
     # Guard the test itself: if parsing went wrong, every rule above would
     # pass vacuously.
-    assert {"_connection", "_url", "_errors"} <= imports_of("_client").internal
-    assert {"_request", "_errors"} <= imports_of("_server").internal
-    assert {"_connection", "_errors"} <= imports_of("_request").internal
-    assert "_close" in imports_of("_errors").internal
-    assert ("trio", False) in imports_of("_connection").external
-    assert ("exceptiongroup", True) in imports_of("_groups").external
-    assert {"_client", "_server", "_connection"} <= imports_of("__init__").internal
+    client = imports_of("_client.client").internal
+    assert {"_core.connection", "_core.url", "_core.errors"} <= client
+    assert {"_server.request", "_core.errors"} <= imports_of("_server.server").internal
+    assert {"_wire.framing", "_wire.masking"} <= imports_of("_core.connection").internal
+    assert "__init__" in imports_of("_extras.cli").internal
+    assert {"_core.connection", "_core.errors"} <= imports_of("_server.request").internal
+    assert "_core.close" in imports_of("_core.errors").internal
+    assert ("trio", False) in imports_of("_core.connection").external
+    assert ("exceptiongroup", True) in imports_of("_core.groups").external
+    init = imports_of("__init__").internal
+    assert {"_client.client", "_server.server", "_core.connection"} <= init

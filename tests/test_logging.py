@@ -20,7 +20,7 @@ from trio_websocket import (
     open_websocket_url,
     serve_websocket,
 )
-from trio_websocket._log import FrameLoggingStream, FrameScanner
+from trio_websocket._core.log import FrameLoggingStream, FrameScanner
 from trio_websocket.testing import FaultyStream, open_memory_pair
 
 if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
@@ -242,7 +242,7 @@ def test_frame_scanner_shows_reserved_bits() -> None:
 
 def test_nothing_reaches_stderr_without_logging_configured() -> None:
     code = (
-        "import logging, trio_websocket._log as log\n"
+        "import logging, trio_websocket._core.log as log\n"
         "log.logger.error('an error nobody configured logging for')\n"
     )
     result = subprocess.run(

@@ -13,9 +13,9 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, TextMessage
 from wsproto.frame_protocol import FrameDecoder
 
-from trio_websocket import _masking
-from trio_websocket._fastpath import _FastUnmaskingDecoder, use_fast_unmasking
-from trio_websocket._masking import MaskKeys, RotatingMask, apply_mask_python, next_mask_key
+from trio_websocket._wire import masking as _masking
+from trio_websocket._wire.frame_decoder import _FastUnmaskingDecoder, use_fast_unmasking
+from trio_websocket._wire.masking import MaskKeys, RotatingMask, apply_mask_python, next_mask_key
 
 IMPLEMENTATIONS = [pytest.param(apply_mask_python, id="python")]
 if _masking.COMPILED:

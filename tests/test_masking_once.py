@@ -24,9 +24,10 @@ from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, TextMessage
 from wsproto.frame_protocol import XorMaskerSimple
 
-from trio_websocket import _fastpath, _masking
-from trio_websocket._fastpath import _FastMasker, _Pieces, use_fast_receive
-from trio_websocket._masking import (
+from trio_websocket._wire import frame_decoder as _fastpath
+from trio_websocket._wire import masking as _masking
+from trio_websocket._wire.frame_decoder import _FastMasker, _Pieces, use_fast_receive
+from trio_websocket._wire.masking import (
     RotatingMask,
     apply_mask_bytes_python,
     apply_mask_joined_python,
@@ -348,7 +349,7 @@ def test_the_fast_masker_gives_bytes_and_continues_the_mask() -> None:
 
 
 class Recorder:
-    """Wraps a masker function of ``_fastpath`` and keeps what it returned."""
+    """Wraps a masker function of ``_wire.frame_decoder`` and keeps what it returned."""
 
     def __init__(self, function: Callable[..., bytes]) -> None:
         self.function = function

@@ -1,4 +1,4 @@
-"""Unit tests of ``trio_websocket._messages``: fragment assembly with a size
+"""Unit tests of ``trio_websocket._core.messages``: fragment assembly with a size
 limit, and the bounded inbox between the reader task and ``get_message()``."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_websocket._messages import (
+from trio_websocket._core.messages import (
     ITEM_COST,
     Inbox,
     InboxClosed,

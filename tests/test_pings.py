@@ -1,11 +1,11 @@
-"""Unit tests of ``trio_websocket._pings``: pings in flight and the pongs
+"""Unit tests of ``trio_websocket._core.pings``: pings in flight and the pongs
 that answer them."""
 
 from __future__ import annotations
 
 import pytest
 
-from trio_websocket._pings import PingTracker, PingWaiter
+from trio_websocket._core.pings import PingTracker, PingWaiter
 
 
 def _woken(waiter: PingWaiter) -> bool:

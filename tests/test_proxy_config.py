@@ -18,7 +18,7 @@ from trio_websocket import (
     ProxyError,
     ProxyRejected,
 )
-from trio_websocket._proxy_config import bypasses_proxy, choose_proxy, proxy_from_environment
+from trio_websocket._client.proxy_config import bypasses_proxy, choose_proxy, proxy_from_environment
 
 # ---------------------------------------------------------------------------
 # Proxy URLs

@@ -30,8 +30,8 @@ from trio_websocket import (
     open_websocket,
     open_websocket_url,
 )
-from trio_websocket._endpoint import stream_endpoint
-from trio_websocket._proxy import MAX_ANSWER_HEAD, _http_connect, _PrefixedStream
+from trio_websocket._client.proxy import MAX_ANSWER_HEAD, _http_connect, _PrefixedStream
+from trio_websocket._core.endpoint import stream_endpoint
 
 Script = Callable[[trio.SocketStream], Awaitable[None]]
 

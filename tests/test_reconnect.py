@@ -37,7 +37,7 @@ from trio_websocket import (
     default_retry_policy,
     serve_websocket,
 )
-from trio_websocket._reconnect import backoff_delay
+from trio_websocket._extras.reconnect import backoff_delay
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import ExceptionGroup

@@ -3,7 +3,7 @@
 The servers are real loopback ``serve_websocket`` servers whose handlers
 answer with a redirect or accept and echo; each records the requests it
 saw. The pure rules (where a ``Location`` leads, which headers travel) are
-tested directly on ``_redirects`` at the end.
+tested directly on ``_client.redirects`` at the end.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from trio_websocket import (
     open_websocket_url,
     serve_websocket,
 )
-from trio_websocket._redirects import headers_for_redirect, redirect_target
-from trio_websocket._url import parse_ws_url
+from trio_websocket._client.redirects import headers_for_redirect, redirect_target
+from trio_websocket._core.url import parse_ws_url
 
 
 class Recorder:

@@ -35,7 +35,7 @@ from trio_websocket import (
     serve_websocket_workers,
     wrap_client_stream,
 )
-from trio_websocket._http import EarlyHeadCheck
+from trio_websocket._server.http import EarlyHeadCheck
 from trio_websocket.testing import open_memory_client
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
@@ -254,7 +254,7 @@ class Status:
 async def main():
     if MODE.startswith("workers"):
         await serve_websocket_workers(
-            "trio_websocket._cli:worker_echo_handler", "127.0.0.1", 0, workers=1,
+            "trio_websocket._extras.cli:worker_echo_handler", "127.0.0.1", 0, workers=1,
             task_status=Status(),
         )
     else:
@@ -597,7 +597,7 @@ async def test_max_handshakes_reaches_the_workers() -> None:
             pool = await nursery.start(
                 partial(
                     serve_websocket_workers,
-                    "trio_websocket._cli:worker_echo_handler",
+                    "trio_websocket._extras.cli:worker_echo_handler",
                     "127.0.0.1",
                     0,
                     workers=1,

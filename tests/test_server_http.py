@@ -32,7 +32,7 @@ from trio_websocket import (
     wrap_client_stream,
     wrap_server_stream,
 )
-from trio_websocket._http import parse_request_head
+from trio_websocket._server.http import parse_request_head
 
 
 async def never_called(request: WebSocketRequest) -> None:

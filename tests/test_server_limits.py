@@ -32,7 +32,7 @@ from trio_websocket import (
     serve_websocket,
     wrap_client_stream,
 )
-from trio_websocket._limits import MAX_HEAD_BYTES, HeadScanner, RequestTooLarge
+from trio_websocket._server.limits import MAX_HEAD_BYTES, HeadScanner, RequestTooLarge
 
 
 async def never_called(request: WebSocketRequest) -> None:

@@ -11,7 +11,7 @@ from conftest import echo_handler
 from server_fixtures import MemoryListener, exchange, start_memory_server, upgrade_request
 
 from trio_websocket import WebSocketServer, wrap_client_stream
-from trio_websocket._origins import OriginPolicy
+from trio_websocket._server.origins import OriginPolicy
 
 
 def allows(origins: list[object], *values: bytes) -> bool:

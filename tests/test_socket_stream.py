@@ -1,4 +1,4 @@
-"""The lean socket stream (``_socket_stream``): trio ``SocketStream``
+"""The lean socket stream (``_wire.socket_stream``): trio ``SocketStream``
 semantics over real loopback sockets, the guarded fast path, and that the
 server and the client really use it.
 
@@ -28,12 +28,12 @@ from trio_websocket import (
     WebSocketConnection,
     WebSocketRequest,
     WebSocketServer,
-    _socket_stream,
     open_websocket,
     serve_websocket,
 )
-from trio_websocket._endpoint import stream_endpoint
-from trio_websocket._socket_stream import LeanSocketStream, acceptor_for, lean_stream
+from trio_websocket._core.endpoint import stream_endpoint
+from trio_websocket._wire import socket_stream as _socket_stream
+from trio_websocket._wire.socket_stream import LeanSocketStream, acceptor_for, lean_stream
 
 #: Larger than the kernel's socket buffers on loopback (both directions
 #: together), so sends are partial and must loop.

@@ -30,8 +30,8 @@ from test_connection import (
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong
 
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
-from trio_websocket._config import READ_AHEAD_BYTES
-from trio_websocket._messages import ITEM_COST, Inbox, InboxClosed
+from trio_websocket._core.config import READ_AHEAD_BYTES
+from trio_websocket._core.messages import ITEM_COST, Inbox, InboxClosed
 
 ROLES = ["client", "server"]
 
@@ -992,7 +992,7 @@ async def open_deflate_pair(
     from wsproto.connection import Connection
     from wsproto.extensions import PerMessageDeflate
 
-    from trio_websocket._config import ConnectionOptions
+    from trio_websocket._core.config import ConnectionOptions
 
     client_extension, server_extension = PerMessageDeflate(), PerMessageDeflate()
     client_extension.finalize(server_extension.accept(client_extension.offer()))  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""The server's short way through a plain upgrade (``_upgrade``) agrees with
+"""The server's short way through a plain upgrade (``_server.upgrade``) agrees with
 wsproto byte for byte, and hands wsproto everything it is not sure of."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from wsproto.events import AcceptConnection, Request
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import ProtocolError
 
-from trio_websocket._upgrade import accept_response, read_upgrade
+from trio_websocket._server.upgrade import accept_response, read_upgrade
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 

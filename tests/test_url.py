@@ -7,7 +7,7 @@ import base64
 
 import pytest
 
-from trio_websocket._url import WebSocketTarget, parse_ws_url
+from trio_websocket._core.url import WebSocketTarget, parse_ws_url
 
 
 def basic(credentials: str) -> bytes:

@@ -5,87 +5,87 @@ modules named in ARCHITECTURE.md. Each name's ``__module__`` is set to the
 package so that reprs, docs and pickles name ``trio_websocket.X``.
 """
 
-from ._basic_auth import BasicAuth as BasicAuth
-from ._basic_auth import basic_auth_credentials as basic_auth_credentials
-from ._client import (
+from ._client.client import (
     connect_websocket as connect_websocket,
 )
-from ._client import (
+from ._client.client import (
     connect_websocket_url as connect_websocket_url,
 )
-from ._client import (
+from ._client.client import (
     open_websocket as open_websocket,
 )
-from ._client import (
+from ._client.client import (
     open_websocket_url as open_websocket_url,
 )
-from ._client import (
+from ._client.client import (
     wrap_client_stream as wrap_client_stream,
 )
-from ._close import CloseReason as CloseReason
-from ._compression import (
-    DeflateConfig as DeflateConfig,
-)
-from ._compression import (
-    DeflateParameters as DeflateParameters,
-)
-from ._connection import WebSocketConnection as WebSocketConnection
-from ._endpoint import Endpoint as Endpoint
-from ._errors import (
-    ConnectionClosed as ConnectionClosed,
-)
-from ._errors import (
-    ConnectionRejected as ConnectionRejected,
-)
-from ._errors import (
-    ConnectionTimeout as ConnectionTimeout,
-)
-from ._errors import (
-    DisconnectionTimeout as DisconnectionTimeout,
-)
-from ._errors import (
-    HandshakeError as HandshakeError,
-)
-from ._http import HTTPRequest as HTTPRequest
-from ._http import HTTPResponse as HTTPResponse
-from ._hub import Hub as Hub
-from ._hub import HubStatistics as HubStatistics
-from ._limits import RequestLimits as RequestLimits
-from ._proxy_config import Proxy as Proxy
-from ._proxy_errors import (
+from ._client.proxy_config import Proxy as Proxy
+from ._client.proxy_errors import (
     ProxyAuthenticationError as ProxyAuthenticationError,
 )
-from ._proxy_errors import (
+from ._client.proxy_errors import (
     ProxyError as ProxyError,
 )
-from ._proxy_errors import (
+from ._client.proxy_errors import (
     ProxyRejected as ProxyRejected,
 )
-from ._reconnect import (
+from ._core.close import CloseReason as CloseReason
+from ._core.compression import (
+    DeflateConfig as DeflateConfig,
+)
+from ._core.compression import (
+    DeflateParameters as DeflateParameters,
+)
+from ._core.connection import WebSocketConnection as WebSocketConnection
+from ._core.endpoint import Endpoint as Endpoint
+from ._core.errors import (
+    ConnectionClosed as ConnectionClosed,
+)
+from ._core.errors import (
+    ConnectionRejected as ConnectionRejected,
+)
+from ._core.errors import (
+    ConnectionTimeout as ConnectionTimeout,
+)
+from ._core.errors import (
+    DisconnectionTimeout as DisconnectionTimeout,
+)
+from ._core.errors import (
+    HandshakeError as HandshakeError,
+)
+from ._core.stats import ConnectionStatistics as ConnectionStatistics
+from ._extras.hub import Hub as Hub
+from ._extras.hub import HubStatistics as HubStatistics
+from ._extras.reconnect import (
     ReconnectingWebSocket as ReconnectingWebSocket,
 )
-from ._reconnect import (
+from ._extras.reconnect import (
     default_retry_policy as default_retry_policy,
 )
-from ._request import (
+from ._extras.workers import WorkerError as WorkerError
+from ._extras.workers import WorkerPool as WorkerPool
+from ._extras.workers import run_websocket_workers as run_websocket_workers
+from ._extras.workers import serve_websocket_workers as serve_websocket_workers
+from ._server.basic_auth import BasicAuth as BasicAuth
+from ._server.basic_auth import basic_auth_credentials as basic_auth_credentials
+from ._server.http import HTTPRequest as HTTPRequest
+from ._server.http import HTTPResponse as HTTPResponse
+from ._server.limits import RequestLimits as RequestLimits
+from ._server.request import (
     WebSocketRequest as WebSocketRequest,
 )
-from ._request import (
+from ._server.request import (
     wrap_server_stream as wrap_server_stream,
 )
-from ._server import (
+from ._server.server import (
     WebSocketServer as WebSocketServer,
 )
-from ._server import (
+from ._server.server import (
     serve_websocket as serve_websocket,
 )
-from ._shutdown import ShutdownReport as ShutdownReport
-from ._stats import ConnectionStatistics as ConnectionStatistics
+from ._server.shutdown import ShutdownReport as ShutdownReport
 from ._version import __version__ as __version__
-from ._workers import WorkerError as WorkerError
-from ._workers import WorkerPool as WorkerPool
-from ._workers import run_websocket_workers as run_websocket_workers
-from ._workers import serve_websocket_workers as serve_websocket_workers
 
 __all__ = [
     "BasicAuth",

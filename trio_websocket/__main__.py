@@ -1,8 +1,8 @@
-"""``python -m trio_websocket``: the command line of ``_cli``."""
+"""``python -m trio_websocket``: the command line of ``_extras.cli``."""
 
 import sys
 
-from ._cli import main
+from ._extras.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -40,8 +40,8 @@ import coredis
 import coredis.exceptions
 import trio
 
-from ._config import check_timeout
-from ._hub import (
+from ._core.config import check_timeout
+from ._extras.hub import (
     DEFAULT_OVERFLOW_CLOSE_TIMEOUT,
     DEFAULT_SUBSCRIBER_QUEUE_SIZE,
     Hub,

@@ -33,12 +33,12 @@ from typing import Any
 import trio
 import trio.testing
 
-from ._client import wrap_client_stream
-from ._connection import WebSocketConnection
-from ._errors import ConnectionClosed, Headers
-from ._groups import collapse_exception_groups, combine, only
-from ._log import log_handler_error
-from ._request import WebSocketRequest, wrap_server_stream
+from ._client.client import wrap_client_stream
+from ._core.connection import WebSocketConnection
+from ._core.errors import ConnectionClosed, Headers
+from ._core.groups import collapse_exception_groups, combine, only
+from ._core.log import log_handler_error
+from ._server.request import WebSocketRequest, wrap_server_stream
 
 __all__ = [
     "CLOSE_TIMEOUT",

@@ -1,0 +1,25 @@
+"""The wire layer: bytes, frames and sockets, with no idea of a connection.
+
+Each module here is a faster equivalent of something wsproto or trio
+already does, kept because it is where the per-message CPU goes:
+
+- ``framing``: data frame headers, equal to wsproto's serialization byte
+  for byte (tests/test_framing.py).
+- ``masking`` (compiled in ``_wire._speedups`` when available): wsproto's
+  ``XorMaskerSimple`` (tests/test_masking.py).
+- ``frame_decoder``: wsproto's receive buffer, plain frame header parser
+  and event deque (tests/test_fastpath_*.py; tests/test_fuzz_frames.py
+  feeds the same bytes to it and to plain wsproto).
+- ``socket_stream``: ``trio.SocketStream`` (tests/test_socket_stream.py).
+
+(The server's plain opening handshake, ``_server.server.upgrade``, is the one
+fast path outside this layer: it answers what wsproto's ``H11Handshake``
+would, checked by tests/test_upgrade_shortcut.py.)
+
+Rules:
+- Nothing here imports another layer of the package: these modules know
+  frames and streams, not connections, clients or servers.
+- Every fast path can be turned off (``fast_paths``): with
+  ``TRIO_WEBSOCKET_FAST_PATHS=0`` in the environment wsproto and trio do all
+  of the work, and CI runs the whole suite both ways.
+"""
