@@ -626,10 +626,14 @@ async def test_serve_and_open_websocket_negotiate_deflate_over_tcp(nursery: trio
 # -- frames serialized by wsproto (messages sent in fragments) --------------
 
 
-def test_fragments_sent_through_wsproto_are_compressed_as_one_message() -> None:
+def test_frames_serialized_by_wsproto_are_compressed_when_the_connection_says() -> None:
+    """With the fast paths off, wsproto serializes data frames: our
+    extension compresses a frame only when the connection decided so for
+    it (``compress_next``), as our own framing would; a message sent in
+    pieces stays uncompressed, as it does on the fast path."""
     from wsproto import ConnectionType
     from wsproto.connection import Connection
-    from wsproto.events import TextMessage
+    from wsproto.events import BytesMessage, TextMessage
 
     from trio_websocket._core.deflate import DeflateExtension
 
@@ -639,29 +643,19 @@ def test_fragments_sent_through_wsproto_are_compressed_as_one_message() -> None:
     client_side.finalize(f"permessage-deflate; {response}")
     server = Connection(ConnectionType.SERVER, [server_side])
     client = Connection(ConnectionType.CLIENT, [client_side])
-    first = server.send(TextMessage(data="part one " * 50, message_finished=False))
-    second = server.send(TextMessage(data="part two " * 50, message_finished=True))
-    assert first[0] == 0x40 | TEXT  # RSV1 on the first frame, FIN clear
-    assert second[0] == 0x80 | CONTINUATION  # RSV1 clear on a continuation
-    assert len(first) + len(second) < 200
-    client.receive_data(first + second)
-    text = "".join(event.data for event in client.events())  # type: ignore[attr-defined]
-    assert text == "part one " * 50 + "part two " * 50
+    plain = server.send(BytesMessage(data=b"s" * 500))
+    assert plain[0] == 0x80 | BINARY  # not told: uncompressed, whatever its size
+    server_side.compress_next = True
+    packed = server.send(TextMessage(data="part one " * 50))
+    assert packed[0] == 0x80 | RSV1 | TEXT and len(packed) < 100
+    assert not server_side.compress_next  # for one frame only
+    first = server.send(TextMessage(data="part two " * 50, message_finished=False))
+    second = server.send(TextMessage(data="!", message_finished=True))
+    assert first[0] == TEXT and second[0] == 0x80 | CONTINUATION  # pieces: plain
+    client.receive_data(plain + packed + first + second)
+    received = [event.data for event in client.events()]  # type: ignore[attr-defined]
+    assert received == [b"s" * 500, "part one " * 50, "part two " * 50, "!"]
     assert server_side.messages_sent_compressed == 1
-
-
-def test_whole_messages_through_wsproto_follow_the_threshold() -> None:
-    from wsproto import ConnectionType
-    from wsproto.connection import Connection
-    from wsproto.events import BytesMessage
-
-    from trio_websocket._core.deflate import DeflateExtension
-
-    extension = DeflateExtension(DeflateConfig(threshold=100), is_client=False, max_message_size=99)
-    assert extension.accept("permessage-deflate") is not None
-    server = Connection(ConnectionType.SERVER, [extension])
-    assert server.send(BytesMessage(data=b"s" * 99))[0] == 0x80 | BINARY  # under: plain
-    assert server.send(BytesMessage(data=b"s" * 100))[0] == 0x80 | RSV1 | BINARY
 
 
 # -- window limits are kept ----------------------------------------------------

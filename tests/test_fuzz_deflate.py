@@ -166,18 +166,14 @@ read_sizes = st.lists(st.sampled_from([1, 7, 100, 4096, 65536, 1 << 20]), min_si
 
 def frames_of(message: Message, extension: DeflateExtension | None) -> list[Frame]:
     """The frames of ``message``, compressed by ``extension`` when the
-    message says so (as a connection sends them: whole with
-    ``compress_message``, in fragments with ``compress_fragment``)."""
+    message says so (as a connection sends them: a compressed message
+    whole, with ``compress_message``; one sent in pieces uncompressed)."""
     opcode = TEXT if message.text else BINARY
     pieces = message.pieces()
     if extension is None or not message.compress:
         payloads_, rsv1 = pieces, False
-    elif len(pieces) == 1:
-        payloads_, rsv1 = [extension.compress_message(message.data)], True
     else:
-        last = len(pieces) - 1
-        payloads_ = [extension.compress_fragment(p, fin=i == last) for i, p in enumerate(pieces)]
-        rsv1 = True
+        payloads_, rsv1 = [extension.compress_message(message.data)], True
     return [
         Frame(
             opcode if index == 0 else CONTINUATION,

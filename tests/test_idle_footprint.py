@@ -16,6 +16,7 @@ from wsproto.connection import Connection
 from wsproto.events import CloseConnection, TextMessage
 
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+from trio_websocket._core.lifecycle import State
 from trio_websocket._core.waiters import Waiters
 from trio_websocket._wire.frame_decoder import _EventList, use_compact_event_queue
 
@@ -134,11 +135,11 @@ async def test_aclose_after_the_reader_ended_returns_at_once(
     await client.aclose()
     with pytest.raises(ConnectionClosed):
         await server.get_message()
-    assert server._reader_ended or server._finished is not None
+    assert server.state is State.ENDED or server._finished is not None
     with trio.fail_after(1):
         await server.aclose()
         await server.aclose()
-    assert server._reader_ended
+    assert server.state is State.ENDED
 
 
 #: A masked text frame "hello", as a client sends it.
@@ -188,7 +189,7 @@ async def test_a_cancelled_handler_leaves_no_reader_behind(
     report = await server.aclose(timeout=1)
     trio.lowlevel.remove_instrument(exits)
     assert report.forced == 1
-    assert opened[0]._reader_ended
+    assert opened[0].state is State.ENDED
     # The connection's task ended after its reader, not before.
     assert exits.order == ["reader", "connection"]
     assert opened[0].closed is not None
@@ -222,7 +223,7 @@ async def test_readers_run_in_the_handler_nursery_and_end_with_their_handler(
             await trio.testing.wait_all_tasks_blocked()
         assert received.endswith(b"\x88\x02\x03\xe8")
         assert server.connection_count == 0
-        assert finished[0]._reader_ended
+        assert finished[0].state is State.ENDED
         assert readers_seen == [True]
         assert not handlers.child_tasks
         await server.aclose()

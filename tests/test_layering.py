@@ -46,6 +46,7 @@ PURE = {
     "_wire.masking",
     "_wire.frame_decoder",
     "_wire.socket_stream",
+    "_wire.fast_paths",
     # the values and parts a connection is built from
     "_core.close",
     "_core.errors",
@@ -81,6 +82,10 @@ SUBPACKAGE_INITS = set(SUBPACKAGES)
 COMPILED = {"_wire._speedups"}
 LAYERS = {
     **dict.fromkeys(PURE | COMPILED | SUBPACKAGE_INITS, 0),
+    # The connection's layers, bottom up (see _core/connection.py).
+    "_core.sending": 0.5,
+    "_core.lifecycle": 0.6,
+    "_core.receiving": 0.7,
     "_core.connection": 1,
     "_client.proxy": 1,
     "_server.unix": 1,
@@ -135,7 +140,9 @@ def _resolve(module: str, level: int, name: str) -> str:
 
 
 def _is_version_guard(node: ast.If) -> bool:
-    return "version_info" in ast.unparse(node.test)
+    # (``if TYPE_CHECKING:`` imports never run: typing_extensions is for
+    # the type checker only.)
+    return "version_info" in ast.unparse(node.test) or ast.unparse(node.test) == "TYPE_CHECKING"
 
 
 def _collect(module: str, node: ast.AST, imports: Imports, guarded: bool) -> None:
@@ -153,14 +160,11 @@ def _collect(module: str, node: ast.AST, imports: Imports, guarded: bool) -> Non
                 target = _resolve(module, node.level, name)
             else:
                 target = name.partition(".")[2] or "__init__"
-            if target in LAYERS:
-                imports.internal.add(target)
-            else:
-                # ``from .pkg import module`` (or a name of a package's
-                # ``__init__``).
-                for alias in node.names:
-                    dotted = f"{target}.{alias.name}" if target != "__init__" else alias.name
-                    imports.internal.add(dotted if dotted in LAYERS else target)
+            # ``from .pkg import module`` imports the module; any other
+            # name comes from ``target`` itself.
+            for alias in node.names:
+                dotted = f"{target}.{alias.name}" if target != "__init__" else alias.name
+                imports.internal.add(dotted if dotted in LAYERS else target)
         else:
             imports.external.append((name.split(".")[0], guarded))
     for child in ast.iter_child_nodes(node):
@@ -292,8 +296,10 @@ def test_close_and_config_do_not_depend_on_trio_even_indirectly(module: str) -> 
 @pytest.mark.parametrize("module", MODULES)
 def test_only_stdlib_trio_and_wsproto_are_imported(module: str) -> None:
     for name, guarded in imports_of(module).external:
-        if name == "exceptiongroup":
-            assert guarded, f"{module} imports exceptiongroup without a version guard"
+        if name in ("exceptiongroup", "typing_extensions"):
+            # (Back-ports: behind a version guard, or for the type checker
+            # only under ``if TYPE_CHECKING:``.)
+            assert guarded, f"{module} imports {name} without a guard"
             continue
         allowed = THIRD_PARTY | OPTIONAL_THIRD_PARTY.get(module, set())
         assert name in sys.stdlib_module_names or name in allowed, f"{module} imports {name}"
@@ -363,7 +369,8 @@ def test_layering_reader_sees_known_edges() -> None:
     client = imports_of("_client.client").internal
     assert {"_core.connection", "_core.url", "_core.errors"} <= client
     assert {"_server.request", "_core.errors"} <= imports_of("_server.server").internal
-    assert {"_wire.framing", "_wire.masking"} <= imports_of("_core.connection").internal
+    assert {"_wire.framing", "_wire.masking"} <= imports_of("_core.sending").internal
+    assert {"_core.receiving", "_wire.fast_paths"} <= imports_of("_core.connection").internal
     assert "__init__" in imports_of("_extras.cli").internal
     assert {"_core.connection", "_core.errors"} <= imports_of("_server.request").internal
     assert "_core.close" in imports_of("_core.errors").internal

@@ -159,7 +159,7 @@ async def test_pieces_through_wsproto_when_an_extension_is_in_use(
     # With an extension (permessage-deflate) data frames are built by
     # wsproto; the same framing must come out of that path.
     ws, peer = await open_raw(nursery, role)
-    ws._plain_frames = False
+    ws._own_framing = False
     await ws.send_fragments([b"ab", b"cd"])
     assert await frames_of_next_message(peer) == [(b"ab", False), (b"cd", True)]
     await ws.send_fragments(agen("\u00e9", "f"))
@@ -1023,7 +1023,7 @@ async def test_streamed_messages_are_compressed_by_the_extension_both_ways(
     nursery: trio.Nursery,
 ) -> None:
     client, server, counting = await open_deflate_pair(nursery)
-    assert not client._plain_frames
+    assert not client._own_framing
     receiving = in_background(nursery, collect, server)
     await settle()
     await client.send_fragments([b"a" * 50_000, b"b" * 50_000])

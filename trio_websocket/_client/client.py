@@ -36,7 +36,7 @@ from wsproto.extensions import Extension
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import ProtocolError
 
-from .._core.close import ABNORMAL_CLOSURE, GOING_AWAY, NORMAL_CLOSURE, CloseReason
+from .._core.close import GOING_AWAY, NORMAL_CLOSURE
 from .._core.compression import DeflateConfig
 from .._core.config import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -426,7 +426,7 @@ async def _start_or_close(
     try:
         connection._start(nursery)
     except BaseException:
-        connection._set_close_reason(CloseReason(ABNORMAL_CLOSURE, None))
+        connection.mark_lost()
         await trio.aclose_forcefully(stream)
         raise
 

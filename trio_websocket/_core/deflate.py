@@ -10,11 +10,12 @@ Rules:
   ``max_message_size + 1`` bytes per input chunk (zlib's ``max_length``);
   the first byte past the limit fails the message with 1009, so a small
   zip bomb never allocates its inflated size.
-- Outgoing messages are compressed by :meth:`compress_message` (a whole
-  message) or :meth:`compress_fragment` (a message sent in fragments),
+- Outgoing messages are compressed whole by :meth:`compress_message`,
   called at the moment the frame is serialized, so the shared compressor
-  sees messages in wire order. Frames that go through wsproto
-  (``frame_outbound``) use the same compressor.
+  sees messages in wire order; whether to compress is the connection's
+  decision (:meth:`wants_to_compress`). A message sent in pieces is not
+  compressed. Frames that go through wsproto (fast paths off:
+  ``frame_outbound``) follow the same decision and compressor.
 - zlib objects are made on first use and dropped after each message when
   that side has no context takeover: an idle connection without context
   takeover holds no zlib memory.
@@ -79,8 +80,9 @@ class DeflateExtension(Extension):
         self._inflating_message = False
         self._inflated = 0
         self._frame_is_data = False
-        # Outbound state of a message sent in fragments through wsproto.
-        self._deflating_message = False
+        # Whether the next data frame wsproto serializes (fast paths off)
+        # is a whole message to compress: the connection decides.
+        self.compress_next = False
 
         self.bytes_sent_uncompressed = 0
         self.bytes_sent_compressed = 0
@@ -197,43 +199,14 @@ class DeflateExtension(Extension):
         data: bytes,
         fin: bool,
     ) -> tuple[RsvBits, bytes]:
-        """Data frames serialized by wsproto (messages sent in fragments):
-        a message is compressed when its first frame is, by the threshold
-        if it fits in one frame, else always."""
-        if opcode.iscontrol():
+        """Data frames serialized by wsproto, which happens only with the
+        fast paths off (``_wire.fast_paths``): a frame is compressed when
+        the connection said so for it (:attr:`compress_next`), as our own
+        framing would compress it."""
+        if opcode.iscontrol() or not self.compress_next:
             return rsv, data
-        if opcode is not Opcode.CONTINUATION:
-            # A whole message goes by the threshold; the size of one sent in
-            # fragments is unknown, so it is compressed.
-            self._deflating_message = self.wants_to_compress(len(data), None if fin else True)
-            if not self._deflating_message:
-                return rsv, data
-            rsv = RsvBits(True, rsv.rsv2, rsv.rsv3)
-            if fin:
-                return rsv, self.compress_message(data)
-        elif not self._deflating_message:
-            return rsv, data
-        if fin:
-            self._deflating_message = False
-        return rsv, self.compress_fragment(data, fin=fin)
-
-    def compress_fragment(self, data: bytes, *, fin: bool) -> bytes:
-        """Compress one fragment of a message sent in several frames, in
-        order; the first frame of the message gets RSV1, continuations do
-        not. ``fin``: this is the last fragment."""
-        compressor = self._take_compressor()
-        # Every fragment ends on a flush so that it can be inflated as it
-        # arrives; the empty blocks a flush leaves are valid deflate data.
-        payload = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
-        self.bytes_sent_uncompressed += len(data)
-        if fin:
-            if payload.endswith(_SYNC_TAIL):
-                payload = payload[:-4]
-            if self._compress_resets:
-                self._compressor = None
-            self.messages_sent_compressed += 1
-        self.bytes_sent_compressed += len(payload)
-        return payload
+        self.compress_next = False
+        return RsvBits(True, rsv.rsv2, rsv.rsv3), self.compress_message(data)
 
     # ------------------------------------------------------------------
     # Receiving (wsproto's frame decoder calls these for every frame)

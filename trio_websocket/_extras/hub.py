@@ -15,7 +15,7 @@ Rules:
 - Each message is framed once per publish: an uncompressed server frame is
   the same bytes for every connection, so every server connection without
   an extension writes that one ``bytes`` object (see
-  ``WebSocketConnection._send_prebuilt_frame``); the others get the message
+  ``WebSocketConnection.send_prebuilt_frame``); the others get the message
   through ``send_message``.
 - Structured concurrency: the sender tasks live in the hub's nursery, which
   ``async with Hub() as hub:`` opens; leaving the block stops them (a send
@@ -428,7 +428,7 @@ class Hub:
                 if subscriber.done:
                     return
                 outgoing = queue.popleft()
-                await ws._send_prebuilt_frame(outgoing.frame, outgoing.message)
+                await ws.send_prebuilt_frame(outgoing.frame, outgoing.message)
                 self._delivered += 1
         except ConnectionClosed:
             pass

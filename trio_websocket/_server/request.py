@@ -227,7 +227,7 @@ class WebSocketRequest:
         try:
             await self._stream.send_all(data)
         except BaseException as exc:
-            connection._set_close_reason(CloseReason(1006, None))
+            connection.mark_lost()
             await trio.aclose_forcefully(self._stream)
             if isinstance(exc, STREAM_ERRORS):
                 raise ConnectionClosed(connection.closed) from exc
@@ -310,11 +310,11 @@ class WebSocketRequest:
         :meth:`_finish` could not close it, then wait, even when cancelled
         (the reader only has to close its stream then)."""
         connection = self._connection
-        if connection is None or connection._nursery is None or connection._reader_ended:
+        if connection is None or not connection.is_running:
             return
-        connection._abort()
+        connection.abort()
         with trio.CancelScope(shield=True):
-            await connection._wait_reader_ended()
+            await connection.wait_reader_ended()
 
     def _refuse_for_shutdown(self, reason: CloseReason) -> bool:
         """Take the undecided request away from its handler (a later

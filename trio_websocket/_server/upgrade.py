@@ -31,6 +31,7 @@ from wsproto.events import Request
 from wsproto.utilities import split_comma_header
 
 from .._core.errors import Headers
+from .._wire import fast_paths
 from .http import parse_request_head
 
 #: RFC 6455 section 1.3: appended to the client's key before hashing.
@@ -76,8 +77,8 @@ _BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 def read_upgrade(head: bytes) -> Request | None:
     """wsproto's ``Request`` event for ``head`` (a complete request head),
     or None when the request is not a plain, valid upgrade (see the module
-    rules)."""
-    if len(head) > _MAX_HEAD_BYTES:
+    rules). Always None with the fast paths off (``_wire.fast_paths``)."""
+    if len(head) > _MAX_HEAD_BYTES or not fast_paths.ENABLED:
         return None
     line_end = head.find(b"\r\n")
     if not head.startswith(b"GET ") or not head.endswith(b" HTTP/1.1", 0, line_end):

@@ -60,6 +60,8 @@ from trio.lowlevel import (
     wait_writable,
 )
 
+from . import fast_paths
+
 #: What ``setsockopt`` takes as a value (``socket.setsockopt``'s).
 OptionValue = int | bytes | bytearray | memoryview
 
@@ -383,7 +385,7 @@ def lean_stream(stream: trio.abc.Stream) -> trio.abc.Stream:
     """``stream`` as a :class:`LeanSocketStream` when it is a connected
     ``trio.SocketStream`` (over the same socket, with the same options),
     else ``stream`` itself."""
-    if type(stream) is not trio.SocketStream:
+    if type(stream) is not trio.SocketStream or not fast_paths.ENABLED:
         return stream
     trio_socket = stream.socket
     sock = _stdlib_socket_of(trio_socket)
@@ -495,6 +497,8 @@ def acceptor_for(listener: trio.abc.Listener[Any]) -> Callable[[], Awaitable[tri
     """What accepts ``listener``'s next connection: a lean one for a
     ``trio.SocketListener`` (or a plain ``trio.SSLListener`` over one), else
     ``listener.accept`` itself. Raises what ``listener.accept()`` raises."""
+    if not fast_paths.ENABLED:
+        return listener.accept
     listening = _listening_socket_of(listener)
     if listening is not None:
         return _LeanAcceptor(listening)

@@ -1,0 +1,435 @@
+"""A connection's receive side: the reader task, the dispatch of parsed
+events, the end of reading, and messages received in pieces.
+
+Rules:
+- The reader is the only task that receives. It feeds wsproto, answers
+  control frames the moment they are parsed (pongs and the close echo are
+  queued as bytes and written at once, or by the task already writing,
+  right after its frame), and puts finished messages in the inbox. It
+  never awaits the application: a full inbox only stops further *reads*
+  (see ``messages``), and that bound is in bytes. The bound holds within a
+  read: once the inbox says its budget is reached, or the outbox holds
+  ``OUTBOX_LIMIT`` (pongs and close echoes for a peer that sends but does
+  not read), the reader stops *parsing* (``_parse_paused``: the rest of
+  the read waits in wsproto's buffer) and parses on, before reading
+  anything more, once the application has caught up or the outbox is
+  written.
+- Stream errors (``trio.BrokenResourceError``, ``trio.ClosedResourceError``,
+  ``OSError``) are translated to ``ConnectionClosed`` here and in the send
+  path, nowhere else.
+- With the ``close_on_cancel`` option (``open_websocket``'s connections),
+  a reader cancelled from outside sends 1001 and waits for the answer,
+  shielded, within ``CLOSE_GRACE``, before it ends; other connections are
+  dropped at once, as a cancellation asks.
+- Messages in pieces: the inbox hands one message at a time over in pieces
+  (see ``messages``); the receive that claimed it owns it until its last
+  piece. Any other receive started meanwhile gives that message up (its
+  rest is dropped) or, if a task is waiting for its next piece, raises
+  ``trio.BusyResourceError``.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import trio
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+
+from .._wire.frame_decoder import has_unparsed_bytes, stop_holding
+from .close import ABNORMAL_CLOSURE, GOING_AWAY, MESSAGE_TOO_BIG, CloseReason
+from .config import CLOSE_GRACE
+from .errors import ConnectionClosed
+from .lifecycle import (
+    CLOSING,
+    ENDED,
+    LOCAL_ONLY_CODES,
+    OPEN,
+    READ_DONE,
+    ConnectionLifecycle,
+)
+from .messages import InboxClosed, Message, MessageTooBig, wire_size
+from .sending import STREAM_ERRORS
+
+#: The most events one pass of the reader handles before it lets the other
+#: tasks run: a read can hold some 20,000 tiny frames, and parsing them all
+#: in one go would stall every other connection for tens of milliseconds.
+_EVENTS_PER_TURN = 1024
+#: Why the reader stopped parsing part-way through a read
+#: (``_parse_paused``): it did not; the inbox's budget was reached (it
+#: parses on once the application has taken some); the outbox holds
+#: ``OUTBOX_LIMIT`` of pongs (it waits for them to be written, behind any
+#: other writer); it handled a turn's worth of events (it lets the other
+#: tasks run first).
+_PARSING, _PAUSED_FOR_INBOX, _PAUSED_FOR_OUTBOX, _PAUSED_FOR_TURN = 0, 1, 2, 3
+
+
+class ConnectionReceiving(ConnectionLifecycle):
+    """The receive side of :class:`WebSocketConnection` (see the module
+    rules). A base class only (see ``ConnectionSending``)."""
+
+    __slots__ = ("_bytes_received", "_fragment_receiver", "_messages_received", "_parse_paused")
+
+    _messages_received: int
+    _bytes_received: int
+    # Scheduling, not life cycle: whether parsing stopped part-way through
+    # a read, and why (see _PARSING); the streamed receive that owns the
+    # message being handed over.
+    _parse_paused: int
+    _fragment_receiver: FragmentReceiver | None
+
+    def _init_receiving(self) -> None:
+        self._messages_received = 0
+        self._bytes_received = 0
+        self._parse_paused = _PARSING
+        self._fragment_receiver = None
+
+    # ------------------------------------------------------------------
+    # The reader task
+
+    async def _reader_task(self) -> None:
+        closed = False
+        try:
+            try:
+                with self._reader_scope as scope:
+                    # (The loop is inline, not a method of its own: that would
+                    # be one more frame kept by every idle connection.)
+                    stream = self._stream
+                    inbox = self._inbox
+                    max_bytes = self._options.receive_buffer_size
+                    self._dispatch()  # events parsed from bytes that came with the handshake
+                    while not self._reading_stopped():
+                        if self._outbox and (
+                            not self._writing or self._parse_paused == _PAUSED_FOR_OUTBOX
+                        ):
+                            # (Behind another writer stuck on a peer that does
+                            # not read, this waits: the reader reads no more.)
+                            try:
+                                await self._flush_outbox()
+                            except ConnectionClosed:
+                                break
+                            continue
+                        if self._failure is not None:
+                            await self._wait_then_enact_failure()
+                            continue
+                        if inbox.reader_must_wait():
+                            await inbox.wait_for_room()
+                            continue
+                        if self._parse_paused:
+                            paused_for_turn = self._parse_paused == _PAUSED_FOR_TURN
+                            self._parse_paused = _PARSING
+                            if self._state is not READ_DONE:
+                                if paused_for_turn:
+                                    # Let the other tasks have their turn
+                                    # first. (After a budget, the wait for
+                                    # room or for the write turn did that.)
+                                    await trio.lowlevel.checkpoint()
+                                self._dispatch()
+                            continue
+                        try:
+                            data = await stream.receive_some(max_bytes)
+                        except STREAM_ERRORS:
+                            break
+                        if not data:
+                            break
+                        self._bytes_received += len(data)
+                        if self._state is not READ_DONE:
+                            self._proto.receive_data(data)  # type: ignore[arg-type]
+                            self._dispatch()
+                    self._close(CloseReason(ABNORMAL_CLOSURE, None))
+                    self._inbox.close(discard=False)
+                    # The graceful close runs in the same scope (a scope less to
+                    # enter per connection), with the grace period as deadline;
+                    # an abort cuts it short.
+                    scope.deadline = min(scope.deadline, trio.current_time() + CLOSE_GRACE)
+                    closed = await self._close_stream_gracefully()
+            except trio.Cancelled:
+                # Cancelled from outside (an abort stops at the reader's scope).
+                closed = await self._close_when_cancelled()
+                raise
+        finally:
+            self._close(CloseReason(ABNORMAL_CLOSURE, None))
+            self._inbox.close(discard=False)
+            try:
+                if not closed:
+                    # Cannot block (it is also what runs when this task is
+                    # cancelled), but raises Cancelled when an outer scope
+                    # is cancelled too.
+                    try:
+                        await trio.aclose_forcefully(self._stream)
+                    except STREAM_ERRORS:
+                        pass
+            finally:
+                # Whatever happened: the server's connection task waits for
+                # this (see ``WebSocketRequest._end``).
+                self._state = ENDED
+                if self._finished is not None:
+                    self._finished.set()
+
+    def _dispatch(self) -> None:
+        """Handle every event wsproto has parsed so far. Synchronous: control
+        frames to send go to the outbox, messages to the inbox."""
+        inbox = self._inbox
+        assembler = self._assembler
+        limit = self._options.max_message_size
+        received = 0
+        handled = 0
+        pieces_wanted = inbox.takes_pieces
+        # At most a turn's worth of events at a time (see _EVENTS_PER_TURN).
+        for event in itertools.islice(self._proto.events(), _EVENTS_PER_TURN):
+            handled += 1
+            kind = type(event)
+            if kind is BytesMessage or kind is TextMessage:
+                state = self._state
+                if state is not OPEN and state is not CLOSING:
+                    continue  # dropped (see the life cycle's table)
+                data = event.data  # type: ignore[attr-defined]
+                if pieces_wanted:
+                    if not inbox.put_piece(data, event.message_finished):  # type: ignore[attr-defined]
+                        self._fail(
+                            MESSAGE_TOO_BIG,
+                            f"message exceeds {inbox.piece_limit} bytes",
+                            parser_done=False,
+                        )
+                    elif inbox.reader_must_wait() and has_unparsed_bytes(self._proto):
+                        self._parse_paused = _PAUSED_FOR_INBOX
+                        break
+                    pieces_wanted = inbox.takes_pieces
+                    continue
+                if (
+                    kind is BytesMessage
+                    and event.message_finished  # type: ignore[attr-defined]
+                    and not assembler.in_progress
+                    and len(data) <= limit
+                ):
+                    received += 1
+                    if inbox.put(data) and has_unparsed_bytes(self._proto):
+                        self._parse_paused = _PAUSED_FOR_INBOX
+                        break
+                    continue
+                try:
+                    message = assembler.feed(data, event.message_finished)  # type: ignore[attr-defined]
+                except MessageTooBig:
+                    self._fail(MESSAGE_TOO_BIG, f"message exceeds {limit} bytes", parser_done=False)
+                    continue
+                if message is not None:
+                    received += 1
+                    if inbox.put(message) and has_unparsed_bytes(self._proto):
+                        self._parse_paused = _PAUSED_FOR_INBOX
+                        break
+            elif kind is Ping:
+                if self._may_send_frames():
+                    self._queue(self._proto.send(Pong(event.payload)))  # type: ignore[attr-defined]
+                    if self._outbox_full():
+                        # Written (behind any other writer) before more is
+                        # read or parsed.
+                        self._parse_paused = _PAUSED_FOR_OUTBOX
+                        break
+            elif kind is Pong:
+                self._pings.pong_received(event.payload, trio.current_time())  # type: ignore[attr-defined]
+            elif kind is CloseConnection:
+                self._on_close_frame(event)  # type: ignore[arg-type]
+        if handled == _EVENTS_PER_TURN:
+            self._parse_paused = _PAUSED_FOR_TURN  # (there may be more)
+        self._messages_received += received
+        inbox.wake_receivers()
+
+    def _whole_frame_room(self) -> int:
+        """How many payload bytes a data frame may have and still be handed
+        over whole by the frame decoder (see ``_wire.frame_decoder``): what
+        the message being assembled may still take, or 0 (pieces as they
+        arrive) while a streamed receive takes them or received data is
+        dropped."""
+        if not self._delivers() or self._inbox.takes_pieces:
+            return 0
+        return self._assembler.room
+
+    # ------------------------------------------------------------------
+    # The end of reading
+
+    async def _close_when_cancelled(self) -> bool:
+        """The reader's nursery is cancelled. With the ``close_on_cancel``
+        option (``open_websocket``'s connections, whose block the
+        cancellation is leaving): rather than vanish (the peer would see
+        1006), close with 1001 (``GOING_AWAY``; or the close already under
+        way), and wait for the peer's answer, shielded, within
+        ``CLOSE_GRACE``. Returns whether the stream closed cleanly. Other
+        connections, and one already given up (aborted), are dropped at
+        once, as a cancellation asks."""
+        if not self._options.close_on_cancel or self._reader_scope.cancel_called:
+            return False
+        closed = False
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + CLOSE_GRACE
+            self._reader_scope = scope  # a failed write cuts this short
+            self._inbox.close(discard=True)  # nobody is left to read
+            self._enact_failure()
+            ours = self._close_reason is None
+            self._close(CloseReason(GOING_AWAY, None))
+            reason = self._close_reason
+            assert reason is not None
+            if reason.code in LOCAL_ONLY_CODES:
+                reason = CloseReason(GOING_AWAY, None)
+            if self._may_send_frames():
+                self._close(reason, frame=reason)
+            closed = await self._finish_closing()
+        if not closed:
+            self._give_up_closing(ours, "cancelled")
+        return closed
+
+    async def _finish_closing(self) -> bool:
+        """Write what is queued, read until the closing handshake is over
+        (the server) or the peer closes TCP (the client), then close the
+        stream; the caller's scope bounds it. Returns whether the stream
+        closed cleanly."""
+        max_bytes = self._options.receive_buffer_size
+        try:
+            while not self._reading_stopped():
+                if self._outbox:
+                    await self._flush_outbox()
+                elif self._parse_paused and self._state is not READ_DONE:
+                    self._parse_paused = _PARSING
+                    self._dispatch()
+                else:
+                    data = await self._stream.receive_some(max_bytes)
+                    if not data:
+                        break
+                    self._bytes_received += len(data)
+                    if self._state is not READ_DONE:
+                        self._proto.receive_data(data)  # type: ignore[arg-type]
+                        self._dispatch()
+        except (ConnectionClosed, *STREAM_ERRORS):
+            return False
+        return await self._close_stream_gracefully()
+
+    async def _close_stream_gracefully(self) -> bool:
+        """Send what is still queued (the close echo), then close the stream
+        (a TLS stream says goodbye). Returns whether the stream closed; the
+        reader's scope bounds this with the grace period."""
+        try:
+            if self._outbox:
+                await self._flush_outbox()
+            await self._stream.aclose()
+        except (ConnectionClosed, *STREAM_ERRORS):
+            return False
+        return True
+
+    # ------------------------------------------------------------------
+    # Messages received in pieces
+
+    def _give_up_fragment_receive(self, receiver: FragmentReceiver) -> None:
+        """Another receive starts: the streamed message is given up."""
+        if receiver._waiting:
+            raise trio.BusyResourceError(
+                "another task is waiting for the next piece of a message received "
+                "with receive_fragments()"
+            )
+        receiver._state = _ABANDONED
+        self._fragment_receiver = None
+        self._inbox.abandon_pieces()
+
+    def _claim_message(self, receiver: FragmentReceiver) -> None:
+        """Make the next message ``receiver``'s: whole if it is already
+        waiting, else in pieces from the part received so far."""
+        if self._fragment_receiver is not None:
+            self._give_up_fragment_receive(self._fragment_receiver)
+        inbox = self._inbox
+        limit = receiver._max_size
+        if inbox.whole_messages:
+            message = inbox.take_nowait()
+            if limit is not None and wire_size(message) > limit:
+                self._refuse_streamed_message(limit)
+                receiver._state = _DONE
+                raise ConnectionClosed(self._close_reason)
+            receiver._whole = message
+            receiver._state = _WHOLE
+            return
+        if inbox.has_receivers:
+            raise trio.BusyResourceError(
+                "another task is waiting in get_message(); it takes the next message"
+            )
+        receiver._state = _PIECES
+        self._fragment_receiver = receiver
+        if inbox.closed:
+            return  # the iteration raises ConnectionClosed
+        parts = self._assembler.take_parts() if self._delivers() else []
+        if not inbox.start_pieces(parts, limit):
+            self._refuse_streamed_message(limit)
+            return
+        # A frame held until whole (see ``_wire.frame_decoder``) comes in
+        # pieces now.
+        stop_holding(self._proto)
+
+    def _refuse_streamed_message(self, limit: int | None) -> None:
+        self._fail(MESSAGE_TOO_BIG, f"message exceeds {limit} bytes", parser_done=False)
+        self._enact_failure()
+        self._flush_soon(or_abort=True)
+
+
+# What a streamed receive holds: nothing yet, the whole message, its pieces
+# (from the inbox), nothing more (it ended or was closed), or nothing ever
+# (it was given up for another receive).
+_NEW, _WHOLE, _PIECES, _DONE, _ABANDONED = range(5)
+
+
+class FragmentReceiver:
+    """The async iterator :meth:`WebSocketConnection.receive_fragments`
+    returns (see the module rules)."""
+
+    __slots__ = ("_connection", "_max_size", "_state", "_waiting", "_whole")
+
+    def __init__(self, connection: ConnectionReceiving, max_size: int | None) -> None:
+        self._connection = connection
+        self._max_size = max_size
+        self._state = _NEW
+        self._waiting = False
+        self._whole: Message | None = None
+
+    def __aiter__(self) -> FragmentReceiver:
+        return self
+
+    async def __anext__(self) -> Message:
+        state = self._state
+        if state == _DONE:
+            await trio.lowlevel.checkpoint()
+            raise StopAsyncIteration
+        if state == _ABANDONED:
+            raise RuntimeError(
+                "the rest of this message was discarded: another receive started "
+                "before it was read to the end"
+            )
+        if self._waiting:
+            raise trio.BusyResourceError(
+                "another task is already waiting for the next piece of this message"
+            )
+        connection = self._connection
+        if state == _NEW:
+            connection._claim_message(self)
+        if self._state == _WHOLE:
+            await trio.lowlevel.checkpoint()
+            message = self._whole
+            assert message is not None
+            self._whole = None
+            self._state = _DONE
+            return message
+        self._waiting = True
+        try:
+            piece, last = await connection._inbox.get_piece()
+        except InboxClosed:
+            raise ConnectionClosed(connection._close_reason) from None
+        finally:
+            self._waiting = False
+        if last:
+            self._state = _DONE
+            connection._fragment_receiver = None
+        if piece is None:  # the message ended with an empty frame
+            raise StopAsyncIteration
+        return piece
+
+    async def aclose(self) -> None:
+        """Stop receiving: the rest of the message, if any, is discarded."""
+        connection = self._connection
+        if connection._fragment_receiver is self:
+            connection._give_up_fragment_receive(self)
+        self._state = _DONE
+        self._whole = None
+        await trio.lowlevel.checkpoint()
