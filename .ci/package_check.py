@@ -21,7 +21,11 @@ Steps, each fatal (exit status 1, with what was wrong):
    ``py.typed``, ``_speedups.pyi`` and the LICENSE are installed, an echo
    over memory streams (``trio_websocket.testing``) round-trips text and
    bytes, and ``python -m trio_websocket --help`` works.
-6. ``.ci/verify_types.py`` on the installed wheel: what users install is
+6. The sdist's own tests, a quick part of them (SDIST_TESTS), run from the
+   unpacked sdist against the copy installed from it (the unpacked
+   package directory is removed first), with the test tools pinned in
+   requirements-dev.txt: a packager can test from the sdist alone.
+7. ``.ci/verify_types.py`` on the installed wheel: what users install is
    100% typed for pyright, py.typed included.
 
 Needs ``build``, ``twine`` and ``pyright`` (requirements-dev.txt) in the
@@ -65,6 +69,14 @@ UNWANTED_PARTS = frozenset({
     "bench", "autobahn", ".ci", ".git",
 })
 UNWANTED_SUFFIXES = (".so", ".pyd", ".dylib", ".pyc", ".pyo", ".o")
+#: Quick tests run from the unpacked sdist (step 6): the public names, URLs,
+#: the testing kit, TLS, and every example script.
+SDIST_TESTS = (
+    "tests/test_api.py", "tests/test_url.py", "tests/test_testing_kit.py",
+    "tests/test_tls.py", "tests/test_examples.py",
+)
+#: What those tests need beyond the package, at requirements-dev.txt's pins.
+TEST_TOOLS = ("pytest", "pytest-trio", "trustme", "hypothesis")
 #: Tracked files deliberately left out of the sdist.
 NOT_SHIPPED_NAMES = frozenset({".gitignore"})
 
@@ -252,6 +264,39 @@ def check_install(label: str, artifact: Path, work: Path) -> Path:
     return python
 
 
+def pinned(names: Iterable[str]) -> list[str]:
+    """The requirement lines of requirements-dev.txt for these names."""
+    lines = (REPO / "requirements-dev.txt").read_text(encoding="utf-8").splitlines()
+    found = []
+    for name in names:
+        matching = [
+            line.strip() for line in lines
+            if line.strip().lower().startswith(f"{name}==")
+        ]
+        if not matching:
+            raise CheckFailed(f"requirements-dev.txt pins no {name}")
+        found += matching
+    return found
+
+
+def check_sdist_tests(sdist: Path, python: Path, work: Path) -> None:
+    unpacked = work / "unpacked"
+    with tarfile.open(sdist) as archive:
+        if hasattr(tarfile, "data_filter"):  # Python 3.10.12+, 3.11.4+
+            archive.extractall(unpacked, filter="data")
+        else:
+            archive.extractall(unpacked)  # our own archive, just built
+    (top,) = unpacked.iterdir()
+    shutil.rmtree(top / PACKAGE)  # the tests must import the installed copy
+    run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         *pinned(TEST_TOOLS)], quiet=True)
+    output = run(
+        [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", *SDIST_TESTS], cwd=top,
+        quiet=True,
+    )
+    print(f"sdist tests: {output.strip().splitlines()[-1]}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -265,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         check_sdist(sdist, sources)
         check_wheel(wheel)
         wheel_python = check_install("wheel", wheel, work)
-        check_install("sdist", sdist, work)
+        sdist_python = check_install("sdist", sdist, work)
+        check_sdist_tests(sdist, sdist_python, work)
         run([sys.executable, str(REPO / ".ci" / "verify_types.py"), "--python", str(wheel_python)])
     except CheckFailed as failure:
         print(f"package check failed: {failure}", file=sys.stderr)
