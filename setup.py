@@ -28,10 +28,15 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
+    license_files=["LICENSE"],
+    # The package and any subpackages it grows; tests, docs and examples go
+    # in the sdist only (MANIFEST.in; .ci/package_check.py checks both).
     packages=find_packages(include=["trio_websocket", "trio_websocket.*"]),
-    package_data={"trio_websocket": ["py.typed"], "trio_websocket._wire": ["_speedups.pyi"]},
+    # The typing marker and stubs ship in the wheel, wherever in the package
+    # they sit; the C source is for building and stays in the sdist.
+    package_data={"": ["py.typed", "*.pyi"]},
+    exclude_package_data={"": ["*.c"]},
     ext_modules=ext_modules,
-    include_package_data=True,
     zip_safe=False,
     python_requires=">=3.10",
     install_requires=["trio>=0.25", "wsproto>=1.2"],

@@ -55,7 +55,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
 
 __all__ = ["RedisHub", "RedisUnavailable"]
 
-logger = logging.getLogger("trio_websocket.hub")
+logger: logging.Logger = logging.getLogger("trio_websocket.hub")
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_CHANNEL_PREFIX = "trio_websocket:"

@@ -357,13 +357,13 @@ class FaultyStream(trio.abc.Stream):
                 raise ValueError(f"{name} must be a number of bytes >= 0, got {value!r}")
         self.stream = stream
         #: Seconds each send waits; may be changed at any time.
-        self.send_delay = float(send_delay)
+        self.send_delay: float = float(send_delay)
         #: Seconds each receive waits; may be changed at any time.
-        self.receive_delay = float(receive_delay)
+        self.receive_delay: float = float(receive_delay)
         #: Bytes passed on to the wrapped stream so far.
-        self.bytes_sent = 0
+        self.bytes_sent: int = 0
         #: Bytes returned by ``receive_some`` so far.
-        self.bytes_received = 0
+        self.bytes_received: int = 0
         self._cut_after = cut_after
         self._black_hole_after = black_hole_after
         self._cut = False

@@ -2,8 +2,9 @@
 rooms shared through Redis, so people connected to different processes (or
 machines) talk in the same room.
 
-Needs the redis extra (``pip install trio_websocket[redis]``) and a Redis
-server. Run it, then chat with the command-line client from two terminals::
+Needs the redis extra (``pip install ".[redis]"`` in a checkout of this
+library; docs/installing.rst says why not by name) and a Redis server. Run
+it, then chat with the command-line client from two terminals::
 
     redis-server --port 6379 --save '' --appendonly no
     python examples/redis_chat/chat.py --port 8000 --workers 2 --redis redis://127.0.0.1:6379/0

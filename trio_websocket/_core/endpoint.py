@@ -28,9 +28,9 @@ class Endpoint:
     __slots__ = ("address", "is_ssl", "port")
 
     def __init__(self, address: str, port: int, is_ssl: bool) -> None:
-        self.address = address
-        self.port = port
-        self.is_ssl = is_ssl
+        self.address: str = address
+        self.port: int = port
+        self.is_ssl: bool = is_ssl
 
     @property
     def url(self) -> str:

@@ -63,7 +63,7 @@ class ConnectionRejected(HandshakeError):
     :param body: the answer's body, or ``None`` when it had none.
     """
 
-    phase = PHASE_HTTP
+    phase: str | None = PHASE_HTTP
 
     def __init__(
         self, status_code: int, headers: Headers, body: bytes | None
