@@ -32,18 +32,27 @@ NEW_NAME = "trio_websocket"
 
 @pytest.fixture(autouse=True)
 def restore_loggers() -> Iterator[None]:
+    # (dictConfig disables every logger it does not name: all are restored.)
+    every_logger = [
+        found
+        for found in logging.Logger.manager.loggerDict.values()
+        if isinstance(found, logging.Logger)
+    ]
+    disabled = {found: found.disabled for found in every_logger}
     loggers = [logging.getLogger(name) for name in (OLD_NAME, NEW_NAME, f"{NEW_NAME}.workers")]
     saved = [
         (lg, lg.level, list(lg.handlers), list(lg.filters), lg.propagate, lg.disabled)
         for lg in loggers
     ]
     yield
-    for lg, level, handlers, filters, propagate, disabled in saved:
+    for lg, level, handlers, filters, propagate, was_disabled in saved:
         lg.setLevel(level)
         lg.handlers[:] = handlers
         lg.filters[:] = filters
         lg.propagate = propagate
-        lg.disabled = disabled
+        lg.disabled = was_disabled
+    for found, was_disabled in disabled.items():
+        found.disabled = was_disabled
 
 
 class Collect(logging.Handler):
