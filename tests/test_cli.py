@@ -272,6 +272,28 @@ async def test_piped_input_prints_every_echo(nursery: trio.Nursery) -> None:
         assert err[-1] == "closed at end of input: code 1000 (NORMAL_CLOSURE)", err
 
 
+async def test_a_server_that_closes_while_the_client_lingers(nursery: trio.Nursery) -> None:
+    async def one_answer(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        await ws.send_message(await ws.get_message())
+        await ws.aclose(1000, "one is enough")
+
+    server = await nursery.start(serve_websocket, one_answer, "127.0.0.1", 0, None)
+    url = f"ws://127.0.0.1:{server.port}/"
+    stdin = filled_pipe(b"only line\n")
+    try:
+        # The linger lasts until the close timeout (10 s, longer than a
+        # step): only the server's close ends it in time.
+        async with cli(url, "--linger", "600", stdin=stdin) as client:
+            assert await client.wait() == 0
+            assert await client.stdout.rest() == ["only line"]
+            assert (await client.stderr.rest())[-1] == (
+                "closed by the server: code 1000 (NORMAL_CLOSURE), reason: one is enough"
+            )
+    finally:
+        os.close(stdin)
+
+
 async def test_end_of_input_closes_even_if_the_server_never_falls_quiet(
     nursery: trio.Nursery,
 ) -> None:
