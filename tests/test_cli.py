@@ -206,23 +206,156 @@ async def test_server_closes_connections_with_1001_on_sigterm() -> None:
 
 async def test_ctrl_d_on_a_terminal_closes_cleanly() -> None:
     # Stdin is a pseudo-terminal, as when typing: the client reopens it by
-    # name, so the non-blocking mode does not reach its stdout.
+    # name, so the non-blocking mode does not reach its stdout. Five
+    # sessions: before --linger, lines pasted with Ctrl-D right after them
+    # lost some of their echoes in four runs of this test out of five.
+    async with echo_server_process() as (server, url):
+        for _ in range(5):
+            await terminal_session(url)
+        server.process.send_signal(signal.SIGINT)
+        assert await server.wait() == 0
+
+
+async def terminal_session(url: str) -> None:
     primary, secondary = pty.openpty()
     try:
-        async with echo_server_process() as (server, url), cli(url, stdin=secondary) as client:
+        async with cli(url, stdin=secondary) as client:
             await connected(client, url)
             os.write(primary, b"typed\n")
             assert await client.stdout.readline() == "typed"
-            os.write(primary, b"\x04")  # Ctrl-D at the start of a line
+            # Lines typed (pasted) and Ctrl-D at once: their echoes, still
+            # on their way at end of input, are printed all the same.
+            pasted = [f"line {number}" for number in range(10)]
+            # (Ctrl-D at the start of a line.)
+            os.write(primary, "".join(f"{line}\n" for line in pasted).encode() + b"\x04")
             assert await client.wait() == 0
+            assert await client.stdout.rest() == pasted
             assert await client.stderr.rest() == [
                 "closed at end of input: code 1000 (NORMAL_CLOSURE)"
             ]
-            server.process.send_signal(signal.SIGINT)
-            assert await server.wait() == 0
     finally:
         os.close(primary)
         os.close(secondary)
+
+
+def filled_pipe(data: bytes) -> int:
+    """The read end of a pipe holding ``data`` and then its end, as
+    ``printf ... | python -m trio_websocket`` gives the client: every line
+    and the end of input arrive at once."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, data)
+    os.close(write_end)
+    return read_end
+
+
+async def test_piped_input_prints_every_echo(nursery: trio.Nursery) -> None:
+    # The server (this library's) answers a close frame at once and sends
+    # nothing after it: a client that closed at end of input lost the
+    # echoes of lines sent just before (in 12 of 20 runs, all of them).
+    server = await nursery.start(serve_websocket, echo_handler, "127.0.0.1", 0, None)
+    url = f"ws://127.0.0.1:{server.port}/"
+
+    async def one_run(outputs: list[tuple[int, list[str], list[str]]]) -> None:
+        stdin = filled_pipe(b"one\ntwo\nthree\n")
+        try:
+            async with cli(url, stdin=stdin) as client:
+                status = await client.wait()
+                outputs.append((status, await client.stdout.rest(), await client.stderr.rest()))
+        finally:
+            os.close(stdin)
+
+    outputs: list[tuple[int, list[str], list[str]]] = []
+    for _ in range(4):  # 20 runs, 5 at a time
+        async with trio.open_nursery() as runs:
+            for _ in range(5):
+                runs.start_soon(one_run, outputs)
+    assert len(outputs) == 20
+    for status, out, err in outputs:
+        assert (status, out) == (0, ["one", "two", "three"]), (status, out, err)
+        assert err[-1] == "closed at end of input: code 1000 (NORMAL_CLOSURE)", err
+
+
+async def test_a_server_that_closes_while_the_client_lingers(nursery: trio.Nursery) -> None:
+    async def one_answer(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        await ws.send_message(await ws.get_message())
+        await ws.aclose(1000, "one is enough")
+
+    server = await nursery.start(serve_websocket, one_answer, "127.0.0.1", 0, None)
+    url = f"ws://127.0.0.1:{server.port}/"
+    stdin = filled_pipe(b"only line\n")
+    try:
+        # The linger lasts until the close timeout (10 s, longer than a
+        # step): only the server's close ends it in time.
+        async with cli(url, "--linger", "600", stdin=stdin) as client:
+            assert await client.wait() == 0
+            assert await client.stdout.rest() == ["only line"]
+            assert (await client.stderr.rest())[-1] == (
+                "closed by the server: code 1000 (NORMAL_CLOSURE), reason: one is enough"
+            )
+    finally:
+        os.close(stdin)
+
+
+async def test_end_of_input_closes_even_if_the_server_never_falls_quiet(
+    nursery: trio.Nursery,
+) -> None:
+    async def chatty(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        try:
+            for tick in range(10_000):
+                await ws.send_message(f"tick {tick}")
+                await trio.sleep(0.05)
+        except ConnectionClosed:
+            pass
+
+    server = await nursery.start(serve_websocket, chatty, "127.0.0.1", 0, None)
+    url = f"ws://127.0.0.1:{server.port}/"
+    async with cli(url, "--linger", "0.5", "--close-timeout", "1") as client:
+        await connected(client, url)
+        assert (await client.stdout.readline()).startswith("tick ")
+        ended = trio.current_time()
+        await client.end_input()
+        assert await client.wait() == 0
+        assert trio.current_time() - ended < STEP
+        assert await client.stderr.rest() == [
+            "closed at end of input: code 1000 (NORMAL_CLOSURE)"
+        ]
+
+
+async def test_linger_zero_closes_at_end_of_input_at_once(nursery: trio.Nursery) -> None:
+    closed = trio.Event()
+
+    async def silent(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        try:
+            await ws.get_message()
+        except ConnectionClosed:
+            closed.set()
+
+    server = await nursery.start(serve_websocket, silent, "127.0.0.1", 0, None)
+    url = f"ws://127.0.0.1:{server.port}/"
+    # Ten minutes of lingering unless --linger 0 turns it off.
+    async with cli(url, "--linger", "0", "--close-timeout", "600") as client:
+        await connected(client, url)
+        await client.end_input()
+        assert await client.wait() == 0
+    assert closed.is_set()
+
+
+def test_usage_names_both_commands() -> None:
+    for args in ([], ["--help"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "trio_websocket", *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        usage = (result.stdout if args else result.stderr).split("\n\n")[0]
+        assert usage.startswith("usage: python -m trio_websocket "), usage
+        assert "python -m trio_websocket serve " in usage, usage
+        assert result.returncode == (0 if args else 2)
 
 
 async def test_ctrl_c_interrupts_the_client() -> None:
@@ -481,6 +614,15 @@ async def test_client_ping_interval_keeps_a_quiet_connection_open(nursery: trio.
 @pytest.mark.parametrize("value", ["0", "-1", "soon", "inf", "nan"])
 async def test_bad_ping_interval_is_a_usage_error(value: str) -> None:
     async with cli("ws://127.0.0.1:1/", "--ping-interval", value) as client:
+        assert await client.wait() == 2
+        assert "not a number of seconds" in (await client.stderr.rest())[-1]
+
+
+@pytest.mark.parametrize(
+    "args", [["--linger", "-1"], ["--linger", "soon"], ["--close-timeout", "0"]]
+)
+async def test_bad_linger_and_close_timeout_are_usage_errors(args: list[str]) -> None:
+    async with cli("ws://127.0.0.1:1/", *args) as client:
         assert await client.wait() == 2
         assert "not a number of seconds" in (await client.stderr.rest())[-1]
 

@@ -143,6 +143,29 @@ async def test_a_pending_receive_is_broken_by_cut() -> None:
             await faulty.receive_some()
 
 
+@pytest.mark.parametrize("end", ["cut", "aclose"])
+async def test_a_black_holed_receive_after_the_peer_ended_is_woken(end: str) -> None:
+    # The wrapped stream ended (its peer closed, or cut() closing it ended
+    # the pending receive with EOF): the black hole keeps the receive
+    # waiting, and cut() or aclose() must still end it. Before the fix it
+    # slept forever (which made a waiting ping hang in some runs).
+    near, far = trio.testing.memory_stream_pair()
+    faulty = FaultyStream(near)
+    faulty.black_hole()
+    expected = trio.BrokenResourceError if end == "cut" else trio.ClosedResourceError
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+
+            async def receive() -> None:
+                with pytest.raises(expected):
+                    await faulty.receive_some()
+
+            nursery.start_soon(receive)
+            await far.aclose()  # end of stream reaches the swallowing receive
+            await trio.testing.wait_all_tasks_blocked()
+            await (faulty.cut() if end == "cut" else faulty.aclose())
+
+
 async def test_cut_mid_frame_closes_the_peer_abnormally() -> None:
     client_end, server_end = trio.testing.memory_stream_pair()
     faulty = FaultyStream(client_end)

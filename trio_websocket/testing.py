@@ -369,6 +369,9 @@ class FaultyStream(trio.abc.Stream):
         self._cut = False
         self._silent = False
         self._closed = False
+        # Set by cut() and aclose(): wakes a receive that the black hole
+        # keeps waiting after the wrapped stream ended.
+        self._broken = trio.Event()
 
     @property
     def is_cut(self) -> bool:
@@ -398,6 +401,7 @@ class FaultyStream(trio.abc.Stream):
             await trio.lowlevel.checkpoint()
             return
         self._cut = True
+        self._broken.set()
         await trio.aclose_forcefully(self.stream)
 
     def _check_usable(self) -> None:
@@ -473,13 +477,17 @@ class FaultyStream(trio.abc.Stream):
         return data
 
     async def _swallow(self) -> None:
-        """Read and discard until the stream ends, then wait forever."""
+        """Read and discard until the stream ends, then wait until this
+        stream is cut or closed (the wrapped stream may have ended because
+        of it: closing it can end a pending receive either way)."""
         while await self.stream.receive_some():
             pass
-        await trio.sleep_forever()
+        await self._broken.wait()
+        self._check_usable()
 
     async def aclose(self) -> None:
         self._closed = True
+        self._broken.set()
         if self._cut:
             await trio.lowlevel.checkpoint()  # the wrapped stream is closed already
         else:

@@ -119,7 +119,8 @@ def _ssl_context_for(use_ssl: bool | ssl.SSLContext) -> ssl.SSLContext | None:
         return ssl.create_default_context()
     if use_ssl is False:
         return None
-    raise TypeError("use_ssl must be a bool or an ssl.SSLContext")
+    # The words of trio-websocket 0.12.2, which code and tests may match.
+    raise TypeError("`use_ssl` argument must be bool or ssl.SSLContext")
 
 
 @dataclass

@@ -1,6 +1,10 @@
 """What the library logs, under the ``trio_websocket`` logger.
 
 Rules:
+- ``trio-websocket`` (0.12.2's logger name) is the parent of
+  ``trio_websocket``: a level, handler or ``propagate`` set on the old name
+  applies to our records, and so do its filters (through a filter of
+  ours). Records are named ``trio_websocket``.
 - INFO: one record when a connection opens (side, endpoints, path,
   subprotocol) and one when its close is decided (code, reason, and who
   closed: us, the peer, or a lost connection). Nothing per message.
@@ -37,6 +41,33 @@ logger = logging.getLogger("trio_websocket")
 # A library's records go where the application's configuration sends them;
 # without one, not even ERROR records reach stderr (Python's last resort).
 logger.addHandler(logging.NullHandler())
+
+#: The logger trio-websocket 0.12.2 logged under, which code in the wild
+#: configures (``getLogger("trio-websocket").setLevel(logging.WARNING)``).
+LEGACY_LOGGER_NAME = "trio-websocket"
+legacy_logger = logging.getLogger(LEGACY_LOGGER_NAME)
+
+
+def _legacy_logger_filters(record: logging.LogRecord) -> bool:
+    """Applies the 0.12.2 logger's own filters to our records: unlike
+    levels and handlers, a parent's filters are not applied to its
+    children's records. (On Python 3.12+ a filter may return a changed
+    record, which this passes on.) Its ``disabled`` flag is left out on
+    purpose: ``logging.config`` sets it on every logger a configuration
+    does not name, so one that names only ``trio_websocket`` would
+    silence us."""
+    return legacy_logger.filter(record)
+
+
+# The 0.12.2 name is our parent: its level, handlers and ``propagate``
+# apply to our records (and to our children's, ``trio_websocket.workers``
+# and ``trio_websocket.hub``) as they applied to 0.12.2's, while a level
+# set on ``trio_websocket`` itself wins. (No name of ours has a dot, so the
+# logging module never re-parents this logger.)
+logger.parent = legacy_logger
+logger.addFilter(_legacy_logger_filters)
+# Levels are cached per logger; re-parenting does not clear the cache.
+logger.setLevel(logger.level)
 
 _OPCODE_NAMES = {
     0x0: "CONTINUATION",

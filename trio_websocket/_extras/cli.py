@@ -4,6 +4,7 @@ an echo server.
     python -m trio_websocket ws://host:port/path [--insecure]
         [--subprotocol P ...] [--header "Name: value" ...]
         [--ping-interval SECONDS] [--proxy URL | --unix-socket PATH]
+        [--linger SECONDS] [--close-timeout SECONDS]
     python -m trio_websocket serve [--host 127.0.0.1] [--port 8000] [--workers N]
         [--ping-interval SECONDS] [--max-connections N] [--max-handshakes N]
         [--unix-socket PATH]
@@ -31,11 +32,17 @@ Rules:
   leak to stdout when both are the same terminal. Stdin that cannot be
   polled (a regular file, ``/dev/null``) is read in short worker-thread
   calls that never block for long and are never abandoned.
-- Ctrl-D (end of input) closes with 1000, and the messages the server sent
-  before it answered the close (replies to the last lines, say) are still
-  printed; a server that does not answer within ``CLOSE_TIMEOUT`` seconds
-  is dropped (exit status 3). Ctrl-C (SIGINT) cancels the session, which
-  drops the connection, and exits with 130.
+- End of input (Ctrl-D, or the end of a pipe) does not close at once:
+  replies to the last lines may still be on their way, and a server that
+  receives our close frame may no longer send them (this library's server
+  answers a close at once). So the client keeps printing until nothing has
+  arrived for ``--linger`` seconds (``DEFAULT_LINGER``; 0: close at once),
+  then closes with 1000 and still prints what the server sends before it
+  answers the close. Each of the two waits is bounded by
+  ``--close-timeout`` (``CLOSE_TIMEOUT``): a server that is never quiet is
+  closed anyway, and one that does not answer the close is dropped (exit
+  status 3). Ctrl-C (SIGINT) cancels the session, which drops the
+  connection, and exits with 130.
 - The server stops with its own graceful shutdown
   (``WebSocketServer.aclose``) on the first SIGINT/SIGTERM: open
   connections get 1001, handshakes in progress 503, handlers still running
@@ -95,8 +102,11 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 #: Seconds the server waits for its connections' closing handshakes on stop.
 SHUTDOWN_TIMEOUT = 5.0
-#: Seconds the client waits for the server to answer its close (Ctrl-D).
+#: Seconds the client waits for the server to answer its close (Ctrl-D),
+#: and at most for the server to fall quiet before that.
 CLOSE_TIMEOUT = 10.0
+#: Seconds without a message after end of input before the client closes.
+DEFAULT_LINGER = 1.0
 #: Bytes of a binary message shown in hex.
 HEX_PREVIEW = 16
 READ_SIZE = 65536
@@ -256,16 +266,39 @@ def _check_url(text: str) -> str:
     return text
 
 
-async def _print_incoming(ws: WebSocketConnection, input_scope: trio.CancelScope) -> None:
+@dataclass
+class _Arrivals:
+    """When the last message arrived (``trio.current_time()``)."""
+
+    last: float = -math.inf
+
+
+async def _print_incoming(
+    ws: WebSocketConnection, input_scope: trio.CancelScope, arrivals: _Arrivals
+) -> None:
     """Print every message until the connection closes, then stop the wait
     for input (if input has not ended already)."""
     try:
         while True:
-            _show_message(await ws.get_message())
+            message = await ws.get_message()
+            arrivals.last = trio.current_time()
+            _show_message(message)
     except ConnectionClosed:
         pass
     finally:
         input_scope.cancel()
+
+
+async def _wait_until_quiet(arrivals: _Arrivals, quiet: float) -> None:
+    """Return once no message has arrived for ``quiet`` seconds (counted
+    from the call at the earliest). Unbounded by itself: the caller bounds
+    it, since a server may never fall quiet."""
+    start = trio.current_time()
+    while True:
+        quiet_from = max(arrivals.last, start) + quiet
+        if trio.current_time() >= quiet_from:
+            return
+        await trio.sleep_until(quiet_from)
 
 
 async def _send_lines(ws: WebSocketConnection) -> bool:
@@ -289,10 +322,14 @@ async def run_client(
     ping_interval: float | None = None,
     proxy: str | None = None,
     unix_socket_path: str | None = None,
+    linger: float = DEFAULT_LINGER,
+    close_timeout: float = CLOSE_TIMEOUT,
 ) -> int:
     """The interactive client; returns the exit status."""
     status = EXIT_INTERRUPTED
-    connection_options = _ClientOptions(ping_interval, proxy, unix_socket_path)
+    connection_options = _ClientOptions(
+        ping_interval, proxy, unix_socket_path, linger, close_timeout
+    )
     with trio.open_signal_receiver(signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
@@ -310,6 +347,8 @@ class _ClientOptions:
     ping_interval: float | None = None
     proxy: str | None = None
     unix_socket_path: str | None = None
+    linger: float = DEFAULT_LINGER
+    close_timeout: float = CLOSE_TIMEOUT
 
 
 async def _client_session(
@@ -338,17 +377,23 @@ async def _client_session(
             _status(f"connected to {url}{chosen}")
             async with trio.open_nursery() as nursery:
                 input_scope = trio.CancelScope()
-                nursery.start_soon(_print_incoming, ws, input_scope)
+                arrivals = _Arrivals()
+                nursery.start_soon(_print_incoming, ws, input_scope, arrivals)
                 end_of_input = False
                 with input_scope:
                     end_of_input = await _send_lines(ws)
-                # Else the printer showed what was left, saw the close and
-                # cancelled the wait for input.
-                if end_of_input:
+                    if end_of_input and options.linger > 0:
+                        # Replies to the last lines may be on their way.
+                        with trio.move_on_after(options.close_timeout):
+                            await _wait_until_quiet(arrivals, options.linger)
+                # Else (or if the server closed meanwhile) the printer
+                # showed what was left, saw the close and cancelled the
+                # waits above.
+                if end_of_input and ws.closed is None:
                     # Close with 1000, and keep printing what the server
                     # sends until it answers: the printer ends by itself.
                     closed_by_us = True
-                    with trio.move_on_after(CLOSE_TIMEOUT) as closing:
+                    with trio.move_on_after(options.close_timeout) as closing:
                         await ws.aclose(keep_receiving=True)
                     close_timed_out = closing.cancelled_caught
     except HandshakeError as exc:
@@ -363,7 +408,9 @@ async def _client_session(
         _status(f"error: {exc}")
         return EXIT_USAGE
     if close_timed_out:
-        _status(f"error: the server did not answer the close within {CLOSE_TIMEOUT:g} s")
+        _status(
+            f"error: the server did not answer the close within {options.close_timeout:g} s"
+        )
         return EXIT_ABNORMAL_CLOSE
     reason = ws.closed
     if closed_by_us:
@@ -507,6 +554,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _seconds_or_zero(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"not a number of seconds, 0 or more: {text!r}")
+    return value
+
+
 def _proxy_url(text: str) -> str:
     try:
         Proxy(text)
@@ -532,7 +589,8 @@ def _client_parser() -> argparse.ArgumentParser:
         prog="python -m trio_websocket",
         description=(
             "Connect to a WebSocket server: print each message received, send each "
-            "line typed as a text message; Ctrl-D closes. "
+            "line typed as a text message; at end of input (Ctrl-D) close once the "
+            "server has been quiet for --linger seconds. "
             "Or run an echo server: python -m trio_websocket serve --help"
         ),
     )
@@ -563,6 +621,27 @@ def _client_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="send a ping every SECONDS; close (1011) if its pong is later than that",
     )
+    parser.add_argument(
+        "--linger",
+        type=_seconds_or_zero,
+        default=DEFAULT_LINGER,
+        metavar="SECONDS",
+        help=(
+            "at end of input, keep printing until nothing arrived for SECONDS, then"
+            " close (replies to the last lines are not lost; 0: close at once;"
+            " default: %(default)s)"
+        ),
+    )
+    parser.add_argument(
+        "--close-timeout",
+        type=_seconds,
+        default=CLOSE_TIMEOUT,
+        metavar="SECONDS",
+        help=(
+            "at most SECONDS for the server to fall quiet at end of input, and as"
+            " much for it to answer the close (default: %(default)s)"
+        ),
+    )
     connect_via = parser.add_mutually_exclusive_group()
     connect_via.add_argument(
         "--proxy",
@@ -576,6 +655,11 @@ def _client_parser() -> argparse.ArgumentParser:
         help="connect to this Unix socket; the URL still gives Host and path",
     )
     parser.add_argument("--version", action="version", version=f"trio-websocket {__version__}")
+    # The usage (in --help and before every usage error) names both
+    # commands: argparse's own would show the client's only.
+    client_usage = parser.format_usage().removeprefix("usage: ").rstrip()
+    serve_usage = _server_parser().format_usage().removeprefix("usage: ").rstrip()
+    parser.usage = f"{client_usage}\n       {serve_usage}"
     return parser
 
 
@@ -681,6 +765,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ping_interval=args.ping_interval,
                 proxy=args.proxy,
                 unix_socket_path=args.unix_socket,
+                linger=args.linger,
+                close_timeout=args.close_timeout,
             )
         )
     except KeyboardInterrupt:
