@@ -33,6 +33,7 @@ from trio_websocket import (
     WebSocketConnection,
     WebSocketRequest,
 )
+from trio_websocket._wire import fast_paths
 from trio_websocket.testing import memory_pair
 
 DEFAULT_TIME_LIMIT = 20.0
@@ -142,6 +143,14 @@ async def open_pair(
         client_options=client_options,
         server_options=server_options,
     )
+
+
+@pytest.fixture
+def fast_paths_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Force the fast paths on (``_wire.fast_paths``), also in CI's run of
+    the suite with ``TRIO_WEBSOCKET_FAST_PATHS=0``: for the tests of a fast
+    path's own workings (the rest of the suite runs in either mode)."""
+    monkeypatch.setattr(fast_paths, "ENABLED", True)
 
 
 @pytest.fixture

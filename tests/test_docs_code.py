@@ -485,7 +485,7 @@ def _cli_commands() -> list[tuple[str, list[str]]]:
 
 @pytest.mark.parametrize(("where", "arguments"), _cli_commands(), ids=lambda value: str(value))
 def test_command_line_in_the_docs_parses(where: str, arguments: list[str]) -> None:
-    from trio_websocket import _cli
+    from trio_websocket._extras import cli as _cli
 
     if arguments[:1] == ["serve"]:
         _cli._server_parser().parse_args(arguments[1:])

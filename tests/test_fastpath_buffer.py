@@ -46,6 +46,10 @@ from trio_websocket._wire.frame_decoder import (
     use_fast_receive,
 )
 
+#: These tests check a fast path's own workings: they force the fast paths
+#: on, also in CI's run of the suite with TRIO_WEBSOCKET_FAST_PATHS=0.
+pytestmark = pytest.mark.usefixtures("fast_paths_on")
+
 ROLES = ["client", "server"]
 MASK_KEY = b"\x37\xfa\x21\x3d"
 

@@ -35,6 +35,10 @@ from trio_websocket._core.endpoint import stream_endpoint
 from trio_websocket._wire import socket_stream as _socket_stream
 from trio_websocket._wire.socket_stream import LeanSocketStream, acceptor_for, lean_stream
 
+#: These tests check a fast path's own workings: they force the fast paths
+#: on, also in CI's run of the suite with TRIO_WEBSOCKET_FAST_PATHS=0.
+pytestmark = pytest.mark.usefixtures("fast_paths_on")
+
 #: Larger than the kernel's socket buffers on loopback (both directions
 #: together), so sends are partial and must loop.
 BIG = 8 * 1024 * 1024

@@ -13,6 +13,10 @@ from wsproto.utilities import ProtocolError
 
 from trio_websocket._server.upgrade import accept_response, read_upgrade
 
+#: These tests check a fast path's own workings: they force the fast paths
+#: on, also in CI's run of the suite with TRIO_WEBSOCKET_FAST_PATHS=0.
+pytestmark = pytest.mark.usefixtures("fast_paths_on")
+
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 
 

@@ -1,8 +1,10 @@
 """trio_websocket: WebSocket client and server for Trio.
 
 This module only re-exports the public names; the code lives in the private
-modules named in ARCHITECTURE.md. Each name's ``__module__`` is set to the
-package so that reprs, docs and pickles name ``trio_websocket.X``.
+layer subpackages (``_wire``, ``_core``, ``_client``, ``_server``,
+``_extras``; docs/architecture.rst is the tour). Each name's ``__module__``
+is set to the package so that reprs, docs and pickles name
+``trio_websocket.X``.
 """
 
 from ._client.client import (

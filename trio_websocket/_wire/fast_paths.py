@@ -10,8 +10,8 @@ Rules:
 - Each fast path reads ``ENABLED`` where it decides, once per connection or
   per stream, never per frame: the switch costs nothing when on.
 - CI runs the whole test suite both ways; the tests that check a fast
-  path's own workings (that it is installed, how much it copies) skip when
-  it is off, and say so.
+  path's own workings (that it is installed, how much it copies) force it
+  on in either run (``fast_paths_on`` in tests/conftest.py).
 """
 
 from __future__ import annotations
