@@ -170,7 +170,6 @@ class RedisHub(Hub):
         self._connected = False
         self._reconnects = 0
         self._lost_publishes = 0
-        self._malformed = 0
 
     @property
     def connected(self) -> bool:
@@ -274,7 +273,6 @@ class RedisHub(Hub):
             try:
                 payload = decode(message["data"])
             except (ValueError, TypeError) as exc:
-                self._malformed += 1
                 logger.warning("dropped a message on Redis channel %r: %s", channel, exc)
                 continue
             self._deliver(topic, payload)

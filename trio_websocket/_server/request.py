@@ -25,9 +25,6 @@ Rules:
 
 from __future__ import annotations
 
-import logging
-import sys
-
 import trio
 from wsproto import ConnectionType
 from wsproto.connection import Connection
@@ -60,11 +57,6 @@ from .http import (
 )
 from .limits import DEFAULT_REQUEST_LIMITS, HeadScanner, RequestLimits, RequestTooLarge
 from .upgrade import accept_response, read_upgrade
-
-if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
-    pass
-
-logger = logging.getLogger("trio_websocket")
 
 #: After a plain HTTP answer, how long and how much the server goes on
 #: reading (and discarding) what the client still sends before it closes:
