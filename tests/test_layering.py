@@ -61,6 +61,7 @@ PURE = {
     "_core.compression",
     "_core.deflate",
     "_core.waiters",
+    "_core.contracts",
     # the client's and the server's values
     "_client.proxy_config",
     "_client.proxy_errors",

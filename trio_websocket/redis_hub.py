@@ -46,8 +46,8 @@ from ._extras.hub import (
     DEFAULT_SUBSCRIBER_QUEUE_SIZE,
     Hub,
     OverflowPolicy,
-    _check_message,
-    _check_topics,
+    check_message,
+    check_topics,
 )
 
 if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
@@ -317,8 +317,8 @@ class RedisHub(Hub):
         :raises RuntimeError: outside the hub's ``async with`` block.
         """
         self._require_running()
-        _check_topics((topic,))
-        _check_message(message)
+        check_topics((topic,))
+        check_message(message)
         client = self._client
         assert client is not None
         try:

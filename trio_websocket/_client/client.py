@@ -36,7 +36,7 @@ from wsproto.extensions import Extension
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import ProtocolError
 
-from .._core.close import ABNORMAL_CLOSURE, GOING_AWAY, NORMAL_CLOSURE, CloseReason
+from .._core.close import GOING_AWAY, NORMAL_CLOSURE
 from .._core.compression import DeflateConfig
 from .._core.config import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -48,6 +48,7 @@ from .._core.config import (
     check_timeout,
 )
 from .._core.connection import STREAM_ERRORS, WebSocketConnection
+from .._core.contracts import OpeningConnection
 from .._core.deflate import DeflateExtension
 from .._core.errors import (
     PHASE_CONNECT,
@@ -423,10 +424,11 @@ async def _start_or_close(
     """Start the connection's reader in ``nursery``; if that cannot be
     (a nursery already closed raises RuntimeError), close the stream
     before raising, so the server is not left holding the connection."""
+    opening: OpeningConnection = connection
     try:
-        connection._start(nursery)
+        opening._start(nursery)
     except BaseException:
-        connection._set_close_reason(CloseReason(ABNORMAL_CLOSURE, None))
+        opening._opening_failed()
         await trio.aclose_forcefully(stream)
         raise
 

@@ -1559,6 +1559,20 @@ class WebSocketConnection(trio.abc.Channel[Message]):
         self._enact_failure()
         self._flush_soon(or_abort=True)
 
+    # Contracts for other modules (see each docstring)
+
+    def _opening_failed(self) -> None:
+        """For ``_client.client`` and ``_server.request``
+        (``_core.contracts.OpeningConnection``): the 101 was not written or
+        the reader could not start; closed with 1006, no reader."""
+        self._set_close_reason(CloseReason(ABNORMAL_CLOSURE, None))
+
+    @property
+    def _reader_started(self) -> bool:
+        """For ``_server.request`` (``_core.contracts.ServedConnection``):
+        whether ``_start`` ran, so there is a reader to stop and wait for."""
+        return self._nursery is not None
+
 
 #: Marks the end of the pieces of a message being sent.
 _NO_PIECE = object()

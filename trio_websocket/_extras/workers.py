@@ -70,7 +70,7 @@ from .._core.groups import collapse_exception_groups
 from .._server.http import HTTPRequest
 from .._server.limits import RequestLimits
 from .._server.origins import OriginPolicy
-from .._server.server import DEFAULT_MAX_HANDSHAKES, _check_max_connections, _check_max_handshakes
+from .._server.server import DEFAULT_MAX_HANDSHAKES, check_max_connections, check_max_handshakes
 from .._server.shutdown import ShutdownReport
 from .worker_process import (
     CONFIG_ENV,
@@ -391,8 +391,8 @@ async def serve_websocket_workers(
         if not isinstance(origins, (str, bytes, re.Pattern)):
             origins = list(origins)  # (an iterator is read once, here)
         OriginPolicy(origins)  # bad origins fail here, not in every worker
-    _check_max_connections(max_connections)
-    _check_max_handshakes(max_handshakes)
+    check_max_connections(max_connections)
+    check_max_handshakes(max_handshakes)
     if request_limits is not None and not isinstance(request_limits, RequestLimits):
         raise TypeError("request_limits must be a RequestLimits")
     shutdown_timeout = check_timeout("shutdown_timeout", shutdown_timeout)

@@ -49,7 +49,7 @@ import math
 import ssl
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -64,6 +64,7 @@ from .._core.config import (
     ConnectionOptions,
     check_timeout,
 )
+from .._core.connection import WebSocketConnection
 from .._core.endpoint import Endpoint, listener_endpoint
 from .._core.errors import ConnectionClosed, HandshakeError
 from .._core.groups import interruption, main_exception, only, reraise_as_is
@@ -80,11 +81,11 @@ from .http import (
 from .limits import DEFAULT_REQUEST_LIMITS, RequestLimits
 from .origins import AllowedOrigin, OriginPolicy
 from .request import (
+    NotWebSocket,
     WebSocketRequest,
-    _answer,
-    _hook_view,
-    _NotWebSocket,
-    _read_request,
+    hook_view,
+    read_request,
+    send_http_answer,
 )
 from .shutdown import ShutdownReport
 from .unix import SocketPath, open_unix_listener, remove_socket_file
@@ -126,15 +127,48 @@ def _check_count_limit(name: str, value: object) -> int | None:
     return value
 
 
-def _check_max_connections(value: object) -> int | None:
+def check_max_connections(value: object) -> int | None:
     return _check_count_limit("max_connections", value)
 
 
-def _check_max_handshakes(value: object) -> int | None:
+def check_max_handshakes(value: object) -> int | None:
     return _check_count_limit("max_handshakes", value)
 
 
-def _log_handler_closed(request: WebSocketRequest, closed: Exception) -> None:
+class ServedRequest(Protocol):
+    """What serving a request needs from a :class:`WebSocketRequest`
+    beyond its public API (here, and in ``trio_websocket.testing``, which
+    serves one request the same way). Uses go through a variable of this
+    type, so mypy checks ``_server.request`` keeps each member."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def _connection(self) -> WebSocketConnection | None:
+        """The connection ``accept`` made (started or not), or None."""
+
+    async def _finish(self, handler_failed: bool, disconnect_timeout: float) -> None:
+        """After the handler: close what it left open (1000, or 1011 when
+        it failed; 403/500 for a request it never decided), within
+        ``disconnect_timeout``."""
+
+    async def _close_after_handler(self, handler_failed: bool) -> None:
+        """:meth:`_finish` without a time limit of its own (the caller's
+        cancel scope bounds it)."""
+
+    async def _end(self) -> None:
+        """Last: make sure the connection's reader has ended (abort it if
+        need be) and a stream never accepted is closed."""
+
+    def _closing_for_shutdown(
+        self, reason: CloseReason
+    ) -> tuple[Callable[[], Awaitable[object]] | None, bool]:
+        """For a graceful shutdown: what to run to close the request (or
+        None), and whether it was refused with 503."""
+
+
+def _log_handler_closed(request: ServedRequest, closed: Exception) -> None:
     """DEBUG: a handler ended with ``ConnectionClosed`` (or a group of
     them); the close itself is already logged at INFO when it was decided."""
     connection = request._connection
@@ -192,8 +226,8 @@ class WebSocketServer:
             raise TypeError("process_request must be a function")
         self._process_request = process_request
         self._origins = None if origins is None else OriginPolicy(origins)
-        self._max_connections = _check_max_connections(max_connections)
-        self._max_handshakes = _check_max_handshakes(max_handshakes)
+        self._max_connections = check_max_connections(max_connections)
+        self._max_handshakes = check_max_handshakes(max_handshakes)
         if request_limits is None:
             request_limits = DEFAULT_REQUEST_LIMITS
         elif not isinstance(request_limits, RequestLimits):
@@ -205,7 +239,7 @@ class WebSocketServer:
         # The scopes of the connections reading their request, oldest
         # first (a dict keeps insertion order): what max_handshakes bounds.
         self._reading: dict[trio.CancelScope, None] = {}
-        self._live: dict[WebSocketRequest, trio.CancelScope] = {}
+        self._live: dict[ServedRequest, trio.CancelScope] = {}
         # Lifecycle: started once; closing from the first aclose() on.
         self._started = False
         self._running = False
@@ -345,14 +379,10 @@ class WebSocketServer:
         async with trio.open_nursery() as closers:
             closers.cancel_scope.deadline = self._deadline
             for request in list(self._live):
-                if request._connection is not None and request._connection._nursery is None:
-                    # Accepting right now: accept() closes it once started.
-                    request._refusal = reason
-                elif request._connection is not None:
-                    closers.start_soon(request._connection.aclose, reason.code, reason.reason)
-                elif request._refuse_for_shutdown(reason):
-                    self._refused += 1
-                    closers.start_soon(_answer, request._stream, SHUTTING_DOWN)
+                closing, refused = request._closing_for_shutdown(reason)
+                self._refused += refused
+                if closing is not None:
+                    closers.start_soon(closing)
             with trio.move_on_at(self._deadline):
                 await self._wait_idle()
             # The closers (close handshakes, 503 answers) end by themselves,
@@ -427,8 +457,9 @@ class WebSocketServer:
                 if request is None:
                     await trio.aclose_forcefully(stream)
                     return
+                served: ServedRequest = request
                 scope.deadline = math.inf
-                self._live[request] = scope
+                self._live[served] = scope
                 try:
                     handler_failed = False
                     try:
@@ -439,31 +470,28 @@ class WebSocketServer:
                             # The peer went away (or the shutdown closed
                             # the connection): news, not a server error.
                             # (Also in a group: from a nursery in the handler.)
-                            _log_handler_closed(request, exc)
+                            _log_handler_closed(served, exc)
                         else:
                             # Raised below, once the connection is over.
                             handler_error = exc
-                            log_handler_error(request, request._connection, exc)
+                            log_handler_error(request, served._connection, exc)
                     # (A cancellation, KeyboardInterrupt or SystemExit
                     # leaves at once: the closing below is for errors
                     # and returns only.)
                     # The closing is bounded by disconnect_timeout (and cut
                     # short, like the handler, by a forced shutdown).
                     scope.deadline = trio.current_time() + self._disconnect_timeout
-                    await request._close_after_handler(handler_failed)
+                    await served._close_after_handler(handler_failed)
                 finally:
-                    await request._end()
-                    del self._live[request]
+                    await served._end()
+                    del self._live[served]
                     if not self._live and self._idle is not None:
                         self._idle.set()
-                    if request._connection is None and request._refusal is None:
-                        # (A refused request's 503 answer closes the stream.)
-                        await trio.aclose_forcefully(stream)
             if request is None:
                 # The handshake phase ran out of time, or a shutdown stopped it.
                 if self._closing:  # counted as refused by _shut_down
                     with trio.move_on_at(self._deadline):
-                        await _answer(stream, SHUTTING_DOWN)
+                        await send_http_answer(stream, SHUTTING_DOWN)
                 # Otherwise the client was too slow: dropped without an answer.
                 await trio.aclose_forcefully(stream)
         except BaseException:
@@ -493,7 +521,7 @@ class WebSocketServer:
         if isinstance(outcome, WebSocketRequest):
             return outcome
         response, method = outcome
-        await _answer(stream, response, method)
+        await send_http_answer(stream, response, method)
         return None
 
     def _start_reading(self, scope: trio.CancelScope) -> None:
@@ -517,15 +545,15 @@ class WebSocketServer:
         the request's method, which decides whether a body goes with it)."""
         self._start_reading(scope)
         try:
-            request, head = await _read_request(stream, nursery, self._options, self._limits)
+            request, head = await read_request(stream, nursery, self._options, self._limits)
         finally:
             self._reading.pop(scope, None)
         if self._process_request is not None:
-            view = _hook_view(request, head)
+            view = hook_view(request, head)
             response = await self._call_hook(stream, view)
             if response is not None:
                 return response, view.method
-        if isinstance(request, _NotWebSocket):
+        if isinstance(request, NotWebSocket):
             logger.debug("refused %s: %s", request.request.path, request.problem)
             return request.answer, request.request.method
         if self._origins is not None and not self._origins.allows(request.headers):
@@ -549,7 +577,7 @@ class WebSocketServer:
                     f"process_request must return an HTTPResponse or None, not {result!r}"
                 )
         except Exception:
-            await _answer(stream, text_response(500, "500 Internal Server Error\n"))
+            await send_http_answer(stream, text_response(500, "500 Internal Server Error\n"))
             raise
         return result
 
@@ -650,7 +678,7 @@ async def serve_websocket(
         instead of waiting for a place, and memory stays bounded.
     """
     # Bad options fail before any listener is opened (and left open).
-    _check_max_handshakes(max_handshakes)
+    check_max_handshakes(max_handshakes)
     ConnectionOptions.build(
         message_queue_size,
         max_message_size,
