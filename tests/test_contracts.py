@@ -169,7 +169,8 @@ def _private_uses(module: str) -> list[PrivateUse]:
                 pass
             else:
                 if isinstance(base, ast.Name):
-                    types = local.get(base.id, set())
+                    # A name with no local type may be a class: ``C._x``.
+                    types = local.get(base.id) or {base.id}
                 elif (
                     isinstance(base, ast.Attribute)
                     and isinstance(base.value, ast.Name)

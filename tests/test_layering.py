@@ -67,12 +67,14 @@ PURE = {
     "_client.proxy_errors",
     "_client.redirects",
     "_client.bad_response",
+    "_client.options",
     "_server.http",
     "_server.limits",
     "_server.origins",
     "_server.basic_auth",
     "_server.shutdown",
     "_server.upgrade",
+    "_server.options",
     "_version",
 }
 #: The subpackages' ``__init__`` modules: a docstring that says the layer's

@@ -101,6 +101,7 @@ class WebSocketRequest:
         handshake: H11Handshake | bytes,
         event: Request,
         nursery: trio.Nursery,
+        *,
         options: ConnectionOptions,
         early_frames: bytes = b"",
     ) -> None:
@@ -440,6 +441,7 @@ def _rejection_of(hint: object) -> HTTPResponse:
 async def read_request(
     stream: trio.abc.Stream,
     nursery: trio.Nursery,
+    *,
     options: ConnectionOptions,
     limits: RequestLimits = DEFAULT_REQUEST_LIMITS,
 ) -> tuple[WebSocketRequest | NotWebSocket, bytes]:
@@ -486,7 +488,10 @@ async def read_request(
         early_frames = bytes(received[head_length:])
         upgrade = read_upgrade(head)
         if upgrade is not None:
-            return WebSocketRequest(stream, head, upgrade, nursery, options, early_frames), head
+            accepted = WebSocketRequest(
+                stream, head, upgrade, nursery, options=options, early_frames=early_frames
+            )
+            return accepted, head
         # The same rules for a head that came whole (h11 would take bare
         # LFs, which a head in pieces is refused for).
         problem = EarlyHeadCheck().problem(head)
@@ -511,7 +516,7 @@ async def read_request(
         for event in handshake.events():
             if isinstance(event, Request):
                 accepted = WebSocketRequest(
-                    stream, handshake, event, nursery, options, early_frames
+                    stream, handshake, event, nursery, options=options, early_frames=early_frames
                 )
                 return accepted, head
         raise HandshakeError("invalid opening request")  # pragma: no cover
@@ -546,16 +551,16 @@ async def wrap_server_stream(
         ``400`` otherwise) and closed.
     """
     options = ConnectionOptions.build(
-        message_queue_size,
-        max_message_size,
-        receive_buffer_size,
-        max_buffered_bytes,
+        message_queue_size=message_queue_size,
+        max_message_size=max_message_size,
+        receive_buffer_size=receive_buffer_size,
+        max_buffered_bytes=max_buffered_bytes,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         compression=compression,
     )
     try:
-        request, _ = await read_request(stream, nursery, options)
+        request, _ = await read_request(stream, nursery, options=options)
         if isinstance(request, NotWebSocket):
             await send_http_answer(stream, request.answer, request.request.method)
             raise HandshakeError(f"invalid opening request: {request.problem}")

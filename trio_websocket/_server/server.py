@@ -38,6 +38,9 @@ Rules:
   during the handshake phase, none while the handler runs, and
   ``disconnect_timeout`` for the closing after it.
 - Reading and answering one request is ``_server.request``'s (see its rules).
+- The options are validated once, into one ``_server.options.ServerOptions``
+  (by :func:`serve_websocket` before it opens a listener), and the server
+  reads them from that record.
 """
 
 from __future__ import annotations
@@ -61,7 +64,6 @@ from .._core.config import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MESSAGE_QUEUE_SIZE,
     DEFAULT_RECEIVE_BUFFER_SIZE,
-    ConnectionOptions,
     check_timeout,
 )
 from .._core.connection import WebSocketConnection
@@ -78,8 +80,9 @@ from .http import (
     HTTPResponse,
     text_response,
 )
-from .limits import DEFAULT_REQUEST_LIMITS, RequestLimits
-from .origins import AllowedOrigin, OriginPolicy
+from .limits import RequestLimits
+from .options import DEFAULT_MAX_HANDSHAKES, ProcessRequest, ServerOptions
+from .origins import AllowedOrigin
 from .request import (
     NotWebSocket,
     WebSocketRequest,
@@ -96,7 +99,6 @@ if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
 logger = logging.getLogger("trio_websocket")
 
 Handler = Callable[[WebSocketRequest], Awaitable[object]]
-ProcessRequest = Callable[[HTTPRequest], "Awaitable[HTTPResponse | None] | HTTPResponse | None"]
 
 #: accept() errors that mean "out of file descriptors or memory for now":
 #: the server waits a little and goes on instead of crashing.
@@ -106,34 +108,6 @@ _ACCEPT_CAPACITY_ERRNOS = frozenset(
     if hasattr(errno, name)
 )
 _ACCEPT_RETRY_SECONDS = 0.1
-
-#: The most connections reading their opening request at once, by default.
-#: Each may hold up to a request head (16 KiB at most, see RequestLimits)
-#: and, over TLS, a TLS session: 1024 bound that to ~16 MiB of heads. A
-#: legitimate client needs its place for about one round trip, so 1024 at
-#: once is more than a process completes in a second (~3,000 handshakes/s)
-#: unless clients are very slow; it is also the usual soft limit on open
-#: files, which a flood would otherwise exhaust first.
-DEFAULT_MAX_HANDSHAKES = 1024
-
-
-def _check_count_limit(name: str, value: object) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int or None")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
-    return value
-
-
-def check_max_connections(value: object) -> int | None:
-    return _check_count_limit("max_connections", value)
-
-
-def check_max_handshakes(value: object) -> int | None:
-    return _check_count_limit("max_handshakes", value)
-
 
 class ServedRequest(Protocol):
     """What serving a request needs from a :class:`WebSocketRequest`
@@ -207,32 +181,52 @@ class WebSocketServer:
     ) -> None:
         if not listeners:
             raise ValueError("a WebSocketServer needs at least one listener")
+        options = ServerOptions.build(
+            message_queue_size=message_queue_size,
+            max_message_size=max_message_size,
+            receive_buffer_size=receive_buffer_size,
+            connect_timeout=connect_timeout,
+            disconnect_timeout=disconnect_timeout,
+            process_request=process_request,
+            origins=origins,
+            max_connections=max_connections,
+            request_limits=request_limits,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            max_buffered_bytes=max_buffered_bytes,
+            compression=compression,
+            max_handshakes=max_handshakes,
+        )
+        self._set_up(handler, listeners, handler_nursery=handler_nursery, options=options)
+
+    @classmethod
+    def _with_options(
+        cls,
+        handler: Handler,
+        listeners: Sequence[trio.abc.Listener[Any]],
+        *,
+        handler_nursery: trio.Nursery | None,
+        options: ServerOptions,
+    ) -> WebSocketServer:
+        """The server :func:`serve_websocket` runs, from the options it
+        built (and validated) before opening its listeners (which trio
+        never returns empty)."""
+        server: WebSocketServer = cls.__new__(cls)
+        server._set_up(handler, listeners, handler_nursery=handler_nursery, options=options)
+        return server
+
+    def _set_up(
+        self,
+        handler: Handler,
+        listeners: Sequence[trio.abc.Listener[Any]],
+        *,
+        handler_nursery: trio.Nursery | None,
+        options: ServerOptions,
+    ) -> None:
         self._handler = handler
         self._listeners = list(listeners)
         self._handler_nursery = handler_nursery
-        self._disconnect_timeout = check_timeout("disconnect_timeout", disconnect_timeout)
-        self._options = ConnectionOptions.build(
-            message_queue_size,
-            max_message_size,
-            receive_buffer_size,
-            max_buffered_bytes,
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
-            compression=compression,
-            close_timeout=self._disconnect_timeout,
-        )
-        self._connect_timeout = check_timeout("connect_timeout", connect_timeout)
-        if process_request is not None and not callable(process_request):
-            raise TypeError("process_request must be a function")
-        self._process_request = process_request
-        self._origins = None if origins is None else OriginPolicy(origins)
-        self._max_connections = check_max_connections(max_connections)
-        self._max_handshakes = check_max_handshakes(max_handshakes)
-        if request_limits is None:
-            request_limits = DEFAULT_REQUEST_LIMITS
-        elif not isinstance(request_limits, RequestLimits):
-            raise TypeError("request_limits must be a RequestLimits")
-        self._limits = request_limits
+        self._options = options
         # Connection tracking: handshake-phase cancel scopes, and each
         # request whose handler runs, with its connection's cancel scope.
         self._handshakes: set[trio.CancelScope] = set()
@@ -452,7 +446,7 @@ class WebSocketServer:
         handler_error: BaseException | None = None
         request: WebSocketRequest | None = None
         try:
-            with trio.move_on_after(self._connect_timeout) as scope:
+            with trio.move_on_after(self._options.connect_timeout) as scope:
                 request = await self._handshake_phase(stream, nursery, scope)
                 if request is None:
                     await trio.aclose_forcefully(stream)
@@ -480,7 +474,7 @@ class WebSocketServer:
                     # and returns only.)
                     # The closing is bounded by disconnect_timeout (and cut
                     # short, like the handler, by a forced shutdown).
-                    scope.deadline = trio.current_time() + self._disconnect_timeout
+                    scope.deadline = trio.current_time() + self._options.disconnect_timeout
                     await served._close_after_handler(handler_failed)
                 finally:
                     await served._end()
@@ -528,13 +522,14 @@ class WebSocketServer:
         """Count a connection that starts reading its request; beyond
         ``max_handshakes``, the one reading the longest is dropped to make
         room (see :func:`serve_websocket` for why)."""
-        if self._max_handshakes is not None and len(self._reading) >= self._max_handshakes:
+        max_handshakes = self._options.max_handshakes
+        if max_handshakes is not None and len(self._reading) >= max_handshakes:
             oldest = next(iter(self._reading))
             del self._reading[oldest]
             oldest.cancel()  # its task drops the connection
             logger.debug(
                 "dropped the oldest incomplete request: %d requests being read",
-                self._max_handshakes,
+                max_handshakes,
             )
         self._reading[scope] = None
 
@@ -545,10 +540,13 @@ class WebSocketServer:
         the request's method, which decides whether a body goes with it)."""
         self._start_reading(scope)
         try:
-            request, head = await read_request(stream, nursery, self._options, self._limits)
+            options = self._options
+            request, head = await read_request(
+                stream, nursery, options=options.connection, limits=options.request_limits
+            )
         finally:
             self._reading.pop(scope, None)
-        if self._process_request is not None:
+        if self._options.process_request is not None:
             view = hook_view(request, head)
             response = await self._call_hook(stream, view)
             if response is not None:
@@ -556,20 +554,23 @@ class WebSocketServer:
         if isinstance(request, NotWebSocket):
             logger.debug("refused %s: %s", request.request.path, request.problem)
             return request.answer, request.request.method
-        if self._origins is not None and not self._origins.allows(request.headers):
+        origins = self._options.origins
+        if origins is not None and not origins.allows(request.headers):
             return FORBIDDEN_ORIGIN, "GET"
         if self._closing:
             self._refused += 1
             return SHUTTING_DOWN, "GET"
-        if self._max_connections is not None and len(self._live) >= self._max_connections:
+        max_connections = self._options.max_connections
+        if max_connections is not None and len(self._live) >= max_connections:
             logger.debug("refused a connection: %d connections open", len(self._live))
             return SERVICE_UNAVAILABLE, "GET"
         return request
 
     async def _call_hook(self, stream: trio.abc.Stream, view: HTTPRequest) -> HTTPResponse | None:
-        assert self._process_request is not None
+        process_request = self._options.process_request
+        assert process_request is not None
         try:
-            result = self._process_request(view)
+            result = process_request(view)
             if inspect.isawaitable(result):
                 result = await result
             if result is not None and not isinstance(result, HTTPResponse):
@@ -678,38 +679,27 @@ async def serve_websocket(
         instead of waiting for a place, and memory stays bounded.
     """
     # Bad options fail before any listener is opened (and left open).
-    check_max_handshakes(max_handshakes)
-    ConnectionOptions.build(
-        message_queue_size,
-        max_message_size,
-        receive_buffer_size,
-        max_buffered_bytes,
+    options = ServerOptions.build(
+        message_queue_size=message_queue_size,
+        max_message_size=max_message_size,
+        receive_buffer_size=receive_buffer_size,
+        connect_timeout=connect_timeout,
+        disconnect_timeout=disconnect_timeout,
+        process_request=process_request,
+        origins=origins,
+        max_connections=max_connections,
+        request_limits=request_limits,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
+        max_buffered_bytes=max_buffered_bytes,
         compression=compression,
+        max_handshakes=max_handshakes,
     )
     if unix_socket_path is not None:
         if host is not None or port is not None:
             raise ValueError("with unix_socket_path, host and port must be None")
     elif port is None:
         raise ValueError("port must be an int (0 for any free port)")
-    server_options: dict[str, Any] = {
-        "handler_nursery": handler_nursery,
-        "message_queue_size": message_queue_size,
-        "max_message_size": max_message_size,
-        "receive_buffer_size": receive_buffer_size,
-        "connect_timeout": connect_timeout,
-        "disconnect_timeout": disconnect_timeout,
-        "process_request": process_request,
-        "origins": origins,
-        "max_connections": max_connections,
-        "request_limits": request_limits,
-        "ping_interval": ping_interval,
-        "ping_timeout": ping_timeout,
-        "max_buffered_bytes": max_buffered_bytes,
-        "compression": compression,
-        "max_handshakes": max_handshakes,
-    }
     listen_host: Any = host
     listeners: Sequence[trio.abc.Listener[Any]]
     socket_file: tuple[int, int] | None = None
@@ -728,7 +718,9 @@ async def serve_websocket(
             port, ssl_context, host=listen_host, https_compatible=True
         )
     try:
-        server = WebSocketServer(handler, listeners, **server_options)
+        server = WebSocketServer._with_options(
+            handler, listeners, handler_nursery=handler_nursery, options=options
+        )
         await server.run(task_status=task_status)
     finally:
         if unix_socket_path is not None:
