@@ -367,10 +367,6 @@ def start_chat(redis_url: str) -> subprocess.Popen[str]:
     )
 
 
-def test_the_chat_example_says_how_to_run_it() -> None:
-    assert "python examples/redis_chat/chat.py" in CHAT_SCRIPT.read_text(encoding="utf-8")
-
-
 async def test_the_chat_example_shares_a_room_across_its_workers(
     redis_server: RedisServer,
 ) -> None:
