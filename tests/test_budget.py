@@ -45,12 +45,12 @@ ROLES = ["client", "server"]
 )
 def test_bad_budget_is_refused(value: object, error: type[Exception]) -> None:
     with pytest.raises(error, match="max_buffered_bytes"):
-        ConnectionOptions.build(1, 1000, None, value)  # type: ignore[arg-type]
+        ConnectionOptions.build(max_message_size=1000, max_buffered_bytes=value)  # type: ignore[arg-type]
 
 
 def test_default_budget_is_none_and_a_budget_is_kept() -> None:
-    assert ConnectionOptions.build(1, 1000, None).max_buffered_bytes is None
-    assert ConnectionOptions.build(1, 1000, None, 1).max_buffered_bytes == 1
+    assert ConnectionOptions.build().max_buffered_bytes is None
+    assert ConnectionOptions.build(max_buffered_bytes=1).max_buffered_bytes == 1
 
 
 async def test_bad_budget_fails_every_entry_point_before_any_io() -> None:

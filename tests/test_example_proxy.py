@@ -9,9 +9,7 @@ first on PYTHONPATH; each run is awaited with a deadline.
 
 from __future__ import annotations
 
-import ast
 import os
-import re
 import ssl
 import sys
 from collections.abc import Iterator
@@ -79,15 +77,6 @@ def dante(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
 @pytest.fixture
 async def server(nursery: trio.Nursery) -> WebSocketServer:
     return await nursery.start(serve_websocket, echo_handler, "127.0.0.1", 0, None)
-
-
-def test_header_says_how_to_run_it_and_only_the_public_api_is_used() -> None:
-    source = SCRIPT.read_text(encoding="utf-8")
-    header = ast.get_docstring(ast.parse(source))
-    assert header and "python examples/proxy.py" in header
-    assert "trio_websocket." not in source
-    assert "from trio_websocket._" not in source
-    assert re.search(r"^from trio_websocket import", source, re.MULTILINE)
 
 
 async def test_through_an_http_proxy_with_credentials(

@@ -9,7 +9,6 @@ here is waited for or stopped by its own PID.
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 import select
@@ -32,14 +31,6 @@ POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="uses POSIX sign
 def script_env() -> dict[str, str]:
     paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "PYTHONUNBUFFERED": "1"}
-
-
-def test_header_says_how_to_run_it_and_only_the_public_api_is_used() -> None:
-    source = SCRIPT.read_text(encoding="utf-8")
-    header = ast.get_docstring(ast.parse(source))
-    assert header and "python examples/graceful_shutdown.py" in header
-    assert "from trio_websocket._" not in source
-    assert re.search(r"^from trio_websocket import", source, re.MULTILINE)
 
 
 @POSIX_ONLY

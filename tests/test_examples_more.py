@@ -10,7 +10,6 @@ displays is read back.
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import json
 import os
@@ -42,22 +41,6 @@ from trio_websocket import (
 from trio_websocket.testing import FaultyStream, open_memory_client
 
 POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="uses POSIX signals/select")
-SCRIPTS = ["chat.py", "producer_consumer.py", "live/server.py"]
-
-
-@pytest.mark.parametrize("name", SCRIPTS)
-def test_script_has_a_header_saying_how_to_run_it(name: str) -> None:
-    source = (EXAMPLES / name).read_text(encoding="utf-8")
-    header = ast.get_docstring(ast.parse(source))
-    assert header, "a header docstring comes first"
-    assert f"python examples/{name}" in header
-
-
-@pytest.mark.parametrize("name", SCRIPTS)
-def test_script_uses_only_the_public_api(name: str) -> None:
-    source = (EXAMPLES / name).read_text(encoding="utf-8")
-    assert "from trio_websocket._" not in source
-    assert re.search(r"^from trio_websocket import", source, re.MULTILINE)
 
 
 def load_example(name: str) -> ModuleType:

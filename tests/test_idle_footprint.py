@@ -135,11 +135,11 @@ async def test_aclose_after_the_reader_ended_returns_at_once(
     await client.aclose()
     with pytest.raises(ConnectionClosed):
         await server.get_message()
-    assert server.state is State.ENDED or server._finished is not None
+    assert server._state is State.ENDED or server._finished is not None
     with trio.fail_after(1):
         await server.aclose()
         await server.aclose()
-    assert server.state is State.ENDED
+    assert server._state is State.ENDED
 
 
 #: A masked text frame "hello", as a client sends it.
@@ -189,7 +189,7 @@ async def test_a_cancelled_handler_leaves_no_reader_behind(
     report = await server.aclose(timeout=1)
     trio.lowlevel.remove_instrument(exits)
     assert report.forced == 1
-    assert opened[0].state is State.ENDED
+    assert opened[0]._state is State.ENDED
     # The connection's task ended after its reader, not before.
     assert exits.order == ["reader", "connection"]
     assert opened[0].closed is not None
@@ -223,7 +223,7 @@ async def test_readers_run_in_the_handler_nursery_and_end_with_their_handler(
             await trio.testing.wait_all_tasks_blocked()
         assert received.endswith(b"\x88\x02\x03\xe8")
         assert server.connection_count == 0
-        assert finished[0].state is State.ENDED
+        assert finished[0]._state is State.ENDED
         assert readers_seen == [True]
         assert not handlers.child_tasks
         await server.aclose()

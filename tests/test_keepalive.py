@@ -174,20 +174,20 @@ async def ignore_request(request: Any) -> None:
 
 
 def test_keepalive_is_off_by_default() -> None:
-    options = ConnectionOptions.build(1, 2**20, None)
+    options = ConnectionOptions.build()
     assert options.ping_interval is None
     assert options.ping_timeout is None
 
 
 def test_timeout_defaults_to_the_interval() -> None:
-    options = ConnectionOptions.build(1, 2**20, None, ping_interval=7)
+    options = ConnectionOptions.build(ping_interval=7)
     assert options.ping_interval == 7.0
     assert options.ping_timeout == 7.0
 
 
 def test_timeout_may_differ_from_the_interval_or_be_infinite() -> None:
-    assert ConnectionOptions.build(1, 1, None, ping_interval=20, ping_timeout=5).ping_timeout == 5
-    options = ConnectionOptions.build(1, 1, None, ping_interval=1, ping_timeout=math.inf)
+    assert ConnectionOptions.build(ping_interval=20, ping_timeout=5).ping_timeout == 5
+    options = ConnectionOptions.build(ping_interval=1, ping_timeout=math.inf)
     assert options.ping_timeout == math.inf
 
 
@@ -208,7 +208,7 @@ def test_timeout_may_differ_from_the_interval_or_be_infinite() -> None:
 )
 def test_bad_keepalive_arguments_fail_early(interval: Any, timeout: Any, error: type) -> None:
     with pytest.raises(error):
-        ConnectionOptions.build(1, 1, None, ping_interval=interval, ping_timeout=timeout)
+        ConnectionOptions.build(ping_interval=interval, ping_timeout=timeout)
 
 
 async def test_every_entry_point_validates_the_keepalive_before_any_io() -> None:

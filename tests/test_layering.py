@@ -62,17 +62,20 @@ PURE = {
     "_core.compression",
     "_core.deflate",
     "_core.waiters",
+    "_core.contracts",
     # the client's and the server's values
     "_client.proxy_config",
     "_client.proxy_errors",
     "_client.redirects",
     "_client.bad_response",
+    "_client.options",
     "_server.http",
     "_server.limits",
     "_server.origins",
     "_server.basic_auth",
     "_server.shutdown",
     "_server.upgrade",
+    "_server.options",
     "_version",
 }
 #: The subpackages' ``__init__`` modules: a docstring that says the layer's

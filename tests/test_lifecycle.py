@@ -39,7 +39,7 @@ def test_the_table_in_the_header_lists_every_state_with_its_rank() -> None:
 @pytest.mark.parametrize("role", ROLES)
 async def test_a_new_connection_is_open(nursery: trio.Nursery, role: str) -> None:
     ws, _peer = await open_raw(nursery, role)
-    assert ws.state is State.OPEN
+    assert ws._state is State.OPEN
     assert ws.closed is None
 
 
@@ -49,7 +49,7 @@ async def test_states_never_move_back_up_the_table(nursery: trio.Nursery, role: 
     assert ws._advance(State.READ_DONE)
     for earlier in (State.OPEN, State.FAILING, State.CLOSING, State.FAILED, State.READ_DONE):
         assert not ws._advance(earlier)
-        assert ws.state is State.READ_DONE
+        assert ws._state is State.READ_DONE
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -60,7 +60,7 @@ async def test_our_close_is_closing_until_the_answer_then_ended(
     nursery.start_soon(ws.aclose, 4000, "bye")
     with trio.fail_after(GUARD):
         close = await peer.expect(CloseConnection)
-    assert ws.state is State.CLOSING
+    assert ws._state is State.CLOSING
     assert ws.closed is not None and ws.closed.code == 4000
     with pytest.raises(ConnectionClosed):
         await ws.send_message("too late")
@@ -71,7 +71,7 @@ async def test_our_close_is_closing_until_the_answer_then_ended(
         else:
             await peer.stream.aclose()  # the server closes TCP first
         await ws.aclose()
-    assert ws.state is State.ENDED
+    assert ws._state is State.ENDED
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -83,7 +83,7 @@ async def test_the_peers_close_is_echoed_and_reading_is_done(
     with trio.fail_after(GUARD):
         echo = await peer.expect(CloseConnection)
     assert (echo.code, echo.reason) == (1000, "done")
-    assert ws.state in (State.READ_DONE, State.ENDED)
+    assert ws._state in (State.READ_DONE, State.ENDED)
     assert ws.close_received is not None and ws.close_sent is not None
 
 
@@ -96,7 +96,7 @@ async def test_a_fault_behind_unread_messages_is_failing_until_they_are_read(
     await peer.send(BytesMessage(data=b"x" * 11))  # too big
     await peer.send(BytesMessage(data=b"dropped"))
     await settle()
-    assert ws.state is State.FAILING
+    assert ws._state is State.FAILING
     assert ws.closed is None  # not closed yet: a reply may still go out
     await ws.send_message("reply to first")
     with trio.fail_after(GUARD):
@@ -108,14 +108,14 @@ async def test_a_fault_behind_unread_messages_is_failing_until_they_are_read(
         assert raised.value.reason.code == 1009
         close = await peer.expect(CloseConnection)
     assert close.code == 1009
-    assert ws.state is State.FAILED  # waiting for the peer's answer, dropping
+    assert ws._state is State.FAILED  # waiting for the peer's answer, dropping
     await peer.send_frame(BINARY_OPCODE, b"still dropped")  # (by hand: wsproto would refuse)
     await peer.send(close.response())
     with trio.fail_after(GUARD):
         if role == "client":
             await peer.stream.aclose()
         await ws.aclose()
-    assert ws.state is State.ENDED
+    assert ws._state is State.ENDED
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -127,7 +127,7 @@ async def test_a_bad_frame_with_nothing_unread_closes_at_once_and_reading_is_don
     with trio.fail_after(GUARD):
         close = await peer.expect(CloseConnection)
     assert close.code == 1002
-    assert ws.state in (State.READ_DONE, State.ENDED)
+    assert ws._state in (State.READ_DONE, State.ENDED)
     assert ws.closed is not None and ws.closed.code == 1002
 
 
@@ -141,7 +141,7 @@ async def test_a_fault_while_closing_drops_the_peers_data(
         close = await peer.expect(CloseConnection)
     await peer.send_frame(BINARY_OPCODE, b"x" * 11)  # too big, while closing
     await settle()
-    assert ws.state is State.FAILED
+    assert ws._state is State.FAILED
     await peer.send(close.response())
     with trio.fail_after(GUARD):
         if role == "client":
@@ -161,7 +161,7 @@ async def test_a_lost_stream_is_aborted_then_ended_with_1006(
             await ws.get_message()
         await ws.aclose()
     assert ws.closed is not None and ws.closed.code == 1006
-    assert ws.state is State.ENDED
+    assert ws._state is State.ENDED
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -169,12 +169,12 @@ async def test_abort_drops_the_stream_without_a_close_frame(
     nursery: trio.Nursery, role: str
 ) -> None:
     ws, peer = await open_raw(nursery, role)
-    ws.abort()
-    assert ws.state is State.ABORTED
+    ws._abort()
+    assert ws._state is State.ABORTED
     with trio.fail_after(GUARD):
         assert await peer.next_event() == EOF
-        await ws.wait_reader_ended()
-    assert ws.state is State.ENDED
+        await ws._wait_reader_ended()
+    assert ws._state is State.ENDED
     assert ws.close_sent is None
     assert ws.closed is not None and ws.closed.code == 1006
 

@@ -28,7 +28,6 @@ from trio_websocket._wire import frame_decoder as _fastpath
 from trio_websocket._wire import masking as _masking
 from trio_websocket._wire.frame_decoder import _FastMasker, _Pieces, use_fast_receive
 from trio_websocket._wire.masking import (
-    RotatingMask,
     apply_mask_bytes_python,
     apply_mask_joined_python,
     apply_mask_python,
@@ -303,15 +302,16 @@ def test_no_reference_is_leaked_by_any_path() -> None:
 
 
 # ---------------------------------------------------------------------------
-# The rotating mask and the receive fast path
+# Masking in pieces and the receive fast path
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_rotating_mask_continues_across_calls_of_every_kind(seed: int) -> None:
+def test_masking_continues_across_calls_of_every_kind(seed: int) -> None:
+    # The three maskers mixed on one payload, each piece at the offset the
+    # previous ones reached (as the receive fast path uses them).
     rng = random.Random(seed)
     data = rng.randbytes(rng.randint(0, 3000))
     key = rng.randbytes(4)
-    rotating = RotatingMask(key)
     out = []
     position = 0
     while position < len(data):
@@ -319,18 +319,13 @@ def test_rotating_mask_continues_across_calls_of_every_kind(seed: int) -> None:
         chunk = data[position : position + size]
         way = rng.randrange(3)
         if way == 0:
-            out.append(bytes(rotating.process(chunk)))
+            out.append(bytes(_masking.apply_mask(chunk, key, position)))
         elif way == 1:
-            out.append(rotating.process_bytes(memoryview(chunk)))
+            out.append(_masking.apply_mask_bytes(memoryview(chunk), key, position))
         else:
-            out.append(rotating.process_joined([chunk[:3], bytearray(chunk[3:])]))
-        position += size
+            out.append(_masking.apply_mask_joined([chunk[:3], bytearray(chunk[3:])], key, position))
+        position += len(chunk)
     assert b"".join(out) == reference(data, key) == wsproto_unmask([data], key)
-
-
-def test_rotating_mask_refuses_a_bad_key() -> None:
-    with pytest.raises(ValueError, match="4 bytes"):
-        RotatingMask(b"abc")
 
 
 def test_the_fast_masker_gives_bytes_and_continues_the_mask() -> None:

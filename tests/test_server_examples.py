@@ -4,7 +4,6 @@ interpreter, this checkout first on PYTHONPATH, each waited for)."""
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 import subprocess
@@ -29,15 +28,6 @@ def run_script(name: str) -> subprocess.CompletedProcess[str]:
         env=env,
         check=False,
     )
-
-
-@pytest.mark.parametrize("name", ["protected_server.py", "unix_socket.py"])
-def test_header_says_how_to_run_it_and_only_the_public_api_is_used(name: str) -> None:
-    source = (EXAMPLES / name).read_text(encoding="utf-8")
-    header = ast.get_docstring(ast.parse(source))
-    assert header and f"python examples/{name}" in header
-    assert "from trio_websocket._" not in source
-    assert re.search(r"^from trio_websocket import", source, re.MULTILINE)
 
 
 @pytest.mark.time_limit(SUBPROCESS_TIMEOUT + 10)

@@ -46,8 +46,8 @@ from ._extras.hub import (
     DEFAULT_SUBSCRIBER_QUEUE_SIZE,
     Hub,
     OverflowPolicy,
-    _check_message,
-    _check_topics,
+    check_message,
+    check_topics,
 )
 
 if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
@@ -170,7 +170,6 @@ class RedisHub(Hub):
         self._connected = False
         self._reconnects = 0
         self._lost_publishes = 0
-        self._malformed = 0
 
     @property
     def connected(self) -> bool:
@@ -274,7 +273,6 @@ class RedisHub(Hub):
             try:
                 payload = decode(message["data"])
             except (ValueError, TypeError) as exc:
-                self._malformed += 1
                 logger.warning("dropped a message on Redis channel %r: %s", channel, exc)
                 continue
             self._deliver(topic, payload)
@@ -319,8 +317,8 @@ class RedisHub(Hub):
         :raises RuntimeError: outside the hub's ``async with`` block.
         """
         self._require_running()
-        _check_topics((topic,))
-        _check_message(message)
+        check_topics((topic,))
+        check_message(message)
         client = self._client
         assert client is not None
         try:

@@ -39,6 +39,7 @@ from ._core.errors import ConnectionClosed, Headers
 from ._core.groups import collapse_exception_groups, combine, only
 from ._core.log import log_handler_error
 from ._server.request import WebSocketRequest, wrap_server_stream
+from ._server.server import ServedRequest
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -192,6 +193,7 @@ async def _serve_one(
     doing, not an error to report."""
     try:
         request = await wrap_server_stream(nursery, stream, **server_options)
+        served: ServedRequest = request
         failed = False
         try:
             await handler(request)
@@ -199,8 +201,8 @@ async def _serve_one(
             failed = True
             if not only(exc, ConnectionClosed):
                 handler_errors.append(exc)
-                log_handler_error(request, request._connection, exc)
-        await request._finish(failed, CLOSE_TIMEOUT)
+                log_handler_error(request, served._connection, exc)
+        await served._finish(failed, CLOSE_TIMEOUT)
     finally:
         done.set()
 

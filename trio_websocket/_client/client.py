@@ -17,6 +17,10 @@ Rules:
   decided by ``_client.redirects``.
 - ``open_websocket*`` own a nursery but raise single exceptions: the user's
   own exception leaves their block unwrapped (see ``_core.groups``).
+- Each entry point validates its options once, into one
+  ``_client.options.ClientOptions``, before anything is opened; the
+  functions below take that record (keyword-only), never the options one
+  by one.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from .._core.config import (
     check_timeout,
 )
 from .._core.connection import STREAM_ERRORS, WebSocketConnection
+from .._core.contracts import OpeningConnection
 from .._core.deflate import DeflateExtension
 from .._core.errors import (
     PHASE_CONNECT,
@@ -70,6 +75,7 @@ from .bad_response import (
     not_tls_hint,
     tls_answer,
 )
+from .options import ClientOptions, SocketPath, check_headers
 from .proxy import open_tunnel
 from .proxy_config import Proxy, choose_proxy
 from .redirects import (
@@ -82,35 +88,6 @@ from .redirects import (
 
 if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
     from exceptiongroup import BaseExceptionGroup
-
-#: What ``unix_socket_path`` accepts.
-SocketPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
-
-
-def _check_subprotocols(subprotocols: object) -> list[str]:
-    if subprotocols is None:
-        return []
-    if isinstance(subprotocols, str):
-        raise TypeError("subprotocols must be an iterable of str, not a str")
-    result: list[str] = list(subprotocols)  # type: ignore[call-overload]
-    if not all(isinstance(item, str) for item in result):
-        raise TypeError("each subprotocol must be a str")
-    return result
-
-
-def _check_headers(extra_headers: object) -> Headers:
-    if extra_headers is None:
-        return []
-    result: Headers = list(extra_headers)  # type: ignore[call-overload]
-    for item in result:
-        if (
-            not isinstance(item, tuple)
-            or len(item) != 2
-            or not all(isinstance(part, bytes) for part in item)
-        ):
-            raise TypeError("extra_headers must be a list of (bytes, bytes) pairs")
-    return result
-
 
 def _ssl_context_for(use_ssl: bool | ssl.SSLContext) -> ssl.SSLContext | None:
     if isinstance(use_ssl, ssl.SSLContext):
@@ -136,20 +113,6 @@ class _Progress:
     def enter(self, phase: str, doing: str) -> None:
         self.phase = phase
         self.doing = doing
-
-
-def _check_redirects(max_redirects: object) -> int:
-    if isinstance(max_redirects, bool) or not isinstance(max_redirects, int):
-        raise TypeError("max_redirects must be an int")
-    if max_redirects < 0:
-        raise ValueError(f"max_redirects must be >= 0, got {max_redirects}")
-    return max_redirects
-
-
-def _check_socket_path(unix_socket_path: object) -> SocketPath | None:
-    if unix_socket_path is None or isinstance(unix_socket_path, (str, bytes, os.PathLike)):
-        return unix_socket_path
-    raise TypeError("unix_socket_path must be a str, bytes or os.PathLike path")
 
 
 def _is_ip_literal(host: str) -> bool:
@@ -227,18 +190,17 @@ async def _open_stream(
     host: str,
     port: int,
     ssl_context: ssl.SSLContext | None,
-    unix_socket_path: SocketPath | None = None,
-    progress: _Progress | None = None,
-    proxy: str | Proxy | bool | None = None,
+    *,
+    options: ClientOptions,
+    progress: _Progress,
 ) -> trio.abc.Stream:
     """The stream a WebSocket handshake runs over: TCP (or a Unix socket,
     or a tunnel through a proxy), with TLS on top when ``ssl_context`` is
     given. The TLS handshake is finished here, so that a certificate failure
     raises at once."""
-    if progress is None:
-        progress = _Progress()
+    unix_socket_path = options.unix_socket_path
     if unix_socket_path is None:
-        through = choose_proxy(proxy, host, port, secure=ssl_context is not None)
+        through = choose_proxy(options.proxy, host, port, secure=ssl_context is not None)
         if through is not None:
             progress.where = f"{host}:{port}"
             progress.enter(PHASE_CONNECT, "the connection through the proxy")
@@ -268,11 +230,7 @@ async def _open_stream(
 
 
 def _opening_request(
-    host_header: str,
-    resource: str,
-    subprotocols: list[str],
-    extra_headers: Headers,
-    options: ConnectionOptions,
+    host_header: str, resource: str, options: ClientOptions
 ) -> tuple[H11Handshake, bytes]:
     """A fresh client handshake and the upgrade request it sends.
 
@@ -281,18 +239,21 @@ def _opening_request(
     ``ValueError``, before anything is sent."""
     handshake = H11Handshake(ConnectionType.CLIENT)
     extensions: list[Extension] = []
-    if options.compression is not None:
+    connection = options.connection
+    if connection.compression is not None:
         extensions.append(
             DeflateExtension(
-                options.compression, is_client=True, max_message_size=options.max_message_size
+                connection.compression,
+                is_client=True,
+                max_message_size=connection.max_message_size,
             )
         )
     request = Request(
         host=host_header,
         target=resource,
-        subprotocols=subprotocols,
+        subprotocols=options.subprotocols,
         extensions=extensions,
-        extra_headers=extra_headers,
+        extra_headers=options.extra_headers,
     )
     try:
         return handshake, handshake.send(request)
@@ -307,6 +268,7 @@ async def _handshake(
     stream: trio.abc.Stream,
     handshake: H11Handshake,
     request_bytes: bytes,
+    *,
     resource: str,
     options: ConnectionOptions,
 ) -> WebSocketConnection:
@@ -397,20 +359,22 @@ async def wrap_client_stream(
     :param resource: the request target (path and query).
     :returns: the open connection; closing it is up to you.
     """
-    options = ConnectionOptions.build(
-        message_queue_size,
-        max_message_size,
-        receive_buffer_size,
-        max_buffered_bytes,
+    options = ClientOptions.build(
+        subprotocols=subprotocols,
+        extra_headers=extra_headers,
+        message_queue_size=message_queue_size,
+        max_message_size=max_message_size,
+        receive_buffer_size=receive_buffer_size,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
+        max_buffered_bytes=max_buffered_bytes,
         compression=compression,
     )
-    protocols = _check_subprotocols(subprotocols)
-    headers = _check_headers(extra_headers)
     try:
-        handshake, request_bytes = _opening_request(host, resource, protocols, headers, options)
-        connection = await _handshake(stream, handshake, request_bytes, resource, options)
+        handshake, request_bytes = _opening_request(host, resource, options)
+        connection = await _handshake(
+            stream, handshake, request_bytes, resource=resource, options=options.connection
+        )
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
@@ -424,10 +388,11 @@ async def _start_or_close(
     """Start the connection's reader in ``nursery``; if that cannot be
     (a nursery already closed raises RuntimeError), close the stream
     before raising, so the server is not left holding the connection."""
+    opening: OpeningConnection = connection
     try:
-        connection._start(nursery)
+        opening._start(nursery)
     except BaseException:
-        connection.mark_lost()
+        opening._opening_failed()
         await trio.aclose_forcefully(stream)
         raise
 
@@ -436,11 +401,10 @@ def _follow_redirect(
     rejection: ConnectionRejected,
     target: WebSocketTarget,
     ssl_context: ssl.SSLContext | None,
-    headers: Headers,
-    unix_socket_path: SocketPath | None,
-) -> tuple[WebSocketTarget, ssl.SSLContext | None, Headers]:
+    options: ClientOptions,
+) -> tuple[WebSocketTarget, ssl.SSLContext | None, ClientOptions]:
     """Where to connect next after the redirect ``rejection``, with which
-    TLS context and which extra headers."""
+    TLS context and which options (the extra headers may be dropped)."""
     here = target_url(target)
     try:
         new_target = redirect_target(target, rejection.headers)
@@ -449,7 +413,7 @@ def _follow_redirect(
             f"cannot follow the HTTP {rejection.status_code} redirect from {here}: {exc}",
             phase=PHASE_HTTP,
         ) from rejection
-    if unix_socket_path is not None and not same_origin(
+    if options.unix_socket_path is not None and not same_origin(
         replace(target, secure=new_target.secure), new_target
     ):
         raise HandshakeError(
@@ -463,38 +427,39 @@ def _follow_redirect(
         new_context = ssl_context
     else:  # ws:// redirected to wss://: verify as a wss:// URL would
         new_context = ssl.create_default_context()
-    return new_target, new_context, headers_for_redirect(headers, target, new_target)
+    headers = headers_for_redirect(options.extra_headers, target, new_target)
+    return new_target, new_context, replace(options, extra_headers=headers)
 
 
 async def _connect(
     nursery: trio.Nursery,
     target: WebSocketTarget,
     ssl_context: ssl.SSLContext | None,
-    subprotocols: list[str],
-    extra_headers: Headers,
-    options: ConnectionOptions,
     *,
-    unix_socket_path: SocketPath | None,
-    max_redirects: int,
+    options: ClientOptions,
     progress: _Progress,
-    proxy: str | Proxy | bool | None,
 ) -> WebSocketConnection:
     """Open the stream, run the handshake (following redirects as allowed)
     and start the connection's reader in ``nursery``."""
     redirects = 0
+    max_redirects = options.max_redirects
     while True:
         stream = await _open_stream(
-            target.host, target.port, ssl_context, unix_socket_path, progress, proxy
+            target.host, target.port, ssl_context, options=options, progress=progress
         )
         progress.enter(PHASE_HTTP, "the HTTP upgrade")
         try:
             # Built once connected, so that a target the proxy refuses is
             # the proxy's error, as before.
             handshake, request_bytes = _opening_request(
-                target.host_header, target.resource, subprotocols, extra_headers, options
+                target.host_header, target.resource, options
             )
             connection = await _handshake(
-                stream, handshake, request_bytes, target.resource, options
+                stream,
+                handshake,
+                request_bytes,
+                resource=target.resource,
+                options=options.connection,
             )
         except ConnectionRejected as rejection:
             await trio.aclose_forcefully(stream)
@@ -508,8 +473,8 @@ async def _connect(
                     phase=PHASE_HTTP,
                 ) from rejection
             redirects += 1
-            target, ssl_context, extra_headers = _follow_redirect(
-                rejection, target, ssl_context, extra_headers, unix_socket_path
+            target, ssl_context, options = _follow_redirect(
+                rejection, target, ssl_context, options
             )
             continue
         except BaseException:
@@ -525,18 +490,10 @@ async def _connect_websocket(
     port: int,
     resource: str,
     use_ssl: bool | ssl.SSLContext,
-    subprotocols: list[str] | None,
-    extra_headers: Headers | None,
-    options: ConnectionOptions,
-    max_redirects: int,
-    unix_socket_path: SocketPath | None,
+    *,
+    options: ClientOptions,
     progress: _Progress,
-    proxy: str | Proxy | bool | None,
 ) -> WebSocketConnection:
-    protocols = _check_subprotocols(subprotocols)
-    if unix_socket_path is not None and isinstance(proxy, (str, Proxy)):
-        raise ValueError("unix_socket_path and proxy cannot be used together")
-    headers = _check_headers(extra_headers)
     ssl_context = _ssl_context_for(use_ssl)
     secure = ssl_context is not None
     target = WebSocketTarget(
@@ -546,18 +503,7 @@ async def _connect_websocket(
         secure=secure,
         host_header=host_with_port(host, port, secure),
     )
-    return await _connect(
-        nursery,
-        target,
-        ssl_context,
-        protocols,
-        headers,
-        options,
-        unix_socket_path=_check_socket_path(unix_socket_path),
-        max_redirects=_check_redirects(max_redirects),
-        progress=progress,
-        proxy=proxy,
-    )
+    return await _connect(nursery, target, ssl_context, options=options, progress=progress)
 
 
 async def connect_websocket(
@@ -586,28 +532,22 @@ async def connect_websocket(
     you. There is no timeout: wrap the call in ``trio.fail_after`` if you
     need one. See :func:`open_websocket` for the parameters.
     """
-    options = ConnectionOptions.build(
-        message_queue_size,
-        max_message_size,
-        receive_buffer_size,
-        max_buffered_bytes,
+    options = ClientOptions.build(
+        subprotocols=subprotocols,
+        extra_headers=extra_headers,
+        message_queue_size=message_queue_size,
+        max_message_size=max_message_size,
+        receive_buffer_size=receive_buffer_size,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
+        proxy=proxy,
+        max_redirects=max_redirects,
+        unix_socket_path=unix_socket_path,
+        max_buffered_bytes=max_buffered_bytes,
         compression=compression,
     )
     return await _connect_websocket(
-        nursery,
-        host,
-        port,
-        resource,
-        use_ssl,
-        subprotocols,
-        extra_headers,
-        options,
-        max_redirects,
-        unix_socket_path,
-        _Progress(),
-        proxy,
+        nursery, host, port, resource, use_ssl, options=options, progress=_Progress()
     )
 
 
@@ -622,7 +562,7 @@ def _url_arguments(
     use_ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else target.secure
     headers = extra_headers
     if target.authorization is not None:
-        headers = [*_check_headers(extra_headers), (b"Authorization", target.authorization)]
+        headers = [*check_headers(extra_headers), (b"Authorization", target.authorization)]
     return target.host, target.port, target.resource, use_ssl, headers
 
 
@@ -772,15 +712,20 @@ async def open_websocket(
     """
     connect_timeout = check_timeout("connect_timeout", connect_timeout)
     disconnect_timeout = check_timeout("disconnect_timeout", disconnect_timeout)
-    options = ConnectionOptions.build(
-        message_queue_size,
-        max_message_size,
-        receive_buffer_size,
-        max_buffered_bytes,
+    options = ClientOptions.build(
+        subprotocols=subprotocols,
+        extra_headers=extra_headers,
+        message_queue_size=message_queue_size,
+        max_message_size=max_message_size,
+        receive_buffer_size=receive_buffer_size,
+        disconnect_timeout=disconnect_timeout,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
+        proxy=proxy,
+        max_redirects=max_redirects,
+        unix_socket_path=unix_socket_path,
+        max_buffered_bytes=max_buffered_bytes,
         compression=compression,
-        close_timeout=disconnect_timeout,
         close_on_cancel=True,
     )
     user_error: BaseException | None = None
@@ -797,13 +742,8 @@ async def open_websocket(
                             port,
                             resource,
                             use_ssl,
-                            subprotocols,
-                            extra_headers,
-                            options,
-                            max_redirects,
-                            unix_socket_path,
-                            progress,
-                            proxy,
+                            options=options,
+                            progress=progress,
                         )
                 except trio.TooSlowError:
                     raise ConnectionTimeout(

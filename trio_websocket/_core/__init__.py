@@ -4,8 +4,10 @@
 receives, the one send path, and closing. Around it sit the values it is
 built from (``close``, ``errors``, ``config``, ``endpoint``, ``url``,
 ``compression``), its parts (``messages``: the bounded inbox; ``pings``,
-``keepalive``, ``deflate``, ``stats``, ``log``) and ``groups`` (how our
-nurseries' ExceptionGroups become one exception).
+``keepalive``, ``deflate``, ``stats``, ``log``), ``groups`` (how our
+nurseries' ExceptionGroups become one exception) and ``contracts`` (what
+the client, the server and the hub may ask of a connection beyond its
+public API).
 
 Rules:
 - The core imports only itself and the wire layer (``_wire``): never the

@@ -3,7 +3,11 @@
 Rules:
 - Every per-connection option is documented once, here, and travels as one
   frozen :class:`ConnectionOptions`; entry points validate their arguments by
-  building it, so bad values fail early with ``ValueError``/``TypeError``.
+  building it (keyword arguments only, each entry point once), so bad values
+  fail early with ``ValueError``/``TypeError``, and hand the record down
+  whole (within ``_client.options.ClientOptions`` or
+  ``_server.options.ServerOptions``): a new option touches the record, its
+  documentation and the public signatures only.
 - No trio, no I/O.
 
 Every buffer a connection (or a server) holds, and what bounds it; the
@@ -173,11 +177,11 @@ class ConnectionOptions:
     @classmethod
     def build(
         cls,
-        message_queue_size: int,
-        max_message_size: int,
-        receive_buffer_size: int | None,
-        max_buffered_bytes: int | None = None,
         *,
+        message_queue_size: int = DEFAULT_MESSAGE_QUEUE_SIZE,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        receive_buffer_size: int | None = DEFAULT_RECEIVE_BUFFER_SIZE,
+        max_buffered_bytes: int | None = None,
         ping_interval: float | None = None,
         ping_timeout: float | None = None,
         compression: object = None,

@@ -54,7 +54,7 @@ from .deflate import DeflateExtension
 from .endpoint import Endpoint, describe_endpoint, stream_endpoint
 from .errors import ConnectionClosed, Headers
 from .keepalive import keep_alive
-from .lifecycle import ENDED, LOCAL_ONLY_CODES, State
+from .lifecycle import ENDED, LOCAL_ONLY_CODES
 from .log import log_opened, with_frame_logging
 from .messages import Inbox, InboxClosed, Message, MessageAssembler
 from .pings import PingTracker, PingWaiter
@@ -603,13 +603,15 @@ class WebSocketConnection(ConnectionReceiving, trio.abc.Channel[Message]):
         return waiter
 
     # ------------------------------------------------------------------
-    # Contracts for other modules (see each docstring)
+    # Contracts for other modules (see each docstring; ``_core.contracts``
+    # declares them as Protocols, so mypy checks each user)
 
-    async def send_prebuilt_frame(self, frame: bytes, message: Message) -> None:
-        """Send ``message`` as ``frame``, its whole unmasked data frame built
-        once by the caller for many connections (the hub's fan-out). A client, or a
-        connection using an extension or with the fast paths off, cannot
-        share a frame: it sends ``message`` the usual way."""
+    async def _send_prebuilt_frame(self, frame: bytes, message: Message) -> None:
+        """For ``_extras.hub`` (``PrebuiltFrameSink``): send ``message`` as
+        ``frame``, its whole unmasked data frame built once for many
+        connections. A client, or a connection using an extension or with
+        the fast paths off, cannot share a frame: it sends ``message`` the
+        usual way."""
         if self._is_client or not self._own_framing:
             await self.send_message(message)
             return
@@ -620,29 +622,20 @@ class WebSocketConnection(ConnectionReceiving, trio.abc.Channel[Message]):
         await self._send_frame(self._queue_prebuilt_frame, frame)
         self._messages_sent += 1
 
-    def mark_lost(self) -> None:
-        """The opening handshake's caller gave the connection up before
-        starting it (the client's entry point failed, the server's handler
-        refused it): it reads as lost (1006) from now on."""
+    def _opening_failed(self) -> None:
+        """For ``_client.client`` and ``_server.request``
+        (``OpeningConnection``): the 101 was not written or the reader could
+        not start; closed with 1006, no reader."""
         self._close(CloseReason(ABNORMAL_CLOSURE, None))
 
     @property
-    def is_running(self) -> bool:
-        """Whether the connection was started and its reader has not ended
-        yet (the server's shutdown asks which connections to close)."""
-        return self._nursery is not None and self._state is not ENDED
-
-    async def wait_reader_ended(self) -> None:
-        """Wait until the reader has closed the stream (the server's
-        connection task, after aborting)."""
-        await self._wait_reader_ended()
-
-    def abort(self) -> None:
-        """Drop the connection at once, without a closing handshake (the
-        server's shutdown, past its deadline)."""
-        self._abort()
+    def _reader_started(self) -> bool:
+        """For ``_server.request`` (``ServedConnection``): whether
+        ``_start`` ran, so there is a reader to stop and wait for."""
+        return self._nursery is not None
 
     @property
-    def state(self) -> State:
-        """Where the connection is in its life cycle (see ``lifecycle``)."""
-        return self._state
+    def _reader_ended(self) -> bool:
+        """For ``_server.request`` (``ServedConnection``): whether the
+        reader has closed the stream."""
+        return self._state is ENDED

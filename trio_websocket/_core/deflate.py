@@ -23,9 +23,9 @@ Rules:
   ``bytes_sent_compressed`` count the payloads of compressed messages
   we sent, before and after compression; ``bytes_received_compressed``
   and ``bytes_received_uncompressed`` count compressed messages received,
-  before and after inflating. ``messages_sent_compressed`` and
-  ``messages_received_compressed`` count those messages. Messages sent or
-  received uncompressed are not counted here.
+  before and after inflating (``_core.connection`` makes
+  ``compression_ratio`` of them). Messages sent or received uncompressed
+  are not counted here.
 """
 
 from __future__ import annotations
@@ -88,8 +88,6 @@ class DeflateExtension(Extension):
         self.bytes_sent_compressed = 0
         self.bytes_received_compressed = 0
         self.bytes_received_uncompressed = 0
-        self.messages_sent_compressed = 0
-        self.messages_received_compressed = 0
 
     def __repr__(self) -> str:
         return f"<DeflateExtension {self.parameters}>"
@@ -188,7 +186,6 @@ class DeflateExtension(Extension):
             self._compressor = None
         self.bytes_sent_uncompressed += len(data)
         self.bytes_sent_compressed += len(payload)
-        self.messages_sent_compressed += 1
         return payload
 
     def frame_outbound(
@@ -278,5 +275,4 @@ class DeflateExtension(Extension):
             # A stream the peer ended (BFINAL) cannot be continued.
             self._decompressor = None
         self.bytes_received_uncompressed += self._inflated
-        self.messages_received_compressed += 1
         return tail

@@ -77,7 +77,6 @@ _OPCODE_NAMES = {
     0x9: "PING",
     0xA: "PONG",
 }
-_CLOSE = 0x8
 _MAX_HEADER = 14
 _MAX_CONTROL_PAYLOAD = 125
 _unpack_16 = struct.Struct("!H").unpack_from

@@ -15,7 +15,7 @@ Rules:
 - Each message is framed once per publish: an uncompressed server frame is
   the same bytes for every connection, so every server connection without
   an extension writes that one ``bytes`` object (see
-  ``WebSocketConnection.send_prebuilt_frame``); the others get the message
+  ``_core.contracts.PrebuiltFrameSink``); the others get the message
   through ``send_message``.
 - Structured concurrency: the sender tasks live in the hub's nursery, which
   ``async with Hub() as hub:`` opens; leaving the block stops them (a send
@@ -44,6 +44,7 @@ import trio
 
 from .._core.config import check_timeout
 from .._core.connection import WebSocketConnection
+from .._core.contracts import PrebuiltFrameSink
 from .._core.errors import ConnectionClosed
 from .._core.groups import collapse_exception_groups
 from .._wire.framing import frame_header
@@ -225,7 +226,7 @@ class Hub:
         :raises RuntimeError: outside the hub's ``async with`` block.
         """
         nursery = self._require_running()
-        _check_topics(topics)
+        check_topics(topics)
         if ws.closed is not None:
             raise ConnectionClosed(ws.closed)
         if not topics:
@@ -252,7 +253,7 @@ class Hub:
     async def unsubscribe(self, ws: WebSocketConnection, *topics: str) -> None:
         """Unsubscribe ``ws`` from ``topics``, or from every topic when none
         is given. Unknown topics and connections are ignored."""
-        _check_topics(topics)
+        check_topics(topics)
         subscriber = self._subscribers.get(ws)
         if subscriber is not None:
             for topic in self._forget_topics(subscriber, topics or tuple(subscriber.topics)):
@@ -357,8 +358,8 @@ class Hub:
         :raises RuntimeError: outside the hub's ``async with`` block.
         """
         self._require_running()
-        _check_topics((topic,))
-        _check_message(message)
+        check_topics((topic,))
+        check_message(message)
         self._published += 1
         count = self._deliver(topic, message)
         await trio.lowlevel.checkpoint()
@@ -416,7 +417,7 @@ class Hub:
             await ws.aclose(TRY_AGAIN_LATER, "subscriber too slow")
 
     async def _sender(self, subscriber: _Subscriber) -> None:
-        ws = subscriber.ws
+        ws: PrebuiltFrameSink = subscriber.ws
         queue = subscriber.queue
         try:
             while True:
@@ -428,7 +429,7 @@ class Hub:
                 if subscriber.done:
                     return
                 outgoing = queue.popleft()
-                await ws.send_prebuilt_frame(outgoing.frame, outgoing.message)
+                await ws._send_prebuilt_frame(outgoing.frame, outgoing.message)
                 self._delivered += 1
         except ConnectionClosed:
             pass
@@ -437,12 +438,14 @@ class Hub:
                 self._forget_closed(subscriber)
 
 
-def _check_topics(topics: tuple[str, ...]) -> None:
+def check_topics(topics: tuple[str, ...]) -> None:
+    """TypeError unless every topic is a str (also for ``redis_hub``)."""
     for topic in topics:
         if not isinstance(topic, str):
             raise TypeError(f"a topic must be a str, not {type(topic).__name__}")
 
 
-def _check_message(message: object) -> None:
+def check_message(message: object) -> None:
+    """TypeError unless ``message`` is str or bytes (also for ``redis_hub``)."""
     if not isinstance(message, (str, bytes)):
         raise TypeError(f"message must be str or bytes, not {type(message).__name__}")

@@ -37,7 +37,7 @@ import signal
 import socket as stdlib_socket
 import ssl
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib import import_module
 from typing import Any, cast
@@ -80,9 +80,6 @@ def server_socket(family: int, *, reuse_port: bool = True) -> trio.socket.Socket
         sock.close()
         raise
     return sock
-
-
-AppFactory = Callable[[], AbstractAsyncContextManager[Handler]]
 
 
 def load_app(spec: str, *, check_only: bool = False, what: str = "app") -> Any:

@@ -62,15 +62,13 @@ from .._core.config import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MESSAGE_QUEUE_SIZE,
     DEFAULT_RECEIVE_BUFFER_SIZE,
-    ConnectionOptions,
     check_timeout,
 )
 from .._core.endpoint import Endpoint
 from .._core.groups import collapse_exception_groups
 from .._server.http import HTTPRequest
 from .._server.limits import RequestLimits
-from .._server.origins import OriginPolicy
-from .._server.server import DEFAULT_MAX_HANDSHAKES, _check_max_connections, _check_max_handshakes
+from .._server.options import DEFAULT_MAX_HANDSHAKES, ServerOptions
 from .._server.shutdown import ShutdownReport
 from .worker_process import (
     CONFIG_ENV,
@@ -376,29 +374,29 @@ async def serve_websocket_workers(
     if not sys.platform.startswith("linux"):
         raise RuntimeError("worker processes sharing a port need Linux (SO_REUSEPORT)")
     load_app(app, check_only=True)
-    ConnectionOptions.build(
-        message_queue_size,
-        max_message_size,
-        receive_buffer_size,
-        max_buffered_bytes,
+    if origins is not None and not isinstance(origins, (str, bytes, re.Pattern)):
+        origins = list(origins)  # (an iterator is read once, here)
+    # Bad options fail here, not in every worker (the hook as an importable
+    # name, just below).
+    ServerOptions.build(
+        message_queue_size=message_queue_size,
+        max_message_size=max_message_size,
+        receive_buffer_size=receive_buffer_size,
+        connect_timeout=connect_timeout,
+        disconnect_timeout=disconnect_timeout,
+        origins=origins,
+        max_connections=max_connections,
+        request_limits=request_limits,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
+        max_buffered_bytes=max_buffered_bytes,
         compression=compression,
+        max_handshakes=max_handshakes,
     )
     deflate = compression_config(compression)
     hook_spec = None if process_request is None else importable_spec(process_request)
-    if origins is not None:
-        if not isinstance(origins, (str, bytes, re.Pattern)):
-            origins = list(origins)  # (an iterator is read once, here)
-        OriginPolicy(origins)  # bad origins fail here, not in every worker
-    _check_max_connections(max_connections)
-    _check_max_handshakes(max_handshakes)
-    if request_limits is not None and not isinstance(request_limits, RequestLimits):
-        raise TypeError("request_limits must be a RequestLimits")
     shutdown_timeout = check_timeout("shutdown_timeout", shutdown_timeout)
     startup_timeout = check_timeout("startup_timeout", startup_timeout)
-    check_timeout("connect_timeout", connect_timeout)
-    check_timeout("disconnect_timeout", disconnect_timeout)
     if ssl_certfile is not None:
         tls_context(ssl_certfile, ssl_keyfile)  # fail here, not in every worker
     elif ssl_keyfile is not None:

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 #: h11's receive buffer bound (its ``max_incomplete_event_size`` default),
 #: which wsproto's handshake uses.
 MAX_HEAD_BYTES = 16 * 1024
-_END_OF_HEAD = b"\r\n\r\n"
 
 
 class RequestTooLarge(Exception):

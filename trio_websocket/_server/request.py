@@ -25,8 +25,8 @@ Rules:
 
 from __future__ import annotations
 
-import logging
-import sys
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 import trio
 from wsproto import ConnectionType
@@ -45,11 +45,13 @@ from .._core.config import (
     ConnectionOptions,
 )
 from .._core.connection import STREAM_ERRORS, WebSocketConnection
+from .._core.contracts import OpeningConnection, ServedConnection
 from .._core.deflate import DeflateExtension
 from .._core.endpoint import Endpoint, stream_endpoint
 from .._core.errors import ConnectionClosed, HandshakeError, Headers
 from .http import (
     HEADERS_TOO_LARGE,
+    SHUTTING_DOWN,
     UPGRADE_REQUIRED,
     URI_TOO_LONG,
     EarlyHeadCheck,
@@ -60,11 +62,6 @@ from .http import (
 )
 from .limits import DEFAULT_REQUEST_LIMITS, HeadScanner, RequestLimits, RequestTooLarge
 from .upgrade import accept_response, read_upgrade
-
-if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
-    pass
-
-logger = logging.getLogger("trio_websocket")
 
 #: After a plain HTTP answer, how long and how much the server goes on
 #: reading (and discarding) what the client still sends before it closes:
@@ -104,6 +101,7 @@ class WebSocketRequest:
         handshake: H11Handshake | bytes,
         event: Request,
         nursery: trio.Nursery,
+        *,
         options: ConnectionOptions,
         early_frames: bytes = b"",
     ) -> None:
@@ -224,15 +222,16 @@ class WebSocketRequest:
             endpoints=(self._local, self._remote),
         )
         self._connection = connection
+        opening: OpeningConnection = connection
         try:
             await self._stream.send_all(data)
         except BaseException as exc:
-            connection.mark_lost()
+            opening._opening_failed()
             await trio.aclose_forcefully(self._stream)
             if isinstance(exc, STREAM_ERRORS):
                 raise ConnectionClosed(connection.closed) from exc
             raise
-        connection._start(self._nursery)
+        opening._start(self._nursery)
         if self._refusal is not None:
             # The server began shutting down while the answer was on its way.
             reason = self._refusal
@@ -293,7 +292,8 @@ class WebSocketRequest:
         (a timeout cancels ``aclose``, which then aborts the connection)."""
         connection = self._connection
         if connection is not None:
-            if connection._nursery is None:
+            served: ServedConnection = connection
+            if not served._reader_started:
                 # accept() failed to send the 101 and closed the stream:
                 # there is no reader to wait for, nothing left to close.
                 return
@@ -308,23 +308,43 @@ class WebSocketRequest:
         """Make sure the connection's reader has ended (it runs in the
         handlers' nursery, not under the handler): abort it if
         :meth:`_finish` could not close it, then wait, even when cancelled
-        (the reader only has to close its stream then)."""
+        (the reader only has to close its stream then). A request never
+        accepted has its stream closed (a refusal's 503 answer closes it
+        by itself)."""
         connection = self._connection
-        if connection is None or not connection.is_running:
+        if connection is None:
+            if self._refusal is None:
+                await trio.aclose_forcefully(self._stream)
             return
-        connection.abort()
+        served: ServedConnection = connection
+        if not served._reader_started or served._reader_ended:
+            return
+        served._abort()
         with trio.CancelScope(shield=True):
-            await connection.wait_reader_ended()
+            await served._wait_reader_ended()
 
-    def _refuse_for_shutdown(self, reason: CloseReason) -> bool:
-        """Take the undecided request away from its handler (a later
-        :meth:`accept` raises ``ConnectionClosed``); True if it was
-        undecided and must now be answered with 503."""
-        if self._handshake is None:
-            return False
+    def _closing_for_shutdown(
+        self, reason: CloseReason
+    ) -> tuple[Callable[[], Awaitable[object]] | None, bool]:
+        """What a server's graceful shutdown must run to close this request
+        (None: nothing), and whether the request was refused (answered
+        with 503 by that closing; a later :meth:`accept` raises
+        ``ConnectionClosed``). An open connection gets the close handshake
+        with ``reason``; one being accepted right now is closed with it by
+        :meth:`accept` once its reader starts; an undecided request is
+        taken from its handler and refused."""
+        connection = self._connection
+        if connection is not None:
+            served: ServedConnection = connection
+            if served._reader_started:
+                return partial(connection.aclose, reason.code, reason.reason), False
+            self._refusal = reason
+            return None, False
+        if self._handshake is None:  # already rejected
+            return None, False
         self._handshake = None
         self._refusal = reason
-        return True
+        return partial(send_http_answer, self._stream, SHUTTING_DOWN), True
 
 
 def _replayed(handshake: H11Handshake | bytes) -> H11Handshake:
@@ -339,7 +359,7 @@ def _replayed(handshake: H11Handshake | bytes) -> H11Handshake:
     return replayed
 
 
-class _NotWebSocket:
+class NotWebSocket:
     """A valid HTTP request that is not a valid WebSocket upgrade, and the
     answer it gets unless a ``process_request`` hook answers it first."""
 
@@ -362,9 +382,9 @@ def _http_request(parsed: tuple[str, str, Headers], stream: trio.abc.Stream) -> 
     )
 
 
-def _hook_view(request: WebSocketRequest | _NotWebSocket, head: bytes) -> HTTPRequest:
+def hook_view(request: WebSocketRequest | NotWebSocket, head: bytes) -> HTTPRequest:
     """The request as a ``process_request`` hook sees it, every header in."""
-    if isinstance(request, _NotWebSocket):
+    if isinstance(request, NotWebSocket):
         return request.request
     parsed = parse_request_head(head)
     # wsproto accepted this head, so it parses; fall back to wsproto's view
@@ -402,7 +422,11 @@ async def _send_answer(stream: trio.abc.Stream, data: bytes) -> None:
         await trio.aclose_forcefully(stream)
 
 
-async def _answer(stream: trio.abc.Stream, response: HTTPResponse, method: str = "GET") -> None:
+async def send_http_answer(
+    stream: trio.abc.Stream, response: HTTPResponse, method: str = "GET"
+) -> None:
+    """Answer with ``response`` (its head only to a HEAD request) and close
+    the stream, as every plain HTTP answer is (also for ``_server.server``)."""
     await _send_answer(stream, response.serialize(head_only=method == "HEAD"))
 
 
@@ -414,17 +438,18 @@ def _rejection_of(hint: object) -> HTTPResponse:
     return text_response(status, f"{status} Invalid WebSocket opening request\n", headers)
 
 
-async def _read_request(
+async def read_request(
     stream: trio.abc.Stream,
     nursery: trio.Nursery,
+    *,
     options: ConnectionOptions,
     limits: RequestLimits = DEFAULT_REQUEST_LIMITS,
-) -> tuple[WebSocketRequest | _NotWebSocket, bytes]:
+) -> tuple[WebSocketRequest | NotWebSocket, bytes]:
     """Read the opening request and its raw head.
 
     Garbage gets 400 and a head over the limits 414/431 (both raise
     :exc:`HandshakeError`); a valid HTTP request that is no valid upgrade
-    comes back as a :class:`_NotWebSocket` for the caller to answer.
+    comes back as a :class:`NotWebSocket` for the caller to answer.
     """
     received: bytes | bytearray = b""
     scanner = HeadScanner(limits)
@@ -443,7 +468,8 @@ async def _read_request(
             try:
                 head_length = scanner.feed(received)
             except RequestTooLarge as exc:
-                await _answer(stream, URI_TOO_LONG if exc.status_code == 414 else HEADERS_TOO_LARGE)
+                too_large = URI_TOO_LONG if exc.status_code == 414 else HEADERS_TOO_LARGE
+                await send_http_answer(stream, too_large)
                 raise HandshakeError(f"request too large: {exc}") from exc
             if head_length is not None:
                 break
@@ -462,7 +488,10 @@ async def _read_request(
         early_frames = bytes(received[head_length:])
         upgrade = read_upgrade(head)
         if upgrade is not None:
-            return WebSocketRequest(stream, head, upgrade, nursery, options, early_frames), head
+            accepted = WebSocketRequest(
+                stream, head, upgrade, nursery, options=options, early_frames=early_frames
+            )
+            return accepted, head
         # The same rules for a head that came whole (h11 would take bare
         # LFs, which a head in pieces is refused for).
         problem = EarlyHeadCheck().problem(head)
@@ -481,13 +510,13 @@ async def _read_request(
                 raise HandshakeError(f"invalid opening request: {exc}") from exc
             request = _http_request(parsed, stream)
             if not request.is_websocket:
-                return _NotWebSocket(request, UPGRADE_REQUIRED, "not a WebSocket request"), head
+                return NotWebSocket(request, UPGRADE_REQUIRED, "not a WebSocket request"), head
             answer = _rejection_of(getattr(exc, "event_hint", None))
-            return _NotWebSocket(request, answer, str(exc)), head
+            return NotWebSocket(request, answer, str(exc)), head
         for event in handshake.events():
             if isinstance(event, Request):
                 accepted = WebSocketRequest(
-                    stream, handshake, event, nursery, options, early_frames
+                    stream, handshake, event, nursery, options=options, early_frames=early_frames
                 )
                 return accepted, head
         raise HandshakeError("invalid opening request")  # pragma: no cover
@@ -522,18 +551,18 @@ async def wrap_server_stream(
         ``400`` otherwise) and closed.
     """
     options = ConnectionOptions.build(
-        message_queue_size,
-        max_message_size,
-        receive_buffer_size,
-        max_buffered_bytes,
+        message_queue_size=message_queue_size,
+        max_message_size=max_message_size,
+        receive_buffer_size=receive_buffer_size,
+        max_buffered_bytes=max_buffered_bytes,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
         compression=compression,
     )
     try:
-        request, _ = await _read_request(stream, nursery, options)
-        if isinstance(request, _NotWebSocket):
-            await _answer(stream, request.answer, request.request.method)
+        request, _ = await read_request(stream, nursery, options=options)
+        if isinstance(request, NotWebSocket):
+            await send_http_answer(stream, request.answer, request.request.method)
             raise HandshakeError(f"invalid opening request: {request.problem}")
         return request
     except BaseException:

@@ -38,6 +38,9 @@ Rules:
   during the handshake phase, none while the handler runs, and
   ``disconnect_timeout`` for the closing after it.
 - Reading and answering one request is ``_server.request``'s (see its rules).
+- The options are validated once, into one ``_server.options.ServerOptions``
+  (by :func:`serve_websocket` before it opens a listener), and the server
+  reads them from that record.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ import math
 import ssl
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -61,9 +64,9 @@ from .._core.config import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MESSAGE_QUEUE_SIZE,
     DEFAULT_RECEIVE_BUFFER_SIZE,
-    ConnectionOptions,
     check_timeout,
 )
+from .._core.connection import WebSocketConnection
 from .._core.endpoint import Endpoint, listener_endpoint
 from .._core.errors import ConnectionClosed, HandshakeError
 from .._core.groups import interruption, main_exception, only, reraise_as_is
@@ -77,14 +80,15 @@ from .http import (
     HTTPResponse,
     text_response,
 )
-from .limits import DEFAULT_REQUEST_LIMITS, RequestLimits
-from .origins import AllowedOrigin, OriginPolicy
+from .limits import RequestLimits
+from .options import DEFAULT_MAX_HANDSHAKES, ProcessRequest, ServerOptions
+from .origins import AllowedOrigin
 from .request import (
+    NotWebSocket,
     WebSocketRequest,
-    _answer,
-    _hook_view,
-    _NotWebSocket,
-    _read_request,
+    hook_view,
+    read_request,
+    send_http_answer,
 )
 from .shutdown import ShutdownReport
 from .unix import SocketPath, open_unix_listener, remove_socket_file
@@ -95,7 +99,6 @@ if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
 logger = logging.getLogger("trio_websocket")
 
 Handler = Callable[[WebSocketRequest], Awaitable[object]]
-ProcessRequest = Callable[[HTTPRequest], "Awaitable[HTTPResponse | None] | HTTPResponse | None"]
 
 #: accept() errors that mean "out of file descriptors or memory for now":
 #: the server waits a little and goes on instead of crashing.
@@ -106,35 +109,40 @@ _ACCEPT_CAPACITY_ERRNOS = frozenset(
 )
 _ACCEPT_RETRY_SECONDS = 0.1
 
-#: The most connections reading their opening request at once, by default.
-#: Each may hold up to a request head (16 KiB at most, see RequestLimits)
-#: and, over TLS, a TLS session: 1024 bound that to ~16 MiB of heads. A
-#: legitimate client needs its place for about one round trip, so 1024 at
-#: once is more than a process completes in a second (~3,000 handshakes/s)
-#: unless clients are very slow; it is also the usual soft limit on open
-#: files, which a flood would otherwise exhaust first.
-DEFAULT_MAX_HANDSHAKES = 1024
+class ServedRequest(Protocol):
+    """What serving a request needs from a :class:`WebSocketRequest`
+    beyond its public API (here, and in ``trio_websocket.testing``, which
+    serves one request the same way). Uses go through a variable of this
+    type, so mypy checks ``_server.request`` keeps each member."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def _connection(self) -> WebSocketConnection | None:
+        """The connection ``accept`` made (started or not), or None."""
+
+    async def _finish(self, handler_failed: bool, disconnect_timeout: float) -> None:
+        """After the handler: close what it left open (1000, or 1011 when
+        it failed; 403/500 for a request it never decided), within
+        ``disconnect_timeout``."""
+
+    async def _close_after_handler(self, handler_failed: bool) -> None:
+        """:meth:`_finish` without a time limit of its own (the caller's
+        cancel scope bounds it)."""
+
+    async def _end(self) -> None:
+        """Last: make sure the connection's reader has ended (abort it if
+        need be) and a stream never accepted is closed."""
+
+    def _closing_for_shutdown(
+        self, reason: CloseReason
+    ) -> tuple[Callable[[], Awaitable[object]] | None, bool]:
+        """For a graceful shutdown: what to run to close the request (or
+        None), and whether it was refused with 503."""
 
 
-def _check_count_limit(name: str, value: object) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int or None")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
-    return value
-
-
-def _check_max_connections(value: object) -> int | None:
-    return _check_count_limit("max_connections", value)
-
-
-def _check_max_handshakes(value: object) -> int | None:
-    return _check_count_limit("max_handshakes", value)
-
-
-def _log_handler_closed(request: WebSocketRequest, closed: Exception) -> None:
+def _log_handler_closed(request: ServedRequest, closed: Exception) -> None:
     """DEBUG: a handler ended with ``ConnectionClosed`` (or a group of
     them); the close itself is already logged at INFO when it was decided."""
     connection = request._connection
@@ -173,39 +181,59 @@ class WebSocketServer:
     ) -> None:
         if not listeners:
             raise ValueError("a WebSocketServer needs at least one listener")
+        options = ServerOptions.build(
+            message_queue_size=message_queue_size,
+            max_message_size=max_message_size,
+            receive_buffer_size=receive_buffer_size,
+            connect_timeout=connect_timeout,
+            disconnect_timeout=disconnect_timeout,
+            process_request=process_request,
+            origins=origins,
+            max_connections=max_connections,
+            request_limits=request_limits,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            max_buffered_bytes=max_buffered_bytes,
+            compression=compression,
+            max_handshakes=max_handshakes,
+        )
+        self._set_up(handler, listeners, handler_nursery=handler_nursery, options=options)
+
+    @classmethod
+    def _with_options(
+        cls,
+        handler: Handler,
+        listeners: Sequence[trio.abc.Listener[Any]],
+        *,
+        handler_nursery: trio.Nursery | None,
+        options: ServerOptions,
+    ) -> WebSocketServer:
+        """The server :func:`serve_websocket` runs, from the options it
+        built (and validated) before opening its listeners (which trio
+        never returns empty)."""
+        server: WebSocketServer = cls.__new__(cls)
+        server._set_up(handler, listeners, handler_nursery=handler_nursery, options=options)
+        return server
+
+    def _set_up(
+        self,
+        handler: Handler,
+        listeners: Sequence[trio.abc.Listener[Any]],
+        *,
+        handler_nursery: trio.Nursery | None,
+        options: ServerOptions,
+    ) -> None:
         self._handler = handler
         self._listeners = list(listeners)
         self._handler_nursery = handler_nursery
-        self._disconnect_timeout = check_timeout("disconnect_timeout", disconnect_timeout)
-        self._options = ConnectionOptions.build(
-            message_queue_size,
-            max_message_size,
-            receive_buffer_size,
-            max_buffered_bytes,
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
-            compression=compression,
-            close_timeout=self._disconnect_timeout,
-        )
-        self._connect_timeout = check_timeout("connect_timeout", connect_timeout)
-        if process_request is not None and not callable(process_request):
-            raise TypeError("process_request must be a function")
-        self._process_request = process_request
-        self._origins = None if origins is None else OriginPolicy(origins)
-        self._max_connections = _check_max_connections(max_connections)
-        self._max_handshakes = _check_max_handshakes(max_handshakes)
-        if request_limits is None:
-            request_limits = DEFAULT_REQUEST_LIMITS
-        elif not isinstance(request_limits, RequestLimits):
-            raise TypeError("request_limits must be a RequestLimits")
-        self._limits = request_limits
+        self._options = options
         # Connection tracking: handshake-phase cancel scopes, and each
         # request whose handler runs, with its connection's cancel scope.
         self._handshakes: set[trio.CancelScope] = set()
         # The scopes of the connections reading their request, oldest
         # first (a dict keeps insertion order): what max_handshakes bounds.
         self._reading: dict[trio.CancelScope, None] = {}
-        self._live: dict[WebSocketRequest, trio.CancelScope] = {}
+        self._live: dict[ServedRequest, trio.CancelScope] = {}
         # Lifecycle: started once; closing from the first aclose() on.
         self._started = False
         self._running = False
@@ -345,14 +373,10 @@ class WebSocketServer:
         async with trio.open_nursery() as closers:
             closers.cancel_scope.deadline = self._deadline
             for request in list(self._live):
-                if request._connection is not None and request._connection._nursery is None:
-                    # Accepting right now: accept() closes it once started.
-                    request._refusal = reason
-                elif request._connection is not None:
-                    closers.start_soon(request._connection.aclose, reason.code, reason.reason)
-                elif request._refuse_for_shutdown(reason):
-                    self._refused += 1
-                    closers.start_soon(_answer, request._stream, SHUTTING_DOWN)
+                closing, refused = request._closing_for_shutdown(reason)
+                self._refused += refused
+                if closing is not None:
+                    closers.start_soon(closing)
             with trio.move_on_at(self._deadline):
                 await self._wait_idle()
             # The closers (close handshakes, 503 answers) end by themselves,
@@ -422,13 +446,14 @@ class WebSocketServer:
         handler_error: BaseException | None = None
         request: WebSocketRequest | None = None
         try:
-            with trio.move_on_after(self._connect_timeout) as scope:
+            with trio.move_on_after(self._options.connect_timeout) as scope:
                 request = await self._handshake_phase(stream, nursery, scope)
                 if request is None:
                     await trio.aclose_forcefully(stream)
                     return
+                served: ServedRequest = request
                 scope.deadline = math.inf
-                self._live[request] = scope
+                self._live[served] = scope
                 try:
                     handler_failed = False
                     try:
@@ -439,31 +464,28 @@ class WebSocketServer:
                             # The peer went away (or the shutdown closed
                             # the connection): news, not a server error.
                             # (Also in a group: from a nursery in the handler.)
-                            _log_handler_closed(request, exc)
+                            _log_handler_closed(served, exc)
                         else:
                             # Raised below, once the connection is over.
                             handler_error = exc
-                            log_handler_error(request, request._connection, exc)
+                            log_handler_error(request, served._connection, exc)
                     # (A cancellation, KeyboardInterrupt or SystemExit
                     # leaves at once: the closing below is for errors
                     # and returns only.)
                     # The closing is bounded by disconnect_timeout (and cut
                     # short, like the handler, by a forced shutdown).
-                    scope.deadline = trio.current_time() + self._disconnect_timeout
-                    await request._close_after_handler(handler_failed)
+                    scope.deadline = trio.current_time() + self._options.disconnect_timeout
+                    await served._close_after_handler(handler_failed)
                 finally:
-                    await request._end()
-                    del self._live[request]
+                    await served._end()
+                    del self._live[served]
                     if not self._live and self._idle is not None:
                         self._idle.set()
-                    if request._connection is None and request._refusal is None:
-                        # (A refused request's 503 answer closes the stream.)
-                        await trio.aclose_forcefully(stream)
             if request is None:
                 # The handshake phase ran out of time, or a shutdown stopped it.
                 if self._closing:  # counted as refused by _shut_down
                     with trio.move_on_at(self._deadline):
-                        await _answer(stream, SHUTTING_DOWN)
+                        await send_http_answer(stream, SHUTTING_DOWN)
                 # Otherwise the client was too slow: dropped without an answer.
                 await trio.aclose_forcefully(stream)
         except BaseException:
@@ -493,20 +515,21 @@ class WebSocketServer:
         if isinstance(outcome, WebSocketRequest):
             return outcome
         response, method = outcome
-        await _answer(stream, response, method)
+        await send_http_answer(stream, response, method)
         return None
 
     def _start_reading(self, scope: trio.CancelScope) -> None:
         """Count a connection that starts reading its request; beyond
         ``max_handshakes``, the one reading the longest is dropped to make
         room (see :func:`serve_websocket` for why)."""
-        if self._max_handshakes is not None and len(self._reading) >= self._max_handshakes:
+        max_handshakes = self._options.max_handshakes
+        if max_handshakes is not None and len(self._reading) >= max_handshakes:
             oldest = next(iter(self._reading))
             del self._reading[oldest]
             oldest.cancel()  # its task drops the connection
             logger.debug(
                 "dropped the oldest incomplete request: %d requests being read",
-                self._max_handshakes,
+                max_handshakes,
             )
         self._reading[scope] = None
 
@@ -517,31 +540,37 @@ class WebSocketServer:
         the request's method, which decides whether a body goes with it)."""
         self._start_reading(scope)
         try:
-            request, head = await _read_request(stream, nursery, self._options, self._limits)
+            options = self._options
+            request, head = await read_request(
+                stream, nursery, options=options.connection, limits=options.request_limits
+            )
         finally:
             self._reading.pop(scope, None)
-        if self._process_request is not None:
-            view = _hook_view(request, head)
+        if self._options.process_request is not None:
+            view = hook_view(request, head)
             response = await self._call_hook(stream, view)
             if response is not None:
                 return response, view.method
-        if isinstance(request, _NotWebSocket):
+        if isinstance(request, NotWebSocket):
             logger.debug("refused %s: %s", request.request.path, request.problem)
             return request.answer, request.request.method
-        if self._origins is not None and not self._origins.allows(request.headers):
+        origins = self._options.origins
+        if origins is not None and not origins.allows(request.headers):
             return FORBIDDEN_ORIGIN, "GET"
         if self._closing:
             self._refused += 1
             return SHUTTING_DOWN, "GET"
-        if self._max_connections is not None and len(self._live) >= self._max_connections:
+        max_connections = self._options.max_connections
+        if max_connections is not None and len(self._live) >= max_connections:
             logger.debug("refused a connection: %d connections open", len(self._live))
             return SERVICE_UNAVAILABLE, "GET"
         return request
 
     async def _call_hook(self, stream: trio.abc.Stream, view: HTTPRequest) -> HTTPResponse | None:
-        assert self._process_request is not None
+        process_request = self._options.process_request
+        assert process_request is not None
         try:
-            result = self._process_request(view)
+            result = process_request(view)
             if inspect.isawaitable(result):
                 result = await result
             if result is not None and not isinstance(result, HTTPResponse):
@@ -549,7 +578,7 @@ class WebSocketServer:
                     f"process_request must return an HTTPResponse or None, not {result!r}"
                 )
         except Exception:
-            await _answer(stream, text_response(500, "500 Internal Server Error\n"))
+            await send_http_answer(stream, text_response(500, "500 Internal Server Error\n"))
             raise
         return result
 
@@ -650,38 +679,27 @@ async def serve_websocket(
         instead of waiting for a place, and memory stays bounded.
     """
     # Bad options fail before any listener is opened (and left open).
-    _check_max_handshakes(max_handshakes)
-    ConnectionOptions.build(
-        message_queue_size,
-        max_message_size,
-        receive_buffer_size,
-        max_buffered_bytes,
+    options = ServerOptions.build(
+        message_queue_size=message_queue_size,
+        max_message_size=max_message_size,
+        receive_buffer_size=receive_buffer_size,
+        connect_timeout=connect_timeout,
+        disconnect_timeout=disconnect_timeout,
+        process_request=process_request,
+        origins=origins,
+        max_connections=max_connections,
+        request_limits=request_limits,
         ping_interval=ping_interval,
         ping_timeout=ping_timeout,
+        max_buffered_bytes=max_buffered_bytes,
         compression=compression,
+        max_handshakes=max_handshakes,
     )
     if unix_socket_path is not None:
         if host is not None or port is not None:
             raise ValueError("with unix_socket_path, host and port must be None")
     elif port is None:
         raise ValueError("port must be an int (0 for any free port)")
-    server_options: dict[str, Any] = {
-        "handler_nursery": handler_nursery,
-        "message_queue_size": message_queue_size,
-        "max_message_size": max_message_size,
-        "receive_buffer_size": receive_buffer_size,
-        "connect_timeout": connect_timeout,
-        "disconnect_timeout": disconnect_timeout,
-        "process_request": process_request,
-        "origins": origins,
-        "max_connections": max_connections,
-        "request_limits": request_limits,
-        "ping_interval": ping_interval,
-        "ping_timeout": ping_timeout,
-        "max_buffered_bytes": max_buffered_bytes,
-        "compression": compression,
-        "max_handshakes": max_handshakes,
-    }
     listen_host: Any = host
     listeners: Sequence[trio.abc.Listener[Any]]
     socket_file: tuple[int, int] | None = None
@@ -700,7 +718,9 @@ async def serve_websocket(
             port, ssl_context, host=listen_host, https_compatible=True
         )
     try:
-        server = WebSocketServer(handler, listeners, **server_options)
+        server = WebSocketServer._with_options(
+            handler, listeners, handler_nursery=handler_nursery, options=options
+        )
         await server.run(task_status=task_status)
     finally:
         if unix_socket_path is not None:

@@ -117,38 +117,6 @@ else:
     COMPILED = True
 
 
-class RotatingMask:
-    """Unmasks one frame's payload as it arrives in pieces of any length:
-    each piece continues the mask where the previous one stopped."""
-
-    __slots__ = ("_key", "_offset")
-
-    def __init__(self, key: bytes | bytearray) -> None:
-        self._key = bytes(key)
-        if len(self._key) != 4:
-            raise ValueError("mask must be exactly 4 bytes")
-        # Where the next piece starts in the payload, modulo 4.
-        self._offset = 0
-
-    def process(self, data: Buffer) -> bytearray:
-        """The next piece unmasked, as a new ``bytearray``."""
-        result = apply_mask(data, self._key, self._offset)
-        self._offset = (self._offset + len(result)) & 3
-        return result
-
-    def process_bytes(self, data: Buffer) -> bytes:
-        """The next piece unmasked, as a new ``bytes`` (one copy)."""
-        result = apply_mask_bytes(data, self._key, self._offset)
-        self._offset = (self._offset + len(result)) & 3
-        return result
-
-    def process_joined(self, pieces: Iterable[Buffer]) -> bytes:
-        """The next pieces unmasked and joined into one new ``bytes``."""
-        result = apply_mask_joined(pieces, self._key, self._offset)
-        self._offset = (self._offset + len(result)) & 3
-        return result
-
-
 class MaskKeys:
     """A supply of random 4-byte masking keys."""
 

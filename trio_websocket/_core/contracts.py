@@ -1,0 +1,69 @@
+"""What other modules may ask of a ``WebSocketConnection`` beyond its public
+API: each need as a small typed Protocol.
+
+Rules:
+- A module that drives a connection from outside (starts it, ends it,
+  feeds it prebuilt frames) names the members it uses here and reaches
+  them only through a variable typed as the Protocol, so mypy checks that
+  ``_core.connection`` still provides each one. The members keep their
+  leading underscore: they are not the users' API (and stay out of the
+  documentation); the Protocol is what makes them a contract.
+  ``tests/test_layering.py`` refuses any other cross-module use of an
+  underscore name.
+- ``_core.keepalive.KeepaliveHost`` is the keepalive's contract, kept
+  beside the loop it serves.
+- Declarations only: no trio at run time, no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import trio
+
+
+class OpeningConnection(Protocol):
+    """What the modules that open a connection (``_client.client`` after
+    the server's 101, ``_server.request`` in ``accept``) need: start it,
+    or record that it never opened."""
+
+    def _start(self, nursery: trio.Nursery) -> None:
+        """Start the reader (and the keepalive, if configured) in
+        ``nursery``; the connection is open from here on."""
+
+    def _opening_failed(self) -> None:
+        """The opening could not be finished after the connection was
+        built (the 101 was not written, or the reader could not be
+        started): closed with 1006, no frame sent or received, no reader."""
+
+
+class ServedConnection(Protocol):
+    """What the server's request (``_server.request``) needs to end an
+    accepted connection after its handler: whether there is a reader to
+    stop, and stopping it."""
+
+    @property
+    def _reader_started(self) -> bool:
+        """Whether :meth:`OpeningConnection._start` ran (``accept`` may
+        have failed, or be writing the 101 right now)."""
+
+    @property
+    def _reader_ended(self) -> bool:
+        """Whether the reader has closed the stream and ended."""
+
+    def _abort(self) -> None:
+        """Give up on the connection now; the reader closes the stream."""
+
+    async def _wait_reader_ended(self) -> None:
+        """Return once the reader has ended."""
+
+
+class PrebuiltFrameSink(Protocol):
+    """What the hub's fan-out (``_extras.hub``) needs: send one message
+    as a frame serialized once for many connections."""
+
+    async def _send_prebuilt_frame(self, frame: bytes, message: str | bytes) -> None:
+        """Send ``message`` as ``frame`` (its unmasked, uncompressed data
+        frame); a connection that cannot share frames (a client, one with
+        an extension) sends ``message`` the usual way."""
