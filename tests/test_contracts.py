@@ -297,5 +297,5 @@ def test_private_use_reader_sees_known_cases() -> None:
     assert seen[("opening", "_start")] == {"OpeningConnection"}
     seen = {(use.base, use.name): use.types for use in _private_uses("_core.receiving")}
     assert seen[("receiver", "_state")] == {"FragmentReceiver"}
-    assert "_FragmentReceiver" in _own_classes("_core.connection")
+    assert "FragmentReceiver" in _own_classes("_core.receiving")
     assert "KeepaliveHost" not in _own_classes("_core.keepalive")  # a contract
