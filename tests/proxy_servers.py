@@ -5,9 +5,9 @@ without username/password).
 Each server gets its configuration in a fresh temporary folder, listens on
 127.0.0.1 on a port found free just before, runs in its own process group
 (Dante starts helper processes), and is stopped by its PID and that group.
-The packages are installed with apt-get when missing; when that is
-impossible (no apt-get, not root) the tests are skipped with the reason,
-and a failed installation fails them.
+The packages are installed with apt-get when missing; when that cannot be
+done the tests are skipped with the reason, or fail under ``CI=true``
+(tests/peers.py).
 
 Dante checks SOCKS5 usernames against the system's password database, so
 the setup creates a locked-down system user (no home, no shell) for it.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from peers import peer_unavailable, require_program, run_setup_step
 
 TINYPROXY = "/usr/bin/tinyproxy"
 DANTED = "/usr/sbin/danted"
@@ -39,65 +38,40 @@ HTTP_PASSWORD = "s3cret"
 START_TIMEOUT = 15.0
 
 
-def _run_setup(command: list[str], timeout: float) -> str | None:
-    """Run one setup step; None when it worked, else what went wrong."""
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        result = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout, check=False, env=env
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"{command} failed: {exc}"
-    if result.returncode != 0:
-        return (
-            f"{command} exited {result.returncode}\n"
-            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        )
-    return None
-
-
 def ensure_installed(program: str, package: str) -> str:
-    """``program``, installing Debian's ``package`` when it is missing."""
-    if os.access(program, os.X_OK):
-        return program
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
-        pytest.skip(f"{program} is missing and cannot be installed here (needs apt-get as root)")
-    install = ["apt-get", "install", "-y", "--no-install-recommends", package]
-    problem = _run_setup(install, timeout=600)
-    if problem is not None:
-        # Stale package lists, or another apt-get holding the lock (a test
-        # run next to this one installing the same): refresh and try again.
-        time.sleep(5)
-        _run_setup(["apt-get", "update"], timeout=300)
-        problem = _run_setup(install, timeout=600)
-    if not os.access(program, os.X_OK):
-        pytest.fail(f"installing {package} for the proxy tests failed: {problem}")
-    return program
+    """``program``, installing Debian's ``package`` when it is missing
+    (tests/peers.py: skipped when that cannot be done, failed under CI)."""
+    return require_program(
+        program,
+        peer=package,
+        apt_package=package,
+        how_to_get=f"install Debian's {package} (apt-get install {package}), giving {program}",
+    )
 
 
 def ensure_socks_user() -> None:
     """The system user Dante checks SOCKS5 credentials against, with
     :data:`SOCKS_PASSWORD`."""
-    if os.geteuid() != 0:
-        pytest.skip("creating the system user Dante authenticates needs root")
-    if _run_setup(["id", SOCKS_USER], timeout=10) is not None:
-        problem = _run_setup(
+    how_to_get = (
+        f"run the proxy tests as root, which creates the system user {SOCKS_USER} "
+        f"(password {SOCKS_PASSWORD}) for Dante"
+    )
+    geteuid = getattr(os, "geteuid", None)
+    if geteuid is None or geteuid() != 0:
+        peer_unavailable("Dante's test user", "creating a system user needs root", how_to_get)
+    if run_setup_step(["id", SOCKS_USER], timeout=10) is not None:
+        problem = run_setup_step(
             ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SOCKS_USER],
             timeout=30,
         )
         # Another test run may have created it meanwhile.
-        if _run_setup(["id", SOCKS_USER], timeout=10) is not None:
-            pytest.fail(f"creating the system user {SOCKS_USER} failed: {problem}")
-    chpasswd = subprocess.run(
-        ["chpasswd"],
-        input=f"{SOCKS_USER}:{SOCKS_PASSWORD}\n",
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    if chpasswd.returncode != 0:
-        pytest.fail(f"setting the password of {SOCKS_USER} failed: {chpasswd.stderr}")
+        if run_setup_step(["id", SOCKS_USER], timeout=10) is not None:
+            peer_unavailable(
+                "Dante's test user", f"creating {SOCKS_USER} failed: {problem}", how_to_get
+            )
+    problem = run_setup_step(["chpasswd"], timeout=30, input=f"{SOCKS_USER}:{SOCKS_PASSWORD}\n")
+    if problem is not None:
+        peer_unavailable("Dante's test user", f"setting its password failed: {problem}", how_to_get)
 
 
 def free_port() -> int:

@@ -8,7 +8,8 @@ events on stdout (see ``interop_js/peer_common.js``).
 
 The pinned ``ws`` package is installed into ``interop_js/node_modules`` by
 ``npm ci`` the first time (and Node.js itself from Debian's packages if it is
-missing); a failed installation fails the tests instead of skipping them.
+missing); when that cannot be done the tests are skipped, or fail under
+``CI=true`` (tests/peers.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import base64
 import hashlib
 import json
 import os
-import shutil
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 import trio
 import trustme
+from peers import peer_unavailable, require_program, run_setup_step
 
 from trio_websocket import (
     CloseReason,
@@ -59,21 +60,6 @@ PEER_TIMEOUT = 10
 # Installing the peer
 
 
-def _run_setup(command: list[str], timeout: float, **kwargs: Any) -> None:
-    """Run one installation step; fail the test session if it fails."""
-    try:
-        result = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        pytest.fail(f"installing the Node.js peer: {command} failed: {exc}")
-    if result.returncode != 0:
-        pytest.fail(
-            f"installing the Node.js peer: {command} exited {result.returncode}\n"
-            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        )
-
-
 def _ws_version_wanted() -> str:
     lock = json.loads((JS_DIR / "package-lock.json").read_text(encoding="utf-8"))
     return str(lock["packages"]["node_modules/ws"]["version"])
@@ -91,19 +77,19 @@ def _ws_version_installed() -> str | None:
 def node() -> str:
     """The ``node`` executable, with the pinned ``ws`` installed for the
     peer scripts."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        _run_setup(["apt-get", "update"], timeout=300, env=env)
-        _run_setup(["apt-get", "install", "-y", "nodejs", "npm"], timeout=600, env=env)
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.fail("Node.js is not installed and could not be installed")
+    how_to_get_node = "install Node.js and npm (Debian: apt-get install nodejs npm)"
+    node = require_program("node", peer="Node.js", apt_package="nodejs", how_to_get=how_to_get_node)
+    npm = require_program("npm", peer="npm", apt_package="npm", how_to_get=how_to_get_node)
     wanted = _ws_version_wanted()
     if _ws_version_installed() != wanted:
-        _run_setup([npm, "ci", "--no-audit", "--no-fund"], timeout=300, cwd=JS_DIR)
+        problem = run_setup_step([npm, "ci", "--no-audit", "--no-fund"], timeout=300, cwd=JS_DIR)
         installed = _ws_version_installed()
         if installed != wanted:
-            pytest.fail(f"npm ci installed ws {installed}, expected {wanted}")
+            peer_unavailable(
+                f"Node's ws {wanted} (from the npm registry)",
+                problem or f"npm ci installed ws {installed}",
+                f"run `npm ci` in {JS_DIR} with the npm registry reachable",
+            )
     return node
 
 

@@ -2,9 +2,9 @@
 
 Our client talks to each peer's server and each peer's client talks to our
 server: websockets (asyncio and Trio APIs), aiohttp, and websocket-client
-(a client only). The peers are installed from requirements-dev.txt; a
-missing one fails the import below instead of being skipped (except
-websockets' Trio API on Python 3.10: see ``NO_TRIO_API``).
+(a client only). The peers are installed from requirements-dev.txt; without
+one this module is skipped, or fails under ``CI=true`` (tests/peers.py);
+websockets' Trio API is skipped on Python 3.10 (see ``NO_TRIO_API``).
 
 Every connection runs the same conversation, with our side leading:
 
@@ -45,15 +45,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeVar
 
-import aiohttp
-import aiohttp.web
 import pytest
 import trio
 import trustme
-import websocket  # websocket-client
-import websockets
-import websockets.asyncio.client
-import websockets.asyncio.server
+from peers import PIP_PEERS, peer_unavailable
 
 from trio_websocket import (
     CloseReason,
@@ -65,12 +60,26 @@ from trio_websocket import (
 )
 
 # websockets' Trio API is in websockets 17, which needs Python 3.11: on 3.10
-# (websockets 16) its cases are skipped, with this reason; from 3.11 on a
-# missing Trio API fails the import.
+# (websockets 16) its cases are skipped, with this reason; from 3.11 on it is
+# a peer like the others.
 NO_TRIO_API = "websockets' Trio API needs websockets 17, hence Python 3.11"
-if sys.version_info >= (3, 11):
-    import websockets.trio.client
-    import websockets.trio.server
+try:
+    import aiohttp
+    import aiohttp.web
+    import websocket  # websocket-client
+    import websockets
+    import websockets.asyncio.client
+    import websockets.asyncio.server
+
+    if sys.version_info >= (3, 11):
+        import websockets.trio.client
+        import websockets.trio.server
+except ImportError as exc:
+    peer_unavailable(
+        "the Python peers (websockets, aiohttp, websocket-client)",
+        f"importing one failed ({exc})",
+        PIP_PEERS,
+    )
 
 T = TypeVar("T")
 

@@ -17,6 +17,7 @@ import pytest
 import trio
 import trio.testing
 from conftest import accept_by_hand, open_pair, read_request_head
+from peers import require_module
 from wsproto import ConnectionType
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
@@ -594,7 +595,7 @@ needs_websockets_trio = pytest.mark.skipif(
 
 @needs_websockets_trio
 async def test_our_keepalive_against_a_websockets_server() -> None:
-    import websockets.trio.server
+    websockets_server = require_module("websockets.trio.server")
 
     async def echo(peer: Any) -> None:
         async for message in peer:
@@ -602,7 +603,7 @@ async def test_our_keepalive_against_a_websockets_server() -> None:
 
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
-            partial(websockets.trio.server.serve, echo, 0, host="127.0.0.1", ping_interval=None)
+            partial(websockets_server.serve, echo, 0, host="127.0.0.1", ping_interval=None)
         )
         port = server.listeners[0].socket.getsockname()[1]
         async with open_websocket(
@@ -622,7 +623,7 @@ async def test_our_keepalive_against_a_websockets_server() -> None:
 
 @needs_websockets_trio
 async def test_our_server_keepalive_against_a_websockets_client(nursery: trio.Nursery) -> None:
-    import websockets.trio.client
+    websockets_client = require_module("websockets.trio.client")
 
     async def handler(request: Any) -> None:
         ws = await request.accept()
@@ -635,7 +636,7 @@ async def test_our_server_keepalive_against_a_websockets_client(nursery: trio.Nu
     server = await nursery.start(
         partial(serve_websocket, handler, "127.0.0.1", 0, None, ping_interval=0.02, ping_timeout=10)
     )
-    async with websockets.trio.client.connect(
+    async with websockets_client.connect(
         f"ws://127.0.0.1:{server.port}/", ping_interval=None
     ) as peer:
         with trio.fail_after(15):

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable, Iterable
 
 import pytest
+from speedup_expected import speedup_should_be_in_use
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, TextMessage
 from wsproto.frame_protocol import XorMaskerSimple
@@ -86,13 +87,14 @@ def as_kind(data: bytes, kind: str) -> Buffer:
 KINDS = ["bytes", "bytearray", "memoryview", "strided"]
 
 
-def test_the_compiled_maskers_are_built_unless_disabled() -> None:
-    if os.environ.get("TRIO_WEBSOCKET_NO_EXTENSIONS"):
-        assert _masking.apply_mask_bytes is apply_mask_bytes_python
-        assert _masking.apply_mask_joined is apply_mask_joined_python
-    else:
+def test_the_compiled_maskers_are_built_when_expected() -> None:
+    # tests/speedup_expected.py says when their absence is correct.
+    if speedup_should_be_in_use(_masking.COMPILED):
         assert _masking.apply_mask_bytes is not apply_mask_bytes_python
         assert _masking.apply_mask_joined is not apply_mask_joined_python
+    else:
+        assert _masking.apply_mask_bytes is apply_mask_bytes_python
+        assert _masking.apply_mask_joined is apply_mask_joined_python
 
 
 # ---------------------------------------------------------------------------

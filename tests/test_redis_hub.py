@@ -1,14 +1,14 @@
 """The Redis-backed hub, against a real ``redis-server`` on 127.0.0.1.
 
-Debian's ``redis-server`` is installed with apt-get when it is missing (a
-failed installation fails these tests rather than skipping them). Each
+Debian's ``redis-server`` is installed with apt-get when it is missing; when
+that cannot be done (or coredis, the redis extra, is not installed) the tests
+are skipped, or fail under ``CI=true`` (tests/peers.py). Each
 server is started on a free port without persistence and stopped by PID.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,38 +22,20 @@ from pathlib import Path
 import pytest
 import trio
 from conftest import open_pair
+from peers import require_module, require_program
 
-pytest.importorskip("coredis", reason="the redis extra is not installed")
+# Before the imports below: trio_websocket.redis_hub imports coredis.
+coredis = require_module("coredis")
 
-import coredis
-
-from trio_websocket import (
+from trio_websocket import (  # noqa: E402
     ConnectionClosed,
     WorkerPool,
     open_websocket_url,
     serve_websocket_workers,
 )
-from trio_websocket.redis_hub import RedisHub, RedisUnavailable, decode, encode
+from trio_websocket.redis_hub import RedisHub, RedisUnavailable, decode, encode  # noqa: E402
 
 REDIS_SERVER = "redis-server"
-
-
-def _install_redis() -> str:
-    found = shutil.which(REDIS_SERVER)
-    if found:
-        return found
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command, timeout in (
-        (["apt-get", "update"], 300),
-        (["apt-get", "install", "-y", "--no-install-recommends", "redis-server"], 600),
-    ):
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-        if result.returncode != 0:
-            pytest.fail(f"installing redis-server: {command} failed:\n{result.stderr[-3000:]}")
-    found = shutil.which(REDIS_SERVER)
-    if not found:
-        pytest.fail("apt-get installed redis-server, but it is not on PATH")
-    return found
 
 
 def _free_port() -> int:
@@ -110,7 +92,13 @@ class RedisServer:
 
 @pytest.fixture(scope="session")
 def redis_binary() -> str:
-    return _install_redis()
+    return require_program(
+        REDIS_SERVER,
+        peer="redis-server",
+        apt_package="redis-server",
+        how_to_get="install Redis so that redis-server is on PATH "
+        "(Debian: apt-get install redis-server; macOS: brew install redis)",
+    )
 
 
 @pytest.fixture(scope="module")

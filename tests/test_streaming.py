@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from peers import require_module
 from test_connection import (
     GUARD,
     OP_BINARY,
@@ -784,7 +785,7 @@ async def test_a_file_streams_from_disk_to_disk(
     sys.version_info < (3, 11), reason="websockets' Trio API needs websockets 17, hence Python 3.11"
 )
 async def test_fragments_interoperate_with_websockets(nursery: trio.Nursery) -> None:
-    import websockets.trio.server
+    websockets_server = require_module("websockets.trio.server")
 
     frames_seen: list[list[Any]] = []
 
@@ -805,7 +806,7 @@ async def test_fragments_interoperate_with_websockets(nursery: trio.Nursery) -> 
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]  # type: ignore[attr-defined]
     server = await nursery.start(
-        partial(websockets.trio.server.serve, handler, listeners=listeners, max_size=None)
+        partial(websockets_server.serve, handler, listeners=listeners, max_size=None)
     )
     try:
         with trio.fail_after(GUARD):

@@ -59,10 +59,7 @@ from .log import log_opened, with_frame_logging
 from .messages import Inbox, InboxClosed, Message, MessageAssembler
 from .pings import PingTracker, PingWaiter
 from .receiving import ConnectionReceiving, FragmentReceiver
-from .sending import (
-    STREAM_ERRORS,
-    message_frame,
-)
+from .sending import BINARY, FIN, STREAM_ERRORS, TEXT
 from .stats import ConnectionStatistics
 
 __all__ = ["NORMAL_CLOSE_CODES", "STREAM_ERRORS", "WebSocketConnection"]
@@ -353,7 +350,14 @@ class WebSocketConnection(ConnectionReceiving, trio.abc.Channel[Message]):
             raise TypeError("compress must be None, True or False")
         if self._streaming_sender is not None:
             await self._wait_for_message_turn()
-        first_byte, payload = message_frame(message)
+        if isinstance(message, str):
+            first_byte = FIN | TEXT
+            payload = message.encode("utf-8")
+        elif isinstance(message, bytes):
+            first_byte = FIN | BINARY
+            payload = message
+        else:
+            raise ValueError(f"message must be str or bytes, not {type(message).__name__}")
         deflate = self._deflate
         if deflate is not None and deflate.wants_to_compress(len(payload), compress):
             await self._send_frame(self._queue_compressed_frame, first_byte, payload)

@@ -239,7 +239,8 @@ class ConnectionReceiving(ConnectionLifecycle):
         the message being assembled may still take, or 0 (pieces as they
         arrive) while a streamed receive takes them or received data is
         dropped."""
-        if not self._delivers() or self._inbox.takes_pieces:
+        state = self._state  # (per frame: no call to _delivers)
+        if (state is not OPEN and state is not CLOSING) or self._inbox.takes_pieces:
             return 0
         return self._assembler.room
 

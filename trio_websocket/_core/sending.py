@@ -52,7 +52,7 @@ from .close import CloseReason
 from .config import COALESCE_BYTES, OUTBOX_LIMIT
 from .deflate import DeflateExtension
 from .errors import ConnectionClosed
-from .messages import ITEM_COST, Inbox, Message
+from .messages import ITEM_COST, Inbox
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVarTuple, Unpack
@@ -525,14 +525,3 @@ def _checked_piece(piece: object, is_text: bool) -> str | bytes:
     if not isinstance(piece, (str, bytes, bytearray, memoryview)):
         kind = "str or bytes"
     raise TypeError(f"every piece of a message must be {kind}, not {type(piece).__name__}")
-
-
-def message_frame(message: Message) -> tuple[int, bytes]:
-    """The first byte (FIN and opcode) and payload of ``message`` sent as
-    one frame, or ValueError for a message that is not ``str`` or
-    ``bytes``."""
-    if isinstance(message, str):
-        return FIN | TEXT, message.encode("utf-8")
-    if isinstance(message, bytes):
-        return FIN | BINARY, message
-    raise ValueError(f"message must be str or bytes, not {type(message).__name__}")
