@@ -28,6 +28,10 @@ from trio_websocket import ConnectionClosed
 from trio_websocket._core.sending import BINARY, CONTINUATION, FIN, TEXT
 
 CORE = Path(trio_websocket.__file__).parent / "_core"
+
+#: These tests check our own framing (a fast path): they force the fast
+#: paths on, also in CI's run of the suite with TRIO_WEBSOCKET_FAST_PATHS=0.
+pytestmark = pytest.mark.usefixtures("fast_paths_on")
 ROLES = ["client", "server"]
 
 
