@@ -608,9 +608,10 @@ class WebSocketConnection(ConnectionReceiving, trio.abc.Channel[Message]):
     async def send_prebuilt_frame(self, frame: bytes, message: Message) -> None:
         """Send ``message`` as ``frame``, its whole unmasked data frame built
         once by the caller for many connections (the hub's fan-out). A client, or a
-        connection using an extension or with the fast paths off, cannot
-        share a frame: it sends ``message`` the usual way."""
-        if self._is_client or not self._own_framing:
+        connection using an extension (permessage-deflate included: the message
+        may have to be compressed) or with the fast paths off, cannot share a
+        frame: it sends ``message`` the usual way."""
+        if self._is_client or not self._own_framing or self._deflate is not None:
             await self.send_message(message)
             return
         if self._close_reason is not None:
