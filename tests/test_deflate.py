@@ -500,6 +500,22 @@ async def test_counters_report_bytes_before_and_after(nursery: trio.Nursery) -> 
     assert sent.messages_sent_compressed == 1 == received.messages_received_compressed
 
 
+async def test_a_message_that_fails_to_inflate_is_not_counted(nursery: trio.Nursery) -> None:
+    """The received-bytes counters, and so ``compression_ratio``, count the
+    compressed messages received whole, before and after inflating alike.
+    A message that failed to inflate used to add its compressed bytes read
+    so far (how many depends on the reads: found by test_fuzz_fast_paths,
+    the fast paths hand wsproto larger pieces) but none of its inflated
+    ones, skewing the ratio."""
+    ws, peer, _ = await server_with_raw_client(nursery, b"permessage-deflate")
+    good = deflate(b"counted " * 100)
+    await peer.send(BINARY, good, rsv1=True)
+    assert await ws.get_message() == b"counted " * 100
+    await peer.send(BINARY, b"\xff\xff\xff\xff garbage", rsv1=True)
+    assert await peer.read_close_code() == 1007
+    assert ws.statistics().compression_ratio == pytest.approx(800 / len(good))
+
+
 # -- bad input from the peer ------------------------------------------------
 
 
