@@ -35,7 +35,8 @@ Properties:
   binary, empty, and across the 125 and 65535 length forms; with
   ``compress`` None, True or False when permessage-deflate is agreed),
   ``send_fragments`` from lists and async generators, the hub's
-  ``send_prebuilt_frame``, pings, pongs (too long ones too), and a final
+  ``send_prebuilt_frame``, messages from the peer echoed as a batch (get,
+  send, get, send...), pings, pongs (too long ones too), and a final
   ``aclose`` with a random code and reason. A wsproto peer (answering pings
   and the close) parses the same frames, in the same order; a server
   writes the same bytes, compressed payloads included (a client masks with
@@ -613,7 +614,8 @@ class Action:
     """One call on the connection: "message" (``send_message``),
     "fragments" or "async fragments" (``send_fragments`` from a list or an
     async generator), "prebuilt" (``send_prebuilt_frame``, as the hub
-    sends), "ping" or "pong"."""
+    sends), "echo" (the pieces as messages from the peer, each sent back as
+    it is taken), "ping" or "pong"."""
 
     kind: str
     message: str | bytes | None = None
@@ -637,7 +639,7 @@ binaries = st.one_of(
 def actions(draw: st.DrawFn, deflated: bool) -> Action:
     kind = draw(
         st.sampled_from(
-            ["message"] * 4 + ["fragments", "async fragments", "prebuilt", "ping", "pong"]
+            ["message"] * 4 + ["fragments", "async fragments", "prebuilt", "echo", "ping", "pong"]
         )
     )
     if kind in ("ping", "pong"):
@@ -699,9 +701,26 @@ async def async_pieces(pieces: tuple[str | bytes, ...]) -> AsyncIterator[str | b
         yield piece
 
 
-async def perform(ws: WebSocketConnection, action: Action) -> None:
+async def perform(opened: Opened, action: Action) -> None:
+    ws = opened.ws
     kind = action.kind
-    if kind == "message":
+    if kind == "echo":
+        # The peer sends the pieces as messages, in one write; the
+        # application sends each back as it takes it: a batch (get, send,
+        # get, send...), whose frames the connection writes together.
+        peer_protocol = opened.peer_protocol
+        assert peer_protocol is not None
+        await opened.peer.send_all(
+            b"".join(
+                peer_protocol.send(
+                    TextMessage(piece) if isinstance(piece, str) else BytesMessage(piece)
+                )
+                for piece in action.pieces
+            )
+        )
+        for _ in action.pieces:
+            await ws.send_message(await ws.get_message(), compress=action.compress)
+    elif kind == "message":
         assert action.message is not None
         await ws.send_message(action.message, compress=action.compress)
     elif kind == "fragments":
@@ -778,7 +797,7 @@ async def play(script: Script) -> Sent:
             )
             for action in script.actions:
                 try:
-                    await perform(ws, action)
+                    await perform(opened, action)
                     sent.results.append(None)
                 except (ValueError, TypeError, ConnectionClosed) as exc:
                     sent.results.append((type(exc).__name__, str(exc)))
