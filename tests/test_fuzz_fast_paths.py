@@ -51,10 +51,10 @@ Properties:
   same, byte for byte (neither writes a Date or Server header, and header
   order is the same), and the handler sees the same request and the same
   first message.
-- Over TCP on 127.0.0.1 (real time, a third of the examples): a valid frame
-  stream from a raw TCP peer to a server (``serve_websocket``: the lean
-  acceptor) or a client (``connect_websocket``: the lean socket stream),
-  received alike.
+- Over TCP on 127.0.0.1, in TLS or not (real time, a third of the
+  examples): a valid frame stream from a raw peer to a server
+  (``serve_websocket``: the lean acceptor) or a client
+  (``connect_websocket``: the lean socket stream), received alike.
 
 Differences allowed, each explained where it is checked, both from the
 fast decoder holding a binary frame until it is whole: of a message that
@@ -71,17 +71,19 @@ Example counts come from the Hypothesis profile (see tests/README.md).
 
 from __future__ import annotations
 
+import functools
 import itertools
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import Any, TypeVar
 
 import pytest
 import trio
 import trio.lowlevel
 import trio.testing
+import trustme
 from conftest import FUZZ_TIME_LIMIT, accept_by_hand, read_request_head
 from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
@@ -983,14 +985,36 @@ def test_the_opening_handshake_is_answered_alike_with_and_without_fast_paths(
 # Over TCP: the lean socket stream and the lean acceptor
 
 
+@dataclass(frozen=True)
+class TcpCase:
+    stream: Stream
+    tls: bool
+
+
 @st.composite
-def clean_streams(draw: st.DrawFn) -> Stream:
+def tcp_cases(draw: st.DrawFn) -> TcpCase:
     """Valid messages and control frames, maybe a close frame last, in
     random sends (over TCP the reads are the kernel's: only a valid stream
-    gets one answer whatever they are)."""
+    gets one answer whatever they are); in TLS or not (a TLS stream cannot
+    be half-closed: its peer always sends a close frame last)."""
     to_server = draw(st.booleans())
-    data = serialize(draw(frame_lists(True)), to_server)
-    return Stream(to_server, data, cut(data, draw(chunk_sizes)))
+    tls = draw(st.booleans())
+    frames = draw(frame_lists(True))
+    if tls and not (frames and frames[-1].opcode == CLOSE):
+        frames.append(Frame(CLOSE, (1000).to_bytes(2, "big")))
+    data = serialize(frames, to_server)
+    return TcpCase(Stream(to_server, data, cut(data, draw(chunk_sizes))), tls)
+
+
+@functools.cache
+def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server's and a client's TLS context for 127.0.0.1."""
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return server, client
 
 
 #: Real seconds one exchange over TCP may take (the autojump clock cannot
@@ -999,16 +1023,24 @@ TCP_TIMEOUT = 10.0
 TCP_READING = Reading(False, None, 2**20, 65536)
 
 
-async def feed_over_tcp(stream: Stream) -> Received:
+def socket_stream_of(ws: WebSocketConnection) -> trio.abc.Stream:
+    stream = ws._stream
+    return stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+
+
+async def feed_over_tcp(case: TcpCase) -> Received:
     """A library server (``serve_websocket``) or client
     (``connect_websocket``) on 127.0.0.1, fed the stream by a raw TCP peer,
     which ends its side once the stream is sent and closes the connection
     once it has seen the library's close frame."""
+    stream = case.stream
+    server_context, client_context = tls_contexts()
     received = Received([], None, None, None, None, b"")
     done = trio.Event()
 
     async def take_messages(ws: WebSocketConnection) -> None:
-        received.fast = (uses_fast_paths(ws)[0], type(ws._stream).__name__ == "LeanSocketStream")
+        lean = type(socket_stream_of(ws)).__name__ == "LeanSocketStream"
+        received.fast = (uses_fast_paths(ws)[0], lean)
         received.messages, received.ended_with = await messages_until_closed(ws, TCP_READING)
         await ws.aclose()
         received.closed = ws.closed
@@ -1019,11 +1051,12 @@ async def feed_over_tcp(stream: Stream) -> Received:
     async def handler(request: WebSocketRequest) -> None:
         await take_messages(await request.accept())
 
-    async def play_peer(peer: trio.abc.HalfCloseableStream, reader: Connection) -> None:
+    async def play_peer(peer: trio.abc.Stream, reader: Connection) -> None:
         try:
             for chunk in stream.chunks:
                 await peer.send_all(chunk)
-            await peer.send_eof()
+            if isinstance(peer, trio.abc.HalfCloseableStream):
+                await peer.send_eof()
         except trio.BrokenResourceError:
             pass  # the library closed the connection after a close frame
         try:
@@ -1033,16 +1066,25 @@ async def feed_over_tcp(stream: Stream) -> Received:
                 if any(isinstance(item, CloseConnection) for item in reader.events()):
                     break
         except trio.BrokenResourceError:
-            pass  # (reset: what was read counts)
-        await peer.aclose()
+            pass  # (reset, or TLS closed without a goodbye: what was read counts)
+        await trio.aclose_forcefully(peer)
 
     with trio.fail_after(TCP_TIMEOUT):
         async with trio.open_nursery() as nursery:
+            peer: trio.abc.Stream
             if stream.to_server:
                 server = await nursery.start(
-                    partial(serve_websocket, handler, "127.0.0.1", 0, None)
+                    functools.partial(
+                        serve_websocket,
+                        handler,
+                        "127.0.0.1",
+                        0,
+                        server_context if case.tls else None,
+                    )
                 )
                 peer = await trio.open_tcp_stream("127.0.0.1", server.port)
+                if case.tls:
+                    peer = trio.SSLStream(peer, client_context, server_hostname="127.0.0.1")
                 await peer.send_all(upgrade_request())
                 assert (await read_head(peer)).startswith(b"HTTP/1.1 101 ")
                 await play_peer(peer, Connection(ConnectionType.CLIENT))
@@ -1052,13 +1094,20 @@ async def feed_over_tcp(stream: Stream) -> Received:
 
                 async def connect() -> None:
                     ws = await connect_websocket(
-                        nursery, "127.0.0.1", port, "/", use_ssl=False, proxy=False
+                        nursery,
+                        "127.0.0.1",
+                        port,
+                        "/",
+                        use_ssl=client_context if case.tls else False,
+                        proxy=False,
                     )
                     await take_messages(ws)
 
                 nursery.start_soon(connect)
                 peer = await listener.accept()
                 await listener.aclose()
+                if case.tls:
+                    peer = trio.SSLStream(peer, server_context, server_side=True)
                 reader = await accept_by_hand(peer, await read_request_head(peer))
                 await play_peer(peer, reader)
             await done.wait()
@@ -1067,11 +1116,12 @@ async def feed_over_tcp(stream: Stream) -> Received:
 
 
 @settings(max_examples=max(settings().max_examples // 3, 10))
-@given(clean_streams())
-def test_a_stream_over_tcp_is_received_alike_with_and_without_fast_paths(stream: Stream) -> None:
+@given(tcp_cases())
+def test_a_stream_over_tcp_is_received_alike_with_and_without_fast_paths(case: TcpCase) -> None:
     with fast_paths_set(True):
-        fast = trio.run(feed_over_tcp, stream)
+        fast = trio.run(feed_over_tcp, case)
     with fast_paths_set(False):
-        plain = trio.run(feed_over_tcp, stream)
+        plain = trio.run(feed_over_tcp, case)
     event(describe_end(plain))
-    assert_received_alike(fast, plain, stream.to_server)
+    event(f"TLS: {case.tls}")
+    assert_received_alike(fast, plain, case.stream.to_server)
