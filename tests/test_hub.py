@@ -15,7 +15,6 @@ from wsproto.connection import Connection
 from wsproto.events import BytesMessage, TextMessage
 
 import trio_websocket._extras.hub as hub_module
-from trio_websocket._wire import fast_paths
 from trio_websocket import (
     ConnectionClosed,
     Hub,
@@ -24,6 +23,7 @@ from trio_websocket import (
     open_websocket_url,
     serve_websocket,
 )
+from trio_websocket._wire import fast_paths
 
 Pair = tuple[WebSocketConnection, WebSocketConnection]
 
