@@ -302,11 +302,13 @@ class ConnectionReceiving(ConnectionLifecycle):
         return await self._close_stream_gracefully()
 
     async def _close_stream_gracefully(self) -> bool:
-        """Send what is still queued (the close echo), then close the stream
-        (a TLS stream says goodbye). Returns whether the stream closed; the
-        reader's scope bounds this with the grace period."""
+        """Send what is still queued (the close echo), and let a write under
+        way (our close frame, behind a slow link) finish, then close the
+        stream (a TLS stream says goodbye). Returns whether the stream
+        closed; the reader's scope bounds this with the grace period."""
         try:
-            if self._outbox:
+            if self._outbox or self._writing:
+                # (Taking the write turn waits for the writer.)
                 await self._flush_outbox()
             await self._stream.aclose()
         except (ConnectionClosed, *STREAM_ERRORS):
