@@ -25,9 +25,9 @@ Rules:
   and ``bytes_received_uncompressed`` count compressed messages received
   whole, before and after inflating (a message that fails to inflate
   counts in neither: how much of it was read first depends on the reads).
-  ``messages_sent_compressed`` and
-  ``messages_received_compressed`` count those messages. Messages sent or
-  received uncompressed are not counted here.
+  ``messages_sent_compressed`` and ``messages_received_compressed`` count
+  those messages. Messages sent or received uncompressed are not counted
+  here.
 """
 
 from __future__ import annotations
