@@ -930,7 +930,10 @@ async def serve_one(case: Handshake) -> Answered:
         ws = await request.accept(subprotocol=subprotocol, extra_headers=extra)
         seen.append(uses_fast_paths(ws))
         with trio.move_on_after(5):
-            seen.append(("message", await ws.get_message()))
+            try:
+                seen.append(("message", await ws.get_message()))
+            except ConnectionClosed as exc:
+                seen.append(("closed", exc.reason))
 
     with trio.fail_after(CONNECTION_TIMEOUT):
         async with trio.open_nursery() as nursery:
