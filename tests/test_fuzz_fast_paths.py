@@ -58,7 +58,8 @@ Properties:
 
 One difference is allowed, from the fast decoder holding an uncompressed
 binary frame until it is whole: of a message that the close cut short, a
-streamed receive may have had less (``assert_same_messages`` explains).
+streamed receive may have had more or less of its start
+(``assert_same_messages`` explains).
 Four differences found here were bugs, fixed, each with a regression test:
 a hub subscriber with compression got the shared uncompressed frame
 (tests/test_hub.py); a message that failed to inflate was half counted in
@@ -502,25 +503,28 @@ def assert_received_alike(fast: Received, plain: Received, to_server: bool) -> N
 
 def assert_same_messages(fast: list[object], plain: list[object]) -> None:
     """The same messages; of one that the close cut short (received in
-    pieces), the fast paths may have handed over less, never anything else.
+    pieces), the two ways may have handed over different lengths of its
+    start, never anything else.
 
     That is the one difference allowed, and it comes from where the payload
     is cut, not from what is done with it: the fast decoder may hold an
-    uncompressed binary frame until it is whole (``_wire.frame_decoder``);
-    a streamed receive that claims the message stops the holding, and what
-    was held then comes with the next read. So when the stream ends
-    instead, what had arrived of the frame is never handed over, where
-    wsproto handed it over read by read."""
+    uncompressed binary frame until it is whole (``_wire.frame_decoder``),
+    where wsproto hands its payload over read by read. A streamed receive
+    that claims the message stops the holding, and what was held comes
+    with the next read: when the stream ends instead, it is never handed
+    over (less with the fast paths). And the claim takes what was
+    assembled so far as its first piece, all of it or nothing within
+    ``max_size``: with part of a frame held back, that piece may be small
+    enough where wsproto's was not (more with the fast paths)."""
     fast_part = unfinished_part(fast)
     plain_part = unfinished_part(plain)
-    if plain_part is None:
-        assert fast_part is None
-    elif fast_part is not None:
-        assert plain_part[: len(fast_part)] == fast_part
-    assert (
-        fast[: len(fast) - (fast_part is not None)]
-        == plain[: len(plain) - (plain_part is not None)]
-    )
+    if isinstance(fast_part, str) or isinstance(plain_part, str):
+        assert fast_part == plain_part  # (text frames are never held)
+    elif fast_part is not None and plain_part is not None:
+        shorter = min(len(fast_part), len(plain_part))
+        assert fast_part[:shorter] == plain_part[:shorter]
+    fast_whole = fast[: len(fast) - (fast_part is not None)]
+    assert fast_whole == plain[: len(plain) - (plain_part is not None)]
 
 
 def unfinished_part(messages: list[object]) -> str | bytes | None:
@@ -987,11 +991,17 @@ def tcp_cases(draw: st.DrawFn) -> TcpCase:
     """Valid messages and control frames, maybe a close frame last, in
     random sends (over TCP the reads are the kernel's: only a valid stream
     gets one answer whatever they are); in TLS or not (a TLS stream cannot
-    be half-closed: its peer always sends a close frame last)."""
+    be half-closed: its peer always ends with a close frame)."""
     to_server = draw(st.booleans())
     tls = draw(st.booleans())
     frames = draw(frame_lists(True))
-    if tls and not (frames and frames[-1].opcode == CLOSE):
+    closes = [index for index, frame in enumerate(frames) if frame.opcode == CLOSE]
+    if closes:
+        # Nothing after the first close frame: a socket closed with bytes
+        # still unread sends a reset, and its peer may lose what it had
+        # not read yet (the pongs, the close), as the kernel's timing has it.
+        del frames[closes[0] + 1 :]
+    elif tls:
         frames.append(Frame(CLOSE, (1000).to_bytes(2, "big")))
     data = serialize(frames, to_server)
     return TcpCase(Stream(to_server, data, cut(data, draw(chunk_sizes))), tls)
