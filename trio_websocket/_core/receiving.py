@@ -184,15 +184,18 @@ class ConnectionReceiving(ConnectionLifecycle):
                     continue  # dropped (see the life cycle's table)
                 data = event.data  # type: ignore[attr-defined]
                 if pieces_wanted:
-                    if not inbox.put_piece(data, event.message_finished):  # type: ignore[attr-defined]
+                    finished: bool = event.message_finished  # type: ignore[attr-defined]
+                    if not inbox.put_piece(data, finished):
                         self._fail(
                             MESSAGE_TOO_BIG,
                             f"message exceeds {inbox.piece_limit} bytes",
                             parser_done=False,
                         )
-                    elif inbox.reader_must_wait() and has_unparsed_bytes(self._proto):
-                        self._parse_paused = _PAUSED_FOR_INBOX
-                        break
+                    else:
+                        received += finished  # (a streamed message counts once whole)
+                        if inbox.reader_must_wait() and has_unparsed_bytes(self._proto):
+                            self._parse_paused = _PAUSED_FOR_INBOX
+                            break
                     pieces_wanted = inbox.takes_pieces
                     continue
                 if (
