@@ -60,13 +60,14 @@ One difference is allowed, from the fast decoder holding an uncompressed
 binary frame until it is whole: of a message that the close cut short, a
 streamed receive may have had more or less of its start
 (``assert_same_messages`` explains).
-Four differences found here were bugs, fixed, each with a regression test:
+Five differences found here were bugs, fixed, each with a regression test:
 a hub subscriber with compression got the shared uncompressed frame
 (tests/test_hub.py); a message that failed to inflate was half counted in
 the compression ratio, and a compressed frame was held until whole, so a
-bomb's start was not refused (tests/test_deflate.py); and, both ways,
-trio's scheduling could let the reader close the stream under our close
-frame's write (tests/test_closing_bounds.py).
+bomb's start was not refused (tests/test_deflate.py); a message received
+in pieces was not counted in ``messages_received`` (tests/test_stats.py);
+and, both ways, trio's scheduling could let the reader close the stream
+under our close frame's write (tests/test_closing_bounds.py).
 
 Example counts come from the Hypothesis profile (see tests/README.md).
 """
