@@ -16,17 +16,19 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
-from conftest import accept_by_hand, read_request_head
+from conftest import accept_by_hand, open_pair, read_request_head
 from test_client import RawServer, live_tasks, start_close_watching_server, start_tcp
 from test_connection_budgets import open_with_a_stuck_send
 
 from trio_websocket import (
+    CloseReason,
     ConnectionClosed,
     ReconnectingWebSocket,
     WebSocketConnection,
     open_websocket_url,
 )
 from trio_websocket._core.config import CLOSE_GRACE, DEFAULT_DISCONNECT_TIMEOUT
+from trio_websocket.testing import FaultyStream
 
 GOING_AWAY = 1001
 
@@ -171,3 +173,27 @@ async def test_aclose_behind_a_stuck_send_on_any_stream_is_bounded(
     assert trio.current_time() - start == pytest.approx(DEFAULT_DISCONNECT_TIMEOUT)
     assert ws.close_sent is None
     assert ws.closed is not None and ws.closed.code == 1006
+
+
+async def test_a_close_frame_being_written_is_not_cut_off_by_the_peers_close(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Both sides close at once over a slow link: the server's close frame
+    is still being written when the client's arrives, which ends the
+    closing handshake, so the server's reader closes the stream; it waits
+    for the write under way first (``_close_stream_gracefully``), within
+    its grace period, so the client gets the frame that ``close_sent``
+    reports. It used to close the stream under the write, which then
+    failed: the client saw the connection end with no close frame (found by
+    test_fuzz_fast_paths, where trio's scheduling made it happen at
+    random)."""
+    client_end, server_end = trio.testing.memory_stream_pair()
+    slow = FaultyStream(server_end)
+    client, server = await open_pair(nursery, client_end, slow)  # type: ignore[arg-type]
+    slow.send_delay = 1.0
+    nursery.start_soon(server.aclose)
+    await trio.testing.wait_all_tasks_blocked()  # the server's frame is on its way
+    with trio.fail_after(10):
+        await client.aclose()
+    assert server.close_sent == CloseReason(1000, None)
+    assert client.close_received == CloseReason(1000, None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import random
 import struct
 import tracemalloc
 import zlib
@@ -499,6 +500,22 @@ async def test_counters_report_bytes_before_and_after(nursery: trio.Nursery) -> 
     assert sent.bytes_sent_compressed == received.bytes_received_compressed < 100
 
 
+async def test_a_message_that_fails_to_inflate_is_not_counted(nursery: trio.Nursery) -> None:
+    """The received-bytes counters, and so ``compression_ratio``, count the
+    compressed messages received whole, before and after inflating alike.
+    A message that failed to inflate used to add its compressed bytes read
+    so far (how many depends on the reads: found by test_fuzz_fast_paths,
+    the fast paths hand wsproto larger pieces) but none of its inflated
+    ones, skewing the ratio."""
+    ws, peer, _ = await server_with_raw_client(nursery, b"permessage-deflate")
+    good = deflate(b"counted " * 100)
+    await peer.send(BINARY, good, rsv1=True)
+    assert await ws.get_message() == b"counted " * 100
+    await peer.send(BINARY, b"\xff\xff\xff\xff garbage", rsv1=True)
+    assert await peer.read_close_code() == 1007
+    assert ws.statistics().compression_ratio == pytest.approx(800 / len(good))
+
+
 # -- bad input from the peer ------------------------------------------------
 
 
@@ -542,6 +559,28 @@ async def test_fragmented_bomb_is_bounded_across_frames(nursery: trio.Nursery) -
     await peer.send(TEXT, payload[:5], rsv1=True, fin=False)
     await peer.send(CONTINUATION, payload[5:])
     assert await peer.read_close_code() == 1009
+
+
+async def test_a_compressed_frame_that_inflates_too_big_is_refused_before_it_ends(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A compressed frame is inflated as its bytes arrive (as text is
+    validated), so one whose first bytes inflate past max_message_size is
+    refused with 1009 at once, not once the whole frame has come. The fast
+    decoder used to hold a compressed binary frame until whole when its
+    compressed size fitted what the message could still take (as it does
+    an uncompressed one): a peer that sent the start of a bomb and stalled
+    was never answered (found by test_fuzz_fast_paths: with the fast paths
+    off, wsproto refused it at once)."""
+    _ws, peer, _ = await server_with_raw_client(
+        nursery, b"permessage-deflate", max_message_size=1000
+    )
+    payload = deflate(b"\x00" * 100_000 + random.Random(1).randbytes(700))
+    assert len(payload) < 1000
+    whole = frame(BINARY, payload, rsv1=True, mask=True)
+    await peer.stream.send_all(whole[:-300])  # the rest never comes
+    with trio.fail_after(5):
+        assert await peer.read_close_code() == 1009
 
 
 async def test_message_of_exactly_the_limit_is_accepted(nursery: trio.Nursery) -> None:

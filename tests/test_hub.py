@@ -23,6 +23,7 @@ from trio_websocket import (
     open_websocket_url,
     serve_websocket,
 )
+from trio_websocket._wire import fast_paths
 
 Pair = tuple[WebSocketConnection, WebSocketConnection]
 
@@ -120,6 +121,28 @@ def test_prebuilt_frame_is_what_a_client_parses(size: int, text: bool) -> None:
     assert isinstance(event, TextMessage if text else BytesMessage)
     assert event.message_finished
     assert event.data == message
+
+
+@pytest.mark.parametrize("fast_paths_on", [True, False], ids=["fast paths on", "off"])
+async def test_a_subscriber_with_compression_gets_its_messages_compressed(
+    nursery: trio.Nursery, hub: Hub, monkeypatch: pytest.MonkeyPatch, fast_paths_on: bool
+) -> None:
+    """A server connection that agreed on permessage-deflate does not take
+    the shared uncompressed frame (WebSocketConnection._send_prebuilt_frame):
+    it sends the message the usual way, compressed as send_message would.
+    With the fast paths on, it used to write the shared frame, so hub
+    subscribers never got a compressed message (found by
+    test_fuzz_fast_paths: with the fast paths off they did)."""
+    monkeypatch.setattr(fast_paths, "ENABLED", fast_paths_on)
+    options = {"compression": "deflate"}
+    client, server = await open_pair(nursery, client_options=options, server_options=options)
+    assert server.compression is not None
+    await hub.subscribe(server, "t")
+    message = "compress me " * 100
+    await hub.publish("t", message)
+    assert await client.get_message() == message
+    ratio = server.statistics().compression_ratio
+    assert ratio is not None and ratio > 10
 
 
 async def test_a_client_connection_can_subscribe_too(nursery: trio.Nursery, hub: Hub) -> None:

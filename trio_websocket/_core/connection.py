@@ -613,10 +613,11 @@ class WebSocketConnection(ConnectionReceiving, trio.abc.Channel[Message]):
     async def _send_prebuilt_frame(self, frame: bytes, message: Message) -> None:
         """For ``_extras.hub`` (``PrebuiltFrameSink``): send ``message`` as
         ``frame``, its whole unmasked data frame built once for many
-        connections. A client, or a connection using an extension or with
-        the fast paths off, cannot share a frame: it sends ``message`` the
-        usual way."""
-        if self._is_client or not self._own_framing:
+        connections. A client, or a connection using an extension
+        (permessage-deflate included: the message may have to be
+        compressed) or with the fast paths off, cannot share a frame: it
+        sends ``message`` the usual way."""
+        if self._is_client or not self._own_framing or self._deflate is not None:
             await self.send_message(message)
             return
         if self._close_reason is not None:

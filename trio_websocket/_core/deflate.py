@@ -22,10 +22,11 @@ Rules:
 - Counters (for statistics): ``bytes_sent_uncompressed`` and
   ``bytes_sent_compressed`` count the payloads of compressed messages
   we sent, before and after compression; ``bytes_received_compressed``
-  and ``bytes_received_uncompressed`` count compressed messages received,
-  before and after inflating (``_core.connection`` makes
-  ``compression_ratio`` of them). Messages sent or received uncompressed
-  are not counted here.
+  and ``bytes_received_uncompressed`` count compressed messages received
+  whole, before and after inflating (a message that fails to inflate
+  counts in neither: how much of it was read first depends on the reads;
+  ``_core.connection`` makes ``compression_ratio`` of them). Messages sent
+  or received uncompressed are not counted here.
 """
 
 from __future__ import annotations
@@ -75,10 +76,11 @@ class DeflateExtension(Extension):
         self._decompress_bits = 0
         self._decompress_resets = False
         # Inbound state: does the message in progress inflate, how much has
-        # it inflated to, and does the current frame (not a control frame
-        # between fragments) belong to it.
+        # it inflated to and from, and does the current frame (not a
+        # control frame between fragments) belong to it.
         self._inflating_message = False
         self._inflated = 0
+        self._inflated_from = 0
         self._frame_is_data = False
         # Whether the next data frame wsproto serializes (fast paths off)
         # is a whole message to compress: the connection decides.
@@ -229,6 +231,7 @@ class DeflateExtension(Extension):
         else:
             self._inflating_message = rsv.rsv1
             self._inflated = 0
+            self._inflated_from = 0
         return _RSV1_ONLY
 
     def _inflate(self, data: bytes) -> bytes | CloseReason:
@@ -256,7 +259,7 @@ class DeflateExtension(Extension):
     ) -> bytes | CloseReason:
         if not (self._frame_is_data and self._inflating_message):
             return data
-        self.bytes_received_compressed += len(data)
+        self._inflated_from += len(data)
         return self._inflate(data)
 
     def frame_inbound_complete(
@@ -274,5 +277,6 @@ class DeflateExtension(Extension):
         if decompressor is None or decompressor.eof or self._decompress_resets:
             # A stream the peer ended (BFINAL) cannot be continued.
             self._decompressor = None
+        self.bytes_received_compressed += self._inflated_from
         self.bytes_received_uncompressed += self._inflated
         return tail

@@ -184,15 +184,18 @@ class ConnectionReceiving(ConnectionLifecycle):
                     continue  # dropped (see the life cycle's table)
                 data = event.data  # type: ignore[attr-defined]
                 if pieces_wanted:
-                    if not inbox.put_piece(data, event.message_finished):  # type: ignore[attr-defined]
+                    finished: bool = event.message_finished  # type: ignore[attr-defined]
+                    if not inbox.put_piece(data, finished):
                         self._fail(
                             MESSAGE_TOO_BIG,
                             f"message exceeds {inbox.piece_limit} bytes",
                             parser_done=False,
                         )
-                    elif inbox.reader_must_wait() and has_unparsed_bytes(self._proto):
-                        self._parse_paused = _PAUSED_FOR_INBOX
-                        break
+                    else:
+                        received += finished  # (a streamed message counts once whole)
+                        if inbox.reader_must_wait() and has_unparsed_bytes(self._proto):
+                            self._parse_paused = _PAUSED_FOR_INBOX
+                            break
                     pieces_wanted = inbox.takes_pieces
                     continue
                 if (
@@ -303,11 +306,13 @@ class ConnectionReceiving(ConnectionLifecycle):
         return await self._close_stream_gracefully()
 
     async def _close_stream_gracefully(self) -> bool:
-        """Send what is still queued (the close echo), then close the stream
-        (a TLS stream says goodbye). Returns whether the stream closed; the
-        reader's scope bounds this with the grace period."""
+        """Send what is still queued (the close echo), and let a write under
+        way (our close frame, behind a slow link) finish, then close the
+        stream (a TLS stream says goodbye). Returns whether the stream
+        closed; the reader's scope bounds this with the grace period."""
         try:
-            if self._outbox:
+            if self._outbox or self._writing:
+                # (Taking the write turn waits for the writer.)
                 await self._flush_outbox()
             await self._stream.aclose()
         except (ConnectionClosed, *STREAM_ERRORS):

@@ -22,8 +22,9 @@ class ConnectionStatistics:
 
     #: Messages sent: ``send_message``/``send`` calls that returned.
     messages_sent: int
-    #: Whole messages received from the peer (queued for the application,
-    #: read yet or not).
+    #: Messages received from the peer, each counted once whole: queued
+    #: for the application (read yet or not), or received in pieces with
+    #: ``receive_fragments`` (at its last piece).
     messages_received: int
     #: Bytes written to the stream: frame headers, payloads (after
     #: compression, masked on a client) and control frames.

@@ -22,4 +22,6 @@ Rules:
 - Every fast path can be turned off (``fast_paths``): with
   ``TRIO_WEBSOCKET_FAST_PATHS=0`` in the environment wsproto and trio do all
   of the work, and CI runs the whole suite both ways.
+  tests/test_fuzz_fast_paths.py gives the same random bytes and calls to a
+  connection built each way and checks that they behave alike.
 """

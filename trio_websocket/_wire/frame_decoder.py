@@ -56,6 +56,12 @@ Rules:
   Text frames are not held: wsproto validates UTF-8 as pieces arrive, so a
   frame with invalid UTF-8 is refused (1007) as soon as the bad bytes come,
   not when the frame ends (Autobahn 6.4.3 and 6.4.4 check this).
+  Nor are the frames of a compressed message (RSV1 on its first frame):
+  the extension inflates them as they arrive, so a payload that does not
+  inflate (1007) or inflates past the limit (1009) is refused at once, as
+  wsproto refuses it, and ``room`` counts a message's bytes, which its
+  compressed size says nothing about (tests/test_fuzz_fast_paths.py found
+  a bomb's start held, unanswered, until its frame would end).
   Larger frames, and every frame while ``room`` says 0 (a streamed receive
   wants pieces as they come), keep wsproto's piece-by-piece delivery, so a
   too-big message is still refused after at most one read past the limit.
@@ -312,10 +318,12 @@ class _FastReceiveDecoder(FrameDecoder):
 
     def __init__(self, client: bool, extensions: list[Extension] | None = None) -> None:
         super().__init__(client, extensions)
-        # Whether the data frames coming belong to a text message (a
-        # continuation frame does not say), and whether a fragmented
-        # message is under way (so a continuation frame is in order).
+        # Whether the data frames coming belong to a text message, or to a
+        # compressed one (a continuation frame does not say), and whether a
+        # fragmented message is under way (so a continuation frame is in
+        # order).
         self.in_text_message = False
+        self.in_compressed_message = False
         self.in_message = False
 
     def parse_header(self) -> bool:
@@ -341,16 +349,22 @@ class _FastReceiveDecoder(FrameDecoder):
         in_order = continuation is self.in_message
         if not continuation:
             self.in_text_message = header.opcode == 1
+            self.in_compressed_message = header.rsv.rsv1
         self.in_message = not header.fin
         if not in_order:
             # wsproto refuses it (1002) at its first payload byte: never hold
             # it, or a peer that stops there would never be told.
             return True
-        if header.payload_len > self.buffer._size and not self.in_text_message:
+        if (
+            header.payload_len > self.buffer._size
+            and not self.in_text_message
+            and not self.in_compressed_message
+        ):
             # Not all here yet: wsproto's own "wait for the whole payload"
             # (used for control frames), applied to a binary frame that
-            # fits. (Text is validated as it arrives, and invalid UTF-8
-            # refused at once, not when the frame is complete.)
+            # fits. (Text is validated, and a compressed payload inflated,
+            # as it arrives: a bad one is refused at once, not when the
+            # frame is complete.)
             room = self.buffer.room
             if room is not None and header.payload_len <= room():
                 self.payload_required = header.payload_len
