@@ -24,6 +24,13 @@ GUARD = 5
 BINARY_OPCODE = 0x2
 
 
+async def peer_ends_tcp_if_server(peer: RawPeer, role: str) -> None:
+    """After the closing handshake the server closes TCP first (RFC 6455
+    7.1.1): when the library is the client, the raw peer plays the server."""
+    if role == "client":
+        await peer.stream.aclose()
+
+
 async def settle() -> None:
     for _ in range(50):
         await trio.lowlevel.checkpoint()
@@ -68,8 +75,7 @@ async def test_our_close_is_closing_until_the_answer_then_ended(
     with trio.fail_after(GUARD):
         if role == "server":
             await peer.expect_eof()
-        else:
-            await peer.stream.aclose()  # the server closes TCP first
+        await peer_ends_tcp_if_server(peer, role)
         await ws.aclose()
     assert ws._state is State.ENDED
 
@@ -112,8 +118,7 @@ async def test_a_fault_behind_unread_messages_is_failing_until_they_are_read(
     await peer.send_frame(BINARY_OPCODE, b"still dropped")  # (by hand: wsproto would refuse)
     await peer.send(close.response())
     with trio.fail_after(GUARD):
-        if role == "client":
-            await peer.stream.aclose()
+        await peer_ends_tcp_if_server(peer, role)
         await ws.aclose()
     assert ws._state is State.ENDED
 
@@ -144,8 +149,7 @@ async def test_a_fault_while_closing_drops_the_peers_data(
     assert ws._state is State.FAILED
     await peer.send(close.response())
     with trio.fail_after(GUARD):
-        if role == "client":
-            await peer.stream.aclose()
+        await peer_ends_tcp_if_server(peer, role)
         with pytest.raises(ConnectionClosed):
             await ws.get_message()
 

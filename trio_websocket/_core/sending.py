@@ -151,13 +151,15 @@ class ConnectionSending:
         self._streaming_text = False
         self._piece_source_scope = None
 
-    # Hooks of the life cycle (``lifecycle``), which builds on this class.
+    if TYPE_CHECKING:
+        # Defined by the life cycle (``lifecycle``), the layer built on this
+        # one, which the send path calls on a failed write or a message it
+        # cannot finish. Declared for the type checker only: no stub exists
+        # at run time that could be reached instead.
 
-    def _abort(self) -> None:
-        raise NotImplementedError
+        def _abort(self) -> None: ...
 
-    def _cut_message_short(self) -> None:
-        raise NotImplementedError
+        def _cut_message_short(self) -> None: ...
 
     # ------------------------------------------------------------------
     # The one send path
