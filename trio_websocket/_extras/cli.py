@@ -10,7 +10,7 @@ an echo server.
         [--unix-socket PATH]
 
 Rules:
-- Top layer: uses only the package's public names (``from . import ...``),
+- Top layer: uses only the package's public names (``from .. import ...``),
   like any other program would; nothing in the package imports this module
   but ``__main__``, so ``import trio_websocket`` never loads argparse.
 - Data and diagnostics apart: the client writes each incoming message, and
