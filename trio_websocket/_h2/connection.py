@@ -31,6 +31,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable
@@ -135,6 +136,12 @@ class HTTP2Connection:
         self._closing = False
         self._close_when_done = False
         self._reader_scope = trio.CancelScope()
+        # The scope of run()'s nursery, reader and writer (replaced by run()).
+        self._run_scope = trio.CancelScope()
+        # Streams handed to on_request and not closed by their user yet:
+        # a stream the peer resets leaves h2's count at once, but its
+        # handler may run on a while (see _request_received).
+        self._unclosed_requests = 0
         self._idle_watch = trio.CancelScope()
         self._idle_wait: trio.CancelScope | None = None
         self._all_streams_gone: trio.Event | None = None
@@ -148,6 +155,7 @@ class HTTP2Connection:
         transport. Never raises for what the peer does."""
         try:
             async with trio.open_nursery() as nursery:
+                self._run_scope = nursery.cancel_scope
                 nursery.start_soon(self._writer)
                 if self._idle_timeout != math.inf:
                     nursery.start_soon(self._close_when_idle)
@@ -294,10 +302,12 @@ class HTTP2Connection:
             self._open_all_windows()
         elif isinstance(event, h2.events.TrailersReceived):
             # No trailers on a WebSocket's stream (RFC 8441, section 5).
-            stream = self._streams.get(event.stream_id)
+            stream = self._streams.pop(event.stream_id, None)
             if stream is not None:
-                self.close_stream(event.stream_id, end=False, reset=True, aborting=True)
+                with contextlib.suppress(h2.exceptions.ProtocolError):
+                    self._h2.reset_stream(event.stream_id, PROTOCOL_ERROR)
                 stream.broken(PROTOCOL_ERROR)
+                self._stream_gone()
         elif isinstance(event, h2.events.InformationalResponseReceived):
             pass  # a 1xx before the answer: nothing to do
         # PingReceived, SettingsAcknowledged, PriorityUpdated and
@@ -313,6 +323,12 @@ class HTTP2Connection:
         if self.going_away and (last is None or stream_id > last):
             self._h2.reset_stream(stream_id, REFUSED_STREAM)
             return
+        if self._unclosed_requests >= self._limits.max_concurrent_streams:
+            # Opened and reset faster than their handlers end (rapid
+            # reset): no more handlers than the stream limit, ever.
+            self._h2.reset_stream(stream_id, REFUSED_STREAM)
+            return
+        self._unclosed_requests += 1
         stream = HTTP2Stream(self, stream_id)
         self._streams[stream_id] = stream
         if self._idle_wait is not None:
@@ -389,6 +405,8 @@ class HTTP2Connection:
 
     def close_stream(self, stream_id: int, *, end: bool, reset: bool, aborting: bool) -> None:
         """A stream's user closed it (see ``_h2.stream`` for what goes out)."""
+        if stream_id % 2 == 1 and not self.is_client:
+            self._unclosed_requests -= 1
         if end:
             try:
                 self._h2.end_stream(stream_id)
@@ -506,12 +524,13 @@ class HTTP2Connection:
         self._reader_scope.cancel()
 
     def abort(self) -> None:
-        """End the connection at once, streams and all."""
+        """End the connection at once, streams and all (a writer stuck on
+        a peer that does not read included)."""
         self._end_streams(CANCEL)
         self._closing = True
         self._output.clear()
         self._reader_scope.cancel()
-        self._output_ready.set()
+        self._run_scope.cancel()
 
     # ------------------------------------------------------------------
 
