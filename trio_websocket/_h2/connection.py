@@ -61,6 +61,10 @@ ENHANCE_YOUR_CALM = 0xB
 
 DEFAULT_LIMITS = HTTP2Limits()
 
+#: A stream's send returns once no more than this is left for the writer
+#: to write (a send buffer's worth): beyond it, the send waits.
+_WRITE_HIGH_WATER = 64 * 1024
+
 #: How long the writer may take to deliver the last frames (GOAWAY) of a
 #: connection that is ending, before the transport is closed anyway.
 _FAREWELL_SECONDS = 1.0
@@ -109,6 +113,11 @@ class HTTP2Connection:
         else:
             initial[codes.ENABLE_CONNECT_PROTOCOL] = 1
         self._h2.local_settings = h2.settings.Settings(client=is_client, initial_values=initial)
+        # h2 applies its own limits from our settings only once the peer
+        # acknowledges them; ours hold from the first byte (a peer may not
+        # send more before it has seen them, and a hostile one must not).
+        self._h2.max_inbound_frame_size = limits.max_frame_size
+        self._h2.decoder.max_header_list_size = limits.max_header_list_size
         self._h2.initiate_connection()
         extra_window = limits.connection_window - self._h2.inbound_flow_control_window
         if extra_window > 0:
@@ -121,8 +130,9 @@ class HTTP2Connection:
         self._streams: dict[int, HTTP2Stream] = {}
         self._output: list[bytes] = []
         self._output_ready = trio.Event()
-        self._queued = 0  # how many times output was queued...
-        self._written = 0  # ...and how many of those the writer has written
+        # Bytes queued for the writer and not written yet: what a
+        # stream's send waits on beyond _WRITE_HIGH_WATER.
+        self._unwritten = 0
         self._written_event = trio.Event()
         self._settings_event: trio.Event | None = trio.Event()
         self._peer_settings_seen = False
@@ -227,7 +237,6 @@ class HTTP2Connection:
                 continue
             data = b"".join(self._output) if len(self._output) > 1 else self._output[0]
             self._output.clear()
-            marker = self._queued
             try:
                 await transport.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -235,9 +244,10 @@ class HTTP2Connection:
                 self._end_streams(CANCEL)
                 self._reader_scope.cancel()
                 return
-            self._written = marker
-            self._written_event.set()
-            self._written_event = trio.Event()
+            self._unwritten -= len(data)
+            if self._unwritten <= _WRITE_HIGH_WATER:
+                self._written_event.set()
+                self._written_event = trio.Event()
 
     async def _close_when_idle(self) -> None:
         """Close the connection (GOAWAY) once it has had no stream for the
@@ -374,11 +384,14 @@ class HTTP2Connection:
         self._queue_output()
 
     async def flush(self) -> None:
-        """Wait until everything queued so far is written (the
-        backpressure of a stream's ``send_all``)."""
+        """Hand what is queued to the writer, and wait while more than
+        ``_WRITE_HIGH_WATER`` bytes are still unwritten (the backpressure
+        of a stream's ``send_all``, as a socket's send buffer gives it)."""
         self.wake_writer()
-        target = self._queued
-        while self._written < target:
+        if self._unwritten <= _WRITE_HIGH_WATER:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        while self._unwritten > _WRITE_HIGH_WATER:
             if self._broken is not None or self._ended.is_set():
                 raise trio.BrokenResourceError("the HTTP/2 connection is gone")
             await self._written_event.wait()
@@ -391,9 +404,7 @@ class HTTP2Connection:
         """The stream's reader took ``size`` bytes: hand the window back."""
         if size:
             self._h2.acknowledge_received_data(size, stream_id)
-            queued = self._queued
-            self._queue_output()
-            if self._queued != queued:  # a WINDOW_UPDATE is due
+            if self._queue_output():  # a WINDOW_UPDATE is due
                 self._output_ready.set()
 
     def end_stream(self, stream_id: int) -> None:
@@ -506,7 +517,9 @@ class HTTP2Connection:
         self.going_away = True
         self._last_stream_served = self._h2.highest_inbound_stream_id
         self._queue_output()
-        self._output.append(_goaway_frame(self._last_stream_served, NO_ERROR))
+        goaway = _goaway_frame(self._last_stream_served, NO_ERROR)
+        self._output.append(goaway)
+        self._unwritten += len(goaway)
         self._output_ready.set()
         if not self._streams:
             self._close_with(NO_ERROR)
@@ -534,11 +547,15 @@ class HTTP2Connection:
 
     # ------------------------------------------------------------------
 
-    def _queue_output(self) -> None:
+    def _queue_output(self) -> bool:
+        """Move what h2 has to send to the writer's queue; whether there was
+        anything."""
         data = self._h2.data_to_send()
         if data:
             self._output.append(data)
-            self._queued += 1
+            self._unwritten += len(data)
+            return True
+        return False
 
     def _open_all_windows(self) -> None:
         for stream in self._streams.values():

@@ -8,7 +8,8 @@ Rules:
   receive window of data waiting in this stream (``h2`` refuses more as a
   flow-control error), and a stream whose reader is slow holds up no
   other. :meth:`HTTP2Stream.send_all` waits for the peer's window, hands
-  the data to the connection's writer and returns once it was written.
+  the data to the connection's writer and returns once the connection has
+  no more than a send buffer's worth (64 KiB) left to write.
 - Closing: :meth:`HTTP2Stream.send_eof` is END_STREAM. :meth:`aclose` ends
   the stream with END_STREAM, then resets it (NO_ERROR) if the peer has
   not ended its side, which RFC 9113 (section 8.1) allows once the answer
