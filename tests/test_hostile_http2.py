@@ -20,14 +20,18 @@ with the defect named: they pass once it is fixed.
 from __future__ import annotations
 
 import math
+import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
+import trustme
+from conftest import echo_handler
 
 pytest.importorskip("h2")
 
@@ -61,8 +65,10 @@ from hostile_h2_peers import (
 )
 from hostile_peers import (
     OP_BINARY,
+    OP_CLOSE,
     AttackedServer,
     Visit,
+    close_payload,
     frame,
     poll_until,
 )
@@ -72,6 +78,7 @@ from trio_websocket import (
     WebSocketConnection,
     WebSocketRequest,
     open_websocket_url,
+    serve_websocket,
 )
 from trio_websocket._h2.limits import HTTP2Limits
 
@@ -801,6 +808,57 @@ async def test_a_shutdown_ends_a_stream_whose_window_never_opens(
             nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize(
+    "opening",
+    [
+        pytest.param(
+            "one-stream", marks=pytest.mark.xfail(strict=True, reason=WRITER_NOT_WOKEN_DEFECT)
+        ),
+        pytest.param(
+            "reset-in-the-same-write",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason=f"{REFUSING_A_CLOSED_STREAM_DEFECT}; {WRITER_NOT_WOKEN_DEFECT}",
+            ),
+        ),
+    ],
+)
+async def test_streams_opened_after_a_shutdown_goaway_are_refused(opening: str) -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            server = await H2Server("tcp").start(nursery)
+            peer = await server.peer()
+            await peer.open_ws(1, "/echo")
+            assert server.server is not None
+            nursery.start_soon(partial(server.server.aclose, timeout=5))
+            # The GOAWAY, then the WebSocket served before it gets its close.
+            closing = await peer.ws_frame(1)
+            assert closing.close_code == 1001
+            assert peer.goaway is not None
+            assert (peer.goaway.error_code, peer.goaway.last_stream_id) == (NO_ERROR, 1)
+            # Whatever else the server writes now, before the new streams.
+            with trio.move_on_after(0.2):
+                await peer.read_to_end()
+            if opening == "one-stream":
+                await peer.request(3, websocket_connect("/echo"))
+                refused = peer.stream_seen(3)
+            else:
+                await peer.send(
+                    peer.headers_frame(3, websocket_connect("/echo"))
+                    + rst_stream_frame(3)
+                    + peer.headers_frame(5, websocket_connect("/echo"))
+                )
+                refused = peer.stream_seen(5)
+            with trio.move_on_after(1):
+                await peer.read_until(lambda: refused.reset is not None)
+            assert refused.reset == REFUSED_STREAM
+            await peer.try_send(data_frame(1, frame(OP_CLOSE, close_payload(1001))))
+            await peer.read_to_end()
+            await trio.aclose_forcefully(peer.stream)
+            assert server.crash is None, f"the server died: {server.crash!r}"
+            assert [visit.mode for visit in server.visits] == ["echo"]
+
+
 # ---------------------------------------------------------------------------
 # 6. More DATA than the window
 
@@ -1094,6 +1152,66 @@ async def test_a_bad_preface_is_an_http1_request_and_gets_400(opening: bytes) ->
             assert answer.startswith(b"HTTP/1.1 400 "), answer[:80]
             await trio.aclose_forcefully(stream)
             await server.h2_round_trip()
+
+
+# ---------------------------------------------------------------------------
+# The same over TLS (ALPN h2)
+
+
+CA = trustme.CA()
+CERT = CA.issue_cert("127.0.0.1")
+
+
+@pytest.mark.parametrize("attack", ["rapid-reset", "ping-flood", "frame-too-large"])
+async def test_attacks_over_tls_get_the_same_answers(attack: str) -> None:
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    CERT.configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    CA.configure_trust(client_context)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(
+                    serve_websocket,
+                    echo_handler,
+                    "127.0.0.1",
+                    0,
+                    server_context,
+                    http2=True,
+                    http2_limits=LIMITS,
+                )
+            )
+            client_context.set_alpn_protocols(["h2"])
+            stream = await trio.open_ssl_over_tcp_stream(
+                "127.0.0.1", server.port, ssl_context=client_context
+            )
+            await stream.do_handshake()
+            assert stream.selected_alpn_protocol() == "h2"
+            peer = H2Peer(stream)
+            await peer.start()
+            if attack == "rapid-reset":
+                data = b"".join(
+                    peer.headers_frame(stream_id, websocket_connect("/echo"))
+                    + rst_stream_frame(stream_id)
+                    for stream_id in range(1, 400, 2)
+                )
+                expected = ENHANCE_YOUR_CALM
+            elif attack == "ping-flood":
+                data = ping_frame() * (2 * LIMITS.control_frame_burst)
+                expected = ENHANCE_YOUR_CALM
+            else:
+                data = h2_frame(0xFA, 0, 0, b"x" * (LIMITS.max_frame_size + 1))
+                expected = FRAME_SIZE_ERROR
+            await peer.try_send(data)
+            assert await peer.goaway_code() == expected
+            await trio.aclose_forcefully(stream)
+            client_context.set_alpn_protocols(["h2", "http/1.1"])
+            url = f"wss://127.0.0.1:{server.port}/"
+            async with open_websocket_url(url, client_context, http2="require") as ws:
+                await ws.send_message("over TLS")
+                assert await ws.get_message() == "over TLS"
+            await poll_until(lambda: not server.connection_count)
+            nursery.cancel_scope.cancel()
 
 
 # ---------------------------------------------------------------------------
