@@ -375,10 +375,11 @@ class HTTP2Connection:
             return 0
         return min(window, self._h2.max_outbound_frame_size)
 
-    def queue_data(self, stream_id: int, data: memoryview) -> None:
-        """Queue one DATA frame (``send_room`` bytes at most)."""
+    def queue_data(self, stream_id: int, data: memoryview, *, end_stream: bool) -> None:
+        """Queue one DATA frame (``send_room`` bytes at most), the last of
+        the stream's when ``end_stream``."""
         try:
-            self._h2.send_data(stream_id, data.tobytes())
+            self._h2.send_data(stream_id, data.tobytes(), end_stream=end_stream)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
             raise trio.BrokenResourceError(f"the HTTP/2 stream is gone: {exc}") from exc
         self._queue_output()

@@ -39,7 +39,7 @@ class StreamOwner(Protocol):
 
     def send_room(self, stream_id: int) -> int: ...
 
-    def queue_data(self, stream_id: int, data: memoryview) -> None: ...
+    def queue_data(self, stream_id: int, data: memoryview, *, end_stream: bool) -> None: ...
 
     async def flush(self) -> None: ...
 
@@ -151,6 +151,15 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
         return b"".join(pieces)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._send(data, end=False)
+
+    async def send_all_and_end(self, data: bytes | bytearray | memoryview) -> None:
+        """``send_all``, with END_STREAM on the DATA frame that carries the
+        end of ``data`` (what a WebSocket's close frame is sent with; see
+        ``_core.contracts.EndingStream``)."""
+        await self._send(data, end=True)
+
+    async def _send(self, data: bytes | bytearray | memoryview, *, end: bool) -> None:
         connection = self._connection
         self._check_sendable()
         view = memoryview(data)
@@ -166,8 +175,14 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
                 self._check_sendable()
                 continue
             piece = view[sent : sent + room]
-            connection.queue_data(self.stream_id, piece)
             sent += len(piece)
+            last = end and sent == total
+            connection.queue_data(self.stream_id, piece, end_stream=last)
+            if last:
+                self._local_ended = True
+        if end and not total:
+            self._local_ended = True
+            connection.end_stream(self.stream_id)
         await connection.flush()
 
     def _check_sendable(self) -> None:
