@@ -179,6 +179,36 @@ async def test_client_falls_back_to_http11_or_fails_when_asked(tls: bool) -> Non
             assert "http2" in str(failure.value)
 
 
+async def test_a_context_used_for_http2_serves_http11_again() -> None:
+    # ALPN lives on the SSL context: the package made these offer h2, and
+    # must make them stop when they are used without HTTP/2 again.
+    context = client_context()
+    shared_server_context = server_context()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            h2_server = await nursery.start(
+                partial(serve_websocket, echo, "127.0.0.1", 0, shared_server_context, http2=True)
+            )
+            url = f"wss://localhost:{h2_server.port}/"
+            async with open_websocket_url(url, context, http2=True) as ws:
+                assert ws.http_version == "2"
+            async with open_websocket_url(url, context) as ws:
+                assert ws.http_version == "1.1"
+                await ws.send_message("still HTTP/1.1")
+                assert await ws.get_message() == "still HTTP/1.1"
+            # The same server context, now for a server without HTTP/2.
+            h1_server = await nursery.start(
+                partial(serve_websocket, echo, "127.0.0.1", 0, shared_server_context)
+            )
+            async with open_websocket_url(
+                f"wss://localhost:{h1_server.port}/", context, http2=True
+            ) as ws:
+                assert ws.http_version == "1.1"
+                await ws.send_message("fell back")
+                assert await ws.get_message() == "fell back"
+            nursery.cancel_scope.cancel()
+
+
 async def test_rejection_and_hook_answers_over_http2() -> None:
     seen: list[HTTPRequest] = []
 
@@ -443,9 +473,9 @@ async def test_asking_for_http2_without_h2_says_how_to_install_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "h2", None)
-    with pytest.raises(RuntimeError, match=r'pip install "trio-websocket\[http2\]"'):
+    with pytest.raises(RuntimeError, match=r'pip install "h2>=4.1"'):
         await serve_websocket(echo, "127.0.0.1", 0, None, http2=True)
-    with pytest.raises(RuntimeError, match="trio-websocket"):
+    with pytest.raises(RuntimeError, match="h2"):
         async with open_websocket_url("ws://127.0.0.1:1/", http2=True):
             pass  # pragma: no cover
 

@@ -39,7 +39,7 @@ class StreamOwner(Protocol):
 
     def send_room(self, stream_id: int) -> int: ...
 
-    def queue_data(self, stream_id: int, data: memoryview) -> None: ...
+    def queue_data(self, stream_id: int, data: memoryview, *, end_stream: bool) -> None: ...
 
     async def flush(self) -> None: ...
 
@@ -68,12 +68,24 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
         "_reset_code",
         "_response",
         "_sender_parked",
+        "precredited",
+        "receive_window",
+        "send_window",
         "stream_id",
+        "unacked",
     )
 
-    def __init__(self, connection: StreamOwner, stream_id: int) -> None:
+    def __init__(self, connection: StreamOwner, stream_id: int, receive_window: int) -> None:
         self._connection = connection
         self.stream_id = stream_id
+        # Kept by the connection (its fast path keeps the windows itself):
+        # what the peer may still send, bytes read and not handed back yet,
+        # and bytes h2 already handed back that are not to be again.
+        self.receive_window = receive_window
+        self.unacked = 0
+        self.precredited = 0
+        # What this side may still send (kept by the connection's fast path).
+        self.send_window = 0
         # (A list, not a deque: it rarely holds more than a chunk or two,
         # and an empty deque costs 600 bytes per idle WebSocket.)
         self._buffer: list[bytes] = []
@@ -151,6 +163,15 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
         return b"".join(pieces)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._send(data, end=False)
+
+    async def send_all_and_end(self, data: bytes | bytearray | memoryview) -> None:
+        """``send_all``, with END_STREAM on the DATA frame that carries the
+        end of ``data`` (what a WebSocket's close frame is sent with; see
+        ``_core.contracts.EndingStream``)."""
+        await self._send(data, end=True)
+
+    async def _send(self, data: bytes | bytearray | memoryview, *, end: bool) -> None:
         connection = self._connection
         self._check_sendable()
         view = memoryview(data)
@@ -166,8 +187,14 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
                 self._check_sendable()
                 continue
             piece = view[sent : sent + room]
-            connection.queue_data(self.stream_id, piece)
             sent += len(piece)
+            last = end and sent == total
+            connection.queue_data(self.stream_id, piece, end_stream=last)
+            if last:
+                self._local_ended = True
+        if end and not total:
+            self._local_ended = True
+            connection.end_stream(self.stream_id)
         await connection.flush()
 
     def _check_sendable(self) -> None:
@@ -205,6 +232,9 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
             # (aclose_forcefully calls this in a cancelled scope: an abort.)
             aborting = trio.current_effective_deadline() == -float("inf")
             self._closed = True
+            if self._buffered:
+                # Dropped unread: the connection's window gets them back.
+                self._connection.acknowledge(self.stream_id, self._buffered)
             self._buffer.clear()
             self._buffered = 0
             self._connection.close_stream(
