@@ -58,6 +58,12 @@ STACKS = [
 ]
 BY_KEY = {s.key: s for s in STACKS}
 
+# the HTTP/2 scenario only (run.py --http2): its reference row, and the
+# venv of its load generator
+HYPERCORN_STACK = Stack("hypercorn", "hypercorn 0.18 (asyncio)", "hypercorn",
+                        "hypercorn", "servers/hypercorn_server.py", client="")
+H2LOAD_VENV = "h2load"
+
 
 def standin_ours(stack):
     """`ours` pointed at the PyPI 0.12.2 package (harness self-test)."""

@@ -21,10 +21,10 @@ import asyncio
 import functools
 import socket
 
-from benchutil import MAX_MESSAGE_SIZE, emit, raise_nofile, watchdog
-from hypercorn.asyncio import serve
 import hypercorn.protocol.h2
 import priority
+from benchutil import MAX_MESSAGE_SIZE, emit, raise_nofile, watchdog
+from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 

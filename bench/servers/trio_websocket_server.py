@@ -2,7 +2,9 @@
 PyPI trio-websocket 0.12.2 stand-in): serve_websocket + accept() +
 get_message/send_message.  Prints `PORT <n>`; runs until killed.
 --compression accepts permessage-deflate (our defaults, threshold 0: every
-message compressed, like websockets); only for `ours`."""
+message compressed, like websockets); only for `ours`.  --http2 serves
+WebSockets over HTTP/2 too (RFC 8441; on plain TCP by prior knowledge,
+told apart from HTTP/1.1 by the connection preface); only for `ours`."""
 
 import argparse
 from functools import partial
@@ -23,8 +25,10 @@ async def handler(request):
         pass
 
 
-async def main(host, port, compression):
+async def main(host, port, compression, http2):
     extra = {}
+    if http2:
+        extra["http2"] = True
     if compression:
         from trio_websocket import DeflateConfig
         extra["compression"] = DeflateConfig(threshold=0)
@@ -41,7 +45,8 @@ if __name__ == "__main__":
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--lifetime", type=float, default=1800)
     p.add_argument("--compression", action="store_true")
+    p.add_argument("--http2", action="store_true")
     a = p.parse_args()
     watchdog(a.lifetime)
     raise_nofile()
-    trio.run(main, a.host, a.port, a.compression)
+    trio.run(main, a.host, a.port, a.compression, a.http2)
