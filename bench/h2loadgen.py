@@ -2,10 +2,11 @@
 
 The HTTP/2 twin of loadgen.py, for the server-under-test rows of the
 HTTP/2 scenario (run.py --http2).  One TCP connection speaks HTTP/2 by
-prior knowledge (h2c: the connection preface first, no upgrade), framed
-by the sans-I/O `h2` library over a plain socket polled with `select`;
-each WebSocket is one extended CONNECT stream (:method CONNECT,
-:protocol websocket, :scheme http, :path, :authority,
+prior knowledge (h2c: the connection preface first, no upgrade), or with
+--tls over TLS where ALPN must choose "h2" (the certificate is not
+verified), framed by the sans-I/O `h2` library over a socket polled with
+`select`; each WebSocket is one extended CONNECT stream (:method CONNECT,
+:protocol websocket, :scheme http or https, :path, :authority,
 sec-websocket-version 13), opened once the server's SETTINGS announce
 SETTINGS_ENABLE_CONNECT_PROTOCOL, accepted by a 200 response.  WebSocket
 frames (masked, RFC 6455, from wsframes.py) travel in the stream's DATA
@@ -34,19 +35,28 @@ import argparse
 import os
 import select
 import socket
+import ssl
 import time
 
 import h2.config
 import h2.connection
 import h2.events
 import h2.settings
-from benchutil import emit, proc_cpu_seconds, proc_rss_kib, watchdog
+from benchutil import (
+    client_tls_context,
+    emit,
+    proc_cpu_seconds,
+    proc_rss_kib,
+    watchdog,
+)
 from wsframes import OP_BINARY, OP_CLOSE, FrameCounter, build_frame
 
 HOST = "127.0.0.1"
 IO_TIMEOUT = 10.0
 RECV_SIZE = 1 << 18
 CLOSE_FRAME = build_frame(OP_CLOSE, (1000).to_bytes(2, "big"), masked=True)
+# a non-blocking socket (TLS or not) that cannot go on right now
+WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 class H2ClientError(ConnectionError):
@@ -58,10 +68,17 @@ class H2Client:
     blocking helpers for the handshake phases and non-blocking steps for
     the measured loops."""
 
-    def __init__(self, port, stream_window, conn_window):
+    def __init__(self, port, stream_window, conn_window, tls=False):
         self.port = port
         self.sock = socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.scheme = b"https" if tls else b"http"
+        if tls:
+            self.sock = client_tls_context(["h2"]).wrap_socket(
+                self.sock, server_hostname=HOST)
+            chosen = self.sock.selected_alpn_protocol()
+            if chosen != "h2":
+                raise H2ClientError(f"ALPN chose {chosen!r}, not 'h2'")
         config = h2.config.H2Configuration(client_side=True,
                                            header_encoding=None)
         self.conn = h2.connection.H2Connection(config=config)
@@ -129,7 +146,7 @@ class H2Client:
         self.conn.send_headers(stream_id, [
             (b":method", b"CONNECT"),
             (b":protocol", b"websocket"),
-            (b":scheme", b"http"),
+            (b":scheme", self.scheme),
             (b":path", path.encode()),
             (b":authority", f"{HOST}:{self.port}".encode()),
             (b"sec-websocket-version", b"13"),
@@ -196,6 +213,7 @@ def pump(client, stream_id, counter, blob, flen, window, duration, max_msgs):
     deadline = time.perf_counter() + duration
     stopping = False
     timeout_ms = int(IO_TIMEOUT * 1000)
+    tls = isinstance(sock, ssl.SSLSocket)
     echoed = 0
 
     def on_event(event):
@@ -237,20 +255,22 @@ def pump(client, stream_id, counter, blob, flen, window, duration, max_msgs):
             outgoing = outgoing + out if outgoing else out
         poller.modify(fd, select.POLLIN | select.POLLOUT if outgoing
                       else select.POLLIN)
-        events = poller.poll(timeout_ms)
-        if not events:
+        # TLS may hold decrypted bytes the socket no longer shows
+        buffered = tls and sock.pending()
+        events = poller.poll(0 if buffered else timeout_ms)
+        if not events and not buffered:
             raise TimeoutError("no progress from the server")
-        ev = events[0][1]
+        ev = events[0][1] if events else select.POLLIN
         if ev & select.POLLOUT and outgoing:
             try:
                 n = sock.send(outgoing)
-            except BlockingIOError:
+            except WOULD_BLOCK:
                 n = 0
             outgoing = outgoing[n:]
-        if ev & (select.POLLIN | select.POLLERR | select.POLLHUP):
+        if ev & (select.POLLIN | select.POLLERR | select.POLLHUP) or buffered:
             try:
                 data = sock.recv(RECV_SIZE)
-            except BlockingIOError:
+            except WOULD_BLOCK:
                 continue
             if not data:
                 raise H2ClientError("the server closed the connection")
@@ -265,7 +285,8 @@ def cmd_echo(args):
     for size, window in zip(args.sizes, args.windows, strict=True):
         frame = build_frame(OP_BINARY, os.urandom(size), masked=True)
         blob = memoryview(frame * window)
-        client = H2Client(args.port, args.stream_window, args.conn_window)
+        client = H2Client(args.port, args.stream_window, args.conn_window,
+                          args.tls)
         (stream_id,) = client.open_websockets(1)
         counter = FrameCounter("ws")
         max_msgs = args.max_bytes // size + window
@@ -287,7 +308,8 @@ def cmd_echo(args):
 
 
 def cmd_idle(args):
-    client = H2Client(args.port, args.stream_window, args.conn_window)
+    client = H2Client(args.port, args.stream_window, args.conn_window,
+                      args.tls)
     try:
         client.open_websockets(args.warm)
         time.sleep(args.settle)
@@ -326,6 +348,8 @@ def main():
                        help="our SETTINGS_INITIAL_WINDOW_SIZE (bytes)")
         s.add_argument("--conn-window", type=int, default=16 << 20,
                        help="our connection receive window (bytes)")
+        s.add_argument("--tls", action="store_true",
+                       help="TLS, ALPN h2 (instead of h2c prior knowledge)")
     e = sub.choices["echo"]
     e.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")])
     e.add_argument("--windows", type=lambda v: [int(x) for x in v.split(",")])

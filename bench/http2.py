@@ -19,7 +19,10 @@ both).  Per round, every measurement goes round-robin over the rows
     server CPU from /proc around the window.
 Targets (issue 15): ours' CPU per message over HTTP/2 within 1.5x of
 HTTP/1.1 at every size; ours' memory per HTTP/2 WebSocket at most half of
-an HTTP/1.1 connection's.  Results in bench/results-http2.json."""
+an HTTP/1.1 connection's.  Results in bench/results-http2.json.
+With --tls (run.cfg["tls"]) everything runs over TLS instead: the servers
+use the bench's self-signed certificate, ALPN picks h2 or http/1.1, and the
+results go to bench/results-http2-tls.json."""
 
 import statistics
 import sys
@@ -47,8 +50,12 @@ def stacks_for(keys):
     return [table[k] for k in STACK_KEYS if not keys or k in keys]
 
 
+def _tls(run):
+    return ["--tls"] if run.cfg.get("tls") else []
+
+
 def _start(run, stack, tag):
-    args = ["--http2"] if stack.key == "ours" else []
+    args = (["--http2"] if stack.key == "ours" else []) + _tls(run)
     return measure.Server(f"{stack.key}-{tag}", run.python[stack.key],
                           stack.server, args, uses_repo=stack.uses_repo)
 
@@ -57,7 +64,7 @@ def _idle(run, stack, transport):
     server = _start(run, stack, f"idle-{transport}")
     try:
         extra = ["--count", str(run.cfg["idle"]), "--rss-pid",
-                 str(server.pid)]
+                 str(server.pid), *_tls(run)]
         timeout = 180
         if transport == "h2":
             (res,) = measure.h2loadgen(venvs.python_of(H2LOAD_VENV), "idle",
@@ -79,7 +86,7 @@ def _echo(run, stack, transport, server, size, window):
     d = run.cfg["duration"]
     extra = ["--sizes", str(size), "--windows", str(window),
              "--duration", str(d), "--warmup", str(run.cfg["warmup"]),
-             "--cpu-pid", str(server.pid)]
+             "--cpu-pid", str(server.pid), *_tls(run)]
     timeout = 60 + 2 * d
     if transport == "h2":
         (res,) = measure.h2loadgen(venvs.python_of(H2LOAD_VENV), "echo",
@@ -195,8 +202,10 @@ def render(run, sizes, notes=()):
                    for z in sizes]
                 for s in run.stacks for t in TRANSPORTS]
 
-    lines = [f"## WebSockets over HTTP/2 (median of {run.cfg['rounds']} "
-             f"rounds, {run.cfg['duration']} s windows)", ""]
+    over = " over TLS (ALPN)" if run.cfg.get("tls") else ""
+    lines = [f"## WebSockets over HTTP/2{over} (median of "
+             f"{run.cfg['rounds']} rounds, {run.cfg['duration']} s windows)",
+             ""]
     lines += [f"- {n}" for n in notes] + [""]
     lines += ["### Server CPU per echoed message (us, one stream / one "
               "connection, pipelined)"]
@@ -211,8 +220,9 @@ def render(run, sizes, notes=()):
            for z in sizes] for s in run.stacks])
     lines += ["", "### Server throughput (msgs/s)"]
     lines += table(["stack", "transport", *szl], rows("srv_rate:{t}:{size}"))
-    lines += ["", f"### 1,000 idle WebSockets: on one HTTP/2 connection "
-              f"(streams) vs {run.cfg['idle']:,} HTTP/1.1 connections"]
+    lines += ["", f"### {run.cfg['idle']:,} idle WebSockets: streams of one "
+              f"HTTP/2 connection vs {run.cfg['idle']:,} HTTP/1.1 "
+              "connections"]
     lines += table(["stack", "transport", "KiB per WebSocket",
                     f"s to open {run.cfg['idle']:,}"],
                    [[labels[s.key], TRANSPORT_LABEL[t],

@@ -260,6 +260,9 @@ def parse_args():
                    help="run only the HTTP/2 scenario (ours and hypercorn, "
                    "WebSockets over an HTTP/2 stream vs HTTP/1.1); results "
                    "in bench/results-http2.json unless --json is given")
+    p.add_argument("--tls", action="store_true",
+                   help="with --http2: everything over TLS (ALPN); results "
+                   "in bench/results-http2-tls.json unless --json is given")
     return p.parse_args()
 
 
@@ -280,10 +283,14 @@ def main():
         stacks = compression.stacks_for(keys)
         if args.json == str(BENCH / "results.json"):
             args.json = str(BENCH / "results-compression.json")
+    if args.tls and not args.http2:
+        sys.exit("--tls goes with --http2")
     if args.http2:
         stacks = http2.stacks_for(keys)
+        cfg["tls"] = args.tls
         if args.json == str(BENCH / "results.json"):
-            args.json = str(BENCH / "results-http2.json")
+            args.json = str(BENCH / ("results-http2-tls.json" if args.tls
+                                     else "results-http2.json"))
     if args.ours_standin:
         stacks = [standin_ours(s) if s.key == "ours" else s for s in stacks]
     raise_nofile(cfg["idle"] + 512)

@@ -14,7 +14,8 @@ connection can carry the 1,000 WebSockets of the idle-streams test, and
 with it the size of the `priority` tree hypercorn keeps per connection
 (that library refuses a 1,001st stream and hypercorn then drops the whole
 connection), and its requests-per-connection limit (1,000, after which it
-sends GOAWAY); nothing else of hypercorn is changed."""
+sends GOAWAY); nothing else of hypercorn is changed.  --tls serves over
+TLS with the bench's self-signed certificate (ALPN: h2, http/1.1)."""
 
 import argparse
 import asyncio
@@ -23,7 +24,7 @@ import socket
 
 import hypercorn.protocol.h2
 import priority
-from benchutil import MAX_MESSAGE_SIZE, emit, raise_nofile, watchdog
+from benchutil import MAX_MESSAGE_SIZE, emit, raise_nofile, self_signed_certificate, watchdog
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
@@ -54,7 +55,7 @@ async def echo_app(scope, receive, send):
             await send({"type": "websocket.send", "text": event["text"]})
 
 
-async def main(host, port, max_streams):
+async def main(host, port, max_streams, tls):
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -74,6 +75,9 @@ async def main(host, port, max_streams):
     hypercorn.protocol.h2.priority.PriorityTree = functools.partial(
         priority.PriorityTree, maximum_streams=max_streams)
     config.include_date_header = False
+    if tls:
+        cert, key = self_signed_certificate()
+        config.certfile, config.keyfile = str(cert), str(key)
     bound = socket.socket(fileno=int(config.bind[0][5:]))
     emit("PORT", bound.getsockname()[1])
     bound.detach()
@@ -86,7 +90,8 @@ if __name__ == "__main__":
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--lifetime", type=float, default=1800)
     p.add_argument("--max-streams", type=int, default=4096)
+    p.add_argument("--tls", action="store_true")
     a = p.parse_args()
     watchdog(a.lifetime)
     raise_nofile()
-    asyncio.run(main(a.host, a.port, a.max_streams))
+    asyncio.run(main(a.host, a.port, a.max_streams, a.tls))

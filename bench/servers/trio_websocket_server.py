@@ -4,13 +4,15 @@ get_message/send_message.  Prints `PORT <n>`; runs until killed.
 --compression accepts permessage-deflate (our defaults, threshold 0: every
 message compressed, like websockets); only for `ours`.  --http2 serves
 WebSockets over HTTP/2 too (RFC 8441; on plain TCP by prior knowledge,
-told apart from HTTP/1.1 by the connection preface); only for `ours`."""
+told apart from HTTP/1.1 by the connection preface); only for `ours`.
+--tls serves over TLS with the bench's self-signed certificate (with
+--http2, ALPN chooses between h2 and http/1.1)."""
 
 import argparse
 from functools import partial
 
 import trio
-from benchutil import MAX_MESSAGE_SIZE, emit, raise_nofile, watchdog
+from benchutil import MAX_MESSAGE_SIZE, emit, raise_nofile, server_tls_context, watchdog
 
 from trio_websocket import ConnectionClosed, serve_websocket
 
@@ -25,8 +27,9 @@ async def handler(request):
         pass
 
 
-async def main(host, port, compression, http2):
+async def main(host, port, compression, http2, tls):
     extra = {}
+    ssl_context = server_tls_context() if tls else None
     if http2:
         extra["http2"] = True
     if compression:
@@ -34,7 +37,7 @@ async def main(host, port, compression, http2):
         extra["compression"] = DeflateConfig(threshold=0)
     async with trio.open_nursery() as nursery:
         server = await nursery.start(partial(
-            serve_websocket, handler, host, port, None,
+            serve_websocket, handler, host, port, ssl_context,
             max_message_size=MAX_MESSAGE_SIZE, **extra))
         emit("PORT", server.port)
 
@@ -46,7 +49,8 @@ if __name__ == "__main__":
     p.add_argument("--lifetime", type=float, default=1800)
     p.add_argument("--compression", action="store_true")
     p.add_argument("--http2", action="store_true")
+    p.add_argument("--tls", action="store_true")
     a = p.parse_args()
     watchdog(a.lifetime)
     raise_nofile()
-    trio.run(main, a.host, a.port, a.compression, a.http2)
+    trio.run(main, a.host, a.port, a.compression, a.http2, a.tls)
