@@ -20,6 +20,10 @@ peer:
     sends WINDOW_UPDATEs as the windows drain; its own windows
     (--stream-window, --conn-window) are announced at the start;
   * DATA frames no bigger than the server's SETTINGS_MAX_FRAME_SIZE;
+    each WebSocket message starts a DATA frame of its own, as a browser's
+    would (a message bigger than a frame takes several); --packed puts as
+    many messages in one DATA frame as fit instead (cheaper for the
+    server: fewer frames to parse);
   * never more open streams than the server's
     SETTINGS_MAX_CONCURRENT_STREAMS (the idle test fails clearly instead).
 
@@ -197,11 +201,13 @@ class H2Client:
         self.sock.close()
 
 
-def pump(client, stream_id, counter, blob, flen, window, duration, max_msgs):
+def pump(client, stream_id, counter, blob, flen, window, duration, max_msgs,
+         packed=False):
     """Keep `window` messages in flight on one stream for `duration` s;
     return how many were echoed.  Like loadgen.pump, plus HTTP/2 framing
     and flow control: message bytes become DATA frames as the server's
-    windows allow."""
+    windows allow, a new DATA frame at each message's start unless
+    `packed`."""
     conn, sock = client.conn, client.sock
     sock.setblocking(False)
     fd = sock.fileno()
@@ -209,6 +215,7 @@ def pump(client, stream_id, counter, blob, flen, window, duration, max_msgs):
     poller.register(fd, select.POLLIN)
     credit, sent, received = window, 0, 0
     unframed = None  # message bytes not yet given to h2 (flow control)
+    into_message = 0  # how far into its message unframed[0] is
     outgoing = b""  # bytes h2 produced, not yet written to the socket
     deadline = time.perf_counter() + duration
     stopping = False
@@ -247,8 +254,11 @@ def pump(client, stream_id, counter, blob, flen, window, duration, max_msgs):
             pos = 0
             while pos < room:
                 end = min(pos + step, room)
+                if not packed:  # stop at the next message's start
+                    end = min(end, pos + flen - (into_message + pos) % flen)
                 conn.send_data(stream_id, unframed[pos:end])
                 pos = end
+            into_message = (into_message + pos) % flen
             unframed = unframed[pos:] if pos < len(unframed) else None
         out = conn.data_to_send()
         if out:
@@ -291,12 +301,12 @@ def cmd_echo(args):
         counter = FrameCounter("ws")
         max_msgs = args.max_bytes // size + window
         pump(client, stream_id, counter, blob, len(frame), window,
-             args.warmup, max_msgs)
+             args.warmup, max_msgs, args.packed)
         srv0 = proc_cpu_seconds(args.cpu_pid)
         me0 = time.process_time()
         t0 = time.perf_counter()
         msgs = pump(client, stream_id, counter, blob, len(frame), window,
-                    args.duration, max_msgs)
+                    args.duration, max_msgs, args.packed)
         t1 = time.perf_counter()
         me1 = time.process_time()
         srv1 = proc_cpu_seconds(args.cpu_pid)
@@ -357,6 +367,9 @@ def main():
     e.add_argument("--warmup", type=float, default=0.3)
     e.add_argument("--max-bytes", type=int, default=8 << 30)
     e.add_argument("--cpu-pid", type=int, required=True)
+    e.add_argument("--packed", action="store_true",
+                   help="several messages per DATA frame (default: each "
+                   "message starts a DATA frame)")
     i = sub.choices["idle"]
     i.add_argument("--count", type=int, default=1000)
     i.add_argument("--warm", type=int, default=20)
