@@ -70,6 +70,7 @@ PURE = {
     "_h2.limits",
     "_h2.dependency",
     "_h2.stream",
+    "_h2.alpn",
     # the client's and the server's values
     "_client.proxy_config",
     "_client.proxy_errors",
@@ -106,6 +107,8 @@ LAYERS = {
     "_server.unix": 1,
     "_client.client": 2,
     "_server.request": 2,
+    # Many WebSockets on shared HTTP/2 connections, over the client.
+    "_client.session": 2.5,
     "_server.server": 2.1,
     "_extras.hub": 2,
     # Build on the server, below the re-exports: the worker's side, then
