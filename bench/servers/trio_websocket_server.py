@@ -36,10 +36,7 @@ async def main(host, port, compression, http2, tls, h2_limits):
     if http2:
         extra["http2"] = True
     if h2_limits:
-        try:
-            from trio_websocket import HTTP2Limits
-        except ImportError:  # not exported by the package yet (issue 15)
-            from trio_websocket._h2.limits import HTTP2Limits
+        from trio_websocket import HTTP2Limits
         extra["http2_limits"] = HTTP2Limits(**h2_limits)
     if compression:
         from trio_websocket import DeflateConfig
