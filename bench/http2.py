@@ -115,6 +115,8 @@ def _echo(run, stack, transport, server, size, window):
 
 def run_rounds(run, sizes, windows):
     rows = [(stack, t) for stack in run.stacks for t in TRANSPORTS]
+    if not rows:  # every stack was skipped (its errors say why)
+        return
     for r in range(run.cfg["rounds"]):
         _log(f"== HTTP/2 round {r + 1}/{run.cfg['rounds']}")
         order = rows[r % len(rows):] + rows[:r % len(rows)]
