@@ -49,10 +49,11 @@ import trio
 
 from .._core.close import GOING_AWAY
 from .._core.compression import DeflateConfig
+from .._h2 import alpn
 from .._h2.limits import HTTP2Limits
 from .._server.limits import RequestLimits
 from .._server.origins import AllowedOrigin
-from .._server.server import HTTP2_ALPN, Handler, WebSocketServer
+from .._server.server import Handler, WebSocketServer
 from .._server.shutdown import ShutdownReport
 
 logger = logging.getLogger("trio_websocket.workers")
@@ -223,7 +224,7 @@ async def _serve_in_worker(config: dict[str, Any]) -> int:
     if config["tls"] is not None:
         context = tls_context(*config["tls"])
         if server_options.get("http2"):
-            context.set_alpn_protocols(HTTP2_ALPN)
+            alpn.offer(context, alpn.HTTP2_ALPN)
         listeners = [
             trio.SSLListener(listener, context, https_compatible=True) for listener in listeners
         ]
