@@ -12,7 +12,9 @@ is left behind (every handler ended, ``connection_count`` back to 0, no
 HTTP/2 connection still served).
 
 Cases that depend on time run over lockstep memory streams with the
-autojump clock; floods, which depend only on counts, run over TCP.
+autojump clock (a write there returns once the server has read it, so a
+test counts exactly what the server took in); floods, which depend only
+on counts, run over TCP; a few run over TLS (ALPN h2) too.
 Cases that show a defect of the core are marked ``xfail(strict=True)``
 with the defect named: they pass once it is fixed.
 """
@@ -75,12 +77,12 @@ from hostile_peers import (
 
 from trio_websocket import (
     ConnectionClosed,
+    HTTP2Limits,
     WebSocketConnection,
     WebSocketRequest,
     open_websocket_url,
     serve_websocket,
 )
-from trio_websocket._h2.limits import HTTP2Limits
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -108,8 +110,8 @@ SLACK_RUNS = 2
 
 
 class H2Server(AttackedServer):
-    """``hostile_peers.AttackedServer`` serving HTTP/2 too (h2c), with two
-    more handler modes:
+    """``hostile_peers.AttackedServer`` serving HTTP/2 too (h2c), with more
+    handler modes:
 
     - ``/hold``: the request waits, neither accepted nor read, until
       :attr:`release` is set (its stream is never read before that);
@@ -161,18 +163,15 @@ class H2Server(AttackedServer):
             return
         await super()._behave(mode, ws)
 
-    async def peer(
-        self, settings: dict[int, int] | None = None, *, wait_settings: bool = True
-    ) -> H2Peer:
-        """A raw HTTP/2 client, past its preface and SETTINGS, and (with
-        ``wait_settings``) once the server's SETTINGS have come: the
-        server then runs the HTTP/2 connection, and what the peer sends
-        next comes in reads of its own."""
+    async def peer(self, settings: dict[int, int] | None = None) -> H2Peer:
+        """A raw HTTP/2 client, past its preface and SETTINGS, once the
+        server's SETTINGS have come: the server then runs the HTTP/2
+        connection, and what the peer sends next comes in reads of its own
+        (not glued to the preface, which the server reads first)."""
         peer = H2Peer(await self.connect())
         await peer.start(settings)
-        if wait_settings:
-            await peer.read_until(lambda: bool(peer.server_settings))
-            await trio.sleep(0.05)
+        await peer.read_until(lambda: bool(peer.server_settings))
+        await trio.sleep(0.05)
         return peer
 
     async def h2_round_trip(self, text: str = "still there?") -> None:
