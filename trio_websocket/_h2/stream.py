@@ -39,6 +39,9 @@ class StreamOwner(Protocol):
 
     def send_room(self, stream_id: int) -> int: ...
 
+    @property
+    def must_drain(self) -> bool: ...
+
     def queue_data(self, stream_id: int, data: memoryview, *, end_stream: bool) -> None: ...
 
     async def flush(self) -> None: ...
@@ -179,6 +182,11 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
         total = len(view)
         await trio.lowlevel.checkpoint_if_cancelled()
         while sent < total:
+            if connection.must_drain:
+                # Queued enough for now: let the writer catch up first.
+                await connection.flush()
+                self._check_sendable()
+                continue
             room = connection.send_room(self.stream_id)
             if room <= 0:
                 # Written what fits, the peer can answer with a window.
