@@ -2,22 +2,33 @@
 and fans frames out to the streams, one task writes.
 
 Rules:
-- ``h2`` keeps the protocol state; this module does the I/O around it.
-  Every byte the peer sends passes ``_h2.frame_guard`` first (floods,
-  GOAWAY), then ``h2``.
+- ``h2`` keeps the protocol state (streams, headers, settings); this
+  module does the I/O around it. Every byte the peer sends passes
+  ``_h2.frame_guard`` first (floods, GOAWAY), then ``h2``.
+- The fast path (``_wire.fast_paths``, on by default) keeps DATA and flow
+  control out of ``h2``, which costs more per frame than a whole HTTP/1.1
+  echo: the guard delivers the DATA of routed streams and keeps the
+  windows (see its rules); this module writes DATA and WINDOW_UPDATE
+  frames itself, and tells ``h2`` only where a stream ends. With the fast
+  paths off, ``h2`` does all of it; both ways behave alike (the suite runs
+  both).
 - One reader task, one writer task, both in :meth:`HTTP2Connection.run`.
-  Streams never write to the transport themselves: they queue frames in
-  ``h2`` and wait for the writer, so that a WebSocket's send cancelled
-  halfway can never leave half a frame on a connection other WebSockets
-  share. The reader never waits on a stream: a stream's buffer is bounded
-  by its receive window, which ``h2`` enforces.
+  Streams never write to the transport themselves: they queue frames and
+  let the writer write them, so that a WebSocket's send cancelled halfway
+  can never leave half a frame on a connection other WebSockets share. A
+  send waits while more than ``_WRITE_HIGH_WATER`` bytes are unwritten.
+  The reader never waits on a stream: a stream's buffer is bounded by its
+  receive window. It waits only when more is unwritten than the streams
+  can have queued: answers (PING, SETTINGS) a peer sends for and does not
+  read.
 - Bounds, all from :class:`HTTP2Limits`: concurrent streams (our
-  SETTINGS_MAX_CONCURRENT_STREAMS; ``h2`` refuses one more), the header
-  list size (SETTINGS_MAX_HEADER_LIST_SIZE, and at most 64 CONTINUATION
-  frames, ``h2``'s own limit), each stream's receive window, the
-  connection's window (the sum of its streams'), and the flood buckets
-  of ``_h2.frame_guard``. A peer past one gets GOAWAY with the matching
-  error code and the connection closes.
+  SETTINGS_MAX_CONCURRENT_STREAMS, enforced here: one stream too many is
+  refused alone), the header list size (SETTINGS_MAX_HEADER_LIST_SIZE,
+  and at most 64 CONTINUATION frames, ``h2``'s own limit), the frame size,
+  each stream's receive window, the connection's window (the sum of its
+  streams'), and the flood buckets of ``_h2.frame_guard`` (refused streams
+  count as resets). A peer past one gets GOAWAY with the matching error
+  code and the connection closes.
 - Graceful ending (:meth:`HTTP2Connection.go_away`): a GOAWAY that names
   the last stream we will serve is written by this module (``h2`` would
   consider the connection dead after it), streams opened later are
