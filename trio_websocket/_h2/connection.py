@@ -42,6 +42,7 @@ Rules:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import math
@@ -204,6 +205,9 @@ class HTTP2Connection:
         self._idle_watch = trio.CancelScope()
         self._idle_wait: trio.CancelScope | None = None
         self._opened_since_idle = False
+        # Streams we closed and ended whose peer had not ended them yet
+        # (see close_stream), oldest first.
+        self._left_to_peer: collections.deque[int] = collections.deque()
         self._all_streams_gone: trio.Event | None = None
         self._queue_output()
 
@@ -611,8 +615,11 @@ class HTTP2Connection:
             return
         self.wake_writer()
 
-    def close_stream(self, stream_id: int, *, end: bool, reset: bool, aborting: bool) -> None:
-        """A stream's user closed it (see ``_h2.stream`` for what goes out)."""
+    def close_stream(
+        self, stream_id: int, *, end: bool, reset: bool, aborting: bool, peer_open: bool
+    ) -> None:
+        """A stream's user closed it (see ``_h2.stream`` for what goes out;
+        ``peer_open``: the peer has not ended its side)."""
         if stream_id % 2 == 1 and not self.is_client:
             self._unclosed_requests -= 1
         if self._guard.senders is not None:
@@ -628,6 +635,13 @@ class HTTP2Connection:
                 self._h2.reset_stream(stream_id, CANCEL if aborting else NO_ERROR)
             except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
                 pass
+        elif peer_open:
+            # Left to the peer to end; past the stream limit's worth of such
+            # streams (a peer that never ends them), the oldest is reset.
+            self._left_to_peer.append(stream_id)
+            if len(self._left_to_peer) > self._limits.max_concurrent_streams:
+                with contextlib.suppress(h2.exceptions.ProtocolError):
+                    self._h2.reset_stream(self._left_to_peer.popleft(), NO_ERROR)
         if self._streams.pop(stream_id, None) is not None:
             self._stream_gone()
         self.wake_writer()
