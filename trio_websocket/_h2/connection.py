@@ -85,7 +85,7 @@ DEFAULT_LIMITS = HTTP2Limits()
 
 #: A stream's send returns once no more than this is left for the writer
 #: to write (a send buffer's worth): beyond it, the send waits.
-_WRITE_HIGH_WATER = 64 * 1024
+_WRITE_HIGH_WATER = 256 * 1024
 
 #: The largest DATA frame we write, whatever the peer allows: frames of
 #: different streams take turns on the wire, and what one stream may queue
@@ -320,6 +320,10 @@ class HTTP2Connection:
                     return
                 await self._output_ready.wait()
                 self._output_ready = trio.Event()
+                # Woken: let the tasks woken with us queue theirs first (a
+                # WINDOW_UPDATE for what a reader took, then the answer its
+                # handler sends), so that they leave in one write.
+                await trio.lowlevel.cancel_shielded_checkpoint()
                 continue
             data = b"".join(self._output) if len(self._output) > 1 else self._output[0]
             self._output.clear()

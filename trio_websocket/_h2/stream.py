@@ -9,7 +9,7 @@ Rules:
   flow-control error), and a stream whose reader is slow holds up no
   other. :meth:`HTTP2Stream.send_all` waits for the peer's window, hands
   the data to the connection's writer and returns once the connection has
-  no more than a send buffer's worth (64 KiB) left to write.
+  no more than a send buffer's worth (256 KiB) left to write.
 - Closing: :meth:`HTTP2Stream.send_eof` is END_STREAM. :meth:`aclose` ends
   the stream with END_STREAM (unless it was already) and leaves the rest
   to the peer: a reset right behind the last data would let a proxy drop
