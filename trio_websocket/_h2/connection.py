@@ -83,6 +83,10 @@ ENHANCE_YOUR_CALM = 0xB
 
 DEFAULT_LIMITS = HTTP2Limits()
 
+#: How long a stream closed cleanly is left to its peer to end before it is
+#: reset (see HTTP2Connection._reset_left_streams).
+_LEFT_TO_PEER_SECONDS = 1.0
+
 #: A stream's send returns once no more than this is left for the writer
 #: to write (a send buffer's worth): beyond it, the send waits.
 _WRITE_HIGH_WATER = 256 * 1024
@@ -208,7 +212,9 @@ class HTTP2Connection:
         self._opened_since_idle = False
         # Streams we closed and ended whose peer had not ended them yet
         # (see close_stream), oldest first.
-        self._left_to_peer: collections.deque[int] = collections.deque()
+        self._left_to_peer: collections.deque[tuple[float, int]] = collections.deque()
+        self._left_streams_waiting: trio.Event | None = None
+        self._left_watch = trio.CancelScope()
         self._all_streams_gone: trio.Event | None = None
         self._queue_output()
 
@@ -222,6 +228,7 @@ class HTTP2Connection:
             async with trio.open_nursery() as nursery:
                 self._run_scope = nursery.cancel_scope
                 nursery.start_soon(self._writer)
+                nursery.start_soon(self._reset_left_streams)
                 if self._idle_timeout != math.inf:
                     nursery.start_soon(self._close_when_idle)
                 task_status.started()
@@ -231,6 +238,7 @@ class HTTP2Connection:
                 # (GOAWAY), briefly, then the connection ends.
                 self._closing = True
                 self._idle_watch.cancel()
+                self._left_watch.cancel()
                 self._output_ready.set()
                 nursery.cancel_scope.deadline = trio.current_time() + _FAREWELL_SECONDS
         finally:
@@ -338,6 +346,34 @@ class HTTP2Connection:
             if self._unwritten <= _WRITE_HIGH_WATER:
                 self._written_event.set()
                 self._written_event = trio.Event()
+
+    async def _reset_left_streams(self) -> None:
+        """Reset (NO_ERROR) each stream closed cleanly whose peer has not
+        ended it ``_LEFT_TO_PEER_SECONDS`` later: at once, a reset could
+        make a proxy drop the last data (nghttpx does); never, and a peer
+        that never ends its streams (nghttpx again, towards a backend)
+        runs out of them. One ended meanwhile is closed in h2, and its
+        reset sends nothing."""
+        with self._left_watch:
+            while True:
+                if not self._left_to_peer:
+                    self._left_streams_waiting = trio.Event()
+                    await self._left_streams_waiting.wait()
+                    self._left_streams_waiting = None
+                    continue
+                deadline, stream_id = self._left_to_peer[0]
+                await trio.sleep_until(deadline)
+                if self._left_to_peer and self._left_to_peer[0][1] == stream_id:
+                    self._left_to_peer.popleft()
+                    self._reset_left(stream_id)
+                    if self._queue_output():
+                        self._output_ready.set()
+
+    def _reset_left(self, stream_id: int) -> None:
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            stream = self._h2.streams.get(stream_id)
+            if stream is not None and not stream.closed:
+                self._h2.reset_stream(stream_id, NO_ERROR)
 
     async def _close_when_idle(self) -> None:
         """Close the connection (GOAWAY) once it has had no stream for the
@@ -655,12 +691,14 @@ class HTTP2Connection:
             except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
                 pass
         elif peer_open:
-            # Left to the peer to end; past the stream limit's worth of such
-            # streams (a peer that never ends them), the oldest is reset.
-            self._left_to_peer.append(stream_id)
+            # Left to the peer to end for a moment (see _reset_left_streams);
+            # past the stream limit's worth of such streams, the oldest is
+            # reset at once.
+            self._left_to_peer.append((trio.current_time() + _LEFT_TO_PEER_SECONDS, stream_id))
             if len(self._left_to_peer) > self._limits.max_concurrent_streams:
-                with contextlib.suppress(h2.exceptions.ProtocolError):
-                    self._h2.reset_stream(self._left_to_peer.popleft(), NO_ERROR)
+                self._reset_left(self._left_to_peer.popleft()[1])
+            if self._left_streams_waiting is not None:
+                self._left_streams_waiting.set()
         if self._streams.pop(stream_id, None) is not None:
             self._stream_gone()
         self.wake_writer()
