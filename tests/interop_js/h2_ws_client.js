@@ -182,6 +182,9 @@ function runWebSocket(index, record) {
     };
 
     stream.on('data', (chunk) => {
+      if (record.status !== 200) {
+        return; // an error page, not WebSocket frames
+      }
       let events;
       try {
         events = reader.feed(chunk);

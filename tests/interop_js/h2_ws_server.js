@@ -4,6 +4,7 @@
 // (tests/test_interop_h2.py), and nghttpx's HTTP/2 backend.
 //
 //   node h2_ws_server.js [--cert cert.pem --key key.pem] [--protocol P]...
+//                        [--page FILE]
 //
 // With --cert/--key it serves TLS (ALPN h2 only), else h2c (prior
 // knowledge). It listens on 127.0.0.1, a free port, advertises
@@ -11,8 +12,9 @@
 //
 // A WebSocket is an extended CONNECT (:method CONNECT, :protocol
 // websocket) with sec-websocket-version 13; anything else gets 400 (a
-// CONNECT) or 404. The answer is 200, with sec-websocket-protocol when the
-// client offered one of --protocol (the first of ours it offered wins).
+// CONNECT) or 404 (but with --page, a GET gets FILE as HTML). The answer is
+// 200, with sec-websocket-protocol when the client offered one of
+// --protocol (the first of ours it offered wins).
 // Then, on that stream, with ws_framer.js:
 // - a text or binary message (fragmented or not) is echoed as one frame of
 //   the same type, except the commands below;
@@ -56,6 +58,12 @@ server.on('stream', (stream, headers) => {
   const where = { session: stream.session.number, stream: stream.id };
   stream.on('error', (error) => emit({ event: 'error', ...where, message: String(error.message) }));
   if (headers[':method'] !== 'CONNECT') {
+    if (options.page && headers[':method'] === 'GET') {
+      emit({ event: 'page', ...where, path: headers[':path'] });
+      stream.respond({ ':status': 200, 'content-type': 'text/html; charset=utf-8' });
+      stream.end(fs.readFileSync(options.page));
+      return;
+    }
     stream.respond({ ':status': 404 });
     stream.end();
     return;
