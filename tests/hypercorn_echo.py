@@ -84,7 +84,7 @@ async def echo(scope: dict[str, Any], receive: Receive, send: Send, protocols: l
             return
         text = event.get("text")
         if text is not None and text.startswith("cmd:close "):
-            _, code, reason = (text.split(" ", 2) + [""])[:3]
+            _, code, reason = [*text.split(" ", 2), ""][:3]
             await send({"type": "websocket.close", "code": int(code), "reason": reason})
             report({"event": "closing", "code": int(code), "reason": reason})
             return
