@@ -40,9 +40,9 @@ setup(
     zip_safe=False,
     python_requires=">=3.10",
     install_requires=["trio>=0.25", "wsproto>=1.2"],
-    # The Redis-backed hub (trio_websocket.redis_hub); coredis runs on Trio
-    # through anyio.
-    extras_require={"redis": ["coredis>=6.0"]},
+    # The Redis-backed hub (trio_websocket.redis_hub; coredis runs on Trio
+    # through anyio), and WebSockets over HTTP/2 (RFC 8441; trio_websocket/_h2).
+    extras_require={"redis": ["coredis>=6.0"], "http2": ["h2>=4.1"]},
     classifiers=[
         "Development Status :: 4 - Beta",
         "Framework :: Trio",

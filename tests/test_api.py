@@ -91,6 +91,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("unix_socket_path", K, None),
         ("max_buffered_bytes", K, None),
         ("compression", K, None),
+        ("http2", K, False),  # issue 15
+        ("http2_limits", K, None),
     ],
     "open_websocket_url": [
         ("url", P, REQUIRED),
@@ -109,6 +111,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("unix_socket_path", K, None),
         ("max_buffered_bytes", K, None),
         ("compression", K, None),
+        ("http2", K, False),  # issue 15
+        ("http2_limits", K, None),
     ],
     "connect_websocket": [
         ("nursery", P, REQUIRED),
@@ -128,6 +132,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("unix_socket_path", K, None),
         ("max_buffered_bytes", K, None),
         ("compression", K, None),
+        ("http2", K, False),  # issue 15
+        ("http2_limits", K, None),
     ],
     "connect_websocket_url": [
         ("nursery", P, REQUIRED),
@@ -145,6 +151,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("unix_socket_path", K, None),
         ("max_buffered_bytes", K, None),
         ("compression", K, None),
+        ("http2", K, False),  # issue 15
+        ("http2_limits", K, None),
     ],
     "wrap_client_stream": [
         ("nursery", P, REQUIRED),
@@ -183,6 +191,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("max_buffered_bytes", K, None),
         ("compression", K, None),
         ("max_handshakes", K, 1024),  # issue 13
+        ("http2", K, False),  # issue 15
+        ("http2_limits", K, None),
     ],
     "wrap_server_stream": [
         ("nursery", P, REQUIRED),
@@ -248,6 +258,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("max_buffered_bytes", K, None),
         ("compression", K, None),
         ("max_handshakes", K, 1024),  # issue 13
+        ("http2", K, False),  # issue 15
+        ("http2_limits", K, None),
     ],
     "basic_auth_credentials": [("headers", P, REQUIRED)],
     "WebSocketRequest.accept": [

@@ -32,9 +32,10 @@ PACKAGE_DIR = Path(trio_websocket.__file__).parent
 SUBPACKAGES = {
     "_wire": {"_wire"},
     "_core": {"_wire", "_core"},
-    "_client": {"_wire", "_core", "_client"},
-    "_server": {"_wire", "_core", "_server"},
-    "_extras": {"_wire", "_core", "_client", "_server", "_extras", "__init__"},
+    "_h2": {"_wire", "_core", "_h2"},
+    "_client": {"_wire", "_core", "_h2", "_client"},
+    "_server": {"_wire", "_core", "_h2", "_server"},
+    "_extras": {"_wire", "_core", "_h2", "_client", "_server", "_extras", "__init__"},
 }
 
 #: Modules that know nothing of connections or entry points: each imports
@@ -63,6 +64,12 @@ PURE = {
     "_core.deflate",
     "_core.waiters",
     "_core.contracts",
+    # HTTP/2's values: frames counted, header blocks, limits, the extra
+    "_h2.frame_guard",
+    "_h2.headers",
+    "_h2.limits",
+    "_h2.dependency",
+    "_h2.stream",
     # the client's and the server's values
     "_client.proxy_config",
     "_client.proxy_errors",
@@ -91,6 +98,11 @@ LAYERS = {
     "_core.receiving": 0.7,
     "_core.connection": 1,
     "_client.proxy": 1,
+    # One HTTP/2 connection and its streams (needs h2), and the client's
+    # and the server's use of RFC 8441.
+    "_h2.connection": 1,
+    "_client.http2": 1.5,
+    "_server.http2": 2.05,
     "_server.unix": 1,
     "_client.client": 2,
     "_server.request": 2,
@@ -113,7 +125,15 @@ LAYERS = {
 }
 THIRD_PARTY = {"trio", "wsproto"}
 #: Optional dependencies (extras), each allowed in its own module only.
-OPTIONAL_THIRD_PARTY = {"redis_hub": {"coredis"}}
+OPTIONAL_THIRD_PARTY = {
+    "redis_hub": {"coredis"},
+    # (the http2 extra: _h2.dependency checks it, _h2.connection uses it,
+    # and no other module imports either at import time)
+    "_h2.dependency": {"h2"},
+    "_h2.connection": {"h2"},
+}
+#: The modules that cannot be imported without their extra.
+NEEDS_AN_EXTRA = {"redis_hub", "_h2.connection"}
 
 
 @dataclass
@@ -121,6 +141,9 @@ class Imports:
     #: Modules of this package imported (``"_core.close"``, or
     #: ``"__init__"`` for the package itself).
     internal: set[str] = field(default_factory=set)
+    #: Those of ``internal`` imported when the module itself is (not inside
+    #: a function, not only for the type checker).
+    eager: set[str] = field(default_factory=set)
     #: Top-level names of everything else imported, with whether the import
     #: sits under an ``if sys.version_info ...`` guard.
     external: list[tuple[str, bool]] = field(default_factory=list)
@@ -148,12 +171,16 @@ def _is_version_guard(node: ast.If) -> bool:
     return "version_info" in ast.unparse(node.test) or ast.unparse(node.test) == "TYPE_CHECKING"
 
 
-def _collect(module: str, node: ast.AST, imports: Imports, guarded: bool) -> None:
+def _collect(
+    module: str, node: ast.AST, imports: Imports, guarded: bool, deferred: bool = False
+) -> None:
     if isinstance(node, ast.Import):
         for alias in node.names:
             top, _, inside = alias.name.partition(".")
             if top == PACKAGE:
                 imports.internal.add(inside or "__init__")
+                if not deferred:
+                    imports.eager.add(inside or "__init__")
             else:
                 imports.external.append((top, guarded))
     elif isinstance(node, ast.ImportFrom):
@@ -167,12 +194,20 @@ def _collect(module: str, node: ast.AST, imports: Imports, guarded: bool) -> Non
             # name comes from ``target`` itself.
             for alias in node.names:
                 dotted = f"{target}.{alias.name}" if target != "__init__" else alias.name
-                imports.internal.add(dotted if dotted in LAYERS else target)
+                imported = dotted if dotted in LAYERS else target
+                imports.internal.add(imported)
+                if not deferred:
+                    imports.eager.add(imported)
         else:
             imports.external.append((name.split(".")[0], guarded))
     for child in ast.iter_child_nodes(node):
         child_guarded = guarded or (isinstance(node, ast.If) and _is_version_guard(node))
-        _collect(module, child, imports, child_guarded)
+        child_deferred = (
+            deferred
+            or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            or (isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING")
+        )
+        _collect(module, child, imports, child_guarded, child_deferred)
 
 
 def path_of(module: str) -> Path:
@@ -309,9 +344,11 @@ def test_only_stdlib_trio_and_wsproto_are_imported(module: str) -> None:
 
 
 def test_optional_modules_are_never_imported_by_the_package() -> None:
-    # ``import trio_websocket`` must work without the extras installed.
+    # ``import trio_websocket`` must work without the extras installed: a
+    # module that needs one is imported only inside the function that runs
+    # once the extra was asked for (HTTP/2), or never (redis_hub).
     for module in MODULES:
-        assert not set(OPTIONAL_THIRD_PARTY) & imports_of(module).internal, module
+        assert not NEEDS_AN_EXTRA & imports_of(module).eager, module
 
 
 def test_init_only_reexports() -> None:

@@ -67,6 +67,7 @@ from .._core.errors import (
 )
 from .._core.groups import collapse_exception_groups, combine
 from .._core.url import WebSocketTarget, host_with_port, parse_ws_url
+from .._h2.limits import HTTP2Limits
 from .._wire.socket_stream import lean_stream
 from .bad_response import (
     TLS_TIMEOUT_HINT,
@@ -74,6 +75,13 @@ from .bad_response import (
     invalid_response,
     not_tls_hint,
     tls_answer,
+)
+from .http2 import (
+    HTTP1_ALPN,
+    HTTP2_ALPN,
+    negotiated_http2,
+    open_http2_websocket,
+    start_http2_client,
 )
 from .options import ClientOptions, SocketPath, check_headers
 from .proxy import open_tunnel
@@ -101,7 +109,7 @@ def _ssl_context_for(use_ssl: bool | ssl.SSLContext) -> ssl.SSLContext | None:
 
 
 @dataclass
-class _Progress:
+class Progress:
     """The phase an opening connection is in, for the timeout's message."""
 
     phase: str = PHASE_CONNECT
@@ -126,7 +134,7 @@ def _is_ip_literal(host: str) -> bool:
 
 
 async def _open_transport(
-    host: str, port: int, unix_socket_path: SocketPath | None, progress: _Progress
+    host: str, port: int, unix_socket_path: SocketPath | None, progress: Progress
 ) -> trio.abc.Stream:
     """A TCP stream to ``host:port``, or a stream over the Unix socket."""
     if unix_socket_path is not None:
@@ -186,13 +194,13 @@ def _tls_failure(exc: BaseException) -> BaseException:
     return exc
 
 
-async def _open_stream(
+async def open_stream(
     host: str,
     port: int,
     ssl_context: ssl.SSLContext | None,
     *,
     options: ClientOptions,
-    progress: _Progress,
+    progress: Progress,
 ) -> trio.abc.Stream:
     """The stream a WebSocket handshake runs over: TCP (or a Unix socket,
     or a tunnel through a proxy), with TLS on top when ``ssl_context`` is
@@ -378,11 +386,11 @@ async def wrap_client_stream(
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
-    await _start_or_close(connection, stream, nursery)
+    await start_or_close(connection, stream, nursery)
     return connection
 
 
-async def _start_or_close(
+async def start_or_close(
     connection: WebSocketConnection, stream: trio.abc.Stream, nursery: trio.Nursery
 ) -> None:
     """Start the connection's reader in ``nursery``; if that cannot be
@@ -431,24 +439,79 @@ def _follow_redirect(
     return new_target, new_context, replace(options, extra_headers=headers)
 
 
-async def _connect(
+async def _connect_http2(
+    nursery: trio.Nursery,
+    stream: trio.abc.Stream,
+    target: WebSocketTarget,
+    options: ClientOptions,
+) -> WebSocketConnection | trio.abc.Stream | None:
+    """Try the WebSocket over HTTP/2 on a fresh ``stream``: the connection
+    (started in ``nursery``), or ``stream`` itself to go on with the HTTP/1.1 upgrade
+    (TLS agreed on HTTP/1.1), or None when the stream is spent and the
+    caller must reconnect for HTTP/1.1 (the server speaks HTTP/2 without
+    RFC 8441, or does not speak h2c). With ``http2="require"``, the last
+    two raise :exc:`HandshakeError` instead."""
+    tls = isinstance(stream, trio.SSLStream)
+    if tls and not negotiated_http2(stream):
+        if options.http2 == "require":
+            raise HandshakeError(
+                f"{target.host_header} does not speak HTTP/2 (it chose HTTP/1.1 by ALPN), "
+                'and http2="require" was asked',
+                phase=PHASE_HTTP,
+            )
+        return stream
+    connection = await start_http2_client(nursery, stream, options.http2_limits)
+    if connection is None:
+        if options.http2 == "require":
+            raise HandshakeError(
+                f"{target.host_header} does not take WebSockets over HTTP/2 "
+                "(no SETTINGS_ENABLE_CONNECT_PROTOCOL, RFC 8441), "
+                'and http2="require" was asked',
+                phase=PHASE_HTTP,
+            )
+        return None
+    try:
+        # A connection of its own: it ends with its one WebSocket.
+        websocket, websocket_stream = await open_http2_websocket(
+            connection, target, options, single_use=True
+        )
+    except BaseException:
+        connection.abort()
+        raise
+    await start_or_close(websocket, websocket_stream, nursery)
+    return websocket
+
+
+async def connect_target(
     nursery: trio.Nursery,
     target: WebSocketTarget,
     ssl_context: ssl.SSLContext | None,
     *,
     options: ClientOptions,
-    progress: _Progress,
+    progress: Progress,
 ) -> WebSocketConnection:
     """Open the stream, run the handshake (following redirects as allowed)
     and start the connection's reader in ``nursery``."""
     redirects = 0
     max_redirects = options.max_redirects
+    # Set once this server showed it does not take WebSockets over HTTP/2.
+    http1_only = options.http2 is None
     while True:
-        stream = await _open_stream(
+        if ssl_context is not None and options.http2 is not None:
+            ssl_context.set_alpn_protocols(HTTP1_ALPN if http1_only else HTTP2_ALPN)
+        stream = await open_stream(
             target.host, target.port, ssl_context, options=options, progress=progress
         )
-        progress.enter(PHASE_HTTP, "the HTTP upgrade")
         try:
+            if not http1_only:
+                progress.enter(PHASE_HTTP, "the HTTP/2 connection")
+                outcome = await _connect_http2(nursery, stream, target, options)
+                if outcome is None:  # the server said no: reconnect
+                    http1_only = True
+                    continue
+                if isinstance(outcome, WebSocketConnection):
+                    return outcome
+            progress.enter(PHASE_HTTP, "the HTTP upgrade")
             # Built once connected, so that a target the proxy refuses is
             # the proxy's error, as before.
             handshake, request_bytes = _opening_request(
@@ -480,7 +543,7 @@ async def _connect(
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
-        await _start_or_close(connection, stream, nursery)
+        await start_or_close(connection, stream, nursery)
         return connection
 
 
@@ -492,7 +555,7 @@ async def _connect_websocket(
     use_ssl: bool | ssl.SSLContext,
     *,
     options: ClientOptions,
-    progress: _Progress,
+    progress: Progress,
 ) -> WebSocketConnection:
     ssl_context = _ssl_context_for(use_ssl)
     secure = ssl_context is not None
@@ -503,7 +566,7 @@ async def _connect_websocket(
         secure=secure,
         host_header=host_with_port(host, port, secure),
     )
-    return await _connect(nursery, target, ssl_context, options=options, progress=progress)
+    return await connect_target(nursery, target, ssl_context, options=options, progress=progress)
 
 
 async def connect_websocket(
@@ -525,6 +588,8 @@ async def connect_websocket(
     unix_socket_path: SocketPath | None = None,
     max_buffered_bytes: int | None = None,
     compression: str | DeflateConfig | None = None,
+    http2: bool | str = False,
+    http2_limits: HTTP2Limits | None = None,
 ) -> WebSocketConnection:
     """Connect to ``host:port`` and open a WebSocket to ``resource``.
 
@@ -545,9 +610,11 @@ async def connect_websocket(
         unix_socket_path=unix_socket_path,
         max_buffered_bytes=max_buffered_bytes,
         compression=compression,
+        http2=http2,
+        http2_limits=http2_limits,
     )
     return await _connect_websocket(
-        nursery, host, port, resource, use_ssl, options=options, progress=_Progress()
+        nursery, host, port, resource, use_ssl, options=options, progress=Progress()
     )
 
 
@@ -583,6 +650,8 @@ async def connect_websocket_url(
     unix_socket_path: SocketPath | None = None,
     max_buffered_bytes: int | None = None,
     compression: str | DeflateConfig | None = None,
+    http2: bool | str = False,
+    http2_limits: HTTP2Limits | None = None,
 ) -> WebSocketConnection:
     """:func:`connect_websocket` from a ``ws://`` or ``wss://`` URL (see
     :func:`open_websocket_url`)."""
@@ -605,10 +674,12 @@ async def connect_websocket_url(
         unix_socket_path=unix_socket_path,
         max_buffered_bytes=max_buffered_bytes,
         compression=compression,
+        http2=http2,
+        http2_limits=http2_limits,
     )
 
 
-def _timeout_message(asked: str, connect_timeout: float, progress: _Progress) -> str:
+def timeout_message(asked: str, connect_timeout: float, progress: Progress) -> str:
     # Name where the time ran out when it is not the host asked for (a
     # redirect led elsewhere, or a Unix socket was used).
     where = "" if progress.where in ("", asked) else f" with {progress.where}"
@@ -640,6 +711,8 @@ async def open_websocket(
     unix_socket_path: SocketPath | None = None,
     max_buffered_bytes: int | None = None,
     compression: str | DeflateConfig | None = None,
+    http2: bool | str = False,
+    http2_limits: HTTP2Limits | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """Open a WebSocket client connection for the duration of a block::
 
@@ -703,6 +776,18 @@ async def open_websocket(
     :param compression: ``"deflate"`` or a :class:`DeflateConfig` to offer
         permessage-deflate (RFC 7692); None (the default) offers nothing.
         Whether the server took it is :attr:`WebSocketConnection.compression`.
+    :param http2: open the WebSocket over HTTP/2 (RFC 8441; needs the
+        ``http2`` extra, ``pip install "trio-websocket[http2]"``). ``True``
+        tries it and falls back to the HTTP/1.1 upgrade when the server
+        does not take it: over TLS, ``h2`` is offered by ALPN (set on the
+        SSL context); on ``ws://``, the client speaks h2c with prior
+        knowledge and reconnects for HTTP/1.1 if that fails.
+        ``"require"`` raises :exc:`HandshakeError` instead of falling
+        back. False (the default): HTTP/1.1 only. The connection carries
+        this one WebSocket; :func:`open_websocket_session` shares one
+        connection between many. See :doc:`http2`.
+    :param http2_limits: the bounds of that HTTP/2 connection (an
+        :class:`HTTP2Limits`; its defaults when None).
     :raises HandshakeError: the connection could not be opened (the cause is
         chained, and :attr:`HandshakeError.phase` says which step failed:
         ``"dns"``, ``"connect"``, ``"tls"`` or ``"http"``);
@@ -726,6 +811,8 @@ async def open_websocket(
         unix_socket_path=unix_socket_path,
         max_buffered_bytes=max_buffered_bytes,
         compression=compression,
+        http2=http2,
+        http2_limits=http2_limits,
         close_on_cancel=True,
     )
     user_error: BaseException | None = None
@@ -733,7 +820,7 @@ async def open_websocket(
     try:
         with collapse_exception_groups():
             async with trio.open_nursery() as nursery:
-                progress = _Progress(where=f"{host}:{port}")
+                progress = Progress(where=f"{host}:{port}")
                 try:
                     with trio.fail_after(connect_timeout):
                         connection = await _connect_websocket(
@@ -747,7 +834,7 @@ async def open_websocket(
                         )
                 except trio.TooSlowError:
                     raise ConnectionTimeout(
-                        _timeout_message(f"{host}:{port}", connect_timeout, progress),
+                        timeout_message(f"{host}:{port}", connect_timeout, progress),
                         phase=progress.phase,
                     ) from None
                 try:
@@ -756,7 +843,7 @@ async def open_websocket(
                     # Held here and raised below, outside the nursery, so it
                     # is not wrapped in an ExceptionGroup.
                     user_error = exc
-                await _close_on_exit(connection, user_error, disconnect_timeout)
+                await close_on_exit(connection, user_error, disconnect_timeout)
     except BaseException as exc:
         internal_error = exc
     error = combine(user_error, internal_error)
@@ -767,7 +854,7 @@ async def open_websocket(
             del error, user_error, internal_error
 
 
-async def _close_on_exit(
+async def close_on_exit(
     connection: WebSocketConnection, user_error: BaseException | None, timeout: float
 ) -> None:
     """Close the connection as the ``open_websocket`` block exits, within
@@ -807,6 +894,8 @@ async def open_websocket_url(
     unix_socket_path: SocketPath | None = None,
     max_buffered_bytes: int | None = None,
     compression: str | DeflateConfig | None = None,
+    http2: bool | str = False,
+    http2_limits: HTTP2Limits | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """:func:`open_websocket` from a ``ws://`` or ``wss://`` URL.
 
@@ -842,5 +931,7 @@ async def open_websocket_url(
         unix_socket_path=unix_socket_path,
         max_buffered_bytes=max_buffered_bytes,
         compression=compression,
+        http2=http2,
+        http2_limits=http2_limits,
     ) as connection:
         yield connection

@@ -28,7 +28,11 @@ from .._core.config import (
     ConnectionOptions,
 )
 from .._core.errors import Headers
+from .._h2.dependency import require_h2
+from .._h2.limits import HTTP2Limits
 from .proxy_config import Proxy
+
+DEFAULT_HTTP2_LIMITS = HTTP2Limits()
 
 #: What ``unix_socket_path`` accepts.
 SocketPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
@@ -43,6 +47,18 @@ def _check_subprotocols(subprotocols: object) -> list[str]:
     if not all(isinstance(item, str) for item in result):
         raise TypeError("each subprotocol must be a str")
     return result
+
+
+def check_http2_mode(http2: object) -> str | None:
+    """The client's ``http2`` argument as a mode: False -> None (HTTP/1.1),
+    True -> ``"prefer"``, ``"require"`` as it is."""
+    if http2 is False:
+        return None
+    if http2 is True:
+        return "prefer"
+    if http2 == "require":
+        return "require"
+    raise ValueError(f'http2 must be False, True or "require", not {http2!r}')
 
 
 def check_headers(extra_headers: object) -> Headers:
@@ -88,6 +104,9 @@ class ClientOptions:
         environment's).
     max_redirects: how many redirects to follow.
     unix_socket_path: connect there instead of host and port, or None.
+    http2: None (HTTP/1.1 only), ``"prefer"`` (RFC 8441 when the server
+        takes it, else the HTTP/1.1 upgrade) or ``"require"``.
+    http2_limits: the bounds of an HTTP/2 connection this client opens.
     """
 
     connection: ConnectionOptions
@@ -96,6 +115,8 @@ class ClientOptions:
     proxy: str | Proxy | bool | None = None
     max_redirects: int = 0
     unix_socket_path: SocketPath | None = None
+    http2: str | None = None
+    http2_limits: HTTP2Limits = DEFAULT_HTTP2_LIMITS
 
     @classmethod
     def build(
@@ -115,6 +136,8 @@ class ClientOptions:
         max_buffered_bytes: int | None = None,
         compression: str | DeflateConfig | None = None,
         close_on_cancel: bool = False,
+        http2: bool | str = False,
+        http2_limits: HTTP2Limits | None = None,
     ) -> ClientOptions:
         """Validate the public arguments and return the record.
         ``close_on_cancel`` is ``open_websocket``'s (see
@@ -133,7 +156,14 @@ class ClientOptions:
         protocols = _check_subprotocols(subprotocols)
         if unix_socket_path is not None and isinstance(proxy, (str, Proxy)):
             raise ValueError("unix_socket_path and proxy cannot be used together")
+        if http2_limits is not None and not isinstance(http2_limits, HTTP2Limits):
+            raise TypeError("http2_limits must be an HTTP2Limits")
+        mode = check_http2_mode(http2)
+        if mode is not None:
+            require_h2()
         return cls(
+            http2=mode,
+            http2_limits=http2_limits or HTTP2Limits(),
             connection=connection,
             subprotocols=protocols,
             extra_headers=check_headers(extra_headers),

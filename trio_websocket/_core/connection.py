@@ -93,6 +93,7 @@ class WebSocketConnection(ConnectionReceiving, trio.abc.Channel[Message]):
         "_assembler",
         "_deflate",
         "_handshake_headers",
+        "_http_version",
         "_id",
         "_inbox",
         "_is_client",
@@ -120,8 +121,10 @@ class WebSocketConnection(ConnectionReceiving, trio.abc.Channel[Message]):
         options: ConnectionOptions,
         extensions: Sequence[Extension] = (),
         endpoints: tuple[Endpoint | str, Endpoint | str] | None = None,
+        http_version: str = "1.1",
     ) -> None:
         self._id = next(WebSocketConnection.CONNECTION_ID)
+        self._http_version = http_version
         self._stream = stream
         self._proto = protocol
         self._is_client = is_client
@@ -200,6 +203,12 @@ class WebSocketConnection(ConnectionReceiving, trio.abc.Channel[Message]):
     def subprotocol(self) -> str | None:
         """The subprotocol the server chose, if any."""
         return self._subprotocol
+
+    @property
+    def http_version(self) -> str:
+        """``"1.1"``, or ``"2"`` for a WebSocket carried by an HTTP/2 stream
+        (RFC 8441; the ``http2`` options of the server and the client)."""
+        return self._http_version
 
     @property
     def handshake_headers(self) -> Headers:

@@ -47,7 +47,7 @@ def _as_bytes(value: object, what: str) -> bytes:
     raise TypeError(f"{what} must be str or bytes, not {type(value).__name__}")
 
 
-def _normalize_headers(headers: Sequence[tuple[str | bytes, str | bytes]]) -> Headers:
+def normalize_headers(headers: Sequence[tuple[str | bytes, str | bytes]]) -> Headers:
     normalized: Headers = []
     for pair in headers:
         if not isinstance(pair, tuple) or len(pair) != 2:
@@ -80,11 +80,26 @@ class HTTPRequest:
     remote: Endpoint | str
     #: The server's endpoint of the connection.
     local: Endpoint | str
+    #: ``"1.1"``, or ``"2"`` for a request on an HTTP/2 stream (the server's
+    #: ``http2`` option), whose ``method`` is then ``"CONNECT"`` for a
+    #: WebSocket (RFC 8441) and whose headers have no ``Host`` (the
+    #: authority is in ``authority``).
+    http_version: str = "1.1"
+    #: An HTTP/2 extended CONNECT's ``:protocol`` (``"websocket"``), else None.
+    protocol: str | None = None
+    #: An HTTP/2 request's ``:authority`` (its Host), else None.
+    authority: str | None = None
 
     @property
     def is_websocket(self) -> bool:
-        """Whether the request asks for a WebSocket upgrade (it may still be
-        an invalid one)."""
+        """Whether the request asks for a WebSocket (an HTTP/1.1 upgrade, or
+        an HTTP/2 extended CONNECT; it may still be an invalid one)."""
+        if self.http_version == "2":
+            return (
+                self.method == "CONNECT"
+                and self.protocol is not None
+                and self.protocol.lower() == "websocket"
+            )
         upgrade = self.header("upgrade")
         return upgrade is not None and upgrade.strip().lower() == "websocket"
 
@@ -126,7 +141,7 @@ class HTTPResponse:
             raise TypeError("status_code must be an int")
         if not 200 <= status <= 999:
             raise ValueError(f"a response status must be in 200..999, got {status}")
-        headers = _normalize_headers(self.headers)
+        headers = normalize_headers(self.headers)
         body = self.body
         if isinstance(body, str):
             if not any(name == b"content-type" for name, _ in headers):
@@ -171,6 +186,11 @@ UPGRADE_REQUIRED = text_response(
     426, "426 Upgrade Required: this port speaks WebSocket only.\n", [(b"upgrade", b"websocket")]
 )
 FORBIDDEN_ORIGIN = text_response(403, "403 Forbidden: origin not allowed.\n")
+#: The answer to a request on an HTTP/2 stream that is not a WebSocket's
+#: extended CONNECT (HTTP/2 has no upgrade to require).
+NOT_WEBSOCKET_HTTP2 = text_response(
+    400, "400 Bad Request: this server speaks WebSocket (RFC 8441 extended CONNECT) only.\n"
+)
 SERVICE_UNAVAILABLE = text_response(503, "503 Service Unavailable: try again later.\n")
 SHUTTING_DOWN = text_response(503, "503 Service Unavailable: the server is shutting down.\n")
 URI_TOO_LONG = text_response(414, "414 URI Too Long\n")

@@ -27,6 +27,8 @@ from .._core.config import (
     ConnectionOptions,
     check_timeout,
 )
+from .._h2.dependency import require_h2
+from .._h2.limits import HTTP2Limits
 from .http import HTTPRequest, HTTPResponse
 from .limits import DEFAULT_REQUEST_LIMITS, RequestLimits
 from .origins import AllowedOrigin, OriginPolicy
@@ -65,6 +67,8 @@ class ServerOptions:
     max_connections: the most connections in their handlers, or None.
     max_handshakes: the most connections reading their request, or None.
     request_limits: limits on the request head.
+    http2: the limits of each HTTP/2 connection when WebSockets over
+        HTTP/2 (RFC 8441) are served too, else None.
     """
 
     connection: ConnectionOptions
@@ -74,6 +78,7 @@ class ServerOptions:
     max_connections: int | None = None
     max_handshakes: int | None = DEFAULT_MAX_HANDSHAKES
     request_limits: RequestLimits = DEFAULT_REQUEST_LIMITS
+    http2: HTTP2Limits | None = None
 
     @property
     def disconnect_timeout(self) -> float:
@@ -98,6 +103,8 @@ class ServerOptions:
         max_buffered_bytes: int | None = None,
         compression: str | DeflateConfig | None = None,
         max_handshakes: int | None = DEFAULT_MAX_HANDSHAKES,
+        http2: bool = False,
+        http2_limits: HTTP2Limits | None = None,
     ) -> ServerOptions:
         """Validate the public arguments and return the record."""
         disconnect_timeout = check_timeout("disconnect_timeout", disconnect_timeout)
@@ -121,7 +128,14 @@ class ServerOptions:
             request_limits = DEFAULT_REQUEST_LIMITS
         elif not isinstance(request_limits, RequestLimits):
             raise TypeError("request_limits must be a RequestLimits")
+        if not isinstance(http2, bool):
+            raise TypeError("http2 must be True or False")
+        if http2_limits is not None and not isinstance(http2_limits, HTTP2Limits):
+            raise TypeError("http2_limits must be an HTTP2Limits")
+        if http2:
+            require_h2()
         return cls(
+            http2=(http2_limits or HTTP2Limits()) if http2 else None,
             connection=connection,
             connect_timeout=connect_timeout,
             process_request=process_request,

@@ -49,6 +49,8 @@ from .._core.contracts import OpeningConnection, ServedConnection
 from .._core.deflate import DeflateExtension
 from .._core.endpoint import Endpoint, stream_endpoint
 from .._core.errors import ConnectionClosed, HandshakeError, Headers
+from .._h2.frame_guard import CLIENT_PREFACE
+from .._h2.stream import HTTP2Stream
 from .http import (
     HEADERS_TOO_LARGE,
     SHUTTING_DOWN,
@@ -57,6 +59,7 @@ from .http import (
     EarlyHeadCheck,
     HTTPRequest,
     HTTPResponse,
+    normalize_headers,
     parse_request_head,
     text_response,
 )
@@ -140,6 +143,12 @@ class WebSocketRequest:
         return tuple(self._event.subprotocols)
 
     @property
+    def http_version(self) -> str:
+        """``"1.1"`` for an HTTP/1.1 upgrade, ``"2"`` for an extended CONNECT
+        on an HTTP/2 stream (RFC 8441; the server's ``http2`` option)."""
+        return "1.1"
+
+    @property
     def local(self) -> Endpoint | str:
         """The server's endpoint of this connection."""
         return self._local
@@ -187,24 +196,7 @@ class WebSocketRequest:
                     compression, is_client=False, max_message_size=self._options.max_message_size
                 )
             )
-        protocol: Connection | None
-        # The short way (``_server.upgrade``) writes no extension and no extra
-        # header: an answer with either goes through wsproto, which
-        # validates and negotiates them.
-        if isinstance(handshake, bytes) and not extra_headers and not extensions:
-            data = accept_response(self._event, subprotocol)
-            protocol = Connection(ConnectionType.SERVER)
-        else:
-            handshake = _replayed(handshake)
-            data = handshake.send(
-                AcceptConnection(
-                    subprotocol=subprotocol,
-                    extra_headers=list(extra_headers or []),
-                    extensions=extensions,
-                )
-            )
-            protocol = handshake.connection
-        assert protocol is not None
+        protocol, send_answer = self._accepting(handshake, subprotocol, extra_headers, extensions)
         if self._early_frames:
             # (wsproto's own handshake drops them: it builds the connection
             # without h11's trailing data.)
@@ -220,11 +212,12 @@ class WebSocketRequest:
             options=self._options,
             extensions=[extension for extension in extensions if extension.enabled()],
             endpoints=(self._local, self._remote),
+            http_version=self.http_version,
         )
         self._connection = connection
         opening: OpeningConnection = connection
         try:
-            await self._stream.send_all(data)
+            await send_answer()
         except BaseException as exc:
             opening._opening_failed()
             await trio.aclose_forcefully(self._stream)
@@ -237,6 +230,35 @@ class WebSocketRequest:
             reason = self._refusal
             self._nursery.start_soon(connection.aclose, reason.code, reason.reason)
         return connection
+
+    def _accepting(
+        self,
+        handshake: H11Handshake | bytes,
+        subprotocol: str | None,
+        extra_headers: Headers | None,
+        extensions: list[Extension],
+    ) -> tuple[Connection, Callable[[], Awaitable[None]]]:
+        """The protocol of the accepted connection (its extensions
+        negotiated), and what writes the answer that accepts it."""
+        # The short way (``_server.upgrade``) writes no extension and no extra
+        # header: an answer with either goes through wsproto, which
+        # validates and negotiates them.
+        protocol: Connection | None
+        if isinstance(handshake, bytes) and not extra_headers and not extensions:
+            data = accept_response(self._event, subprotocol)
+            protocol = Connection(ConnectionType.SERVER)
+        else:
+            handshake = _replayed(handshake)
+            data = handshake.send(
+                AcceptConnection(
+                    subprotocol=subprotocol,
+                    extra_headers=list(extra_headers or []),
+                    extensions=extensions,
+                )
+            )
+            protocol = handshake.connection
+        assert protocol is not None
+        return protocol, partial(self._stream.send_all, data)
 
     async def reject(
         self,
@@ -260,8 +282,13 @@ class WebSocketRequest:
             raise ValueError(f"cannot reject with HTTP status {status_code}")
         if self._refusal is not None and self._connection is None:
             return
-        handshake = _replayed(self._claim())
-        await self._send_rejection(handshake, status_code, list(extra_headers or []), body or b"")
+        await self._reject_with(self._claim(), status_code, list(extra_headers or []), body or b"")
+
+    async def _reject_with(
+        self, handshake: H11Handshake | bytes, status_code: int, headers: Headers, body: bytes
+    ) -> None:
+        """Write the rejection and close the stream."""
+        await self._send_rejection(_replayed(handshake), status_code, headers, body)
 
     async def _send_rejection(
         self, handshake: H11Handshake, status_code: int, headers: Headers, body: bytes
@@ -300,9 +327,7 @@ class WebSocketRequest:
             code = INTERNAL_ERROR if handler_failed else NORMAL_CLOSURE
             await connection.aclose(code)
         elif self._handshake is not None:
-            await self._send_rejection(
-                _replayed(self._claim()), 500 if handler_failed else 403, [], b""
-            )
+            await self._reject_with(self._claim(), 500 if handler_failed else 403, [], b"")
 
     async def _end(self) -> None:
         """Make sure the connection's reader has ended (it runs in the
@@ -357,6 +382,16 @@ def _replayed(handshake: H11Handshake | bytes) -> H11Handshake:
     for _ in replayed.events():
         pass
     return replayed
+
+
+class HTTP2Start:
+    """A client that opened with the HTTP/2 connection preface: the server
+    serves it as an HTTP/2 connection, starting with ``received``."""
+
+    __slots__ = ("received",)
+
+    def __init__(self, received: bytes) -> None:
+        self.received = received
 
 
 class NotWebSocket:
@@ -426,7 +461,17 @@ async def send_http_answer(
     stream: trio.abc.Stream, response: HTTPResponse, method: str = "GET"
 ) -> None:
     """Answer with ``response`` (its head only to a HEAD request) and close
-    the stream, as every plain HTTP answer is (also for ``_server.server``)."""
+    the stream, as every plain HTTP answer is (also for ``_server.server``);
+    on an HTTP/2 stream, as an HTTP/2 answer that ends the stream."""
+    if isinstance(stream, HTTP2Stream):
+        assert isinstance(response.body, bytes)
+        await stream.respond(
+            response.status_code,
+            normalize_headers(response.headers),
+            response.body,
+            head_only=method == "HEAD",
+        )
+        return
     await _send_answer(stream, response.serialize(head_only=method == "HEAD"))
 
 
@@ -444,12 +489,16 @@ async def read_request(
     *,
     options: ConnectionOptions,
     limits: RequestLimits = DEFAULT_REQUEST_LIMITS,
-) -> tuple[WebSocketRequest | NotWebSocket, bytes]:
+    detect_http2: bool = False,
+) -> tuple[WebSocketRequest | NotWebSocket | HTTP2Start, bytes]:
     """Read the opening request and its raw head.
 
     Garbage gets 400 and a head over the limits 414/431 (both raise
     :exc:`HandshakeError`); a valid HTTP request that is no valid upgrade
-    comes back as a :class:`NotWebSocket` for the caller to answer.
+    comes back as a :class:`NotWebSocket` for the caller to answer. With
+    ``detect_http2``, a client that opens with the HTTP/2 connection
+    preface (h2c with prior knowledge) comes back as an
+    :class:`HTTP2Start` holding what it sent so far.
     """
     received: bytes | bytearray = b""
     scanner = HeadScanner(limits)
@@ -465,6 +514,10 @@ async def read_request(
                 received += data
             else:
                 received = bytearray(received) + data
+            if detect_http2 and CLIENT_PREFACE.startswith(received[: len(CLIENT_PREFACE)]):
+                if len(received) >= len(CLIENT_PREFACE):
+                    return HTTP2Start(bytes(received)), b""
+                continue
             try:
                 head_length = scanner.feed(received)
             except RequestTooLarge as exc:
@@ -561,6 +614,7 @@ async def wrap_server_stream(
     )
     try:
         request, _ = await read_request(stream, nursery, options=options)
+        assert not isinstance(request, HTTP2Start)  # (not asked to detect it)
         if isinstance(request, NotWebSocket):
             await send_http_answer(stream, request.answer, request.request.method)
             raise HandshakeError(f"invalid opening request: {request.problem}")

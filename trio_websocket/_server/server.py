@@ -52,7 +52,7 @@ import math
 import ssl
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -68,22 +68,27 @@ from .._core.config import (
 )
 from .._core.connection import WebSocketConnection
 from .._core.endpoint import Endpoint, listener_endpoint
-from .._core.errors import ConnectionClosed, HandshakeError
+from .._core.errors import ConnectionClosed, HandshakeError, Headers
 from .._core.groups import interruption, main_exception, only, reraise_as_is
 from .._core.log import log_handler_error
+from .._h2.limits import HTTP2Limits
+from .._h2.stream import HTTP2Stream
 from .._wire.socket_stream import acceptor_for
 from .http import (
     FORBIDDEN_ORIGIN,
+    NOT_WEBSOCKET_HTTP2,
     SERVICE_UNAVAILABLE,
     SHUTTING_DOWN,
     HTTPRequest,
     HTTPResponse,
     text_response,
 )
+from .http2 import read_http2_request, start_http2_connection
 from .limits import RequestLimits
 from .options import DEFAULT_MAX_HANDSHAKES, ProcessRequest, ServerOptions
 from .origins import AllowedOrigin
 from .request import (
+    HTTP2Start,
     NotWebSocket,
     WebSocketRequest,
     hook_view,
@@ -95,6 +100,9 @@ from .unix import SocketPath, open_unix_listener, remove_socket_file
 
 if sys.version_info < (3, 11):  # pragma: no cover - trio installs the backport
     from exceptiongroup import BaseExceptionGroup
+
+if TYPE_CHECKING:
+    from .._h2.connection import HTTP2Connection
 
 logger = logging.getLogger("trio_websocket")
 
@@ -178,6 +186,8 @@ class WebSocketServer:
         max_buffered_bytes: int | None = None,
         compression: str | DeflateConfig | None = None,
         max_handshakes: int | None = DEFAULT_MAX_HANDSHAKES,
+        http2: bool = False,
+        http2_limits: HTTP2Limits | None = None,
     ) -> None:
         if not listeners:
             raise ValueError("a WebSocketServer needs at least one listener")
@@ -196,6 +206,8 @@ class WebSocketServer:
             max_buffered_bytes=max_buffered_bytes,
             compression=compression,
             max_handshakes=max_handshakes,
+            http2=http2,
+            http2_limits=http2_limits,
         )
         self._set_up(handler, listeners, handler_nursery=handler_nursery, options=options)
 
@@ -234,6 +246,9 @@ class WebSocketServer:
         # first (a dict keeps insertion order): what max_handshakes bounds.
         self._reading: dict[trio.CancelScope, None] = {}
         self._live: dict[ServedRequest, trio.CancelScope] = {}
+        # The HTTP/2 connections being served (their WebSockets are in
+        # _live like any other): a shutdown sends each a GOAWAY.
+        self._http2_connections: set[HTTP2Connection] = set()
         # Lifecycle: started once; closing from the first aclose() on.
         self._started = False
         self._running = False
@@ -369,6 +384,8 @@ class WebSocketServer:
         for scope in self._handshakes:
             scope.cancel()
         self._refused += len(self._handshakes)
+        for connection in list(self._http2_connections):
+            connection.go_away()
         open_at_start = {request for request in self._live if request._connection is not None}
         async with trio.open_nursery() as closers:
             closers.cancel_scope.deadline = self._deadline
@@ -385,6 +402,8 @@ class WebSocketServer:
         for scope in still_running.values():
             scope.cancel()
         await self._wait_idle()
+        for connection in list(self._http2_connections):
+            connection.abort()
         report = ShutdownReport(
             closed_cleanly=len(open_at_start - still_running.keys()),
             forced=len(still_running),
@@ -444,43 +463,19 @@ class WebSocketServer:
         # scopes. This task still waits for the reader to end before it
         # ends (see WebSocketRequest._end).
         handler_error: BaseException | None = None
-        request: WebSocketRequest | None = None
+        request: WebSocketRequest | HTTP2Start | None = None
         try:
             with trio.move_on_after(self._options.connect_timeout) as scope:
                 request = await self._handshake_phase(stream, nursery, scope)
                 if request is None:
                     await trio.aclose_forcefully(stream)
                     return
-                served: ServedRequest = request
-                scope.deadline = math.inf
-                self._live[served] = scope
-                try:
-                    handler_failed = False
-                    try:
-                        await self._handler(request)
-                    except Exception as exc:
-                        handler_failed = True
-                        if only(exc, ConnectionClosed):
-                            # The peer went away (or the shutdown closed
-                            # the connection): news, not a server error.
-                            # (Also in a group: from a nursery in the handler.)
-                            _log_handler_closed(served, exc)
-                        else:
-                            # Raised below, once the connection is over.
-                            handler_error = exc
-                            log_handler_error(request, served._connection, exc)
-                    # (A cancellation, KeyboardInterrupt or SystemExit
-                    # leaves at once: the closing below is for errors
-                    # and returns only.)
-                    # The closing is bounded by disconnect_timeout (and cut
-                    # short, like the handler, by a forced shutdown).
-                    scope.deadline = trio.current_time() + self._options.disconnect_timeout
-                    await served._close_after_handler(handler_failed)
-                finally:
-                    await served._end()
-                    del self._live[served]
-                    if not self._live and self._idle is not None:
-                        self._idle.set()
+                if isinstance(request, HTTP2Start):
+                    # The HTTP/2 connection bounds its own idle time.
+                    scope.deadline = math.inf
+                    await self._serve_http2(stream, request.received, nursery)
+                    return
+                handler_error = await self._run_handler(request, scope)
             if request is None:
                 # The handshake phase ran out of time, or a shutdown stopped it.
                 if self._closing:  # counted as refused by _shut_down
@@ -497,9 +492,121 @@ class WebSocketServer:
             finally:
                 del handler_error
 
+    async def _run_handler(
+        self, request: WebSocketRequest, scope: trio.CancelScope
+    ) -> BaseException | None:
+        """Run the handler on an accepted request, then close what it left
+        open (within ``scope``, see :meth:`_handle_connection`); the
+        handler's error, to raise once the connection is over."""
+        handler_error: BaseException | None = None
+        served: ServedRequest = request
+        scope.deadline = math.inf
+        self._live[served] = scope
+        try:
+            handler_failed = False
+            try:
+                await self._handler(request)
+            except Exception as exc:
+                handler_failed = True
+                if only(exc, ConnectionClosed):
+                    # The peer went away (or the shutdown closed
+                    # the connection): news, not a server error.
+                    # (Also in a group: from a nursery in the handler.)
+                    _log_handler_closed(served, exc)
+                else:
+                    # Raised by the caller, once the connection is over.
+                    handler_error = exc
+                    log_handler_error(request, served._connection, exc)
+            # (A cancellation, KeyboardInterrupt or SystemExit
+            # leaves at once: the closing below is for errors
+            # and returns only.)
+            # The closing is bounded by disconnect_timeout (and cut
+            # short, like the handler, by a forced shutdown).
+            scope.deadline = trio.current_time() + self._options.disconnect_timeout
+            await served._close_after_handler(handler_failed)
+        finally:
+            await served._end()
+            del self._live[served]
+            if not self._live and self._idle is not None:
+                self._idle.set()
+        return handler_error
+
+    # ------------------------------------------------------------------
+    # HTTP/2 (RFC 8441)
+
+    async def _serve_http2(
+        self, transport: trio.abc.Stream, received: bytes, nursery: trio.Nursery
+    ) -> None:
+        """Serve one HTTP/2 connection: each WebSocket it opens is handled
+        like a connection of its own (see :meth:`_handle_http2_stream`)."""
+        limits = self._options.http2
+        assert limits is not None
+        connection = start_http2_connection(
+            transport,
+            received,
+            limits=limits,
+            idle_timeout=self._options.connect_timeout,
+            on_request=lambda stream, headers: nursery.start_soon(
+                self._handle_http2_stream, stream, headers, nursery
+            ),
+        )
+        self._http2_connections.add(connection)
+        try:
+            if self._closing:
+                connection.go_away()
+            await connection.run()
+        finally:
+            self._http2_connections.discard(connection)
+
+    async def _handle_http2_stream(
+        self, stream: HTTP2Stream, headers: Headers, nursery: trio.Nursery
+    ) -> None:
+        """One WebSocket request on an HTTP/2 stream, from the checks to the
+        handler's end (as :meth:`_handle_connection` for HTTP/1.1)."""
+        handler_error: BaseException | None = None
+        request: WebSocketRequest | None = None
+        try:
+            with trio.move_on_after(self._options.connect_timeout) as scope:
+                self._handshakes.add(scope)
+                try:
+                    outcome = await self._screen_http2(stream, headers, nursery)
+                finally:
+                    self._handshakes.discard(scope)
+                if not isinstance(outcome, WebSocketRequest):
+                    response, method = outcome
+                    await send_http_answer(stream, response, method)
+                    return
+                request = outcome
+                handler_error = await self._run_handler(request, scope)
+            if request is None:
+                if self._closing:
+                    with trio.move_on_at(self._deadline):
+                        await send_http_answer(stream, SHUTTING_DOWN)
+                await trio.aclose_forcefully(stream)
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        if handler_error is not None:
+            try:
+                raise handler_error
+            finally:
+                del handler_error
+
+    async def _screen_http2(
+        self, stream: HTTP2Stream, headers: Headers, nursery: trio.Nursery
+    ) -> WebSocketRequest | tuple[HTTPResponse, str]:
+        request, view, problem = read_http2_request(
+            stream, headers, nursery, options=self._options.connection
+        )
+        if request is None:
+            assert problem is not None
+            logger.debug("refused an HTTP/2 %s %s: %s", view.method, view.path, problem)
+            return await self._judge(stream, NotWebSocket(view, NOT_WEBSOCKET_HTTP2, problem), view)
+        return await self._judge(stream, request, view)
+
     async def _handshake_phase(
         self, stream: trio.abc.Stream, nursery: trio.Nursery, scope: trio.CancelScope
-    ) -> WebSocketRequest | None:
+    ) -> WebSocketRequest | HTTP2Start | None:
         """Everything before the handler (see the module rules), inside
         ``scope`` (whose deadline is ``connect_timeout``): the request for
         the handler, or None once the client was answered or dropped."""
@@ -512,7 +619,7 @@ class WebSocketServer:
         finally:
             # Decided: a shutdown from now on leaves this one alone.
             self._handshakes.discard(scope)
-        if isinstance(outcome, WebSocketRequest):
+        if isinstance(outcome, (WebSocketRequest, HTTP2Start)):
             return outcome
         response, method = outcome
         await send_http_answer(stream, response, method)
@@ -535,19 +642,37 @@ class WebSocketServer:
 
     async def _screen(
         self, stream: trio.abc.Stream, nursery: trio.Nursery, scope: trio.CancelScope
-    ) -> WebSocketRequest | tuple[HTTPResponse, str]:
+    ) -> WebSocketRequest | HTTP2Start | tuple[HTTPResponse, str]:
         """The request for the handler, or the answer it gets instead (and
-        the request's method, which decides whether a body goes with it)."""
+        the request's method, which decides whether a body goes with it),
+        or a client that speaks HTTP/2."""
         self._start_reading(scope)
         try:
             options = self._options
+            tls = isinstance(stream, trio.SSLStream)
+            if options.http2 is not None and isinstance(stream, trio.SSLStream):  # noqa: SIM102
+                # (Two conditions: the handshake only runs when both hold.)
+                if await _chose_http2(stream):
+                    return HTTP2Start(b"")
             request, head = await read_request(
-                stream, nursery, options=options.connection, limits=options.request_limits
+                stream,
+                nursery,
+                options=options.connection,
+                limits=options.request_limits,
+                detect_http2=options.http2 is not None and not tls,
             )
         finally:
             self._reading.pop(scope, None)
+        if isinstance(request, HTTP2Start):
+            return request
+        return await self._judge(stream, request, hook_view(request, head))
+
+    async def _judge(
+        self, stream: trio.abc.Stream, request: WebSocketRequest | NotWebSocket, view: HTTPRequest
+    ) -> WebSocketRequest | tuple[HTTPResponse, str]:
+        """The checks every request goes through, in order (see the module
+        rules), whichever HTTP version carried it."""
         if self._options.process_request is not None:
-            view = hook_view(request, head)
             response = await self._call_hook(stream, view)
             if response is not None:
                 return response, view.method
@@ -583,6 +708,19 @@ class WebSocketServer:
         return result
 
 
+async def _chose_http2(stream: trio.SSLStream[Any]) -> bool:
+    """Finish the TLS handshake; whether the client chose HTTP/2 (ALPN)."""
+    try:
+        await stream.do_handshake()
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        raise HandshakeError(f"TLS handshake failed: {exc}") from exc
+    return bool(stream.selected_alpn_protocol() == "h2")
+
+
+#: What a server that speaks HTTP/2 offers by ALPN, in its order of preference.
+HTTP2_ALPN = ["h2", "http/1.1"]
+
+
 async def serve_websocket(
     handler: Handler,
     host: str | bytes | Sequence[str | bytes] | None,
@@ -606,6 +744,8 @@ async def serve_websocket(
     max_buffered_bytes: int | None = None,
     compression: str | DeflateConfig | None = None,
     max_handshakes: int | None = DEFAULT_MAX_HANDSHAKES,
+    http2: bool = False,
+    http2_limits: HTTP2Limits | None = None,
 ) -> None:
     """Listen on ``host:port`` and run ``await handler(request)`` for each
     WebSocket connection, until cancelled or shut down with
@@ -677,6 +817,18 @@ async def serve_websocket(
         so the oldest incomplete request is almost always a slow or
         hostile sender's ("slowloris"): new clients are served at once
         instead of waiting for a place, and memory stays bounded.
+    :param http2: also serve WebSockets over HTTP/2 (RFC 8441; needs the
+        ``http2`` extra, ``pip install "trio-websocket[http2]"``). Over TLS
+        the server offers ``h2`` and ``http/1.1`` by ALPN (it sets them on
+        ``ssl_context``); on plain TCP, a client that starts with the
+        HTTP/2 connection preface (h2c with prior knowledge, as proxies
+        speak to their backends) is served over HTTP/2, any other as
+        before. Each WebSocket on an HTTP/2 connection is handled like a
+        connection of its own (its :attr:`WebSocketRequest.http_version`
+        is ``"2"``), and every option above applies to it. See
+        :doc:`http2`.
+    :param http2_limits: the bounds of each HTTP/2 connection (an
+        :class:`HTTP2Limits`; its defaults when None).
     """
     # Bad options fail before any listener is opened (and left open).
     options = ServerOptions.build(
@@ -694,7 +846,11 @@ async def serve_websocket(
         max_buffered_bytes=max_buffered_bytes,
         compression=compression,
         max_handshakes=max_handshakes,
+        http2=http2,
+        http2_limits=http2_limits,
     )
+    if http2 and ssl_context is not None:
+        ssl_context.set_alpn_protocols(HTTP2_ALPN)
     if unix_socket_path is not None:
         if host is not None or port is not None:
             raise ValueError("with unix_socket_path, host and port must be None")

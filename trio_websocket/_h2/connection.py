@@ -1,0 +1,540 @@
+"""One HTTP/2 connection carrying WebSockets (RFC 8441): one task reads
+and fans frames out to the streams, one task writes.
+
+Rules:
+- ``h2`` keeps the protocol state; this module does the I/O around it.
+  Every byte the peer sends passes ``_h2.frame_guard`` first (floods,
+  GOAWAY), then ``h2``.
+- One reader task, one writer task, both in :meth:`HTTP2Connection.run`.
+  Streams never write to the transport themselves: they queue frames in
+  ``h2`` and wait for the writer, so that a WebSocket's send cancelled
+  halfway can never leave half a frame on a connection other WebSockets
+  share. The reader never waits on a stream: a stream's buffer is bounded
+  by its receive window, which ``h2`` enforces.
+- Bounds, all from :class:`HTTP2Limits`: concurrent streams (our
+  SETTINGS_MAX_CONCURRENT_STREAMS; ``h2`` refuses one more), the header
+  list size (SETTINGS_MAX_HEADER_LIST_SIZE, and at most 64 CONTINUATION
+  frames, ``h2``'s own limit), each stream's receive window, the
+  connection's window (the sum of its streams'), and the flood buckets
+  of ``_h2.frame_guard``. A peer past one gets GOAWAY with the matching
+  error code and the connection closes.
+- Graceful ending (:meth:`HTTP2Connection.go_away`): a GOAWAY that names
+  the last stream we will serve is written by this module (``h2`` would
+  consider the connection dead after it), streams opened later are
+  refused (REFUSED_STREAM), and the connection closes once its last
+  stream has. A GOAWAY from the peer is handled the same way: the
+  streams it does not refuse go on to their end.
+- A connection with no stream for ``idle_timeout`` seconds (the server's
+  ``connect_timeout``) is closed with GOAWAY: an HTTP/2 connection that
+  carries nothing costs memory, like a handshake that never finishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+import trio
+
+from .frame_guard import SMALL_WINDOW_UPDATE, FrameGuard, GoAway, PeerFlood
+from .headers import Headers
+from .limits import HTTP2Limits
+from .stream import HTTP2Stream
+
+logger = logging.getLogger("trio_websocket.http2")
+
+#: Error codes (RFC 9113, section 7).
+NO_ERROR = 0x0
+PROTOCOL_ERROR = 0x1
+INTERNAL_ERROR = 0x2
+REFUSED_STREAM = 0x7
+CANCEL = 0x8
+ENHANCE_YOUR_CALM = 0xB
+
+DEFAULT_LIMITS = HTTP2Limits()
+
+#: How long the writer may take to deliver the last frames (GOAWAY) of a
+#: connection that is ending, before the transport is closed anyway.
+_FAREWELL_SECONDS = 1.0
+
+
+class HTTP2Connection:
+    """The HTTP/2 side of one transport (see the module rules).
+
+    ``on_request`` (a server's) is called, from the reader task, with each
+    stream the peer opens and its request headers; it must not block.
+    """
+
+    def __init__(
+        self,
+        transport: trio.abc.Stream,
+        *,
+        is_client: bool,
+        limits: HTTP2Limits = DEFAULT_LIMITS,
+        on_request: Callable[[HTTP2Stream, Headers], None] | None = None,
+        idle_timeout: float = math.inf,
+        already_received: bytes = b"",
+    ) -> None:
+        self.transport = transport
+        self.is_client = is_client
+        self._limits = limits
+        self._on_request = on_request
+        self._idle_timeout = idle_timeout
+        self._already_received = already_received
+        config = h2.config.H2Configuration(
+            client_side=is_client,
+            header_encoding=None,
+            validate_inbound_headers=True,
+            normalize_inbound_headers=True,
+            validate_outbound_headers=True,
+        )
+        self._h2 = h2.connection.H2Connection(config)
+        codes = h2.settings.SettingCodes
+        initial = {
+            codes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
+            codes.INITIAL_WINDOW_SIZE: limits.stream_window,
+            codes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
+            codes.MAX_FRAME_SIZE: limits.max_frame_size,
+        }
+        if is_client:
+            initial[codes.ENABLE_PUSH] = 0
+        else:
+            initial[codes.ENABLE_CONNECT_PROTOCOL] = 1
+        self._h2.local_settings = h2.settings.Settings(client=is_client, initial_values=initial)
+        self._h2.initiate_connection()
+        extra_window = limits.connection_window - self._h2.inbound_flow_control_window
+        if extra_window > 0:
+            self._h2.increment_flow_control_window(extra_window)
+        self._guard = FrameGuard(
+            expect_client_preface=not is_client,
+            max_frame_size=limits.max_frame_size,
+            limits=limits.floods,
+        )
+        self._streams: dict[int, HTTP2Stream] = {}
+        self._output: list[bytes] = []
+        self._output_ready = trio.Event()
+        self._queued = 0  # how many times output was queued...
+        self._written = 0  # ...and how many of those the writer has written
+        self._written_event = trio.Event()
+        self._settings_event: trio.Event | None = trio.Event()
+        self._peer_settings_seen = False
+        #: Set once a GOAWAY went either way: no new streams.
+        self.going_away = False
+        self._last_stream_served: int | None = None
+        self._broken: BaseException | None = None
+        self._ended = trio.Event()
+        #: Set once the connection is ending: the writer stops when it has
+        #: written what is queued.
+        self._closing = False
+        self._close_when_done = False
+        self._reader_scope = trio.CancelScope()
+        self._idle_watch = trio.CancelScope()
+        self._idle_wait: trio.CancelScope | None = None
+        self._all_streams_gone: trio.Event | None = None
+        self._queue_output()
+
+    # ------------------------------------------------------------------
+    # The connection's tasks
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Read and write until the connection ends; then close the
+        transport. Never raises for what the peer does."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer)
+                if self._idle_timeout != math.inf:
+                    nursery.start_soon(self._close_when_idle)
+                task_status.started()
+                with self._reader_scope:
+                    await self._reader()
+                # The reader is done: the writer delivers what is queued
+                # (GOAWAY), briefly, then the connection ends.
+                self._closing = True
+                self._idle_watch.cancel()
+                self._output_ready.set()
+                nursery.cancel_scope.deadline = trio.current_time() + _FAREWELL_SECONDS
+        finally:
+            self._closing = True
+            self._end_streams(CANCEL)
+            self._ended.set()
+            if self._settings_event is not None:
+                self._settings_event.set()
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self.transport)
+
+    async def _reader(self) -> None:
+        guard = self._guard
+        receive_size = self._limits.receive_size
+        try:
+            if self._already_received:
+                first, self._already_received = self._already_received, b""
+                if not self._take_in(guard.feed(first)):
+                    return
+            while True:
+                try:
+                    received = await self.transport.receive_some(receive_size)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    self._broken = exc
+                    return
+                if not received:
+                    return
+                if not self._take_in(guard.feed(bytes(received))):
+                    return
+        except PeerFlood as exc:
+            logger.debug("closing an HTTP/2 connection: %s", exc)
+            self._close_with(ENHANCE_YOUR_CALM)
+
+    def _take_in(self, data: bytes) -> bool:
+        """Hand ``data`` to ``h2`` and handle its events; False when the
+        connection must end."""
+        try:
+            events = self._h2.receive_data(data) if data else []
+        except h2.exceptions.ProtocolError as exc:
+            # h2 has queued its GOAWAY.
+            logger.debug("HTTP/2 protocol error from the peer: %s", exc)
+            self._queue_output()
+            return False
+        for event in events:
+            self._handle(event)
+        while self._guard.goaways:
+            self._peer_goes_away(self._guard.goaways.pop(0))
+        self._queue_output()
+        return True
+
+    async def _writer(self) -> None:
+        transport = self.transport
+        while True:
+            if not self._output:
+                if self._closing:
+                    return
+                await self._output_ready.wait()
+                self._output_ready = trio.Event()
+                continue
+            data = b"".join(self._output) if len(self._output) > 1 else self._output[0]
+            self._output.clear()
+            marker = self._queued
+            try:
+                await transport.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._broken = exc
+                self._end_streams(CANCEL)
+                self._reader_scope.cancel()
+                return
+            self._written = marker
+            self._written_event.set()
+            self._written_event = trio.Event()
+
+    async def _close_when_idle(self) -> None:
+        """Close the connection (GOAWAY) once it has had no stream for the
+        idle timeout."""
+        with self._idle_watch:
+            while True:
+                if self._streams:
+                    self._all_streams_gone = trio.Event()
+                    await self._all_streams_gone.wait()
+                    continue
+                with trio.move_on_after(self._idle_timeout) as waiting:
+                    self._idle_wait = waiting
+                    await trio.sleep_forever()
+                self._idle_wait = None
+                if waiting.cancelled_caught and not self._streams:
+                    logger.debug("closing an HTTP/2 connection idle for %s s", self._idle_timeout)
+                    self.go_away()
+                    return
+
+    # ------------------------------------------------------------------
+    # Events from h2
+
+    def _handle(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.DataReceived):
+            stream = self._streams.get(event.stream_id)
+            padding = event.flow_controlled_length - len(event.data)
+            if padding:
+                self._h2.acknowledge_received_data(padding, event.stream_id)
+            if stream is None:
+                self._h2.acknowledge_received_data(len(event.data), event.stream_id)
+            elif event.data:
+                stream.data_received(event.data)
+        elif isinstance(event, h2.events.StreamEnded):
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                stream.remote_ended()
+        elif isinstance(event, h2.events.WindowUpdated):
+            if event.delta < SMALL_WINDOW_UPDATE:
+                self._guard.small_window_update()
+            if event.stream_id:
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    stream.window_opened()
+            else:
+                self._open_all_windows()
+        elif isinstance(event, h2.events.RequestReceived):
+            self._request_received(event)
+        elif isinstance(event, h2.events.ResponseReceived):
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                stream.response_received(list(event.headers))
+        elif isinstance(event, h2.events.StreamReset):
+            stream = self._streams.pop(event.stream_id, None)
+            if stream is not None:
+                stream.broken(int(event.error_code))
+                self._stream_gone()
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            self._peer_settings_seen = True
+            if self._settings_event is not None:
+                self._settings_event.set()
+                self._settings_event = None
+            self._open_all_windows()
+        elif isinstance(event, h2.events.TrailersReceived):
+            # No trailers on a WebSocket's stream (RFC 8441, section 5).
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                self.close_stream(event.stream_id, end=False, reset=True, aborting=True)
+                stream.broken(PROTOCOL_ERROR)
+        elif isinstance(event, h2.events.InformationalResponseReceived):
+            pass  # a 1xx before the answer: nothing to do
+        # PingReceived, SettingsAcknowledged, PriorityUpdated and
+        # UnknownFrameReceived need nothing more: h2 answers what needs an
+        # answer, and frame_guard counts them.
+
+    def _request_received(self, event: h2.events.RequestReceived) -> None:
+        stream_id = event.stream_id
+        if self.is_client or self._on_request is None:
+            self._h2.reset_stream(stream_id, PROTOCOL_ERROR)
+            return
+        last = self._last_stream_served
+        if self.going_away and (last is None or stream_id > last):
+            self._h2.reset_stream(stream_id, REFUSED_STREAM)
+            return
+        stream = HTTP2Stream(self, stream_id)
+        self._streams[stream_id] = stream
+        if self._idle_wait is not None:
+            self._idle_wait.cancel()
+        self._on_request(stream, list(event.headers))
+
+    def _peer_goes_away(self, goaway: GoAway) -> None:
+        """A GOAWAY from the peer: streams above its last stream id were
+        never handled (they may be retried elsewhere); the others go on."""
+        if goaway.error_code != NO_ERROR:
+            logger.debug(
+                "the HTTP/2 peer closes the connection with error %d: %r",
+                goaway.error_code,
+                goaway.debug_data,
+            )
+        self.going_away = True
+        for stream_id, stream in list(self._streams.items()):
+            local = (stream_id % 2 == 1) == self.is_client
+            if (local and stream_id > goaway.last_stream_id) or goaway.error_code != NO_ERROR:
+                del self._streams[stream_id]
+                stream.broken(REFUSED_STREAM if goaway.error_code == NO_ERROR else CANCEL)
+        if self._settings_event is not None:
+            self._settings_event.set()
+            self._settings_event = None
+
+    # ------------------------------------------------------------------
+    # For the streams
+
+    def send_room(self, stream_id: int) -> int:
+        """How many bytes of DATA the stream may queue now."""
+        try:
+            window = self._h2.local_flow_control_window(stream_id)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            return 0
+        return min(window, self._h2.max_outbound_frame_size)
+
+    def queue_data(self, stream_id: int, data: memoryview) -> None:
+        """Queue one DATA frame (``send_room`` bytes at most)."""
+        try:
+            self._h2.send_data(stream_id, data.tobytes())
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
+            raise trio.BrokenResourceError(f"the HTTP/2 stream is gone: {exc}") from exc
+        self._queue_output()
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is written (the
+        backpressure of a stream's ``send_all``)."""
+        self.wake_writer()
+        target = self._queued
+        while self._written < target:
+            if self._broken is not None or self._ended.is_set():
+                raise trio.BrokenResourceError("the HTTP/2 connection is gone")
+            await self._written_event.wait()
+
+    def wake_writer(self) -> None:
+        self._queue_output()
+        self._output_ready.set()
+
+    def acknowledge(self, stream_id: int, size: int) -> None:
+        """The stream's reader took ``size`` bytes: hand the window back."""
+        if size:
+            self._h2.acknowledge_received_data(size, stream_id)
+            queued = self._queued
+            self._queue_output()
+            if self._queued != queued:  # a WINDOW_UPDATE is due
+                self._output_ready.set()
+
+    def end_stream(self, stream_id: int) -> None:
+        try:
+            self._h2.end_stream(stream_id)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+            return
+        self.wake_writer()
+
+    def close_stream(self, stream_id: int, *, end: bool, reset: bool, aborting: bool) -> None:
+        """A stream's user closed it (see ``_h2.stream`` for what goes out)."""
+        if end:
+            try:
+                self._h2.end_stream(stream_id)
+            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+                reset = False
+        if reset:
+            try:
+                self._h2.reset_stream(stream_id, CANCEL if aborting else NO_ERROR)
+            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+                pass
+        if self._streams.pop(stream_id, None) is not None:
+            self._stream_gone()
+        self.wake_writer()
+
+    def _stream_gone(self) -> None:
+        if not self._streams and self._all_streams_gone is not None:
+            self._all_streams_gone.set()
+            self._all_streams_gone = None
+        if (self.going_away or self._close_when_done) and not self._streams:
+            # The last stream after a GOAWAY: end the connection.
+            self._close_with(NO_ERROR)
+
+    # ------------------------------------------------------------------
+    # Opening streams (a client's) and ending the connection
+
+    async def wait_for_settings(self) -> bool:
+        """Wait for the peer's first SETTINGS; whether it allows extended
+        CONNECT (RFC 8441). False also when the connection ended first."""
+        if not self._peer_settings_seen and self._settings_event is not None:
+            await self._settings_event.wait()
+        if not self._peer_settings_seen or self._ended.is_set():
+            return False
+        return bool(self._h2.remote_settings.enable_connect_protocol)
+
+    @property
+    def can_open_stream(self) -> bool:
+        """Whether one more stream may be opened here now."""
+        if (
+            self.going_away
+            or self._close_when_done
+            or self._closing
+            or self._ended.is_set()
+            or self._broken is not None
+        ):
+            return False
+        return self._h2.open_outbound_streams < self._h2.remote_settings.max_concurrent_streams
+
+    def open_stream(self, headers: Headers) -> HTTP2Stream:
+        """Send a request (without END_STREAM) on a new stream; raises
+        ``trio.BrokenResourceError`` when the connection cannot take one."""
+        if not self.can_open_stream:
+            raise trio.BrokenResourceError("this HTTP/2 connection takes no new stream")
+        stream_id = self._h2.get_next_available_stream_id()
+        stream = HTTP2Stream(self, stream_id)
+        try:
+            self._h2.send_headers(stream_id, headers)
+        except h2.exceptions.ProtocolError as exc:
+            raise trio.BrokenResourceError(f"cannot open an HTTP/2 stream: {exc}") from exc
+        self._streams[stream_id] = stream
+        self.wake_writer()
+        return stream
+
+    def send_headers(self, stream_id: int, headers: Headers) -> None:
+        """Answer a request (a server's); the body, if any, follows as the
+        stream's data."""
+        try:
+            self._h2.send_headers(stream_id, headers)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
+            raise trio.BrokenResourceError(f"the HTTP/2 stream is gone: {exc}") from exc
+        self.wake_writer()
+
+    @property
+    def stream_count(self) -> int:
+        return len(self._streams)
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.is_set()
+
+    async def wait_ended(self) -> None:
+        await self._ended.wait()
+
+    def close_when_done(self) -> None:
+        """End the connection once it has no stream left (a client's
+        connection opened for one WebSocket)."""
+        self._close_when_done = True
+        if not self._streams:
+            self._close_with(NO_ERROR)
+
+    def go_away(self) -> None:
+        """Stop taking new streams (GOAWAY NO_ERROR); the open ones go on,
+        and the connection ends after the last (see the module rules)."""
+        if self.going_away:
+            if not self._streams:
+                self._close_with(NO_ERROR)
+            return
+        self.going_away = True
+        self._last_stream_served = self._h2.highest_inbound_stream_id
+        self._queue_output()
+        self._output.append(_goaway_frame(self._last_stream_served, NO_ERROR))
+        self._output_ready.set()
+        if not self._streams:
+            self._close_with(NO_ERROR)
+
+    def _close_with(self, error_code: int) -> None:
+        """End the connection now: h2's final GOAWAY, then the writer
+        delivers what is queued and the transport closes."""
+        try:
+            self._h2.close_connection(error_code=error_code)
+        except h2.exceptions.ProtocolError:
+            pass
+        self._queue_output()
+        self._end_streams(CANCEL)
+        # Stop the reader; run() gives the writer its farewell time.
+        self._reader_scope.cancel()
+
+    def abort(self) -> None:
+        """End the connection at once, streams and all."""
+        self._end_streams(CANCEL)
+        self._closing = True
+        self._output.clear()
+        self._reader_scope.cancel()
+        self._output_ready.set()
+
+    # ------------------------------------------------------------------
+
+    def _queue_output(self) -> None:
+        data = self._h2.data_to_send()
+        if data:
+            self._output.append(data)
+            self._queued += 1
+
+    def _open_all_windows(self) -> None:
+        for stream in self._streams.values():
+            stream.window_opened()
+
+    def _end_streams(self, error_code: int) -> None:
+        streams = list(self._streams.values())
+        self._streams.clear()
+        for stream in streams:
+            stream.broken(error_code)
+        if self._written_event is not None:
+            self._written_event.set()
+
+
+def _goaway_frame(last_stream_id: int, error_code: int) -> bytes:
+    """A GOAWAY frame, written without telling ``h2`` (see the module rules)."""
+    payload = (last_stream_id & 0x7FFFFFFF).to_bytes(4, "big") + error_code.to_bytes(4, "big")
+    return len(payload).to_bytes(3, "big") + b"\x07\x00" + b"\x00\x00\x00\x00" + payload

@@ -1,0 +1,307 @@
+"""One HTTP/2 stream as a ``trio.abc.HalfCloseableStream``: what a
+WebSocket carried by RFC 8441 reads from and writes to.
+
+Rules:
+- Flow control is the backpressure. What the peer sent waits here until
+  :meth:`HTTP2Stream.receive_some` takes it; only then is its window
+  handed back (WINDOW_UPDATE), so the peer can never have more than one
+  receive window of data waiting in this stream (``h2`` refuses more as a
+  flow-control error), and a stream whose reader is slow holds up no
+  other. :meth:`HTTP2Stream.send_all` waits for the peer's window, hands
+  the data to the connection's writer and returns once it was written.
+- Closing: :meth:`HTTP2Stream.send_eof` is END_STREAM. :meth:`aclose` ends
+  the stream with END_STREAM, then resets it (NO_ERROR) if the peer has
+  not ended its side, which RFC 9113 (section 8.1) allows once the answer
+  is complete; closed under a cancelled scope (``trio.aclose_forcefully``:
+  an abort), it resets with CANCEL instead. Neither waits for the peer.
+- A stream the peer reset, or whose connection broke, raises
+  ``trio.BrokenResourceError`` from both directions; a stream the peer
+  ended reads ``b""``.
+- Only the connection (``_h2.connection``) feeds it, through the methods
+  under "Fed by the connection", from its reader task; they never block.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Protocol
+
+import trio
+
+from .headers import Headers, answer_headers
+
+
+class StreamOwner(Protocol):
+    """What a stream asks of its connection (``_h2.connection``)."""
+
+    @property
+    def transport(self) -> trio.abc.Stream: ...
+
+    def send_room(self, stream_id: int) -> int: ...
+
+    def queue_data(self, stream_id: int, data: memoryview) -> None: ...
+
+    async def flush(self) -> None: ...
+
+    def wake_writer(self) -> None: ...
+
+    def acknowledge(self, stream_id: int, size: int) -> None: ...
+
+    def end_stream(self, stream_id: int) -> None: ...
+
+    def close_stream(self, stream_id: int, *, end: bool, reset: bool, aborting: bool) -> None: ...
+
+    def send_headers(self, stream_id: int, headers: Headers) -> None: ...
+
+
+class HTTP2Stream(trio.abc.HalfCloseableStream):
+    """One stream of an HTTP/2 connection (its :class:`StreamOwner`)."""
+
+    __slots__ = (
+        "_buffer",
+        "_buffered",
+        "_closed",
+        "_connection",
+        "_local_ended",
+        "_readable",
+        "_remote_ended",
+        "_reset_code",
+        "_response",
+        "_response_event",
+        "_window_opened",
+        "stream_id",
+    )
+
+    def __init__(self, connection: StreamOwner, stream_id: int) -> None:
+        self._connection = connection
+        self.stream_id = stream_id
+        self._buffer: deque[bytes] = deque()
+        self._buffered = 0
+        self._readable: trio.Event | None = None
+        self._window_opened: trio.Event | None = None
+        self._remote_ended = False
+        self._local_ended = False
+        self._closed = False
+        #: The peer's (or the connection's) reason this stream broke, once it did.
+        self._reset_code: int | None = None
+        #: The answer to a request this side sent (the client's side).
+        self._response: Headers | None = None
+        self._response_event: trio.Event | None = None
+
+    # ------------------------------------------------------------------
+    # What a stream's user sees
+
+    @property
+    def transport_stream(self) -> trio.abc.Stream:
+        """The stream the HTTP/2 connection runs over (TCP, or TLS over
+        it): the endpoints of a WebSocket are that connection's."""
+        return self._connection.transport
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet read (at most one receive window)."""
+        return self._buffered
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._closed:
+            raise trio.ClosedResourceError("this HTTP/2 stream was closed")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be at least 1")
+        while not self._buffer:
+            if self._reset_code is not None:
+                raise trio.BrokenResourceError(
+                    f"the HTTP/2 stream was reset (error code {self._reset_code})"
+                )
+            if self._remote_ended:
+                await trio.lowlevel.checkpoint()
+                return b""
+            self._readable = trio.Event()
+            await self._readable.wait()
+            if self._closed:
+                raise trio.ClosedResourceError("this HTTP/2 stream was closed")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        data = self._take(max_bytes)
+        self._connection.acknowledge(self.stream_id, len(data))
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
+
+    def _take(self, max_bytes: int | None) -> bytes:
+        buffer = self._buffer
+        first = buffer[0]
+        if max_bytes is not None and len(first) >= max_bytes:
+            if len(first) == max_bytes:
+                buffer.popleft()
+            else:
+                buffer[0] = first[max_bytes:]
+                first = first[:max_bytes]
+            self._buffered -= len(first)
+            return first
+        buffer.popleft()
+        if not buffer:
+            self._buffered -= len(first)
+            return first
+        pieces = [first]
+        size = len(first)
+        while buffer and (max_bytes is None or size + len(buffer[0]) <= max_bytes):
+            piece = buffer.popleft()
+            pieces.append(piece)
+            size += len(piece)
+        self._buffered -= size
+        return b"".join(pieces)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        connection = self._connection
+        self._check_sendable()
+        view = memoryview(data)
+        sent = 0
+        total = len(view)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while sent < total:
+            room = connection.send_room(self.stream_id)
+            if room <= 0:
+                # Written what fits, the peer can answer with a window.
+                connection.wake_writer()
+                self._window_opened = trio.Event()
+                await self._window_opened.wait()
+                self._check_sendable()
+                continue
+            piece = view[sent : sent + room]
+            connection.queue_data(self.stream_id, piece)
+            sent += len(piece)
+        await connection.flush()
+
+    def _check_sendable(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("this HTTP/2 stream was closed")
+        if self._local_ended:
+            raise trio.ClosedResourceError("cannot send after send_eof()")
+        if self._reset_code is not None:
+            raise trio.BrokenResourceError(
+                f"the HTTP/2 stream was reset (error code {self._reset_code})"
+            )
+
+    async def wait_send_all_might_not_block(self) -> None:
+        while self._reset_code is None and self._connection.send_room(self.stream_id) <= 0:
+            self._window_opened = trio.Event()
+            await self._window_opened.wait()
+        await trio.lowlevel.checkpoint()
+
+    async def send_eof(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("this HTTP/2 stream was closed")
+        if not self._local_ended:
+            self._local_ended = True
+            if self._reset_code is None:
+                self._connection.end_stream(self.stream_id)
+                await self._connection.flush()
+                return
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            # (aclose_forcefully calls this in a cancelled scope: an abort.)
+            aborting = trio.current_effective_deadline() == -float("inf")
+            self._closed = True
+            self._buffer.clear()
+            self._buffered = 0
+            self._connection.close_stream(
+                self.stream_id,
+                end=not self._local_ended and not aborting,
+                reset=self._reset_code is None and (aborting or not self._remote_ended),
+                aborting=aborting,
+            )
+            self._local_ended = True
+            self._wake_all()
+        await trio.lowlevel.checkpoint()
+
+    # ------------------------------------------------------------------
+    # Answering a request (a server's streams)
+
+    async def send_response_headers(self, status: int, headers: Headers) -> None:
+        """Answer the request this stream carries; data may follow."""
+        self._check_sendable()
+        self._connection.send_headers(self.stream_id, answer_headers(status, headers))
+        await self._connection.flush()
+
+    async def respond(
+        self, status: int, headers: Headers, body: bytes, *, head_only: bool = False
+    ) -> None:
+        """Answer with a whole HTTP response, then close the stream. Never
+        raises a stream error (the peer may be gone already)."""
+        try:
+            if status not in (204, 304):
+                headers = [*headers, (b"content-length", str(len(body)).encode("ascii"))]
+            await self.send_response_headers(status, headers)
+            if body and not head_only:
+                await self.send_all(body)
+            await self.send_eof()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await self.aclose()
+
+    # ------------------------------------------------------------------
+    # Fed by the connection
+
+    def data_received(self, data: bytes) -> None:
+        """DATA from the peer. Once the stream is closed it is only
+        acknowledged (the connection window must not shrink)."""
+        if self._closed:
+            self._connection.acknowledge(self.stream_id, len(data))
+            return
+        self._buffer.append(data)
+        self._buffered += len(data)
+        if self._readable is not None:
+            self._readable.set()
+            self._readable = None
+
+    def remote_ended(self) -> None:
+        """The peer sent END_STREAM."""
+        self._remote_ended = True
+        self._wake_all()
+
+    def broken(self, error_code: int) -> None:
+        """The peer reset the stream, or the connection is gone."""
+        if self._reset_code is None:
+            self._reset_code = error_code
+        self._wake_all()
+
+    def window_opened(self) -> None:
+        """The peer opened its window (for this stream, or all of them)."""
+        if self._window_opened is not None:
+            self._window_opened.set()
+            self._window_opened = None
+
+    def response_received(self, headers: Headers) -> None:
+        """The peer answered this side's request."""
+        self._response = headers
+        if self._response_event is not None:
+            self._response_event.set()
+
+    async def wait_response(self) -> Headers:
+        """The answer to the request this side sent on the stream."""
+        while self._response is None:
+            self._check_sendable_or_ended()
+            self._response_event = trio.Event()
+            await self._response_event.wait()
+        return self._response
+
+    def _check_sendable_or_ended(self) -> None:
+        if self._reset_code is not None:
+            raise trio.BrokenResourceError(
+                f"the HTTP/2 stream was reset (error code {self._reset_code})"
+            )
+        if self._remote_ended:
+            raise trio.BrokenResourceError("the HTTP/2 stream ended without an answer")
+
+    @property
+    def is_waiting(self) -> bool:
+        """Whether a task waits on this stream (the connection wakes it)."""
+        return self._readable is not None or self._window_opened is not None
+
+    def _wake_all(self) -> None:
+        for event in (self._readable, self._window_opened, self._response_event):
+            if event is not None:
+                event.set()
+        self._readable = None
+        self._window_opened = None
