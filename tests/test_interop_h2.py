@@ -23,8 +23,9 @@ Each test checks that the WebSockets really ran over HTTP/2 (the server's
 ``http_version`` is "2", one TCP connection carried them) and that
 messages and close codes pass both ways.
 
-Until the HTTP/2 core is there (trio_websocket without
-``open_websocket_session``), the tests of our side are skipped; the checks
+Until the HTTP/2 core is there (``serve_websocket`` without ``http2``;
+for the session tests, trio_websocket without ``open_websocket_session``),
+the tests of our side are skipped; the checks
 of the harness itself (``test_reference_*``: each peer against another
 peer, none of it ours) run always. The peers come through tests/h2_peers.py
 (and tests/peers.py: a missing program is installed or its tests are
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import inspect
 import os
 import ssl
 import urllib.parse
@@ -76,11 +78,15 @@ TEST_TIMEOUT = 40
 
 pytestmark = pytest.mark.time_limit(TEST_TIMEOUT + 10)
 
-#: Our side of the tests needs the HTTP/2 core; they switch on by themselves
-#: when it is there.
+#: Our side of the tests needs the HTTP/2 core, and some its sessions; they
+#: switch on by themselves when those are there.
 needs_h2_core = pytest.mark.skipif(
+    "http2" not in inspect.signature(serve_websocket).parameters,
+    reason="trio_websocket has no HTTP/2 support yet (serve_websocket has no http2)",
+)
+needs_sessions = pytest.mark.skipif(
     not hasattr(trio_websocket, "open_websocket_session"),
-    reason="trio_websocket has no HTTP/2 support yet (no open_websocket_session)",
+    reason="trio_websocket has no open_websocket_session yet",
 )
 
 TEXT = "héllo wörld — ✓ 日本語 😀 end"
@@ -102,11 +108,12 @@ def tls(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 
 
 @pytest.fixture
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    """For our TLS server (its certificate is for 127.0.0.1 and localhost);
-    ALPN is the server's business (http2=True offers h2 and http/1.1)."""
+def server_context(tls: TlsFiles) -> ssl.SSLContext:
+    """For our TLS server: the certificate (for 127.0.0.1 and localhost) the
+    peers' files hold, which Chromium is told to trust. ALPN is the
+    server's business (http2=True offers h2 and http/1.1)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    context.load_cert_chain(tls.cert, tls.key)
     return context
 
 
@@ -680,6 +687,7 @@ async def _session_exchange(
 
 
 @needs_h2_core
+@needs_sessions
 @pytest.mark.parametrize("use_tls", [False, True], ids=["h2c", "tls"])
 @pytest.mark.parametrize("server_closes", [False, True], ids=["client-closes", "server-closes"])
 async def test_our_session_to_node_server(
@@ -714,6 +722,7 @@ async def test_our_session_to_node_server(
 
 
 @needs_h2_core
+@needs_sessions
 @pytest.mark.parametrize("use_tls", [False, True], ids=["h2c", "tls"])
 async def test_our_session_to_hypercorn(
     tmp_path: Path, tls: TlsFiles, client_context: ssl.SSLContext, use_tls: bool
@@ -753,6 +762,7 @@ async def test_hypercorn_closes_our_websocket(
 
 
 @needs_h2_core
+@needs_sessions
 @pytest.mark.parametrize("frontend_tls", [False, True], ids=["h2c-frontend", "tls-frontend"])
 async def test_our_session_through_nghttpx_to_http11_server(
     nursery: trio.Nursery,
