@@ -25,8 +25,9 @@ Rules:
   be told to, a port is picked by binding port 0 and closing it.
 - Every peer runs in its own process group, so that what it spawns goes
   with it. It is stopped by its own PID: stdin closed (the Node and
-  Hypercorn scripts stop when it ends), then SIGTERM, then SIGKILL, each
-  wait bounded; then SIGKILL to its group for anything left.
+  Hypercorn scripts stop when it ends; nghttpx gets SIGTERM at once), then
+  SIGTERM, then SIGKILL, each wait bounded; then SIGKILL to its group for
+  anything left.
 - Every wait is bounded (``trio.fail_after``): a peer that does not start,
   print or finish in time fails the test with its command, exit status and
   the tail of its output and log in the message.
@@ -226,8 +227,10 @@ async def run_peer(
     *,
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
+    stops_at_end_of_input: bool = True,
 ) -> AsyncIterator[PeerProcess]:
-    """Start ``command`` as the peer ``name``; stop it when the block ends.
+    """Start ``command`` as the peer ``name``; stop it when the block ends
+    (``stops_at_end_of_input``: closing its stdin is how to ask it).
     When the block fails, the peer's output and logs are printed (pytest
     shows them with the failure) and, on Python 3.11+, added to the
     exception as a note."""
@@ -261,13 +264,14 @@ async def run_peer(
                 raise
             finally:
                 with trio.CancelScope(shield=True):
-                    await _stop(process)
+                    await _stop(process, stops_at_end_of_input=stops_at_end_of_input)
                 # The readers finish at end of output; a grandchild that
                 # kept the pipe open must not keep them waiting.
                 nursery.cancel_scope.deadline = trio.current_time() + STOP_GRACE
     finally:
         with trio.CancelScope(shield=True):
-            await _stop(process)  # when starting the readers failed
+            # (done already, unless starting the readers failed)
+            await _stop(process, stops_at_end_of_input=stops_at_end_of_input)
 
 
 def _open_log(path: Path) -> BinaryIO:
@@ -275,17 +279,19 @@ def _open_log(path: Path) -> BinaryIO:
     return open(path, "wb")  # the caller closes it
 
 
-async def _stop(process: trio.Process) -> None:
-    """Stop a peer by its PID: stdin closed, then SIGTERM, then SIGKILL (each
-    with a bounded wait), then SIGKILL to its process group for anything it
-    spawned. The process is reaped, so its PID cannot be reused before."""
+async def _stop(process: trio.Process, *, stops_at_end_of_input: bool) -> None:
+    """Stop a peer by its PID: stdin closed (and a bounded wait, if that is
+    how it stops), then SIGTERM, then SIGKILL (each with a bounded wait),
+    then SIGKILL to its process group for anything it spawned. The process
+    is reaped, so its PID cannot be reused before."""
     if process.returncode is None:
         if process.stdin is not None:
             try:
                 await process.stdin.aclose()
             except trio.BrokenResourceError:
                 pass
-        for stop_signal in (None, signal.SIGTERM, signal.SIGKILL):
+        first = (None,) if stops_at_end_of_input else ()
+        for stop_signal in (*first, signal.SIGTERM, signal.SIGKILL):
             if stop_signal is not None and process.returncode is None:
                 process.send_signal(stop_signal)
             with trio.move_on_after(STOP_GRACE):
@@ -367,7 +373,7 @@ async def run_nghttpx(
         command.append(f"--cacert={backend_tls.ca}")
     if frontend_tls is not None:
         command += [str(frontend_tls.key), str(frontend_tls.cert)]
-    async with run_peer("nghttpx", command, folder) as peer:
+    async with run_peer("nghttpx", command, folder, stops_at_end_of_input=False) as peer:
         peer.extra_logs += [folder / "nghttpx.error.log", folder / "nghttpx.access.log"]
         await wait_until_listening(peer, port)
         yield peer

@@ -25,8 +25,10 @@
 // cleanly after the close handshake.
 //
 // It prints one JSON line: {"ok": bool, "alpn", "sessions": 1,
-// "websockets": [{status, protocol, echoes, pong, close, rstCode, errors}],
-// "errors"} (rstCode: the stream's RST_STREAM code, 0 when it ended cleanly)
+// "websockets": [{status, protocol, echoes, pong, close, rstCode,
+// resetByClient, errors}], "errors"} (rstCode: the stream's RST_STREAM code,
+// 0 when it ended cleanly; resetByClient: the server had not ended the stream
+// a second after the close handshake, so the client reset it)
 // and exits 0 when ok, else 1. The whole run is bounded by --timeout
 // (default 20 s).
 
@@ -94,7 +96,8 @@ session.on('remoteSettings', (settings) => {
   const runs = [];
   for (let i = 0; i < count; i++) {
     const record = {
-      index: i, status: null, protocol: null, echoes: [], pong: null, close: null, rstCode: null, errors: [],
+      index: i, status: null, protocol: null, echoes: [], pong: null, close: null,
+      rstCode: null, resetByClient: false, errors: [],
     };
     result.websockets.push(record);
     runs.push(runWebSocket(i, record).catch((error) => record.errors.push(String(error && error.stack))));
@@ -212,6 +215,17 @@ function runWebSocket(index, record) {
           if (event.code !== closeCode || event.reason !== closeReason) {
             record.errors.push(`close ${event.code} ${JSON.stringify(event.reason)}`);
           }
+          // Both close frames have passed: the server should end its side
+          // of the stream now. One that never does (Hypercorn, for a close
+          // the client started) gets its stream reset after a second, as a
+          // TCP client would drop the connection (RFC 8441: RST_STREAM with
+          // CANCEL).
+          setTimeout(() => {
+            if (!stream.closed) {
+              record.resetByClient = true;
+              stream.close(http2.constants.NGHTTP2_CANCEL);
+            }
+          }, 1000).unref();
         } else {
           const got = event.type === 'text'
             ? { type: 'text', text: event.text }
