@@ -60,6 +60,10 @@ EXPECTED_NAMES = {
     "RequestLimits",
     "ShutdownReport",
     "basic_auth_credentials",
+    # WebSockets over HTTP/2 (issue 15)
+    "HTTP2Limits",
+    "WebSocketSession",
+    "open_websocket_session",
 }
 
 # Parameter kinds and default markers used in the signature table.
@@ -262,6 +266,16 @@ SIGNATURES: dict[str, list[Param]] = {
         ("http2_limits", K, None),
     ],
     "basic_auth_credentials": [("headers", P, REQUIRED)],
+    # Not in 0.12.2: WebSockets over HTTP/2 (issue 15).
+    "open_websocket_session": [
+        ("url", P, REQUIRED),
+        ("ssl_context", P, None),
+        ("http2", K, True),
+        ("connect_timeout", K, 60),
+        ("proxy", K, None),
+        ("unix_socket_path", K, None),
+        ("http2_limits", K, None),
+    ],
     "WebSocketRequest.accept": [
         ("self", P, REQUIRED),
         ("subprotocol", K, None),

@@ -106,6 +106,8 @@ LAYERS = {
     "_server.unix": 1,
     "_client.client": 2,
     "_server.request": 2,
+    # Many WebSockets on shared HTTP/2 connections, over the client.
+    "_client.session": 2.5,
     "_server.server": 2.1,
     "_extras.hub": 2,
     # Build on the server, below the re-exports: the worker's side, then

@@ -32,6 +32,8 @@ from ._client.proxy_errors import (
 from ._client.proxy_errors import (
     ProxyRejected as ProxyRejected,
 )
+from ._client.session import WebSocketSession as WebSocketSession
+from ._client.session import open_websocket_session as open_websocket_session
 from ._core.close import CloseReason as CloseReason
 from ._core.compression import (
     DeflateConfig as DeflateConfig,
@@ -69,6 +71,7 @@ from ._extras.workers import WorkerError as WorkerError
 from ._extras.workers import WorkerPool as WorkerPool
 from ._extras.workers import run_websocket_workers as run_websocket_workers
 from ._extras.workers import serve_websocket_workers as serve_websocket_workers
+from ._h2.limits import HTTP2Limits as HTTP2Limits
 from ._server.basic_auth import BasicAuth as BasicAuth
 from ._server.basic_auth import basic_auth_credentials as basic_auth_credentials
 from ._server.http import HTTPRequest as HTTPRequest
@@ -100,6 +103,7 @@ __all__ = [
     "DeflateParameters",
     "DisconnectionTimeout",
     "Endpoint",
+    "HTTP2Limits",
     "HTTPRequest",
     "HTTPResponse",
     "HandshakeError",
@@ -115,6 +119,7 @@ __all__ = [
     "WebSocketConnection",
     "WebSocketRequest",
     "WebSocketServer",
+    "WebSocketSession",
     "WorkerError",
     "WorkerPool",
     "__version__",
@@ -123,6 +128,7 @@ __all__ = [
     "connect_websocket_url",
     "default_retry_policy",
     "open_websocket",
+    "open_websocket_session",
     "open_websocket_url",
     "run_websocket_workers",
     "serve_websocket",
