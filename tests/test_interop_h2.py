@@ -23,20 +23,16 @@ Each test checks that the WebSockets really ran over HTTP/2 (the server's
 ``http_version`` is "2", one TCP connection carried them) and that
 messages and close codes pass both ways.
 
-Until the HTTP/2 core is there (``serve_websocket`` without ``http2``;
-for the session tests, trio_websocket without ``open_websocket_session``),
-the tests of our side are skipped; the checks
-of the harness itself (``test_reference_*``: each peer against another
-peer, none of it ours) run always. The peers come through tests/h2_peers.py
-(and tests/peers.py: a missing program is installed or its tests are
-skipped, or fail under ``CI=true``).
+The checks of the harness itself (``test_reference_*``: each peer against
+another peer, none of it ours) tell a broken peer from a bug of ours. The
+peers come through tests/h2_peers.py (and tests/peers.py: a missing program
+is installed or its tests are skipped, or fail under ``CI=true``).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import inspect
 import os
 import ssl
 import urllib.parse
@@ -61,7 +57,6 @@ from h2_peers import (
     write_tls_files,
 )
 
-import trio_websocket
 from trio_websocket import (
     CloseReason,
     ConnectionClosed,
@@ -69,6 +64,7 @@ from trio_websocket import (
     HTTPResponse,
     WebSocketConnection,
     WebSocketRequest,
+    open_websocket_session,
     open_websocket_url,
     serve_websocket,
 )
@@ -77,17 +73,6 @@ from trio_websocket import (
 TEST_TIMEOUT = 40
 
 pytestmark = pytest.mark.time_limit(TEST_TIMEOUT + 10)
-
-#: Our side of the tests needs the HTTP/2 core, and some its sessions; they
-#: switch on by themselves when those are there.
-needs_h2_core = pytest.mark.skipif(
-    "http2" not in inspect.signature(serve_websocket).parameters,
-    reason="trio_websocket has no HTTP/2 support yet (serve_websocket has no http2)",
-)
-needs_sessions = pytest.mark.skipif(
-    not hasattr(trio_websocket, "open_websocket_session"),
-    reason="trio_websocket has no open_websocket_session yet",
-)
 
 TEXT = "héllo wörld — ✓ 日本語 😀 end"
 CLOSE_REASON = "fin — ✓"
@@ -347,7 +332,6 @@ async def test_reference_node_h2_client_through_nghttpx_to_http11(tmp_path: Path
 # Our server
 
 
-@needs_h2_core
 @pytest.mark.parametrize("use_tls", [False, True], ids=["h2c", "tls"])
 async def test_node_client_to_our_server(
     nursery: trio.Nursery,
@@ -386,7 +370,6 @@ async def test_node_client_to_our_server(
     assert sorted(len(m) for m in echo.received if isinstance(m, bytes)) == [70000] * 3
 
 
-@needs_h2_core
 async def test_our_server_closes_node_client(
     nursery: trio.Nursery, tmp_path: Path, tls: TlsFiles, server_context: ssl.SSLContext
 ) -> None:
@@ -437,7 +420,6 @@ async def _http11_client_exchange(
         )
 
 
-@needs_h2_core
 @pytest.mark.parametrize("backend_tls", [False, True], ids=["h2c-backend", "tls-backend"])
 @pytest.mark.parametrize("server_closes", [False, True], ids=["client-closes", "server-closes"])
 async def test_http11_clients_through_nghttpx_to_our_server(
@@ -557,7 +539,6 @@ async def test_reference_chromium_and_node_h2_server(
     assert {e["session"] for e in websockets} == {page["session"]}
 
 
-@needs_h2_core
 @pytest.mark.parametrize("mode", ["browser-close", "server-close"])
 async def test_chromium_to_our_server(
     h2_devtools: str, nursery: trio.Nursery, server_context: ssl.SSLContext, mode: str
@@ -621,7 +602,6 @@ async def _our_client_exchange(
     return ws.closed
 
 
-@needs_h2_core
 @pytest.mark.parametrize("use_tls", [False, True], ids=["h2c", "tls"])
 async def test_our_client_to_node_server(
     tmp_path: Path, tls: TlsFiles, client_context: ssl.SSLContext, use_tls: bool
@@ -664,7 +644,6 @@ async def _session_exchange(
 ) -> list[CloseReason]:
     """``count`` WebSockets at once on one session of ours; WebSocket I
     closes with 4000+I (or has the server close with 4100+I)."""
-    open_session: Callable[..., Any] = trio_websocket.open_websocket_session  # type: ignore[attr-defined]
     reasons: list[CloseReason] = []
 
     async def one(session: Any, index: int) -> None:
@@ -679,15 +658,13 @@ async def _session_exchange(
                 )
             reasons.append(reason)
 
-    session_cm = open_session(url, ssl_context=ssl_context)
+    session_cm = open_websocket_session(url, ssl_context=ssl_context)
     async with session_cm as session, trio.open_nursery() as nursery:
         for index in range(count):
             nursery.start_soon(one, session, index)
     return sorted(reasons, key=lambda r: r.code)
 
 
-@needs_h2_core
-@needs_sessions
 @pytest.mark.parametrize("use_tls", [False, True], ids=["h2c", "tls"])
 @pytest.mark.parametrize("server_closes", [False, True], ids=["client-closes", "server-closes"])
 async def test_our_session_to_node_server(
@@ -721,8 +698,6 @@ async def test_our_session_to_node_server(
     assert [e["rstCode"] for e in server.matching(event="stream-closed")] == [0, 0, 0]
 
 
-@needs_h2_core
-@needs_sessions
 @pytest.mark.parametrize("use_tls", [False, True], ids=["h2c", "tls"])
 async def test_our_session_to_hypercorn(
     tmp_path: Path, tls: TlsFiles, client_context: ssl.SSLContext, use_tls: bool
@@ -744,7 +719,6 @@ async def test_our_session_to_hypercorn(
     assert sorted(e["query"] for e in websockets) == [f"ws={i}" for i in range(3)]
 
 
-@needs_h2_core
 @pytest.mark.parametrize("use_tls", [False, True], ids=["h2c", "tls"])
 async def test_our_client_to_hypercorn(
     tmp_path: Path, tls: TlsFiles, client_context: ssl.SSLContext, use_tls: bool
@@ -777,7 +751,30 @@ async def test_our_client_to_hypercorn(
     assert closed["code"] in (4000, 1006)
 
 
-@needs_h2_core
+@pytest.mark.xfail(
+    strict=True,
+    reason="after the closing handshake our HTTP/2 client waits CLOSE_GRACE (2 s) for "
+    "the server's END_STREAM, as for a server closing TCP first (RFC 6455 7.1.1); "
+    "Hypercorn never ends the stream of a close the client started",
+)
+async def test_our_close_against_hypercorn_is_prompt(tmp_path: Path) -> None:
+    # Over HTTP/1.1, Hypercorn closes TCP at once and aclose() takes ~1 ms.
+    # Over HTTP/2 there is no TIME_WAIT to spare the server, so nothing asks
+    # the client to wait for the server's END_STREAM.
+    with trio.fail_after(TEST_TIMEOUT):
+        async with (
+            run_hypercorn(tmp_path) as server,
+            open_websocket_url(f"ws://127.0.0.1:{server.port}/prompt", http2="require") as ws,
+        ):
+            await ws.send_message("hello")
+            assert await ws.get_message() == "hello"
+            started = trio.current_time()
+            await ws.aclose(4000, CLOSE_REASON)
+            took = trio.current_time() - started
+    assert ws.closed == CloseReason(4000, CLOSE_REASON)
+    assert took < 0.5
+
+
 async def test_hypercorn_closes_our_websocket(
     tmp_path: Path, client_context: ssl.SSLContext, tls: TlsFiles
 ) -> None:
@@ -794,7 +791,6 @@ async def test_hypercorn_closes_our_websocket(
     assert reason == CloseReason(4101, CLOSE_REASON)
 
 
-@needs_h2_core
 @pytest.mark.parametrize("frontend_tls", [False, True], ids=["h2c-frontend", "tls-frontend"])
 @pytest.mark.parametrize("server_closes", [False, True], ids=["client-closes", "server-closes"])
 async def test_our_client_through_nghttpx_to_http11_server(
@@ -834,8 +830,6 @@ async def test_our_client_through_nghttpx_to_http11_server(
     assert echo.closes == [CloseReason(code, CLOSE_REASON)]
 
 
-@needs_h2_core
-@needs_sessions
 @pytest.mark.parametrize("frontend_tls", [False, True], ids=["h2c-frontend", "tls-frontend"])
 async def test_our_session_through_nghttpx_to_http11_server(
     nursery: trio.Nursery,
