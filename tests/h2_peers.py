@@ -341,6 +341,7 @@ async def run_nghttpx(
     backend_proto: str,
     backend_tls: TlsFiles | None = None,
     frontend_tls: TlsFiles | None = None,
+    extra_args: Sequence[str] = (),
 ) -> AsyncIterator[PeerProcess]:
     """nghttpx as a reverse proxy from 127.0.0.1:``peer.port`` to the backend
     on 127.0.0.1:``backend_port``.
@@ -351,7 +352,8 @@ async def run_nghttpx(
     become HTTP/1.1 upgrades). With ``backend_tls`` it talks TLS to the
     backend (SNI ``localhost``, verified against ``backend_tls.ca``); with
     ``frontend_tls`` its frontend is TLS (ALPN h2 and http/1.1), else
-    cleartext (HTTP/1.1, and HTTP/2 by prior knowledge).
+    cleartext (HTTP/1.1, and HTTP/2 by prior knowledge). ``extra_args`` go
+    on its command line as they are.
     """
     nghttpx = require_nghttpx()
     port = free_port()
@@ -371,6 +373,7 @@ async def run_nghttpx(
     ]
     if backend_tls is not None:
         command.append(f"--cacert={backend_tls.ca}")
+    command += extra_args
     if frontend_tls is not None:
         command += [str(frontend_tls.key), str(frontend_tls.cert)]
     async with run_peer("nghttpx", command, folder, stops_at_end_of_input=False) as peer:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import ssl
 import urllib.parse
 from collections.abc import Callable
@@ -166,8 +167,11 @@ async def start_our_server(
     *,
     http2: bool,
     process_request: Callable[[HTTPRequest], HTTPResponse | None] | None = None,
+    compression: str | None = None,
 ) -> int:
     options: dict[str, Any] = {"http2": True} if http2 else {}
+    if compression is not None:
+        options["compression"] = compression
     server = await nursery.start(
         partial(
             serve_websocket,
@@ -539,14 +543,26 @@ async def test_reference_chromium_and_node_h2_server(
     assert {e["session"] for e in websockets} == {page["session"]}
 
 
-@pytest.mark.parametrize("mode", ["browser-close", "server-close"])
+@pytest.mark.parametrize(
+    ("mode", "compression"),
+    [("browser-close", None), ("server-close", None), ("browser-close", "deflate")],
+)
 async def test_chromium_to_our_server(
-    h2_devtools: str, nursery: trio.Nursery, server_context: ssl.SSLContext, mode: str
+    h2_devtools: str,
+    nursery: trio.Nursery,
+    server_context: ssl.SSLContext,
+    mode: str,
+    compression: str | None,
 ) -> None:
     echo = EchoServer()
     with trio.fail_after(TEST_TIMEOUT):
         port = await start_our_server(
-            nursery, echo, server_context, http2=True, process_request=serve_page
+            nursery,
+            echo,
+            server_context,
+            http2=True,
+            process_request=serve_page,
+            compression=compression,
         )
         origin = f"https://127.0.0.1:{port}"
         query = urllib.parse.urlencode({"url": f"wss://127.0.0.1:{port}/ws", "mode": mode})
@@ -557,6 +573,12 @@ async def test_chromium_to_our_server(
     for index, socket_result in enumerate(sockets):
         assert socket_result["errors"] == []
         assert socket_result["protocol"] == "chat.v2"
+        # Chromium offers permessage-deflate over HTTP/2 too; we take it
+        # only when asked to.
+        if compression:
+            assert socket_result["extensions"].startswith("permessage-deflate")
+        else:
+            assert socket_result["extensions"] == ""
         sent = socket_result["sent"]
         assert socket_result["received"][0] == {"type": "text", "text": sent["text"]}
         assert socket_result["received"][1]["crc32"] == sent["bigCrc32"]
@@ -568,6 +590,8 @@ async def test_chromium_to_our_server(
     # The browser's WebSockets came over HTTP/2, all on one connection.
     assert echo.http_versions() == ["2"] * 3
     assert len(echo.remote_ports()) == 1
+    if compression:
+        assert all(ws.compression is not None for ws in echo.connections)
     assert sorted(c.code for c in echo.closes) == [base + i for i in range(3)]
     for request in echo.requests:
         user_agent = dict(request.headers).get(b"user-agent", b"").decode("latin-1")
@@ -858,3 +882,51 @@ async def test_our_session_through_nghttpx_to_http11_server(
     assert echo.http_versions() == ["1.1"] * 3
     assert sorted(c.code for c in echo.closes) == [4000 + i for i in range(3)]
     assert {c.reason for c in echo.closes} == {CLOSE_REASON}
+
+
+async def test_our_session_opens_another_connection_at_nghttpx_stream_limit(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """nghttpx allows 4 concurrent streams per connection here: a session
+    holding 10 WebSockets open at once opens more connections (3) instead of
+    having streams refused."""
+    echo = EchoServer()
+    count = 10
+    with trio.fail_after(TEST_TIMEOUT):
+        backend_port = await start_our_server(nursery, echo, None, http2=False)
+        async with run_nghttpx(
+            tmp_path,
+            backend_port=backend_port,
+            backend_proto="http/1.1",
+            extra_args=["--frontend-http2-max-concurrent-streams=4"],
+        ) as proxy:
+            all_open = trio.Event()
+            opened: list[int] = []
+
+            async def one(session: Any, index: int) -> None:
+                async with session.open_websocket(f"/many?ws={index}") as ws:
+                    opened.append(index)
+                    if len(opened) == count:
+                        all_open.set()
+                    await all_open.wait()
+                    await ws.send_message(f"{TEXT} #{index}")
+                    assert await ws.get_message() == f"{TEXT} #{index}"
+
+            async with (
+                open_websocket_session(f"ws://127.0.0.1:{proxy.port}/") as session,
+                trio.open_nursery() as clients,
+            ):
+                for index in range(count):
+                    clients.start_soon(one, session, index)
+            await echo.wait_for_handlers(count)
+    assert sorted(opened) == list(range(count))
+    assert sorted(m for m in echo.received if isinstance(m, str)) == sorted(
+        f"{TEXT} #{i}" for i in range(count)
+    )
+    # nghttpx refused nothing: every stream became an upgrade to our server.
+    access_log = (tmp_path / "nghttpx.access.log").read_text()
+    assert access_log.count(" 101 ") == count, access_log
+    # Its log names each client connection it took: the readiness probe's,
+    # and the session's three (4 + 4 + 2 streams).
+    error_log = (tmp_path / "nghttpx.error.log").read_text()
+    assert len(re.findall(r"CLIENT_HANDLER:\S+ created", error_log)) == 1 + 3
