@@ -14,8 +14,11 @@ Rules:
 - The app speaks the same small language as interop_js/h2_ws_server.js: it
   accepts with the first of its --protocol values the client offered (none
   if none), echoes every text and binary message as it came, and for the
-  text ``cmd:close CODE REASON`` closes with that code and reason. ASGI has
-  no pings: Hypercorn answers them itself.
+  text ``cmd:close CODE REASON`` closes with that code and reason, then waits
+  (up to 5 s) for the client's answering close before it returns: Hypercorn
+  forgets a stream when its app returns, and drops the whole HTTP/2
+  connection when a frame arrives on a forgotten stream. ASGI has no pings:
+  Hypercorn answers them itself.
 - For each WebSocket it prints one JSON line, ``{"event": "websocket",
   "http_version": ..., "path": ..., "offered": [...]}`` and, when it ends,
   ``{"event": "close", "code": N}``, so a test can tell the WebSocket came
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import socket
 import sys
@@ -87,11 +91,21 @@ async def echo(scope: dict[str, Any], receive: Receive, send: Send, protocols: l
             _, code, reason = [*text.split(" ", 2), ""][:3]
             await send({"type": "websocket.close", "code": int(code), "reason": reason})
             report({"event": "closing", "code": int(code), "reason": reason})
+            # Wait for the client's answering close (websocket.disconnect):
+            # Hypercorn forgets the stream when the app returns, and a frame
+            # arriving on a forgotten stream takes its connection down.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(disconnected(receive), 5)
             return
         if text is not None:
             await send({"type": "websocket.send", "text": text})
         else:
             await send({"type": "websocket.send", "bytes": event.get("bytes") or b""})
+
+
+async def disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "websocket.disconnect":
+        pass
 
 
 async def main() -> None:

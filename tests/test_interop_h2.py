@@ -799,6 +799,30 @@ async def test_our_close_against_hypercorn_is_prompt(tmp_path: Path) -> None:
     assert took < 0.5
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="our client sends END_STREAM in a DATA frame after its answering close "
+    "frame; Hypercorn 0.18 has forgotten the stream by then and drops the whole "
+    "connection on it (KeyError), so the session's other WebSockets die (1006). "
+    "END_STREAM on the close frame's own DATA frame would spare them",
+)
+async def test_hypercorn_closing_one_websocket_spares_the_others(tmp_path: Path) -> None:
+    with trio.fail_after(TEST_TIMEOUT):
+        async with (
+            run_hypercorn(tmp_path) as server,
+            open_websocket_session(f"ws://127.0.0.1:{server.port}/") as session,
+            session.open_websocket("/first") as first,
+            session.open_websocket("/second") as second,
+        ):
+            await first.send_message(f"cmd:close 4100 {CLOSE_REASON}")
+            with pytest.raises(ConnectionClosed) as closed:
+                await first.get_message()
+            assert closed.value.reason == CloseReason(4100, CLOSE_REASON)
+            await trio.sleep(0.3)  # the answering close reaches Hypercorn
+            await second.send_message(TEXT)
+            assert await second.get_message() == TEXT
+
+
 async def test_hypercorn_closes_our_websocket(
     tmp_path: Path, client_context: ssl.SSLContext, tls: TlsFiles
 ) -> None:

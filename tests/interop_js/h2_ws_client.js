@@ -139,9 +139,8 @@ function runWebSocket(index, record) {
     let closeSent = false;
     const send = (opcode, payload, fin = true) => stream.write(encodeFrame(opcode, payload, { fin, mask: true }));
     // Nothing may follow a close frame, so the stream's sending side ends
-    // with it (END_STREAM on the same write): some servers forget a
-    // WebSocket's stream once the close handshake is done, and choke on a
-    // later, separate END_STREAM.
+    // with it (one write; Node may still put END_STREAM in a DATA frame of
+    // its own).
     const sendClose = (code, reason) => {
       if (!closeSent) {
         closeSent = true;
