@@ -234,6 +234,8 @@ SIGNATURES: dict[str, list[Param]] = {
         ("request_limits", K, None),
         ("compression", K, None),
         ("max_handshakes", K, 1024),  # issue 13
+        ("http2", K, False),  # issue 15
+        ("http2_limits", K, None),
     ],
     "run_websocket_workers": [
         ("app", P, REQUIRED),

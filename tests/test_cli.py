@@ -805,3 +805,111 @@ async def test_a_second_signal_stops_the_server_at_once() -> None:
             ], log
         finally:
             client.process.send_signal(signal.SIGCONT)
+
+
+# ----------------------------------------------------------------------
+# HTTP/2 (RFC 8441)
+
+#: ``cli(setup=...)`` code that makes the h2 package impossible to import.
+WITHOUT_H2 = "import sys\nsys.modules['h2'] = None"
+
+
+async def test_http2_client_and_server_talk_over_http2() -> None:
+    async with cli("serve", "--port", "0", "--http2") as server:
+        url = (await server.stdout.readline()).split()[-1]
+        async with cli(url + "chat", "--require-http2", "--subprotocol", "chat") as client:
+            line = await connected(client, url + "chat")
+            assert line.endswith("(HTTP/2, subprotocol: chat)"), line
+            await client.send_line("over a stream")
+            assert await client.stdout.readline() == "over a stream"
+            await client.end_input()
+            assert await client.wait() == 0
+            assert await client.stderr.rest() == [
+                "closed at end of input: code 1000 (NORMAL_CLOSURE)"
+            ]
+        # The same port still serves HTTP/1.1, and library clients over HTTP/2.
+        async with open_websocket_url(url) as ws:
+            assert ws.http_version == "1.1"
+            await ws.send_message("one")
+            assert await ws.get_message() == "one"
+        async with open_websocket_url(url, http2="require") as ws:
+            assert ws.http_version == "2"
+            await ws.send_message("two")
+            assert await ws.get_message() == "two"
+        server.process.send_signal(signal.SIGTERM)
+        assert await server.wait() == 0
+        log = await server.stderr.rest()
+        over_http2 = [line for line in log if line.startswith("connection from ")]
+        assert [line.endswith(" over HTTP/2") for line in over_http2] == [True, False, True], log
+
+
+async def test_http2_client_falls_back_to_http1(nursery: trio.Nursery) -> None:
+    server = await nursery.start(serve_websocket, echo_handler, "127.0.0.1", 0, None)
+    url = f"ws://127.0.0.1:{server.port}/"
+    async with cli(url, "--http2") as client:
+        line = await connected(client, url)
+        assert line == f"connected to {url}", line  # no "(HTTP/2)"
+        await client.send_line("over HTTP/1.1")
+        assert await client.stdout.readline() == "over HTTP/1.1"
+        await client.end_input()
+        assert await client.wait() == 0
+
+
+async def test_require_http2_fails_against_an_http1_server(nursery: trio.Nursery) -> None:
+    server = await nursery.start(serve_websocket, echo_handler, "127.0.0.1", 0, None)
+    url = f"ws://127.0.0.1:{server.port}/"
+    async with cli(url, "--require-http2") as client:
+        assert await client.wait() == 1
+        errors = await client.stderr.rest()
+        assert len(errors) == 1, errors
+        assert errors[0].startswith(f"error: {url}: "), errors
+        assert "does not take WebSockets over HTTP/2" in errors[0], errors
+        assert await client.stdout.rest() == []
+
+
+async def test_http2_over_tls_with_insecure(
+    nursery: trio.Nursery, tls_context: ssl.SSLContext
+) -> None:
+    server = await nursery.start(
+        partial(serve_websocket, echo_handler, "127.0.0.1", 0, tls_context, http2=True)
+    )
+    url = f"wss://localhost:{server.port}/"
+    async with cli(url, "--insecure", "--require-http2") as client:
+        line = await connected(client, url)
+        assert line.endswith("(HTTP/2)"), line  # chosen by ALPN
+        await client.send_line("over TLS and HTTP/2")
+        assert await client.stdout.readline() == "over TLS and HTTP/2"
+        await client.end_input()
+        assert await client.wait() == 0
+
+
+@pytest.mark.parametrize(
+    "args", [["--http2", "ws://127.0.0.1:1/"], ["serve", "--port", "0", "--http2"]]
+)
+async def test_http2_without_h2_fails_with_one_line(args: list[str]) -> None:
+    async with cli(*args, setup=WITHOUT_H2) as process:
+        assert await process.wait() == 1
+        errors = await process.stderr.rest()
+        assert len(errors) == 1, errors
+        assert errors[0].startswith("error: HTTP/2 needs the h2 package"), errors
+        assert "pip install" in errors[0], errors
+        assert await process.stdout.rest() == []
+
+
+async def test_http2_and_require_http2_exclude_each_other() -> None:
+    async with cli("--http2", "--require-http2", "ws://127.0.0.1:1/") as client:
+        assert await client.wait() == 2
+        assert "not allowed with argument" in "".join(await client.stderr.rest())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers need SO_REUSEPORT")
+async def test_http2_workers_serve_http2() -> None:
+    async with cli("serve", "--port", "0", "--workers", "2", "--http2") as server:
+        url = (await server.stdout.readline()).split()[-1]
+        for _ in range(2):
+            async with open_websocket_url(url, http2="require") as ws:
+                assert ws.http_version == "2"
+                await ws.send_message("hello")
+                assert await ws.get_message() == "hello"
+        server.process.send_signal(signal.SIGTERM)
+        assert await server.wait() == 0

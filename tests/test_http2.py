@@ -151,13 +151,15 @@ async def test_messages_and_close_codes_both_ways(tls: bool) -> None:
 async def test_one_port_serves_http2_and_http11_clients() -> None:
     recorder = Recorder()
     with trio.fail_after(10):
-        async with running(recorder, http2=True) as (_, base):
-            async with open_websocket_url(f"{base}/two", http2="require") as ws2:
-                async with open_websocket_url(f"{base}/one") as ws1:
-                    for ws in (ws1, ws2):
-                        await ws.send_message("ping?")
-                        assert await ws.get_message() == "ping?"
-                    assert (ws1.http_version, ws2.http_version) == ("1.1", "2")
+        async with (
+            running(recorder, http2=True) as (_, base),
+            open_websocket_url(f"{base}/two", http2="require") as ws2,
+            open_websocket_url(f"{base}/one") as ws1,
+        ):
+            for ws in (ws1, ws2):
+                await ws.send_message("ping?")
+                assert await ws.get_message() == "ping?"
+            assert (ws1.http_version, ws2.http_version) == ("1.1", "2")
     assert sorted(r.http_version for r in recorder.requests) == ["1.1", "2"]
 
 
@@ -175,6 +177,36 @@ async def test_client_falls_back_to_http11_or_fails_when_asked(tls: bool) -> Non
                     pass  # pragma: no cover
             assert failure.value.phase == "http"
             assert "http2" in str(failure.value)
+
+
+async def test_a_context_used_for_http2_serves_http11_again() -> None:
+    # ALPN lives on the SSL context: the package made these offer h2, and
+    # must make them stop when they are used without HTTP/2 again.
+    context = client_context()
+    shared_server_context = server_context()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            h2_server = await nursery.start(
+                partial(serve_websocket, echo, "127.0.0.1", 0, shared_server_context, http2=True)
+            )
+            url = f"wss://localhost:{h2_server.port}/"
+            async with open_websocket_url(url, context, http2=True) as ws:
+                assert ws.http_version == "2"
+            async with open_websocket_url(url, context) as ws:
+                assert ws.http_version == "1.1"
+                await ws.send_message("still HTTP/1.1")
+                assert await ws.get_message() == "still HTTP/1.1"
+            # The same server context, now for a server without HTTP/2.
+            h1_server = await nursery.start(
+                partial(serve_websocket, echo, "127.0.0.1", 0, shared_server_context)
+            )
+            async with open_websocket_url(
+                f"wss://localhost:{h1_server.port}/", context, http2=True
+            ) as ws:
+                assert ws.http_version == "1.1"
+                await ws.send_message("fell back")
+                assert await ws.get_message() == "fell back"
+            nursery.cancel_scope.cancel()
 
 
 async def test_rejection_and_hook_answers_over_http2() -> None:
@@ -240,29 +272,33 @@ async def test_origin_check_and_connection_limit_apply_to_each_stream() -> None:
 async def test_subprotocol_and_permessage_deflate_over_http2() -> None:
     recorder = Recorder()
     with trio.fail_after(10):
-        async with running(recorder, http2=True, compression="deflate") as (_, base):
-            async with open_websocket_url(
+        async with (
+            running(recorder, http2=True, compression="deflate") as (_, base),
+            open_websocket_url(
                 f"{base}/", http2="require", compression="deflate", subprotocols=["a", "b"]
-            ) as ws:
-                assert ws.compression is not None
-                assert ws.subprotocol == "a"
-                text = "compressible " * 10_000
-                await ws.send_message(text)
-                assert await ws.get_message() == text
-                assert ws.statistics().bytes_sent < len(text) // 10
+            ) as ws,
+        ):
+            assert ws.compression is not None
+            assert ws.subprotocol == "a"
+            text = "compressible " * 10_000
+            await ws.send_message(text)
+            assert await ws.get_message() == text
+            assert ws.statistics().bytes_sent < len(text) // 10
 
 
 async def test_ping_statistics_and_keepalive_work_over_http2() -> None:
     with trio.fail_after(10):
-        async with running(echo, http2=True, ping_interval=0.05) as (_, base):
-            async with open_websocket_url(f"{base}/", http2="require", ping_interval=0.05) as ws:
-                await ws.ping(b"abc")
-                await trio.sleep(0.2)
-                assert ws.latency is not None
-                await ws.send_message("counted")
-                await ws.get_message()
-                stats = ws.statistics()
-                assert stats.messages_sent == 1 and stats.messages_received == 1
+        async with (
+            running(echo, http2=True, ping_interval=0.05) as (_, base),
+            open_websocket_url(f"{base}/", http2="require", ping_interval=0.05) as ws,
+        ):
+            await ws.ping(b"abc")
+            await trio.sleep(0.2)
+            assert ws.latency is not None
+            await ws.send_message("counted")
+            await ws.get_message()
+            stats = ws.statistics()
+            assert stats.messages_sent == 1 and stats.messages_received == 1
 
 
 # ----------------------------------------------------------------------
@@ -272,20 +308,22 @@ async def test_ping_statistics_and_keepalive_work_over_http2() -> None:
 async def test_session_carries_many_websockets_on_one_connection() -> None:
     recorder = Recorder()
     with trio.fail_after(10):
-        async with running(recorder, tls=True, http2=True) as (_, base):
-            async with open_websocket_session(f"{base}/", client_context()) as session:
+        async with (
+            running(recorder, tls=True, http2=True) as (_, base),
+            open_websocket_session(f"{base}/", client_context()) as session,
+        ):
 
-                async def talk(index: int) -> None:
-                    async with session.open_websocket(f"/ws/{index}") as ws:
-                        for round_ in range(10):
-                            await ws.send_message(f"{index}:{round_}")
-                            assert await ws.get_message() == f"{index}:{round_}"
+            async def talk(index: int) -> None:
+                async with session.open_websocket(f"/ws/{index}") as ws:
+                    for round_ in range(10):
+                        await ws.send_message(f"{index}:{round_}")
+                        assert await ws.get_message() == f"{index}:{round_}"
 
-                async with trio.open_nursery() as nursery:
-                    for index in range(8):
-                        nursery.start_soon(talk, index)
-                assert session.connection_count == 1
-                assert session.http_version == "2"
+            async with trio.open_nursery() as nursery:
+                for index in range(8):
+                    nursery.start_soon(talk, index)
+            assert session.connection_count == 1
+            assert session.http_version == "2"
     remotes = {request.remote for request in recorder.requests}
     assert len(recorder.requests) == 8 and len(remotes) == 1
     assert sorted(r.path for r in recorder.requests) == [f"/ws/{i}" for i in range(8)]
@@ -311,15 +349,18 @@ async def test_session_opens_another_connection_when_the_server_is_full() -> Non
 async def test_session_falls_back_to_http11_connections() -> None:
     with trio.fail_after(10):
         async with running(echo) as (_, base):
-            async with open_websocket_session(f"{base}/") as session:
-                async with session.open_websocket("/a") as a, session.open_websocket("/b") as b:
-                    assert (a.http_version, b.http_version, session.http_version) == (
-                        "1.1",
-                        "1.1",
-                        "1.1",
-                    )
-                    await a.send_message("x")
-                    assert await a.get_message() == "x"
+            async with (
+                open_websocket_session(f"{base}/") as session,
+                session.open_websocket("/a") as a,
+                session.open_websocket("/b") as b,
+            ):
+                assert (a.http_version, b.http_version, session.http_version) == (
+                    "1.1",
+                    "1.1",
+                    "1.1",
+                )
+                await a.send_message("x")
+                assert await a.get_message() == "x"
             async with open_websocket_session(f"{base}/", http2="require") as session:
                 with pytest.raises(HandshakeError):
                     await session.connect_websocket()
@@ -361,19 +402,21 @@ async def test_a_websocket_that_is_not_read_stalls_no_other() -> None:
 
     limits = HTTP2Limits(stream_window=65_536)
     with trio.fail_after(15):
-        async with running(handler, http2=True) as (_, base):
-            async with open_websocket_session(f"{base}/", http2_limits=limits) as session:
-                flood = await session.connect_websocket("/flood", message_queue_size=1)
-                async with session.open_websocket("/echo") as echo_ws:
-                    await trio.sleep(0.3)  # the flood fills what it may
-                    for index in range(50):
-                        await echo_ws.send_message(f"m{index}")
-                        assert await echo_ws.get_message() == f"m{index}"
-                    stalled.set()
-                # The flood is held back by its window and inbox, not buffered.
-                assert sends_done < 8
-                assert (await flood.get_message()) == big
-                await flood.aclose()
+        async with (
+            running(handler, http2=True) as (_, base),
+            open_websocket_session(f"{base}/", http2_limits=limits) as session,
+        ):
+            flood = await session.connect_websocket("/flood", message_queue_size=1)
+            async with session.open_websocket("/echo") as echo_ws:
+                await trio.sleep(0.3)  # the flood fills what it may
+                for index in range(50):
+                    await echo_ws.send_message(f"m{index}")
+                    assert await echo_ws.get_message() == f"m{index}"
+                stalled.set()
+            # The flood is held back by its window and inbox, not buffered.
+            assert sends_done < 8
+            assert (await flood.get_message()) == big
+            await flood.aclose()
     assert stalled.is_set()
 
 
@@ -384,17 +427,19 @@ async def test_a_websocket_that_is_not_read_stalls_no_other() -> None:
 async def test_shutdown_closes_each_websocket_with_1001_and_refuses_new_ones() -> None:
     recorder = Recorder()
     with trio.fail_after(10):
-        async with running(recorder, http2=True) as (server, base):
-            async with open_websocket_session(f"{base}/") as session:
-                sockets = [await session.connect_websocket(f"/{i}") for i in range(3)]
-                report = await server.aclose(timeout=5)
-                for ws in sockets:
-                    with pytest.raises(ConnectionClosed) as closed:
-                        await ws.get_message()
-                    assert closed.value.reason.code == 1001
-                assert report.closed_cleanly == 3 and report.forced == 0
-                with pytest.raises(HandshakeError):
-                    await session.connect_websocket("/late")
+        async with (
+            running(recorder, http2=True) as (server, base),
+            open_websocket_session(f"{base}/") as session,
+        ):
+            sockets = [await session.connect_websocket(f"/{i}") for i in range(3)]
+            report = await server.aclose(timeout=5)
+            for ws in sockets:
+                with pytest.raises(ConnectionClosed) as closed:
+                    await ws.get_message()
+                assert closed.value.reason.code == 1001
+            assert report.closed_cleanly == 3 and report.forced == 0
+            with pytest.raises(HandshakeError):
+                await session.connect_websocket("/late")
 
 
 # ----------------------------------------------------------------------
@@ -402,7 +447,7 @@ async def test_shutdown_closes_each_websocket_with_1001_and_refuses_new_ones() -
 
 
 def test_http2_limits_are_checked() -> None:
-    assert HTTP2Limits().connection_window == 100 * 65536
+    assert HTTP2Limits().connection_window == 100 * 256 * 1024
     with pytest.raises(ValueError):
         HTTP2Limits(max_concurrent_streams=0)
     with pytest.raises(ValueError):
@@ -428,17 +473,19 @@ async def test_asking_for_http2_without_h2_says_how_to_install_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "h2", None)
-    with pytest.raises(RuntimeError, match=r'pip install "trio-websocket\[http2\]"'):
+    with pytest.raises(RuntimeError, match=r'pip install "h2>=4.1"'):
         await serve_websocket(echo, "127.0.0.1", 0, None, http2=True)
-    with pytest.raises(RuntimeError, match="trio-websocket"):
+    with pytest.raises(RuntimeError, match="h2"):
         async with open_websocket_url("ws://127.0.0.1:1/", http2=True):
             pass  # pragma: no cover
 
 
 async def test_connection_reports_its_http_version() -> None:
-    async with running(echo, http2=True) as (_, base):
-        async with open_websocket_url(f"{base}/", http2=True) as ws:
-            assert isinstance(ws, WebSocketConnection)
-            assert ws.http_version == "2"
-            assert ws.local.is_ssl is False  # type: ignore[union-attr]
-            assert ws.remote.port == int(base.rsplit(":", 1)[1])  # type: ignore[union-attr]
+    async with (
+        running(echo, http2=True) as (_, base),
+        open_websocket_url(f"{base}/", http2=True) as ws,
+    ):
+        assert isinstance(ws, WebSocketConnection)
+        assert ws.http_version == "2"
+        assert ws.local.is_ssl is False  # type: ignore[union-attr]
+        assert ws.remote.port == int(base.rsplit(":", 1)[1])  # type: ignore[union-attr]

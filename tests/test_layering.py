@@ -70,6 +70,7 @@ PURE = {
     "_h2.limits",
     "_h2.dependency",
     "_h2.stream",
+    "_h2.alpn",
     # the client's and the server's values
     "_client.proxy_config",
     "_client.proxy_errors",

@@ -58,7 +58,7 @@ def test_only_the_send_path_writes_to_the_stream() -> None:
     writers = {
         (name, function) for name in layers for function, _ in _stream_writes(CORE / name)
     }
-    assert writers == {("sending.py", "_write_outbox"), ("sending.py", "_write_pieces")}
+    assert writers == {("sending.py", "_write"), ("sending.py", "_write_pieces")}
 
 
 def _wsproto_server() -> Connection:

@@ -392,6 +392,8 @@ async def test_ping_interval_reaches_the_worker(nursery: trio.Nursery, app_modul
         ({"request_limits": {"max_headers": 5}}, TypeError),
         ({"ping_interval": -1}, ValueError),
         ({"max_buffered_bytes": -1}, ValueError),
+        ({"http2": "yes"}, TypeError),
+        ({"http2": True, "http2_limits": {"max_concurrent_streams": 1}}, TypeError),
     ],
 )
 async def test_bad_server_options_fail_before_any_process_starts(
@@ -570,6 +572,68 @@ async def test_workers_serve_wss_from_certificate_files(
             assert await ws.get_message() == "secret"
         await pool.stop()
         assert pool.returncodes == (0, 0)
+
+
+@pytest.mark.parametrize("tls", [True, False], ids=["alpn", "h2c"])
+async def test_workers_serve_websockets_over_http2(
+    nursery: trio.Nursery, app_module: str, tmp_path: Path, tls: bool
+) -> None:
+    files: dict[str, Any] = {}
+    client_context: ssl.SSLContext | None = None
+    if tls:
+        ca = trustme.CA()
+        chain, key = certificate_files(ca, tmp_path)
+        files = {"ssl_certfile": str(chain), "ssl_keyfile": str(key)}
+        client_context = ssl.create_default_context()
+        ca.configure_trust(client_context)
+    with trio.fail_after(15):
+        pool: WorkerPool = await nursery.start(
+            partial(
+                serve_websocket_workers,
+                f"{app_module}:handler",
+                "127.0.0.1",
+                0,
+                workers=2,
+                http2=True,
+                # One WebSocket per HTTP/2 connection: shows the limits
+                # reach the workers (a session needs a connection for each).
+                http2_limits=trio_websocket.HTTP2Limits(max_concurrent_streams=1),
+                **files,
+            )
+        )
+        url = f"{'wss' if tls else 'ws'}://127.0.0.1:{pool.port}/"
+        async with (
+            trio_websocket.open_websocket_session(url, client_context, http2="require") as session,
+            session.open_websocket() as first,
+            session.open_websocket() as second,
+        ):
+            for ws in (first, second):
+                assert ws.http_version == "2"
+                await ws.send_message("over HTTP/2")
+                assert await ws.get_message() == "over HTTP/2"
+            assert session.connection_count == 2
+        # The same port still serves the HTTP/1.1 upgrade. (A context of its
+        # own: the session set the ALPN protocols of the one it was given.)
+        if tls:
+            client_context = ssl.create_default_context()
+            ca.configure_trust(client_context)
+        async with open_websocket_url(url, client_context) as ws:
+            assert ws.http_version == "1.1"
+            await ws.send_message("over HTTP/1.1")
+            assert await ws.get_message() == "over HTTP/1.1"
+        await pool.stop()
+        assert pool.returncodes == (0, 0)
+
+
+async def test_workers_without_http2_refuse_a_client_that_requires_it(
+    nursery: trio.Nursery, app_module: str
+) -> None:
+    with trio.fail_after(15):
+        pool = await start_one_worker(nursery, app_module)
+        with pytest.raises(trio_websocket.HandshakeError, match="HTTP/2"):
+            async with open_websocket_url(f"ws://127.0.0.1:{pool.port}/", http2="require"):
+                pass  # pragma: no cover
+        await pool.stop()
 
 
 async def test_bad_certificate_files_fail_before_any_process_starts(

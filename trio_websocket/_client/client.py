@@ -67,6 +67,7 @@ from .._core.errors import (
 )
 from .._core.groups import collapse_exception_groups, combine
 from .._core.url import WebSocketTarget, host_with_port, parse_ws_url
+from .._h2 import alpn
 from .._h2.limits import HTTP2Limits
 from .._wire.socket_stream import lean_stream
 from .bad_response import (
@@ -77,8 +78,6 @@ from .bad_response import (
     tls_answer,
 )
 from .http2 import (
-    HTTP1_ALPN,
-    HTTP2_ALPN,
     negotiated_http2,
     open_http2_websocket,
     start_http2_client,
@@ -497,8 +496,11 @@ async def connect_target(
     # Set once this server showed it does not take WebSockets over HTTP/2.
     http1_only = options.http2 is None
     while True:
-        if ssl_context is not None and options.http2 is not None:
-            ssl_context.set_alpn_protocols(HTTP1_ALPN if http1_only else HTTP2_ALPN)
+        if ssl_context is not None:
+            if options.http2 is None:
+                alpn.without_http2(ssl_context)
+            else:
+                alpn.offer(ssl_context, alpn.HTTP1_ALPN if http1_only else alpn.HTTP2_ALPN)
         stream = await open_stream(
             target.host, target.port, ssl_context, options=options, progress=progress
         )
@@ -777,7 +779,7 @@ async def open_websocket(
         permessage-deflate (RFC 7692); None (the default) offers nothing.
         Whether the server took it is :attr:`WebSocketConnection.compression`.
     :param http2: open the WebSocket over HTTP/2 (RFC 8441; needs the
-        ``http2`` extra, ``pip install "trio-websocket[http2]"``). ``True``
+        ``http2`` extra: the h2 package, ``pip install "h2>=4.1"``). ``True``
         tries it and falls back to the HTTP/1.1 upgrade when the server
         does not take it: over TLS, ``h2`` is offered by ALPN (set on the
         SSL context); on ``ws://``, the client speaks h2c with prior

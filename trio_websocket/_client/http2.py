@@ -39,11 +39,6 @@ from .options import ClientOptions
 if TYPE_CHECKING:
     from .._h2.connection import HTTP2Connection
 
-#: What a client that speaks HTTP/2 offers by ALPN, in its order of preference.
-HTTP2_ALPN = ["h2", "http/1.1"]
-#: What it offers when it falls back to the HTTP/1.1 upgrade.
-HTTP1_ALPN = ["http/1.1"]
-
 
 def negotiated_http2(stream: trio.abc.Stream) -> bool:
     """Whether a TLS stream agreed on ``h2`` by ALPN."""

@@ -46,6 +46,7 @@ from .._core.connection import WebSocketConnection
 from .._core.errors import PHASE_HTTP, ConnectionTimeout, HandshakeError, Headers
 from .._core.groups import collapse_exception_groups, combine
 from .._core.url import WebSocketTarget, parse_ws_url
+from .._h2 import alpn
 from .._h2.limits import HTTP2Limits
 from .client import (
     Progress,
@@ -56,8 +57,6 @@ from .client import (
     timeout_message,
 )
 from .http2 import (
-    HTTP1_ALPN,
-    HTTP2_ALPN,
     negotiated_http2,
     open_http2_websocket,
     start_http2_client,
@@ -231,7 +230,7 @@ class WebSocketSession:
         if connection is None:
             # HTTP/1.1: a connection of the WebSocket's own.
             if self._ssl_context is not None:
-                self._ssl_context.set_alpn_protocols(HTTP1_ALPN)
+                alpn.offer(self._ssl_context, alpn.HTTP1_ALPN)
             return await connect_target(
                 self._nursery, target, self._ssl_context, options=options, progress=progress
             )
@@ -254,7 +253,7 @@ class WebSocketSession:
                 return None
             target = self._target
             if self._ssl_context is not None:
-                self._ssl_context.set_alpn_protocols(HTTP2_ALPN)
+                alpn.offer(self._ssl_context, alpn.HTTP2_ALPN)
             stream = await open_stream(
                 target.host, target.port, self._ssl_context, options=options, progress=progress
             )

@@ -50,6 +50,7 @@ from .._wire.framing import MASKED, frame_header
 from .._wire.masking import apply_mask, next_mask_key
 from .close import CloseReason
 from .config import COALESCE_BYTES, OUTBOX_LIMIT
+from .contracts import EndingStream
 from .deflate import DeflateExtension
 from .errors import ConnectionClosed
 from .messages import ITEM_COST, Inbox
@@ -93,6 +94,7 @@ class ConnectionSending:
         "_batch_task",
         "_bytes_sent",
         "_close_sent",
+        "_ends_with_close",
         "_flush_scheduled",
         "_message_waiters",
         "_outbox",
@@ -117,6 +119,9 @@ class ConnectionSending:
     # Whether data frames are framed here (the fast path: no extension but
     # ours, fast paths on) or by wsproto.
     _own_framing: bool
+    # Whether the stream's sending side ends with the write that carries
+    # our close frame (an HTTP/2 stream, see ``_core.contracts.EndingStream``).
+    _ends_with_close: bool
     # Serialized frames waiting to be written, in order, and their size.
     _outbox: list[bytes | bytearray]
     _outbox_bytes: int
@@ -138,6 +143,7 @@ class ConnectionSending:
 
     def _init_sending(self, own_framing: bool) -> None:
         self._own_framing = own_framing
+        self._ends_with_close = callable(getattr(self._stream, "send_all_and_end", None))
         self._bytes_sent = 0
         self._close_sent = None
         self._outbox = []
@@ -350,7 +356,6 @@ class ConnectionSending:
         Small frames are joined into one write; a big piece is written on
         its own rather than copied into a join.
         """
-        stream = self._stream
         try:
             while self._outbox:
                 pieces = self._outbox
@@ -358,12 +363,15 @@ class ConnectionSending:
                 self._outbox = []
                 self._outbox_bytes = 0
                 self._bytes_sent += total
+                # Nothing is queued after a close frame: once it is queued,
+                # this batch holds it and is the last write ever.
+                last = self._close_sent is not None and self._ends_with_close
                 if len(pieces) == 1:
-                    await stream.send_all(pieces[0])
+                    await self._write(pieces[0], last)
                 elif total <= _JOIN_PAYLOAD_BYTES:
-                    await stream.send_all(b"".join(pieces))
+                    await self._write(b"".join(pieces), last)
                 else:
-                    await self._write_pieces(pieces)
+                    await self._write_pieces(pieces, last)
         except trio.Cancelled:
             # Part of a frame may be on the wire: the stream is unusable.
             self._abort()
@@ -372,18 +380,29 @@ class ConnectionSending:
             self._abort()
             raise ConnectionClosed(self._close_reason) from exc
 
-    async def _write_pieces(self, pieces: list[bytes | bytearray]) -> None:
+    async def _write(self, data: bytes | bytearray, last: bool) -> None:
+        """One write; the ``last`` one (with our close frame) also ends the
+        stream's sending side where the stream can (RFC 8441: END_STREAM
+        on the DATA frame that carries the close frame, so that a peer
+        never gets a frame for a stream it is done with)."""
+        if last:
+            ending: EndingStream = self._stream  # type: ignore[assignment]
+            await ending.send_all_and_end(data)
+        else:
+            await self._stream.send_all(data)
+
+    async def _write_pieces(self, pieces: list[bytes | bytearray], last: bool) -> None:
         small: list[bytes | bytearray] = []
-        for piece in pieces:
+        for index, piece in enumerate(pieces):
             if len(piece) > _JOIN_PAYLOAD_BYTES:
                 if small:
                     await self._stream.send_all(b"".join(small))
                     small = []
-                await self._stream.send_all(piece)
+                await self._write(piece, last and index == len(pieces) - 1)
             else:
                 small.append(piece)
         if small:
-            await self._stream.send_all(b"".join(small))
+            await self._write(b"".join(small), last)
 
     # ------------------------------------------------------------------
     # Messages in pieces: the message turn

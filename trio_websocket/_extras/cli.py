@@ -4,10 +4,10 @@ an echo server.
     python -m trio_websocket ws://host:port/path [--insecure]
         [--subprotocol P ...] [--header "Name: value" ...]
         [--ping-interval SECONDS] [--proxy URL | --unix-socket PATH]
-        [--linger SECONDS] [--close-timeout SECONDS]
+        [--linger SECONDS] [--close-timeout SECONDS] [--http2 | --require-http2]
     python -m trio_websocket serve [--host 127.0.0.1] [--port 8000] [--workers N]
         [--ping-interval SECONDS] [--max-connections N] [--max-handshakes N]
-        [--unix-socket PATH]
+        [--unix-socket PATH] [--http2]
 
 Rules:
 - Top layer: uses only the package's public names (``from .. import ...``),
@@ -43,6 +43,12 @@ Rules:
   closed anyway, and one that does not answer the close is dropped (exit
   status 3). Ctrl-C (SIGINT) cancels the session, which drops the
   connection, and exits with 130.
+- HTTP/2 (RFC 8441) is opt-in, as in the library: ``serve --http2`` serves
+  h2c (prior knowledge, the server has no TLS) next to HTTP/1.1; the
+  client's ``--http2`` tries HTTP/2 and falls back to the HTTP/1.1 upgrade,
+  ``--require-http2`` fails instead (exit status 1). The status lines say
+  when a WebSocket went over HTTP/2. Without the ``h2`` package either
+  side says so in one line and exits with 1.
 - The server stops with its own graceful shutdown
   (``WebSocketServer.aclose``) on the first SIGINT/SIGTERM: open
   connections get 1001, handshakes in progress 503, handlers still running
@@ -157,6 +163,15 @@ def _describe_handshake_error(exc: HandshakeError) -> str:
     if isinstance(root, ssl.SSLCertVerificationError):
         text += " (use --insecure to accept a self-signed certificate)"
     return text
+
+
+def _ungrouped(exc: BaseException) -> BaseException:
+    """The first error inside (single-member) exception groups."""
+    while True:
+        members = getattr(exc, "exceptions", None)
+        if not (isinstance(members, tuple) and members and isinstance(members[0], BaseException)):
+            return exc
+        exc = members[0]
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -324,11 +339,13 @@ async def run_client(
     unix_socket_path: str | None = None,
     linger: float = DEFAULT_LINGER,
     close_timeout: float = CLOSE_TIMEOUT,
+    http2: bool | str = False,
 ) -> int:
-    """The interactive client; returns the exit status."""
+    """The interactive client; returns the exit status. ``http2`` is the
+    library's option: False, True (try HTTP/2) or ``"require"``."""
     status = EXIT_INTERRUPTED
     connection_options = _ClientOptions(
-        ping_interval, proxy, unix_socket_path, linger, close_timeout
+        ping_interval, proxy, unix_socket_path, linger, close_timeout, http2
     )
     with trio.open_signal_receiver(signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
@@ -349,6 +366,7 @@ class _ClientOptions:
     unix_socket_path: str | None = None
     linger: float = DEFAULT_LINGER
     close_timeout: float = CLOSE_TIMEOUT
+    http2: bool | str = False
 
 
 async def _client_session(
@@ -371,10 +389,10 @@ async def _client_session(
             ping_interval=options.ping_interval,
             proxy=options.proxy,
             unix_socket_path=options.unix_socket_path,
+            http2=options.http2,
         ) as ws:
             connected = True
-            chosen = f" (subprotocol: {ws.subprotocol})" if ws.subprotocol else ""
-            _status(f"connected to {url}{chosen}")
+            _status(f"connected to {url}{_connection_details(ws)}")
             async with trio.open_nursery() as nursery:
                 input_scope = trio.CancelScope()
                 arrivals = _Arrivals()
@@ -407,6 +425,12 @@ async def _client_session(
             raise
         _status(f"error: {exc}")
         return EXIT_USAGE
+    except RuntimeError as exc:
+        if connected or not options.http2:
+            raise
+        # HTTP/2 without the h2 package: the library says what to install.
+        _status(f"error: {exc}")
+        return EXIT_CONNECT_FAILED
     if close_timed_out:
         _status(
             f"error: the server did not answer the close within {options.close_timeout:g} s"
@@ -426,6 +450,16 @@ async def _client_session(
     return EXIT_OK if reason is not None and reason.code == 1000 else EXIT_ABNORMAL_CLOSE
 
 
+def _connection_details(ws: WebSocketConnection) -> str:
+    """What the "connected" line adds: HTTP/2, the subprotocol."""
+    details = []
+    if ws.http_version == "2":
+        details.append("HTTP/2")
+    if ws.subprotocol:
+        details.append(f"subprotocol: {ws.subprotocol}")
+    return f" ({', '.join(details)})" if details else ""
+
+
 # ----------------------------------------------------------------------
 # The echo server
 
@@ -434,7 +468,8 @@ async def echo_handler(request: WebSocketRequest) -> None:
     """Echoes every message, with the first subprotocol offered."""
     proposed = request.proposed_subprotocols
     ws = await request.accept(subprotocol=proposed[0] if proposed else None)
-    _status(f"connection from {_describe_endpoint(ws.remote)} to {ws.path}")
+    over = " over HTTP/2" if ws.http_version == "2" else ""
+    _status(f"connection from {_describe_endpoint(ws.remote)} to {ws.path}{over}")
     try:
         while True:
             await ws.send_message(await ws.get_message())
@@ -466,6 +501,8 @@ class ServerOptions:
     unix_socket_path: str | None = None
     #: None: serve_websocket's default.
     max_handshakes: int | None = None
+    #: Serve WebSockets over HTTP/2 too (h2c: this server has no TLS).
+    http2: bool = False
 
 
 def describe_report(report: ShutdownReport) -> str:
@@ -494,10 +531,16 @@ async def run_server(
                         ping_interval=options.ping_interval,
                         max_connections=options.max_connections,
                         unix_socket_path=unix_socket_path,
+                        http2=options.http2,
                         **_given(max_handshakes=options.max_handshakes),
                     )
                 )
             except Exception as exc:  # in a group, from the nursery of ``start``
+                error = _ungrouped(exc)
+                if isinstance(error, RuntimeError) and options.http2:
+                    # HTTP/2 without the h2 package: the library says what to install.
+                    _status(f"error: {error}")
+                    return EXIT_CONNECT_FAILED
                 root = _root_cause(exc)
                 if not isinstance(root, OSError):
                     raise
@@ -642,6 +685,25 @@ def _client_parser() -> argparse.ArgumentParser:
             " much for it to answer the close (default: %(default)s)"
         ),
     )
+    http2 = parser.add_mutually_exclusive_group()
+    http2.add_argument(
+        "--http2",
+        dest="http2",
+        action="store_const",
+        const=True,
+        default=False,
+        help=(
+            "open the WebSocket over HTTP/2 (RFC 8441) if the server takes it, else"
+            " over HTTP/1.1 (wss:// by ALPN, ws:// as h2c; needs the h2 package)"
+        ),
+    )
+    http2.add_argument(
+        "--require-http2",
+        dest="http2",
+        action="store_const",
+        const="require",
+        help="as --http2, but fail if the server does not take WebSockets over HTTP/2",
+    )
     connect_via = parser.add_mutually_exclusive_group()
     connect_via.add_argument(
         "--proxy",
@@ -703,6 +765,14 @@ def _server_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="listen on this Unix socket instead of TCP (not with --host, --port, --workers)",
     )
+    parser.add_argument(
+        "--http2",
+        action="store_true",
+        help=(
+            "serve WebSockets over HTTP/2 (RFC 8441) too, as h2c next to HTTP/1.1 on"
+            " the same port (needs the h2 package)"
+        ),
+    )
     return parser
 
 
@@ -727,19 +797,31 @@ def _serve(argv: Sequence[str]) -> int:
     if args.workers > 1:
         # The parent's INFO lines too: listening, stopping, each report.
         logging.getLogger("trio_websocket.workers").setLevel(logging.INFO)
-        return run_websocket_workers(
-            "trio_websocket._extras.cli:worker_echo_handler",
-            host,
-            port,
-            workers=args.workers,
-            on_ready=_print_worker_urls,
-            shutdown_timeout=SHUTDOWN_TIMEOUT,
-            ping_interval=args.ping_interval,
-            max_connections=args.max_connections,
-            **_given(max_handshakes=args.max_handshakes),
-        )
+        try:
+            return run_websocket_workers(
+                "trio_websocket._extras.cli:worker_echo_handler",
+                host,
+                port,
+                workers=args.workers,
+                on_ready=_print_worker_urls,
+                shutdown_timeout=SHUTDOWN_TIMEOUT,
+                ping_interval=args.ping_interval,
+                max_connections=args.max_connections,
+                http2=args.http2,
+                **_given(max_handshakes=args.max_handshakes),
+            )
+        except RuntimeError as exc:
+            if not args.http2:
+                raise
+            # HTTP/2 without the h2 package: the library says what to install.
+            _status(f"error: {exc}")
+            return EXIT_CONNECT_FAILED
     options = ServerOptions(
-        args.ping_interval, args.max_connections, args.unix_socket, args.max_handshakes
+        args.ping_interval,
+        args.max_connections,
+        args.unix_socket,
+        args.max_handshakes,
+        http2=args.http2,
     )
     if args.unix_socket is not None:
         return trio.run(run_server, None, None, options)
@@ -767,6 +849,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 unix_socket_path=args.unix_socket,
                 linger=args.linger,
                 close_timeout=args.close_timeout,
+                http2=args.http2,
             )
         )
     except KeyboardInterrupt:

@@ -21,7 +21,10 @@ Rules:
 - Options that are not plain data cross the process boundary in a form
   JSON carries: ``process_request`` as a ``"module:attribute"`` spec that
   the worker imports, origin patterns as their source and flags, request
-  limits as their fields.
+  limits and HTTP/2 limits as their fields.
+- With ``http2`` on, the worker's TLS context offers ``h2`` and
+  ``http/1.1`` by ALPN (as ``serve_websocket`` does to the context it is
+  given); on plain TCP its server tells h2c from HTTP/1.1 by the preface.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ import trio
 
 from .._core.close import GOING_AWAY
 from .._core.compression import DeflateConfig
+from .._h2 import alpn
+from .._h2.limits import HTTP2Limits
 from .._server.limits import RequestLimits
 from .._server.origins import AllowedOrigin
 from .._server.server import Handler, WebSocketServer
@@ -202,6 +207,8 @@ def _server_options(config: dict[str, Any]) -> dict[str, Any]:
         options["request_limits"] = RequestLimits(**config["request_limits"])
     if config.get("compression") is not None:
         options["compression"] = DeflateConfig(**config["compression"])
+    if config.get("http2_limits") is not None:
+        options["http2_limits"] = HTTP2Limits(**config["http2_limits"])
     return options
 
 
@@ -216,6 +223,8 @@ async def _serve_in_worker(config: dict[str, Any]) -> int:
     ]
     if config["tls"] is not None:
         context = tls_context(*config["tls"])
+        if server_options.get("http2"):
+            alpn.offer(context, alpn.HTTP2_ALPN)
         listeners = [
             trio.SSLListener(listener, context, https_compatible=True) for listener in listeners
         ]

@@ -17,6 +17,10 @@ Rules:
 - Workers serve ``ws://``, or ``wss://`` from certificate files that each
   worker loads itself (an ``ssl.SSLContext`` cannot cross processes); the
   parent loads them once first, so bad files fail before any worker starts.
+- With ``http2`` each worker also serves WebSockets over HTTP/2 (RFC 8441):
+  by ALPN on its own TLS context, as h2c (prior knowledge) on plain TCP.
+  The parent checks that ``h2`` is there before any worker starts, and
+  sends ``http2_limits`` to the workers as its fields.
 - A worker reports "listening" on an inherited pipe; the parent reports the
   pool ready only once every worker listens. A worker that exits first
   (its traceback is on the shared stderr) makes the start fail.
@@ -66,6 +70,7 @@ from .._core.config import (
 )
 from .._core.endpoint import Endpoint
 from .._core.groups import collapse_exception_groups
+from .._h2.limits import HTTP2Limits
 from .._server.http import HTTPRequest
 from .._server.limits import RequestLimits
 from .._server.options import DEFAULT_MAX_HANDSHAKES, ServerOptions
@@ -319,6 +324,8 @@ async def serve_websocket_workers(
     request_limits: RequestLimits | None = None,
     compression: str | DeflateConfig | None = None,
     max_handshakes: int | None = DEFAULT_MAX_HANDSHAKES,
+    http2: bool = False,
+    http2_limits: HTTP2Limits | None = None,
 ) -> None:
     """Serve ``host:port`` from ``workers`` processes (Linux only)::
 
@@ -365,6 +372,13 @@ async def serve_websocket_workers(
         as many. The kernel spreads new connections without looking at
         this, so a full worker answers ``503`` while another may have room.
     :param max_handshakes: see :func:`serve_websocket`; also per worker.
+    :param http2: also serve WebSockets over HTTP/2 (RFC 8441; needs the
+        ``http2`` extra), as :func:`serve_websocket` does: by ALPN when
+        ``ssl_certfile`` is given (each worker offers ``h2`` and
+        ``http/1.1`` on its own context), as h2c with prior knowledge on
+        plain TCP. See :doc:`http2`.
+    :param http2_limits: the bounds of each HTTP/2 connection (an
+        :class:`HTTP2Limits`), applied by every worker.
     :raises WorkerError: a worker did not start, or exited on its own (the
         others are stopped first).
     :raises OSError: the address cannot be bound.
@@ -392,6 +406,8 @@ async def serve_websocket_workers(
         max_buffered_bytes=max_buffered_bytes,
         compression=compression,
         max_handshakes=max_handshakes,
+        http2=http2,
+        http2_limits=http2_limits,
     )
     deflate = compression_config(compression)
     hook_spec = None if process_request is None else importable_spec(process_request)
@@ -420,6 +436,7 @@ async def serve_websocket_workers(
                 "max_buffered_bytes": max_buffered_bytes,
                 "max_connections": max_connections,
                 "max_handshakes": max_handshakes,
+                "http2": http2,
             },
             "process_request": hook_spec,
             "origins": None if origins is None else encode_origins(origins),
@@ -427,6 +444,7 @@ async def serve_websocket_workers(
                 None if request_limits is None else dataclasses.asdict(request_limits)
             ),
             "compression": None if deflate is None else dataclasses.asdict(deflate),
+            "http2_limits": None if http2_limits is None else dataclasses.asdict(http2_limits),
             "shutdown_timeout": shutdown_timeout,
             "tls": [ssl_certfile, ssl_keyfile] if secure else None,
             "sys_path": _worker_sys_path(),

@@ -31,6 +31,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable
@@ -59,6 +60,10 @@ CANCEL = 0x8
 ENHANCE_YOUR_CALM = 0xB
 
 DEFAULT_LIMITS = HTTP2Limits()
+
+#: A stream's send returns once no more than this is left for the writer
+#: to write (a send buffer's worth): beyond it, the send waits.
+_WRITE_HIGH_WATER = 64 * 1024
 
 #: How long the writer may take to deliver the last frames (GOAWAY) of a
 #: connection that is ending, before the transport is closed anyway.
@@ -108,6 +113,11 @@ class HTTP2Connection:
         else:
             initial[codes.ENABLE_CONNECT_PROTOCOL] = 1
         self._h2.local_settings = h2.settings.Settings(client=is_client, initial_values=initial)
+        # h2 applies its own limits from our settings only once the peer
+        # acknowledges them; ours hold from the first byte (a peer may not
+        # send more before it has seen them, and a hostile one must not).
+        self._h2.max_inbound_frame_size = limits.max_frame_size
+        self._h2.decoder.max_header_list_size = limits.max_header_list_size
         self._h2.initiate_connection()
         extra_window = limits.connection_window - self._h2.inbound_flow_control_window
         if extra_window > 0:
@@ -120,8 +130,9 @@ class HTTP2Connection:
         self._streams: dict[int, HTTP2Stream] = {}
         self._output: list[bytes] = []
         self._output_ready = trio.Event()
-        self._queued = 0  # how many times output was queued...
-        self._written = 0  # ...and how many of those the writer has written
+        # Bytes queued for the writer and not written yet: what a
+        # stream's send waits on beyond _WRITE_HIGH_WATER.
+        self._unwritten = 0
         self._written_event = trio.Event()
         self._settings_event: trio.Event | None = trio.Event()
         self._peer_settings_seen = False
@@ -135,6 +146,12 @@ class HTTP2Connection:
         self._closing = False
         self._close_when_done = False
         self._reader_scope = trio.CancelScope()
+        # The scope of run()'s nursery, reader and writer (replaced by run()).
+        self._run_scope = trio.CancelScope()
+        # Streams handed to on_request and not closed by their user yet:
+        # a stream the peer resets leaves h2's count at once, but its
+        # handler may run on a while (see _request_received).
+        self._unclosed_requests = 0
         self._idle_watch = trio.CancelScope()
         self._idle_wait: trio.CancelScope | None = None
         self._all_streams_gone: trio.Event | None = None
@@ -148,6 +165,7 @@ class HTTP2Connection:
         transport. Never raises for what the peer does."""
         try:
             async with trio.open_nursery() as nursery:
+                self._run_scope = nursery.cancel_scope
                 nursery.start_soon(self._writer)
                 if self._idle_timeout != math.inf:
                     nursery.start_soon(self._close_when_idle)
@@ -219,7 +237,6 @@ class HTTP2Connection:
                 continue
             data = b"".join(self._output) if len(self._output) > 1 else self._output[0]
             self._output.clear()
-            marker = self._queued
             try:
                 await transport.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -227,9 +244,10 @@ class HTTP2Connection:
                 self._end_streams(CANCEL)
                 self._reader_scope.cancel()
                 return
-            self._written = marker
-            self._written_event.set()
-            self._written_event = trio.Event()
+            self._unwritten -= len(data)
+            if self._unwritten <= _WRITE_HIGH_WATER:
+                self._written_event.set()
+                self._written_event = trio.Event()
 
     async def _close_when_idle(self) -> None:
         """Close the connection (GOAWAY) once it has had no stream for the
@@ -280,7 +298,7 @@ class HTTP2Connection:
         elif isinstance(event, h2.events.ResponseReceived):
             stream = self._streams.get(event.stream_id)
             if stream is not None:
-                stream.response_received(list(event.headers))
+                stream.response_received(_plain(event.headers))
         elif isinstance(event, h2.events.StreamReset):
             stream = self._streams.pop(event.stream_id, None)
             if stream is not None:
@@ -294,10 +312,12 @@ class HTTP2Connection:
             self._open_all_windows()
         elif isinstance(event, h2.events.TrailersReceived):
             # No trailers on a WebSocket's stream (RFC 8441, section 5).
-            stream = self._streams.get(event.stream_id)
+            stream = self._streams.pop(event.stream_id, None)
             if stream is not None:
-                self.close_stream(event.stream_id, end=False, reset=True, aborting=True)
+                with contextlib.suppress(h2.exceptions.ProtocolError):
+                    self._h2.reset_stream(event.stream_id, PROTOCOL_ERROR)
                 stream.broken(PROTOCOL_ERROR)
+                self._stream_gone()
         elif isinstance(event, h2.events.InformationalResponseReceived):
             pass  # a 1xx before the answer: nothing to do
         # PingReceived, SettingsAcknowledged, PriorityUpdated and
@@ -313,11 +333,17 @@ class HTTP2Connection:
         if self.going_away and (last is None or stream_id > last):
             self._h2.reset_stream(stream_id, REFUSED_STREAM)
             return
+        if self._unclosed_requests >= self._limits.max_concurrent_streams:
+            # Opened and reset faster than their handlers end (rapid
+            # reset): no more handlers than the stream limit, ever.
+            self._h2.reset_stream(stream_id, REFUSED_STREAM)
+            return
+        self._unclosed_requests += 1
         stream = HTTP2Stream(self, stream_id)
         self._streams[stream_id] = stream
         if self._idle_wait is not None:
             self._idle_wait.cancel()
-        self._on_request(stream, list(event.headers))
+        self._on_request(stream, _plain(event.headers))
 
     def _peer_goes_away(self, goaway: GoAway) -> None:
         """A GOAWAY from the peer: streams above its last stream id were
@@ -349,20 +375,24 @@ class HTTP2Connection:
             return 0
         return min(window, self._h2.max_outbound_frame_size)
 
-    def queue_data(self, stream_id: int, data: memoryview) -> None:
-        """Queue one DATA frame (``send_room`` bytes at most)."""
+    def queue_data(self, stream_id: int, data: memoryview, *, end_stream: bool) -> None:
+        """Queue one DATA frame (``send_room`` bytes at most), the last of
+        the stream's when ``end_stream``."""
         try:
-            self._h2.send_data(stream_id, data.tobytes())
+            self._h2.send_data(stream_id, data.tobytes(), end_stream=end_stream)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
             raise trio.BrokenResourceError(f"the HTTP/2 stream is gone: {exc}") from exc
         self._queue_output()
 
     async def flush(self) -> None:
-        """Wait until everything queued so far is written (the
-        backpressure of a stream's ``send_all``)."""
+        """Hand what is queued to the writer, and wait while more than
+        ``_WRITE_HIGH_WATER`` bytes are still unwritten (the backpressure
+        of a stream's ``send_all``, as a socket's send buffer gives it)."""
         self.wake_writer()
-        target = self._queued
-        while self._written < target:
+        if self._unwritten <= _WRITE_HIGH_WATER:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        while self._unwritten > _WRITE_HIGH_WATER:
             if self._broken is not None or self._ended.is_set():
                 raise trio.BrokenResourceError("the HTTP/2 connection is gone")
             await self._written_event.wait()
@@ -375,9 +405,7 @@ class HTTP2Connection:
         """The stream's reader took ``size`` bytes: hand the window back."""
         if size:
             self._h2.acknowledge_received_data(size, stream_id)
-            queued = self._queued
-            self._queue_output()
-            if self._queued != queued:  # a WINDOW_UPDATE is due
+            if self._queue_output():  # a WINDOW_UPDATE is due
                 self._output_ready.set()
 
     def end_stream(self, stream_id: int) -> None:
@@ -389,6 +417,8 @@ class HTTP2Connection:
 
     def close_stream(self, stream_id: int, *, end: bool, reset: bool, aborting: bool) -> None:
         """A stream's user closed it (see ``_h2.stream`` for what goes out)."""
+        if stream_id % 2 == 1 and not self.is_client:
+            self._unclosed_requests -= 1
         if end:
             try:
                 self._h2.end_stream(stream_id)
@@ -488,7 +518,9 @@ class HTTP2Connection:
         self.going_away = True
         self._last_stream_served = self._h2.highest_inbound_stream_id
         self._queue_output()
-        self._output.append(_goaway_frame(self._last_stream_served, NO_ERROR))
+        goaway = _goaway_frame(self._last_stream_served, NO_ERROR)
+        self._output.append(goaway)
+        self._unwritten += len(goaway)
         self._output_ready.set()
         if not self._streams:
             self._close_with(NO_ERROR)
@@ -506,20 +538,25 @@ class HTTP2Connection:
         self._reader_scope.cancel()
 
     def abort(self) -> None:
-        """End the connection at once, streams and all."""
+        """End the connection at once, streams and all (a writer stuck on
+        a peer that does not read included)."""
         self._end_streams(CANCEL)
         self._closing = True
         self._output.clear()
         self._reader_scope.cancel()
-        self._output_ready.set()
+        self._run_scope.cancel()
 
     # ------------------------------------------------------------------
 
-    def _queue_output(self) -> None:
+    def _queue_output(self) -> bool:
+        """Move what h2 has to send to the writer's queue; whether there was
+        anything."""
         data = self._h2.data_to_send()
         if data:
             self._output.append(data)
-            self._queued += 1
+            self._unwritten += len(data)
+            return True
+        return False
 
     def _open_all_windows(self) -> None:
         for stream in self._streams.values():
@@ -532,6 +569,12 @@ class HTTP2Connection:
             stream.broken(error_code)
         if self._written_event is not None:
             self._written_event.set()
+
+
+def _plain(headers: object) -> Headers:
+    """h2's header fields as plain ``(bytes, bytes)`` pairs: its own tuple
+    subclass costs 64 bytes more per field, kept by every request."""
+    return [(bytes(name), bytes(value)) for name, value in headers]  # type: ignore[attr-defined]
 
 
 def _goaway_frame(last_stream_id: int, error_code: int) -> bytes:

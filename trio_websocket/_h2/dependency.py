@@ -16,7 +16,9 @@ from __future__ import annotations
 #: ``:protocol`` pseudo-header checks).
 MINIMUM_H2 = (4, 1)
 
-INSTALL_HINT = 'pip install "trio-websocket[http2]"'
+#: (The extra is ``http2``; the hint names the package itself, which works
+#: whatever this package was installed from.)
+INSTALL_HINT = 'pip install "h2>=4.1"'
 
 
 def require_h2() -> None:

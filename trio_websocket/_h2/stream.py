@@ -8,7 +8,8 @@ Rules:
   receive window of data waiting in this stream (``h2`` refuses more as a
   flow-control error), and a stream whose reader is slow holds up no
   other. :meth:`HTTP2Stream.send_all` waits for the peer's window, hands
-  the data to the connection's writer and returns once it was written.
+  the data to the connection's writer and returns once the connection has
+  no more than a send buffer's worth (64 KiB) left to write.
 - Closing: :meth:`HTTP2Stream.send_eof` is END_STREAM. :meth:`aclose` ends
   the stream with END_STREAM, then resets it (NO_ERROR) if the peer has
   not ended its side, which RFC 9113 (section 8.1) allows once the answer
@@ -23,7 +24,6 @@ Rules:
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Protocol
 
 import trio
@@ -39,7 +39,7 @@ class StreamOwner(Protocol):
 
     def send_room(self, stream_id: int) -> int: ...
 
-    def queue_data(self, stream_id: int, data: memoryview) -> None: ...
+    def queue_data(self, stream_id: int, data: memoryview, *, end_stream: bool) -> None: ...
 
     async def flush(self) -> None: ...
 
@@ -63,22 +63,25 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
         "_closed",
         "_connection",
         "_local_ended",
-        "_readable",
+        "_reader_parked",
         "_remote_ended",
         "_reset_code",
         "_response",
-        "_response_event",
-        "_window_opened",
+        "_sender_parked",
         "stream_id",
     )
 
     def __init__(self, connection: StreamOwner, stream_id: int) -> None:
         self._connection = connection
         self.stream_id = stream_id
-        self._buffer: deque[bytes] = deque()
+        # (A list, not a deque: it rarely holds more than a chunk or two,
+        # and an empty deque costs 600 bytes per idle WebSocket.)
+        self._buffer: list[bytes] = []
         self._buffered = 0
-        self._readable: trio.Event | None = None
-        self._window_opened: trio.Event | None = None
+        # The task waiting for data (or the answer), and the one waiting for
+        # the peer's window: parked by hand, no Event made per wait.
+        self._reader_parked: trio.lowlevel.Task | None = None
+        self._sender_parked: trio.lowlevel.Task | None = None
         self._remote_ended = False
         self._local_ended = False
         self._closed = False
@@ -86,7 +89,6 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
         self._reset_code: int | None = None
         #: The answer to a request this side sent (the client's side).
         self._response: Headers | None = None
-        self._response_event: trio.Event | None = None
 
     # ------------------------------------------------------------------
     # What a stream's user sees
@@ -115,8 +117,7 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
             if self._remote_ended:
                 await trio.lowlevel.checkpoint()
                 return b""
-            self._readable = trio.Event()
-            await self._readable.wait()
+            await self._park_reader()
             if self._closed:
                 raise trio.ClosedResourceError("this HTTP/2 stream was closed")
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -130,26 +131,35 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
         first = buffer[0]
         if max_bytes is not None and len(first) >= max_bytes:
             if len(first) == max_bytes:
-                buffer.popleft()
+                buffer.pop(0)
             else:
                 buffer[0] = first[max_bytes:]
                 first = first[:max_bytes]
             self._buffered -= len(first)
             return first
-        buffer.popleft()
+        buffer.pop(0)
         if not buffer:
             self._buffered -= len(first)
             return first
         pieces = [first]
         size = len(first)
         while buffer and (max_bytes is None or size + len(buffer[0]) <= max_bytes):
-            piece = buffer.popleft()
+            piece = buffer.pop(0)
             pieces.append(piece)
             size += len(piece)
         self._buffered -= size
         return b"".join(pieces)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._send(data, end=False)
+
+    async def send_all_and_end(self, data: bytes | bytearray | memoryview) -> None:
+        """``send_all``, with END_STREAM on the DATA frame that carries the
+        end of ``data`` (what a WebSocket's close frame is sent with; see
+        ``_core.contracts.EndingStream``)."""
+        await self._send(data, end=True)
+
+    async def _send(self, data: bytes | bytearray | memoryview, *, end: bool) -> None:
         connection = self._connection
         self._check_sendable()
         view = memoryview(data)
@@ -161,13 +171,18 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
             if room <= 0:
                 # Written what fits, the peer can answer with a window.
                 connection.wake_writer()
-                self._window_opened = trio.Event()
-                await self._window_opened.wait()
+                await self._park_sender()
                 self._check_sendable()
                 continue
             piece = view[sent : sent + room]
-            connection.queue_data(self.stream_id, piece)
             sent += len(piece)
+            last = end and sent == total
+            connection.queue_data(self.stream_id, piece, end_stream=last)
+            if last:
+                self._local_ended = True
+        if end and not total:
+            self._local_ended = True
+            connection.end_stream(self.stream_id)
         await connection.flush()
 
     def _check_sendable(self) -> None:
@@ -181,9 +196,12 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
             )
 
     async def wait_send_all_might_not_block(self) -> None:
-        while self._reset_code is None and self._connection.send_room(self.stream_id) <= 0:
-            self._window_opened = trio.Event()
-            await self._window_opened.wait()
+        while (
+            not self._closed
+            and self._reset_code is None
+            and self._connection.send_room(self.stream_id) <= 0
+        ):
+            await self._park_sender()
         await trio.lowlevel.checkpoint()
 
     async def send_eof(self) -> None:
@@ -251,9 +269,7 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
             return
         self._buffer.append(data)
         self._buffered += len(data)
-        if self._readable is not None:
-            self._readable.set()
-            self._readable = None
+        self._wake_reader()
 
     def remote_ended(self) -> None:
         """The peer sent END_STREAM."""
@@ -268,22 +284,18 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
 
     def window_opened(self) -> None:
         """The peer opened its window (for this stream, or all of them)."""
-        if self._window_opened is not None:
-            self._window_opened.set()
-            self._window_opened = None
+        self._wake_sender()
 
     def response_received(self, headers: Headers) -> None:
         """The peer answered this side's request."""
         self._response = headers
-        if self._response_event is not None:
-            self._response_event.set()
+        self._wake_reader()
 
     async def wait_response(self) -> Headers:
         """The answer to the request this side sent on the stream."""
         while self._response is None:
             self._check_sendable_or_ended()
-            self._response_event = trio.Event()
-            await self._response_event.wait()
+            await self._park_reader()
         return self._response
 
     def _check_sendable_or_ended(self) -> None:
@@ -297,11 +309,42 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
     @property
     def is_waiting(self) -> bool:
         """Whether a task waits on this stream (the connection wakes it)."""
-        return self._readable is not None or self._window_opened is not None
+        return self._reader_parked is not None or self._sender_parked is not None
 
     def _wake_all(self) -> None:
-        for event in (self._readable, self._window_opened, self._response_event):
-            if event is not None:
-                event.set()
-        self._readable = None
-        self._window_opened = None
+        self._wake_reader()
+        self._wake_sender()
+
+    async def _park_reader(self) -> None:
+        task = trio.lowlevel.current_task()
+        self._reader_parked = task
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            if self._reader_parked is task:
+                self._reader_parked = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    async def _park_sender(self) -> None:
+        task = trio.lowlevel.current_task()
+        self._sender_parked = task
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            if self._sender_parked is task:
+                self._sender_parked = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _wake_reader(self) -> None:
+        task = self._reader_parked
+        if task is not None:
+            self._reader_parked = None
+            trio.lowlevel.reschedule(task)
+
+    def _wake_sender(self) -> None:
+        task = self._sender_parked
+        if task is not None:
+            self._sender_parked = None
+            trio.lowlevel.reschedule(task)

@@ -71,6 +71,7 @@ from .._core.endpoint import Endpoint, listener_endpoint
 from .._core.errors import ConnectionClosed, HandshakeError, Headers
 from .._core.groups import interruption, main_exception, only, reraise_as_is
 from .._core.log import log_handler_error
+from .._h2 import alpn
 from .._h2.limits import HTTP2Limits
 from .._h2.stream import HTTP2Stream
 from .._wire.socket_stream import acceptor_for
@@ -717,10 +718,6 @@ async def _chose_http2(stream: trio.SSLStream[Any]) -> bool:
     return bool(stream.selected_alpn_protocol() == "h2")
 
 
-#: What a server that speaks HTTP/2 offers by ALPN, in its order of preference.
-HTTP2_ALPN = ["h2", "http/1.1"]
-
-
 async def serve_websocket(
     handler: Handler,
     host: str | bytes | Sequence[str | bytes] | None,
@@ -818,7 +815,7 @@ async def serve_websocket(
         hostile sender's ("slowloris"): new clients are served at once
         instead of waiting for a place, and memory stays bounded.
     :param http2: also serve WebSockets over HTTP/2 (RFC 8441; needs the
-        ``http2`` extra, ``pip install "trio-websocket[http2]"``). Over TLS
+        ``http2`` extra: the h2 package, ``pip install "h2>=4.1"``). Over TLS
         the server offers ``h2`` and ``http/1.1`` by ALPN (it sets them on
         ``ssl_context``); on plain TCP, a client that starts with the
         HTTP/2 connection preface (h2c with prior knowledge, as proxies
@@ -849,8 +846,11 @@ async def serve_websocket(
         http2=http2,
         http2_limits=http2_limits,
     )
-    if http2 and ssl_context is not None:
-        ssl_context.set_alpn_protocols(HTTP2_ALPN)
+    if ssl_context is not None:
+        if http2:
+            alpn.offer(ssl_context, alpn.HTTP2_ALPN)
+        else:
+            alpn.without_http2(ssl_context)
     if unix_socket_path is not None:
         if host is not None or port is not None:
             raise ValueError("with unix_socket_path, host and port must be None")
