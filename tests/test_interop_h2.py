@@ -36,6 +36,7 @@ import hashlib
 import os
 import re
 import ssl
+import threading
 import urllib.parse
 from collections.abc import Callable
 from functools import partial
@@ -964,3 +965,56 @@ async def test_our_session_opens_another_connection_at_nghttpx_stream_limit(
     # and the session's three (4 + 4 + 2 streams).
     error_log = (tmp_path / "nghttpx.error.log").read_text()
     assert len(re.findall(r"CLIENT_HANDLER:\S+ created", error_log)) == 1 + 3
+
+
+#: How many closes test_our_client_answers_closes_through_nghttpx runs: the
+#: loss it checks for is a race (about half the closes lost it), so one
+#: close could pass by luck; all 20 pass by luck about once in a million.
+CLOSE_ROUNDS = 20
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="our client follows its answering close frame (with END_STREAM) at once by "
+    "RST_STREAM(NO_ERROR) when the server has not ended its side; nghttpx 1.52 may then "
+    "drop the backend connection without relaying that close frame (a race)",
+)
+async def test_our_client_answers_closes_through_nghttpx(tmp_path: Path) -> None:
+    """The HTTP/1.1 server behind nghttpx (websockets' sync server, which
+    records the close frames it receives) closes first; our client's
+    answering close frame must reach it: a clean closing handshake, every
+    time."""
+    websockets_server = pytest.importorskip("websockets.sync.server")
+    answers: list[Any] = []
+
+    def close_first(ws: Any) -> None:
+        ws.recv(timeout=10)
+        ws.close(4100, CLOSE_REASON)  # waits (bounded) for our answer
+        answers.append(ws.protocol.close_rcvd)
+        recorded.release()
+
+    recorded = threading.Semaphore(0)
+    server = websockets_server.serve(close_first, "127.0.0.1", 0, close_timeout=3)
+    port = server.socket.getsockname()[1]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(trio.to_thread.run_sync, server.serve_forever))
+        try:
+            with trio.fail_after(TEST_TIMEOUT):
+                async with run_nghttpx(
+                    tmp_path, backend_port=port, backend_proto="http/1.1"
+                ) as proxy:
+                    for _ in range(CLOSE_ROUNDS):
+                        async with open_websocket_url(
+                            f"ws://127.0.0.1:{proxy.port}/", http2="require"
+                        ) as ws:
+                            await ws.send_message("close, please")
+                            with pytest.raises(ConnectionClosed) as closed:
+                                await ws.get_message()
+                        assert closed.value.reason == CloseReason(4100, CLOSE_REASON)
+                    for _ in range(CLOSE_ROUNDS):  # the server's threads
+                        assert await trio.to_thread.run_sync(partial(recorded.acquire, timeout=10))
+        finally:
+            server.shutdown()
+    lost = sum(answer is None for answer in answers)
+    assert lost == 0, f"{lost} of our {CLOSE_ROUNDS} answering close frames were lost"
+    assert {(a.code, a.reason) for a in answers} == {(4100, CLOSE_REASON)}
