@@ -1,6 +1,9 @@
 """Stdlib-only helpers shared by the harness, the load generator, the
 neutral server and the per-stack server/client scripts: /proc sampling,
-self-termination watchdog, fd-limit raising and result printing."""
+self-termination watchdog, fd-limit raising, result printing, and the
+TLS contexts of the HTTP/2 scenario's --tls mode (a self-signed
+certificate for 127.0.0.1 made once with the openssl command; clients
+do not verify it: the benchmark measures cost, not trust)."""
 
 import ctypes
 import json
@@ -8,7 +11,10 @@ import math
 import os
 import resource
 import signal
+import ssl
+import subprocess
 import sys
+from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MAX_MESSAGE_SIZE = 4 * 2**20  # limit given to every stack (1 MiB must fit)
@@ -66,3 +72,39 @@ def percentile(sorted_values, q):
     rank = math.ceil(q / 100 * len(sorted_values))
     k = max(0, min(len(sorted_values) - 1, rank - 1))
     return sorted_values[k]
+
+
+TLS_DIR = Path(__file__).resolve().parent / ".venvs" / "tls"
+
+
+def self_signed_certificate():
+    """(cert, key) paths of a self-signed certificate for 127.0.0.1,
+    made with the openssl command the first time."""
+    cert, key = TLS_DIR / "cert.pem", TLS_DIR / "key.pem"
+    if not (cert.exists() and key.exists()):
+        TLS_DIR.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:prime256v1", "-nodes", "-days", "3650",
+             "-subj", "/CN=127.0.0.1", "-addext",
+             "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
+             "-out", str(cert)],
+            check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+def server_tls_context():
+    """The servers' context (ALPN is the server's own business)."""
+    cert, key = self_signed_certificate()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def client_tls_context(alpn):
+    """A load generator's context: offers `alpn`, verifies nothing."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(alpn)
+    return context

@@ -8,31 +8,46 @@ CPU time / RSS from /proc around each measured window.  Subcommands:
   idle       RSS growth of the server for N idle connections (--deflate:
              each negotiates permessage-deflate and echoes one compressed
              message first, so the server holds its zlib state)
+echo and idle take --tls (TLS, ALPN http/1.1, certificate not verified;
+for the HTTP/2 scenario's --tls mode).
 """
 
 import argparse
 import os
 import select
 import socket
+import ssl
 import threading
 import time
 import zlib
 
-from benchutil import emit, proc_cpu_seconds, proc_rss_kib, raise_nofile, watchdog
+from benchutil import (
+    client_tls_context,
+    emit,
+    proc_cpu_seconds,
+    proc_rss_kib,
+    raise_nofile,
+    watchdog,
+)
 from wsframes import OP_BINARY, OP_CLOSE, FrameCounter, build_frame, client_handshake
 
 HOST = "127.0.0.1"
 IO_TIMEOUT = 10.0
 CLOSE_FRAME = build_frame(OP_CLOSE, (1000).to_bytes(2, "big"), masked=True)
+# a non-blocking socket (TLS or not) that cannot go on right now
+WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 DEFLATE_OFFER = b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
 
 
-def connect(port, proto, deflate=False):
+def connect(port, proto, deflate=False, tls=False):
     """Open a TCP (and WebSocket) connection; return (sock, leftover)."""
     sock = socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if tls:
+        sock = client_tls_context(["http/1.1"]).wrap_socket(
+            sock, server_hostname=HOST)
     if proto != "ws":
         return sock, b""
     request, accept = client_handshake(HOST, port)
@@ -112,6 +127,7 @@ def pump(sock, counter, blob, flen, window, duration, max_msgs, rbuf):
     deadline = time.perf_counter() + duration
     stopping = False
     timeout_ms = int(IO_TIMEOUT * 1000)
+    tls = isinstance(sock, ssl.SSLSocket)
     while True:
         if not stopping and (sent >= max_msgs
                              or time.perf_counter() >= deadline):
@@ -124,20 +140,22 @@ def pump(sock, counter, blob, flen, window, duration, max_msgs, rbuf):
             credit = 0
         poller.modify(fd, select.POLLIN if pending is None
                       else select.POLLIN | select.POLLOUT)
-        events = poller.poll(timeout_ms)
-        if not events:
+        # TLS may hold decrypted bytes the socket no longer shows
+        buffered = tls and sock.pending()
+        events = poller.poll(0 if buffered else timeout_ms)
+        if not events and not buffered:
             raise TimeoutError("no progress from server")
-        ev = events[0][1]
+        ev = events[0][1] if events else select.POLLIN
         if ev & select.POLLOUT and pending is not None:
             try:
                 n = sock.send(pending)
-            except BlockingIOError:
+            except WOULD_BLOCK:
                 n = 0
             pending = pending[n:] if n < len(pending) else None
-        if ev & (select.POLLIN | select.POLLERR | select.POLLHUP):
+        if ev & (select.POLLIN | select.POLLERR | select.POLLHUP) or buffered:
             try:
                 n = sock.recv_into(rbuf)
-            except BlockingIOError:
+            except WOULD_BLOCK:
                 continue
             if n == 0:
                 raise ConnectionError("server closed the connection")
@@ -155,7 +173,7 @@ def cmd_echo(args):
         else:
             frame = size.to_bytes(4, "big") + payload
         blob = memoryview(frame * window)
-        sock, rest = connect(args.port, args.proto)
+        sock, rest = connect(args.port, args.proto, tls=args.tls)
         counter = FrameCounter(args.proto)
         if rest:
             counter.feed(rest)
@@ -241,7 +259,8 @@ def cmd_idle(args):
         message = deflate_message((record * (1024 // len(record) + 1))[:1024])
 
     def open_one():
-        sock, leftover = connect(args.port, args.proto, deflate=args.deflate)
+        sock, leftover = connect(args.port, args.proto, deflate=args.deflate,
+                                 tls=args.tls)
         if message is not None:
             echo_once(sock, message, leftover)
         return sock
@@ -274,6 +293,8 @@ def main():
         s.add_argument("--port", type=int, required=True)
         s.add_argument("--proto", choices=("ws", "plain"), default="ws")
         s.add_argument("--lifetime", type=float, default=300)
+        if name != "handshake":
+            s.add_argument("--tls", action="store_true")
     e = sub.choices["echo"]
     e.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")])
     e.add_argument("--windows", type=lambda v: [int(x) for x in v.split(",")])

@@ -109,6 +109,12 @@ def loadgen(cmd, port, proto, extra, timeout):
                        timeout)
 
 
+def h2loadgen(python, cmd, port, extra, timeout):
+    """h2loadgen.py (the HTTP/2 load generator) in the venv `python`."""
+    return run_results([str(python), str(BENCH / "h2loadgen.py"), cmd,
+                        "--port", str(port), *extra], timeout)
+
+
 def client(python, script, url, extra, timeout, uses_repo):
     return run_results([str(python), str(BENCH / script), "--url", url,
                         *extra], timeout, uses_repo)

@@ -10,7 +10,12 @@ bench/results.json.
 `--compression` runs only the compression scenario instead (see
 compression.py): ours vs websockets.trio with permessage-deflate, memory
 per idle compressed connection and CPU per compressed message, on and off:
-    python3.11 bench/run.py --compression [--quick]"""
+    python3.11 bench/run.py --compression [--quick]
+
+`--http2` runs only the HTTP/2 scenario instead (see http2.py): WebSockets
+over one HTTP/2 stream (RFC 8441) vs HTTP/1.1 on the same server, ours and
+hypercorn, CPU per echoed message and memory per WebSocket at 1,000:
+    python3.11 bench/run.py --http2 [--quick]"""
 
 import argparse
 import json
@@ -20,11 +25,21 @@ import sys
 import time
 
 import compression
+import http2
 import measure
 import report
 import venvs
 from benchutil import raise_nofile
-from stacks import BENCH, BY_KEY, NEUTRAL_VENV, REPO, STACKS, VENVS, standin_ours
+from stacks import (
+    BENCH,
+    BY_KEY,
+    H2LOAD_VENV,
+    NEUTRAL_VENV,
+    REPO,
+    STACKS,
+    VENVS,
+    standin_ours,
+)
 
 SIZES = [16, 1024, 65536, 1048576]
 WINDOWS = {16: 32, 1024: 32, 65536: 8, 1048576: 2}
@@ -197,6 +212,13 @@ def other_cpu_load(seconds=1.0):
     return (busy() - b0) / os.sysconf("SC_CLK_TCK") / seconds
 
 
+def busy_note(load_before, load_after):
+    return (f"machine CPU busy while idle (other processes): {load_before:.2f} cores "
+            f"before, {load_after:.2f} after"
+            + (" -- WARNING: not idle, numbers are noisy/skewed"
+               if max(load_before, load_after) > 0.15 else ""))
+
+
 def check_import(stack, python):
     """Return the path trio_websocket is imported from in this stack."""
     code = "import trio_websocket; print(trio_websocket.__file__)"
@@ -234,6 +256,13 @@ def parse_args():
                    help="run only the compression scenario (ours and "
                    "websockets.trio with permessage-deflate); results in "
                    "bench/results-compression.json unless --json is given")
+    p.add_argument("--http2", action="store_true",
+                   help="run only the HTTP/2 scenario (ours and hypercorn, "
+                   "WebSockets over an HTTP/2 stream vs HTTP/1.1); results "
+                   "in bench/results-http2.json unless --json is given")
+    p.add_argument("--tls", action="store_true",
+                   help="with --http2: everything over TLS (ALPN); results "
+                   "in bench/results-http2-tls.json unless --json is given")
     return p.parse_args()
 
 
@@ -245,20 +274,31 @@ def main():
     if args.duration:
         cfg["duration"] = args.duration
     keys = [k.strip() for k in args.only.split(",") if k.strip()]
-    unknown = [k for k in keys if k not in BY_KEY]
+    known = http2.STACK_KEYS if args.http2 else list(BY_KEY)
+    unknown = [k for k in keys if k not in known]
     if unknown:
-        sys.exit(f"unknown stack(s) {unknown}; choose from {list(BY_KEY)}")
+        sys.exit(f"unknown stack(s) {unknown}; choose from {list(known)}")
     stacks = [s for s in STACKS if not keys or s.key in keys]
     if args.compression:
         stacks = compression.stacks_for(keys)
         if args.json == str(BENCH / "results.json"):
             args.json = str(BENCH / "results-compression.json")
+    if args.tls and not args.http2:
+        sys.exit("--tls goes with --http2")
+    if args.http2:
+        stacks = http2.stacks_for(keys)
+        cfg["tls"] = args.tls
+        if args.json == str(BENCH / "results.json"):
+            args.json = str(BENCH / ("results-http2-tls.json" if args.tls
+                                     else "results-http2.json"))
     if args.ours_standin:
         stacks = [standin_ours(s) if s.key == "ours" else s for s in stacks]
     raise_nofile(cfg["idle"] + 512)
     t_start = time.time()
 
-    for name in sorted({s.venv for s in stacks} | {NEUTRAL_VENV}):
+    extra_venvs = {H2LOAD_VENV} if args.http2 else set()
+    for name in sorted({s.venv for s in stacks} | {NEUTRAL_VENV}
+                       | extra_venvs):
         venvs.ensure(name, log)
     if args.ours_install and any(s.uses_repo for s in stacks):
         venvs.pip_install_editable("ours", REPO)
@@ -292,6 +332,31 @@ def main():
                        "elapsed_s": time.time() - t_start}, f, indent=1)
         log(f"wrote {args.json} ({time.time() - t_start:.0f} s total)")
         return
+    if args.http2:
+        try:
+            http2.run_rounds(run, SIZES, WINDOWS)
+        finally:
+            run.stop_servers()
+        load_after = other_cpu_load()
+        for key, errs in errors.items():
+            run.errors[key] = errs
+        notes = [f"{s.label}: venv `{s.venv}` ({' '.join(VENVS[s.venv])})"
+                 for s in stacks]
+        notes.append(f"load generators: HTTP/2 `h2loadgen.py` (venv "
+                     f"`{H2LOAD_VENV}`: {' '.join(VENVS[H2LOAD_VENV])}), "
+                     "HTTP/1.1 `loadgen.py`")
+        notes.append(busy_note(load_before, load_after))
+        text, checks = http2.render(run, SIZES, notes)
+        print(text)
+        with open(args.json, "w") as f:
+            json.dump({"config": cfg, "sizes": SIZES, "windows": WINDOWS,
+                       "stacks": info, "samples": run.samples,
+                       "medians": http2.medians(run), "checks": checks,
+                       "other_cpu_load_cores": [load_before, load_after],
+                       "errors": run.errors,
+                       "elapsed_s": time.time() - t_start}, f, indent=1)
+        log(f"wrote {args.json} ({time.time() - t_start:.0f} s total)")
+        return
     neutral = {}
     try:
         npy = venvs.python_of(NEUTRAL_VENV)
@@ -315,10 +380,7 @@ def main():
         where = info[s.key].get("trio_websocket")
         notes.append(f"{s.label}: venv `{s.venv}` ({' '.join(VENVS[s.venv])})"
                      + (f", trio_websocket from `{where}`" if where else ""))
-    notes.append(f"machine CPU busy while idle (other processes): {load_before:.2f} cores "
-                 f"before, {load_after:.2f} after"
-                 + (" -- WARNING: not idle, numbers are noisy/skewed"
-                    if max(load_before, load_after) > 0.15 else ""))
+    notes.append(busy_note(load_before, load_after))
     all_stacks = [BY_KEY[k] for k in info]
     labels = {k: v["label"] for k, v in info.items()}
     medians = report.medians(run.samples)

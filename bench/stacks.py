@@ -10,13 +10,19 @@ REPO = BENCH.parent
 TRIO = "trio==0.35.0"
 WSPROTO = "wsproto==1.3.2"
 WEBSOCKETS = "websockets==17.4"
+H2 = "h2==4.4.1"  # RFC 8441 (--http2): ours' optional extra and the h2 load generator
+HYPERCORN = "hypercorn==0.18.0"  # the HTTP/2 reference row (asyncio worker)
 
 # venv name -> pinned requirements (same trio everywhere)
 VENVS = {
-    "ours": [TRIO, WSPROTO],  # + the repo itself on PYTHONPATH
+    "ours": [TRIO, WSPROTO, H2],  # + the repo itself on PYTHONPATH
     "tws012": [TRIO, WSPROTO, "trio-websocket==0.12.2"],
     "websockets": [TRIO, WEBSOCKETS],
     "plain": [TRIO],
+    # the HTTP/2 scenario (run.py --http2): hypercorn's ASGI echo, and the
+    # sans-I/O h2 load generator (h2loadgen.py), each in its own venv
+    "hypercorn": [HYPERCORN, H2, WSPROTO, "h11==0.16.0"],
+    "h2load": [H2],
 }
 NEUTRAL_VENV = "websockets"  # neutral server borrows websockets' C XOR
 
@@ -51,6 +57,12 @@ STACKS = [
           proto="plain"),
 ]
 BY_KEY = {s.key: s for s in STACKS}
+
+# the HTTP/2 scenario only (run.py --http2): its reference row, and the
+# venv of its load generator
+HYPERCORN_STACK = Stack("hypercorn", "hypercorn 0.18 (asyncio)", "hypercorn",
+                        "hypercorn", "servers/hypercorn_server.py", client="")
+H2LOAD_VENV = "h2load"
 
 
 def standin_ours(stack):

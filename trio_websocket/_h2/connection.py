@@ -44,7 +44,16 @@ import h2.exceptions
 import h2.settings
 import trio
 
-from .frame_guard import SMALL_WINDOW_UPDATE, FrameGuard, GoAway, PeerFlood
+from .._wire import fast_paths
+from .frame_guard import (
+    FLOW_CONTROL_ERROR,
+    FRAME_HEADER_SIZE,
+    MAX_WINDOW,
+    SMALL_WINDOW_UPDATE,
+    FrameGuard,
+    GoAway,
+    PeerError,
+)
 from .headers import Headers
 from .limits import HTTP2Limits
 from .stream import HTTP2Stream
@@ -126,7 +135,19 @@ class HTTP2Connection:
             expect_client_preface=not is_client,
             max_frame_size=limits.max_frame_size,
             limits=limits.floods,
+            receive_window=limits.connection_window,
+            # (The connection's send window starts at 65,535: RFC 9113.)
+            send_window=65_535 if fast_paths.ENABLED else None,
         )
+        # The fast path (``_wire.fast_paths``): the guard delivers the DATA
+        # of open streams and this module keeps their receive windows, h2
+        # never parsing them (see _h2.frame_guard's rules).
+        self._route_data = fast_paths.ENABLED
+        # Received bytes taken by the streams' readers and not handed back
+        # yet (WINDOW_UPDATE), and when to hand them back: a quarter window.
+        self._unacked = 0
+        self._connection_update_at = max(1, limits.connection_window // 4)
+        self._stream_update_at = max(1, limits.stream_window // 4)
         self._streams: dict[int, HTTP2Stream] = {}
         self._output: list[bytes] = []
         self._output_ready = trio.Event()
@@ -205,9 +226,9 @@ class HTTP2Connection:
                     return
                 if not self._take_in(guard.feed(bytes(received))):
                     return
-        except PeerFlood as exc:
+        except PeerError as exc:
             logger.debug("closing an HTTP/2 connection: %s", exc)
-            self._close_with(ENHANCE_YOUR_CALM)
+            self._close_with(exc.error_code)
 
     def _take_in(self, data: bytes) -> bool:
         """Hand ``data`` to ``h2`` and handle its events; False when the
@@ -221,8 +242,25 @@ class HTTP2Connection:
             return False
         for event in events:
             self._handle(event)
-        while self._guard.goaways:
-            self._peer_goes_away(self._guard.goaways.pop(0))
+        guard = self._guard
+        while guard.goaways:
+            self._peer_goes_away(guard.goaways.pop(0))
+        if guard.padding:
+            for stream_id, size in guard.padding:
+                self.acknowledge(stream_id, size)
+            guard.padding.clear()
+        if guard.stream_errors:
+            for stream_id, error_code in guard.stream_errors:
+                stream = self._forget(stream_id)
+                with contextlib.suppress(h2.exceptions.ProtocolError):
+                    self._h2.reset_stream(stream_id, error_code)
+                if stream is not None:
+                    stream.broken(error_code)
+                    self._stream_gone()
+            guard.stream_errors.clear()
+        if guard.send_window_opened:
+            guard.send_window_opened = False
+            self._open_all_windows()
         self._queue_output()
         return True
 
@@ -272,6 +310,8 @@ class HTTP2Connection:
 
     def _handle(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.DataReceived):
+            # DATA h2 read (all of it with the fast path off; with it on,
+            # only what reached a stream before it was routed).
             stream = self._streams.get(event.stream_id)
             padding = event.flow_controlled_length - len(event.data)
             if padding:
@@ -279,8 +319,14 @@ class HTTP2Connection:
             if stream is None:
                 self._h2.acknowledge_received_data(len(event.data), event.stream_id)
             elif event.data:
+                if self._route_data and event.data:
+                    # h2 counted these in its own windows: handed back
+                    # through h2 now, and not again when they are read.
+                    self._h2.acknowledge_received_data(len(event.data), event.stream_id)
+                    stream.precredited += len(event.data)
                 stream.data_received(event.data)
         elif isinstance(event, h2.events.StreamEnded):
+            self._guard.routes.pop(event.stream_id, None)
             stream = self._streams.get(event.stream_id)
             if stream is not None:
                 stream.remote_ended()
@@ -298,13 +344,34 @@ class HTTP2Connection:
         elif isinstance(event, h2.events.ResponseReceived):
             stream = self._streams.get(event.stream_id)
             if stream is not None:
-                stream.response_received(_plain(event.headers))
+                headers = _plain(event.headers)
+                if (
+                    self._route_data
+                    and event.stream_ended is None
+                    and (b":status", b"200") in headers
+                    and not _has_content_length(headers)
+                ):
+                    # Accepted: from now on the WebSocket's DATA is routed
+                    # (a refusal's body stays h2's, checked against its
+                    # content-length).
+                    self._guard.routes[event.stream_id] = stream
+                stream.response_received(headers)
         elif isinstance(event, h2.events.StreamReset):
-            stream = self._streams.pop(event.stream_id, None)
+            stream = self._forget(event.stream_id)
             if stream is not None:
                 stream.broken(int(event.error_code))
                 self._stream_gone()
         elif isinstance(event, h2.events.RemoteSettingsChanged):
+            changed = event.changed_settings.get(h2.settings.SettingCodes.INITIAL_WINDOW_SIZE)
+            senders = self._guard.senders
+            if changed is not None and senders:
+                # RFC 9113, section 6.9.2: every stream's window moves by
+                # the change (it may go below zero).
+                delta = changed.new_value - (changed.original_value or 65_535)
+                for sender in senders.values():
+                    sender.send_window += delta
+                    if sender.send_window > MAX_WINDOW:
+                        raise PeerError(FLOW_CONTROL_ERROR, "a stream's send window overflowed")
             self._peer_settings_seen = True
             if self._settings_event is not None:
                 self._settings_event.set()
@@ -312,7 +379,7 @@ class HTTP2Connection:
             self._open_all_windows()
         elif isinstance(event, h2.events.TrailersReceived):
             # No trailers on a WebSocket's stream (RFC 8441, section 5).
-            stream = self._streams.pop(event.stream_id, None)
+            stream = self._forget(event.stream_id)
             if stream is not None:
                 with contextlib.suppress(h2.exceptions.ProtocolError):
                     self._h2.reset_stream(event.stream_id, PROTOCOL_ERROR)
@@ -339,11 +406,16 @@ class HTTP2Connection:
             self._h2.reset_stream(stream_id, REFUSED_STREAM)
             return
         self._unclosed_requests += 1
-        stream = HTTP2Stream(self, stream_id)
-        self._streams[stream_id] = stream
+        headers = _plain(event.headers)
+        # (h2 checks a body against its content-length, which it cannot
+        # when the body is routed: such a stream's DATA stays h2's.)
+        stream = self._register(
+            stream_id,
+            route=event.stream_ended is None and not _has_content_length(headers),
+        )
         if self._idle_wait is not None:
             self._idle_wait.cancel()
-        self._on_request(stream, _plain(event.headers))
+        self._on_request(stream, headers)
 
     def _peer_goes_away(self, goaway: GoAway) -> None:
         """A GOAWAY from the peer: streams above its last stream id were
@@ -358,7 +430,7 @@ class HTTP2Connection:
         for stream_id, stream in list(self._streams.items()):
             local = (stream_id % 2 == 1) == self.is_client
             if (local and stream_id > goaway.last_stream_id) or goaway.error_code != NO_ERROR:
-                del self._streams[stream_id]
+                self._forget(stream_id)
                 stream.broken(REFUSED_STREAM if goaway.error_code == NO_ERROR else CANCEL)
         if self._settings_event is not None:
             self._settings_event.set()
@@ -369,20 +441,58 @@ class HTTP2Connection:
 
     def send_room(self, stream_id: int) -> int:
         """How many bytes of DATA the stream may queue now."""
-        try:
-            window = self._h2.local_flow_control_window(stream_id)
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
-            return 0
+        senders = self._guard.senders
+        if senders is not None:
+            stream = senders.get(stream_id)
+            if stream is None:
+                return 0
+            window = min(stream.send_window, self._guard.send_window)
+        else:
+            try:
+                window = self._h2.local_flow_control_window(stream_id)
+            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
+                return 0
         return min(window, self._h2.max_outbound_frame_size)
 
     def queue_data(self, stream_id: int, data: memoryview, *, end_stream: bool) -> None:
         """Queue one DATA frame (``send_room`` bytes at most), the last of
         the stream's when ``end_stream``."""
-        try:
-            self._h2.send_data(stream_id, data.tobytes(), end_stream=end_stream)
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
-            raise trio.BrokenResourceError(f"the HTTP/2 stream is gone: {exc}") from exc
-        self._queue_output()
+        guard = self._guard
+        if guard.senders is None:
+            try:
+                self._h2.send_data(stream_id, data.tobytes(), end_stream=end_stream)
+            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
+                raise trio.BrokenResourceError(f"the HTTP/2 stream is gone: {exc}") from exc
+            self._queue_output()
+            return
+        # The fast path: the frame is written here, its window kept in the
+        # guard; h2 only hears of the end of the stream.
+        stream = guard.senders.get(stream_id)
+        if stream is None:
+            raise trio.BrokenResourceError("the HTTP/2 stream is gone")
+        size = len(data)
+        stream.send_window -= size
+        guard.send_window -= size
+        flags = 0
+        if end_stream:
+            flags = _END_STREAM
+            self._queue_output()  # (what h2 had queued goes first)
+            try:
+                self._h2.end_stream(stream_id)
+            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
+                raise trio.BrokenResourceError(f"the HTTP/2 stream is gone: {exc}") from exc
+            # h2 wrote its own empty END_STREAM frame: ours carries the flag
+            # on the data instead (see _h2.stream: one frame, not two).
+            own = self._h2.data_to_send()
+            del guard.senders[stream_id]
+            if own != _empty_end_stream(stream_id):  # pragma: no cover - not h2 4.x
+                flags = 0
+                self._output.append(_data_header(size, flags, stream_id) + data)
+                self._output.append(own)
+                self._unwritten += FRAME_HEADER_SIZE + size + len(own)
+                return
+        self._output.append(_data_header(size, flags, stream_id) + data)
+        self._unwritten += FRAME_HEADER_SIZE + size
 
     async def flush(self) -> None:
         """Hand what is queued to the writer, and wait while more than
@@ -402,13 +512,43 @@ class HTTP2Connection:
         self._output_ready.set()
 
     def acknowledge(self, stream_id: int, size: int) -> None:
-        """The stream's reader took ``size`` bytes: hand the window back."""
-        if size:
+        """The stream's reader took ``size`` bytes (or a closed stream
+        dropped them): hand the window back."""
+        if not size:
+            return
+        if not self._route_data:
             self._h2.acknowledge_received_data(size, stream_id)
             if self._queue_output():  # a WINDOW_UPDATE is due
                 self._output_ready.set()
+            return
+        stream = self._streams.get(stream_id)
+        if stream is not None and stream.precredited:
+            taken = min(stream.precredited, size)
+            stream.precredited -= taken
+            size -= taken
+            if not size:
+                return
+        updates: list[bytes] = []
+        self._unacked += size
+        if self._unacked >= self._connection_update_at:
+            updates.append(_window_update_frame(0, self._unacked))
+            self._guard.receive_window += self._unacked
+            self._unacked = 0
+        if stream is not None and stream_id in self._guard.routes:
+            stream.unacked += size
+            if stream.unacked >= self._stream_update_at:
+                updates.append(_window_update_frame(stream_id, stream.unacked))
+                stream.receive_window += stream.unacked
+                stream.unacked = 0
+        if updates:
+            self._queue_output()
+            self._output.extend(updates)
+            self._unwritten += sum(map(len, updates))
+            self._output_ready.set()
 
     def end_stream(self, stream_id: int) -> None:
+        if self._guard.senders is not None:
+            self._guard.senders.pop(stream_id, None)
         try:
             self._h2.end_stream(stream_id)
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
@@ -419,6 +559,9 @@ class HTTP2Connection:
         """A stream's user closed it (see ``_h2.stream`` for what goes out)."""
         if stream_id % 2 == 1 and not self.is_client:
             self._unclosed_requests -= 1
+        if self._guard.senders is not None:
+            self._guard.senders.pop(stream_id, None)
+        self._guard.routes.pop(stream_id, None)
         if end:
             try:
                 self._h2.end_stream(stream_id)
@@ -432,6 +575,27 @@ class HTTP2Connection:
         if self._streams.pop(stream_id, None) is not None:
             self._stream_gone()
         self.wake_writer()
+
+    def _register(self, stream_id: int, *, route: bool) -> HTTP2Stream:
+        """A new stream, open both ways: with the fast path, its send
+        window is the guard's, and its DATA too when ``route``."""
+        stream = HTTP2Stream(self, stream_id, self._limits.stream_window)
+        self._streams[stream_id] = stream
+        guard = self._guard
+        if guard.senders is not None:
+            stream.send_window = self._h2.remote_settings.initial_window_size
+            guard.senders[stream_id] = stream
+        if route and self._route_data:
+            guard.routes[stream_id] = stream
+        return stream
+
+    def _forget(self, stream_id: int) -> HTTP2Stream | None:
+        """Drop a stream that is over (reset, or broken by the peer)."""
+        guard = self._guard
+        guard.routes.pop(stream_id, None)
+        if guard.senders is not None:
+            guard.senders.pop(stream_id, None)
+        return self._streams.pop(stream_id, None)
 
     def _stream_gone(self) -> None:
         if not self._streams and self._all_streams_gone is not None:
@@ -472,12 +636,11 @@ class HTTP2Connection:
         if not self.can_open_stream:
             raise trio.BrokenResourceError("this HTTP/2 connection takes no new stream")
         stream_id = self._h2.get_next_available_stream_id()
-        stream = HTTP2Stream(self, stream_id)
         try:
             self._h2.send_headers(stream_id, headers)
         except h2.exceptions.ProtocolError as exc:
             raise trio.BrokenResourceError(f"cannot open an HTTP/2 stream: {exc}") from exc
-        self._streams[stream_id] = stream
+        stream = self._register(stream_id, route=False)  # (routed once accepted)
         self.wake_writer()
         return stream
 
@@ -565,16 +728,45 @@ class HTTP2Connection:
     def _end_streams(self, error_code: int) -> None:
         streams = list(self._streams.values())
         self._streams.clear()
+        self._guard.routes.clear()
+        if self._guard.senders is not None:
+            self._guard.senders.clear()
         for stream in streams:
             stream.broken(error_code)
         if self._written_event is not None:
             self._written_event.set()
 
 
+def _has_content_length(headers: Headers) -> bool:
+    return any(name == b"content-length" for name, _ in headers)
+
+
 def _plain(headers: object) -> Headers:
     """h2's header fields as plain ``(bytes, bytes)`` pairs: its own tuple
     subclass costs 64 bytes more per field, kept by every request."""
     return [(bytes(name), bytes(value)) for name, value in headers]  # type: ignore[attr-defined]
+
+
+_END_STREAM = 0x1
+
+
+def _data_header(size: int, flags: int, stream_id: int) -> bytes:
+    """A DATA frame's header (the fast path writes its frames itself)."""
+    return size.to_bytes(3, "big") + bytes((0, flags)) + stream_id.to_bytes(4, "big")
+
+
+def _empty_end_stream(stream_id: int) -> bytes:
+    return _data_header(0, _END_STREAM, stream_id)
+
+
+def _window_update_frame(stream_id: int, increment: int) -> bytes:
+    """A WINDOW_UPDATE frame, written without h2 (the fast path's windows
+    are ours: see _h2.frame_guard)."""
+    return (
+        b"\x00\x00\x04\x08\x00"
+        + stream_id.to_bytes(4, "big")
+        + (increment & 0x7FFFFFFF).to_bytes(4, "big")
+    )
 
 
 def _goaway_frame(last_stream_id: int, error_code: int) -> bytes:

@@ -1,16 +1,38 @@
 """What a peer's HTTP/2 byte stream holds, frame by frame, before ``h2``
 reads it: the floods a hostile peer can send within the protocol's rules
-are counted here, and GOAWAY frames are taken out.
+are counted here, GOAWAY frames are taken out, and (the fast path) the
+DATA of the streams the connection names is delivered here, never
+reaching ``h2``.
 
 Rules:
 - Pure: no I/O, no trio, no ``h2``. Fed every byte the peer sends, in
   order; returns the bytes ``h2`` must read (the same object when nothing
-  was taken out, which is the common case: no copy).
+  was taken out).
 - Only frame headers are read (9 bytes each); payloads are passed through
   untouched, except a GOAWAY's, which is kept (at most one maximum frame
-  size) and handed to the connection. ``h2`` treats a GOAWAY as the end of
-  everything, while RFC 9113 lets the streams it does not refuse run to
-  their end; the connection handles it itself.
+  size) and handed to the connection, and the DATA of a routed stream.
+  ``h2`` treats a GOAWAY as the end of everything, while RFC 9113 lets the
+  streams it does not refuse run to their end; the connection handles it
+  itself.
+- Routing (``routes``, filled by the connection with the streams whose
+  peer side is open): a DATA frame of a routed stream goes to its sink in
+  the pieces it arrives in, padding dropped. Its flow control is kept here
+  (the stream's and the connection's receive windows, both ours: ``h2``
+  never sees these bytes, so its own windows only count the DATA it does
+  see); a frame beyond either window raises :exc:`PeerError`
+  (FLOW_CONTROL_ERROR). Padding counts against the windows and is listed
+  in ``padding`` for the connection to hand back at once. A routed
+  frame's END_STREAM reaches ``h2`` as an empty DATA frame with that flag,
+  in its place in the byte stream, so that ``h2`` keeps the stream's
+  state; the stream then leaves ``routes``. Everything else (DATA of other
+  streams, every other frame) goes to ``h2`` as it came. ``h2``'s own
+  parsing of DATA is the slow path this replaces: per frame it builds
+  objects, runs two state machines and formats the frame for a log line.
+- Send windows (``senders``, when the connection keeps them: the fast
+  path writes its DATA frames itself, so ``h2``'s windows would not count
+  them): a WINDOW_UPDATE stops here and opens the stream's or the
+  connection's window; an overflow past 2**31-1 or an increment of 0 is
+  the error RFC 9113 (section 6.9) says.
 - Floods are measured with token buckets on the peer's frames that cost
   us work but carry no data (SETTINGS, PING, PRIORITY, RST_STREAM, empty
   DATA, small WINDOW_UPDATE, CONTINUATION, unknown types) and, separately,
@@ -25,6 +47,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 #: What an HTTP/2 client sends first (RFC 9113, section 3.4).
 CLIENT_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -45,14 +68,53 @@ CONTINUATION = 0x9
 
 _FLAG_ACK = 0x1
 _FLAG_END_STREAM = 0x1
+_FLAG_PADDED = 0x8
+
+#: Error codes this module raises with (RFC 9113, section 7).
+PROTOCOL_ERROR = 0x1
+FLOW_CONTROL_ERROR = 0x3
+ENHANCE_YOUR_CALM = 0xB
+
+#: The largest flow-control window HTTP/2 allows (RFC 9113, section 6.9.1).
+MAX_WINDOW = 2**31 - 1
 
 #: A WINDOW_UPDATE smaller than this counts as a control frame: real
 #: peers open windows in large steps, a flood opens them a byte at a time.
 SMALL_WINDOW_UPDATE = 1024
 
 
-class PeerFlood(Exception):
+class PeerError(Exception):
+    """The peer broke a rule this module enforces: the connection ends
+    with GOAWAY ``error_code``."""
+
+    def __init__(self, error_code: int, message: str) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+
+
+class PeerFlood(PeerError):
     """The peer sent more of some kind of frame than the limits allow."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ENHANCE_YOUR_CALM, message)
+
+
+class SendSink(Protocol):
+    """A stream whose send window this module keeps."""
+
+    #: What this side may still send on the stream.
+    send_window: int
+
+    def window_opened(self) -> None: ...
+
+
+class DataSink(Protocol):
+    """Where a routed stream's DATA goes (an ``_h2.stream.HTTP2Stream``)."""
+
+    #: What the peer may still send on the stream (ours to keep).
+    receive_window: int
+
+    def data_received(self, data: bytes) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -103,14 +165,29 @@ class FrameGuard:
 
     __slots__ = (
         "_control",
-        "_goaway",
-        "_goaway_left",
+        "_deliver_left",
         "_head",
+        "_kept",
+        "_kept_kind",
+        "_kept_left",
+        "_kept_stream",
         "_max_frame_size",
+        "_pad_byte_due",
         "_payload_left",
         "_preface_left",
         "_resets",
+        "_route_end",
+        "_route_id",
+        "_route_sink",
+        "_skip_left",
         "goaways",
+        "padding",
+        "receive_window",
+        "routes",
+        "send_window",
+        "send_window_opened",
+        "senders",
+        "stream_errors",
     )
 
     def __init__(
@@ -120,22 +197,56 @@ class FrameGuard:
         max_frame_size: int,
         limits: FloodLimits = FloodLimits(),
         clock: Callable[[], float] = time.monotonic,
+        receive_window: int = 0,
+        send_window: int | None = None,
     ) -> None:
         self._preface_left = len(CLIENT_PREFACE) if expect_client_preface else 0
         self._max_frame_size = max_frame_size
         self._head = b""
         self._payload_left = 0
-        self._goaway: bytearray | None = None
-        self._goaway_left = 0
+        # A frame kept here whose payload is being collected (GOAWAY, or
+        # WINDOW_UPDATE when the send windows are ours), and its stream.
+        self._kept: bytearray | None = None
+        self._kept_kind = 0
+        self._kept_left = 0
+        self._kept_stream = 0
         self._control = _Bucket(limits.control_burst, limits.control_per_second, clock)
         self._resets = _Bucket(limits.reset_burst, limits.reset_per_second, clock)
         #: GOAWAY frames taken out of the stream, oldest first; the
         #: connection empties this list.
         self.goaways: list[GoAway] = []
+        #: The streams whose DATA is delivered here (see the module rules).
+        self.routes: dict[int, DataSink] = {}
+        #: The connection's receive window for routed DATA (ours to keep).
+        self.receive_window = receive_window
+        #: ``(stream id, bytes)`` of padding received on routed streams, for
+        #: the connection to hand back; it empties the list.
+        self.padding: list[tuple[int, int]] = []
+        #: The send windows, when they are ours (``send_window`` given: the
+        #: fast path's own DATA frames, which h2 does not count): the
+        #: connection's, and each stream's on the streams in ``senders``
+        #: (filled by the connection). WINDOW_UPDATE frames then stop here.
+        self.send_window = 0 if send_window is None else send_window
+        self.senders: dict[int, SendSink] | None = None if send_window is None else {}
+        #: Set when the connection's send window opened (the connection
+        #: wakes its senders and clears it).
+        self.send_window_opened = False
+        #: ``(stream id, error code)`` of streams to reset (a bad
+        #: WINDOW_UPDATE); the connection empties it.
+        self.stream_errors: list[tuple[int, int]] = []
+        # The routed DATA frame being read: its sink and stream, the data
+        # bytes still to deliver, whether its pad length byte is still to
+        # come, the padding still to drop, and its END_STREAM.
+        self._route_sink: DataSink | None = None
+        self._route_id = 0
+        self._deliver_left = 0
+        self._pad_byte_due = False
+        self._skip_left = 0
+        self._route_end = False
 
     def feed(self, data: bytes) -> bytes:
         """The part of ``data`` that ``h2`` must read. Raises
-        :exc:`PeerFlood` when a limit is exceeded."""
+        :exc:`PeerError` (or :exc:`PeerFlood`) when the peer broke a rule."""
         if self._head:
             # A header cut by the previous read (held back then): rare, so
             # the copy does not matter.
@@ -146,32 +257,48 @@ class FrameGuard:
         run_start = 0  # data[run_start:position] is handed over as it is
         pieces: list[bytes] | None = None  # set once something is held back
         while position < size:
-            if self._preface_left:
-                taken = min(self._preface_left, size - position)
-                self._preface_left -= taken
-                position += taken
-            elif self._payload_left:
+            if self._payload_left:
                 taken = min(self._payload_left, size - position)
                 self._payload_left -= taken
                 position += taken
-            elif self._goaway is not None:
-                taken = min(self._goaway_left, size - position)
-                self._goaway += data[position : position + taken]
-                self._goaway_left -= taken
+            elif self._route_sink is not None:
+                position = self._route(data, position, size)
+                run_start = position
+                if self._route_sink is None and self._route_end:
+                    if pieces is None:
+                        pieces = []
+                    pieces.append(_end_stream_frame(self._route_id))
+            elif self._preface_left:
+                taken = min(self._preface_left, size - position)
+                self._preface_left -= taken
+                position += taken
+            elif self._kept is not None:
+                taken = min(self._kept_left, size - position)
+                self._kept += data[position : position + taken]
+                self._kept_left -= taken
                 position += taken
                 run_start = position
-                if not self._goaway_left:
-                    self._finish_goaway()
+                if not self._kept_left:
+                    self._finish_kept()
             elif size - position < FRAME_HEADER_SIZE:
                 self._head = data[position:]
                 break
             else:
                 header_end = position + FRAME_HEADER_SIZE
                 if self._read_header(data[position:header_end]):
+                    # Kept here (a GOAWAY, routed DATA): hand over what
+                    # came before it, not the frame.
                     if pieces is None:
                         pieces = []
                     pieces.append(data[run_start:position])
                     run_start = header_end
+                    if self._route_sink is not None and not (
+                        self._deliver_left or self._pad_byte_due or self._skip_left
+                    ):
+                        # An empty routed frame: over at once.
+                        self._end_route()
+                        if self._route_end:
+                            pieces.append(_end_stream_frame(self._route_id))
                 position = header_end
         if pieces is None and run_start == 0 and not self._head:
             return data
@@ -180,39 +307,92 @@ class FrameGuard:
         pieces.append(data[run_start:position])
         return b"".join(pieces)
 
+    def _route(self, data: bytes, position: int, size: int) -> int:
+        """Go on with the routed DATA frame from ``position``; where its
+        part of ``data`` ends."""
+        sink = self._route_sink
+        assert sink is not None
+        if self._pad_byte_due:
+            pad = data[position]
+            position += 1
+            self._pad_byte_due = False
+            if pad > self._deliver_left:
+                raise PeerError(PROTOCOL_ERROR, "DATA padding longer than the frame")
+            self._deliver_left -= pad
+            self._skip_left = pad
+            self.padding.append((self._route_id, pad + 1))
+        if self._deliver_left and position < size:
+            taken = min(self._deliver_left, size - position)
+            self._deliver_left -= taken
+            sink.data_received(data[position : position + taken])
+            position += taken
+        if not self._deliver_left and self._skip_left and position < size:
+            taken = min(self._skip_left, size - position)
+            self._skip_left -= taken
+            position += taken
+        if not (self._deliver_left or self._pad_byte_due or self._skip_left):
+            self._end_route()
+        return position
+
+    def _end_route(self) -> None:
+        self._route_sink = None
+        if self._route_end:
+            # The peer is done with the stream: h2 hears of it (the caller
+            # inserts the frame), later DATA goes to h2 (which refuses it).
+            self.routes.pop(self._route_id, None)
+
     def _read_header(self, head: bytes) -> bool:
-        """Account for one frame header; True when it starts a GOAWAY,
-        whose payload this guard then keeps."""
+        """Account for one frame header; True when the frame is kept here
+        (a GOAWAY, whose payload this guard then keeps, or routed DATA)."""
         length = int.from_bytes(head[0:3], "big")
         kind = head[3]
         flags = head[4]
-        if kind == GOAWAY and length <= self._max_frame_size and length >= 8:
-            self._control_frame()
-            self._goaway = bytearray()
-            self._goaway_left = length
-            if not length:
-                self._finish_goaway()
-            return True
-        self._payload_left = length
         if kind == DATA:
             if length == 0 and not flags & _FLAG_END_STREAM:
                 self._control_frame()
-        elif kind == RST_STREAM:
+            if self.routes and length <= self._max_frame_size:
+                stream_id = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+                sink = self.routes.get(stream_id)
+                if sink is not None:
+                    self._start_route(stream_id, sink, length, flags)
+                    return True
+        elif kind == GOAWAY and length <= self._max_frame_size and length >= 8:
+            self._control_frame()
+            self._keep(GOAWAY, 0, length)
+            return True
+        elif kind == WINDOW_UPDATE and length == 4 and self.senders is not None:
+            self._keep(WINDOW_UPDATE, int.from_bytes(head[5:9], "big") & 0x7FFFFFFF, length)
+            return True
+        self._payload_left = length
+        if kind == RST_STREAM:
             if not self._resets.take():
                 raise PeerFlood("too many stream resets (rapid reset)")
-        elif kind == WINDOW_UPDATE:
-            if length != 4:
-                return False  # h2 refuses it as malformed
-            # (The increment is in the payload, which is not read here: a
-            # WINDOW_UPDATE counts as control unless it is for a large
-            # window, which the connection checks; see below.)
         elif kind in (SETTINGS, PING):
             if not flags & _FLAG_ACK:
                 self._control_frame()
-        elif kind != HEADERS:
-            # PRIORITY, CONTINUATION, PUSH_PROMISE and unknown types.
+        elif kind not in (DATA, HEADERS, WINDOW_UPDATE, GOAWAY):
+            # PRIORITY, CONTINUATION, PUSH_PROMISE and unknown types. (A
+            # WINDOW_UPDATE counts when its increment is small: see
+            # _window_update, or small_window_update when h2 reads it.)
             self._control_frame()
         return False
+
+    def _start_route(self, stream_id: int, sink: DataSink, length: int, flags: int) -> None:
+        self.receive_window -= length
+        sink.receive_window -= length
+        if self.receive_window < 0 or sink.receive_window < 0:
+            raise PeerError(
+                FLOW_CONTROL_ERROR, f"DATA beyond the receive window (stream {stream_id})"
+            )
+        padded = bool(flags & _FLAG_PADDED)
+        if padded and not length:
+            raise PeerError(PROTOCOL_ERROR, "a padded DATA frame without its pad length")
+        self._route_sink = sink
+        self._route_id = stream_id
+        self._route_end = bool(flags & _FLAG_END_STREAM)
+        self._pad_byte_due = padded
+        self._deliver_left = length - 1 if padded else length
+        self._skip_left = 0
 
     def _control_frame(self) -> None:
         if not self._control.take():
@@ -223,10 +403,19 @@ class FrameGuard:
         connection reads increments from ``h2``'s events)."""
         self._control_frame()
 
-    def _finish_goaway(self) -> None:
-        payload = bytes(self._goaway or b"")
-        self._goaway = None
-        self._goaway_left = 0
+    def _keep(self, kind: int, stream_id: int, length: int) -> None:
+        self._kept = bytearray()
+        self._kept_kind = kind
+        self._kept_stream = stream_id
+        self._kept_left = length
+
+    def _finish_kept(self) -> None:
+        payload = bytes(self._kept or b"")
+        self._kept = None
+        self._kept_left = 0
+        if self._kept_kind == WINDOW_UPDATE:
+            self._window_update(self._kept_stream, int.from_bytes(payload, "big") & 0x7FFFFFFF)
+            return
         self.goaways.append(
             GoAway(
                 last_stream_id=int.from_bytes(payload[0:4], "big") & 0x7FFFFFFF,
@@ -234,3 +423,34 @@ class FrameGuard:
                 debug_data=payload[8:],
             )
         )
+
+    def _window_update(self, stream_id: int, increment: int) -> None:
+        """The peer opened a send window (RFC 9113, section 6.9)."""
+        if increment < SMALL_WINDOW_UPDATE:
+            self._control_frame()
+        if not stream_id:
+            if not increment:
+                raise PeerError(PROTOCOL_ERROR, "a WINDOW_UPDATE of 0 for the connection")
+            self.send_window += increment
+            if self.send_window > MAX_WINDOW:
+                raise PeerError(FLOW_CONTROL_ERROR, "the connection's send window overflowed")
+            self.send_window_opened = True
+            return
+        assert self.senders is not None
+        sink = self.senders.get(stream_id)
+        if sink is None:
+            return  # a stream that is over: nothing to open
+        if not increment:
+            self.stream_errors.append((stream_id, PROTOCOL_ERROR))
+            return
+        sink.send_window += increment
+        if sink.send_window > MAX_WINDOW:
+            self.stream_errors.append((stream_id, FLOW_CONTROL_ERROR))
+            return
+        sink.window_opened()
+
+
+def _end_stream_frame(stream_id: int) -> bytes:
+    """An empty DATA frame with END_STREAM: what ``h2`` reads in place of
+    a routed frame that ended its stream."""
+    return b"\x00\x00\x00" + bytes((DATA, _FLAG_END_STREAM)) + stream_id.to_bytes(4, "big")

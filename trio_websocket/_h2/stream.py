@@ -68,12 +68,24 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
         "_reset_code",
         "_response",
         "_sender_parked",
+        "precredited",
+        "receive_window",
+        "send_window",
         "stream_id",
+        "unacked",
     )
 
-    def __init__(self, connection: StreamOwner, stream_id: int) -> None:
+    def __init__(self, connection: StreamOwner, stream_id: int, receive_window: int) -> None:
         self._connection = connection
         self.stream_id = stream_id
+        # Kept by the connection (its fast path keeps the windows itself):
+        # what the peer may still send, bytes read and not handed back yet,
+        # and bytes h2 already handed back that are not to be again.
+        self.receive_window = receive_window
+        self.unacked = 0
+        self.precredited = 0
+        # What this side may still send (kept by the connection's fast path).
+        self.send_window = 0
         # (A list, not a deque: it rarely holds more than a chunk or two,
         # and an empty deque costs 600 bytes per idle WebSocket.)
         self._buffer: list[bytes] = []
@@ -220,6 +232,9 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
             # (aclose_forcefully calls this in a cancelled scope: an abort.)
             aborting = trio.current_effective_deadline() == -float("inf")
             self._closed = True
+            if self._buffered:
+                # Dropped unread: the connection's window gets them back.
+                self._connection.acknowledge(self.stream_id, self._buffered)
             self._buffer.clear()
             self._buffered = 0
             self._connection.close_stream(
