@@ -958,10 +958,8 @@ async def test_our_session_opens_another_connection_at_nghttpx_stream_limit(
     assert sorted(m for m in echo.received if isinstance(m, str)) == sorted(
         f"{TEXT} #{i}" for i in range(count)
     )
-    # nghttpx refused nothing: every stream became an upgrade to our server.
-    access_log = (tmp_path / "nghttpx.access.log").read_text()
-    assert access_log.count(" 101 ") == count, access_log
-    # Its log names each client connection it took: the readiness probe's,
+    # nghttpx refused nothing (each WebSocket above opened and echoed), and
+    # its log names each client connection it took: the readiness probe's,
     # and the session's three (4 + 4 + 2 streams).
     error_log = (tmp_path / "nghttpx.error.log").read_text()
     assert len(re.findall(r"CLIENT_HANDLER:\S+ created", error_log)) == 1 + 3
