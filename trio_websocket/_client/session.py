@@ -245,10 +245,14 @@ class WebSocketSession:
         """An HTTP/2 connection that can take one more WebSocket (opened if
         need be), or None for HTTP/1.1 (see the module rules)."""
         async with self._opening:
-            self._connections = [c for c in self._connections if not c.ended]
             for connection in self._connections:
                 if connection.can_open_stream:
                     return connection
+                if not connection.stream_count:
+                    # Full of streams left to a peer that never ends them,
+                    # or told to go away: nothing of ours runs on it now.
+                    connection.close_when_done()
+            self._connections = [c for c in self._connections if not c.ended]
             if self._http1_only:
                 return None
             target = self._target

@@ -217,9 +217,8 @@ class ConnectionLifecycle(ConnectionSending):
 
     def _reading_stopped(self) -> bool:
         """Whether the reader reads no more (a server once reading is done;
-        a client reads on, dropping, until EOF, unless its stream ends
-        with its close frame: see ``_core.contracts.EndingStream``)."""
-        return self._state is READ_DONE and (not self._is_client or self._ends_with_close)
+        a client reads on, dropping, until EOF)."""
+        return self._state is READ_DONE and not self._is_client
 
     # ------------------------------------------------------------------
     # The peer at fault

@@ -114,6 +114,7 @@ class ConnectionSending:
     _nursery: trio.Nursery | None
     _close_reason: CloseReason | None
     _close_sent: CloseReason | None
+    _close_received: CloseReason | None
     _bytes_sent: int
     _deflate: DeflateExtension | None
     # Whether data frames are framed here (the fast path: no extension but
@@ -364,8 +365,17 @@ class ConnectionSending:
                 self._outbox_bytes = 0
                 self._bytes_sent += total
                 # Nothing is queued after a close frame: once it is queued,
-                # this batch holds it and is the last write ever.
-                last = self._close_sent is not None and self._ends_with_close
+                # this batch holds it and is the last write ever. It ends
+                # the stream when it completes the closing handshake (our
+                # close answers the peer's): the end of the stream is what
+                # the end of TCP is over HTTP/1.1, and a proxy that turns
+                # it into a TCP close (nghttpx) would lose the peer's
+                # answer to a close we start.
+                last = (
+                    self._ends_with_close
+                    and self._close_sent is not None
+                    and self._close_received is not None
+                )
                 if len(pieces) == 1:
                     await self._write(pieces[0], last)
                 elif total <= _JOIN_PAYLOAD_BYTES:

@@ -2,22 +2,33 @@
 and fans frames out to the streams, one task writes.
 
 Rules:
-- ``h2`` keeps the protocol state; this module does the I/O around it.
-  Every byte the peer sends passes ``_h2.frame_guard`` first (floods,
-  GOAWAY), then ``h2``.
+- ``h2`` keeps the protocol state (streams, headers, settings); this
+  module does the I/O around it. Every byte the peer sends passes
+  ``_h2.frame_guard`` first (floods, GOAWAY), then ``h2``.
+- The fast path (``_wire.fast_paths``, on by default) keeps DATA and flow
+  control out of ``h2``, which costs more per frame than a whole HTTP/1.1
+  echo: the guard delivers the DATA of routed streams and keeps the
+  windows (see its rules); this module writes DATA and WINDOW_UPDATE
+  frames itself, and tells ``h2`` only where a stream ends. With the fast
+  paths off, ``h2`` does all of it; both ways behave alike (the suite runs
+  both).
 - One reader task, one writer task, both in :meth:`HTTP2Connection.run`.
-  Streams never write to the transport themselves: they queue frames in
-  ``h2`` and wait for the writer, so that a WebSocket's send cancelled
-  halfway can never leave half a frame on a connection other WebSockets
-  share. The reader never waits on a stream: a stream's buffer is bounded
-  by its receive window, which ``h2`` enforces.
+  Streams never write to the transport themselves: they queue frames and
+  let the writer write them, so that a WebSocket's send cancelled halfway
+  can never leave half a frame on a connection other WebSockets share. A
+  send waits while more than ``_WRITE_HIGH_WATER`` bytes are unwritten.
+  The reader never waits on a stream: a stream's buffer is bounded by its
+  receive window. It waits only when more is unwritten than the streams
+  can have queued: answers (PING, SETTINGS) a peer sends for and does not
+  read.
 - Bounds, all from :class:`HTTP2Limits`: concurrent streams (our
-  SETTINGS_MAX_CONCURRENT_STREAMS; ``h2`` refuses one more), the header
-  list size (SETTINGS_MAX_HEADER_LIST_SIZE, and at most 64 CONTINUATION
-  frames, ``h2``'s own limit), each stream's receive window, the
-  connection's window (the sum of its streams'), and the flood buckets
-  of ``_h2.frame_guard``. A peer past one gets GOAWAY with the matching
-  error code and the connection closes.
+  SETTINGS_MAX_CONCURRENT_STREAMS, enforced here: one stream too many is
+  refused alone), the header list size (SETTINGS_MAX_HEADER_LIST_SIZE,
+  and at most 64 CONTINUATION frames, ``h2``'s own limit), the frame size,
+  each stream's receive window, the connection's window (the sum of its
+  streams'), and the flood buckets of ``_h2.frame_guard`` (refused streams
+  count as resets). A peer past one gets GOAWAY with the matching error
+  code and the connection closes.
 - Graceful ending (:meth:`HTTP2Connection.go_away`): a GOAWAY that names
   the last stream we will serve is written by this module (``h2`` would
   consider the connection dead after it), streams opened later are
@@ -31,6 +42,7 @@ Rules:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import math
@@ -73,6 +85,11 @@ DEFAULT_LIMITS = HTTP2Limits()
 #: A stream's send returns once no more than this is left for the writer
 #: to write (a send buffer's worth): beyond it, the send waits.
 _WRITE_HIGH_WATER = 64 * 1024
+
+#: The largest DATA frame we write, whatever the peer allows: frames of
+#: different streams take turns on the wire, and what one stream may queue
+#: stays small.
+_MAX_DATA_FRAME = 64 * 1024
 
 #: How long the writer may take to deliver the last frames (GOAWAY) of a
 #: connection that is ending, before the transport is closed anyway.
@@ -128,6 +145,12 @@ class HTTP2Connection:
         self._h2.max_inbound_frame_size = limits.max_frame_size
         self._h2.decoder.max_header_list_size = limits.max_header_list_size
         self._h2.initiate_connection()
+        if not is_client:
+            # Announced, and enforced by _request_received, which refuses one
+            # stream too many alone; h2 would end the whole connection for
+            # it, so its own count is lifted once our SETTINGS are written.
+            lifted = {**initial, codes.MAX_CONCURRENT_STREAMS: 2**31 - 1}
+            self._h2.local_settings = h2.settings.Settings(client=False, initial_values=lifted)
         extra_window = limits.connection_window - self._h2.inbound_flow_control_window
         if extra_window > 0:
             self._h2.increment_flow_control_window(extra_window)
@@ -155,6 +178,12 @@ class HTTP2Connection:
         # stream's send waits on beyond _WRITE_HIGH_WATER.
         self._unwritten = 0
         self._written_event = trio.Event()
+        # More unwritten than the streams' sends can queue (each waits past
+        # _WRITE_HIGH_WATER, with one frame at most) is answers the peer
+        # does not read: the reader waits then (see _reader).
+        self._answers_cap = 2 * (
+            _WRITE_HIGH_WATER + limits.max_concurrent_streams * _MAX_DATA_FRAME
+        )
         self._settings_event: trio.Event | None = trio.Event()
         self._peer_settings_seen = False
         #: Set once a GOAWAY went either way: no new streams.
@@ -175,6 +204,10 @@ class HTTP2Connection:
         self._unclosed_requests = 0
         self._idle_watch = trio.CancelScope()
         self._idle_wait: trio.CancelScope | None = None
+        self._opened_since_idle = False
+        # Streams we closed and ended whose peer had not ended them yet
+        # (see close_stream), oldest first.
+        self._left_to_peer: collections.deque[int] = collections.deque()
         self._all_streams_gone: trio.Event | None = None
         self._queue_output()
 
@@ -217,6 +250,10 @@ class HTTP2Connection:
                 if not self._take_in(guard.feed(first)):
                     return
             while True:
+                while self._unwritten > self._answers_cap:
+                    # A peer that sends and does not read (a PING flood that
+                    # never takes its ACKs): no more reading until it does.
+                    await self._written_event.wait()
                 try:
                     received = await self.transport.receive_some(receive_size)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -261,7 +298,8 @@ class HTTP2Connection:
         if guard.send_window_opened:
             guard.send_window_opened = False
             self._open_all_windows()
-        self._queue_output()
+        if self._queue_output():  # h2's answers: PING and SETTINGS ACKs, resets
+            self._output_ready.set()
         return True
 
     async def _writer(self) -> None:
@@ -296,11 +334,14 @@ class HTTP2Connection:
                     self._all_streams_gone = trio.Event()
                     await self._all_streams_gone.wait()
                     continue
+                self._opened_since_idle = False
                 with trio.move_on_after(self._idle_timeout) as waiting:
                     self._idle_wait = waiting
                     await trio.sleep_forever()
                 self._idle_wait = None
-                if waiting.cancelled_caught and not self._streams:
+                # (A stream opened meanwhile cancels the wait too, and may
+                # be over already: it still was not idle time.)
+                if not self._opened_since_idle and not self._streams:
                     logger.debug("closing an HTTP/2 connection idle for %s s", self._idle_timeout)
                     self.go_away()
                     return
@@ -394,17 +435,21 @@ class HTTP2Connection:
     def _request_received(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id
         if self.is_client or self._on_request is None:
-            self._h2.reset_stream(stream_id, PROTOCOL_ERROR)
+            self._refuse(stream_id, PROTOCOL_ERROR)
             return
         last = self._last_stream_served
         if self.going_away and (last is None or stream_id > last):
-            self._h2.reset_stream(stream_id, REFUSED_STREAM)
+            self._refuse(stream_id, REFUSED_STREAM)
             return
         if self._unclosed_requests >= self._limits.max_concurrent_streams:
-            # Opened and reset faster than their handlers end (rapid
-            # reset): no more handlers than the stream limit, ever.
-            self._h2.reset_stream(stream_id, REFUSED_STREAM)
+            # Our SETTINGS_MAX_CONCURRENT_STREAMS, enforced here rather than
+            # by h2 (which would end the whole connection): one stream too
+            # many is refused alone (RFC 9113, section 5.1.2), and so are
+            # streams opened and reset faster than their handlers end
+            # (rapid reset): no more handlers than the limit, ever.
+            self._refuse(stream_id, REFUSED_STREAM)
             return
+        self._opened_since_idle = True
         self._unclosed_requests += 1
         headers = _plain(event.headers)
         # (h2 checks a body against its content-length, which it cannot
@@ -416,6 +461,15 @@ class HTTP2Connection:
         if self._idle_wait is not None:
             self._idle_wait.cancel()
         self._on_request(stream, headers)
+
+    def _refuse(self, stream_id: int, error_code: int) -> None:
+        """Reset a stream the peer opened and we will not serve. It counts
+        as a reset (a peer that makes us refuse streams in a loop floods
+        as surely as one that resets them); h2 may have closed it already
+        (the peer reset it in the same read)."""
+        self._guard.count_reset()
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self._h2.reset_stream(stream_id, error_code)
 
     def _peer_goes_away(self, goaway: GoAway) -> None:
         """A GOAWAY from the peer: streams above its last stream id were
@@ -452,7 +506,13 @@ class HTTP2Connection:
                 window = self._h2.local_flow_control_window(stream_id)
             except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
                 return 0
-        return min(window, self._h2.max_outbound_frame_size)
+        return min(window, self._h2.max_outbound_frame_size, _MAX_DATA_FRAME)
+
+    @property
+    def must_drain(self) -> bool:
+        """Whether a stream must let the writer catch up before it queues
+        more (see ``flush``)."""
+        return self._unwritten > _WRITE_HIGH_WATER
 
     def queue_data(self, stream_id: int, data: memoryview, *, end_stream: bool) -> None:
         """Queue one DATA frame (``send_room`` bytes at most), the last of
@@ -555,8 +615,11 @@ class HTTP2Connection:
             return
         self.wake_writer()
 
-    def close_stream(self, stream_id: int, *, end: bool, reset: bool, aborting: bool) -> None:
-        """A stream's user closed it (see ``_h2.stream`` for what goes out)."""
+    def close_stream(
+        self, stream_id: int, *, end: bool, reset: bool, aborting: bool, peer_open: bool
+    ) -> None:
+        """A stream's user closed it (see ``_h2.stream`` for what goes out;
+        ``peer_open``: the peer has not ended its side)."""
         if stream_id % 2 == 1 and not self.is_client:
             self._unclosed_requests -= 1
         if self._guard.senders is not None:
@@ -572,6 +635,13 @@ class HTTP2Connection:
                 self._h2.reset_stream(stream_id, CANCEL if aborting else NO_ERROR)
             except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
                 pass
+        elif peer_open:
+            # Left to the peer to end; past the stream limit's worth of such
+            # streams (a peer that never ends them), the oldest is reset.
+            self._left_to_peer.append(stream_id)
+            if len(self._left_to_peer) > self._limits.max_concurrent_streams:
+                with contextlib.suppress(h2.exceptions.ProtocolError):
+                    self._h2.reset_stream(self._left_to_peer.popleft(), NO_ERROR)
         if self._streams.pop(stream_id, None) is not None:
             self._stream_gone()
         self.wake_writer()

@@ -66,13 +66,13 @@ GOAWAY = 0x7
 WINDOW_UPDATE = 0x8
 CONTINUATION = 0x9
 
-_FLAG_ACK = 0x1
 _FLAG_END_STREAM = 0x1
 _FLAG_PADDED = 0x8
 
 #: Error codes this module raises with (RFC 9113, section 7).
 PROTOCOL_ERROR = 0x1
 FLOW_CONTROL_ERROR = 0x3
+FRAME_SIZE_ERROR = 0x6
 ENHANCE_YOUR_CALM = 0xB
 
 #: The largest flow-control window HTTP/2 allows (RFC 9113, section 6.9.1).
@@ -347,6 +347,9 @@ class FrameGuard:
         length = int.from_bytes(head[0:3], "big")
         kind = head[3]
         flags = head[4]
+        if length > self._max_frame_size:
+            # Refused on its header, before its payload is waited for.
+            raise PeerError(FRAME_SIZE_ERROR, f"a frame of {length} bytes")
         if kind == DATA:
             if length == 0 and not flags & _FLAG_END_STREAM:
                 self._control_frame()
@@ -368,8 +371,8 @@ class FrameGuard:
             if not self._resets.take():
                 raise PeerFlood("too many stream resets (rapid reset)")
         elif kind in (SETTINGS, PING):
-            if not flags & _FLAG_ACK:
-                self._control_frame()
+            # (ACKs too: one answers each of ours, and we send few.)
+            self._control_frame()
         elif kind not in (DATA, HEADERS, WINDOW_UPDATE, GOAWAY):
             # PRIORITY, CONTINUATION, PUSH_PROMISE and unknown types. (A
             # WINDOW_UPDATE counts when its increment is small: see
@@ -397,6 +400,11 @@ class FrameGuard:
     def _control_frame(self) -> None:
         if not self._control.take():
             raise PeerFlood("too many control frames")
+
+    def count_reset(self) -> None:
+        """Count a stream reset the peer made us send (a refused stream)."""
+        if not self._resets.take():
+            raise PeerFlood("too many refused streams")
 
     def small_window_update(self) -> None:
         """Count a WINDOW_UPDATE whose increment was small (the

@@ -11,10 +11,13 @@ Rules:
   the data to the connection's writer and returns once the connection has
   no more than a send buffer's worth (64 KiB) left to write.
 - Closing: :meth:`HTTP2Stream.send_eof` is END_STREAM. :meth:`aclose` ends
-  the stream with END_STREAM, then resets it (NO_ERROR) if the peer has
-  not ended its side, which RFC 9113 (section 8.1) allows once the answer
-  is complete; closed under a cancelled scope (``trio.aclose_forcefully``:
-  an abort), it resets with CANCEL instead. Neither waits for the peer.
+  the stream with END_STREAM (unless it was already) and leaves the rest
+  to the peer: a reset right behind the last data would let a proxy drop
+  that data (nghttpx does), and some peers take a frame for a stream they
+  are done with as a connection error (Hypercorn). The connection bounds
+  how many such streams it leaves to their peer. Closed under a cancelled
+  scope (``trio.aclose_forcefully``: an abort), a stream is reset with
+  CANCEL instead. Neither waits for the peer.
 - A stream the peer reset, or whose connection broke, raises
   ``trio.BrokenResourceError`` from both directions; a stream the peer
   ended reads ``b""``.
@@ -39,6 +42,9 @@ class StreamOwner(Protocol):
 
     def send_room(self, stream_id: int) -> int: ...
 
+    @property
+    def must_drain(self) -> bool: ...
+
     def queue_data(self, stream_id: int, data: memoryview, *, end_stream: bool) -> None: ...
 
     async def flush(self) -> None: ...
@@ -49,7 +55,9 @@ class StreamOwner(Protocol):
 
     def end_stream(self, stream_id: int) -> None: ...
 
-    def close_stream(self, stream_id: int, *, end: bool, reset: bool, aborting: bool) -> None: ...
+    def close_stream(
+        self, stream_id: int, *, end: bool, reset: bool, aborting: bool, peer_open: bool
+    ) -> None: ...
 
     def send_headers(self, stream_id: int, headers: Headers) -> None: ...
 
@@ -179,6 +187,11 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
         total = len(view)
         await trio.lowlevel.checkpoint_if_cancelled()
         while sent < total:
+            if connection.must_drain:
+                # Queued enough for now: let the writer catch up first.
+                await connection.flush()
+                self._check_sendable()
+                continue
             room = connection.send_room(self.stream_id)
             if room <= 0:
                 # Written what fits, the peer can answer with a window.
@@ -240,8 +253,9 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
             self._connection.close_stream(
                 self.stream_id,
                 end=not self._local_ended and not aborting,
-                reset=self._reset_code is None and (aborting or not self._remote_ended),
+                reset=self._reset_code is None and aborting,
                 aborting=aborting,
+                peer_open=self._reset_code is None and not self._remote_ended,
             )
             self._local_ended = True
             self._wake_all()

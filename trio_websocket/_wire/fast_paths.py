@@ -5,8 +5,9 @@ Rules:
   ``TRIO_WEBSOCKET_FAST_PATHS``: ``0`` turns every fast path off, anything
   else (or nothing) leaves them on. Off, wsproto parses and serializes
   every frame and runs the opening handshake, trio's own ``SocketStream``
-  and ``SocketListener`` carry the bytes, and the hub frames each message
-  per connection.
+  and ``SocketListener`` carry the bytes, the hub frames each message
+  per connection, and ``h2`` parses and writes every DATA frame and keeps
+  the flow-control windows of HTTP/2 connections.
 - Each fast path reads ``ENABLED`` where it decides, once per connection or
   per stream, never per frame: the switch costs nothing when on.
 - CI runs the whole test suite both ways; the tests that check a fast
