@@ -72,8 +72,10 @@ class PrebuiltFrameSink(Protocol):
 class EndingStream(Protocol):
     """A stream whose sending side can end with a write (an HTTP/2 stream
     of RFC 8441: END_STREAM on the DATA frame). ``_core.sending`` ends it
-    with the write that carries a close frame answering the peer's: a
-    peer never gets a frame for a stream it is done with."""
+    with the write that carries a close frame answering the peer's, or a
+    client's close: a peer never gets a frame for a stream it is done
+    with. A client over one stops reading once the closing handshake is
+    over (no TCP TIME_WAIT to leave to the server)."""
 
     async def send_all_and_end(self, data: bytes | bytearray | memoryview) -> None:
         """``send_all(data)``, then no more: the peer sees the end of the

@@ -217,8 +217,11 @@ class ConnectionLifecycle(ConnectionSending):
 
     def _reading_stopped(self) -> bool:
         """Whether the reader reads no more (a server once reading is done;
-        a client reads on, dropping, until EOF)."""
-        return self._state is READ_DONE and not self._is_client
+        a client reads on, dropping, until EOF: the server closes TCP
+        first, RFC 6455 section 7.1.1, to keep TIME_WAIT on its side; over
+        an HTTP/2 stream, which has no TIME_WAIT and which some servers
+        never end, a client stops too)."""
+        return self._state is READ_DONE and (not self._is_client or self._ends_with_close)
 
     # ------------------------------------------------------------------
     # The peer at fault

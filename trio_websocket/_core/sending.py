@@ -366,15 +366,16 @@ class ConnectionSending:
                 self._bytes_sent += total
                 # Nothing is queued after a close frame: once it is queued,
                 # this batch holds it and is the last write ever. It ends
-                # the stream when it completes the closing handshake (our
-                # close answers the peer's): the end of the stream is what
-                # the end of TCP is over HTTP/1.1, and a proxy that turns
-                # it into a TCP close (nghttpx) would lose the peer's
-                # answer to a close we start.
+                # the stream when it answers the peer's close, or is a
+                # client's (nothing follows a client's close: the end of
+                # its stream is a half-close, as a proxy passes it on); a
+                # server's own close does not (nghttpx turns the end of
+                # that stream into a TCP close towards the client, which
+                # loses the client's answer), its end comes with aclose.
                 last = (
                     self._ends_with_close
                     and self._close_sent is not None
-                    and self._close_received is not None
+                    and (self._is_client or self._close_received is not None)
                 )
                 if len(pieces) == 1:
                     await self._write(pieces[0], last)

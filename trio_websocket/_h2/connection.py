@@ -78,6 +78,7 @@ PROTOCOL_ERROR = 0x1
 INTERNAL_ERROR = 0x2
 REFUSED_STREAM = 0x7
 CANCEL = 0x8
+COMPRESSION_ERROR = 0x9
 ENHANCE_YOUR_CALM = 0xB
 
 DEFAULT_LIMITS = HTTP2Limits()
@@ -275,7 +276,15 @@ class HTTP2Connection:
         except h2.exceptions.ProtocolError as exc:
             # h2 has queued its GOAWAY.
             logger.debug("HTTP/2 protocol error from the peer: %s", exc)
-            self._queue_output()
+            pending = self._h2.data_to_send()
+            if _hpack_failed(exc) and pending[-17:-8] == _PLAIN_GOAWAY_HEADER:
+                # A header block HPACK cannot decode is a COMPRESSION_ERROR
+                # (RFC 9113, section 4.3), which h2 calls PROTOCOL_ERROR.
+                last_stream_id = int.from_bytes(pending[-8:-4], "big")
+                pending = pending[:-17] + _goaway_frame(last_stream_id, COMPRESSION_ERROR)
+            if pending:
+                self._output.append(pending)
+                self._unwritten += len(pending)
             return False
         for event in events:
             self._handle(event)
@@ -288,6 +297,7 @@ class HTTP2Connection:
             guard.padding.clear()
         if guard.stream_errors:
             for stream_id, error_code in guard.stream_errors:
+                guard.count_reset()  # (a reset the peer made us send)
                 stream = self._forget(stream_id)
                 with contextlib.suppress(h2.exceptions.ProtocolError):
                     self._h2.reset_stream(stream_id, error_code)
@@ -398,6 +408,11 @@ class HTTP2Connection:
                     self._guard.routes[event.stream_id] = stream
                 stream.response_received(headers)
         elif isinstance(event, h2.events.StreamReset):
+            if not event.remote_reset:
+                # h2 reset the stream for an error of the peer's: a reset
+                # the peer made us send counts as one of its own
+                # ("MadeYouReset", CVE-2025-8671).
+                self._guard.count_reset()
             stream = self._forget(event.stream_id)
             if stream is not None:
                 stream.broken(int(event.error_code))
@@ -836,6 +851,22 @@ def _window_update_frame(stream_id: int, increment: int) -> bytes:
         b"\x00\x00\x04\x08\x00"
         + stream_id.to_bytes(4, "big")
         + (increment & 0x7FFFFFFF).to_bytes(4, "big")
+    )
+
+
+#: The header of a GOAWAY frame without debug data, as h2 writes it last
+#: when it ends a connection.
+_PLAIN_GOAWAY_HEADER = b"\x00\x00\x08\x07\x00\x00\x00\x00\x00"
+
+
+def _hpack_failed(exc: BaseException) -> bool:
+    """Whether h2 failed on a header block HPACK could not decode (not
+    one that was merely too large)."""
+    cause = exc.__cause__
+    return (
+        cause is not None
+        and type(cause).__module__.startswith("hpack")
+        and not isinstance(exc, h2.exceptions.DenialOfServiceError)
     )
 
 

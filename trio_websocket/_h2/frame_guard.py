@@ -402,7 +402,8 @@ class FrameGuard:
             raise PeerFlood("too many control frames")
 
     def count_reset(self) -> None:
-        """Count a stream reset the peer made us send (a refused stream)."""
+        """Count a stream reset the peer made us send (a refused stream, or
+        a stream error of its making)."""
         if not self._resets.take():
             raise PeerFlood("too many refused streams")
 
