@@ -8,6 +8,11 @@ offers permessage-deflate (the 12.* and 13.* cases accept it), with a
 threshold of 0 so that every echoed message goes through our compressor.
 
     python echo_client.py --port 9001 [--agent trio_websocket] [--case-timeout 120]
+                          [--http2]
+
+With ``--http2`` every connection is a WebSocket over HTTP/2 (RFC 8441, h2c
+by prior knowledge, ``http2="require"``; run_h2.py puts nghttpx between it
+and the fuzzing server).
 
 Every wait is bounded: a case that does not finish within ``--case-timeout``
 seconds is abandoned (and reported on stderr), and the whole run stops after
@@ -27,6 +32,8 @@ from trio_websocket import ConnectionClosed, DeflateConfig, HandshakeError, open
 
 MAX_MESSAGE_SIZE = 32 * 1024 * 1024
 COMPRESSION = DeflateConfig(threshold=0)
+#: open_websocket_url's HTTP/2 option (main() sets it from --http2).
+HTTP2: dict[str, str] = {}
 
 
 def log(text: str) -> None:
@@ -35,7 +42,7 @@ def log(text: str) -> None:
 
 async def get_case_count(base: str, timeout: float) -> int:
     with trio.fail_after(timeout):
-        async with open_websocket_url(f"{base}/getCaseCount") as ws:
+        async with open_websocket_url(f"{base}/getCaseCount", **HTTP2) as ws:
             try:
                 message = await ws.get_message()
             except ConnectionClosed:
@@ -51,7 +58,7 @@ async def run_case(base: str, case: int, agent: str, timeout: float) -> str:
     with trio.move_on_after(timeout) as scope:
         try:
             async with open_websocket_url(
-                url, max_message_size=MAX_MESSAGE_SIZE, compression=COMPRESSION
+                url, max_message_size=MAX_MESSAGE_SIZE, compression=COMPRESSION, **HTTP2
             ) as ws:
                 try:
                     while True:
@@ -73,7 +80,7 @@ async def run_case(base: str, case: int, agent: str, timeout: float) -> str:
 
 async def update_reports(base: str, agent: str, timeout: float) -> None:
     with trio.fail_after(timeout):
-        async with open_websocket_url(f"{base}/updateReports?agent={agent}") as ws:
+        async with open_websocket_url(f"{base}/updateReports?agent={agent}", **HTTP2) as ws:
             try:
                 while True:
                     await ws.get_message()
@@ -83,6 +90,8 @@ async def update_reports(base: str, agent: str, timeout: float) -> None:
 
 async def main(args: argparse.Namespace) -> int:
     base = f"ws://127.0.0.1:{args.port}"
+    if args.http2:
+        HTTP2["http2"] = "require"
     with trio.move_on_after(args.max_seconds) as scope:
         count = await get_case_count(base, 30)
         log(f"echo client: {count} cases")
@@ -108,4 +117,5 @@ if __name__ == "__main__":
     parser.add_argument("--case-timeout", type=float, default=120.0)
     parser.add_argument("--max-seconds", type=float, default=3000.0)
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--http2", action="store_true", help="RFC 8441 (h2c) connections")
     sys.exit(trio.run(main, parser.parse_args()))

@@ -5,7 +5,10 @@ it came: text as text, binary as binary. Listens on 127.0.0.1 only.
 permessage-deflate is accepted when offered (the 12.* and 13.* cases), with
 a threshold of 0 so that every echoed message goes through our compressor.
 
-    python echo_server.py [--port 0] [--max-seconds 3600]
+    python echo_server.py [--port 0] [--max-seconds 3600] [--http2]
+
+With ``--http2`` it also takes WebSockets over HTTP/2 (RFC 8441, h2c by
+prior knowledge; run_h2.py puts nghttpx in front of it).
 
 Prints ``LISTENING <port>`` on stdout once it accepts connections (with
 ``--port 0`` the system picks a free port), and exits by itself after
@@ -47,7 +50,8 @@ async def stop_on_signal(scope: trio.CancelScope) -> None:
             return
 
 
-async def main(port: int, max_seconds: float) -> None:
+async def main(port: int, max_seconds: float, http2: bool) -> None:
+    options = {"http2": True} if http2 else {}
     with trio.move_on_after(max_seconds) as limit:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(stop_on_signal, nursery.cancel_scope)
@@ -60,6 +64,7 @@ async def main(port: int, max_seconds: float) -> None:
                     None,
                     max_message_size=MAX_MESSAGE_SIZE,
                     compression=COMPRESSION,
+                    **options,
                 )
             )
             print(f"LISTENING {server.port}", flush=True)
@@ -71,5 +76,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--max-seconds", type=float, default=3600.0)
+    parser.add_argument("--http2", action="store_true", help="take RFC 8441 (h2c) too")
     args = parser.parse_args()
-    trio.run(main, args.port, args.max_seconds)
+    trio.run(main, args.port, args.max_seconds, args.http2)

@@ -1,9 +1,10 @@
 """Getting the outside peers some tests run against, or saying why not.
 
 The peers: programs (Node.js and npm, Chromium, redis-server, tinyproxy,
-Dante), packages from a registry that the tests install themselves (npm's
-``ws``, by ``npm ci``), and Python packages from PyPI that
-requirements-dev.txt pins (websockets, aiohttp, websocket-client, coredis).
+Dante, nghttpx from Debian's nghttp2-proxy), packages from a registry that
+the tests install themselves (npm's ``ws``, by ``npm ci``), and Python
+packages from PyPI that requirements-dev.txt pins (websockets, aiohttp,
+websocket-client, coredis, hypercorn).
 
 Rules, the same for every peer:
 

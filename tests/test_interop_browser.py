@@ -19,6 +19,7 @@ when that cannot be done the tests are skipped, or fail under ``CI=true``
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -28,7 +29,7 @@ import time
 import urllib.parse
 import urllib.request
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -89,12 +90,21 @@ def chromium() -> str:
 
 @pytest.fixture(scope="module")
 def devtools(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A headless Chromium with a fresh profile; yields the DevTools port.
+    """A headless Chromium with a fresh profile; yields the DevTools port."""
+    with launched_chromium(chromium, tmp_path_factory.mktemp("chromium")) as port:
+        yield port
+
+
+@contextlib.contextmanager
+def launched_chromium(
+    chromium: str, folder: Path, extra_flags: Sequence[str] = ()
+) -> Iterator[str]:
+    """Run a headless Chromium (CHROMIUM_FLAGS and ``extra_flags``) with a
+    fresh profile in ``folder``; yields its DevTools port.
 
     Chromium runs in its own process group (it starts helper processes),
-    which is killed when the module's tests are done.
+    which is killed when the block ends.
     """
-    folder = tmp_path_factory.mktemp("chromium")
     profile = folder / "profile"
     stderr_path = folder / "stderr.txt"
     with open(stderr_path, "wb") as stderr:
@@ -102,6 +112,7 @@ def devtools(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             [
                 chromium,
                 *CHROMIUM_FLAGS,
+                *extra_flags,
                 f"--user-data-dir={profile}",
                 "--remote-debugging-port=0",
             ],
