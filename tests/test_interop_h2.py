@@ -480,13 +480,6 @@ async def test_http11_clients_through_nghttpx_to_our_server(
 SEQUENTIAL_WEBSOCKETS = 120
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="since 'h2: ... a clean close never resets the stream', our server keeps "
-    "the stream of every closed WebSocket open until the peer ends it; nghttpx never "
-    "does, so after 100 WebSockets its backend connection is full and the 101st "
-    "opening handshake hangs",
-)
 @pytest.mark.parametrize("server_closes", [False, True], ids=["client-closes", "server-closes"])
 async def test_closed_websockets_free_their_streams_behind_nghttpx(
     nursery: trio.Nursery, tmp_path: Path, server_closes: bool
