@@ -172,10 +172,13 @@ class HTTP2Connection:
         # never parsing them (see _h2.frame_guard's rules).
         self._route_data = fast_paths.ENABLED
         # Received bytes taken by the streams' readers and not handed back
-        # yet (WINDOW_UPDATE), and when to hand them back: a quarter window.
+        # yet (WINDOW_UPDATE), and when to hand them back: half a stream's
+        # window (each update is a write of its own when nothing else is
+        # going out: a quarter made 1 MiB messages cost 16 writes), a
+        # quarter of the connection's (it is the sum of the streams').
         self._unacked = 0
         self._connection_update_at = max(1, limits.connection_window // 4)
-        self._stream_update_at = max(1, limits.stream_window // 4)
+        self._stream_update_at = max(1, limits.stream_window // 2)
         self._streams: dict[int, HTTP2Stream] = {}
         self._output: list[bytes] = []
         self._output_ready = trio.Event()
