@@ -12,12 +12,12 @@ Rules:
   no more than a send buffer's worth (256 KiB) left to write.
 - Closing: :meth:`HTTP2Stream.send_eof` is END_STREAM. :meth:`aclose` ends
   the stream with END_STREAM (unless it was already) and leaves the rest
-  to the peer: a reset right behind the last data would let a proxy drop
-  that data (nghttpx does), and some peers take a frame for a stream they
-  are done with as a connection error (Hypercorn). The connection bounds
-  how many such streams it leaves to their peer. Closed under a cancelled
-  scope (``trio.aclose_forcefully``: an abort), a stream is reset with
-  CANCEL instead. Neither waits for the peer.
+  to the peer for a moment: a reset right behind the last data would let a
+  proxy drop that data (nghttpx does). The connection resets it
+  (NO_ERROR) a second later if the peer has not ended it by then (see
+  ``HTTP2Connection._reset_left_streams``). Closed under a cancelled scope
+  (``trio.aclose_forcefully``: an abort), a stream is reset with CANCEL at
+  once. Neither waits for the peer.
 - A stream the peer reset, or whose connection broke, raises
   ``trio.BrokenResourceError`` from both directions; a stream the peer
   ended reads ``b""``.
