@@ -12,13 +12,23 @@ SETTINGS_ENABLE_CONNECT_PROTOCOL, accepted by a 200 response.  WebSocket
 frames (masked, RFC 6455, from wsframes.py) travel in the stream's DATA
 frames exactly as they would on a TCP connection.
 
+echo --framing raw (the default, what run.py --http2 uses): once `h2` has
+opened the stream, its frames are read and written by h2raw.py (same rules
+as below, no `h2` objects per frame), so this client reads about as fast as
+loadgen.py does over HTTP/1.1; with `h2` for every frame (--framing h2) it
+reads 2-4x slower and, at 64 KiB and 1 MiB, the server's socket buffer
+fills and its writes turn partial, which the server's CPU per message
+would then wrongly include.  --verify checks every echoed byte against the
+message sent (and the count of echoes), for a correctness run.
+
 Rules this client keeps, so the server is measured under a well-behaved
 peer:
   * flow control both ways: it never sends more DATA than the server's
     windows allow (the rest waits for WINDOW_UPDATE), and it hands every
-    DATA frame it consumes back to h2 (`acknowledge_received_data`), which
-    sends WINDOW_UPDATEs as the windows drain; its own windows
-    (--stream-window, --conn-window) are announced at the start;
+    DATA frame it consumes back (with `h2`: `acknowledge_received_data`,
+    which sends WINDOW_UPDATEs as the windows drain; raw: a WINDOW_UPDATE
+    per half window consumed); its own windows (--stream-window,
+    --conn-window) are announced at the start;
   * DATA frames no bigger than the server's SETTINGS_MAX_FRAME_SIZE;
     each WebSocket message starts a DATA frame of its own, as a browser's
     would (a message bigger than a frame takes several); --packed puts as
@@ -41,6 +51,7 @@ import select
 import socket
 import ssl
 import time
+from functools import partial
 
 import h2.config
 import h2.connection
@@ -53,11 +64,13 @@ from benchutil import (
     proc_rss_kib,
     watchdog,
 )
-from wsframes import OP_BINARY, OP_CLOSE, FrameCounter, build_frame
+from h2raw import RawStream
+from wsframes import OP_BINARY, OP_CLOSE, FrameCounter, build_frame, frame_header
 
 HOST = "127.0.0.1"
 IO_TIMEOUT = 10.0
 RECV_SIZE = 1 << 18
+RAW_RECV_SIZE = 1 << 20  # as loadgen.py's read buffer
 CLOSE_FRAME = build_frame(OP_CLOSE, (1000).to_bytes(2, "big"), masked=True)
 # a non-blocking socket (TLS or not) that cannot go on right now
 WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
@@ -202,7 +215,7 @@ class H2Client:
 
 
 def pump(client, stream_id, counter, blob, flen, window, duration, max_msgs,
-         packed=False):
+         packed=False, check=None):
     """Keep `window` messages in flight on one stream for `duration` s;
     return how many were echoed.  Like loadgen.pump, plus HTTP/2 framing
     and flow control: message bytes become DATA frames as the server's
@@ -227,6 +240,8 @@ def pump(client, stream_id, counter, blob, flen, window, duration, max_msgs,
         nonlocal echoed
         if isinstance(event, h2.events.DataReceived):
             echoed += counter.feed(event.data)
+            if check is not None:
+                check.feed(event.data)
             conn.acknowledge_received_data(event.flow_controlled_length,
                                            event.stream_id)
         elif not isinstance(event, (h2.events.WindowUpdated,
@@ -291,30 +306,151 @@ def pump(client, stream_id, counter, blob, flen, window, duration, max_msgs,
             echoed = 0
 
 
+class EchoChecker:
+    """--verify: every echoed byte must be the expected unmasked frame
+    (the message sent, as one frame), message after message."""
+
+    def __init__(self, payload):
+        self.expected = memoryview(frame_header(OP_BINARY, len(payload))
+                                   + payload)
+        self.pos = 0  # into self.expected
+        self.checked = 0
+
+    def feed(self, data):
+        data = memoryview(data)
+        i, n, size = 0, len(data), len(self.expected)
+        while i < n:
+            take = min(n - i, size - self.pos)
+            if data[i:i + take] != self.expected[self.pos:self.pos + take]:
+                raise H2ClientError(f"echo differs at byte {self.checked} "
+                                    "of the received WebSocket bytes")
+            i += take
+            self.checked += take
+            self.pos = (self.pos + take) % size
+
+
+def raw_pump(raw, counter, blob, flen, window, duration, max_msgs,
+             packed=False, check=None):
+    """pump() with the stream framed by hand (h2raw.RawStream) instead of
+    `h2`: the same rules and the same result."""
+    sock = raw.sock
+    sock.setblocking(False)
+    fd = sock.fileno()
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    rbuf = bytearray(RAW_RECV_SIZE)
+    rview = memoryview(rbuf)
+    credit, sent, received = window, 0, 0
+    unframed = None  # message bytes not yet framed (flow control)
+    into_message = 0  # how far into its message unframed[0] is
+    deadline = time.perf_counter() + duration
+    stopping = False
+    timeout_ms = int(IO_TIMEOUT * 1000)
+    tls = isinstance(sock, ssl.SSLSocket)
+    echoed = 0
+
+    def on_data(piece):
+        nonlocal echoed
+        echoed += counter.feed(piece)
+        if check is not None:
+            check.feed(piece)
+
+    raw.on_data = on_data
+    out = raw.out
+    while True:
+        if not stopping and (sent >= max_msgs
+                             or time.perf_counter() >= deadline):
+            stopping = True
+        if stopping and unframed is None and not out and received >= sent:
+            sock.setblocking(True)
+            return sent
+        if unframed is None and credit and not stopping:
+            sent += credit
+            unframed = blob[:credit * flen]
+            credit = 0
+        if unframed is not None:
+            room = min(raw.send_room(), len(unframed))
+            step = raw.max_frame
+            pos = 0
+            while pos < room:
+                end = min(pos + step, room)
+                if not packed:  # stop at the next message's start
+                    end = min(end, pos + flen - (into_message + pos) % flen)
+                raw.add_data(unframed[pos:end])
+                pos = end
+            into_message = (into_message + pos) % flen
+            unframed = unframed[pos:] if pos < len(unframed) else None
+        poller.modify(fd, select.POLLIN | select.POLLOUT if out
+                      else select.POLLIN)
+        # TLS may hold decrypted bytes the socket no longer shows
+        buffered = tls and sock.pending()
+        events = poller.poll(0 if buffered else timeout_ms)
+        if not events and not buffered:
+            raise TimeoutError("no progress from the server")
+        ev = events[0][1] if events else select.POLLIN
+        if ev & select.POLLOUT and out:
+            try:
+                n = sock.send(out)
+            except WOULD_BLOCK:
+                n = 0
+            del out[:n]
+        if ev & (select.POLLIN | select.POLLERR | select.POLLHUP) or buffered:
+            try:
+                n = sock.recv_into(rbuf)
+            except WOULD_BLOCK:
+                continue
+            if n == 0:
+                raise H2ClientError("the server closed the connection")
+            raw.feed(rview[:n])
+            received += echoed
+            credit += echoed
+            echoed = 0
+
+
 def cmd_echo(args):
     for size, window in zip(args.sizes, args.windows, strict=True):
-        frame = build_frame(OP_BINARY, os.urandom(size), masked=True)
+        payload = os.urandom(size)
+        frame = build_frame(OP_BINARY, payload, masked=True)
         blob = memoryview(frame * window)
         client = H2Client(args.port, args.stream_window, args.conn_window,
                           args.tls)
         (stream_id,) = client.open_websockets(1)
         counter = FrameCounter("ws")
+        check = EchoChecker(payload) if args.verify else None
         max_msgs = args.max_bytes // size + window
-        pump(client, stream_id, counter, blob, len(frame), window,
-             args.warmup, max_msgs, args.packed)
+        if args.framing == "raw":
+            raw = RawStream(client, stream_id, args.stream_window,
+                            args.conn_window)
+            run = partial(raw_pump, raw)
+        else:
+            run = partial(pump, client, stream_id)
+        run = partial(run, counter, blob, len(frame), window)
+        tail = (max_msgs, args.packed, check)
+        warm = run(args.warmup, *tail)
         srv0 = proc_cpu_seconds(args.cpu_pid)
         me0 = time.process_time()
         t0 = time.perf_counter()
-        msgs = pump(client, stream_id, counter, blob, len(frame), window,
-                    args.duration, max_msgs, args.packed)
+        msgs = run(args.duration, *tail)
         t1 = time.perf_counter()
         me1 = time.process_time()
         srv1 = proc_cpu_seconds(args.cpu_pid)
-        client.close_websocket(stream_id)
+        if counter.messages != warm + msgs:
+            raise H2ClientError(f"{counter.messages} echoes counted, "
+                                f"{warm + msgs} sent")
+        if args.framing == "raw":
+            if raw.send_room() >= len(CLOSE_FRAME):
+                raw.add_data(CLOSE_FRAME, end_stream=True)
+            client.sock.sendall(raw.out)
+        else:
+            client.close_websocket(stream_id)
         client.close()
-        emit("RESULT", {"size": size, "window": window, "msgs": msgs,
-                        "wall": t1 - t0, "server_cpu": srv1 - srv0,
-                        "loadgen_cpu": me1 - me0})
+        result = {"size": size, "window": window, "msgs": msgs,
+                  "wall": t1 - t0, "server_cpu": srv1 - srv0,
+                  "loadgen_cpu": me1 - me0, "framing": args.framing}
+        if check is not None:
+            result["verified_bytes"] = check.checked
+            result["verified_msgs"] = counter.messages
+        emit("RESULT", result)
 
 
 def cmd_idle(args):
@@ -367,6 +503,13 @@ def main():
     e.add_argument("--warmup", type=float, default=0.3)
     e.add_argument("--max-bytes", type=int, default=8 << 30)
     e.add_argument("--cpu-pid", type=int, required=True)
+    e.add_argument("--framing", choices=("raw", "h2"), default="raw",
+                   help="raw (default): after the handshake the stream's "
+                   "frames are read and written by h2raw.py, about as fast "
+                   "as loadgen.py; h2: every frame through `h2` (2-4x "
+                   "slower to read: the server's writes back up)")
+    e.add_argument("--verify", action="store_true",
+                   help="check every echoed byte against the message sent")
     e.add_argument("--packed", action="store_true",
                    help="several messages per DATA frame (default: each "
                    "message starts a DATA frame)")

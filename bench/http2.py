@@ -15,8 +15,10 @@ both).  Per round, every measurement goes round-robin over the rows
     over 20 warm-up ones, divided by 1,000.
   * Server CPU per echoed message and msgs/s (16 B, 1 KiB, 64 KiB,
     1 MiB; the windows of run.py): pipelined echo on one HTTP/2 stream
-    (h2loadgen.py echo) and on one HTTP/1.1 connection (loadgen.py echo),
-    server CPU from /proc around the window.
+    (h2loadgen.py echo --framing raw: after the handshake, frames read and
+    written by hand, so the load generator keeps up as loadgen.py does) and
+    on one HTTP/1.1 connection (loadgen.py echo), server CPU from /proc
+    around the window.
 Targets (issue 15): ours' CPU per message over HTTP/2 within 1.5x of
 HTTP/1.1 at every size; ours' memory per HTTP/2 WebSocket at most half of
 an HTTP/1.1 connection's.  Results in bench/results-http2.json.
@@ -97,7 +99,8 @@ def _echo(run, stack, transport, server, size, window):
     timeout = 60 + 2 * d
     if transport == "h2":
         (res,) = measure.h2loadgen(venvs.python_of(H2LOAD_VENV), "echo",
-                                   server.port, extra, timeout)
+                                   server.port, [*extra, "--framing", "raw"],
+                                   timeout)
     else:
         (res,) = measure.loadgen("echo", server.port, "ws", extra, timeout)
     n, wall = res["msgs"], res["wall"]
