@@ -2,11 +2,10 @@
 install it.
 
 Rules:
-- The one module that imports ``h2`` eagerly; everything else in ``_h2``
-  imports ``h2`` through this module, so a missing extra fails in one
-  place, with one message.
-- Checked once, when HTTP/2 is asked for (a server or client option), not
-  when ``trio_websocket`` is imported.
+- Imports ``h2`` only inside :func:`require_h2`, which the options of the
+  server and the client call when HTTP/2 is asked for (not when
+  ``trio_websocket`` is imported): a missing or too old ``h2`` fails
+  there, in one place, with one message, before anything is opened.
 """
 
 from __future__ import annotations

@@ -5,9 +5,10 @@ Rules:
 - Flow control is the backpressure. What the peer sent waits here until
   :meth:`HTTP2Stream.receive_some` takes it; only then is its window
   handed back (WINDOW_UPDATE), so the peer can never have more than one
-  receive window of data waiting in this stream (``h2`` refuses more as a
-  flow-control error), and a stream whose reader is slow holds up no
-  other. :meth:`HTTP2Stream.send_all` waits for the peer's window, hands
+  receive window of data waiting in this stream (more is a flow-control
+  error: ``_h2.frame_guard``'s on the fast path, ``h2``'s without it),
+  and a stream whose reader is slow holds up no other.
+  :meth:`HTTP2Stream.send_all` waits for the peer's window, hands
   the data to the connection's writer and returns once the connection has
   no more than a send buffer's worth (256 KiB) left to write.
 - Closing: :meth:`HTTP2Stream.send_eof` is END_STREAM. :meth:`aclose` ends
