@@ -478,12 +478,7 @@ class WebSocketServer:
                     return
                 handler_error = await self._run_handler(request, scope)
             if request is None:
-                # The handshake phase ran out of time, or a shutdown stopped it.
-                if self._closing:  # counted as refused by _shut_down
-                    with trio.move_on_at(self._deadline):
-                        await send_http_answer(stream, SHUTTING_DOWN)
-                # Otherwise the client was too slow: dropped without an answer.
-                await trio.aclose_forcefully(stream)
+                await self._drop_undecided(stream)
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
@@ -492,6 +487,16 @@ class WebSocketServer:
                 raise handler_error
             finally:
                 del handler_error
+
+    async def _drop_undecided(self, stream: trio.abc.Stream) -> None:
+        """End a connection (or HTTP/2 stream) whose request was never
+        decided: the handshake phase ran out of time, or a shutdown stopped
+        it. A shutdown answers 503 (it counted the request as refused);
+        a client too slow is dropped without an answer."""
+        if self._closing:
+            with trio.move_on_at(self._deadline):
+                await send_http_answer(stream, SHUTTING_DOWN)
+        await trio.aclose_forcefully(stream)
 
     async def _run_handler(
         self, request: WebSocketRequest, scope: trio.CancelScope
@@ -580,10 +585,7 @@ class WebSocketServer:
                 request = outcome
                 handler_error = await self._run_handler(request, scope)
             if request is None:
-                if self._closing:
-                    with trio.move_on_at(self._deadline):
-                        await send_http_answer(stream, SHUTTING_DOWN)
-                await trio.aclose_forcefully(stream)
+                await self._drop_undecided(stream)
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
