@@ -584,7 +584,7 @@ class WebSocketConnection(ConnectionReceiving, trio.abc.Channel[Message]):
         # (Task names without the endpoints: formatting them for every
         # connection costs more than a name is worth.)
         role = "client" if self._is_client else "server"
-        nursery.start_soon(self._reader_task, name=f"{role}-{self._id} reader")
+        self._start_reader()
         if self._options.ping_interval is not None:
             self._keepalive_scope = trio.CancelScope()
             nursery.start_soon(self._keepalive_task, name=f"{role}-{self._id} keepalive")

@@ -20,6 +20,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import trio
 
 
@@ -80,3 +82,27 @@ class EndingStream(Protocol):
     async def send_all_and_end(self, data: bytes | bytearray | memoryview) -> None:
         """``send_all(data)``, then no more: the peer sees the end of the
         stream with the last of ``data``."""
+
+
+class DozingStream(Protocol):
+    """A stream a server's reader may leave while there is nothing to read
+    (an HTTP/2 stream of RFC 8441: many WebSockets share one connection,
+    and an idle WebSocket's parked reader task, with its frames and cancel
+    scope, weighs more than the rest of it). The reader ends its task
+    instead of waiting, and starts again when ``wake`` is called: once,
+    from another task, without blocking, with the stream's first news
+    (data, its end, a reset, a close). A connection over one receives no
+    bytes with its handshake (there is nothing to parse before the first
+    read)."""
+
+    async def receive_or_doze(self, max_bytes: int, wake: Callable[[], None]) -> bytes | None:
+        """``receive_some(max_bytes)``; or None when the stream asks the
+        reader to doze (nothing is buffered): ``wake`` is then due."""
+
+    def wake_on_news(self, wake: Callable[[], None]) -> bool:
+        """Doze from the start: ``wake`` is due with the first news; False
+        (no call due) when there is news already."""
+
+    def forget_wake(self) -> None:
+        """The reader was woken otherwise (its connection closes): no call
+        is due any more."""

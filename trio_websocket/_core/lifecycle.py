@@ -121,6 +121,7 @@ class ConnectionLifecycle(ConnectionSending):
         "_failure_ends_reading",
         "_finished",
         "_keepalive_scope",
+        "_reader_dozing",
         "_reader_scope",
         "_state",
     )
@@ -136,6 +137,9 @@ class ConnectionLifecycle(ConnectionSending):
     _pings: PingTracker
     _keepalive_scope: trio.CancelScope | None
     _reader_scope: trio.CancelScope
+    # Whether the reader left its task to doze (``_core.receiving``): any
+    # move down the table starts it again.
+    _reader_dozing: bool
     # Made only for a task that waits for the reader to end.
     _finished: trio.Event | None
 
@@ -147,6 +151,7 @@ class ConnectionLifecycle(ConnectionSending):
         self._failure_ends_reading = False
         self._keepalive_scope = None
         self._reader_scope = trio.CancelScope()
+        self._reader_dozing = False
         self._finished = None
 
     def _loggable(self) -> LoggedConnection:
@@ -159,8 +164,16 @@ class ConnectionLifecycle(ConnectionSending):
         whether it moved."""
         if state.rank > self._state.rank:
             self._state = state
+            if self._reader_dozing:
+                # (Only an open connection's reader dozes: every later
+                # state has work for it, or a deadline it keeps.)
+                self._wake_reader_task()
             return True
         return False
+
+    def _wake_reader_task(self) -> None:
+        """Start a dozing reader again (``_core.receiving`` has it)."""
+        raise NotImplementedError
 
     def _delivers(self) -> bool:
         """Whether the peer's data is still delivered (not dropped)."""
@@ -342,6 +355,8 @@ class ConnectionLifecycle(ConnectionSending):
         self._abort()
 
     async def _wait_reader_ended(self) -> None:
+        if self._reader_dozing:
+            self._wake_reader_task()
         if self._state is ENDED:
             await trio.lowlevel.checkpoint()
             return

@@ -26,11 +26,21 @@ Rules:
   piece. Any other receive started meanwhile gives that message up (its
   rest is dropped) or, if a task is waiting for its next piece, raises
   ``trio.BusyResourceError``.
+- Dozing: a server's reader over a stream that allows it
+  (``_core.contracts.DozingStream``: a WebSocket over HTTP/2) ends its
+  task while the connection is open and there is nothing to read, and is
+  started again, in the same nursery, by the stream's first news or by
+  any move of the life cycle (``_advance``) or a wait for its end. It
+  dozes from the start, and again whenever the stream asks (after a
+  quiet while). The nursery stays open meanwhile: the server's task for
+  the request, its child, waits for the reader to end
+  (``_server.request``'s ``_end``).
 """
 
 from __future__ import annotations
 
 import itertools
+from typing import cast
 
 import trio
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
@@ -38,6 +48,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from .._wire.frame_decoder import has_unparsed_bytes, stop_holding
 from .close import ABNORMAL_CLOSURE, GOING_AWAY, MESSAGE_TOO_BIG, CloseReason
 from .config import CLOSE_GRACE
+from .contracts import DozingStream
 from .errors import ConnectionClosed
 from .lifecycle import (
     CLOSING,
@@ -76,6 +87,7 @@ class ConnectionReceiving(ConnectionLifecycle):
     # message being handed over.
     _parse_paused: int
     _fragment_receiver: FragmentReceiver | None
+    _id: int
 
     def _init_receiving(self) -> None:
         self._messages_received = 0
@@ -86,8 +98,56 @@ class ConnectionReceiving(ConnectionLifecycle):
     # ------------------------------------------------------------------
     # The reader task
 
+    def _start_reader(self) -> None:
+        """Start the reader task in the connection's nursery, or let it
+        doze until there is something to read (see the module rules)."""
+        stream = self._stream
+        if self._may_doze(stream) and cast(DozingStream, stream).wake_on_news(
+            self._wake_reader_task
+        ):
+            self._reader_dozing = True
+            return
+        nursery = self._nursery
+        assert nursery is not None
+        role = "client" if self._is_client else "server"
+        nursery.start_soon(self._reader_task, name=f"{role}-{self._id} reader")
+
+    def _may_doze(self, stream: trio.abc.Stream) -> bool:
+        return (
+            not self._is_client
+            and self._state is OPEN
+            and hasattr(stream, "receive_or_doze")
+            and not self._options.close_on_cancel
+        )
+
+    def _wake_reader_task(self) -> None:
+        """Start a dozing reader again, in a new scope that keeps the old
+        one's cancellation and deadline."""
+        if not self._reader_dozing:
+            return
+        self._reader_dozing = False
+        cast(DozingStream, self._stream).forget_wake()
+        old = self._reader_scope
+        scope = trio.CancelScope(deadline=old.deadline)
+        if old.cancel_called:
+            scope.cancel()
+        self._reader_scope = scope
+        try:
+            self._start_reader()
+        except RuntimeError:
+            # The nursery closed under a dozing reader: its owner left
+            # without waiting for the reader (see the module rules), so
+            # nobody is left to close the stream in an orderly way; the
+            # connection is over all the same.
+            self._close(CloseReason(ABNORMAL_CLOSURE, None))
+            self._inbox.close(discard=False)
+            self._state = ENDED
+            if self._finished is not None:
+                self._finished.set()
+
     async def _reader_task(self) -> None:
         closed = False
+        dozing = False
         try:
             try:
                 with self._reader_scope as scope:
@@ -96,6 +156,10 @@ class ConnectionReceiving(ConnectionLifecycle):
                     stream = self._stream
                     inbox = self._inbox
                     max_bytes = self._options.receive_buffer_size
+                    doze = None
+                    if self._may_doze(stream):
+                        doze = cast(DozingStream, stream).receive_or_doze
+                        wake = self._wake_reader_task
                     self._dispatch()  # events parsed from bytes that came with the handshake
                     while not self._reading_stopped():
                         if self._outbox and (
@@ -126,7 +190,17 @@ class ConnectionReceiving(ConnectionLifecycle):
                                 self._dispatch()
                             continue
                         try:
-                            data = await stream.receive_some(max_bytes)
+                            received: bytes | bytearray | None
+                            if doze is not None and self._state is OPEN:
+                                received = await doze(max_bytes, wake)
+                                if received is None:
+                                    # Nothing to read: the task ends here
+                                    # and starts again with news.
+                                    dozing = self._reader_dozing = True
+                                    return
+                            else:
+                                received = await stream.receive_some(max_bytes)
+                            data = received
                         except STREAM_ERRORS:
                             break
                         if not data:
@@ -147,23 +221,29 @@ class ConnectionReceiving(ConnectionLifecycle):
                 closed = await self._close_when_cancelled()
                 raise
         finally:
-            self._close(CloseReason(ABNORMAL_CLOSURE, None))
-            self._inbox.close(discard=False)
-            try:
-                if not closed:
-                    # Cannot block (it is also what runs when this task is
-                    # cancelled), but raises Cancelled when an outer scope
-                    # is cancelled too.
-                    try:
-                        await trio.aclose_forcefully(self._stream)
-                    except STREAM_ERRORS:
-                        pass
-            finally:
-                # Whatever happened: the server's connection task waits for
-                # this (see ``WebSocketRequest._end``).
-                self._state = ENDED
-                if self._finished is not None:
-                    self._finished.set()
+            if not dozing:
+                await self._end_reading(closed)
+
+    async def _end_reading(self, closed: bool) -> None:
+        """The reader's last act, whatever happened: the stream is closed
+        (forcefully unless ``closed``) and the connection ends."""
+        self._close(CloseReason(ABNORMAL_CLOSURE, None))
+        self._inbox.close(discard=False)
+        try:
+            if not closed:
+                # Cannot block (it is also what runs when this task is
+                # cancelled), but raises Cancelled when an outer scope
+                # is cancelled too.
+                try:
+                    await trio.aclose_forcefully(self._stream)
+                except STREAM_ERRORS:
+                    pass
+        finally:
+            # Whatever happened: the server's connection task waits for
+            # this (see ``WebSocketRequest._end``).
+            self._state = ENDED
+            if self._finished is not None:
+                self._finished.set()
 
     def _dispatch(self) -> None:
         """Handle every event wsproto has parsed so far. Synchronous: control

@@ -329,9 +329,11 @@ class ConnectionSending:
         not wait: the close frame of a message cut short) and the frames
         are dropped.
 
-        A nursery cannot close while the reader, its child, runs, and the
-        reader sets the close reason as it ends; so for a connection still
-        open, only a nursery abandoned by its owner task (trio's "Nursery
+        A nursery cannot close while the reader, its child, runs (or, for
+        a reader that dozes, while the server's task for the request waits
+        for it: see ``_core.receiving``), and the reader sets the close
+        reason as it ends; so for a connection still open, only a nursery
+        abandoned by its owner task (trio's "Nursery
         stack corrupted") gets here (tests/test_flush_without_a_flusher.py)."""
         if self._writing or self._flush_scheduled or not self._outbox:
             return

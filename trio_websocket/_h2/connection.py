@@ -91,6 +91,12 @@ _LEFT_TO_PEER_SECONDS = 1.0
 #: to write (a send buffer's worth): beyond it, the send waits.
 _WRITE_HIGH_WATER = 256 * 1024
 
+#: How often a server's connection looks for WebSockets whose stream had
+#: no news since it last looked, and asks their readers to doze (see
+#: _h2.stream): a WebSocket idle for one to two periods gives back its
+#: reader task.
+_DOZE_CHECK_SECONDS = 1.0
+
 #: The largest DATA frame we write, whatever the peer allows: frames of
 #: different streams take turns on the wire, and what one stream may queue
 #: stays small.
@@ -218,6 +224,7 @@ class HTTP2Connection:
         self._left_to_peer: collections.deque[tuple[float, int]] = collections.deque()
         self._left_streams_waiting: trio.Event | None = None
         self._left_watch = trio.CancelScope()
+        self._doze_watch = trio.CancelScope()
         self._all_streams_gone: trio.Event | None = None
         self._queue_output()
 
@@ -232,6 +239,8 @@ class HTTP2Connection:
                 self._run_scope = nursery.cancel_scope
                 nursery.start_soon(self._writer)
                 nursery.start_soon(self._reset_left_streams)
+                if not self.is_client:
+                    nursery.start_soon(self._let_quiet_readers_doze)
                 if self._idle_timeout != math.inf:
                     nursery.start_soon(self._close_when_idle)
                 task_status.started()
@@ -242,6 +251,7 @@ class HTTP2Connection:
                 self._closing = True
                 self._idle_watch.cancel()
                 self._left_watch.cancel()
+                self._doze_watch.cancel()
                 self._output_ready.set()
                 nursery.cancel_scope.deadline = trio.current_time() + _FAREWELL_SECONDS
         finally:
@@ -377,6 +387,16 @@ class HTTP2Connection:
             stream = self._h2.streams.get(stream_id)
             if stream is not None and not stream.closed:
                 self._h2.reset_stream(stream_id, NO_ERROR)
+
+    async def _let_quiet_readers_doze(self) -> None:
+        """Every ``_DOZE_CHECK_SECONDS``, ask the readers of quiet streams
+        to doze (see ``HTTP2Stream.doze_if_quiet``); stopped with the
+        connection's other tasks."""
+        with self._doze_watch:
+            while True:
+                await trio.sleep(_DOZE_CHECK_SECONDS)
+                for stream in self._streams.values():
+                    stream.doze_if_quiet()
 
     async def _close_when_idle(self) -> None:
         """Close the connection (GOAWAY) once it has had no stream for the

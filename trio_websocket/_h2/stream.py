@@ -24,10 +24,18 @@ Rules:
   ended reads ``b""``.
 - Only the connection (``_h2.connection``) feeds it, through the methods
   under "Fed by the connection", from its reader task; they never block.
+- A reader may doze (``_core.contracts.DozingStream``: a server's
+  WebSocket ends its reader task while there is nothing to read): the
+  stream keeps the ``wake`` callback it was given instead of a parked
+  task, and calls it once, from the connection's task, with the first
+  news (data, the end, a reset, a close). The connection asks a reader
+  parked in :meth:`HTTP2Stream.receive_or_doze` to doze once its stream
+  has had no news for a while (``doze_if_quiet``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import trio
@@ -71,12 +79,16 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
         "_buffered",
         "_closed",
         "_connection",
+        "_doze_requested",
         "_local_ended",
+        "_news",
+        "_reader_may_doze",
         "_reader_parked",
         "_remote_ended",
         "_reset_code",
         "_response",
         "_sender_parked",
+        "_wake_on_news",
         "precredited",
         "receive_window",
         "send_window",
@@ -103,6 +115,13 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
         # the peer's window: parked by hand, no Event made per wait.
         self._reader_parked: trio.lowlevel.Task | None = None
         self._sender_parked: trio.lowlevel.Task | None = None
+        # A dozing reader's wake-up call (see the module rules); whether
+        # the parked reader may doze, was asked to, and whether anything
+        # happened on the stream since the connection last looked.
+        self._wake_on_news: Callable[[], None] | None = None
+        self._reader_may_doze = False
+        self._doze_requested = False
+        self._news = False
         self._remote_ended = False
         self._local_ended = False
         self._closed = False
@@ -146,6 +165,65 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
         self._connection.acknowledge(self.stream_id, len(data))
         await trio.lowlevel.cancel_shielded_checkpoint()
         return data
+
+    async def receive_or_doze(self, max_bytes: int, wake: Callable[[], None]) -> bytes | None:
+        """``receive_some(max_bytes)``, or None once the connection asked
+        this reader to doze while nothing was buffered: ``wake`` is then
+        called with the first news (see ``_core.contracts.DozingStream``)."""
+        if self._closed:
+            raise trio.ClosedResourceError("this HTTP/2 stream was closed")
+        while not self._buffer:
+            if self._reset_code is not None:
+                raise trio.BrokenResourceError(
+                    f"the HTTP/2 stream was reset (error code {self._reset_code})"
+                )
+            if self._remote_ended:
+                await trio.lowlevel.checkpoint()
+                return b""
+            if self._doze_requested:
+                self._doze_requested = False
+                self._wake_on_news = wake
+                return None
+            self._reader_may_doze = True
+            try:
+                await self._park_reader()
+            finally:
+                self._reader_may_doze = False
+            if self._closed:
+                raise trio.ClosedResourceError("this HTTP/2 stream was closed")
+        self._doze_requested = False  # (news came first)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        data = self._take(max_bytes)
+        self._connection.acknowledge(self.stream_id, len(data))
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
+
+    def wake_on_news(self, wake: Callable[[], None]) -> bool:
+        """Have ``wake`` called with the first news (a reader that dozes
+        from its start); False, with no call to come, when there is news
+        already (something to read, the end, a reset, a close)."""
+        if (
+            self._buffer
+            or self._remote_ended
+            or self._reset_code is not None
+            or self._closed
+        ):
+            return False
+        self._wake_on_news = wake
+        return True
+
+    def forget_wake(self) -> None:
+        """The dozing reader was woken by its connection: no call is due."""
+        self._wake_on_news = None
+
+    def doze_if_quiet(self) -> None:
+        """For the connection, every while: a reader parked in
+        :meth:`receive_or_doze` with no news since the last look is asked
+        to doze."""
+        if self._reader_may_doze and not self._news and self._reader_parked is not None:
+            self._doze_requested = True
+            self._wake_reader()
+        self._news = False
 
     def _take(self, max_bytes: int | None) -> bytes:
         buffer = self._buffer
@@ -368,10 +446,16 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
         await trio.lowlevel.wait_task_rescheduled(abort)
 
     def _wake_reader(self) -> None:
+        self._news = True
         task = self._reader_parked
         if task is not None:
             self._reader_parked = None
             trio.lowlevel.reschedule(task)
+            return
+        wake = self._wake_on_news
+        if wake is not None:
+            self._wake_on_news = None
+            wake()
 
     def _wake_sender(self) -> None:
         task = self._sender_parked
