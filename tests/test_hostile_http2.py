@@ -453,6 +453,42 @@ async def test_a_stream_beyond_the_limit_is_refused_alone() -> None:
             await trio.aclose_forcefully(peer.stream)
 
 
+async def test_streams_a_peer_never_ends_are_reset_the_oldest_at_once_past_the_limit(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A clean close leaves the peer a second to end its side of the stream
+    # (a proxy must not lose the last frame to a reset); a peer that never
+    # does cannot make the server keep more such streams than its stream
+    # limit: past it, the oldest is reset at once.
+    limit = LIMITS.max_concurrent_streams
+    extra = 3
+    with trio.fail_after(60):
+        async with attacked("server") as server:
+            peer = await server.peer()
+            started = trio.current_time()
+            ids = [2 * index + 1 for index in range(limit + extra)]
+            for stream_id in ids:
+                await peer.open_ws(stream_id)
+                await peer.close_ws(stream_id)  # and never END_STREAM
+            oldest = [peer.stream_seen(stream_id) for stream_id in ids[:extra]]
+            assert await peer.read_until(lambda: all(s.reset is not None for s in oldest))
+            assert trio.current_time() - started < 0.5
+            assert [s.reset for s in oldest] == [NO_ERROR] * extra
+            assert all(peer.stream_seen(i).reset is None for i in ids[extra:])
+            # The others are reset after their second, and the server
+            # serves on.
+            assert await peer.read_until(
+                lambda: all(peer.stream_seen(i).reset is not None for i in ids)
+            )
+            assert 1.0 <= trio.current_time() - started < 3.0
+            assert {peer.stream_seen(i).reset for i in ids} == {NO_ERROR}
+            next_id = ids[-1] + 2
+            await peer.open_ws(next_id)
+            await peer.ws_echo(next_id, "still serving")
+            await peer.close_ws(next_id)
+            await trio.aclose_forcefully(peer.stream)
+
+
 # ---------------------------------------------------------------------------
 # 3. Header blocks: too big, and CONTINUATION floods
 
