@@ -42,6 +42,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -551,7 +552,37 @@ def split_patterns(text: str) -> list[str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Autobahn|Testsuite for trio_websocket")
+    return run_suite(
+        description="Autobahn|Testsuite for trio_websocket",
+        titles={
+            "server": (
+                "OUR SERVER (wstest -m fuzzingclient -> echo_server.py)",
+                REPORTS / "servers",
+            ),
+            "client": (
+                "OUR CLIENT (echo_client.py -> wstest -m fuzzingserver)",
+                REPORTS / "clients",
+            ),
+        },
+        runners={"server": run_server_side, "client": run_client_side},
+        reports_hint="reports/",
+    )
+
+
+def run_suite(
+    *,
+    description: str,
+    titles: dict[str, tuple[str, Path]],
+    runners: dict[str, Callable[[str, Path, dict, float], tuple[object, list[str]]]],
+    reports_hint: str,
+    prepare: Callable[[], object] = lambda: None,
+    side_note: str = "",
+) -> int:
+    """The command line of a suite runner (this one, and run_h2.py over
+    HTTP/2): parse the arguments, choose the cases, run the sides with
+    ``runners`` (after ``prepare``), judge each side's reports under its
+    title. Returns the exit status."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--cases", default="*", help='cases to run, e.g. "1.*,2.*" (default: all)')
     parser.add_argument(
         "--exclude",
@@ -580,7 +611,7 @@ def main() -> int:
     parser.add_argument(
         "--report-only",
         action="store_true",
-        help="do not run anything: judge the reports already in reports/",
+        help=f"do not run anything: judge the reports already in {reports_hint}",
     )
     args = parser.parse_args()
 
@@ -594,24 +625,20 @@ def main() -> int:
                 exclude.append(pattern)
     cases = spec_cases(include, exclude)
     sides = ["server", "client"] if args.side == "both" else [args.side]
-    titles = {
-        "server": ("OUR SERVER (wstest -m fuzzingclient -> echo_server.py)", REPORTS / "servers"),
-        "client": ("OUR CLIENT (echo_client.py -> wstest -m fuzzingserver)", REPORTS / "clients"),
-    }
     REPORTS.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     expected: dict[str, list[str]] = {}
     try:
         if not args.report_only:
             say(f"cases: {include}, excluded: {exclude}, sides: {sides}")
+            prepare()
             python27 = ensure_environments(args.rebuild)
             python3 = testee_python(args.python)
             say(f"trio_websocket from {REPO} run by {python3}")
             for side in sides:
                 side_started = time.monotonic()
-                say(f"\n--- side {side} ---")
-                runner = run_server_side if side == "server" else run_client_side
-                _, expected[side] = runner(python3, python27, cases, args.timeout)
+                say(f"\n--- side {side}{side_note} ---")
+                _, expected[side] = runners[side](python3, python27, cases, args.timeout)
                 say(f"side {side} took {time.monotonic() - side_started:.0f} s")
     except RunError as exc:
         say(f"\nRUN ERROR: {exc}")
@@ -623,7 +650,6 @@ def main() -> int:
         ok = summarize(*titles[side], expected.get(side, []), args.slowest) and ok
     say(f"\ntotal time {time.monotonic() - started:.0f} s; overall: {'PASS' if ok else 'FAIL'}")
     return 0 if ok else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,9 +14,9 @@ unchanged:
   --h2c, extended CONNECT--> nghttpx --HTTP/1.1--> ``wstest -m
   fuzzingserver``. Reports in ``reports/h2-clients``.
 
-The setup (the Python 2.7 wstest environment), the process helpers, the
-case selection and the judgement (tables, exit status 0/1/2) are run.py's,
-imported from it. Same options as run.py:
+The command line (``run_suite``), the setup (the Python 2.7 wstest
+environment), the process helpers, the case selection and the judgement
+(tables, exit status 0/1/2) are run.py's, imported from it. Same options as run.py:
 
     python3.11 autobahn/run_h2.py [--quick] [--side both|server|client]
                                   [--cases "1.*,2.*"] [--exclude "9.*"]
@@ -31,12 +31,10 @@ bounded; only processes this script started are stopped, by their own id.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -45,23 +43,18 @@ from run import (  # run.py sits beside this script
     AGENT,
     HERE,
     HOST,
-    QUICK_13_EXCLUDED,
     REPO,
     REPORTS,
     RunError,
     cases_from_log,
     check_loopback_only,
-    ensure_environments,
     free_port,
     read_listening_line,
     run_checked,
+    run_suite,
     say,
-    spec_cases,
-    split_patterns,
     stop,
-    summarize,
     testee_env,
-    testee_python,
     wait_for_port,
 )
 
@@ -232,79 +225,25 @@ def run_client_side(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", default="*", help='cases to run, e.g. "1.*,2.*" (default: all)')
-    parser.add_argument("--exclude", default="", help='cases to leave out, e.g. "12.*,13.*"')
-    parser.add_argument(
-        "--side",
-        choices=["server", "client", "both"],
-        default="both",
-        help="server: wstest tests our server; client: wstest tests our client",
+    return run_suite(
+        description=__doc__.split("\n\n")[0],
+        titles={
+            "server": (
+                "OUR SERVER OVER HTTP/2 (wstest -m fuzzingclient -> nghttpx -> "
+                "echo_server.py --http2)",
+                SERVER_REPORTS,
+            ),
+            "client": (
+                "OUR CLIENT OVER HTTP/2 (echo_client.py --http2 -> nghttpx -> "
+                "wstest -m fuzzingserver)",
+                CLIENT_REPORTS,
+            ),
+        },
+        runners={"server": run_server_side, "client": run_client_side},
+        reports_hint="reports/h2-*",
+        prepare=nghttpx_program,
+        side_note=" (over HTTP/2)",
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="also leave out 9.* (performance) and keep only 12.1.*/13.1.* of the "
-        "permessage-deflate cases",
-    )
-    parser.add_argument(
-        "--timeout", type=float, default=1800, help="seconds allowed per side (default 1800)"
-    )
-    parser.add_argument("--python", help="Python 3 that runs trio_websocket (default: found)")
-    parser.add_argument("--rebuild", action="store_true", help="recreate the wstest environments")
-    parser.add_argument("--slowest", type=int, default=10, help="how many slowest cases to list")
-    parser.add_argument(
-        "--report-only",
-        action="store_true",
-        help="do not run anything: judge the reports already in reports/h2-*",
-    )
-    args = parser.parse_args()
-
-    include = split_patterns(args.cases) or ["*"]
-    exclude = split_patterns(args.exclude)
-    if args.quick:
-        for pattern in ("9.*", "12.2.*", "12.3.*", "12.4.*", "12.5.*", *QUICK_13_EXCLUDED):
-            if pattern not in exclude:
-                exclude.append(pattern)
-    cases = spec_cases(include, exclude)
-    sides = ["server", "client"] if args.side == "both" else [args.side]
-    titles = {
-        "server": (
-            "OUR SERVER OVER HTTP/2 (wstest -m fuzzingclient -> nghttpx -> echo_server.py --http2)",
-            SERVER_REPORTS,
-        ),
-        "client": (
-            "OUR CLIENT OVER HTTP/2 (echo_client.py --http2 -> nghttpx -> wstest -m fuzzingserver)",
-            CLIENT_REPORTS,
-        ),
-    }
-    REPORTS.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    expected: dict[str, list[str]] = {}
-    try:
-        if not args.report_only:
-            say(f"cases: {include}, excluded: {exclude}, sides: {sides}")
-            nghttpx_program()
-            python27 = ensure_environments(args.rebuild)
-            python3 = testee_python(args.python)
-            say(f"trio_websocket from {REPO} run by {python3}")
-            for side in sides:
-                side_started = time.monotonic()
-                say(f"\n--- side {side} (over HTTP/2) ---")
-                runner = run_server_side if side == "server" else run_client_side
-                _, expected[side] = runner(python3, python27, cases, args.timeout)
-                say(f"side {side} took {time.monotonic() - side_started:.0f} s")
-    except RunError as exc:
-        say(f"\nRUN ERROR: {exc}")
-        for side in sides:
-            summarize(*titles[side], expected.get(side, []), args.slowest)
-        return 2
-    ok = True
-    for side in sides:
-        ok = summarize(*titles[side], expected.get(side, []), args.slowest) and ok
-    say(f"\ntotal time {time.monotonic() - started:.0f} s; overall: {'PASS' if ok else 'FAIL'}")
-    return 0 if ok else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())
