@@ -47,6 +47,7 @@ PURE = {
     "_wire.masking",
     "_wire.frame_decoder",
     "_wire.socket_stream",
+    "_wire.tls_stream",
     "_wire.fast_paths",
     # the values and parts a connection is built from
     "_core.close",

@@ -70,6 +70,7 @@ from .._core.url import WebSocketTarget, host_with_port, parse_ws_url
 from .._h2 import alpn
 from .._h2.limits import HTTP2Limits
 from .._wire.socket_stream import lean_stream
+from .._wire.tls_stream import tls_stream
 from .bad_response import (
     TLS_TIMEOUT_HINT,
     closed_before_answer,
@@ -216,9 +217,9 @@ async def open_stream(
     if ssl_context is None:
         return stream
     progress.enter(PHASE_TLS, "the TLS handshake")
-    tls_stream = trio.SSLStream(stream, ssl_context, server_hostname=host, https_compatible=True)
+    tls = tls_stream(stream, ssl_context, server_hostname=host, https_compatible=True)
     try:
-        await tls_stream.do_handshake()
+        await tls.do_handshake()
     except (*STREAM_ERRORS, ssl.SSLError) as exc:
         await trio.aclose_forcefully(stream)
         cause = _tls_failure(exc)
@@ -233,7 +234,7 @@ async def open_stream(
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
-    return tls_stream
+    return tls
 
 
 def _opening_request(

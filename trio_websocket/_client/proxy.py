@@ -31,6 +31,7 @@ import trio
 from .._core.errors import HandshakeError, Headers
 from .._core.url import bracket_host
 from .._wire.socket_stream import lean_stream
+from .._wire.tls_stream import tls_stream
 from .proxy_config import Proxy
 from .proxy_errors import ProxyAuthenticationError, ProxyError, ProxyRejected
 
@@ -133,7 +134,7 @@ async def _connect_to_proxy(proxy: Proxy) -> trio.abc.Stream:
     if proxy.scheme != "https":
         return tcp
     context = proxy.ssl_context or ssl.create_default_context()
-    stream = trio.SSLStream(tcp, context, server_hostname=proxy.host, https_compatible=True)
+    stream = tls_stream(tcp, context, server_hostname=proxy.host, https_compatible=True)
     try:
         await stream.do_handshake()
     except BaseException as exc:
@@ -351,7 +352,7 @@ async def open_tunnel(
             ) from exc
         if ssl_context is None:
             return stream
-        tls = trio.SSLStream(stream, ssl_context, server_hostname=host, https_compatible=True)
+        tls = tls_stream(stream, ssl_context, server_hostname=host, https_compatible=True)
         stream = tls
         try:
             # Finish TLS now so that a certificate failure is reported as such.

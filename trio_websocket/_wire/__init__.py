@@ -11,6 +11,8 @@ already does, kept because it is where the per-message CPU goes:
   and event deque (tests/test_fastpath_*.py; tests/test_fuzz_frames.py
   feeds the same bytes to it and to plain wsproto).
 - ``socket_stream``: ``trio.SocketStream`` (tests/test_socket_stream.py).
+- ``tls_stream``: ``trio.SSLStream``'s ``receive_some``, handing over
+  every record already received (tests/test_tls_stream.py).
 
 (The server's plain opening handshake, ``_server.server.upgrade``, is the one
 fast path outside this layer: it answers what wsproto's ``H11Handshake``

@@ -21,9 +21,10 @@ Rules:
   ``OSError`` ``BrokenResourceError`` chained from it. ``aclose`` tells
   trio before closing (a task waiting on the socket gets
   ``ClosedResourceError``), is idempotent and is a checkpoint.
-- The only module that reaches into trio's private attributes: a trio
-  socket's stdlib socket (``_sock``) and an ``SSLListener``'s context and
-  ``https_compatible`` flag. Every access is guarded (types, file
+- With ``_wire.tls_stream`` (``trio.SSLStream``'s), the only module that
+  reaches into trio's private attributes: a trio socket's stdlib socket
+  (``_sock``) and an ``SSLListener``'s context and ``https_compatible``
+  flag. Every access is guarded (types, file
   descriptor, blocking mode); when anything is not as expected, trio's own
   ``SocketStream`` / ``listener.accept`` are used unchanged, so a trio
   upgrade can cost speed, never correctness. A test pins the fast path as
@@ -61,12 +62,17 @@ from trio.lowlevel import (
 )
 
 from . import fast_paths
+from .tls_stream import tls_stream
 
 #: What ``setsockopt`` takes as a value (``socket.setsockopt``'s).
 OptionValue = int | bytes | bytearray | memoryview
 
-#: What ``receive_some()`` reads when not told (trio's default too).
-DEFAULT_RECEIVE_SIZE = 65536
+#: What ``receive_some()`` reads when not told: how much a TLS stream over
+#: this one reads at once (``trio.SSLStream`` gives no size), as much as a
+#: WebSocket's reader takes per read (``receive_buffer_size``). trio's
+#: default is 64 KiB; with 128 KiB a 1 MiB message over TLS cost 30% less
+#: server CPU (reads of 256 KiB cost more again).
+DEFAULT_RECEIVE_SIZE = 128 * 1024
 
 #: ``TCP_NOTSENT_LOWAT`` for new TCP connections: the most unsent bytes the
 #: kernel keeps queued before the socket stops being writable. trio uses
@@ -464,7 +470,7 @@ class _LeanAcceptor:
             stream = LeanSocketStream(sock)
         if self._ssl_context is None:
             return stream
-        return trio.SSLStream(
+        return tls_stream(
             stream, self._ssl_context, server_side=True, https_compatible=self._https_compatible
         )
 
