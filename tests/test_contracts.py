@@ -237,6 +237,15 @@ FOREIGN_PRIVATES: dict[tuple[str, str, str], str] = {
     ("_wire.socket_stream", "trio_socket", "_sock"): "the stdlib socket in a trio socket",
     ("_wire.socket_stream", "listener", "_ssl_context"): "an SSLListener's settings",
     ("_wire.socket_stream", "listener", "_https_compatible"): "the same",
+    # trio.SSLStream's internals, the same way, in the TLS read-ahead.
+    ("_wire.tls_stream", "trio", "_ssl"): "trio's TLS module, for its state enum",
+    ("_wire.tls_stream", "getattr(trio, '_ssl', None)", "_State"): "SSLStream's states",
+    ("_wire.tls_stream", "stream", "_ssl_object"): "SSLStream's TLS object",
+    ("_wire.tls_stream", "stream", "_incoming"): "SSLStream's received bytes",
+    ("_wire.tls_stream", "stream", "_outgoing"): "SSLStream's bytes to send",
+    ("_wire.tls_stream", "stream", "_state"): "SSLStream's state (OK, BROKEN)",
+    ("_wire.tls_stream", "stream", "_estimated_receive_size"): "SSLStream's read size",
+    ("_wire.tls_stream", "stream", "_https_compatible"): "SSLStream's EOF rule",
     # zlib's compressor types have no public name (annotations only).
     ("_core.deflate", "zlib", "_Compress"): "zlib's type, for annotations",
     ("_core.deflate", "zlib", "_Decompress"): "the same",
