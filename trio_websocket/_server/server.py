@@ -584,6 +584,10 @@ class WebSocketServer:
                     outcome = await self._screen_http2(stream, headers, nursery)
                 finally:
                     self._handshakes.discard(scope)
+                    # (The request keeps what it needs of the header block:
+                    # this frame would keep all of it for the WebSocket's
+                    # life.)
+                    del headers
                 if not isinstance(outcome, WebSocketRequest):
                     response, method = outcome
                     await send_http_answer(stream, response, method)
