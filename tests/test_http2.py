@@ -38,6 +38,9 @@ from trio_websocket import (
 
 pytest.importorskip("h2", reason="the http2 extra is in requirements-dev.txt")
 
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
 CA = trustme.CA()
 CERT = CA.issue_cert("127.0.0.1", "localhost")
 
@@ -418,6 +421,44 @@ async def test_a_websocket_that_is_not_read_stalls_no_other() -> None:
             assert (await flood.get_message()) == big
             await flood.aclose()
     assert stalled.is_set()
+
+
+def _depth_of(error: BaseException, kind: type[BaseException], depth: int = 0) -> int | None:
+    """How many groups deep the first ``kind`` sits in ``error``."""
+    if isinstance(error, kind):
+        return depth
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _depth_of(inner, kind, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+async def test_a_handler_error_leaves_as_it_does_over_http11() -> None:
+    # An HTTP/2 connection's WebSockets run in a nursery of that
+    # connection's: a handler's error must not come out wrapped once more
+    # than the same error from an HTTP/1.1 connection's handler.
+    async def failing(request: WebSocketRequest) -> None:
+        await request.accept()
+        raise KeyError("handler bug")
+
+    depths = {}
+    for http2 in (False, True):
+        with trio.fail_after(10), pytest.raises(BaseExceptionGroup) as info:
+            async with trio.open_nursery() as nursery:
+                server = await nursery.start(
+                    partial(serve_websocket, failing, "127.0.0.1", 0, None, http2=True)
+                )
+                url = f"ws://127.0.0.1:{server.port}/"
+                async with open_websocket_url(url, http2="require" if http2 else False) as ws:
+                    with pytest.raises(ConnectionClosed) as closed:
+                        await ws.get_message()
+                    assert closed.value.reason.code == 1011
+                await trio.sleep_forever()  # until the handler's error arrives
+        depths[http2] = _depth_of(info.value, KeyError)
+    assert depths[False] is not None
+    assert depths[True] == depths[False]
 
 
 # ----------------------------------------------------------------------

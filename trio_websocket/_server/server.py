@@ -37,6 +37,11 @@ Rules:
   ~1 KiB smaller this way). The scope's deadline is ``connect_timeout``
   during the handshake phase, none while the handler runs, and
   ``disconnect_timeout`` for the closing after it.
+- An HTTP/2 connection is one such task too, with a nursery of its own
+  for its WebSockets: each runs its handshake phase in a scope of its
+  own, its handler under the nursery's one scope (what a forced shutdown
+  cancels: many idle WebSockets share it), and the closing after it in a
+  scope of its own. A handler's error leaves that nursery as itself.
 - Reading and answering one request is ``_server.request``'s (see its rules).
 - The options are validated once, into one ``_server.options.ServerOptions``
   (by :func:`serve_websocket` before it opens a listener), and the server
@@ -480,7 +485,7 @@ class WebSocketServer:
                 if isinstance(request, HTTP2Start):
                     # The HTTP/2 connection bounds its own idle time.
                     scope.deadline = math.inf
-                    await self._serve_http2(stream, request.received, nursery)
+                    await self._serve_http2(stream, request.received)
                     return
                 handler_error = await self._run_handler(request, scope)
             if request is None:
@@ -505,14 +510,17 @@ class WebSocketServer:
         await trio.aclose_forcefully(stream)
 
     async def _run_handler(
-        self, request: WebSocketRequest, scope: trio.CancelScope
+        self, request: WebSocketRequest, scope: trio.CancelScope, *, shared: bool = False
     ) -> BaseException | None:
         """Run the handler on an accepted request, then close what it left
-        open (within ``scope``, see :meth:`_handle_connection`); the
-        handler's error, to raise once the connection is over."""
+        open (within ``scope``, see :meth:`_handle_connection`; a
+        ``shared`` scope, an HTTP/2 connection's, keeps its deadline and
+        the closing gets one of its own); the handler's error, to raise
+        once the connection is over."""
         handler_error: BaseException | None = None
         served: ServedRequest = request
-        scope.deadline = math.inf
+        if not shared:
+            scope.deadline = math.inf
         self._live[served] = scope
         try:
             handler_failed = False
@@ -534,8 +542,12 @@ class WebSocketServer:
             # and returns only.)
             # The closing is bounded by disconnect_timeout (and cut
             # short, like the handler, by a forced shutdown).
-            scope.deadline = trio.current_time() + self._options.disconnect_timeout
-            await served._close_after_handler(handler_failed)
+            if shared:
+                with trio.move_on_after(self._options.disconnect_timeout):
+                    await served._close_after_handler(handler_failed)
+            else:
+                scope.deadline = trio.current_time() + self._options.disconnect_timeout
+                await served._close_after_handler(handler_failed)
         finally:
             await served._end()
             del self._live[served]
@@ -546,42 +558,56 @@ class WebSocketServer:
     # ------------------------------------------------------------------
     # HTTP/2 (RFC 8441)
 
-    async def _serve_http2(
-        self, transport: trio.abc.Stream, received: bytes, nursery: trio.Nursery
-    ) -> None:
+    async def _serve_http2(self, transport: trio.abc.Stream, received: bytes) -> None:
         """Serve one HTTP/2 connection: each WebSocket it opens is handled
         like a connection of its own (see :meth:`_handle_http2_stream`)."""
         limits = self._options.http2
         assert limits is not None
-        connection = start_http2_connection(
-            transport,
-            received,
-            limits=limits,
-            idle_timeout=self._options.connect_timeout,
-            on_request=lambda stream, headers: nursery.start_soon(
-                self._handle_http2_stream, stream, headers, nursery, name=_HTTP2_REQUEST_TASK
-            ),
-        )
-        self._http2_connections.add(connection)
         try:
-            if self._closing:
-                connection.go_away()
-            await connection.run()
-        finally:
-            self._http2_connections.discard(connection)
+            # The connection's WebSockets run in a nursery of its own, under
+            # its one cancel scope (a forced shutdown cancels them together),
+            # so that no WebSocket keeps a scope of its own while it idles.
+            async with trio.open_nursery() as streams:
+                connection = start_http2_connection(
+                    transport,
+                    received,
+                    limits=limits,
+                    idle_timeout=self._options.connect_timeout,
+                    on_request=lambda stream, headers: streams.start_soon(
+                        self._handle_http2_stream,
+                        stream,
+                        headers,
+                        streams,
+                        name=_HTTP2_REQUEST_TASK,
+                    ),
+                )
+                self._http2_connections.add(connection)
+                try:
+                    if self._closing:
+                        connection.go_away()
+                    await connection.run()
+                finally:
+                    self._http2_connections.discard(connection)
+        except BaseExceptionGroup as group:
+            # A handler's error leaves as it would from an HTTP/1.1
+            # connection's task: itself, not wrapped once more.
+            if len(group.exceptions) == 1:
+                reraise_as_is(group.exceptions[0])
+            raise
 
     async def _handle_http2_stream(
-        self, stream: HTTP2Stream, headers: Headers, nursery: trio.Nursery
+        self, stream: HTTP2Stream, headers: Headers, streams: trio.Nursery
     ) -> None:
         """One WebSocket request on an HTTP/2 stream, from the checks to the
-        handler's end (as :meth:`_handle_connection` for HTTP/1.1)."""
+        handler's end (as :meth:`_handle_connection` for HTTP/1.1), in the
+        nursery of its HTTP/2 connection (``streams``)."""
         handler_error: BaseException | None = None
         request: WebSocketRequest | None = None
         try:
             with trio.move_on_after(self._options.connect_timeout) as scope:
                 self._handshakes.add(scope)
                 try:
-                    outcome = await self._screen_http2(stream, headers, nursery)
+                    outcome = await self._screen_http2(stream, headers, streams)
                 finally:
                     self._handshakes.discard(scope)
                     # (The request keeps what it needs of the header block:
@@ -593,9 +619,13 @@ class WebSocketServer:
                     await send_http_answer(stream, response, method)
                     return
                 request = outcome
-                handler_error = await self._run_handler(request, scope)
+            del scope  # (112 bytes the frame would keep for the WebSocket's life)
             if request is None:
                 await self._drop_undecided(stream)
+            else:
+                # The handler runs under the connection's scope (see
+                # _serve_http2), the closing after it under one of its own.
+                handler_error = await self._run_handler(request, streams.cancel_scope, shared=True)
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
