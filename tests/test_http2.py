@@ -24,6 +24,7 @@ from trio_websocket import (
     CloseReason,
     ConnectionClosed,
     ConnectionRejected,
+    Endpoint,
     HandshakeError,
     HTTP2Limits,
     HTTPRequest,
@@ -329,6 +330,11 @@ async def test_session_carries_many_websockets_on_one_connection() -> None:
             assert session.http_version == "2"
     remotes = {request.remote for request in recorder.requests}
     assert len(recorder.requests) == 8 and len(remotes) == 1
+    # The connection's endpoints, made once and shared by its WebSockets.
+    (remote,) = remotes
+    assert isinstance(remote, Endpoint) and remote.is_ssl and remote.address == "127.0.0.1"
+    assert all(request.remote is recorder.requests[0].remote for request in recorder.requests)
+    assert all(request.local is recorder.requests[0].local for request in recorder.requests)
     assert sorted(r.path for r in recorder.requests) == [f"/ws/{i}" for i in range(8)]
 
 

@@ -89,6 +89,11 @@ def stream_endpoint(stream: trio.abc.Stream, *, local: bool) -> Endpoint | str:
         # Every plain connection the library makes: no layers to look
         # through (this runs twice per connection, on the handshake path).
         return _socket_endpoint(stream, stream, local, False)
+    shared = getattr(stream, "shared_endpoints", None)
+    if shared is not None:
+        # One of many streams of a connection (an HTTP/2 stream): the
+        # connection's endpoints, made once for all of its streams.
+        return shared[0] if local else shared[1]  # type: ignore[no-any-return]
     is_ssl = False
     inner: object = stream
     # Look through the layers to the socket: TLS (TLS inside TLS through an

@@ -56,6 +56,7 @@ import h2.exceptions
 import h2.settings
 import trio
 
+from .._core.endpoint import stream_endpoint
 from .._wire import fast_paths
 from .frame_guard import (
     FLOW_CONTROL_ERROR,
@@ -226,6 +227,7 @@ class HTTP2Connection:
         self._left_watch = trio.CancelScope()
         self._doze_watch = trio.CancelScope()
         self._all_streams_gone: trio.Event | None = None
+        self._endpoints: tuple[object, object] | None = None
         self._queue_output()
 
     # ------------------------------------------------------------------
@@ -802,6 +804,17 @@ class HTTP2Connection:
         except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
             raise trio.BrokenResourceError(f"the HTTP/2 stream is gone: {exc}") from exc
         self.wake_writer()
+
+    @property
+    def endpoints(self) -> tuple[object, object]:
+        """The transport's local and remote endpoints, made once: every
+        stream's WebSocket has these (as ``local`` and ``remote``)."""
+        if self._endpoints is None:
+            self._endpoints = (
+                stream_endpoint(self.transport, local=True),
+                stream_endpoint(self.transport, local=False),
+            )
+        return self._endpoints
 
     @property
     def stream_count(self) -> int:

@@ -49,6 +49,9 @@ class StreamOwner(Protocol):
     @property
     def transport(self) -> trio.abc.Stream: ...
 
+    @property
+    def endpoints(self) -> tuple[object, object]: ...
+
     def send_room(self, stream_id: int) -> int: ...
 
     @property
@@ -138,6 +141,12 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
         """The stream the HTTP/2 connection runs over (TCP, or TLS over
         it): the endpoints of a WebSocket are that connection's."""
         return self._connection.transport
+
+    @property
+    def shared_endpoints(self) -> tuple[object, object]:
+        """The local and remote endpoints of the connection, the same
+        objects for all its streams (``_core.endpoint`` reads them)."""
+        return self._connection.endpoints
 
     @property
     def buffered(self) -> int:

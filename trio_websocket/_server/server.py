@@ -510,17 +510,16 @@ class WebSocketServer:
         await trio.aclose_forcefully(stream)
 
     async def _run_handler(
-        self, request: WebSocketRequest, scope: trio.CancelScope, *, shared: bool = False
+        self, request: WebSocketRequest, scope: trio.CancelScope
     ) -> BaseException | None:
         """Run the handler on an accepted request, then close what it left
-        open (within ``scope``, see :meth:`_handle_connection`; a
-        ``shared`` scope, an HTTP/2 connection's, keeps its deadline and
-        the closing gets one of its own); the handler's error, to raise
-        once the connection is over."""
+        open (within ``scope``, see :meth:`_handle_connection`); the
+        handler's error, to raise once the connection is over. (An HTTP/2
+        WebSocket's task does the same inline: see
+        :meth:`_handle_http2_stream`.)"""
         handler_error: BaseException | None = None
         served: ServedRequest = request
-        if not shared:
-            scope.deadline = math.inf
+        scope.deadline = math.inf
         self._live[served] = scope
         try:
             handler_failed = False
@@ -528,32 +527,37 @@ class WebSocketServer:
                 await self._handler(request)
             except Exception as exc:
                 handler_failed = True
-                if only(exc, ConnectionClosed):
-                    # The peer went away (or the shutdown closed
-                    # the connection): news, not a server error.
-                    # (Also in a group: from a nursery in the handler.)
-                    _log_handler_closed(served, exc)
-                else:
-                    # Raised by the caller, once the connection is over.
-                    handler_error = exc
-                    log_handler_error(request, served._connection, exc)
+                handler_error = self._handler_failed(request, exc)
             # (A cancellation, KeyboardInterrupt or SystemExit
             # leaves at once: the closing below is for errors
             # and returns only.)
             # The closing is bounded by disconnect_timeout (and cut
             # short, like the handler, by a forced shutdown).
-            if shared:
-                with trio.move_on_after(self._options.disconnect_timeout):
-                    await served._close_after_handler(handler_failed)
-            else:
-                scope.deadline = trio.current_time() + self._options.disconnect_timeout
-                await served._close_after_handler(handler_failed)
+            scope.deadline = trio.current_time() + self._options.disconnect_timeout
+            await served._close_after_handler(handler_failed)
         finally:
-            await served._end()
-            del self._live[served]
-            if not self._live and self._idle is not None:
-                self._idle.set()
+            await self._served_ended(served)
         return handler_error
+
+    def _handler_failed(self, request: WebSocketRequest, exc: Exception) -> Exception | None:
+        """Log what the handler raised; the error to raise once the
+        connection is over (None: the peer went away, or the shutdown
+        closed the connection, which is news, not a server error; also in
+        a group, from a nursery in the handler)."""
+        served: ServedRequest = request
+        if only(exc, ConnectionClosed):
+            _log_handler_closed(served, exc)
+            return None
+        log_handler_error(request, served._connection, exc)
+        return exc
+
+    async def _served_ended(self, served: ServedRequest) -> None:
+        """The request's connection is over: wait for its reader, and
+        forget the request."""
+        await served._end()
+        del self._live[served]
+        if not self._live and self._idle is not None:
+            self._idle.set()
 
     # ------------------------------------------------------------------
     # HTTP/2 (RFC 8441)
@@ -623,9 +627,23 @@ class WebSocketServer:
             if request is None:
                 await self._drop_undecided(stream)
             else:
-                # The handler runs under the connection's scope (see
-                # _serve_http2), the closing after it under one of its own.
-                handler_error = await self._run_handler(request, streams.cancel_scope, shared=True)
+                # What _run_handler does, inline (one frame less kept by
+                # every idle WebSocket): the handler runs under the
+                # connection's scope (see _serve_http2), the closing after
+                # it under one of its own.
+                served: ServedRequest = request
+                self._live[served] = streams.cancel_scope
+                try:
+                    handler_failed = False
+                    try:
+                        await self._handler(request)
+                    except Exception as exc:
+                        handler_failed = True
+                        handler_error = self._handler_failed(request, exc)
+                    with trio.move_on_after(self._options.disconnect_timeout):
+                        await served._close_after_handler(handler_failed)
+                finally:
+                    await self._served_ended(served)
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
