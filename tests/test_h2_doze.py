@@ -10,7 +10,7 @@ bench/http2.py measures the memory it saves.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
@@ -32,9 +32,19 @@ pytest.importorskip("h2", reason="the http2 extra is in requirements-dev.txt")
 from hostile_h2_peers import H2Peer, rst_stream_frame
 from hostile_peers import poll_until
 
+from trio_websocket._core import receiving
+
 #: How often the server's HTTP/2 connection looks for quiet streams
 #: (made short here so that a test sees a reader doze within a second).
 DOZE_CHECK = "trio_websocket._h2.connection._DOZE_CHECK_SECONDS"
+
+
+@pytest.fixture(autouse=True)
+def _the_shared_dozing_scope_is_never_cancelled() -> Iterator[None]:
+    # Dozing readers share one scope that is never entered: cancelling it
+    # would cancel every reader woken later.
+    yield
+    assert not receiving._DOZING_SCOPE.cancel_called
 
 
 def server_readers() -> int:

@@ -74,6 +74,12 @@ _EVENTS_PER_TURN = 1024
 _PARSING, _PAUSED_FOR_INBOX, _PAUSED_FOR_OUTBOX, _PAUSED_FOR_TURN = 0, 1, 2, 3
 
 
+#: The reader's scope while it dozes (it has no task to cancel): never
+#: entered, never cancelled; the reader gets a new scope when it wakes.
+#: One for all, rather than a scope kept by every idle connection.
+_DOZING_SCOPE = trio.CancelScope()
+
+
 class ConnectionReceiving(ConnectionLifecycle):
     """The receive side of :class:`WebSocketConnection` (see the module
     rules). A base class only (see ``ConnectionSending``)."""
@@ -102,10 +108,9 @@ class ConnectionReceiving(ConnectionLifecycle):
         """Start the reader task in the connection's nursery, or let it
         doze until there is something to read (see the module rules)."""
         stream = self._stream
-        if self._may_doze(stream) and cast(DozingStream, stream).wake_on_news(
-            self._wake_reader_task
-        ):
+        if self._may_doze(stream) and cast(DozingStream, stream).wake_on_news(self):
             self._reader_dozing = True
+            self._reader_scope = _DOZING_SCOPE
             return
         nursery = self._nursery
         assert nursery is not None
@@ -128,10 +133,13 @@ class ConnectionReceiving(ConnectionLifecycle):
         self._reader_dozing = False
         cast(DozingStream, self._stream).forget_wake()
         old = self._reader_scope
-        scope = trio.CancelScope(deadline=old.deadline)
-        if old.cancel_called:
-            scope.cancel()
-        self._reader_scope = scope
+        if old is _DOZING_SCOPE:
+            self._reader_scope = trio.CancelScope()
+        else:
+            scope = trio.CancelScope(deadline=old.deadline)
+            if old.cancel_called:
+                scope.cancel()
+            self._reader_scope = scope
         try:
             self._start_reader()
         except RuntimeError:
@@ -159,7 +167,6 @@ class ConnectionReceiving(ConnectionLifecycle):
                     doze = None
                     if self._may_doze(stream):
                         doze = cast(DozingStream, stream).receive_or_doze
-                        wake = self._wake_reader_task
                     self._dispatch()  # events parsed from bytes that came with the handshake
                     while not self._reading_stopped():
                         if self._outbox and (
@@ -192,11 +199,14 @@ class ConnectionReceiving(ConnectionLifecycle):
                         try:
                             received: bytes | bytearray | None
                             if doze is not None and self._state is OPEN:
-                                received = await doze(max_bytes, wake)
+                                received = await doze(max_bytes, self)
                                 if received is None:
+                                    if self._state is not OPEN or scope.cancel_called:
+                                        continue  # closing meanwhile: read on
                                     # Nothing to read: the task ends here
                                     # and starts again with news.
                                     dozing = self._reader_dozing = True
+                                    self._reader_scope = _DOZING_SCOPE
                                     return
                             else:
                                 received = await stream.receive_some(max_bytes)

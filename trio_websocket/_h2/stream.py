@@ -35,11 +35,11 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 import trio
 
+from .._core.contracts import DozingReader
 from .headers import Headers, answer_headers
 
 
@@ -121,7 +121,7 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
         # A dozing reader's wake-up call (see the module rules); whether
         # the parked reader may doze, was asked to, and whether anything
         # happened on the stream since the connection last looked.
-        self._wake_on_news: Callable[[], None] | None = None
+        self._wake_on_news: DozingReader | None = None
         self._reader_may_doze = False
         self._doze_requested = False
         self._news = False
@@ -175,10 +175,10 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
         await trio.lowlevel.cancel_shielded_checkpoint()
         return data
 
-    async def receive_or_doze(self, max_bytes: int, wake: Callable[[], None]) -> bytes | None:
+    async def receive_or_doze(self, max_bytes: int, reader: DozingReader) -> bytes | None:
         """``receive_some(max_bytes)``, or None once the connection asked
-        this reader to doze while nothing was buffered: ``wake`` is then
-        called with the first news (see ``_core.contracts.DozingStream``)."""
+        this reader to doze while nothing was buffered: ``reader`` is then
+        woken with the first news (see ``_core.contracts.DozingStream``)."""
         if self._closed:
             raise trio.ClosedResourceError("this HTTP/2 stream was closed")
         while not self._buffer:
@@ -191,7 +191,7 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
                 return b""
             if self._doze_requested:
                 self._doze_requested = False
-                self._wake_on_news = wake
+                self._wake_on_news = reader
                 return None
             self._reader_may_doze = True
             try:
@@ -207,9 +207,9 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
         await trio.lowlevel.cancel_shielded_checkpoint()
         return data
 
-    def wake_on_news(self, wake: Callable[[], None]) -> bool:
-        """Have ``wake`` called with the first news (a reader that dozes
-        from its start); False, with no call to come, when there is news
+    def wake_on_news(self, reader: DozingReader) -> bool:
+        """Have ``reader`` woken with the first news (a reader that dozes
+        from its start); False, with nothing to come, when there is news
         already (something to read, the end, a reset, a close)."""
         if (
             self._buffer
@@ -218,7 +218,7 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
             or self._closed
         ):
             return False
-        self._wake_on_news = wake
+        self._wake_on_news = reader
         return True
 
     def forget_wake(self) -> None:
@@ -461,10 +461,10 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
             self._reader_parked = None
             trio.lowlevel.reschedule(task)
             return
-        wake = self._wake_on_news
-        if wake is not None:
+        reader = self._wake_on_news
+        if reader is not None:
             self._wake_on_news = None
-            wake()
+            reader._wake_reader_task()
 
     def _wake_sender(self) -> None:
         task = self._sender_parked
