@@ -10,7 +10,7 @@ bench/http2.py measures the memory it saves.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
@@ -40,7 +40,7 @@ DOZE_CHECK = "trio_websocket._h2.connection._DOZE_CHECK_SECONDS"
 
 
 @pytest.fixture(autouse=True)
-def _the_shared_dozing_scope_is_never_cancelled() -> Iterator[None]:
+async def _the_shared_dozing_scope_is_never_cancelled() -> AsyncIterator[None]:
     # Dozing readers share one scope that is never entered: cancelling it
     # would cancel every reader woken later.
     yield
