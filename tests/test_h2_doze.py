@@ -39,11 +39,10 @@ from trio_websocket._core import receiving
 DOZE_CHECK = "trio_websocket._h2.connection._DOZE_CHECK_SECONDS"
 
 
-@pytest.fixture(autouse=True)
-async def _the_shared_dozing_scope_is_never_cancelled() -> AsyncIterator[None]:
-    # Dozing readers share one scope that is never entered: cancelling it
-    # would cancel every reader woken later.
-    yield
+def check_the_shared_dozing_scope() -> None:
+    """Dozing readers share one scope that is never entered: cancelling it
+    would cancel every reader woken later. (Reads the clock: call it in a
+    test's trio run.)"""
     assert not receiving._DOZING_SCOPE.cancel_called
 
 
@@ -135,7 +134,7 @@ async def test_idle_websockets_keep_no_reader_task_and_still_work(
                 await ws.aclose()
             await poll_until(lambda: server.connection_count == 0, 3)
     assert sorted(c.code for c in handler.closes) == [1000, 1000, 4000]
-
+    check_the_shared_dozing_scope()
 
 async def test_a_handler_sends_and_closes_while_its_reader_dozes() -> None:
     handler = Handler()
@@ -158,7 +157,7 @@ async def test_a_handler_sends_and_closes_while_its_reader_dozes() -> None:
             await poll_until(lambda: handler.ended == 1 and server.connection_count == 0, 3)
     # The server's close was answered: a clean closing handshake.
     assert [(c.code, c.reason) for c in handler.closes] == [(4001, "server says bye")]
-
+    check_the_shared_dozing_scope()
 
 async def test_a_reset_or_a_lost_connection_ends_a_dozing_websocket() -> None:
     handler = Handler()
@@ -179,7 +178,7 @@ async def test_a_reset_or_a_lost_connection_ends_a_dozing_websocket() -> None:
             await trio.aclose_forcefully(peer.stream)
             await poll_until(lambda: handler.ended == 3 and server.connection_count == 0, 3)
     assert [c.code for c in handler.closes] == [1006, 1006, 1006]
-
+    check_the_shared_dozing_scope()
 
 async def test_cancelling_the_server_ends_dozing_websockets() -> None:
     handler = Handler()
@@ -201,3 +200,5 @@ async def test_cancelling_the_server_ends_dozing_websockets() -> None:
     # Every handler was cancelled out of get_message, and nothing is left.
     assert cancelled and handler.ended == 3
     assert server_readers() == 0
+    check_the_shared_dozing_scope()
+
