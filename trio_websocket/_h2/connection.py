@@ -572,45 +572,96 @@ class HTTP2Connection:
         more (see ``flush``)."""
         return self._unwritten > _WRITE_HIGH_WATER
 
-    def queue_data(self, stream_id: int, data: memoryview, *, end_stream: bool) -> None:
-        """Queue one DATA frame (``send_room`` bytes at most), the last of
-        the stream's when ``end_stream``."""
+    def queue_frames(self, stream: HTTP2Stream, view: memoryview, sent: int, *, end: bool) -> int:
+        """Queue DATA frames of ``view[sent:]``, as many as the send windows
+        allow until more than ``_WRITE_HIGH_WATER`` bytes are unwritten (one
+        frame past it at most); END_STREAM on the frame that ends ``view``
+        when ``end``. Returns where the queued part ends (``sent`` when the
+        windows are shut). The frames are views of ``view``, written later:
+        it must not change (the stream passes ``bytes``)."""
         guard = self._guard
-        if guard.senders is None:
-            try:
-                self._h2.send_data(stream_id, data.tobytes(), end_stream=end_stream)
-            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
-                raise trio.BrokenResourceError(f"the HTTP/2 stream is gone: {exc}") from exc
-            self._queue_output()
-            return
-        # The fast path: the frame is written here, its window kept in the
-        # guard; h2 only hears of the end of the stream.
-        stream = guard.senders.get(stream_id)
-        if stream is None:
+        senders = guard.senders
+        total = len(view)
+        if senders is None:
+            # h2 keeps the windows and writes the frames: one at a time.
+            room = self.send_room(stream.stream_id)
+            if room <= 0:
+                return sent
+            piece = view[sent : sent + room]
+            sent += len(piece)
+            self.queue_data(stream.stream_id, piece, end_stream=end and sent == total)
+            return sent
+        # The fast path: the frames are written here, their windows kept in
+        # the guard; h2 only hears of the end of the stream.
+        stream_id = stream.stream_id
+        if senders.get(stream_id) is not stream:
             raise trio.BrokenResourceError("the HTTP/2 stream is gone")
-        size = len(data)
-        stream.send_window -= size
-        guard.send_window -= size
+        window = min(stream.send_window, guard.send_window)
+        if window <= 0:
+            return sent
+        frame_size = min(self._h2.max_outbound_frame_size, _MAX_DATA_FRAME)
+        limit = min(total, sent + window)
+        start = sent
+        output = self._output
+        unwritten = self._unwritten
+        full_header = _data_header(frame_size, 0, stream_id)  # (shared by the full frames)
         flags = 0
-        if end_stream:
-            flags = _END_STREAM
-            self._queue_output()  # (what h2 had queued goes first)
-            try:
-                self._h2.end_stream(stream_id)
-            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
-                raise trio.BrokenResourceError(f"the HTTP/2 stream is gone: {exc}") from exc
-            # h2 wrote its own empty END_STREAM frame: ours carries the flag
-            # on the data instead (see _h2.stream: one frame, not two).
-            own = self._h2.data_to_send()
-            del guard.senders[stream_id]
-            if own != _empty_end_stream(stream_id):  # pragma: no cover - not h2 4.x
-                flags = 0
-                self._output.append(_data_header(size, flags, stream_id) + data)
-                self._output.append(own)
-                self._unwritten += FRAME_HEADER_SIZE + size + len(own)
-                return
-        self._output.append(_data_header(size, flags, stream_id) + data)
-        self._unwritten += FRAME_HEADER_SIZE + size
+        after = b""  # (not h2 4.x: its own END_STREAM frame, after ours)
+        try:
+            while sent < limit:
+                size = min(frame_size, limit - sent)
+                if end and sent + size == total:
+                    self._unwritten = unwritten
+                    self._queue_output()  # (what h2 had queued goes first)
+                    unwritten = self._unwritten
+                    after = self._end_with_data(stream_id)
+                    flags = 0 if after else _END_STREAM
+                if size == frame_size and not flags:
+                    output.append(full_header)
+                else:
+                    output.append(_data_header(size, flags, stream_id))
+                output.append(view[sent : sent + size])
+                sent += size
+                unwritten += FRAME_HEADER_SIZE + size
+                if unwritten > _WRITE_HIGH_WATER:
+                    break
+        finally:
+            # (Also for the frames queued before a stream found gone.)
+            self._unwritten = unwritten
+            queued = sent - start
+            stream.send_window -= queued
+            guard.send_window -= queued
+        if after:  # pragma: no cover - not h2 4.x
+            output.append(after)
+            self._unwritten += len(after)
+        return sent
+
+    def _end_with_data(self, stream_id: int) -> bytes:
+        """Tell h2 that the stream's sending side ends (the fast path): the
+        frame about to be queued carries END_STREAM (b"" returned), or, with
+        an h2 that writes something else, what h2 wrote, to follow that
+        frame. Raises ``trio.BrokenResourceError`` when the stream is gone."""
+        assert self._guard.senders is not None
+        try:
+            self._h2.end_stream(stream_id)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
+            raise trio.BrokenResourceError(f"the HTTP/2 stream is gone: {exc}") from exc
+        del self._guard.senders[stream_id]
+        # h2 wrote its own empty END_STREAM frame: ours carries the flag on
+        # the data instead (see _h2.stream: one frame, not two).
+        own = self._h2.data_to_send()
+        if own == _empty_end_stream(stream_id):
+            return b""
+        return own  # pragma: no cover - not h2 4.x
+
+    def queue_data(self, stream_id: int, data: memoryview, *, end_stream: bool) -> None:
+        """Queue one DATA frame through h2 (the fast paths off; ``send_room``
+        bytes at most), the last of the stream's when ``end_stream``."""
+        try:
+            self._h2.send_data(stream_id, data.tobytes(), end_stream=end_stream)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
+            raise trio.BrokenResourceError(f"the HTTP/2 stream is gone: {exc}") from exc
+        self._queue_output()
 
     async def flush(self) -> None:
         """Hand what is queued to the writer, and wait while more than
