@@ -603,34 +603,38 @@ class HTTP2Connection:
         limit = min(total, sent + window)
         start = sent
         output = self._output
-        unwritten = self._unwritten
-        full_header = _data_header(frame_size, 0, stream_id)  # (shared by the full frames)
-        flags = 0
+        # The frames that fit before the high water is passed (the last of
+        # them passes it), all full but the one that ends at ``limit``.
+        frames = (_WRITE_HIGH_WATER - self._unwritten) // (FRAME_HEADER_SIZE + frame_size) + 1
+        full_end = min(sent + frames * frame_size, limit - (limit - sent) % frame_size)
+        if end and full_end == total:
+            full_end -= frame_size  # (the last frame carries END_STREAM)
+        if full_end > sent:
+            # Header and data views in turn, the headers all the same.
+            count = (full_end - sent) // frame_size
+            queued = [_data_header(frame_size, 0, stream_id)] * (2 * count)
+            queued[1::2] = [view[at : at + frame_size] for at in range(sent, full_end, frame_size)]
+            output += queued
+            self._unwritten += count * (FRAME_HEADER_SIZE + frame_size)
+            sent = full_end
         after = b""  # (not h2 4.x: its own END_STREAM frame, after ours)
         try:
-            while sent < limit:
-                size = min(frame_size, limit - sent)
-                if end and sent + size == total:
-                    self._unwritten = unwritten
+            if sent < limit and self._unwritten <= _WRITE_HIGH_WATER:
+                # The last frame: shorter than the others, or the end.
+                flags = 0
+                if end and limit == total:
                     self._queue_output()  # (what h2 had queued goes first)
-                    unwritten = self._unwritten
                     after = self._end_with_data(stream_id)
                     flags = 0 if after else _END_STREAM
-                if size == frame_size and not flags:
-                    output.append(full_header)
-                else:
-                    output.append(_data_header(size, flags, stream_id))
-                output.append(view[sent : sent + size])
-                sent += size
-                unwritten += FRAME_HEADER_SIZE + size
-                if unwritten > _WRITE_HIGH_WATER:
-                    break
+                output.append(_data_header(limit - sent, flags, stream_id))
+                output.append(view[sent:limit])
+                self._unwritten += FRAME_HEADER_SIZE + limit - sent
+                sent = limit
         finally:
             # (Also for the frames queued before a stream found gone.)
-            self._unwritten = unwritten
-            queued = sent - start
-            stream.send_window -= queued
-            guard.send_window -= queued
+            queued_size = sent - start
+            stream.send_window -= queued_size
+            guard.send_window -= queued_size
         if after:  # pragma: no cover - not h2 4.x
             output.append(after)
             self._unwritten += len(after)

@@ -267,6 +267,10 @@ class FrameGuard:
         routed: dict[DataSink, list[memoryview]] = {}
         view = memoryview(data)
         routes = self.routes
+        max_frame_size = self._max_frame_size
+        # (The stream whose list the last routed frame went to.)
+        last_sink: DataSink | None = None
+        last_parts: list[memoryview] = []
         try:
             while position < size:
                 if self._payload_left:
@@ -298,9 +302,9 @@ class FrameGuard:
                 else:
                     high, low, kind, flags, stream_id = _unpack_header(data, position)
                     length = high << 16 | low
-                    header_end = position + FRAME_HEADER_SIZE
                     sink = routes.get(stream_id & 0x7FFFFFFF) if kind == DATA and routes else None
-                    if sink is None or length > self._max_frame_size:
+                    if sink is None or length > max_frame_size:
+                        header_end = position + FRAME_HEADER_SIZE
                         if self._read_header(length, kind, flags, stream_id):
                             # Kept here (a GOAWAY, a WINDOW_UPDATE): hand
                             # over what came before it, not the frame.
@@ -310,33 +314,53 @@ class FrameGuard:
                             run_start = header_end
                         position = header_end
                         continue
-                    # Routed DATA: taken out of what h2 reads.
-                    if not length and not flags & _FLAG_END_STREAM:
-                        self._control_frame()
-                    if pieces is None:
-                        pieces = []
-                    pieces.append(data[run_start:position])
-                    stream_id &= 0x7FFFFFFF
-                    self._start_route(stream_id, sink, length, flags)
-                    position = run_start = header_end
-                    frame_end = header_end + length
-                    if flags & _FLAG_PADDED or frame_end > size:
-                        continue  # padded, or cut by the read: _route goes on with it
-                    # The common case, inline: the whole frame is here.
-                    self._route_sink = None
-                    self._deliver_left = 0
-                    if length:
-                        parts = routed.get(sink)
-                        if parts is None:
-                            routed[sink] = [view[header_end:frame_end]]
-                        else:
-                            parts.append(view[header_end:frame_end])
-                    position = run_start = frame_end
-                    if flags & _FLAG_END_STREAM:
-                        # The peer is done with the stream: h2 hears of it
-                        # here, later DATA goes to h2 (which refuses it).
-                        routes.pop(stream_id, None)
-                        pieces.append(_end_stream_frame(stream_id))
+                    # Routed DATA, taken out of what h2 reads: this frame
+                    # and the routed DATA frames right behind it.
+                    if run_start < position:
+                        if pieces is None:
+                            pieces = []
+                        pieces.append(data[run_start:position])
+                    while True:
+                        stream_id &= 0x7FFFFFFF
+                        header_end = position + FRAME_HEADER_SIZE
+                        frame_end = header_end + length
+                        if flags & _FLAG_PADDED or frame_end > size:
+                            # Padded, or cut by the read: _route goes on.
+                            self._start_route(stream_id, sink, length, flags)
+                            position = run_start = header_end
+                            break
+                        # The common case, inline: the whole frame is here.
+                        self.receive_window -= length
+                        sink.receive_window -= length
+                        if self.receive_window < 0 or sink.receive_window < 0:
+                            raise PeerError(
+                                FLOW_CONTROL_ERROR,
+                                f"DATA beyond the receive window (stream {stream_id})",
+                            )
+                        if length:
+                            if sink is not last_sink:
+                                last_sink = sink
+                                last_parts = routed.setdefault(sink, [])
+                            last_parts.append(view[header_end:frame_end])
+                        elif not flags & _FLAG_END_STREAM:
+                            self._control_frame()
+                        position = run_start = frame_end
+                        if flags & _FLAG_END_STREAM:
+                            # The peer is done with the stream: h2 hears of
+                            # it here; later DATA goes to h2 (which refuses it).
+                            routes.pop(stream_id, None)
+                            if pieces is None:
+                                pieces = []
+                            pieces.append(_end_stream_frame(stream_id))
+                        if size - position < FRAME_HEADER_SIZE:
+                            break
+                        high, low, kind, flags, stream_id = _unpack_header(data, position)
+                        length = high << 16 | low
+                        if kind != DATA or length > max_frame_size:
+                            break
+                        sink = routes.get(stream_id & 0x7FFFFFFF)
+                        if sink is None:
+                            break
         finally:
             for sink, parts in routed.items():
                 sink.data_received(b"".join(parts))
