@@ -91,6 +91,11 @@ _LEFT_TO_PEER_SECONDS = 1.0
 #: to write (a send buffer's worth): beyond it, the send waits.
 _WRITE_HIGH_WATER = 256 * 1024
 
+#: How much the reader asks for while the peer sends in bulk: a
+#: WebSocket's reader takes up to 128 KiB at once (``_core``'s receive
+#: buffer size), so a stream's part of a read reaches it without a join.
+_BULK_RECEIVE_SIZE = 128 * 1024
+
 #: The largest DATA frame we write, whatever the peer allows: frames of
 #: different streams take turns on the wire, and what one stream may queue
 #: stays small.
@@ -180,12 +185,16 @@ class HTTP2Connection:
         self._connection_update_at = max(1, limits.connection_window // 4)
         self._stream_update_at = max(1, limits.stream_window // 2)
         self._streams: dict[int, HTTP2Stream] = {}
-        self._output: list[bytes] = []
-        self._output_ready = trio.Event()
+        # What the writer writes next: frames, and views of the data of
+        # DATA frames (see queue_frames).
+        self._output: list[bytes | memoryview] = []
+        # The writer, when it waits for output (parked by hand: no Event
+        # made per write).
+        self._writer_parked: trio.lowlevel.Task | None = None
         # Bytes queued for the writer and not written yet: what a
-        # stream's send waits on beyond _WRITE_HIGH_WATER.
+        # stream's send waits on beyond _WRITE_HIGH_WATER, in this lot.
         self._unwritten = 0
-        self._written_event = trio.Event()
+        self._written_lot = trio.lowlevel.ParkingLot()
         # More unwritten than the streams' sends can queue (each waits past
         # _WRITE_HIGH_WATER, with one frame at most) is answers the peer
         # does not read: the reader waits then (see _reader).
@@ -242,7 +251,7 @@ class HTTP2Connection:
                 self._closing = True
                 self._idle_watch.cancel()
                 self._left_watch.cancel()
-                self._output_ready.set()
+                self._output_ready()
                 nursery.cancel_scope.deadline = trio.current_time() + _FAREWELL_SECONDS
         finally:
             self._closing = True
@@ -255,7 +264,13 @@ class HTTP2Connection:
 
     async def _reader(self) -> None:
         guard = self._guard
-        receive_size = self._limits.receive_size
+        # Reads of the limits' size; while they come back full (a peer
+        # sending in bulk), larger ones: fewer reads, fewer wakes of each
+        # stream's reader, and a stream's part of a read is what its
+        # WebSocket takes at once (see _BULK_RECEIVE_SIZE).
+        base_size = self._limits.receive_size
+        bulk_size = max(base_size, _BULK_RECEIVE_SIZE)
+        receive_size = base_size
         try:
             if self._already_received:
                 first, self._already_received = self._already_received, b""
@@ -265,7 +280,7 @@ class HTTP2Connection:
                 while self._unwritten > self._answers_cap:
                     # A peer that sends and does not read (a PING flood that
                     # never takes its ACKs): no more reading until it does.
-                    await self._written_event.wait()
+                    await self._written_lot.park()
                 try:
                     received = await self.transport.receive_some(receive_size)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -273,6 +288,7 @@ class HTTP2Connection:
                     return
                 if not received:
                     return
+                receive_size = bulk_size if len(received) == receive_size else base_size
                 if not self._take_in(guard.feed(bytes(received))):
                     return
         except PeerError as exc:
@@ -320,7 +336,7 @@ class HTTP2Connection:
             guard.send_window_opened = False
             self._open_all_windows()
         if self._queue_output():  # h2's answers: PING and SETTINGS ACKs, resets
-            self._output_ready.set()
+            self._output_ready()
         return True
 
     async def _writer(self) -> None:
@@ -329,12 +345,14 @@ class HTTP2Connection:
             if not self._output:
                 if self._closing:
                     return
-                await self._output_ready.wait()
-                self._output_ready = trio.Event()
-                # Woken: let the tasks woken with us queue theirs first (a
-                # WINDOW_UPDATE for what a reader took, then the answer its
-                # handler sends), so that they leave in one write.
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                await self._park_writer()
+                if self._unwritten <= _WRITE_HIGH_WATER:
+                    # Woken: let the tasks woken with us queue theirs first
+                    # (a WINDOW_UPDATE for what a reader took, then the
+                    # answer its handler sends), so that they leave in one
+                    # write. (Past the high water no send queues more: the
+                    # write goes at once.)
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 continue
             data = b"".join(self._output) if len(self._output) > 1 else self._output[0]
             self._output.clear()
@@ -346,9 +364,26 @@ class HTTP2Connection:
                 self._reader_scope.cancel()
                 return
             self._unwritten -= len(data)
-            if self._unwritten <= _WRITE_HIGH_WATER:
-                self._written_event.set()
-                self._written_event = trio.Event()
+            if self._unwritten <= _WRITE_HIGH_WATER and self._written_lot:
+                self._written_lot.unpark_all()
+
+    async def _park_writer(self) -> None:
+        task = trio.lowlevel.current_task()
+        self._writer_parked = task
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            if self._writer_parked is task:
+                self._writer_parked = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _output_ready(self) -> None:
+        """Wake the writer if it waits for output."""
+        task = self._writer_parked
+        if task is not None:
+            self._writer_parked = None
+            trio.lowlevel.reschedule(task)
 
     async def _reset_left_streams(self) -> None:
         """Reset (NO_ERROR) each stream closed cleanly whose peer has not
@@ -370,7 +405,7 @@ class HTTP2Connection:
                     self._left_to_peer.popleft()
                     self._reset_left(stream_id)
                     if self._queue_output():
-                        self._output_ready.set()
+                        self._output_ready()
 
     def _reset_left(self, stream_id: int) -> None:
         with contextlib.suppress(h2.exceptions.ProtocolError):
@@ -612,7 +647,9 @@ class HTTP2Connection:
         if full_end > sent:
             # Header and data views in turn, the headers all the same.
             count = (full_end - sent) // frame_size
-            queued = [_data_header(frame_size, 0, stream_id)] * (2 * count)
+            queued: list[bytes | memoryview] = [_data_header(frame_size, 0, stream_id)] * (
+                2 * count
+            )
             queued[1::2] = [view[at : at + frame_size] for at in range(sent, full_end, frame_size)]
             output += queued
             self._unwritten += count * (FRAME_HEADER_SIZE + frame_size)
@@ -678,11 +715,11 @@ class HTTP2Connection:
         while self._unwritten > _WRITE_HIGH_WATER:
             if self._broken is not None or self._ended.is_set():
                 raise trio.BrokenResourceError("the HTTP/2 connection is gone")
-            await self._written_event.wait()
+            await self._written_lot.park()
 
     def wake_writer(self) -> None:
         self._queue_output()
-        self._output_ready.set()
+        self._output_ready()
 
     def acknowledge(self, stream_id: int, size: int) -> None:
         """The stream's reader took ``size`` bytes (or a closed stream
@@ -692,7 +729,7 @@ class HTTP2Connection:
         if not self._route_data:
             self._h2.acknowledge_received_data(size, stream_id)
             if self._queue_output():  # a WINDOW_UPDATE is due
-                self._output_ready.set()
+                self._output_ready()
             return
         stream = self._streams.get(stream_id)
         if stream is not None and stream.precredited:
@@ -717,7 +754,7 @@ class HTTP2Connection:
             self._queue_output()
             self._output.extend(updates)
             self._unwritten += sum(map(len, updates))
-            self._output_ready.set()
+            self._output_ready()
 
     def end_stream(self, stream_id: int) -> None:
         if self._guard.senders is not None:
@@ -869,7 +906,7 @@ class HTTP2Connection:
         goaway = _goaway_frame(self._last_stream_served, NO_ERROR)
         self._output.append(goaway)
         self._unwritten += len(goaway)
-        self._output_ready.set()
+        self._output_ready()
         if not self._streams:
             self._close_with(NO_ERROR)
 
@@ -918,8 +955,7 @@ class HTTP2Connection:
             self._guard.senders.clear()
         for stream in streams:
             stream.broken(error_code)
-        if self._written_event is not None:
-            self._written_event.set()
+        self._written_lot.unpark_all()
 
 
 def _has_content_length(headers: Headers) -> bool:
