@@ -16,11 +16,14 @@ Rules:
   Streams never write to the transport themselves: they queue frames and
   let the writer write them, so that a WebSocket's send cancelled halfway
   can never leave half a frame on a connection other WebSockets share. A
-  send waits while more than ``_WRITE_HIGH_WATER`` bytes are unwritten.
+  send waits while more than ``_WRITE_HIGH_WATER`` bytes are unwritten;
+  it queues as many DATA frames at once as the windows allow up to there
+  (headers and views of its data: the writer joins them in one write).
   The reader never waits on a stream: a stream's buffer is bounded by its
-  receive window. It waits only when more is unwritten than the streams
-  can have queued: answers (PING, SETTINGS) a peer sends for and does not
-  read.
+  receive window. It reads ``receive_size`` at a time, 128 KiB while its
+  reads come back full. It waits only when more is unwritten than the
+  streams can have queued: answers (PING, SETTINGS) a peer sends for and
+  does not read.
 - Bounds, all from :class:`HTTP2Limits`: concurrent streams (our
   SETTINGS_MAX_CONCURRENT_STREAMS, enforced here: one stream too many is
   refused alone), the header list size (SETTINGS_MAX_HEADER_LIST_SIZE,
@@ -298,6 +301,13 @@ class HTTP2Connection:
     def _take_in(self, data: bytes) -> bool:
         """Hand ``data`` to ``h2`` and handle its events; False when the
         connection must end."""
+        guard = self._guard
+        if not data and not (
+            guard.goaways or guard.padding or guard.stream_errors or guard.send_window_opened
+        ):
+            # All routed DATA (a read of a bulk transfer): h2 read nothing,
+            # so it has nothing to answer either.
+            return True
         try:
             events = self._h2.receive_data(data) if data else []
         except h2.exceptions.ProtocolError as exc:
@@ -315,7 +325,6 @@ class HTTP2Connection:
             return False
         for event in events:
             self._handle(event)
-        guard = self._guard
         while guard.goaways:
             self._peer_goes_away(guard.goaways.pop(0))
         if guard.padding:

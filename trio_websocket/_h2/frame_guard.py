@@ -15,8 +15,10 @@ Rules:
   streams it does not refuse run to their end; the connection handles it
   itself.
 - Routing (``routes``, filled by the connection with the streams whose
-  peer side is open): a DATA frame of a routed stream goes to its sink in
-  the pieces it arrives in, padding dropped. Its flow control is kept here
+  peer side is open): the DATA of a routed stream goes to its sink, padding
+  dropped, once per ``feed`` (what each routed stream had in that read,
+  joined: one copy and one wake of its reader per read, not per frame),
+  before ``feed`` returns or raises. Its flow control is kept here
   (the stream's and the connection's receive windows, both ours: ``h2``
   never sees these bytes, so its own windows only count the DATA it does
   see); a frame beyond either window raises :exc:`PeerError`

@@ -10,7 +10,9 @@ Rules:
   and a stream whose reader is slow holds up no other.
   :meth:`HTTP2Stream.send_all` waits for the peer's window, hands
   the data to the connection's writer and returns once the connection has
-  no more than a send buffer's worth (256 KiB) left to write.
+  no more than a send buffer's worth (256 KiB) left to write. The frames
+  queued are views of the data, which may be written after ``send_all``
+  returns: data that is not ``bytes`` is copied first.
 - Closing: :meth:`HTTP2Stream.send_eof` is END_STREAM. :meth:`aclose` ends
   the stream with END_STREAM (unless it was already) and leaves the rest
   to the peer for a moment: a reset right behind the last data would let a
