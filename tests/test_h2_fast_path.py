@@ -8,7 +8,7 @@ rules (h2 refuses any flow-control violation of ours).
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -23,6 +23,8 @@ from wsproto.connection import Connection
 from wsproto.events import BytesMessage, CloseConnection, TextMessage
 
 from trio_websocket import WebSocketRequest, serve_websocket
+from trio_websocket._h2.connection import HTTP2Connection
+from trio_websocket._h2.stream import HTTP2Stream
 from trio_websocket._wire import fast_paths
 
 
@@ -226,3 +228,149 @@ async def test_a_settings_change_moves_every_send_window(fast_path: bool) -> Non
                 await peer.read_once()
             assert held <= 5000
             assert peer.received == [message]
+
+
+async def test_large_messages_in_full_frames_are_echoed_within_the_peers_limits(
+    fast_path: bool,
+) -> None:
+    # The peer sends frames of the largest size, many to a read, and lets
+    # the server send as much: the server's large sends go out as batches
+    # of frames (no larger than the peer's frame size, within its windows:
+    # the peer's h2 refuses anything else), ending exactly on a frame's end
+    # or not.
+    rng = random.Random(17)
+    sizes = [1 << 20, 3 * 16384 - 2, 16384 - 2, 5, 200_000]  # (+ 2 to 10 bytes of header)
+    messages = [rng.randbytes(size) for size in sizes]
+    with trio.fail_after(15):
+        async with strict_peer(initial_window=1 << 20) as peer:
+            peer.h2.increment_flow_control_window(1 << 22)
+            for message in messages:
+                data = peer.ws.send(BytesMessage(data=message))
+                for start in range(0, len(data), 16384):
+                    while peer.h2.local_flow_control_window(peer.stream_id) < 16384:
+                        await peer.flush()  # (what is queued, in one write)
+                        await peer.read_once()
+                    peer.h2.send_data(peer.stream_id, data[start : start + 16384])
+                await peer.flush()
+            while len(peer.received) < len(messages):
+                await peer.read_once()
+            assert peer.received == messages
+
+
+class ServerConnection:
+    """Our server's HTTP2Connection over lockstep memory streams (a write
+    waits until the other side reads it), with an h2 client on the other
+    end that reads only when told to."""
+
+    def __init__(self) -> None:
+        self.ours, self.theirs = trio.testing.lockstep_stream_pair()
+        self.requests: list[HTTP2Stream] = []
+        self.connection = HTTP2Connection(
+            self.ours,
+            is_client=False,
+            on_request=lambda stream, headers: self.requests.append(stream),
+        )
+        self.h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        self.h2.local_settings = h2.settings.Settings(
+            client=True,
+            initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20},
+        )
+        self.h2.initiate_connection()
+        self.h2.increment_flow_control_window(1 << 22)
+        self.events: list[h2.events.Event] = []
+
+    async def flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data:
+            await self.theirs.send_all(data)
+
+    async def read_until(self, done: Callable[[], object]) -> None:
+        """Read (answering what h2 answers) until ``done()`` is true."""
+        while not done():
+            data = await self.theirs.receive_some(1 << 20)
+            assert data, "the server closed the connection"
+            self.events.extend(self.h2.receive_data(data))
+            await self.flush()
+
+    async def open_stream(self) -> tuple[int, HTTP2Stream]:
+        stream_id = self.h2.get_next_available_stream_id()
+        self.h2.send_headers(
+            stream_id,
+            [
+                (b":method", b"CONNECT"),
+                (b":protocol", b"websocket"),
+                (b":scheme", b"http"),
+                (b":path", b"/"),
+                (b":authority", b"example.test"),
+                (b"sec-websocket-version", b"13"),
+            ],
+        )
+        await self.flush()
+        await self.read_until(lambda: self.requests)
+        stream = self.requests[0]
+        # Answered, its HEADERS taken by the client before the test goes on.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream.send_response_headers, 200, [])
+            await self.read_until(
+                lambda: any(isinstance(e, h2.events.ResponseReceived) for e in self.events)
+            )
+        return stream_id, stream
+
+    def data(self, stream_id: int) -> bytes:
+        return b"".join(
+            e.data
+            for e in self.events
+            if isinstance(e, h2.events.DataReceived) and e.stream_id == stream_id
+        )
+
+
+async def test_a_buffer_changed_after_send_all_returned_is_sent_as_it_was(
+    fast_path: bool,
+) -> None:
+    # send_all returns once the data is queued (not written): what goes out
+    # must not be a view of the caller's buffer, which it may reuse.
+    peer = ServerConnection()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(peer.connection.run)
+            await peer.flush()
+            stream_id, stream = await peer.open_stream()
+            await stream.send_all(b"a" * 1000)
+            # The writer is now stuck writing that until the client reads.
+            await trio.testing.wait_all_tasks_blocked()
+            buffer = bytearray(b"b" * 1000)
+            await stream.send_all(buffer)
+            buffer[:] = b"c" * 1000
+            await peer.read_until(lambda: len(peer.data(stream_id)) >= 2000)
+            assert peer.data(stream_id) == b"a" * 1000 + b"b" * 1000
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("frames", [1, 4])
+async def test_a_send_that_ends_on_a_frame_boundary_ends_with_its_last_frame(
+    fast_path: bool, frames: int
+) -> None:
+    # END_STREAM rides on the DATA frame that carries the end of the data,
+    # a full-size one included (no empty frame after it).
+    peer = ServerConnection()
+    payload = random.Random(19).randbytes(frames * 16384)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(peer.connection.run)
+            await peer.flush()
+            stream_id, stream = await peer.open_stream()
+            nursery.start_soon(stream.send_all_and_end, payload)
+            await peer.read_until(
+                lambda: any(isinstance(e, h2.events.StreamEnded) for e in peer.events)
+            )
+            received = [
+                e
+                for e in peer.events
+                if isinstance(e, h2.events.DataReceived) and e.stream_id == stream_id
+            ]
+            assert b"".join(e.data for e in received) == payload
+            assert [len(e.data) for e in received] == [16384] * frames
+            assert received[-1].stream_ended is not None
+            nursery.cancel_scope.cancel()

@@ -229,3 +229,82 @@ def test_floods_and_rapid_resets_run_out_of_tokens() -> None:
         guard.feed(frame(RST_STREAM, b"\0\0\0\x08", 0, 2 * index + 1))
     with pytest.raises(PeerFlood):
         guard.feed(frame(RST_STREAM, b"\0\0\0\x08", 0, 11))
+
+
+class CountingSink(Sink):
+    """A sink that also counts how often DATA reached it."""
+
+    def __init__(self, receive_window: int = 1 << 20) -> None:
+        super().__init__(receive_window)
+        self.deliveries = 0
+
+    def data_received(self, data: bytes) -> None:
+        self.deliveries += 1
+        super().data_received(data)
+
+
+def test_a_read_of_many_frames_reaches_each_stream_once_in_order() -> None:
+    # Two streams' frames interleaved in one read (and another stream's,
+    # not routed, between them): each routed stream gets its data in one
+    # piece, in order, and h2 only what is not routed.
+    first, second = CountingSink(), CountingSink()
+    guard = routed_guard(first)
+    guard.routes[3] = second
+    guard.feed(CLIENT_PREFACE)
+    other = frame(DATA, b"not routed", 0, 5)
+    read = b"".join(
+        frame(DATA, bytes([index]) * (100 + index), 0, 1 if index % 2 else 3)
+        + (other if index == 4 else b"")
+        for index in range(10)
+    )
+    assert guard.feed(read) == other
+    assert first.data == b"".join(bytes([i]) * (100 + i) for i in range(1, 10, 2))
+    assert second.data == b"".join(bytes([i]) * (100 + i) for i in range(0, 10, 2))
+    assert (first.deliveries, second.deliveries) == (1, 1)
+    assert guard.receive_window == (1 << 20) - sum(100 + i for i in range(10))
+    # A frame cut across reads: its two parts arrive with their reads.
+    head = frame(DATA, b"x" * 1000, 0, 1)
+    assert guard.feed(head[:500]) == b""
+    assert guard.feed(head[500:] + frame(DATA, b"y" * 10, 0, 1)) == b""
+    assert first.deliveries == 3
+    assert first.data.endswith(b"x" * 1000 + b"y" * 10)
+
+
+def test_end_stream_ends_a_run_of_frames_and_what_follows_goes_to_h2() -> None:
+    sink = CountingSink()
+    guard = routed_guard(sink)
+    guard.feed(CLIENT_PREFACE)
+    late = frame(DATA, b"after the end", 0, 1)
+    read = frame(DATA, b"a" * 300, 0, 1) + frame(DATA, b"b" * 200, END_STREAM, 1) + late
+    # h2 reads the end in its place, then the frame the peer should not
+    # have sent (and refuses it: the stream is closed for it).
+    assert guard.feed(read) == frame(DATA, b"", END_STREAM, 1) + late
+    assert sink.data == b"a" * 300 + b"b" * 200 and sink.deliveries == 1
+    assert 1 not in guard.routes
+
+
+def test_a_run_of_frames_past_the_window_delivers_what_fit_and_fails() -> None:
+    sink = CountingSink(receive_window=3000)
+    guard = routed_guard(sink)
+    guard.feed(CLIENT_PREFACE)
+    read = b"".join(frame(DATA, bytes([index]) * 1000, 0, 1) for index in range(4))
+    with pytest.raises(PeerError) as error:
+        guard.feed(read)
+    assert error.value.error_code == FLOW_CONTROL_ERROR
+    # What came within the window was taken (the stream may read it before
+    # it learns that the connection broke); nothing beyond.
+    assert sink.data == b"\0" * 1000 + b"\1" * 1000 + b"\2" * 1000
+
+
+def test_empty_routed_frames_in_a_run_count_as_control_frames() -> None:
+    guard = FrameGuard(
+        expect_client_preface=False,
+        max_frame_size=16384,
+        limits=FloodLimits(control_burst=5, control_per_second=0.01),
+        receive_window=1 << 20,
+    )
+    sink = CountingSink()
+    guard.routes[1] = sink
+    guard.feed(frame(DATA, b"data", 0, 1) + frame(DATA, b"", 0, 1) * 5)
+    with pytest.raises(PeerFlood):
+        guard.feed(frame(DATA, b"more", 0, 1) + frame(DATA, b"", 0, 1))

@@ -16,11 +16,14 @@ Rules:
   Streams never write to the transport themselves: they queue frames and
   let the writer write them, so that a WebSocket's send cancelled halfway
   can never leave half a frame on a connection other WebSockets share. A
-  send waits while more than ``_WRITE_HIGH_WATER`` bytes are unwritten.
+  send waits while more than ``_WRITE_HIGH_WATER`` bytes are unwritten;
+  it queues as many DATA frames at once as the windows allow up to there
+  (headers and views of its data: the writer joins them in one write).
   The reader never waits on a stream: a stream's buffer is bounded by its
-  receive window. It waits only when more is unwritten than the streams
-  can have queued: answers (PING, SETTINGS) a peer sends for and does not
-  read.
+  receive window. It reads ``receive_size`` at a time, 128 KiB while its
+  reads come back full. It waits only when more is unwritten than the
+  streams can have queued: answers (PING, SETTINGS) a peer sends for and
+  does not read.
 - Bounds, all from :class:`HTTP2Limits`: concurrent streams (our
   SETTINGS_MAX_CONCURRENT_STREAMS, enforced here: one stream too many is
   refused alone), the header list size (SETTINGS_MAX_HEADER_LIST_SIZE,
@@ -97,6 +100,11 @@ _WRITE_HIGH_WATER = 256 * 1024
 #: _h2.stream): a WebSocket idle for one to two periods gives back its
 #: reader task.
 _DOZE_CHECK_SECONDS = 1.0
+
+#: How much the reader asks for while the peer sends in bulk: a
+#: WebSocket's reader takes up to 128 KiB at once (``_core``'s receive
+#: buffer size), so a stream's part of a read reaches it without a join.
+_BULK_RECEIVE_SIZE = 128 * 1024
 
 #: The largest DATA frame we write, whatever the peer allows: frames of
 #: different streams take turns on the wire, and what one stream may queue
@@ -187,12 +195,16 @@ class HTTP2Connection:
         self._connection_update_at = max(1, limits.connection_window // 4)
         self._stream_update_at = max(1, limits.stream_window // 2)
         self._streams: dict[int, HTTP2Stream] = {}
-        self._output: list[bytes] = []
-        self._output_ready = trio.Event()
+        # What the writer writes next: frames, and views of the data of
+        # DATA frames (see queue_frames).
+        self._output: list[bytes | memoryview] = []
+        # The writer, when it waits for output (parked by hand: no Event
+        # made per write).
+        self._writer_parked: trio.lowlevel.Task | None = None
         # Bytes queued for the writer and not written yet: what a
-        # stream's send waits on beyond _WRITE_HIGH_WATER.
+        # stream's send waits on beyond _WRITE_HIGH_WATER, in this lot.
         self._unwritten = 0
-        self._written_event = trio.Event()
+        self._written_lot = trio.lowlevel.ParkingLot()
         # More unwritten than the streams' sends can queue (each waits past
         # _WRITE_HIGH_WATER, with one frame at most) is answers the peer
         # does not read: the reader waits then (see _reader).
@@ -254,7 +266,7 @@ class HTTP2Connection:
                 self._idle_watch.cancel()
                 self._left_watch.cancel()
                 self._doze_watch.cancel()
-                self._output_ready.set()
+                self._output_ready()
                 nursery.cancel_scope.deadline = trio.current_time() + _FAREWELL_SECONDS
         finally:
             self._closing = True
@@ -267,7 +279,13 @@ class HTTP2Connection:
 
     async def _reader(self) -> None:
         guard = self._guard
-        receive_size = self._limits.receive_size
+        # Reads of the limits' size; while they come back full (a peer
+        # sending in bulk), larger ones: fewer reads, fewer wakes of each
+        # stream's reader, and a stream's part of a read is what its
+        # WebSocket takes at once (see _BULK_RECEIVE_SIZE).
+        base_size = self._limits.receive_size
+        bulk_size = max(base_size, _BULK_RECEIVE_SIZE)
+        receive_size = base_size
         try:
             if self._already_received:
                 first, self._already_received = self._already_received, b""
@@ -277,7 +295,7 @@ class HTTP2Connection:
                 while self._unwritten > self._answers_cap:
                     # A peer that sends and does not read (a PING flood that
                     # never takes its ACKs): no more reading until it does.
-                    await self._written_event.wait()
+                    await self._written_lot.park()
                 try:
                     received = await self.transport.receive_some(receive_size)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -285,6 +303,7 @@ class HTTP2Connection:
                     return
                 if not received:
                     return
+                receive_size = bulk_size if len(received) == receive_size else base_size
                 if not self._take_in(guard.feed(bytes(received))):
                     return
         except PeerError as exc:
@@ -294,6 +313,13 @@ class HTTP2Connection:
     def _take_in(self, data: bytes) -> bool:
         """Hand ``data`` to ``h2`` and handle its events; False when the
         connection must end."""
+        guard = self._guard
+        if not data and not (
+            guard.goaways or guard.padding or guard.stream_errors or guard.send_window_opened
+        ):
+            # All routed DATA (a read of a bulk transfer): h2 read nothing,
+            # so it has nothing to answer either.
+            return True
         try:
             events = self._h2.receive_data(data) if data else []
         except h2.exceptions.ProtocolError as exc:
@@ -311,7 +337,6 @@ class HTTP2Connection:
             return False
         for event in events:
             self._handle(event)
-        guard = self._guard
         while guard.goaways:
             self._peer_goes_away(guard.goaways.pop(0))
         if guard.padding:
@@ -332,7 +357,7 @@ class HTTP2Connection:
             guard.send_window_opened = False
             self._open_all_windows()
         if self._queue_output():  # h2's answers: PING and SETTINGS ACKs, resets
-            self._output_ready.set()
+            self._output_ready()
         return True
 
     async def _writer(self) -> None:
@@ -341,12 +366,14 @@ class HTTP2Connection:
             if not self._output:
                 if self._closing:
                     return
-                await self._output_ready.wait()
-                self._output_ready = trio.Event()
-                # Woken: let the tasks woken with us queue theirs first (a
-                # WINDOW_UPDATE for what a reader took, then the answer its
-                # handler sends), so that they leave in one write.
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                await self._park_writer()
+                if self._unwritten <= _WRITE_HIGH_WATER:
+                    # Woken: let the tasks woken with us queue theirs first
+                    # (a WINDOW_UPDATE for what a reader took, then the
+                    # answer its handler sends), so that they leave in one
+                    # write. (Past the high water no send queues more: the
+                    # write goes at once.)
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 continue
             data = b"".join(self._output) if len(self._output) > 1 else self._output[0]
             self._output.clear()
@@ -358,9 +385,26 @@ class HTTP2Connection:
                 self._reader_scope.cancel()
                 return
             self._unwritten -= len(data)
-            if self._unwritten <= _WRITE_HIGH_WATER:
-                self._written_event.set()
-                self._written_event = trio.Event()
+            if self._unwritten <= _WRITE_HIGH_WATER and self._written_lot:
+                self._written_lot.unpark_all()
+
+    async def _park_writer(self) -> None:
+        task = trio.lowlevel.current_task()
+        self._writer_parked = task
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            if self._writer_parked is task:
+                self._writer_parked = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _output_ready(self) -> None:
+        """Wake the writer if it waits for output."""
+        task = self._writer_parked
+        if task is not None:
+            self._writer_parked = None
+            trio.lowlevel.reschedule(task)
 
     async def _reset_left_streams(self) -> None:
         """Reset (NO_ERROR) each stream closed cleanly whose peer has not
@@ -382,7 +426,7 @@ class HTTP2Connection:
                     self._left_to_peer.popleft()
                     self._reset_left(stream_id)
                     if self._queue_output():
-                        self._output_ready.set()
+                        self._output_ready()
 
     def _reset_left(self, stream_id: int) -> None:
         with contextlib.suppress(h2.exceptions.ProtocolError):
@@ -594,45 +638,102 @@ class HTTP2Connection:
         more (see ``flush``)."""
         return self._unwritten > _WRITE_HIGH_WATER
 
-    def queue_data(self, stream_id: int, data: memoryview, *, end_stream: bool) -> None:
-        """Queue one DATA frame (``send_room`` bytes at most), the last of
-        the stream's when ``end_stream``."""
+    def queue_frames(self, stream: HTTP2Stream, view: memoryview, sent: int, *, end: bool) -> int:
+        """Queue DATA frames of ``view[sent:]``, as many as the send windows
+        allow until more than ``_WRITE_HIGH_WATER`` bytes are unwritten (one
+        frame past it at most); END_STREAM on the frame that ends ``view``
+        when ``end``. Returns where the queued part ends (``sent`` when the
+        windows are shut). The frames are views of ``view``, written later:
+        it must not change (the stream passes ``bytes``)."""
         guard = self._guard
-        if guard.senders is None:
-            try:
-                self._h2.send_data(stream_id, data.tobytes(), end_stream=end_stream)
-            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
-                raise trio.BrokenResourceError(f"the HTTP/2 stream is gone: {exc}") from exc
-            self._queue_output()
-            return
-        # The fast path: the frame is written here, its window kept in the
-        # guard; h2 only hears of the end of the stream.
-        stream = guard.senders.get(stream_id)
-        if stream is None:
+        senders = guard.senders
+        total = len(view)
+        if senders is None:
+            # h2 keeps the windows and writes the frames: one at a time.
+            room = self.send_room(stream.stream_id)
+            if room <= 0:
+                return sent
+            piece = view[sent : sent + room]
+            sent += len(piece)
+            self.queue_data(stream.stream_id, piece, end_stream=end and sent == total)
+            return sent
+        # The fast path: the frames are written here, their windows kept in
+        # the guard; h2 only hears of the end of the stream.
+        stream_id = stream.stream_id
+        if senders.get(stream_id) is not stream:
             raise trio.BrokenResourceError("the HTTP/2 stream is gone")
-        size = len(data)
-        stream.send_window -= size
-        guard.send_window -= size
-        flags = 0
-        if end_stream:
-            flags = _END_STREAM
-            self._queue_output()  # (what h2 had queued goes first)
-            try:
-                self._h2.end_stream(stream_id)
-            except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
-                raise trio.BrokenResourceError(f"the HTTP/2 stream is gone: {exc}") from exc
-            # h2 wrote its own empty END_STREAM frame: ours carries the flag
-            # on the data instead (see _h2.stream: one frame, not two).
-            own = self._h2.data_to_send()
-            del guard.senders[stream_id]
-            if own != _empty_end_stream(stream_id):  # pragma: no cover - not h2 4.x
+        window = min(stream.send_window, guard.send_window)
+        if window <= 0:
+            return sent
+        frame_size = min(self._h2.max_outbound_frame_size, _MAX_DATA_FRAME)
+        limit = min(total, sent + window)
+        start = sent
+        output = self._output
+        # The frames that fit before the high water is passed (the last of
+        # them passes it), all full but the one that ends at ``limit``.
+        frames = (_WRITE_HIGH_WATER - self._unwritten) // (FRAME_HEADER_SIZE + frame_size) + 1
+        full_end = min(sent + frames * frame_size, limit - (limit - sent) % frame_size)
+        if end and full_end == total:
+            full_end -= frame_size  # (the last frame carries END_STREAM)
+        if full_end > sent:
+            # Header and data views in turn, the headers all the same.
+            count = (full_end - sent) // frame_size
+            queued: list[bytes | memoryview] = [_data_header(frame_size, 0, stream_id)] * (
+                2 * count
+            )
+            queued[1::2] = [view[at : at + frame_size] for at in range(sent, full_end, frame_size)]
+            output += queued
+            self._unwritten += count * (FRAME_HEADER_SIZE + frame_size)
+            sent = full_end
+        after = b""  # (not h2 4.x: its own END_STREAM frame, after ours)
+        try:
+            if sent < limit and self._unwritten <= _WRITE_HIGH_WATER:
+                # The last frame: shorter than the others, or the end.
                 flags = 0
-                self._output.append(_data_header(size, flags, stream_id) + data)
-                self._output.append(own)
-                self._unwritten += FRAME_HEADER_SIZE + size + len(own)
-                return
-        self._output.append(_data_header(size, flags, stream_id) + data)
-        self._unwritten += FRAME_HEADER_SIZE + size
+                if end and limit == total:
+                    self._queue_output()  # (what h2 had queued goes first)
+                    after = self._end_with_data(stream_id)
+                    flags = 0 if after else _END_STREAM
+                output.append(_data_header(limit - sent, flags, stream_id))
+                output.append(view[sent:limit])
+                self._unwritten += FRAME_HEADER_SIZE + limit - sent
+                sent = limit
+        finally:
+            # (Also for the frames queued before a stream found gone.)
+            queued_size = sent - start
+            stream.send_window -= queued_size
+            guard.send_window -= queued_size
+        if after:  # pragma: no cover - not h2 4.x
+            output.append(after)
+            self._unwritten += len(after)
+        return sent
+
+    def _end_with_data(self, stream_id: int) -> bytes:
+        """Tell h2 that the stream's sending side ends (the fast path): the
+        frame about to be queued carries END_STREAM (b"" returned), or, with
+        an h2 that writes something else, what h2 wrote, to follow that
+        frame. Raises ``trio.BrokenResourceError`` when the stream is gone."""
+        assert self._guard.senders is not None
+        try:
+            self._h2.end_stream(stream_id)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
+            raise trio.BrokenResourceError(f"the HTTP/2 stream is gone: {exc}") from exc
+        del self._guard.senders[stream_id]
+        # h2 wrote its own empty END_STREAM frame: ours carries the flag on
+        # the data instead (see _h2.stream: one frame, not two).
+        own = self._h2.data_to_send()
+        if own == _empty_end_stream(stream_id):
+            return b""
+        return own  # pragma: no cover - not h2 4.x
+
+    def queue_data(self, stream_id: int, data: memoryview, *, end_stream: bool) -> None:
+        """Queue one DATA frame through h2 (the fast paths off; ``send_room``
+        bytes at most), the last of the stream's when ``end_stream``."""
+        try:
+            self._h2.send_data(stream_id, data.tobytes(), end_stream=end_stream)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
+            raise trio.BrokenResourceError(f"the HTTP/2 stream is gone: {exc}") from exc
+        self._queue_output()
 
     async def flush(self) -> None:
         """Hand what is queued to the writer, and wait while more than
@@ -645,11 +746,11 @@ class HTTP2Connection:
         while self._unwritten > _WRITE_HIGH_WATER:
             if self._broken is not None or self._ended.is_set():
                 raise trio.BrokenResourceError("the HTTP/2 connection is gone")
-            await self._written_event.wait()
+            await self._written_lot.park()
 
     def wake_writer(self) -> None:
         self._queue_output()
-        self._output_ready.set()
+        self._output_ready()
 
     def acknowledge(self, stream_id: int, size: int) -> None:
         """The stream's reader took ``size`` bytes (or a closed stream
@@ -659,7 +760,7 @@ class HTTP2Connection:
         if not self._route_data:
             self._h2.acknowledge_received_data(size, stream_id)
             if self._queue_output():  # a WINDOW_UPDATE is due
-                self._output_ready.set()
+                self._output_ready()
             return
         stream = self._streams.get(stream_id)
         if stream is not None and stream.precredited:
@@ -684,7 +785,7 @@ class HTTP2Connection:
             self._queue_output()
             self._output.extend(updates)
             self._unwritten += sum(map(len, updates))
-            self._output_ready.set()
+            self._output_ready()
 
     def end_stream(self, stream_id: int) -> None:
         if self._guard.senders is not None:
@@ -847,7 +948,7 @@ class HTTP2Connection:
         goaway = _goaway_frame(self._last_stream_served, NO_ERROR)
         self._output.append(goaway)
         self._unwritten += len(goaway)
-        self._output_ready.set()
+        self._output_ready()
         if not self._streams:
             self._close_with(NO_ERROR)
 
@@ -896,8 +997,7 @@ class HTTP2Connection:
             self._guard.senders.clear()
         for stream in streams:
             stream.broken(error_code)
-        if self._written_event is not None:
-            self._written_event.set()
+        self._written_lot.unpark_all()
 
 
 def _has_content_length(headers: Headers) -> bool:

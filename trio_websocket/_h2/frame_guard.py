@@ -15,8 +15,10 @@ Rules:
   streams it does not refuse run to their end; the connection handles it
   itself.
 - Routing (``routes``, filled by the connection with the streams whose
-  peer side is open): a DATA frame of a routed stream goes to its sink in
-  the pieces it arrives in, padding dropped. Its flow control is kept here
+  peer side is open): the DATA of a routed stream goes to its sink, padding
+  dropped, once per ``feed`` (what each routed stream had in that read,
+  joined: one copy and one wake of its reader per read, not per frame),
+  before ``feed`` returns or raises. Its flow control is kept here
   (the stream's and the connection's receive windows, both ours: ``h2``
   never sees these bytes, so its own windows only count the DATA it does
   see); a frame beyond either window raises :exc:`PeerError`
@@ -44,6 +46,7 @@ Rules:
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,6 +68,10 @@ PING = 0x6
 GOAWAY = 0x7
 WINDOW_UPDATE = 0x8
 CONTINUATION = 0x9
+
+#: A frame header's fields: its length (a byte and 16 bits), type, flags
+#: and stream id (with the reserved bit).
+_unpack_header = struct.Struct(">BHBBL").unpack_from
 
 _FLAG_END_STREAM = 0x1
 _FLAG_PADDED = 0x8
@@ -256,50 +263,109 @@ class FrameGuard:
         position = 0
         run_start = 0  # data[run_start:position] is handed over as it is
         pieces: list[bytes] | None = None  # set once something is held back
-        while position < size:
-            if self._payload_left:
-                taken = min(self._payload_left, size - position)
-                self._payload_left -= taken
-                position += taken
-            elif self._route_sink is not None:
-                position = self._route(data, position, size)
-                run_start = position
-                if self._route_sink is None and self._route_end:
-                    if pieces is None:
-                        pieces = []
-                    pieces.append(_end_stream_frame(self._route_id))
-            elif self._preface_left:
-                taken = min(self._preface_left, size - position)
-                self._preface_left -= taken
-                position += taken
-            elif self._kept is not None:
-                taken = min(self._kept_left, size - position)
-                self._kept += data[position : position + taken]
-                self._kept_left -= taken
-                position += taken
-                run_start = position
-                if not self._kept_left:
-                    self._finish_kept()
-            elif size - position < FRAME_HEADER_SIZE:
-                self._head = data[position:]
-                break
-            else:
-                header_end = position + FRAME_HEADER_SIZE
-                if self._read_header(data[position:header_end]):
-                    # Kept here (a GOAWAY, routed DATA): hand over what
-                    # came before it, not the frame.
-                    if pieces is None:
-                        pieces = []
-                    pieces.append(data[run_start:position])
-                    run_start = header_end
-                    if self._route_sink is not None and not (
-                        self._deliver_left or self._pad_byte_due or self._skip_left
-                    ):
-                        # An empty routed frame: over at once.
-                        self._end_route()
-                        if self._route_end:
-                            pieces.append(_end_stream_frame(self._route_id))
-                position = header_end
+        # The routed DATA of this read, by stream: each stream gets its part
+        # once, at the end (one copy, one wake of its reader per read, not
+        # per frame), before h2 reads what follows it.
+        routed: dict[DataSink, list[memoryview]] = {}
+        view = memoryview(data)
+        routes = self.routes
+        max_frame_size = self._max_frame_size
+        # (The stream whose list the last routed frame went to.)
+        last_sink: DataSink | None = None
+        last_parts: list[memoryview] = []
+        try:
+            while position < size:
+                if self._payload_left:
+                    taken = min(self._payload_left, size - position)
+                    self._payload_left -= taken
+                    position += taken
+                elif self._route_sink is not None:
+                    position = self._route(view, position, size, routed)
+                    run_start = position
+                    if self._route_sink is None and self._route_end:
+                        if pieces is None:
+                            pieces = []
+                        pieces.append(_end_stream_frame(self._route_id))
+                elif self._preface_left:
+                    taken = min(self._preface_left, size - position)
+                    self._preface_left -= taken
+                    position += taken
+                elif self._kept is not None:
+                    taken = min(self._kept_left, size - position)
+                    self._kept += data[position : position + taken]
+                    self._kept_left -= taken
+                    position += taken
+                    run_start = position
+                    if not self._kept_left:
+                        self._finish_kept()
+                elif size - position < FRAME_HEADER_SIZE:
+                    self._head = data[position:]
+                    break
+                else:
+                    high, low, kind, flags, stream_id = _unpack_header(data, position)
+                    length = high << 16 | low
+                    sink = routes.get(stream_id & 0x7FFFFFFF) if kind == DATA and routes else None
+                    if sink is None or length > max_frame_size:
+                        header_end = position + FRAME_HEADER_SIZE
+                        if self._read_header(length, kind, flags, stream_id):
+                            # Kept here (a GOAWAY, a WINDOW_UPDATE): hand
+                            # over what came before it, not the frame.
+                            if pieces is None:
+                                pieces = []
+                            pieces.append(data[run_start:position])
+                            run_start = header_end
+                        position = header_end
+                        continue
+                    # Routed DATA, taken out of what h2 reads: this frame
+                    # and the routed DATA frames right behind it.
+                    if run_start < position:
+                        if pieces is None:
+                            pieces = []
+                        pieces.append(data[run_start:position])
+                    while True:
+                        stream_id &= 0x7FFFFFFF
+                        header_end = position + FRAME_HEADER_SIZE
+                        frame_end = header_end + length
+                        if flags & _FLAG_PADDED or frame_end > size:
+                            # Padded, or cut by the read: _route goes on.
+                            self._start_route(stream_id, sink, length, flags)
+                            position = run_start = header_end
+                            break
+                        # The common case, inline: the whole frame is here.
+                        self.receive_window -= length
+                        sink.receive_window -= length
+                        if self.receive_window < 0 or sink.receive_window < 0:
+                            raise PeerError(
+                                FLOW_CONTROL_ERROR,
+                                f"DATA beyond the receive window (stream {stream_id})",
+                            )
+                        if length:
+                            if sink is not last_sink:
+                                last_sink = sink
+                                last_parts = routed.setdefault(sink, [])
+                            last_parts.append(view[header_end:frame_end])
+                        elif not flags & _FLAG_END_STREAM:
+                            self._control_frame()
+                        position = run_start = frame_end
+                        if flags & _FLAG_END_STREAM:
+                            # The peer is done with the stream: h2 hears of
+                            # it here; later DATA goes to h2 (which refuses it).
+                            routes.pop(stream_id, None)
+                            if pieces is None:
+                                pieces = []
+                            pieces.append(_end_stream_frame(stream_id))
+                        if size - position < FRAME_HEADER_SIZE:
+                            break
+                        high, low, kind, flags, stream_id = _unpack_header(data, position)
+                        length = high << 16 | low
+                        if kind != DATA or length > max_frame_size:
+                            break
+                        sink = routes.get(stream_id & 0x7FFFFFFF)
+                        if sink is None:
+                            break
+        finally:
+            for sink, parts in routed.items():
+                sink.data_received(b"".join(parts))
         if pieces is None and run_start == 0 and not self._head:
             return data
         if pieces is None:
@@ -307,13 +373,20 @@ class FrameGuard:
         pieces.append(data[run_start:position])
         return b"".join(pieces)
 
-    def _route(self, data: bytes, position: int, size: int) -> int:
-        """Go on with the routed DATA frame from ``position``; where its
-        part of ``data`` ends."""
+    def _route(
+        self,
+        view: memoryview,
+        position: int,
+        size: int,
+        routed: dict[DataSink, list[memoryview]],
+    ) -> int:
+        """Go on with the routed DATA frame (padded, or cut by a read) from
+        ``position``, its data collected in ``routed``; where its part of
+        the read ends."""
         sink = self._route_sink
         assert sink is not None
         if self._pad_byte_due:
-            pad = data[position]
+            pad = view[position]
             position += 1
             self._pad_byte_due = False
             if pad > self._deliver_left:
@@ -324,7 +397,7 @@ class FrameGuard:
         if self._deliver_left and position < size:
             taken = min(self._deliver_left, size - position)
             self._deliver_left -= taken
-            sink.data_received(data[position : position + taken])
+            routed.setdefault(sink, []).append(view[position : position + taken])
             position += taken
         if not self._deliver_left and self._skip_left and position < size:
             taken = min(self._skip_left, size - position)
@@ -341,30 +414,22 @@ class FrameGuard:
             # inserts the frame), later DATA goes to h2 (which refuses it).
             self.routes.pop(self._route_id, None)
 
-    def _read_header(self, head: bytes) -> bool:
-        """Account for one frame header; True when the frame is kept here
-        (a GOAWAY, whose payload this guard then keeps, or routed DATA)."""
-        length = int.from_bytes(head[0:3], "big")
-        kind = head[3]
-        flags = head[4]
+    def _read_header(self, length: int, kind: int, flags: int, stream_id: int) -> bool:
+        """Account for one frame header (of a frame not routed); True when
+        the frame is kept here (a GOAWAY, whose payload this guard then
+        keeps, or a WINDOW_UPDATE when the send windows are ours)."""
         if length > self._max_frame_size:
             # Refused on its header, before its payload is waited for.
             raise PeerError(FRAME_SIZE_ERROR, f"a frame of {length} bytes")
         if kind == DATA:
             if length == 0 and not flags & _FLAG_END_STREAM:
                 self._control_frame()
-            if self.routes and length <= self._max_frame_size:
-                stream_id = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
-                sink = self.routes.get(stream_id)
-                if sink is not None:
-                    self._start_route(stream_id, sink, length, flags)
-                    return True
-        elif kind == GOAWAY and length <= self._max_frame_size and length >= 8:
+        elif kind == GOAWAY and length >= 8:
             self._control_frame()
             self._keep(GOAWAY, 0, length)
             return True
         elif kind == WINDOW_UPDATE and length == 4 and self.senders is not None:
-            self._keep(WINDOW_UPDATE, int.from_bytes(head[5:9], "big") & 0x7FFFFFFF, length)
+            self._keep(WINDOW_UPDATE, stream_id & 0x7FFFFFFF, length)
             return True
         self._payload_left = length
         if kind == RST_STREAM:

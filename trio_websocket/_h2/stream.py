@@ -10,7 +10,9 @@ Rules:
   and a stream whose reader is slow holds up no other.
   :meth:`HTTP2Stream.send_all` waits for the peer's window, hands
   the data to the connection's writer and returns once the connection has
-  no more than a send buffer's worth (256 KiB) left to write.
+  no more than a send buffer's worth (256 KiB) left to write. The frames
+  queued are views of the data, which may be written after ``send_all``
+  returns: data that is not ``bytes`` is copied first.
 - Closing: :meth:`HTTP2Stream.send_eof` is END_STREAM. :meth:`aclose` ends
   the stream with END_STREAM (unless it was already) and leaves the rest
   to the peer for a moment: a reset right behind the last data would let a
@@ -57,7 +59,9 @@ class StreamOwner(Protocol):
     @property
     def must_drain(self) -> bool: ...
 
-    def queue_data(self, stream_id: int, data: memoryview, *, end_stream: bool) -> None: ...
+    def queue_frames(
+        self, stream: HTTP2Stream, view: memoryview, sent: int, *, end: bool
+    ) -> int: ...
 
     async def flush(self) -> None: ...
 
@@ -270,6 +274,11 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
     async def _send(self, data: bytes | bytearray | memoryview, *, end: bool) -> None:
         connection = self._connection
         self._check_sendable()
+        if type(data) is not bytes:
+            # The frames are queued as views of the data and may be written
+            # after this returns: never views of a buffer the caller may
+            # change or reuse.
+            data = bytes(data)
         view = memoryview(data)
         sent = 0
         total = len(view)
@@ -280,22 +289,18 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
                 await connection.flush()
                 self._check_sendable()
                 continue
-            room = connection.send_room(self.stream_id)
-            if room <= 0:
+            queued = connection.queue_frames(self, view, sent, end=end)
+            if queued == sent:
                 # Written what fits, the peer can answer with a window.
                 connection.wake_writer()
                 await self._park_sender()
                 self._check_sendable()
                 continue
-            piece = view[sent : sent + room]
-            sent += len(piece)
-            last = end and sent == total
-            connection.queue_data(self.stream_id, piece, end_stream=last)
-            if last:
-                self._local_ended = True
-        if end and not total:
+            sent = queued
+        if end:
             self._local_ended = True
-            connection.end_stream(self.stream_id)
+            if not total:
+                connection.end_stream(self.stream_id)
         await connection.flush()
 
     def _check_sendable(self) -> None:
