@@ -4,12 +4,17 @@ Drives a server under test with pre-built masked WebSocket frames (or
 length-prefixed frames for the plain-TCP stack) and samples the server's
 CPU time / RSS from /proc around each measured window.  Subcommands:
   echo       pipelined echo, one RESULT line per message size
+  rr         request/response: one message in flight, round trip after
+             round trip; server CPU per round trip and the latency of each
+             (p50/p99), one RESULT line per message size
   handshake  open + close handshakes in a loop (a few threads)
   idle       RSS growth of the server for N idle connections (--deflate:
              each negotiates permessage-deflate and echoes one compressed
              message first, so the server holds its zlib state)
-echo and idle take --tls (TLS, ALPN http/1.1, certificate not verified;
-for the HTTP/2 scenario's --tls mode).
+Every subcommand takes --tls: TLS (the ssl module's defaults, so TLS 1.3;
+ALPN http/1.1; the certificate is not verified) for run.py --tls and the
+HTTP/2 scenario's --tls mode.  A plain (length-prefixed) TLS connection
+ends with a close_notify each way, as trio's SSLStream ends it.
 """
 
 import argparse
@@ -24,6 +29,7 @@ import zlib
 from benchutil import (
     client_tls_context,
     emit,
+    percentile,
     proc_cpu_seconds,
     proc_rss_kib,
     raise_nofile,
@@ -41,13 +47,25 @@ WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 DEFLATE_OFFER = b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
 
 
+_tls_contexts = []
+
+
+def tls_context():
+    """The one client context of this process: making one loads the
+    system's CA certificates (about 20 ms of CPU), which would otherwise
+    make the load generator, not the server, the bottleneck of TLS
+    handshakes."""
+    if not _tls_contexts:
+        _tls_contexts.append(client_tls_context(["http/1.1"]))
+    return _tls_contexts[0]
+
+
 def connect(port, proto, deflate=False, tls=False):
     """Open a TCP (and WebSocket) connection; return (sock, leftover)."""
     sock = socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if tls:
-        sock = client_tls_context(["http/1.1"]).wrap_socket(
-            sock, server_hostname=HOST)
+        sock = tls_context().wrap_socket(sock, server_hostname=HOST)
     if proto != "ws":
         return sock, b""
     request, accept = client_handshake(HOST, port)
@@ -97,15 +115,18 @@ def echo_once(sock, frame, leftover):
 
 
 def close_conn(sock, proto, graceful=True):
-    """Send a close frame (ws) / FIN (plain) and wait for the server's EOF."""
+    """Send a close frame (ws) / FIN or close_notify (plain) and wait for
+    the server's EOF."""
     try:
         sock.setblocking(True)
         sock.settimeout(2.0)
         if proto == "ws":
             sock.sendall(CLOSE_FRAME)
+        elif isinstance(sock, ssl.SSLSocket):
+            sock = tls_goodbye(sock) or sock
         else:
             sock.shutdown(socket.SHUT_WR)
-        while graceful:
+        while graceful and sock.fileno() >= 0:
             chunk = sock.recv(65536)
             if not chunk:
                 break
@@ -113,6 +134,17 @@ def close_conn(sock, proto, graceful=True):
         pass
     finally:
         sock.close()
+
+
+def tls_goodbye(sock):
+    """End a TLS stream the way trio's SSLStream ends one: a close_notify,
+    then the peer's close_notify (or EOF); return the bare socket, to
+    drain, or None when the peer went first."""
+    try:
+        return sock.unwrap()
+    except (OSError, ValueError):  # reset, EOF or no close_notify back
+        sock.close()
+        return None
 
 
 def pump(sock, counter, blob, flen, window, duration, max_msgs, rbuf):
@@ -194,8 +226,62 @@ def cmd_echo(args):
                         "loadgen_cpu": me1 - me0})
 
 
-def one_handshake(port, proto):
-    sock, rest = connect(port, proto)
+def round_trips(sock, counter, frame, rbuf, duration, max_count):
+    """Send `frame` and wait for its whole echo, again and again, for
+    `duration` s; return each round trip's latency (ns)."""
+    rview = memoryview(rbuf)
+    latencies = []
+    now = time.perf_counter_ns
+    deadline = now() + int(duration * 1e9)
+    while True:
+        t0 = now()
+        sock.sendall(frame)
+        got = 0
+        while not got:
+            n = sock.recv_into(rbuf)
+            if n == 0:
+                raise ConnectionError("server closed the connection")
+            got = counter.feed(rview[:n])
+        t1 = now()
+        if got != 1:
+            raise ConnectionError(f"{got} echoes for one message")
+        latencies.append(t1 - t0)
+        if t1 >= deadline or len(latencies) >= max_count:
+            return latencies
+
+
+def cmd_rr(args):
+    """One message in flight: send, wait for the whole echo, again."""
+    rbuf = bytearray(1 << 20)
+    for size in args.sizes:
+        payload = os.urandom(size)
+        if args.proto == "ws":
+            frame = build_frame(OP_BINARY, payload, masked=True)
+        else:
+            frame = size.to_bytes(4, "big") + payload
+        sock, rest = connect(args.port, args.proto, tls=args.tls)
+        counter = FrameCounter(args.proto)
+        if rest:
+            counter.feed(rest)
+        round_trips(sock, counter, frame, rbuf, args.warmup, args.max_count)
+        srv0 = proc_cpu_seconds(args.cpu_pid)
+        me0 = time.process_time()
+        t0 = time.perf_counter()
+        latencies = round_trips(sock, counter, frame, rbuf, args.duration,
+                                args.max_count)
+        t1 = time.perf_counter()
+        me1 = time.process_time()
+        srv1 = proc_cpu_seconds(args.cpu_pid)
+        close_conn(sock, args.proto)
+        latencies.sort()
+        emit("RESULT", {"size": size, "msgs": len(latencies), "wall": t1 - t0,
+                        "server_cpu": srv1 - srv0, "loadgen_cpu": me1 - me0,
+                        "p50_us": percentile(latencies, 50) / 1000,
+                        "p99_us": percentile(latencies, 99) / 1000})
+
+
+def one_handshake(port, proto, tls):
+    sock, rest = connect(port, proto, tls=tls)
     if proto == "ws":
         counter = FrameCounter("ws")
         counter.feed(rest)
@@ -205,6 +291,10 @@ def one_handshake(port, proto):
             if not chunk:
                 break
             counter.feed(chunk)
+    elif tls:
+        sock = tls_goodbye(sock)
+        if sock is None:
+            return
     else:
         sock.shutdown(socket.SHUT_WR)
     while sock.recv(65536):
@@ -219,7 +309,7 @@ def cmd_handshake(args):
     def worker(i, deadline, limit):
         try:
             while time.perf_counter() < deadline and counts[i] < limit:
-                one_handshake(args.port, args.proto)
+                one_handshake(args.port, args.proto, args.tls)
                 counts[i] += 1
         except (OSError, ValueError) as exc:  # reported by run()
             errors.append(repr(exc))
@@ -288,13 +378,12 @@ def cmd_idle(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("echo", "handshake", "idle"):
+    for name in ("echo", "rr", "handshake", "idle"):
         s = sub.add_parser(name)
         s.add_argument("--port", type=int, required=True)
         s.add_argument("--proto", choices=("ws", "plain"), default="ws")
         s.add_argument("--lifetime", type=float, default=300)
-        if name != "handshake":
-            s.add_argument("--tls", action="store_true")
+        s.add_argument("--tls", action="store_true")
     e = sub.choices["echo"]
     e.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")])
     e.add_argument("--windows", type=lambda v: [int(x) for x in v.split(",")])
@@ -302,6 +391,12 @@ def main():
     e.add_argument("--warmup", type=float, default=0.3)
     e.add_argument("--max-bytes", type=int, default=8 << 30)
     e.add_argument("--cpu-pid", type=int, required=True)
+    r = sub.choices["rr"]
+    r.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")])
+    r.add_argument("--duration", type=float, default=2.0)
+    r.add_argument("--warmup", type=float, default=0.3)
+    r.add_argument("--max-count", type=int, default=200000)
+    r.add_argument("--cpu-pid", type=int, required=True)
     h = sub.choices["handshake"]
     h.add_argument("--duration", type=float, default=2.0)
     h.add_argument("--warmup", type=float, default=0.3)
@@ -316,8 +411,8 @@ def main():
     i.add_argument("--deflate", action="store_true")
     args = p.parse_args()
     watchdog(args.lifetime)
-    {"echo": cmd_echo, "handshake": cmd_handshake, "idle": cmd_idle}[
-        args.cmd](args)
+    {"echo": cmd_echo, "rr": cmd_rr, "handshake": cmd_handshake,
+     "idle": cmd_idle}[args.cmd](args)
 
 
 if __name__ == "__main__":

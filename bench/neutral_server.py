@@ -5,13 +5,17 @@ costs ~2 syscalls).  --mode ws speaks RFC 6455 (echoes every data frame
 unmasked, answers close/ping); --mode plain echoes the length-prefixed
 stream verbatim.  Unmasking uses websockets' C helper when importable
 (a neutral byte-XOR routine, not a protocol stack), else a stdlib XOR.
+--tls serves both modes over TLS (the ssl module, the bench's self-signed
+certificate, ALPN http/1.1), each connection's handshake in its own
+thread: the peer of run.py --tls's client measurements.
 Prints `PORT <n>`."""
 
 import argparse
 import socket
+import ssl
 import threading
 
-from benchutil import MAX_MESSAGE_SIZE, emit, raise_nofile, watchdog
+from benchutil import MAX_MESSAGE_SIZE, emit, raise_nofile, server_tls_context, watchdog
 from wsframes import OP_CLOSE, OP_PING, OP_PONG, frame_header, server_handshake_response
 from wsframes import xor_mask as py_xor_mask
 
@@ -61,8 +65,14 @@ def ws_frames(buf, out):
     return pos, False
 
 
-def serve_conn(sock, mode):
+def serve_conn(sock, mode, tls_context):
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if tls_context is not None:
+        try:
+            sock = tls_context.wrap_socket(sock, server_side=True)
+        except (OSError, ssl.SSLError):
+            sock.close()
+            return
     rbuf = bytearray(RECV_SIZE)
     view = memoryview(rbuf)
     buf = bytearray()
@@ -101,14 +111,19 @@ def main():
     p.add_argument("--mode", choices=("ws", "plain"), default="ws")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--lifetime", type=float, default=1800)
+    p.add_argument("--tls", action="store_true")
     a = p.parse_args()
     watchdog(a.lifetime)
     raise_nofile()
     lsock = socket.create_server(("127.0.0.1", a.port), backlog=128)
+    tls_context = None
+    if a.tls:
+        tls_context = server_tls_context()
+        tls_context.set_alpn_protocols(["http/1.1"])
     emit("PORT", lsock.getsockname()[1])
     while True:
         conn, _ = lsock.accept()
-        threading.Thread(target=serve_conn, args=(conn, a.mode),
+        threading.Thread(target=serve_conn, args=(conn, a.mode, tls_context),
                          daemon=True).start()
 
 

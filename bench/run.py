@@ -1,11 +1,23 @@
 """Benchmark harness entry point: python3.11 bench/run.py [--quick]
-[--only ours,tws012,...].  Builds the venvs, then for R rounds starts one
-server per stack and measures, interleaved round-robin over the stacks:
-idle RSS per connection, handshakes, pipelined server echo (neutral load
-generator), pipelined client echo (each library's client vs the neutral
-server) and round-trip latency (each client vs its own server).  Prints
-Markdown tables of the medians + ratios + target checks and writes
-bench/results.json.
+[--only ours,tws012,...] [--tls].  Builds the venvs, then for R rounds
+starts one server per stack and measures, interleaved round-robin over the
+stacks: idle RSS per connection, handshakes, pipelined server echo and
+request/response (one message in flight: server CPU per round trip, p50/p99
+latency) from the neutral load generator, pipelined client echo (each
+library's client vs the neutral server) and round-trip latency (each
+client vs its own server).  Prints Markdown tables of the medians + ratios
++ target checks and writes bench/results.json.
+
+`--tls` runs the same over TLS (wss://; the plain stack becomes a
+length-prefixed echo on trio.SSLStream, "raw trio TLS"): every server, the
+load generator, the clients and the neutral server speak TLS 1.3 with the
+bench's self-signed certificate; its own targets (issue 17) and
+bench/results-tls.json.
+
+`--pure-python` runs only the pure-Python scenario instead (see
+purepython.py): ours without its compiled speedup against websockets built
+without its C extension, server CPU per echoed message:
+    python3.11 bench/run.py --pure-python [--quick]
 
 `--compression` runs only the compression scenario instead (see
 compression.py): ours vs websockets.trio with permessage-deflate, memory
@@ -15,9 +27,10 @@ per idle compressed connection and CPU per compressed message, on and off:
 `--http2` runs only the HTTP/2 scenario instead (see http2.py): WebSockets
 over one HTTP/2 stream (RFC 8441) vs HTTP/1.1 on the same server, ours and
 hypercorn, CPU per echoed message and memory per WebSocket at 1,000:
-    python3.11 bench/run.py --http2 [--quick]"""
+    python3.11 bench/run.py --http2 [--quick] [--tls]"""
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -27,6 +40,7 @@ import time
 import compression
 import http2
 import measure
+import purepython
 import report
 import venvs
 from benchutil import raise_nofile
@@ -43,6 +57,8 @@ from stacks import (
 
 SIZES = [16, 1024, 65536, 1048576]
 WINDOWS = {16: 32, 1024: 32, 65536: 8, 1048576: 2}
+RR_SIZES = [16, 1024, 65536]  # request/response, one message in flight
+TLS_LABEL = "raw trio TLS"  # the plain stack's name over TLS
 PROFILES = {
     "full": {"rounds": 3, "duration": 2.0, "warmup": 0.3, "idle": 1000,
              "hs_concurrency": 4},
@@ -63,6 +79,8 @@ class Run:
         self.errors = {s.key: [] for s in stacks}
         self.python = {s.key: venvs.python_of(s.venv) for s in stacks}
         self.servers = {}
+        # every server, load generator and client over TLS (run.py --tls)
+        self.tls = ["--tls"] if cfg.get("tls") else []
 
     def add(self, stack, metric, value):
         self.samples[stack.key].setdefault(metric, []).append(value)
@@ -82,7 +100,9 @@ class Run:
             if srv is not None:
                 srv.stop()
             srv = measure.Server(stack.key, self.python[stack.key],
-                                 stack.server, uses_repo=stack.uses_repo)
+                                 stack.server, self.tls,
+                                 uses_repo=stack.uses_repo,
+                                 repo=stack.tree or REPO)
             self.servers[stack.key] = srv
         return srv
 
@@ -96,8 +116,8 @@ class Run:
         srv = self.server(stack)
         (res,) = measure.loadgen(
             "idle", srv.port, stack.proto,
-            ["--count", str(self.cfg["idle"]), "--rss-pid", str(srv.pid)],
-            timeout=120)
+            ["--count", str(self.cfg["idle"]), "--rss-pid", str(srv.pid),
+             *self.tls], timeout=120)
         self.add(stack, "rss_kib_per_conn", res["kib_per_conn"])
         log(f"  {stack.key:10} idle RSS {res['kib_per_conn']:.2f} KiB/conn")
 
@@ -108,7 +128,7 @@ class Run:
             "handshake", srv.port, stack.proto,
             ["--duration", str(d), "--warmup", str(self.cfg["warmup"]),
              "--concurrency", str(self.cfg["hs_concurrency"]),
-             "--cpu-pid", str(srv.pid)], timeout=60 + 2 * d)
+             "--cpu-pid", str(srv.pid), *self.tls], timeout=60 + 2 * d)
         n = res["handshakes"]
         self.add(stack, "hs_cpu_us", res["server_cpu"] / n * 1e6)
         self.add(stack, "hs_rate", n / res["wall"])
@@ -124,7 +144,7 @@ class Run:
             "echo", srv.port, stack.proto,
             ["--sizes", str(size), "--windows", str(WINDOWS[size]),
              "--duration", str(d), "--warmup", str(self.cfg["warmup"]),
-             "--cpu-pid", str(srv.pid)], timeout=60 + 2 * d)
+             "--cpu-pid", str(srv.pid), *self.tls], timeout=60 + 2 * d)
         n, wall = res["msgs"], res["wall"]
         self.add(stack, f"srv_cpu_us:{size}", res["server_cpu"] / n * 1e6)
         self.add(stack, f"srv_rate:{size}", n / wall)
@@ -136,9 +156,34 @@ class Run:
             f"msg/s {res['server_cpu'] / n * 1e6:8.1f} us/msg "
             f"(loadgen {res['loadgen_cpu'] / wall * 100:.0f}%)")
 
+    def server_rr(self, stack, size):
+        """Request/response: one message in flight, server CPU per round
+        trip and the latency of each (the neutral load generator)."""
+        srv = self.server(stack)
+        d = self.cfg["duration"]
+        (res,) = measure.loadgen(
+            "rr", srv.port, stack.proto,
+            ["--sizes", str(size), "--duration", str(d),
+             "--warmup", str(self.cfg["warmup"]), "--cpu-pid", str(srv.pid),
+             *self.tls], timeout=60 + 2 * d)
+        n, wall = res["msgs"], res["wall"]
+        self.add(stack, f"rr_cpu_us:{size}", res["server_cpu"] / n * 1e6)
+        self.add(stack, f"rr_p50_us:{size}", res["p50_us"])
+        self.add(stack, f"rr_p99_us:{size}", res["p99_us"])
+        self.add(stack, f"rr_loadgen_pct:{size}", res["loadgen_cpu"] / wall
+                 * 100)
+        log(f"  {stack.key:10} request/response {size:>7} B "
+            f"{res['server_cpu'] / n * 1e6:8.1f} us/round trip, "
+            f"p50 {res['p50_us']:.0f} us p99 {res['p99_us']:.0f} us")
+
+    def scheme(self, stack):
+        if stack.proto == "ws":
+            return "wss" if self.tls else "ws"
+        return "tls" if self.tls else "tcp"
+
     def client_echo(self, stack, neutral):
         srv = neutral[stack.proto]
-        scheme = "ws" if stack.proto == "ws" else "tcp"
+        scheme = self.scheme(stack)
         d = self.cfg["duration"]
         results = measure.client(
             self.python[stack.key], stack.client,
@@ -158,7 +203,7 @@ class Run:
 
     def rtt(self, stack):
         srv = self.server(stack)
-        scheme = "ws" if stack.proto == "ws" else "tcp"
+        scheme = self.scheme(stack)
         d = self.cfg["duration"]
         (res,) = measure.client(
             self.python[stack.key], stack.client,
@@ -169,6 +214,7 @@ class Run:
             timeout=60 + 2 * d, uses_repo=stack.uses_repo)
         self.add(stack, "rtt_p50_us", res["p50_us"])
         self.add(stack, "rtt_p99_us", res["p99_us"])
+        self.add(stack, "rtt_srv_cpu_us", res["peer_cpu"] / res["msgs"] * 1e6)
         log(f"  {stack.key:10} rtt p50 {res['p50_us']:.0f} us "
             f"p99 {res['p99_us']:.0f} us")
 
@@ -193,6 +239,9 @@ class Run:
             for size in SIZES:
                 self.each(order, f"server echo {size} B", self.server_echo,
                           size)
+            for size in RR_SIZES:
+                self.each(order, f"request/response {size} B",
+                          self.server_rr, size)
             self.each(order, "client echo", self.client_echo, neutral)
             self.each(order, "rtt", self.rtt)
         finally:
@@ -261,8 +310,15 @@ def parse_args():
                    "WebSockets over an HTTP/2 stream vs HTTP/1.1); results "
                    "in bench/results-http2.json unless --json is given")
     p.add_argument("--tls", action="store_true",
-                   help="with --http2: everything over TLS (ALPN); results "
-                   "in bench/results-http2-tls.json unless --json is given")
+                   help="everything over TLS (wss://; the plain stack is "
+                   "raw trio TLS); results in bench/results-tls.json (with "
+                   "--http2: bench/results-http2-tls.json) unless --json "
+                   "is given")
+    p.add_argument("--pure-python", action="store_true",
+                   help="run only the pure-Python scenario (ours without "
+                   "its compiled speedup vs websockets without its C "
+                   "extension); results in bench/results-pure-python.json "
+                   "unless --json is given")
     return p.parse_args()
 
 
@@ -274,17 +330,30 @@ def main():
     if args.duration:
         cfg["duration"] = args.duration
     keys = [k.strip() for k in args.only.split(",") if k.strip()]
-    known = http2.STACK_KEYS if args.http2 else list(BY_KEY)
+    known = (http2.STACK_KEYS if args.http2 else purepython.STACK_KEYS
+             if args.pure_python else list(BY_KEY))
     unknown = [k for k in keys if k not in known]
     if unknown:
         sys.exit(f"unknown stack(s) {unknown}; choose from {list(known)}")
+    if sum((args.compression, args.http2, args.pure_python)) > 1:
+        sys.exit("--compression, --http2 and --pure-python are separate runs")
+    if args.tls and (args.compression or args.pure_python):
+        sys.exit("--tls goes with the main run or --http2")
     stacks = [s for s in STACKS if not keys or s.key in keys]
     if args.compression:
         stacks = compression.stacks_for(keys)
         if args.json == str(BENCH / "results.json"):
             args.json = str(BENCH / "results-compression.json")
+    if args.pure_python:
+        stacks = purepython.stacks_for(keys)
+        if args.json == str(BENCH / "results.json"):
+            args.json = str(BENCH / "results-pure-python.json")
     if args.tls and not args.http2:
-        sys.exit("--tls goes with --http2")
+        cfg["tls"] = True
+        stacks = [dataclasses.replace(s, label=TLS_LABEL, short=TLS_LABEL)
+                  if s.key == "plain" else s for s in stacks]
+        if args.json == str(BENCH / "results.json"):
+            args.json = str(BENCH / "results-tls.json")
     if args.http2:
         stacks = http2.stacks_for(keys)
         cfg["tls"] = args.tls
@@ -293,10 +362,13 @@ def main():
                                      else "results-http2.json"))
     if args.ours_standin:
         stacks = [standin_ours(s) if s.key == "ours" else s for s in stacks]
+    planned = list(stacks)  # the report's rows, skipped stacks too
     raise_nofile(cfg["idle"] + 512)
     t_start = time.time()
 
     extra_venvs = {H2LOAD_VENV} if args.http2 else set()
+    if args.pure_python:
+        purepython.prepare(stacks, log)
     for name in sorted({s.venv for s in stacks} | {NEUTRAL_VENV}
                        | extra_venvs):
         venvs.ensure(name, log)
@@ -316,10 +388,40 @@ def main():
                     "(use --ours-standin to self-test the harness)")
                 errors[stack.key] = [str(exc)]
                 stacks.remove(stack)
+    if args.pure_python:
+        for stack in list(stacks):
+            try:
+                info[stack.key]["compiled"] = purepython.check_build(stack)
+            except measure.EXPECTED as exc:
+                log(f"!! {stack.key}: {exc} -- skipping this stack")
+                errors[stack.key] = [str(exc)]
+                stacks.remove(stack)
     log(f"config: {cfg}; stacks: {[s.key for s in stacks]}")
     load_before = other_cpu_load()
 
     run = Run(cfg, stacks)
+    if args.pure_python:
+        try:
+            purepython.run_rounds(run, SIZES)
+        finally:
+            run.stop_servers()
+        load_after = other_cpu_load()
+        for key, errs in errors.items():
+            run.errors[key] = errs
+        notes = [purepython.note(s, info[s.key]) for s in stacks]
+        notes.append(busy_note(load_before, load_after))
+        text, checks = purepython.render(run, SIZES, notes)
+        print(text)
+        with open(args.json, "w") as f:
+            json.dump({"config": cfg, "sizes": SIZES, "windows": WINDOWS,
+                       "stacks": info, "samples": run.samples,
+                       "medians": report.medians(run.samples),
+                       "checks": checks,
+                       "other_cpu_load_cores": [load_before, load_after],
+                       "errors": run.errors,
+                       "elapsed_s": time.time() - t_start}, f, indent=1)
+        log(f"wrote {args.json} ({time.time() - t_start:.0f} s total)")
+        return
     if args.compression:
         try:
             compression.run_rounds(run)
@@ -363,7 +465,7 @@ def main():
         for mode in ("ws", "plain"):
             neutral[mode] = measure.Server(f"neutral-{mode}", npy,
                                            "neutral_server.py",
-                                           ["--mode", mode])
+                                           ["--mode", mode, *run.tls])
         for r in range(cfg["rounds"]):
             log(f"== round {r + 1}/{cfg['rounds']}")
             run.round(r, neutral)
@@ -381,13 +483,15 @@ def main():
         notes.append(f"{s.label}: venv `{s.venv}` ({' '.join(VENVS[s.venv])})"
                      + (f", trio_websocket from `{where}`" if where else ""))
     notes.append(busy_note(load_before, load_after))
-    all_stacks = [BY_KEY[k] for k in info]
+    all_stacks = [s for s in planned if s.key in info]
     labels = {k: v["label"] for k, v in info.items()}
     medians = report.medians(run.samples)
     text, ratios, checks = report.render(all_stacks, labels, run.samples,
-                                         run.errors, SIZES, cfg, notes)
+                                         run.errors, SIZES, cfg, notes,
+                                         rr_sizes=RR_SIZES)
     print(text)
     out = {"config": cfg, "sizes": SIZES, "windows": WINDOWS,
+           "rr_sizes": RR_SIZES,
            "stacks": info, "started": time.strftime(
                "%Y-%m-%dT%H:%M:%S", time.localtime(t_start)),
            "elapsed_s": time.time() - t_start, "samples": run.samples,

@@ -23,6 +23,16 @@ VENVS = {
     # sans-I/O h2 load generator (h2loadgen.py), each in its own venv
     "hypercorn": [HYPERCORN, H2, WSPROTO, "h11==0.16.0"],
     "h2load": [H2],
+    # the pure-Python scenario (run.py --pure-python): websockets built
+    # from its sdist without its C extension (VENV_BUILDS)
+    "websockets-pure": [TRIO, WEBSOCKETS],
+}
+# venv name -> (environment, pip arguments) of a venv's installation when
+# it is not the default: websockets' setup.py skips its speedups module
+# when BUILD_EXTENSION=no, and --no-binary makes pip build it from source
+VENV_BUILDS = {
+    "websockets-pure": ({"BUILD_EXTENSION": "no"},
+                        ["--no-binary", "websockets"]),
 }
 NEUTRAL_VENV = "websockets"  # neutral server borrows websockets' C XOR
 
@@ -37,6 +47,7 @@ class Stack:
     client: str
     proto: str = "ws"  # "ws" or "plain" (4-byte length prefix)
     uses_repo: bool = False
+    tree: Path | None = None  # the source tree to import, if not REPO
 
 
 STACKS = [

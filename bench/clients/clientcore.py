@@ -7,12 +7,14 @@ run_trio() or run_asyncio().  Modes:
 The peer's CPU (--peer-pid) is sampled too, to show it was not saturated.
 --payload json sends JSON-like text of the size (as bytes) instead of the
 byte pattern, for a realistic compression ratio; --compression asks the
-script's session() for permessage-deflate."""
+script's session() for permessage-deflate.  A wss:// (or, for the plain
+TCP client, tls://) URL gives session() an `ssl_context` that offers ALPN
+http/1.1 and does not verify the certificate (the bench's own)."""
 
 import argparse
 import time
 
-from benchutil import emit, percentile, proc_cpu_seconds, watchdog
+from benchutil import client_tls_context, emit, percentile, proc_cpu_seconds, watchdog
 
 
 def parse_args(doc):
@@ -179,6 +181,8 @@ async def _asyncio_pipelined(send, recv, payload, window, duration,
 
 async def _run_all(args, session, pipelined):
     extra = {"compression": True} if args.compression else {}
+    if args.url.startswith(("wss://", "tls://")):
+        extra["ssl_context"] = client_tls_context(["http/1.1"])
     for size, window in zip(args.sizes, args.windows, strict=True):
         async with session(args.url, **extra) as (send, recv):
             await _measure(args, size, window, pipelined, send, recv)

@@ -1,5 +1,6 @@
 """Plain trio TCP client (4-byte length prefix, no WebSocket), the floor
-row for client measurements; --url is tcp://host:port."""
+row for client measurements; --url is tcp://host:port, or tls://host:port
+for the same over trio.SSLStream (raw trio TLS)."""
 
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
@@ -9,9 +10,13 @@ from clientcore import run_trio
 
 
 @asynccontextmanager
-async def session(url):
+async def session(url, ssl_context=None):
     parts = urlsplit(url)
-    stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+    if ssl_context is not None:
+        stream = await trio.open_ssl_over_tcp_stream(
+            parts.hostname, parts.port, ssl_context=ssl_context)
+    else:
+        stream = await trio.open_tcp_stream(parts.hostname, parts.port)
     buf = bytearray()
 
     async def send(payload):

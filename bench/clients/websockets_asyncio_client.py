@@ -1,5 +1,6 @@
 """Client under test on websockets' asyncio API (websockets.asyncio.client
-.connect), compression/pings/proxy off, driven by clientcore."""
+.connect), compression/pings/proxy off (a wss:// URL: clientcore's TLS
+context), driven by clientcore."""
 
 from contextlib import asynccontextmanager
 
@@ -9,8 +10,9 @@ from websockets.asyncio.client import connect
 
 
 @asynccontextmanager
-async def session(url):
+async def session(url, ssl_context=None):
     async with connect(url, compression=None, ping_interval=None,
+                       ssl=ssl_context,
                        max_size=MAX_MESSAGE_SIZE, proxy=None) as ws:
         yield ws.send, ws.recv
 

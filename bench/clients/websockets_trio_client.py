@@ -1,6 +1,7 @@
 """Client under test on websockets' Trio API (websockets.trio.client
 .connect), compression/pings/proxy off (--compression: permessage-deflate
-with websockets' defaults), driven by clientcore."""
+with websockets' defaults; a wss:// URL: clientcore's TLS context),
+driven by clientcore."""
 
 from contextlib import asynccontextmanager
 
@@ -10,8 +11,9 @@ from websockets.trio.client import connect
 
 
 @asynccontextmanager
-async def session(url, compression=False):
+async def session(url, compression=False, ssl_context=None):
     async with connect(url, compression="deflate" if compression else None,
+                       ssl=ssl_context,
                        ping_interval=None,
                        max_size=MAX_MESSAGE_SIZE, proxy=None) as ws:
         yield ws.send, ws.recv
