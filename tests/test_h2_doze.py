@@ -17,10 +17,13 @@ from typing import Any
 
 import pytest
 import trio
+from wsproto import ConnectionType
+from wsproto.connection import Connection
 
 from trio_websocket import (
     CloseReason,
     ConnectionClosed,
+    WebSocketConnection,
     WebSocketRequest,
     WebSocketServer,
     open_websocket_session,
@@ -33,6 +36,7 @@ from hostile_h2_peers import H2Peer, rst_stream_frame
 from hostile_peers import poll_until
 
 from trio_websocket._core import receiving
+from trio_websocket._core.config import ConnectionOptions
 
 #: How often the server's HTTP/2 connection looks for quiet streams
 #: (made short here so that a test sees a reader doze within a second).
@@ -202,3 +206,66 @@ async def test_cancelling_the_server_ends_dozing_websockets() -> None:
     assert server_readers() == 0
     check_the_shared_dozing_scope()
 
+
+
+class QuietStream(trio.abc.Stream):
+    """A stream that offers a dozing reader (``DozingStream``) and never
+    has anything to read: it keeps the reader to wake, as a test says
+    (``news`` once there is something to wake it for)."""
+
+    def __init__(self) -> None:
+        self.reader: Any = None
+        self.news = False
+
+    async def receive_or_doze(self, max_bytes: int, reader: Any) -> bytes | None:
+        self.reader = reader
+        await trio.lowlevel.checkpoint()
+        return None
+
+    def wake_on_news(self, reader: Any) -> bool:
+        if self.news:
+            return False
+        self.reader = reader
+        return True
+
+    def forget_wake(self) -> None:
+        self.reader = None
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+async def test_a_reader_woken_after_its_nursery_closed_ends_the_connection() -> None:
+    # Cannot happen in the server (the request's task, a child of the
+    # nursery, waits for the reader); a nursery whose owner does not wait
+    # must still leave a connection that says it is over, not a
+    # RuntimeError in the task that brought the news.
+    stream = QuietStream()
+    connection = WebSocketConnection(
+        stream,
+        Connection(ConnectionType.SERVER),
+        is_client=False,
+        path="/",
+        subprotocol=None,
+        handshake_headers=[],
+        options=ConnectionOptions(),
+    )
+    async with trio.open_nursery() as nursery:
+        connection._start(nursery)
+    assert stream.reader is connection  # dozing from the start: no task
+    stream.news = True
+    stream.reader._wake_reader_task()  # the stream's news
+    assert connection.closed is not None and connection.closed.code == 1006
+    with trio.fail_after(1), pytest.raises(ConnectionClosed):
+        await connection.get_message()
+    check_the_shared_dozing_scope()

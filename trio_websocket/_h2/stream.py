@@ -162,6 +162,7 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
             raise trio.ClosedResourceError("this HTTP/2 stream was closed")
         if max_bytes is not None and max_bytes < 1:
             raise ValueError("max_bytes must be at least 1")
+        parked = False
         while not self._buffer:
             if self._reset_code is not None:
                 raise trio.BrokenResourceError(
@@ -171,8 +172,20 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
                 await trio.lowlevel.checkpoint()
                 return b""
             await self._park_reader()
+            parked = True
             if self._closed:
                 raise trio.ClosedResourceError("this HTTP/2 stream was closed")
+        return await self._take_and_acknowledge(max_bytes, parked)
+
+    async def _take_and_acknowledge(self, max_bytes: int | None, parked: bool) -> bytes:
+        """What a receive returns once there is data: a receive that
+        waited for it has had its checkpoint (the wait: cancellable, and
+        a turn for the others); one that did not makes one, with the
+        data taken between its two halves, so a cancel never loses it."""
+        if parked:
+            data = self._take(max_bytes)
+            self._connection.acknowledge(self.stream_id, len(data))
+            return data
         await trio.lowlevel.checkpoint_if_cancelled()
         data = self._take(max_bytes)
         self._connection.acknowledge(self.stream_id, len(data))
@@ -185,6 +198,7 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
         woken with the first news (see ``_core.contracts.DozingStream``)."""
         if self._closed:
             raise trio.ClosedResourceError("this HTTP/2 stream was closed")
+        parked = False
         while not self._buffer:
             if self._reset_code is not None:
                 raise trio.BrokenResourceError(
@@ -202,14 +216,11 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
                 await self._park_reader()
             finally:
                 self._reader_may_doze = False
+            parked = True
             if self._closed:
                 raise trio.ClosedResourceError("this HTTP/2 stream was closed")
         self._doze_requested = False  # (news came first)
-        await trio.lowlevel.checkpoint_if_cancelled()
-        data = self._take(max_bytes)
-        self._connection.acknowledge(self.stream_id, len(data))
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return data
+        return await self._take_and_acknowledge(max_bytes, parked)
 
     def wake_on_news(self, reader: DozingReader) -> bool:
         """Have ``reader`` woken with the first news (a reader that dozes
