@@ -448,6 +448,10 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
         self._wake_reader()
         self._wake_sender()
 
+    # (_park_reader and _park_sender are twins on purpose: one helper
+    # taking the slot's name would read and write it by name, on every
+    # message's path.)
+
     async def _park_reader(self) -> None:
         task = trio.lowlevel.current_task()
         self._reader_parked = task
