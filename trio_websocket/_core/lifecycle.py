@@ -56,6 +56,7 @@ Rules:
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import cast
 
 import trio
@@ -138,8 +139,10 @@ class ConnectionLifecycle(ConnectionSending):
     _keepalive_scope: trio.CancelScope | None
     _reader_scope: trio.CancelScope
     # Whether the reader left its task to doze (``_core.receiving``): any
-    # move down the table starts it again.
+    # move down the table starts it again, with ``_wake_reader_task``
+    # (``ConnectionReceiving``'s).
     _reader_dozing: bool
+    _wake_reader_task: Callable[[], None]
     # Made only for a task that waits for the reader to end.
     _finished: trio.Event | None
 
@@ -170,10 +173,6 @@ class ConnectionLifecycle(ConnectionSending):
                 self._wake_reader_task()
             return True
         return False
-
-    def _wake_reader_task(self) -> None:
-        """Start a dozing reader again (``_core.receiving`` has it)."""
-        raise NotImplementedError
 
     def _delivers(self) -> bool:
         """Whether the peer's data is still delivered (not dropped)."""

@@ -126,20 +126,14 @@ class ConnectionReceiving(ConnectionLifecycle):
         )
 
     def _wake_reader_task(self) -> None:
-        """Start a dozing reader again, in a new scope that keeps the old
-        one's cancellation and deadline."""
+        """Start a dozing reader again, in a new scope (a reader dozes only
+        while open and uncancelled: its scope then is ``_DOZING_SCOPE``,
+        with nothing to carry over)."""
         if not self._reader_dozing:
             return
         self._reader_dozing = False
         cast(DozingStream, self._stream).forget_wake()
-        old = self._reader_scope
-        if old is _DOZING_SCOPE:
-            self._reader_scope = trio.CancelScope()
-        else:
-            scope = trio.CancelScope(deadline=old.deadline)
-            if old.cancel_called:
-                scope.cancel()
-            self._reader_scope = scope
+        self._reader_scope = trio.CancelScope()
         try:
             self._start_reader()
         except RuntimeError:
