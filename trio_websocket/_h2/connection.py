@@ -60,6 +60,7 @@ import h2.settings
 import trio
 
 from .._core.endpoint import stream_endpoint
+from .._core.waiters import Waiters
 from .._wire import fast_paths
 from .frame_guard import (
     FLOW_CONTROL_ERROR,
@@ -198,9 +199,8 @@ class HTTP2Connection:
         # What the writer writes next: frames, and views of the data of
         # DATA frames (see queue_frames).
         self._output: list[bytes | memoryview] = []
-        # The writer, when it waits for output (parked by hand: no Event
-        # made per write).
-        self._writer_parked: trio.lowlevel.Task | None = None
+        # The writer, when it waits for output (no Event made per write).
+        self._writer_waiting = Waiters()
         # Bytes queued for the writer and not written yet: what a
         # stream's send waits on beyond _WRITE_HIGH_WATER, in this lot.
         self._unwritten = 0
@@ -366,7 +366,7 @@ class HTTP2Connection:
             if not self._output:
                 if self._closing:
                     return
-                await self._park_writer()
+                await self._writer_waiting.park()
                 if self._unwritten <= _WRITE_HIGH_WATER:
                     # Woken: let the tasks woken with us queue theirs first
                     # (a WINDOW_UPDATE for what a reader took, then the
@@ -388,23 +388,9 @@ class HTTP2Connection:
             if self._unwritten <= _WRITE_HIGH_WATER and self._written_lot:
                 self._written_lot.unpark_all()
 
-    async def _park_writer(self) -> None:
-        task = trio.lowlevel.current_task()
-        self._writer_parked = task
-
-        def abort(_: object) -> trio.lowlevel.Abort:
-            if self._writer_parked is task:
-                self._writer_parked = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
-
     def _output_ready(self) -> None:
         """Wake the writer if it waits for output."""
-        task = self._writer_parked
-        if task is not None:
-            self._writer_parked = None
-            trio.lowlevel.reschedule(task)
+        self._writer_waiting.unpark_all()
 
     async def _reset_left_streams(self) -> None:
         """Reset (NO_ERROR) each stream closed cleanly whose peer has not
