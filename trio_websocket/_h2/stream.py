@@ -158,46 +158,24 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
         return self._buffered
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        data = await self.receive_or_doze(max_bytes, None)
+        assert data is not None  # (only a reader that may doze is asked to)
+        return data
+
+    async def receive_or_doze(
+        self, max_bytes: int | None, reader: DozingReader | None
+    ) -> bytes | None:
+        """``receive_some(max_bytes)``, or None once the connection asked
+        this reader to doze while nothing was buffered: ``reader`` is then
+        woken with the first news (see ``_core.contracts.DozingStream``).
+        Without a ``reader``, never None."""
         if self._closed:
             raise trio.ClosedResourceError("this HTTP/2 stream was closed")
         if max_bytes is not None and max_bytes < 1:
             raise ValueError("max_bytes must be at least 1")
-        parked = False
-        while not self._buffer:
-            if self._reset_code is not None:
-                raise trio.BrokenResourceError(
-                    f"the HTTP/2 stream was reset (error code {self._reset_code})"
-                )
-            if self._remote_ended:
-                await trio.lowlevel.checkpoint()
-                return b""
-            await self._park_reader()
-            parked = True
-            if self._closed:
-                raise trio.ClosedResourceError("this HTTP/2 stream was closed")
-        return await self._take_and_acknowledge(max_bytes, parked)
-
-    async def _take_and_acknowledge(self, max_bytes: int | None, parked: bool) -> bytes:
-        """What a receive returns once there is data: a receive that
-        waited for it has had its checkpoint (the wait: cancellable, and
-        a turn for the others); one that did not makes one, with the
-        data taken between its two halves, so a cancel never loses it."""
-        if parked:
-            data = self._take(max_bytes)
-            self._connection.acknowledge(self.stream_id, len(data))
-            return data
-        await trio.lowlevel.checkpoint_if_cancelled()
-        data = self._take(max_bytes)
-        self._connection.acknowledge(self.stream_id, len(data))
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return data
-
-    async def receive_or_doze(self, max_bytes: int, reader: DozingReader) -> bytes | None:
-        """``receive_some(max_bytes)``, or None once the connection asked
-        this reader to doze while nothing was buffered: ``reader`` is then
-        woken with the first news (see ``_core.contracts.DozingStream``)."""
-        if self._closed:
-            raise trio.ClosedResourceError("this HTTP/2 stream was closed")
+        # A receive that waits has had its checkpoint (the wait: cancellable,
+        # and a turn for the others); one that finds data makes one, with
+        # the data taken between its two halves, so a cancel never loses it.
         parked = False
         while not self._buffer:
             if self._reset_code is not None:
@@ -211,7 +189,7 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
                 self._doze_requested = False
                 self._wake_on_news = reader
                 return None
-            self._reader_may_doze = True
+            self._reader_may_doze = reader is not None
             try:
                 await self._park_reader()
             finally:
@@ -220,7 +198,13 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
             if self._closed:
                 raise trio.ClosedResourceError("this HTTP/2 stream was closed")
         self._doze_requested = False  # (news came first)
-        return await self._take_and_acknowledge(max_bytes, parked)
+        if not parked:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        data = self._take(max_bytes)
+        self._connection.acknowledge(self.stream_id, len(data))
+        if not parked:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return data
 
     def wake_on_news(self, reader: DozingReader) -> bool:
         """Have ``reader`` woken with the first news (a reader that dozes
@@ -448,9 +432,11 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
         self._wake_reader()
         self._wake_sender()
 
-    # (_park_reader and _park_sender are twins on purpose: one helper
-    # taking the slot's name would read and write it by name, on every
-    # message's path.)
+    # (_park_reader and _park_sender are twins on purpose: a
+    # ``_core.waiters.Waiters`` for each, as the connection's writer has,
+    # would be two more objects kept by every idle WebSocket, and one
+    # helper taking the slot's name would read and write it by name on
+    # every message's path.)
 
     async def _park_reader(self) -> None:
         task = trio.lowlevel.current_task()
