@@ -119,17 +119,11 @@ def note(stack, info):
 
 
 def run_rounds(run, sizes):
-    n = len(run.stacks)
     for r in range(run.cfg["rounds"]):
-        order = [run.stacks[(i + r) % n] for i in range(n)]
         print(f"== pure-Python round {r + 1}/{run.cfg['rounds']}",
               file=sys.stderr, flush=True)
         try:
-            for stack in order:
-                try:
-                    run.server(stack)
-                except measure.EXPECTED as exc:
-                    run.fail(stack, "server start", exc)
+            order = run.start_round(r)
             for size in sizes:
                 run.each(order, f"server echo {size} B", run.server_echo,
                          size)

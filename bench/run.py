@@ -225,15 +225,21 @@ class Run:
             except measure.EXPECTED as exc:  # go on with the other stacks
                 self.fail(stack, what, exc)
 
-    def round(self, r, neutral):
+    def start_round(self, r):
+        """The stacks in round ``r``'s order (the first one rotates each
+        round), each with its server started."""
         n = len(self.stacks)
         order = [self.stacks[(i + r) % n] for i in range(n)]
+        for stack in order:
+            try:
+                self.server(stack)
+            except measure.EXPECTED as exc:
+                self.fail(stack, "server start", exc)
+        return order
+
+    def round(self, r, neutral):
         try:
-            for stack in order:
-                try:
-                    self.server(stack)
-                except measure.EXPECTED as exc:
-                    self.fail(stack, "server start", exc)
+            order = self.start_round(r)
             self.each(order, "idle RSS", self.idle_rss)
             self.each(order, "handshakes", self.handshakes)
             for size in SIZES:
