@@ -307,6 +307,8 @@ class WebSocketConnection(ConnectionReceiving, trio.abc.Channel[Message]):
         """
         if self._fragment_receiver is not None:
             self._give_up_fragment_receive(self._fragment_receiver)
+        if not self._inbox:
+            await self._wait_for_message()
         try:
             message = await self._inbox.get()
         except InboxClosed:
@@ -353,8 +355,6 @@ class WebSocketConnection(ConnectionReceiving, trio.abc.Channel[Message]):
         """
         if self._close_reason is not None:
             raise ConnectionClosed(self._close_reason)
-        if self._close_reason is not None:
-            raise ConnectionClosed(self._close_reason)
         if compress is not None and not isinstance(compress, bool):
             raise TypeError("compress must be None, True or False")
         if self._streaming_sender is not None:
@@ -388,6 +388,9 @@ class WebSocketConnection(ConnectionReceiving, trio.abc.Channel[Message]):
         elif not isinstance(payload, bytes) or len(payload) > 125:
             raise ValueError("ping payload must be bytes of at most 125 bytes")
         waiter = self._pings.add(payload, sent_at=trio.current_time())
+        # Someone must read the pong: the reader, if it stands aside while
+        # no receiver reads (see ``_core.receiving``, "Reading through").
+        self._wake_reader_task()
         try:
             await self._send_frame(self._queue_control_frame, Ping(payload=payload))
             await waiter.event.wait()

@@ -142,6 +142,10 @@ class ConnectionLifecycle(ConnectionSending):
     # move down the table starts it again, with ``_wake_reader_task``
     # (``ConnectionReceiving``'s).
     _reader_dozing: bool
+    # Who reads the stream: nonzero while the reader stands aside (see
+    # ``_core.receiving``, "Reading through"); any move down the table
+    # gives the reader its turn back, with ``_wake_reader_task`` too.
+    _read_turn: int
     _wake_reader_task: Callable[[], None]
     # Made only for a task that waits for the reader to end.
     _finished: trio.Event | None
@@ -167,9 +171,10 @@ class ConnectionLifecycle(ConnectionSending):
         whether it moved."""
         if state.rank > self._state.rank:
             self._state = state
-            if self._reader_dozing:
-                # (Only an open connection's reader dozes: every later
-                # state has work for it, or a deadline it keeps.)
+            if self._reader_dozing or self._read_turn:
+                # (Only an open connection's reader dozes or stands aside:
+                # every later state has work for it, or a deadline it
+                # keeps.)
                 self._wake_reader_task()
             return True
         return False
@@ -354,7 +359,7 @@ class ConnectionLifecycle(ConnectionSending):
         self._abort()
 
     async def _wait_reader_ended(self) -> None:
-        if self._reader_dozing:
+        if self._reader_dozing or self._read_turn:
             self._wake_reader_task()
         if self._state is ENDED:
             await trio.lowlevel.checkpoint()

@@ -38,6 +38,7 @@ Rules:
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Awaitable
 
 import trio
 
@@ -280,9 +281,11 @@ class Inbox:
             return False
         return self.reader_must_wait()
 
-    def wake_receivers(self) -> None:
+    def wake_receivers(self) -> int:
+        """Wake the receivers waiting; returns how many (2 for several)."""
         if self._receivers:
-            self._receivers.unpark_all()
+            return self._receivers.unpark_all()
+        return 0
 
     def reader_must_wait(self) -> bool:
         """Whether the reader should stop reading (and parsing) until data
@@ -331,6 +334,15 @@ class Inbox:
     def _wake_reader(self) -> None:
         if self._reader_lot:
             self._reader_lot.unpark_all()
+
+    def wait_for_message(self) -> Awaitable[object]:
+        """Park a receiver until the next batch is put, the inbox closes,
+        or (with :meth:`get`'s loop left to the caller) anything else wakes
+        the receivers: ``await inbox.wait_for_message()``, at once."""
+        if self._reader_lot:
+            # The reader may be waiting for us to catch up.
+            self._reader_lot.unpark_all()
+        return self._receivers.park()
 
     async def get(self) -> Message:
         """The next message; raises :class:`InboxClosed` once the inbox is

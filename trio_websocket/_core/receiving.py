@@ -2,7 +2,8 @@
 events, the end of reading, and messages received in pieces.
 
 Rules:
-- The reader is the only task that receives. It feeds wsproto, answers
+- The reader reads, unless it stands aside (see "Reading through"). It
+  feeds wsproto, answers
   control frames the moment they are parsed (pongs and the close echo are
   queued as bytes and written at once, or by the task already writing,
   right after its frame), and puts finished messages in the inbox. It
@@ -35,17 +36,47 @@ Rules:
   quiet while). The nursery stays open meanwhile: the server's task for
   the request, its child, waits for the reader to end
   (``_server.request``'s ``_end``).
+- Reading through: handing each message from the reader task to the
+  receiving task costs a task switch and a scheduler pass per message,
+  which is most of what a request/response exchange costs. So once the
+  reader has handed a message to the one task that was waiting for it, it
+  stands aside (``_read_turn`` ``_ASIDE``: parked, not reading), and a
+  ``get_message`` that finds the inbox empty reads and parses itself
+  (``_RECEIVER``), with the same ``_dispatch``, as long as nothing but
+  whole messages comes: anything else (a control frame to answer, the
+  peer's close, a protocol failure, the end of the stream or an error,
+  parsing paused for the inbox's budget, a streamed receive, another
+  receiver waiting) hands the turn back to the reader at once
+  (``_give_turn_to_reader``), which then deals with it as above. So does
+  any move of the life cycle (``_advance``), a ping waiting for its pong
+  and a wait for the end; while a receiver is in the middle of a read, it
+  hands the turn back as soon as that read is done (``_RECEIVER_RETURNING``;
+  two tasks never read at once, and the receiver's read is not
+  interrupted: a local close that drops the inbox lets it go when the
+  peer answers, or when the close times out and the stream is closed).
+  A receiver cancelled in its read loses nothing (only streams whose
+  ``receive_some`` keeps the data of a cancelled call read through:
+  ``_CANCEL_SAFE_STREAMS``). When no receiver has read for
+  ``_ASIDE_TIMEOUT`` (the application is busy elsewhere), the reader takes
+  the stream back, so the peer's pings and close are never left unread
+  for long; while a receiver waits in its read, the reader parks without
+  a deadline. A reader cancelled while it stands aside that reads on to
+  close (``close_on_cancel``) first waits for a receiver's read to end
+  (``_take_read_turn``). Readers that doze never stand aside.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from typing import cast
 
 import trio
+import trio.testing
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 from .._wire.frame_decoder import has_unparsed_bytes, stop_holding
+from .._wire.socket_stream import LeanSocketStream
 from .close import ABNORMAL_CLOSURE, GOING_AWAY, MESSAGE_TOO_BIG, CloseReason
 from .config import CLOSE_GRACE
 from .contracts import DozingStream
@@ -74,6 +105,34 @@ _EVENTS_PER_TURN = 1024
 _PARSING, _PAUSED_FOR_INBOX, _PAUSED_FOR_OUTBOX, _PAUSED_FOR_TURN = 0, 1, 2, 3
 
 
+#: Who reads the stream (see the module rules, "Reading through"): the
+#: reader task; nobody (the reader stands aside, parked); a receiver; a
+#: receiver that hands the turn to the reader as soon as its read is done.
+_READER, _ASIDE, _RECEIVER, _RECEIVER_RETURNING = 0, 1, 2, 3
+#: How long the reader stands aside while no receiver reads before it takes
+#: the stream back: the longest a peer's ping or close waits unread for an
+#: application that stopped receiving for a while.
+_ASIDE_TIMEOUT = 0.25
+#: Streams whose ``receive_some``, when cancelled, loses no data (so a
+#: cancelled ``get_message`` reading through loses none); a
+#: ``trio.StapledStream`` counts as its receive stream.
+_CANCEL_SAFE_STREAMS = frozenset(
+    {
+        LeanSocketStream,
+        trio.SocketStream,
+        trio.SSLStream,
+        trio.testing.MemoryReceiveStream,
+    }
+)
+
+
+def _reads_through(stream: trio.abc.Stream) -> bool:
+    """Whether a receiver may read ``stream`` in place of the reader."""
+    if isinstance(stream, trio.StapledStream):
+        return type(stream.receive_stream) in _CANCEL_SAFE_STREAMS
+    return type(stream) in _CANCEL_SAFE_STREAMS
+
+
 #: The reader's scope while it dozes (it has no task to cancel): never
 #: entered, never cancelled; the reader gets a new scope when it wakes.
 #: One for all, rather than a scope kept by every idle connection.
@@ -84,7 +143,16 @@ class ConnectionReceiving(ConnectionLifecycle):
     """The receive side of :class:`WebSocketConnection` (see the module
     rules). A base class only (see ``ConnectionSending``)."""
 
-    __slots__ = ("_bytes_received", "_fragment_receiver", "_messages_received", "_parse_paused")
+    __slots__ = (
+        "_aside_task",
+        "_aside_timer",
+        "_bytes_received",
+        "_fragment_receiver",
+        "_messages_received",
+        "_parse_paused",
+        "_read_turn",
+        "_reads_through",
+    )
 
     _messages_received: int
     _bytes_received: int
@@ -94,12 +162,24 @@ class ConnectionReceiving(ConnectionLifecycle):
     _parse_paused: int
     _fragment_receiver: FragmentReceiver | None
     _id: int
+    # Reading through (see the module rules): who reads; the reader's task
+    # while it is parked aside; its timer's scope while that has no
+    # deadline (the receiver leaving its read sets one); how many reads
+    # through have begun.
+    _read_turn: int
+    _aside_task: trio.lowlevel.Task | None
+    _aside_timer: trio.CancelScope | None
+    _reads_through: int
 
     def _init_receiving(self) -> None:
         self._messages_received = 0
         self._bytes_received = 0
         self._parse_paused = _PARSING
         self._fragment_receiver = None
+        self._read_turn = _READER
+        self._aside_task = None
+        self._aside_timer = None
+        self._reads_through = 0
 
     # ------------------------------------------------------------------
     # The reader task
@@ -126,9 +206,17 @@ class ConnectionReceiving(ConnectionLifecycle):
         )
 
     def _wake_reader_task(self) -> None:
-        """Start a dozing reader again, in a new scope (a reader dozes only
-        while open and uncancelled: its scope then is ``_DOZING_SCOPE``,
-        with nothing to carry over)."""
+        """The reader is needed: start a dozing reader again, in a new
+        scope (a reader dozes only while open and uncancelled: its scope
+        then is ``_DOZING_SCOPE``, with nothing to carry over); give the
+        turn back to a reader standing aside (at once, or once the
+        receiver reading is done)."""
+        turn = self._read_turn
+        if turn:
+            if turn == _RECEIVER:
+                self._read_turn = _RECEIVER_RETURNING
+            elif turn == _ASIDE:
+                self._give_turn_to_reader()
         if not self._reader_dozing:
             return
         self._reader_dozing = False
@@ -161,7 +249,10 @@ class ConnectionReceiving(ConnectionLifecycle):
                     doze = None
                     if self._may_doze(stream):
                         doze = cast(DozingStream, stream).receive_or_doze
-                    self._dispatch()  # events parsed from bytes that came with the handshake
+                    may_stand_aside = doze is None and _reads_through(stream)
+                    # Whether the last dispatch handed messages to the one
+                    # receiver that waited (see "Reading through").
+                    handed_over = self._dispatch() == 1  # what came with the handshake
                     while not self._reading_stopped():
                         if self._outbox and (
                             not self._writing or self._parse_paused == _PAUSED_FOR_OUTBOX
@@ -188,8 +279,17 @@ class ConnectionReceiving(ConnectionLifecycle):
                                     # first. (After a budget, the wait for
                                     # room or for the write turn did that.)
                                     await trio.lowlevel.checkpoint()
-                                self._dispatch()
+                                handed_over = self._dispatch() == 1
                             continue
+                        if handed_over and may_stand_aside:
+                            handed_over = False
+                            if (
+                                self._state is OPEN
+                                and self._fragment_receiver is None
+                                and not inbox.takes_pieces
+                            ):
+                                await self._stand_aside()
+                                continue
                         try:
                             received: bytes | bytearray | None
                             if doze is not None and self._state is OPEN:
@@ -212,7 +312,7 @@ class ConnectionReceiving(ConnectionLifecycle):
                         self._bytes_received += len(data)
                         if self._state is not READ_DONE:
                             self._proto.receive_data(data)  # type: ignore[arg-type]
-                            self._dispatch()
+                            handed_over = self._dispatch() == 1
                     self._close(CloseReason(ABNORMAL_CLOSURE, None))
                     self._inbox.close(discard=False)
                     # The graceful close runs in the same scope (a scope less to
@@ -249,9 +349,11 @@ class ConnectionReceiving(ConnectionLifecycle):
             if self._finished is not None:
                 self._finished.set()
 
-    def _dispatch(self) -> None:
+    def _dispatch(self) -> int:
         """Handle every event wsproto has parsed so far. Synchronous: control
-        frames to send go to the outbox, messages to the inbox."""
+        frames to send go to the outbox, messages to the inbox. Returns how
+        many receivers waiting for messages it woke (2 for several; see
+        "Reading through")."""
         inbox = self._inbox
         assembler = self._assembler
         limit = self._options.max_message_size
@@ -317,8 +419,12 @@ class ConnectionReceiving(ConnectionLifecycle):
                 self._on_close_frame(event)  # type: ignore[arg-type]
         if handled == _EVENTS_PER_TURN:
             self._parse_paused = _PAUSED_FOR_TURN  # (there may be more)
+        if not received:
+            if inbox.has_receivers:
+                inbox.wake_receivers()  # (pieces, or the inbox closed)
+            return 0
         self._messages_received += received
-        inbox.wake_receivers()
+        return inbox.wake_receivers()
 
     def _whole_frame_room(self) -> int:
         """How many payload bytes a data frame may have and still be handed
@@ -330,6 +436,127 @@ class ConnectionReceiving(ConnectionLifecycle):
         if (state is not OPEN and state is not CLOSING) or self._inbox.takes_pieces:
             return 0
         return self._assembler.room
+
+    # ------------------------------------------------------------------
+    # Reading through (see the module rules)
+
+    async def _stand_aside(self) -> None:
+        """Park the reader until the turn is the reader's again: given back,
+        or taken back after ``_ASIDE_TIMEOUT`` with no read through."""
+        self._read_turn = _ASIDE
+        task = trio.lowlevel.current_task()
+        seen = self._reads_through
+        deadline = trio.current_time() + _ASIDE_TIMEOUT
+        try:
+            while self._read_turn != _READER:
+                with trio.CancelScope(deadline=deadline) as timer:
+                    if deadline == math.inf:
+                        self._aside_timer = timer  # the receiver sets it
+                    self._aside_task = task
+                    await trio.lowlevel.wait_task_rescheduled(self._timer_fired)
+                self._aside_timer = None
+                turn = self._read_turn
+                if turn == _READER or not timer.cancelled_caught:
+                    continue
+                if turn == _ASIDE and self._reads_through == seen:
+                    # Nobody read meanwhile: the application is busy
+                    # elsewhere, so the reader reads again.
+                    self._read_turn = _READER
+                    break
+                seen = self._reads_through
+                # A receiver waiting in its read needs no timer; one that
+                # read lately may come back soon.
+                deadline = math.inf if turn != _ASIDE else trio.current_time() + _ASIDE_TIMEOUT
+        finally:
+            self._aside_task = None
+            self._aside_timer = None
+            if self._read_turn == _ASIDE:
+                # Cancelled: the reader ends (the stream is closed under any
+                # receiver still reading).
+                self._read_turn = _READER
+
+    def _timer_fired(self, _: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+        self._aside_task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    async def _take_read_turn(self) -> None:
+        """The reader, cancelled while standing aside, reads on to close:
+        it waits for a receiver in the middle of a read to finish it."""
+        turn = self._read_turn
+        if turn == _READER:
+            return
+        if turn == _ASIDE:
+            self._read_turn = _READER
+            return
+        self._read_turn = _RECEIVER_RETURNING
+        self._aside_task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._timer_fired)
+
+    def _give_turn_to_reader(self) -> None:
+        self._read_turn = _READER
+        task = self._aside_task
+        if task is not None:
+            self._aside_task = None
+            trio.lowlevel.reschedule(task)
+
+    async def _wait_for_message(self) -> None:
+        """A receive found the inbox empty: until a message waits or the
+        inbox closes, read through while the reader stands aside, else
+        wait to be woken (by the reader's or another receiver's dispatch;
+        a receiver that read nothing for the others gives the turn to the
+        reader)."""
+        inbox = self._inbox
+        while not inbox and not inbox.closed:
+            if self._read_turn == _ASIDE:
+                await self._read_through()
+            else:
+                await inbox.wait_for_message()
+
+    async def _read_through(self) -> None:
+        """A receive found the inbox empty while the reader stands aside:
+        read and parse here until a message waits, or give the turn back to
+        the reader (see the module rules)."""
+        self._read_turn = _RECEIVER
+        self._reads_through += 1
+        inbox = self._inbox
+        stream = self._stream
+        max_bytes = self._options.receive_buffer_size
+        keep_turn = False
+        try:
+            while self._read_turn == _RECEIVER:
+                try:
+                    data = await stream.receive_some(max_bytes)
+                except STREAM_ERRORS:
+                    break  # (the reader meets it again: errors and EOF stay)
+                if not data:
+                    break
+                self._bytes_received += len(data)
+                self._proto.receive_data(data)  # type: ignore[arg-type]
+                others_woken = self._dispatch()
+                if (
+                    self._state is not OPEN
+                    or self._outbox
+                    or self._parse_paused
+                    or inbox.takes_pieces
+                ):
+                    break
+                if inbox:
+                    keep_turn = not others_woken
+                    break
+            else:
+                return  # (the turn went to the reader meanwhile)
+        except trio.Cancelled:
+            keep_turn = True  # nothing was lost; the turn stays aside
+            raise
+        finally:
+            if self._read_turn == _RECEIVER and keep_turn and not inbox.has_receivers:
+                self._read_turn = _ASIDE
+                timer = self._aside_timer
+                if timer is not None:
+                    self._aside_timer = None
+                    timer.deadline = trio.current_time() + _ASIDE_TIMEOUT
+            elif self._read_turn != _READER:
+                self._give_turn_to_reader()
 
     # ------------------------------------------------------------------
     # The end of reading
@@ -378,6 +605,9 @@ class ConnectionReceiving(ConnectionLifecycle):
                     self._parse_paused = _PARSING
                     self._dispatch()
                 else:
+                    # (Our close frame is out: a receiver reading through
+                    # gets the answer, and then gives the turn back.)
+                    await self._take_read_turn()
                     data = await self._stream.receive_some(max_bytes)
                     if not data:
                         break

@@ -2,7 +2,8 @@
 reduced to what the inbox needs, and sized for one task.
 
 Rules:
-- Only ``park()``, ``unpark_all()`` and truth (anyone parked?). Tasks wake
+- Only ``park()``, ``unpark_all()`` (which says how many woke: none,
+  one, several) and truth (anyone parked?). Tasks wake
   in the order they parked; a cancelled task leaves without a trace.
 - Built for an idle connection, which keeps one of these with its
   application task parked in it for hours: the usual single waiter takes a
@@ -56,14 +57,18 @@ class Waiters:
         self._first = None
         return Abort.SUCCEEDED
 
-    def unpark_all(self) -> None:
-        """Wake every parked task."""
+    def unpark_all(self) -> int:
+        """Wake every parked task; returns how many woke (2 for several)."""
+        woken = 0
         first = self._first
         if first is not None:
             self._first = None
             reschedule(first)
+            woken = 1
         others = self._others
         if others:
             self._others = None
             for task in others:
                 reschedule(task)
+            return 2
+        return woken
