@@ -153,7 +153,9 @@ class WebSocketConnection(ConnectionReceiving, trio.abc.Channel[Message]):
         # are framed by hand unless the fast paths are off; with
         # permessage-deflate a compressed message is still one plain frame,
         # with RSV1 and a deflated payload.
-        own_extensions = all(isinstance(e, DeflateExtension) for e in extensions)
+        own_extensions = not extensions or all(
+            isinstance(e, DeflateExtension) for e in extensions
+        )
         self._init_sending(own_framing=own_extensions and fast_paths.ENABLED)
         self._init_lifecycle()
         self._init_receiving()

@@ -477,7 +477,8 @@ class WebSocketServer:
         handler_error: BaseException | None = None
         request: WebSocketRequest | HTTP2Start | None = None
         try:
-            with trio.move_on_after(self._options.connect_timeout) as scope:
+            deadline = trio.current_time() + self._options.connect_timeout
+            with trio.CancelScope(deadline=deadline) as scope:
                 request = await self._handshake_phase(stream, nursery, scope)
                 if request is None:
                     await trio.aclose_forcefully(stream)
@@ -708,32 +709,41 @@ class WebSocketServer:
         the request's method, which decides whether a body goes with it),
         or a client that speaks HTTP/2."""
         self._start_reading(scope)
+        options = self._options
         try:
-            options = self._options
-            tls = isinstance(stream, trio.SSLStream)
-            if options.http2 is not None and isinstance(stream, trio.SSLStream):  # noqa: SIM102
-                # (Two conditions: the handshake only runs when both hold.)
-                if await _chose_http2(stream):
-                    return HTTP2Start(b"")
+            detect_http2 = False
+            if options.http2 is not None:
+                if isinstance(stream, trio.SSLStream):
+                    if await _chose_http2(stream):
+                        return HTTP2Start(b"")
+                else:
+                    detect_http2 = True
             request, head = await read_request(
                 stream,
                 nursery,
                 options=options.connection,
                 limits=options.request_limits,
-                detect_http2=options.http2 is not None and not tls,
+                detect_http2=detect_http2,
             )
         finally:
             self._reading.pop(scope, None)
         if isinstance(request, HTTP2Start):
             return request
-        return await self._judge(stream, request, hook_view(request, head))
+        # (The hook's view parses the head once more: only for a hook.)
+        view = hook_view(request, head) if options.process_request is not None else None
+        return await self._judge(stream, request, view)
 
     async def _judge(
-        self, stream: trio.abc.Stream, request: WebSocketRequest | NotWebSocket, view: HTTPRequest
+        self,
+        stream: trio.abc.Stream,
+        request: WebSocketRequest | NotWebSocket,
+        view: HTTPRequest | None,
     ) -> WebSocketRequest | tuple[HTTPResponse, str]:
         """The checks every request goes through, in order (see the module
-        rules), whichever HTTP version carried it."""
+        rules), whichever HTTP version carried it; ``view`` is what a
+        ``process_request`` hook sees (None when there is no hook)."""
         if self._options.process_request is not None:
+            assert view is not None
             response = await self._call_hook(stream, view)
             if response is not None:
                 return response, view.method
