@@ -358,6 +358,37 @@ class ConnectionLifecycle(ConnectionSending):
             self._close_reason = CloseReason(ABNORMAL_CLOSURE, f"close frame not sent ({why})")
         self._abort()
 
+    async def _close_and_wait(
+        self, code: int, reason: str | None, *, keep_receiving: bool = False
+    ) -> None:
+        """``aclose(code, reason)`` without a time bound of its own: the
+        caller's cancel scope bounds it (``aclose``'s, with
+        ``close_timeout``; a server's after its handler, with
+        ``disconnect_timeout``: one cancel scope less per connection). A
+        deadline that passes, or a cancellation, gives the closing up (see
+        :meth:`_give_up_closing`) and propagates."""
+        if not keep_receiving:
+            self._inbox.close(discard=True)
+        self._enact_failure()
+        ours = self._close_reason is None
+        if not ours and self._state is ENDED:
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            if ours:
+                self._close(CloseReason(code, reason), keep_receiving=keep_receiving)
+                if code in LOCAL_ONLY_CODES:
+                    code = 1000
+                try:
+                    await self._send_frame(self._queue_close_frame, code, reason)
+                except ConnectionClosed:
+                    pass
+            await self._wait_reader_ended()
+        except BaseException:
+            late = trio.current_effective_deadline() <= trio.current_time()
+            self._give_up_closing(ours, "timed out" if late else "cancelled")
+            raise
+
     async def _wait_reader_ended(self) -> None:
         if self._reader_dozing:
             self._wake_reader_task()
