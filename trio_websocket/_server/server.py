@@ -488,7 +488,30 @@ class WebSocketServer:
                     scope.deadline = math.inf
                     await self._serve_http2(stream, request.received)
                     return
-                handler_error = await self._run_handler(request, scope)
+                # The handler, then the closing of what it left open, inline
+                # rather than in a method of their own: one coroutine frame
+                # less kept by every idle connection, and resumed at every
+                # wake-up of the handler. (An HTTP/2 WebSocket's task does the
+                # same: see _handle_http2_stream.)
+                served: ServedRequest = request
+                scope.deadline = math.inf
+                self._live[served] = scope
+                try:
+                    handler_failed = False
+                    try:
+                        await self._handler(request)
+                    except Exception as exc:
+                        handler_failed = True
+                        handler_error = self._handler_failed(request, exc)
+                    # (A cancellation, KeyboardInterrupt or SystemExit
+                    # leaves at once: the closing below is for errors
+                    # and returns only.)
+                    # The closing is bounded by disconnect_timeout (and cut
+                    # short, like the handler, by a forced shutdown).
+                    scope.deadline = trio.current_time() + self._options.disconnect_timeout
+                    await served._close_after_handler(handler_failed)
+                finally:
+                    await self._served_ended(served)
             if request is None:
                 await self._drop_undecided(stream)
         except BaseException:
@@ -509,36 +532,6 @@ class WebSocketServer:
             with trio.move_on_at(self._deadline):
                 await send_http_answer(stream, SHUTTING_DOWN)
         await trio.aclose_forcefully(stream)
-
-    async def _run_handler(
-        self, request: WebSocketRequest, scope: trio.CancelScope
-    ) -> BaseException | None:
-        """Run the handler on an accepted request, then close what it left
-        open (within ``scope``, see :meth:`_handle_connection`); the
-        handler's error, to raise once the connection is over. (An HTTP/2
-        WebSocket's task does the same inline: see
-        :meth:`_handle_http2_stream`.)"""
-        handler_error: BaseException | None = None
-        served: ServedRequest = request
-        scope.deadline = math.inf
-        self._live[served] = scope
-        try:
-            handler_failed = False
-            try:
-                await self._handler(request)
-            except Exception as exc:
-                handler_failed = True
-                handler_error = self._handler_failed(request, exc)
-            # (A cancellation, KeyboardInterrupt or SystemExit
-            # leaves at once: the closing below is for errors
-            # and returns only.)
-            # The closing is bounded by disconnect_timeout (and cut
-            # short, like the handler, by a forced shutdown).
-            scope.deadline = trio.current_time() + self._options.disconnect_timeout
-            await served._close_after_handler(handler_failed)
-        finally:
-            await self._served_ended(served)
-        return handler_error
 
     def _handler_failed(self, request: WebSocketRequest, exc: Exception) -> Exception | None:
         """Log what the handler raised; the error to raise once the
@@ -628,10 +621,9 @@ class WebSocketServer:
             if request is None:
                 await self._drop_undecided(stream)
             else:
-                # What _run_handler does, inline (one frame less kept by
-                # every idle WebSocket): the handler runs under the
-                # connection's scope (see _serve_http2), the closing after
-                # it under one of its own.
+                # The handler, inline as in _handle_connection: it runs
+                # under the connection's scope (see _serve_http2), the
+                # closing after it under one of its own.
                 served: ServedRequest = request
                 self._live[served] = streams.cancel_scope
                 try:
