@@ -164,6 +164,10 @@ def _log_handler_closed(request: ServedRequest, closed: Exception) -> None:
     logger.debug("%s: handler ended by ConnectionClosed (%r)", subject, closed)
 
 
+#: The name of each connection's task: the one trio would give it, made
+#: once rather than formatted for every connection (and kept by each).
+_CONNECTION_TASK = f"{__name__}.WebSocketServer._handle_connection"
+
 #: The name of the task of each WebSocket request over HTTP/2: one string
 #: for all (trio would format one per task, 115 bytes each, kept by every
 #: idle WebSocket).
@@ -462,7 +466,9 @@ class WebSocketServer:
                     logger.error("accept failed (%s); retrying in %s s", exc, _ACCEPT_RETRY_SECONDS)
                     await trio.sleep(_ACCEPT_RETRY_SECONDS)
                     continue
-                handler_nursery.start_soon(self._handle_connection, stream, handler_nursery)
+                handler_nursery.start_soon(
+                    self._handle_connection, stream, handler_nursery, name=_CONNECTION_TASK
+                )
 
     async def _handle_connection(self, stream: trio.abc.Stream, nursery: trio.Nursery) -> None:
         # One cancel scope per connection for its whole life: its deadline
@@ -721,24 +727,28 @@ class WebSocketServer:
             self._reading.pop(scope, None)
         if isinstance(request, HTTP2Start):
             return request
+        if options.process_request is None:
+            return self._admit(request)
         # (The hook's view parses the head once more: only for a hook.)
-        view = hook_view(request, head) if options.process_request is not None else None
-        return await self._judge(stream, request, view)
+        return await self._judge(stream, request, hook_view(request, head))
 
     async def _judge(
-        self,
-        stream: trio.abc.Stream,
-        request: WebSocketRequest | NotWebSocket,
-        view: HTTPRequest | None,
+        self, stream: trio.abc.Stream, request: WebSocketRequest | NotWebSocket, view: HTTPRequest
     ) -> WebSocketRequest | tuple[HTTPResponse, str]:
         """The checks every request goes through, in order (see the module
-        rules), whichever HTTP version carried it; ``view`` is what a
-        ``process_request`` hook sees (None when there is no hook)."""
+        rules), whichever HTTP version carried it: the ``process_request``
+        hook first (it sees ``view``), then :meth:`_admit`."""
         if self._options.process_request is not None:
-            assert view is not None
             response = await self._call_hook(stream, view)
             if response is not None:
                 return response, view.method
+        return self._admit(request)
+
+    def _admit(
+        self, request: WebSocketRequest | NotWebSocket
+    ) -> WebSocketRequest | tuple[HTTPResponse, str]:
+        """The checks after the hook (see :meth:`_judge`): the request for
+        the handler, or the answer it gets instead and its method."""
         if isinstance(request, NotWebSocket):
             logger.debug("refused %s: %s", request.request.path, request.problem)
             return request.answer, request.request.method
