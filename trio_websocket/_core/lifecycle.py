@@ -56,6 +56,7 @@ Rules:
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Callable
 from typing import cast
 
@@ -67,7 +68,7 @@ from .close import ABNORMAL_CLOSURE, INTERNAL_ERROR, CloseReason
 from .config import CLOSE_GRACE, PROTOCOL_ERROR_GRACE, ConnectionOptions
 from .errors import ConnectionClosed
 from .log import Connection as LoggedConnection
-from .log import log_close_abandoned, log_closed
+from .log import log_close_abandoned, log_closed, logger
 from .messages import MessageAssembler
 from .pings import PingTracker
 from .sending import ConnectionSending
@@ -209,11 +210,12 @@ class ConnectionLifecycle(ConnectionSending):
             if self._keepalive_scope is not None:
                 self._keepalive_scope.cancel()
             self._release_message_senders()
-            log_closed(
-                self._loggable(),
-                reason,
-                by_peer=self._proto.state is ConnectionState.REMOTE_CLOSING,
-            )
+            if logger.isEnabledFor(logging.INFO):  # (the record's arguments cost calls)
+                log_closed(
+                    self._loggable(),
+                    reason,
+                    by_peer=self._proto.state is ConnectionState.REMOTE_CLOSING,
+                )
         if frame is not None and self._proto.state in _MAY_SEND_CLOSE:
             self._queue_close_frame(frame.code, frame.reason)
 
@@ -226,7 +228,9 @@ class ConnectionLifecycle(ConnectionSending):
     def _reading_done(self) -> None:
         """No more frames will be parsed: the server closes now, the client
         waits (briefly) for the server to close TCP first, per RFC 6455."""
-        self._inbox.close(discard=False)
+        inbox = self._inbox
+        if not inbox.closed:  # (usually closed with the close reason, just before)
+            inbox.close(discard=False)
         if self._advance(READ_DONE) and self._is_client:
             self._reader_scope.deadline = min(
                 self._reader_scope.deadline, trio.current_time() + CLOSE_GRACE

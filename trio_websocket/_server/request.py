@@ -210,7 +210,9 @@ class WebSocketRequest:
             subprotocol=subprotocol,
             handshake_headers=self._event.extra_headers,
             options=self._options,
-            extensions=[extension for extension in extensions if extension.enabled()],
+            extensions=[extension for extension in extensions if extension.enabled()]
+            if extensions
+            else extensions,
             endpoints=(self._local, self._remote),
             http_version=self.http_version,
         )
