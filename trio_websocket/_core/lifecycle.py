@@ -98,15 +98,20 @@ class State(enum.Enum):
     ABORTED = 40
     ENDED = 50
 
+    # Set on each member below, read as a plain attribute: ``value`` is a
+    # descriptor (two Python calls), and so is an enum member's hash (a
+    # dict keyed by members costs two more per lookup); ``_advance``
+    # compares two ranks at every move.
+    _rank: int
+
     @property
     def rank(self) -> int:
-        return self.value // 10
+        return self._rank
 
 
-#: Each state's rank, looked up in a dict: ``State.rank`` goes through the
-#: enum's ``value`` descriptor, three Python calls for each side of every
-#: comparison in ``_advance``.
-_RANKS = {state: state.value // 10 for state in State}
+for _state in State:
+    _state._rank = _state.value // 10
+del _state
 
 OPEN = State.OPEN
 FAILING = State.FAILING
@@ -171,7 +176,7 @@ class ConnectionLifecycle(ConnectionSending):
     def _advance(self, state: State) -> bool:
         """Move to ``state`` if it is further down the table; returns
         whether it moved."""
-        if _RANKS[state] > _RANKS[self._state]:
+        if state._rank > self._state._rank:
             self._state = state
             if self._reader_dozing:
                 # (Only an open connection's reader dozes: every later
