@@ -45,7 +45,10 @@ Rules:
   (``close_sent``, ``close_received``); ``closed`` is whichever reason
   came first, as in 0.12.2.
 - Closing is bounded: ``aclose`` waits at most the entry point's
-  ``disconnect_timeout`` (``close_timeout``), then aborts.
+  ``disconnect_timeout`` (``close_timeout``), then aborts. Its body,
+  ``_close_and_wait``, has no scope of its own: ``aclose`` gives it one, and
+  a server's closing after a handler runs it in the connection's scope,
+  whose deadline is then that same ``disconnect_timeout``.
 - A protocol failure takes effect (close reason set, close frame sent) only
   once the application has taken the messages delivered before it and
   waits for more, or after ``PROTOCOL_ERROR_GRACE``: a reply to a message
