@@ -101,20 +101,16 @@ class State(enum.Enum):
     ABORTED = 40
     ENDED = 50
 
-    # Set on each member below, read as a plain attribute: ``value`` is a
-    # descriptor (two Python calls), and so is an enum member's hash (a
-    # dict keyed by members costs two more per lookup); ``_advance``
-    # compares two ranks at every move.
-    _rank: int
+    def __init__(self, value: int) -> None:
+        # Each member's rank, read as a plain attribute: ``value`` is a
+        # descriptor (two Python calls), and so is an enum member's hash (a
+        # dict keyed by members costs two more per lookup); ``_advance``
+        # compares two ranks at every move.
+        self._rank = value // 10
 
     @property
     def rank(self) -> int:
         return self._rank
-
-
-for _state in State:
-    _state._rank = _state.value // 10
-del _state
 
 OPEN = State.OPEN
 FAILING = State.FAILING
