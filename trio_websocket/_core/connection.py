@@ -54,7 +54,7 @@ from .deflate import DeflateExtension
 from .endpoint import Endpoint, describe_endpoint, stream_endpoint
 from .errors import ConnectionClosed, Headers
 from .keepalive import keep_alive
-from .lifecycle import ENDED, LOCAL_ONLY_CODES
+from .lifecycle import ENDED
 from .log import log_opened, with_frame_logging
 from .messages import Inbox, InboxClosed, Message, MessageAssembler
 from .pings import PingTracker, PingWaiter
@@ -153,7 +153,9 @@ class WebSocketConnection(ConnectionReceiving, trio.abc.Channel[Message]):
         # are framed by hand unless the fast paths are off; with
         # permessage-deflate a compressed message is still one plain frame,
         # with RSV1 and a deflated payload.
-        own_extensions = all(isinstance(e, DeflateExtension) for e in extensions)
+        own_extensions = not extensions or all(
+            isinstance(e, DeflateExtension) for e in extensions
+        )
         self._init_sending(own_framing=own_extensions and fast_paths.ENABLED)
         self._init_lifecycle()
         self._init_receiving()
@@ -437,34 +439,13 @@ class WebSocketConnection(ConnectionReceiving, trio.abc.Channel[Message]):
             raise TypeError("close code must be an int")
         if not 1000 <= code <= 4999:
             raise ValueError(f"close code must be in 1000..4999, got {code}")
-        if not keep_receiving:
-            self._inbox.close(discard=True)
-        self._enact_failure()
-        ours = self._close_reason is None
-        if not ours and self._state is ENDED:
-            # All over already (the usual case for a server's handler that
-            # returns after the peer closed): no bound to set up.
-            await trio.lowlevel.checkpoint()
+        if self._state is ENDED:
+            # All over already (a handler that returns after the peer
+            # closed): nothing to wait for, so no bound to set up.
+            await self._close_and_wait(code, reason, keep_receiving=keep_receiving)
             return
-        try:
-            with trio.move_on_after(self._options.close_timeout) as bound:
-                if self._close_reason is None:
-                    self._close(CloseReason(code, reason), keep_receiving=keep_receiving)
-                    if code in LOCAL_ONLY_CODES:
-                        code = 1000
-                    try:
-                        await self._send_frame(self._queue_close_frame, code, reason)
-                    except ConnectionClosed:
-                        pass
-                await self._wait_reader_ended()
-        except BaseException:
-            # (A deadline passed, such as open_websocket's disconnect_timeout,
-            # or a plain cancellation.)
-            late = trio.current_effective_deadline() <= trio.current_time()
-            self._give_up_closing(ours, "timed out" if late else "cancelled")
-            raise
-        if bound.cancelled_caught:
-            self._give_up_closing(ours, "timed out")
+        with trio.move_on_after(self._options.close_timeout):
+            await self._close_and_wait(code, reason, keep_receiving=keep_receiving)
 
     # ------------------------------------------------------------------
     # Streamed messages

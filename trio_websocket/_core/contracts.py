@@ -41,7 +41,7 @@ class OpeningConnection(Protocol):
 class ServedConnection(Protocol):
     """What the server's request (``_server.request``) needs to end an
     accepted connection after its handler: whether there is a reader to
-    stop, and stopping it."""
+    stop, closing, and stopping it."""
 
     @property
     def _reader_started(self) -> bool:
@@ -54,6 +54,12 @@ class ServedConnection(Protocol):
 
     def _abort(self) -> None:
         """Give up on the connection now; the reader closes the stream."""
+
+    async def _close_and_wait(
+        self, code: int, reason: str | None, *, keep_receiving: bool = False
+    ) -> None:
+        """``aclose(code, reason)`` bounded by the caller's cancel scope
+        instead of a scope of its own."""
 
     async def _wait_reader_ended(self) -> None:
         """Return once the reader has ended."""

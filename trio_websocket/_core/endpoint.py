@@ -87,8 +87,15 @@ def stream_endpoint(stream: trio.abc.Stream, *, local: bool) -> Endpoint | str:
     wrapped in TLS, or in TLS inside TLS); ``is_ssl`` when any layer is TLS."""
     if type(stream) is LeanSocketStream:
         # Every plain connection the library makes: no layers to look
-        # through (this runs twice per connection, on the handshake path).
-        return _socket_endpoint(stream, stream, local, False)
+        # through (this runs twice per connection, on the handshake path,
+        # so _socket_endpoint's steps are inline here).
+        try:
+            name = stream.getsockname() if local else stream.getpeername()
+        except OSError:
+            return repr(stream)
+        if type(name) is tuple and len(name) >= 2:
+            return Endpoint(str(name[0]), int(name[1]), False)
+        return repr(name)
     shared = getattr(stream, "shared_endpoints", None)
     if shared is not None:
         # One of many streams of a connection (an HTTP/2 stream): the

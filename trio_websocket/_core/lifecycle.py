@@ -45,7 +45,10 @@ Rules:
   (``close_sent``, ``close_received``); ``closed`` is whichever reason
   came first, as in 0.12.2.
 - Closing is bounded: ``aclose`` waits at most the entry point's
-  ``disconnect_timeout`` (``close_timeout``), then aborts.
+  ``disconnect_timeout`` (``close_timeout``), then aborts. Its body,
+  ``_close_and_wait``, has no scope of its own: ``aclose`` gives it one, and
+  a server's closing after a handler runs it in the connection's scope,
+  whose deadline is then that same ``disconnect_timeout``.
 - A protocol failure takes effect (close reason set, close frame sent) only
   once the application has taken the messages delivered before it and
   waits for more, or after ``PROTOCOL_ERROR_GRACE``: a reply to a message
@@ -56,6 +59,7 @@ Rules:
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Callable
 from typing import cast
 
@@ -67,7 +71,7 @@ from .close import ABNORMAL_CLOSURE, INTERNAL_ERROR, CloseReason
 from .config import CLOSE_GRACE, PROTOCOL_ERROR_GRACE, ConnectionOptions
 from .errors import ConnectionClosed
 from .log import Connection as LoggedConnection
-from .log import log_close_abandoned, log_closed
+from .log import log_close_abandoned, log_closed, logger
 from .messages import MessageAssembler
 from .pings import PingTracker
 from .sending import ConnectionSending
@@ -97,10 +101,16 @@ class State(enum.Enum):
     ABORTED = 40
     ENDED = 50
 
+    def __init__(self, value: int) -> None:
+        # Each member's rank, read as a plain attribute: ``value`` is a
+        # descriptor (two Python calls), and so is an enum member's hash (a
+        # dict keyed by members costs two more per lookup); ``_advance``
+        # compares two ranks at every move.
+        self._rank = value // 10
+
     @property
     def rank(self) -> int:
-        return self.value // 10
-
+        return self._rank
 
 OPEN = State.OPEN
 FAILING = State.FAILING
@@ -169,7 +179,7 @@ class ConnectionLifecycle(ConnectionSending):
     def _advance(self, state: State) -> bool:
         """Move to ``state`` if it is further down the table; returns
         whether it moved."""
-        if state.rank > self._state.rank:
+        if state._rank > self._state._rank:
             self._state = state
             if self._reader_dozing or self._read_turn:
                 # (Only an open connection's reader dozes or stands aside:
@@ -209,11 +219,12 @@ class ConnectionLifecycle(ConnectionSending):
             if self._keepalive_scope is not None:
                 self._keepalive_scope.cancel()
             self._release_message_senders()
-            log_closed(
-                self._loggable(),
-                reason,
-                by_peer=self._proto.state is ConnectionState.REMOTE_CLOSING,
-            )
+            if logger.isEnabledFor(logging.INFO):  # (the record's arguments cost calls)
+                log_closed(
+                    self._loggable(),
+                    reason,
+                    by_peer=self._proto.state is ConnectionState.REMOTE_CLOSING,
+                )
         if frame is not None and self._proto.state in _MAY_SEND_CLOSE:
             self._queue_close_frame(frame.code, frame.reason)
 
@@ -226,7 +237,9 @@ class ConnectionLifecycle(ConnectionSending):
     def _reading_done(self) -> None:
         """No more frames will be parsed: the server closes now, the client
         waits (briefly) for the server to close TCP first, per RFC 6455."""
-        self._inbox.close(discard=False)
+        inbox = self._inbox
+        if not inbox.closed:  # (usually closed with the close reason, just before)
+            inbox.close(discard=False)
         if self._advance(READ_DONE) and self._is_client:
             self._reader_scope.deadline = min(
                 self._reader_scope.deadline, trio.current_time() + CLOSE_GRACE
@@ -357,6 +370,37 @@ class ConnectionLifecycle(ConnectionSending):
         ):
             self._close_reason = CloseReason(ABNORMAL_CLOSURE, f"close frame not sent ({why})")
         self._abort()
+
+    async def _close_and_wait(
+        self, code: int, reason: str | None, *, keep_receiving: bool = False
+    ) -> None:
+        """``aclose(code, reason)`` without a time bound of its own: the
+        caller's cancel scope bounds it (``aclose``'s, with
+        ``close_timeout``; a server's after its handler, with
+        ``disconnect_timeout``: one cancel scope less per connection). A
+        deadline that passes, or a cancellation, gives the closing up (see
+        :meth:`_give_up_closing`) and propagates."""
+        if not keep_receiving:
+            self._inbox.close(discard=True)
+        self._enact_failure()
+        ours = self._close_reason is None
+        if not ours and self._state is ENDED:
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            if ours:
+                self._close(CloseReason(code, reason), keep_receiving=keep_receiving)
+                if code in LOCAL_ONLY_CODES:
+                    code = 1000
+                try:
+                    await self._send_frame(self._queue_close_frame, code, reason)
+                except ConnectionClosed:
+                    pass
+            await self._wait_reader_ended()
+        except BaseException:
+            late = trio.current_effective_deadline() <= trio.current_time()
+            self._give_up_closing(ours, "timed out" if late else "cancelled")
+            raise
 
     async def _wait_reader_ended(self) -> None:
         if self._reader_dozing or self._read_turn:

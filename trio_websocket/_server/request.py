@@ -210,7 +210,9 @@ class WebSocketRequest:
             subprotocol=subprotocol,
             handshake_headers=self._event.extra_headers,
             options=self._options,
-            extensions=[extension for extension in extensions if extension.enabled()],
+            extensions=[extension for extension in extensions if extension.enabled()]
+            if extensions
+            else extensions,
             endpoints=(self._local, self._remote),
             http_version=self.http_version,
         )
@@ -325,7 +327,9 @@ class WebSocketRequest:
                 # there is no reader to wait for, nothing left to close.
                 return
             code = INTERNAL_ERROR if handler_failed else NORMAL_CLOSURE
-            await connection.aclose(code)
+            # (``aclose`` without its own bound, which would be the
+            # caller's again: a cancel scope less per connection.)
+            await served._close_and_wait(code, None)
         elif self._handshake is not None:
             await self._reject_with(self._claim(), 500 if handler_failed else 403, [], b"")
 

@@ -164,6 +164,10 @@ def _log_handler_closed(request: ServedRequest, closed: Exception) -> None:
     logger.debug("%s: handler ended by ConnectionClosed (%r)", subject, closed)
 
 
+#: The name of each connection's task: the one trio would give it, made
+#: once rather than formatted for every connection (and kept by each).
+_CONNECTION_TASK = f"{__name__}.WebSocketServer._handle_connection"
+
 #: The name of the task of each WebSocket request over HTTP/2: one string
 #: for all (trio would format one per task, 115 bytes each, kept by every
 #: idle WebSocket).
@@ -462,7 +466,9 @@ class WebSocketServer:
                     logger.error("accept failed (%s); retrying in %s s", exc, _ACCEPT_RETRY_SECONDS)
                     await trio.sleep(_ACCEPT_RETRY_SECONDS)
                     continue
-                handler_nursery.start_soon(self._handle_connection, stream, handler_nursery)
+                handler_nursery.start_soon(
+                    self._handle_connection, stream, handler_nursery, name=_CONNECTION_TASK
+                )
 
     async def _handle_connection(self, stream: trio.abc.Stream, nursery: trio.Nursery) -> None:
         # One cancel scope per connection for its whole life: its deadline
@@ -477,7 +483,8 @@ class WebSocketServer:
         handler_error: BaseException | None = None
         request: WebSocketRequest | HTTP2Start | None = None
         try:
-            with trio.move_on_after(self._options.connect_timeout) as scope:
+            deadline = trio.current_time() + self._options.connect_timeout
+            with trio.CancelScope(deadline=deadline) as scope:
                 request = await self._handshake_phase(stream, nursery, scope)
                 if request is None:
                     await trio.aclose_forcefully(stream)
@@ -487,7 +494,30 @@ class WebSocketServer:
                     scope.deadline = math.inf
                     await self._serve_http2(stream, request.received)
                     return
-                handler_error = await self._run_handler(request, scope)
+                # The handler, then the closing of what it left open, inline
+                # rather than in a method of their own: one coroutine frame
+                # less kept by every idle connection, and resumed at every
+                # wake-up of the handler. (An HTTP/2 WebSocket's task does the
+                # same: see _handle_http2_stream.)
+                served: ServedRequest = request
+                scope.deadline = math.inf
+                self._live[served] = scope
+                try:
+                    handler_failed = False
+                    try:
+                        await self._handler(request)
+                    except Exception as exc:
+                        handler_failed = True
+                        handler_error = self._handler_failed(request, exc)
+                    # (A cancellation, KeyboardInterrupt or SystemExit
+                    # leaves at once: the closing below is for errors
+                    # and returns only.)
+                    # The closing is bounded by disconnect_timeout (and cut
+                    # short, like the handler, by a forced shutdown).
+                    scope.deadline = trio.current_time() + self._options.disconnect_timeout
+                    await served._close_after_handler(handler_failed)
+                finally:
+                    await self._served_ended(served)
             if request is None:
                 await self._drop_undecided(stream)
         except BaseException:
@@ -508,36 +538,6 @@ class WebSocketServer:
             with trio.move_on_at(self._deadline):
                 await send_http_answer(stream, SHUTTING_DOWN)
         await trio.aclose_forcefully(stream)
-
-    async def _run_handler(
-        self, request: WebSocketRequest, scope: trio.CancelScope
-    ) -> BaseException | None:
-        """Run the handler on an accepted request, then close what it left
-        open (within ``scope``, see :meth:`_handle_connection`); the
-        handler's error, to raise once the connection is over. (An HTTP/2
-        WebSocket's task does the same inline: see
-        :meth:`_handle_http2_stream`.)"""
-        handler_error: BaseException | None = None
-        served: ServedRequest = request
-        scope.deadline = math.inf
-        self._live[served] = scope
-        try:
-            handler_failed = False
-            try:
-                await self._handler(request)
-            except Exception as exc:
-                handler_failed = True
-                handler_error = self._handler_failed(request, exc)
-            # (A cancellation, KeyboardInterrupt or SystemExit
-            # leaves at once: the closing below is for errors
-            # and returns only.)
-            # The closing is bounded by disconnect_timeout (and cut
-            # short, like the handler, by a forced shutdown).
-            scope.deadline = trio.current_time() + self._options.disconnect_timeout
-            await served._close_after_handler(handler_failed)
-        finally:
-            await self._served_ended(served)
-        return handler_error
 
     def _handler_failed(self, request: WebSocketRequest, exc: Exception) -> Exception | None:
         """Log what the handler raised; the error to raise once the
@@ -627,10 +627,9 @@ class WebSocketServer:
             if request is None:
                 await self._drop_undecided(stream)
             else:
-                # What _run_handler does, inline (one frame less kept by
-                # every idle WebSocket): the handler runs under the
-                # connection's scope (see _serve_http2), the closing after
-                # it under one of its own.
+                # The handler, inline as in _handle_connection: it runs
+                # under the connection's scope (see _serve_http2), the
+                # closing after it under one of its own.
                 served: ServedRequest = request
                 self._live[served] = streams.cancel_scope
                 try:
@@ -708,35 +707,48 @@ class WebSocketServer:
         the request's method, which decides whether a body goes with it),
         or a client that speaks HTTP/2."""
         self._start_reading(scope)
+        options = self._options
         try:
-            options = self._options
-            tls = isinstance(stream, trio.SSLStream)
-            if options.http2 is not None and isinstance(stream, trio.SSLStream):  # noqa: SIM102
-                # (Two conditions: the handshake only runs when both hold.)
-                if await _chose_http2(stream):
-                    return HTTP2Start(b"")
+            detect_http2 = False
+            if options.http2 is not None:
+                if isinstance(stream, trio.SSLStream):
+                    if await _chose_http2(stream):
+                        return HTTP2Start(b"")
+                else:
+                    detect_http2 = True
             request, head = await read_request(
                 stream,
                 nursery,
                 options=options.connection,
                 limits=options.request_limits,
-                detect_http2=options.http2 is not None and not tls,
+                detect_http2=detect_http2,
             )
         finally:
             self._reading.pop(scope, None)
         if isinstance(request, HTTP2Start):
             return request
+        if options.process_request is None:
+            return self._admit(request)
+        # (The hook's view parses the head once more: only for a hook.)
         return await self._judge(stream, request, hook_view(request, head))
 
     async def _judge(
         self, stream: trio.abc.Stream, request: WebSocketRequest | NotWebSocket, view: HTTPRequest
     ) -> WebSocketRequest | tuple[HTTPResponse, str]:
         """The checks every request goes through, in order (see the module
-        rules), whichever HTTP version carried it."""
+        rules), whichever HTTP version carried it: the ``process_request``
+        hook first (it sees ``view``), then :meth:`_admit`."""
         if self._options.process_request is not None:
             response = await self._call_hook(stream, view)
             if response is not None:
                 return response, view.method
+        return self._admit(request)
+
+    def _admit(
+        self, request: WebSocketRequest | NotWebSocket
+    ) -> WebSocketRequest | tuple[HTTPResponse, str]:
+        """The checks after the hook (see :meth:`_judge`): the request for
+        the handler, or the answer it gets instead and its method."""
         if isinstance(request, NotWebSocket):
             logger.debug("refused %s: %s", request.request.path, request.problem)
             return request.answer, request.request.method
