@@ -420,8 +420,8 @@ class ConnectionReceiving(ConnectionLifecycle):
         if handled == _EVENTS_PER_TURN:
             self._parse_paused = _PAUSED_FOR_TURN  # (there may be more)
         if not received:
-            if inbox.has_receivers:
-                inbox.wake_receivers()  # (pieces, or the inbox closed)
+            if handled and inbox.has_receivers:
+                inbox.wake_receivers()  # (pieces)
             return 0
         self._messages_received += received
         return inbox.wake_receivers()
