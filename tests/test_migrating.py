@@ -93,6 +93,49 @@ async def test_slow_application_does_not_stall_the_connection(
     assert server.statistics().messages_buffered == 5
 
 
+async def test_the_receiving_task_reads_while_it_waits(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """migrating.rst: The receiving task reads while it waits.
+
+    0.12.2's reader read every frame itself: a ping was answered at once,
+    and a waiting get_message raised as soon as aclose started."""
+    client, server = await open_pair(nursery)
+    for word in ("one", "two", "three"):
+        await client.send_message(word)
+        assert await server.get_message() == word
+    # The server's application receives no more: the peer's ping is read
+    # within half a second, not at once.
+    start = trio.current_time()
+    with trio.fail_after(5):
+        await client.ping(b"anyone?")
+    assert 0 < trio.current_time() - start <= 0.5
+    # A receive waiting in another task when the server closes raises once
+    # the peer has answered the close.
+    outcome: list[BaseException] = []
+
+    async def receive() -> None:
+        try:
+            await server.get_message()
+        except ConnectionClosed as exc:
+            outcome.append(exc)
+
+    async def client_receives() -> None:
+        with pytest.raises(ConnectionClosed):
+            await client.get_message()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as receiving:
+            receiving.start_soon(client_receives)
+            await client.send_message("four")
+            assert await server.get_message() == "four"
+            receiving.start_soon(receive)
+            await trio.testing.wait_all_tasks_blocked()
+            await server.aclose()
+    assert len(outcome) == 1
+    assert server.close_received == CloseReason(1000, None)
+
+
 async def test_a_waiting_ping_raises_when_the_connection_closes(nursery: trio.Nursery) -> None:
     """migrating.rst: Pings are never left waiting."""
     client_end, server_end = trio.testing.memory_stream_pair()
