@@ -137,8 +137,6 @@ def take_whole_messages(
     position = 0
     messages: list[Message] = []
     view: memoryview | None = None
-    first = 0
-    length = 0
     while size - position >= 2 and len(messages) < max_count:
         first = source[position]
         if first != _WHOLE_BINARY and first != _WHOLE_TEXT:
@@ -187,11 +185,24 @@ def take_whole_messages(
         position = end
     if not messages:
         return _NOTHING, data
-    # What wsproto's decoder would have left of the last frame taken.
-    decoder.payload_consumed = length
+    # What wsproto's decoder would have left of the last frame taken (not
+    # of the frame that stopped the taking, which ``first`` and ``length``
+    # may describe now).
+    last = messages[-1]
+    if type(last) is bytes:
+        decoder.payload_consumed = len(last)
+        decoder.in_text_message = False
+    else:
+        decoder.payload_consumed = _utf8_size(last)
+        decoder.in_text_message = True
     decoder.payload_required = 0
-    decoder.in_text_message = first == _WHOLE_TEXT
     return messages, source[position:]
+
+
+def _utf8_size(message: Message) -> int:
+    if isinstance(message, bytes) or message.isascii():
+        return len(message)
+    return len(message.encode("utf-8"))
 
 
 def frames_size(messages: Sequence[Message], masked: bool) -> int:
@@ -200,10 +211,7 @@ def frames_size(messages: Sequence[Message], masked: bool) -> int:
     total = 0
     per_frame = 6 if masked else 2
     for message in messages:
-        if isinstance(message, bytes) or message.isascii():
-            length = len(message)
-        else:
-            length = len(message.encode("utf-8"))
+        length = _utf8_size(message)
         total += per_frame + length
         if length >= 126:
             total += 2 if length <= 0xFFFF else 8
