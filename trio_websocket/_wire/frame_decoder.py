@@ -1,7 +1,9 @@
 """Speeding up wsproto where it is slow, without changing what it does.
 
 Rules:
-- The only module that touches wsproto internals. Every access is guarded:
+- One of the two modules that touch wsproto internals (the other,
+  ``quick_frames``, takes whole messages from a read before wsproto sees
+  it, and builds on this one's decoder). Every access is guarded:
   if wsproto's layout is not the one expected, nothing is changed, so a
   wsproto upgrade can cost speed but never correctness. A test checks that
   the fast path is active with the pinned wsproto.
