@@ -30,6 +30,7 @@ from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import LocalProtocolError
 
 from trio_websocket._wire import fast_paths
+from trio_websocket._wire import frame_decoder as _fastpath
 from trio_websocket._wire.frame_decoder import (
     _ChunkBuffer,
     use_compact_event_queue,
@@ -454,6 +455,15 @@ def test_nothing_unless_between_messages(earlier: bytes) -> None:
     assert feed(connection, rest) == feed(reference, read)
 
 
+def test_nothing_when_wsproto_is_laid_out_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wsproto whose state is not where ``frame_decoder`` looks for it
+    (the check made at import) keeps all of its parsing."""
+    assert _fastpath._BETWEEN_MESSAGES_KNOWN  # the pinned wsproto
+    monkeypatch.setattr(_fastpath, "_BETWEEN_MESSAGES_KNOWN", False)
+    read = binary(b"x", True)
+    assert take_whole_messages(protocol(False), read, BIG, TURN) == ((), read)
+
+
 def test_nothing_while_an_event_is_queued() -> None:
     """wsproto hands out its queued events before it parses anything
     (it queues one only when the stream ends, and is closed then; this
@@ -522,6 +532,32 @@ def test_a_hostile_length_costs_nothing() -> None:
     connection = protocol(False)
     messages, rest = take_whole_messages(connection, huge + b"\x00" * 64, BIG, TURN)
     assert (messages, len(rest)) == ((), len(huge) + 64)
+
+
+@pytest.mark.parametrize("client", [False, True], ids=["server", "client"])
+def test_reads_after_control_frames_and_held_frames(client: bool) -> None:
+    """Whole frames taken after a read that left the decoder's leftovers
+    of a control frame (its length still required) or of a frame held
+    until whole: the decoder ends as wsproto's own parse leaves it."""
+    masked = not client
+    held = binary(b"h" * 300, masked)
+    reads = [
+        frame(9, b"ping payload", masked=masked),
+        binary(b"one", masked) + text("two", masked),
+        frame(10, b"pong", masked=masked) + binary(b"three", masked),
+        held[:100],
+        held[100:],
+        binary(b"four", masked),
+        frame(8, b"\x03\xe8", masked=masked),
+        binary(b"after the close", masked),
+    ]
+    plain = protocol(client, room=BIG)
+    quick = protocol(client, room=BIG)
+    for read in reads:
+        expected = feed(plain, read)
+        messages, rest = take_whole_messages(quick, read, BIG, TURN)
+        assert [taken(m) for m in messages] + feed(quick, rest) == expected
+        assert state(quick) == state(plain)
 
 
 # ----------------------------------------------------------------------

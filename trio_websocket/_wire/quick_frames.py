@@ -1,25 +1,17 @@
 """Whole messages taken from a read before wsproto sees it.
 
 Rules:
-- The second module (after ``frame_decoder``) that touches wsproto
-  internals, and only to read them, but for the bookkeeping of the frame
-  decoder it sets after taking frames (below). Every access is guarded:
-  the layout is checked once, at import (``_KNOWN_LAYOUT``), on a wsproto
-  ``Connection`` built for the purpose; if it is not the one expected,
-  ``take_whole_messages`` takes nothing, so a wsproto upgrade can cost
-  speed but never correctness.
 - ``take_whole_messages(protocol, data, max_size, max_count)`` returns the
   messages at the start of ``data`` that are each one whole frame, and the
   rest of ``data``, which the caller feeds to wsproto as before. It takes
   a frame only when that is provably what wsproto would make of it:
 
-  * the connection: wsproto's state is ``OPEN``, no event waits in its
-    queue, its parser is alive (a parse error ends wsproto's parsing
-    generator, after which wsproto yields nothing more), no extension is
-    in use (no permessage-deflate), and its frame decoder is
-    ``frame_decoder._FastReceiveDecoder`` (installed only while the fast
-    paths are on) with no unparsed byte, no frame and no fragmented
-    message under way. Otherwise nothing is taken.
+  * the connection: plainly between messages, as
+    ``frame_decoder.decoder_between_messages`` tells (open, parser alive,
+    no extension such as permessage-deflate, the fast decoder installed,
+    which it is only while the fast paths are on, holding no byte, no
+    frame and no fragmented message), and the fast paths on
+    (``fast_paths``, read once per call). Otherwise nothing is taken.
   * each frame: FIN set, no reserved bit, opcode text or binary, masked as
     the role wants (a server receives masked frames, a client unmasked
     ones), its length in the shortest form (and no 64-bit length with the
@@ -34,19 +26,13 @@ Rules:
     taken, so the caller can keep its per-turn bound on events.
 - Messages: ``bytes`` for binary frames, ``str`` for text, unmasked with
   the compiled masker (``_wire.masking.apply_mask_bytes``): one copy for
-  a binary payload, wsproto's payload copies, ``Frame`` and event objects
-  skipped (about 5 us a message saved). ``rest`` is ``data`` itself when
-  nothing was taken, else a ``bytes`` slice of it (the one copy the
-  frame decoder's buffer would make of a view anyway).
-- wsproto's state ends as if it had parsed the taken frames itself. For
-  whole, unfragmented data frames with no extension wsproto keeps nothing
-  per frame that outlives it: the connection's state and event queue,
-  the message decoder (back to no message), the parser generator (back at
-  its one ``yield``) and the frame decoder's header, opcode and masker
-  (back to None) are what they were. The frame decoder's leftovers of
-  the last frame (``payload_consumed``, ``payload_required``, and
-  ``_FastReceiveDecoder``'s ``in_text_message``) are set to what wsproto
-  would have left; they are rewritten by the next header before any use.
+  a binary payload; wsproto's payload copies, ``Frame`` and event objects
+  are skipped (about 4 us a message). ``rest`` is ``data`` itself when
+  nothing was taken, else a ``bytes`` slice of it (the one copy the frame
+  decoder's buffer would make of a view anyway).
+- wsproto's state ends as if it had parsed the taken frames itself
+  (``frame_decoder.note_whole_frames_taken``). No wsproto internal is
+  touched here: ``frame_decoder`` remains the only module that does.
 - A hostile peer gains nothing: the work is one pass over ``data`` (no
   length is trusted before it is checked against what ``data`` holds and
   ``max_size``), and the messages are at most ``data``'s bytes in at most
@@ -59,15 +45,12 @@ Rules:
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 
-from wsproto import ConnectionType
-from wsproto.connection import Connection, ConnectionState
-from wsproto.frame_protocol import FrameProtocol, MessageDecoder
+from wsproto.connection import Connection
 
 from . import fast_paths
-from .frame_decoder import _ChunkBuffer, _FastReceiveDecoder
+from .frame_decoder import decoder_between_messages, note_whole_frames_taken
 from .masking import apply_mask_bytes
 
 Message = bytes | str
@@ -77,32 +60,7 @@ Message = bytes | str
 _WHOLE_BINARY = 0x82
 _WHOLE_TEXT = 0x81
 
-_OPEN = ConnectionState.OPEN
 _NOTHING: tuple[Message, ...] = ()
-
-
-def _known_layout() -> bool:
-    """Whether wsproto keeps its receive state where this module reads it
-    (checked on a connection built for the purpose)."""
-    try:
-        probe = Connection(ConnectionType.SERVER)
-        frame_protocol = probe._proto
-        generator = frame_protocol._parse_more
-        return (
-            type(frame_protocol) is FrameProtocol
-            and type(probe._state) is ConnectionState
-            and type(probe._events) is deque
-            and frame_protocol.extensions == []
-            and type(frame_protocol._message_decoder) is MessageDecoder
-            and frame_protocol._message_decoder.opcode is None
-            and generator.gi_frame is not None  # type: ignore[attr-defined]
-            and hasattr(frame_protocol._frame_decoder, "header")
-        )
-    except Exception:  # pragma: no cover - depends on the wsproto installed
-        return False
-
-
-_KNOWN_LAYOUT = _known_layout()
 
 
 def take_whole_messages(
@@ -113,23 +71,10 @@ def take_whole_messages(
 ) -> tuple[Sequence[Message], bytes | bytearray]:
     """The whole-frame messages at the start of ``data`` and the rest of
     ``data`` (see the module rules)."""
-    if not fast_paths.ENABLED or not _KNOWN_LAYOUT:
+    if not fast_paths.ENABLED:
         return _NOTHING, data
-    if protocol._state is not _OPEN or protocol._events:
-        return _NOTHING, data
-    frame_protocol = protocol._proto
-    decoder = frame_protocol._frame_decoder
-    if (
-        type(decoder) is not _FastReceiveDecoder
-        or decoder.header is not None
-        or decoder.extensions
-        or frame_protocol.extensions
-        or frame_protocol._message_decoder.opcode is not None
-        or frame_protocol._parse_more.gi_frame is None  # type: ignore[attr-defined]
-    ):
-        return _NOTHING, data
-    buffer = decoder.buffer
-    if type(buffer) is not _ChunkBuffer or buffer._size:
+    decoder = decoder_between_messages(protocol)
+    if decoder is None:
         return _NOTHING, data
     source = data if type(data) is bytes else bytes(data)
     masked = 0 if decoder.client else 1
@@ -185,17 +130,8 @@ def take_whole_messages(
         position = end
     if not messages:
         return _NOTHING, data
-    # What wsproto's decoder would have left of the last frame taken (not
-    # of the frame that stopped the taking, which ``first`` and ``length``
-    # may describe now).
     last = messages[-1]
-    if type(last) is bytes:
-        decoder.payload_consumed = len(last)
-        decoder.in_text_message = False
-    else:
-        decoder.payload_consumed = _utf8_size(last)
-        decoder.in_text_message = True
-    decoder.payload_required = 0
+    note_whole_frames_taken(decoder, last, len(last) if type(last) is bytes else _utf8_size(last))
     return messages, source[position:]
 
 
