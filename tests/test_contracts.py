@@ -230,6 +230,12 @@ FOREIGN_PRIVATES: dict[tuple[str, str, str], str] = {
         "FrameProtocol's FrameDecoder"
     ),
     ("_wire.frame_decoder", "frame_protocol", "_frame_decoder"): "the same",
+    ("_wire.frame_decoder", "frame_protocol", "_message_decoder"): (
+        "FrameProtocol's MessageDecoder: is a message under way"
+    ),
+    ("_wire.frame_decoder", "frame_protocol", "_parse_more"): (
+        "FrameProtocol's parsing generator: is the parser alive"
+    ),
     ("_wire.frame_decoder", "buffer", "_size"): "wsproto's Buffer, read by our decoder",
     ("_wire.frame_decoder", "buffer", "_used"): "the same",
     ("_wire.frame_decoder", "self.buffer", "_size"): "the same",

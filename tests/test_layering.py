@@ -46,6 +46,7 @@ PURE = {
     "_wire.framing",
     "_wire.masking",
     "_wire.frame_decoder",
+    "_wire.quick_frames",
     "_wire.socket_stream",
     "_wire.tls_stream",
     "_wire.fast_paths",

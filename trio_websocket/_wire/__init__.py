@@ -10,6 +10,10 @@ already does, kept because it is where the per-message CPU goes:
 - ``frame_decoder``: wsproto's receive buffer, plain frame header parser
   and event deque (tests/test_fastpath_*.py; tests/test_fuzz_frames.py
   feeds the same bytes to it and to plain wsproto).
+- ``quick_frames``: wsproto's receiving of whole, unfragmented data frames
+  (connection, frame and message layers, and its event objects), for the
+  messages at the start of a read (tests/test_quick_frames.py compares it
+  with wsproto on every first two bytes and random mixes of frames).
 - ``socket_stream``: ``trio.SocketStream`` (tests/test_socket_stream.py).
 - ``tls_stream``: ``trio.SSLStream``'s ``receive_some``, handing over
   every record already received (tests/test_tls_stream.py).

@@ -68,6 +68,20 @@ Rules:
   A streamed receive that starts while a frame is held stops the holding
   (``stop_holding``): what has arrived of the frame comes with the next
   read.
+- Between messages: ``decoder_between_messages`` says when whole data
+  frames may be taken from a read before wsproto sees it
+  (``_wire.quick_frames``) with wsproto none the wiser: the connection
+  open, no event queued, its parser alive (a parse error ends wsproto's
+  parsing generator, and wsproto parses nothing more), no extension, and
+  the fast decoder holding no byte, no frame and no message under way.
+  For whole, unfragmented data frames wsproto then keeps nothing that
+  outlives the frame but the decoder's leftovers of the last one
+  (``payload_consumed``, ``payload_required``, ``in_text_message``),
+  which ``note_whole_frames_taken`` sets as wsproto would have (they are
+  rewritten by the next header before any use). The layout this reads is
+  checked once, on a connection built for the purpose
+  (``_BETWEEN_MESSAGES_KNOWN``); if it is not the one expected, nothing
+  is ever between messages.
 - The chunk buffer lets go of a read once its unread rest is at most an
   eighth of it (``_KEEP_AT_MOST``), copying that rest: a connection waiting
   for the end of a frame keeps at most about eight times the bytes it
@@ -85,11 +99,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
-from wsproto.connection import Connection
+from wsproto import ConnectionType
+from wsproto.connection import Connection, ConnectionState
 from wsproto.frame_protocol import (
     Buffer,
     FrameDecoder,
+    FrameProtocol,
     Header,
+    MessageDecoder,
     Opcode,
     RsvBits,
     XorMaskerNull,
@@ -480,6 +497,67 @@ def has_unparsed_bytes(protocol: Connection) -> bool:
     if type(buffer) is _ChunkBuffer:
         return buffer._size > buffer._used
     return True
+
+
+#: (A global: reading an enum member off its class is slow.)
+_OPEN = ConnectionState.OPEN
+
+
+def decoder_between_messages(protocol: Connection) -> FrameDecoder | None:
+    """``protocol``'s frame decoder if whole data frames may be taken from
+    a read before wsproto sees it, else None (see "Between messages" in
+    the module rules)."""
+    if not _BETWEEN_MESSAGES_KNOWN or protocol.state is not _OPEN or protocol._events:
+        return None
+    frame_protocol = protocol._proto
+    decoder = frame_protocol._frame_decoder
+    if (
+        type(decoder) is not _FastReceiveDecoder
+        or decoder.header is not None
+        or decoder.extensions
+        or frame_protocol.extensions
+        or frame_protocol._message_decoder.opcode is not None
+        or frame_protocol._parse_more.gi_frame is None  # type: ignore[attr-defined]
+    ):
+        return None
+    buffer = decoder.buffer
+    if type(buffer) is not _ChunkBuffer or buffer._size:
+        return None
+    return decoder
+
+
+def note_whole_frames_taken(decoder: FrameDecoder, last: bytes | str, last_size: int) -> None:
+    """Leave ``decoder`` (from ``decoder_between_messages``) as wsproto's
+    parse of whole data frames would have, the last one carrying ``last``,
+    ``last_size`` bytes on the wire."""
+    decoder.payload_consumed = last_size
+    decoder.payload_required = 0
+    if type(decoder) is _FastReceiveDecoder:
+        decoder.in_text_message = type(last) is str
+
+
+def _between_messages_known() -> bool:
+    """Whether wsproto keeps its receive state where
+    ``decoder_between_messages`` reads it, checked on a connection built
+    for the purpose."""
+    try:
+        protocol = Connection(ConnectionType.SERVER)
+        frame_protocol = protocol._proto
+        return (
+            type(frame_protocol) is FrameProtocol
+            and protocol.state is ConnectionState.OPEN
+            and type(protocol._events) is deque
+            and frame_protocol.extensions == []
+            and type(frame_protocol._message_decoder) is MessageDecoder
+            and frame_protocol._message_decoder.opcode is None
+            and frame_protocol._parse_more.gi_frame is not None  # type: ignore[attr-defined]
+            and type(frame_protocol._frame_decoder) is FrameDecoder
+        )
+    except Exception:  # pragma: no cover - depends on the wsproto installed
+        return False
+
+
+_BETWEEN_MESSAGES_KNOWN = _between_messages_known()
 
 
 def stop_holding(protocol: Connection) -> None:

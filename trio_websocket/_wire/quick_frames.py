@@ -1,0 +1,154 @@
+"""Whole messages taken from a read before wsproto sees it.
+
+Rules:
+- ``take_whole_messages(protocol, data, max_size, max_count)`` returns the
+  messages at the start of ``data`` that are each one whole frame, and the
+  rest of ``data``, which the caller feeds to wsproto as before. It takes
+  a frame only when that is provably what wsproto would make of it:
+
+  * the connection: plainly between messages, as
+    ``frame_decoder.decoder_between_messages`` tells (open, parser alive,
+    no extension such as permessage-deflate, the fast decoder installed,
+    which it is only while the fast paths are on, holding no byte, no
+    frame and no fragmented message), and the fast paths on
+    (``fast_paths``, read once per call). Otherwise nothing is taken.
+  * each frame: FIN set, no reserved bit, opcode text or binary, masked as
+    the role wants (a server receives masked frames, a client unmasked
+    ones), its length in the shortest form (and no 64-bit length with the
+    top bit set), at most ``max_size`` payload bytes, wholly inside
+    ``data``, and for text valid UTF-8 (a strict decode, which is what
+    wsproto's incremental decoder does with the last piece of a message).
+    The first frame that is anything else (a control frame, a fragment,
+    a frame cut short by the end of the read, a frame too big, invalid
+    UTF-8, any header wsproto would refuse) stops the taking: it and all
+    after it are the rest, for wsproto to parse, deliver or refuse (with
+    its close codes: 1002, 1007) as before. At most ``max_count`` are
+    taken, so the caller can keep its per-turn bound on events.
+- Messages: ``bytes`` for binary frames, ``str`` for text, unmasked with
+  the compiled masker (``_wire.masking.apply_mask_bytes``): one copy for
+  a binary payload; wsproto's payload copies, ``Frame`` and event objects
+  are skipped (about 4 us a message). ``rest`` is ``data`` itself when
+  nothing was taken, else a ``bytes`` slice of it (the one copy the frame
+  decoder's buffer would make of a view anyway).
+- wsproto's state ends as if it had parsed the taken frames itself
+  (``frame_decoder.note_whole_frames_taken``). No wsproto internal is
+  touched here: ``frame_decoder`` remains the only module that does.
+- A hostile peer gains nothing: the work is one pass over ``data`` (no
+  length is trusted before it is checked against what ``data`` holds and
+  ``max_size``), and the messages are at most ``data``'s bytes in at most
+  ``max_count`` objects.
+- ``frames_size`` gives the bytes a list of taken messages occupied on the
+  wire (their headers are in the shortest form, so their size follows from
+  the payload), for a caller that delivers only some of them and must feed
+  wsproto the bytes of the others again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from wsproto.connection import Connection
+
+from . import fast_paths
+from .frame_decoder import decoder_between_messages, note_whole_frames_taken
+from .masking import apply_mask_bytes
+
+Message = bytes | str
+
+#: The first byte of a frame that may be taken: FIN, no reserved bit, and
+#: the opcode binary or text.
+_WHOLE_BINARY = 0x82
+_WHOLE_TEXT = 0x81
+
+_NOTHING: tuple[Message, ...] = ()
+
+
+def take_whole_messages(
+    protocol: Connection,
+    data: bytes | bytearray,
+    max_size: int,
+    max_count: int,
+) -> tuple[Sequence[Message], bytes | bytearray]:
+    """The whole-frame messages at the start of ``data`` and the rest of
+    ``data`` (see the module rules)."""
+    if not fast_paths.ENABLED:
+        return _NOTHING, data
+    decoder = decoder_between_messages(protocol)
+    if decoder is None:
+        return _NOTHING, data
+    source = data if type(data) is bytes else bytes(data)
+    masked = 0 if decoder.client else 1
+    size = len(source)
+    position = 0
+    messages: list[Message] = []
+    view: memoryview | None = None
+    while size - position >= 2 and len(messages) < max_count:
+        first = source[position]
+        if first != _WHOLE_BINARY and first != _WHOLE_TEXT:
+            break
+        second = source[position + 1]
+        if second >> 7 != masked:
+            break
+        length = second & 0x7F
+        start = position + 2
+        if length >= 126:
+            if length == 126:
+                start += 2
+                if start > size:
+                    break
+                length = source[start - 2] << 8 | source[start - 1]
+                if length < 126:
+                    break
+            else:
+                start += 8
+                if start > size:
+                    break
+                length = int.from_bytes(source[start - 8 : start], "big")
+                if length <= 0xFFFF or length >> 63:
+                    break
+        if length > max_size:
+            break
+        if masked:
+            end = start + 4 + length
+            if end > size:
+                break
+            if view is None:
+                view = memoryview(source)
+            payload = apply_mask_bytes(view[start + 4 : end], view[start : start + 4])
+        else:
+            end = start + length
+            if end > size:
+                break
+            payload = source[start:end]
+        if first == _WHOLE_TEXT:
+            try:
+                messages.append(payload.decode("utf-8"))
+            except UnicodeDecodeError:
+                break  # wsproto refuses it (1007)
+        else:
+            messages.append(payload)
+        position = end
+    if not messages:
+        return _NOTHING, data
+    last = messages[-1]
+    note_whole_frames_taken(decoder, last, len(last) if type(last) is bytes else _utf8_size(last))
+    return messages, source[position:]
+
+
+def _utf8_size(message: Message) -> int:
+    if isinstance(message, bytes) or message.isascii():
+        return len(message)
+    return len(message.encode("utf-8"))
+
+
+def frames_size(messages: Sequence[Message], masked: bool) -> int:
+    """The bytes ``messages``, as taken by ``take_whole_messages``, occupied
+    on the wire: masked (received by a server) or not."""
+    total = 0
+    per_frame = 6 if masked else 2
+    for message in messages:
+        length = _utf8_size(message)
+        total += per_frame + length
+        if length >= 126:
+            total += 2 if length <= 0xFFFF else 8
+    return total
