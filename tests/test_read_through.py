@@ -328,3 +328,45 @@ async def test_a_cancelled_client_block_waits_for_the_read_under_way() -> None:
     assert close_codes == [1001]
     assert ws.close_received is not None and ws.close_received.code == 1001
     assert ws.closed is not None and ws.closed.code == 1001
+
+
+async def test_a_streamed_receive_gets_its_pieces_at_once(autojump_clock: object) -> None:
+    with trio.fail_after(5):
+        async with open_memory_pair() as (client, server):
+            await _make_server_stand_aside(client, server)
+            start = trio.current_time()
+            async with trio.open_nursery() as nursery:
+                pieces: list[object] = []
+
+                async def stream_one() -> None:
+                    async for piece in server.receive_fragments():
+                        pieces.append(piece)
+
+                nursery.start_soon(stream_one)
+                await trio.testing.wait_all_tasks_blocked()
+                await client.send_message(b"streamed")
+            assert b"".join(pieces) == b"streamed"  # type: ignore[arg-type]
+            # (From the reader at once, not after its timer.)
+            assert trio.current_time() - start < TIMEOUT / 2
+
+
+async def test_a_streamed_receive_while_another_task_reads_is_refused(
+    autojump_clock: object,
+) -> None:
+    with trio.fail_after(5):
+        async with open_memory_pair() as (client, server):
+            await _make_server_stand_aside(client, server)
+            async with trio.open_nursery() as nursery:
+                got: list[object] = []
+
+                async def receive() -> None:
+                    got.append(await server.get_message())
+
+                nursery.start_soon(receive)
+                await trio.testing.wait_all_tasks_blocked()
+                assert server._read_turn == receiving._RECEIVER
+                with pytest.raises(trio.BusyResourceError):
+                    async for _ in server.receive_fragments():
+                        pass
+                await client.send_message("for the first receive")
+            assert got == ["for the first receive"]

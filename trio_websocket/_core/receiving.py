@@ -15,6 +15,12 @@ Rules:
   the read waits in wsproto's buffer) and parses on, before reading
   anything more, once the application has caught up or the outbox is
   written.
+- The messages at the start of a read that are each one whole frame skip
+  wsproto's parsing (``_wire.quick_frames``, tried on each read while
+  open and not streaming a message, by the reader or a receiver reading
+  through): they go to the inbox as ``_dispatch`` would put them, under
+  the same budget and turn bound, and the rest of the read goes to
+  wsproto.
 - Stream errors (``trio.BrokenResourceError``, ``trio.ClosedResourceError``,
   ``OSError``) are translated to ``ConnectionClosed`` here and in the send
   path, nowhere else.
@@ -69,6 +75,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from typing import cast
 
 import trio
@@ -76,6 +83,7 @@ import trio.testing
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 from .._wire.frame_decoder import has_unparsed_bytes, stop_holding
+from .._wire.quick_frames import frames_size, take_whole_messages
 from .._wire.socket_stream import LeanSocketStream
 from .close import ABNORMAL_CLOSURE, GOING_AWAY, MESSAGE_TOO_BIG, CloseReason
 from .config import CLOSE_GRACE
@@ -311,8 +319,7 @@ class ConnectionReceiving(ConnectionLifecycle):
                             break
                         self._bytes_received += len(data)
                         if self._state is not READ_DONE:
-                            self._proto.receive_data(data)  # type: ignore[arg-type]
-                            handed_over = self._dispatch() == 1
+                            handed_over = self._receive(data) == 1
                     self._close(CloseReason(ABNORMAL_CLOSURE, None))
                     self._inbox.close(discard=False)
                     # The graceful close runs in the same scope (a scope less to
@@ -348,6 +355,49 @@ class ConnectionReceiving(ConnectionLifecycle):
             self._state = ENDED
             if self._finished is not None:
                 self._finished.set()
+
+    def _receive(self, data: bytes | bytearray) -> int:
+        """Parse one read: the messages at its start that are each one
+        whole frame go straight to the inbox (``_wire.quick_frames``: what
+        wsproto would make of them, without its per-frame cost), the rest
+        to wsproto and ``_dispatch``. Returns what ``_dispatch`` returns."""
+        if self._state is OPEN and not self._inbox.takes_pieces:
+            messages, rest = take_whole_messages(
+                self._proto, data, self._options.max_message_size, _EVENTS_PER_TURN
+            )
+            if messages:
+                woken = self._put_whole_messages(messages, data, rest)
+                if self._parse_paused or not rest:
+                    return woken
+                self._proto.receive_data(rest)  # type: ignore[arg-type]
+                return min(woken + self._dispatch(), 2)
+        self._proto.receive_data(data)  # type: ignore[arg-type]
+        return self._dispatch()
+
+    def _put_whole_messages(
+        self, messages: Sequence[Message], data: bytes | bytearray, rest: bytes | bytearray
+    ) -> int:
+        """Put messages taken by ``_wire.quick_frames`` in the inbox, as
+        ``_dispatch`` puts whole messages: up to the inbox's budget (then
+        the messages not put and the rest of the read wait, unparsed, in
+        wsproto's buffer) and a turn's worth of events. Returns how many
+        receivers it woke (2 for several)."""
+        inbox = self._inbox
+        put = inbox.put
+        count = 0
+        for message in messages:
+            count += 1
+            if put(message) and (count < len(messages) or rest):
+                unparsed = data[frames_size(messages[:count], not self._is_client) :]
+                self._proto.receive_data(unparsed)  # type: ignore[arg-type]
+                self._parse_paused = _PAUSED_FOR_INBOX
+                break
+        else:
+            if count == _EVENTS_PER_TURN and rest:
+                self._proto.receive_data(rest)  # type: ignore[arg-type]
+                self._parse_paused = _PAUSED_FOR_TURN
+        self._messages_received += count
+        return inbox.wake_receivers()
 
     def _dispatch(self) -> int:
         """Handle every event wsproto has parsed so far. Synchronous: control
@@ -531,8 +581,7 @@ class ConnectionReceiving(ConnectionLifecycle):
                 if not data:
                     break
                 self._bytes_received += len(data)
-                self._proto.receive_data(data)  # type: ignore[arg-type]
-                others_woken = self._dispatch()
+                others_woken = self._receive(data)
                 if (
                     self._state is not OPEN
                     or self._outbox
@@ -663,10 +712,13 @@ class ConnectionReceiving(ConnectionLifecycle):
             receiver._whole = message
             receiver._state = _WHOLE
             return
-        if inbox.has_receivers:
+        if inbox.has_receivers or self._read_turn >= _RECEIVER:
             raise trio.BusyResourceError(
                 "another task is waiting in get_message(); it takes the next message"
             )
+        if self._read_turn == _ASIDE:
+            # The pieces come from the reader (see "Reading through").
+            self._give_turn_to_reader()
         receiver._state = _PIECES
         self._fragment_receiver = receiver
         if inbox.closed:
