@@ -13,12 +13,19 @@ Rules:
   paths off, ``h2`` does all of it; both ways behave alike (the suite runs
   both).
 - One reader task, one writer task, both in :meth:`HTTP2Connection.run`.
-  Streams never write to the transport themselves: they queue frames and
-  let the writer write them, so that a WebSocket's send cancelled halfway
-  can never leave half a frame on a connection other WebSockets share. A
-  send waits while more than ``_WRITE_HIGH_WATER`` bytes are unwritten;
-  it queues as many DATA frames at once as the windows allow up to there
-  (headers and views of its data: the writer joins them in one write).
+  Streams never await the transport themselves: they queue frames, so
+  that a WebSocket's send cancelled halfway can never leave half a frame
+  on a connection other WebSockets share. A send waits while more than
+  ``_WRITE_HIGH_WATER`` bytes are unwritten; it queues as many DATA frames
+  at once as the windows allow up to there (headers and views of its
+  data). On TLS (or any other transport) the writer joins the queue in
+  one ``send_all``. On a lean socket stream (plain TCP), bytes leave only
+  from the head of the queue, with ``send_now`` (one non-blocking
+  ``sendmsg`` of the queued buffers, no join): at once, from the task that
+  queued them (write-through: a send, a WINDOW_UPDATE, h2's answers),
+  unless the socket was full; what the socket does not take stays queued
+  for the writer, which waits for room and sends it, while write-through
+  waits too (so order holds, and never two sends at once).
   The reader never waits on a stream: a stream's buffer is bounded by its
   receive window. It reads ``receive_size`` at a time, 128 KiB while its
   reads come back full. It waits only when more is unwritten than the
@@ -62,6 +69,7 @@ import trio
 from .._core.endpoint import stream_endpoint
 from .._core.waiters import Waiters
 from .._wire import fast_paths
+from .._wire.socket_stream import LeanSocketStream
 from .frame_guard import (
     FLOW_CONTROL_ERROR,
     FRAME_HEADER_SIZE,
@@ -201,6 +209,13 @@ class HTTP2Connection:
         self._output: list[bytes | memoryview] = []
         # The writer, when it waits for output (no Event made per write).
         self._writer_waiting = Waiters()
+        # On a lean socket stream (plain TCP), bytes leave only from the
+        # head of _output, with ``send_now`` (no join: sendmsg of the
+        # list), by whichever task queued them while the socket takes
+        # them (write-through: no wake of the writer), else by the writer
+        # once the socket has room again (_socket_full meanwhile).
+        self._lean = transport if type(transport) is LeanSocketStream else None
+        self._socket_full = False
         # Bytes queued for the writer and not written yet: what a
         # stream's send waits on beyond _WRITE_HIGH_WATER, in this lot.
         self._unwritten = 0
@@ -361,6 +376,9 @@ class HTTP2Connection:
         return True
 
     async def _writer(self) -> None:
+        if self._lean is not None:
+            await self._lean_writer(self._lean)
+            return
         transport = self.transport
         while True:
             if not self._output:
@@ -388,8 +406,68 @@ class HTTP2Connection:
             if self._unwritten <= _WRITE_HIGH_WATER and self._written_lot:
                 self._written_lot.unpark_all()
 
+    async def _lean_writer(self, transport: LeanSocketStream) -> None:
+        """The writer on a lean socket stream: what write-through left
+        (see ``_output_ready``), once the socket has room."""
+        output = self._output
+        while True:
+            if not output:
+                if self._closing:
+                    return
+                await self._writer_waiting.park()
+                if self._unwritten <= _WRITE_HIGH_WATER and not self._socket_full:
+                    # As in _writer: the tasks woken with us first.
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                continue
+            try:
+                if self._socket_full:
+                    await transport.wait_send_all_might_not_block()
+                    self._socket_full = False
+                if output:
+                    self._written(transport.send_now(output))
+                    self._socket_full = bool(output)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self._socket_full = True  # (no more write-through)
+                self._broken = exc
+                self._end_streams(CANCEL)
+                self._reader_scope.cancel()
+                return
+
+    def _written(self, size: int) -> None:
+        """``size`` bytes from the head of _output were sent: drop them."""
+        if not size:
+            return
+        output = self._output
+        self._unwritten -= size
+        if not self._unwritten:
+            output.clear()
+        else:
+            done = 0
+            for piece in output:
+                if size < len(piece):
+                    break
+                size -= len(piece)
+                done += 1
+            del output[:done]
+            if size:
+                output[0] = memoryview(output[0])[size:]
+        if self._unwritten <= _WRITE_HIGH_WATER and self._written_lot:
+            self._written_lot.unpark_all()
+
     def _output_ready(self) -> None:
-        """Wake the writer if it waits for output."""
+        """Write what is queued now if the socket takes it (write-through,
+        on a lean socket stream); wake the writer for what is left."""
+        lean = self._lean
+        if lean is not None and not self._socket_full and self._output:
+            try:
+                self._written(lean.send_now(self._output))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
+                # The writer finds out again and ends the connection.
+                pass
+            else:
+                if not self._output:
+                    return
+                self._socket_full = True
         self._writer_waiting.unpark_all()
 
     async def _reset_left_streams(self) -> None:
