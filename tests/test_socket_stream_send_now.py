@@ -1,6 +1,7 @@
-"""``LeanSocketStream.send_now``: what the socket takes of a list of
-buffers, at once, with ``send_all``'s errors (what the HTTP/2
-connection's write-through and writer rely on; see ``_h2.connection``)."""
+"""``LeanSocketStream.send_now`` and ``receive_now``: what the socket
+takes of a list of buffers, or has to read, at once, with ``send_all``'s
+and ``receive_some``'s errors (what the HTTP/2 connection's reader,
+write-through and writer rely on; see ``_h2.connection``)."""
 
 from __future__ import annotations
 
@@ -94,3 +95,53 @@ async def test_nothing_after_send_eof(pair: tuple[LeanSocketStream, socket.socke
     await stream.send_eof()
     with pytest.raises(trio.ClosedResourceError):
         stream.send_now([b"after"])
+
+
+async def test_receive_now_reads_what_is_there_or_says_none(
+    pair: tuple[LeanSocketStream, socket.socket],
+) -> None:
+    stream, peer = pair
+    assert stream.receive_now(100) is None
+    peer.send(b"hello")
+    assert stream.receive_now(3) == b"hel"
+    assert stream.receive_now(100) == b"lo"
+    assert stream.receive_now(100) is None
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream.wait_readable)
+            await trio.testing.wait_all_tasks_blocked()
+            peer.send(b"!")
+        assert stream.receive_now(100) == b"!"
+        peer.shutdown(socket.SHUT_WR)
+        await stream.wait_readable()
+    assert stream.receive_now(100) == b""
+
+
+async def test_receive_now_errors_are_receive_somes(
+    pair: tuple[LeanSocketStream, socket.socket],
+) -> None:
+    stream, peer = pair
+    # A reset (the peer closed with unread data of ours: ECONNRESET) is
+    # broken.
+    stream.send_now([b"unread"])
+    peer.close()
+    with pytest.raises(trio.BrokenResourceError):
+        stream.receive_now(100)
+
+
+async def test_a_wait_for_reading_ends_when_the_stream_is_closed(
+    pair: tuple[LeanSocketStream, socket.socket],
+) -> None:
+    stream, _ = pair
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+
+            async def wait() -> None:
+                with pytest.raises(trio.ClosedResourceError):
+                    await stream.wait_readable()
+
+            nursery.start_soon(wait)
+            await trio.testing.wait_all_tasks_blocked()
+            await stream.aclose()
+    with pytest.raises(trio.ClosedResourceError):
+        stream.receive_now(100)

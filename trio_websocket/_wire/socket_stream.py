@@ -18,9 +18,10 @@ Rules:
   sends loop); two tasks sending at once get ``BusyResourceError``;
   sending after ``aclose`` or ``send_eof`` raises ``ClosedResourceError``;
   ``EBADF``/``ENOTSOCK`` mean ``ClosedResourceError`` and any other
-  ``OSError`` ``BrokenResourceError`` chained from it. ``send_now`` (not
-  in ``SocketStream``) is one non-blocking ``sendmsg``, not a
-  checkpoint, with ``send_all``'s errors. ``aclose`` tells
+  ``OSError`` ``BrokenResourceError`` chained from it. ``send_now`` and
+  ``receive_now`` (not in ``SocketStream``) are one non-blocking
+  ``sendmsg`` / ``recv``, not checkpoints, with ``send_all``'s /
+  ``receive_some``'s errors; ``wait_readable`` waits for them. ``aclose`` tells
   trio before closing (a task waiting on the socket gets
   ``ClosedResourceError``), is idempotent and is a checkpoint.
 - With ``_wire.tls_stream`` (``trio.SSLStream``'s), the only module that
@@ -285,6 +286,26 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
             self._sending = False
             if view_of_data is not None:
                 view_of_data.release()
+
+    def receive_now(self, max_bytes: int) -> bytes | None:
+        """What the socket has now, up to ``max_bytes`` (``b""`` at the end
+        of the stream), or None when it has nothing: not a checkpoint, for
+        a caller that then waits with :meth:`wait_readable`. Raises as
+        ``receive_some`` does."""
+        try:
+            return self._sock.recv(max_bytes)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            _raise_stream_error(exc)
+
+    async def wait_readable(self) -> None:
+        """Wait until the socket has something to read (or its end); a
+        checkpoint."""
+        try:
+            await wait_readable(self._sock)
+        except OSError as exc:
+            _raise_stream_error(exc)
 
     def send_now(self, buffers: Sequence[bytes | memoryview]) -> int:
         """Send what the socket takes of ``buffers`` (in order, as one
