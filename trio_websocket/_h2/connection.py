@@ -318,10 +318,11 @@ class HTTP2Connection:
                     if lean is None:
                         received = await self.transport.receive_some(receive_size)
                     else:
-                        received = lean.receive_now(receive_size)
-                        if received is None:
+                        now = lean.receive_now(receive_size)
+                        if now is None:
                             await lean.wait_readable()
                             continue
+                        received = now
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     self._broken = exc
                     return
