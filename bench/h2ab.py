@@ -5,7 +5,9 @@ python3.11 bench/h2ab.py [--sizes 65536,1048576] [--rounds R]
 Each LABEL=TREE names a source tree (a checkout, a worktree or an
 exported copy of this repo: its `trio_websocket` is imported through
 PYTHONPATH), optionally with environment variables for its server (for
-example `off=.:TRIO_WEBSOCKET_FAST_PATHS=0`). Every tree gets one echo
+example `off=.:TRIO_WEBSOCKET_FAST_PATHS=0`; `H2AB_SERVER_ARGS` is not
+set in the environment but added to the server's arguments, for example
+`big=.:H2AB_SERVER_ARGS=--h2-stream-window=1048576`). Every tree gets one echo
 server (servers/trio_websocket_server.py --http2, as run.py --http2
 starts it); the rounds go round-robin over trees, transports and sizes
 (the starting tree rotates each round), so a busy machine weighs on each
@@ -42,11 +44,13 @@ def measure_once(server, transport, size, duration):
 
 
 def start(label, tree, env):
+    env = dict(env)
+    extra = env.pop("H2AB_SERVER_ARGS", "").split()
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     try:
         return measure.Server(f"h2ab-{label}", python_of("ours"), SCRIPT,
-                              ["--http2", "--h2-max-streams", "4096"],
+                              ["--http2", "--h2-max-streams", "4096", *extra],
                               uses_repo=True, repo=tree)
     finally:
         for name, value in saved.items():

@@ -828,8 +828,10 @@ class HTTP2Connection:
     async def flush(self) -> None:
         """Hand what is queued to the writer, and wait while more than
         ``_WRITE_HIGH_WATER`` bytes are still unwritten (the backpressure
-        of a stream's ``send_all``, as a socket's send buffer gives it)."""
-        self.wake_writer()
+        of a stream's ``send_all``, as a socket's send buffer gives it).
+        (What ``h2`` writes is queued by each call that makes it write:
+        its buffer is not asked here for nothing, once per send.)"""
+        self._output_ready()
         if self._unwritten <= _WRITE_HIGH_WATER:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
