@@ -146,6 +146,7 @@ def test_the_guard_delivers_the_same_with_either_scan_or_none(
             self.received: list[bytes] = []
 
         def data_received(self, data: bytes) -> None:
+            assert data, "empty data would read as the end of the stream"
             self.received.append(data)
 
     def run(scan: Scan, seed: int) -> object:
