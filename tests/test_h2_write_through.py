@@ -251,3 +251,40 @@ async def test_h2s_own_answers_are_written_through(
             assert server.connection._unwritten == 0
     # (The reader is the task of HTTP2Connection.run.)
     assert any(name.endswith(".run") for name, _, taken in send_now_calls if taken)
+
+
+async def test_a_stream_that_only_reads_still_hands_its_window_back() -> None:
+    # The reader leaves WINDOW_UPDATEs queued while it takes its turns after
+    # a bulk read, for the handlers' answers to carry; a stream that never
+    # answers must still get them out (else the peer stops at the window).
+    received = bytearray()
+    total = 2 << 20
+    with trio.fail_after(10):
+        async with connected(stream_window=65535, streams=1) as (server, peer, ids, nursery):
+            (stream,) = server.streams
+
+            all_read = trio.Event()
+
+            async def read_all() -> None:
+                while len(received) < total:
+                    received.extend(await stream.receive_some(1 << 17))
+                all_read.set()
+
+            nursery.start_soon(read_all)
+            data = random.Random(31).randbytes(total)
+            sent = 0
+            while sent < total:
+                room = min(
+                    peer.h2.local_flow_control_window(ids[0]),
+                    peer.h2.max_outbound_frame_size,
+                    total - sent,
+                )
+                if room <= 0:
+                    await peer.flush()  # (what is queued, in one write: bulk reads)
+                    await peer.read_once()
+                    continue
+                peer.h2.send_data(ids[0], data[sent : sent + room])
+                sent += room
+            await peer.flush()
+            await all_read.wait()
+            assert received == data

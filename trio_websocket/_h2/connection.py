@@ -25,14 +25,18 @@ Rules:
   queued them (write-through: a send, a WINDOW_UPDATE, h2's answers),
   unless the socket was full; what the socket does not take stays queued
   for the writer, which waits for room and sends it, while write-through
-  waits too (so order holds, and never two sends at once).
+  waits too (so order holds, and never two sends at once). A
+  WINDOW_UPDATE due while the reader takes its turns after a read (see
+  below) is queued without a write of its own: the handlers' answers of
+  those turns carry it, or the reader writes it when it resumes, before
+  it reads again.
   The reader never waits on a stream: a stream's buffer is bounded by its
   receive window. It reads ``receive_size`` at a time, 128 KiB while its
   reads come back full; on a lean socket stream with ``receive_now`` and
   ``wait_readable``, taking its turn (a checkpoint) after each read is
-  handed out rather than before. It waits only when more is unwritten than the
-  streams can have queued: answers (PING, SETTINGS) a peer sends for and
-  does not read.
+  handed out rather than before, and a second one after a bulk read. It
+  waits only when more is unwritten than the streams can have queued:
+  answers (PING, SETTINGS) a peer sends for and does not read.
 - Bounds, all from :class:`HTTP2Limits`: concurrent streams (our
   SETTINGS_MAX_CONCURRENT_STREAMS, enforced here: one stream too many is
   refused alone), the header list size (SETTINGS_MAX_HEADER_LIST_SIZE,
@@ -222,6 +226,10 @@ class HTTP2Connection:
         # once the socket has room again (_socket_full meanwhile).
         self._lean = transport if type(transport) is LeanSocketStream else None
         self._socket_full = False
+        # Set while the reader takes its turns after a read (see _reader):
+        # a WINDOW_UPDATE queued then waits for the answers of the
+        # handlers, written with them, or for the reader's next read.
+        self._reader_turning = False
         # Bytes queued for the writer and not written yet: what a
         # stream's send waits on beyond _WRITE_HIGH_WATER, in this lot.
         self._unwritten = 0
@@ -344,9 +352,16 @@ class HTTP2Connection:
                     # read, a second turn: their answers have gone out and
                     # the peer's next data has time to come, so reads are
                     # larger and fewer (10% less CPU per 64 KiB message).
-                    await trio.lowlevel.checkpoint()
-                    if len(received) >= _BULK_READ:
-                        await trio.lowlevel.cancel_shielded_checkpoint()
+                    self._reader_turning = True
+                    try:
+                        await trio.lowlevel.checkpoint()
+                        if len(received) >= _BULK_READ:
+                            await trio.lowlevel.cancel_shielded_checkpoint()
+                    finally:
+                        self._reader_turning = False
+                    if self._output:
+                        # (WINDOW_UPDATEs left to ride with an answer.)
+                        self._output_ready()
         except PeerError as exc:
             logger.debug("closing an HTTP/2 connection: %s", exc)
             self._close_with(exc.error_code)
@@ -877,7 +892,11 @@ class HTTP2Connection:
             self._queue_output()
             self._output.extend(updates)
             self._unwritten += sum(map(len, updates))
-            self._output_ready()
+            if not self._reader_turning:
+                self._output_ready()
+            # (Else the reader is taking its turns after a read: this
+            # update goes out with the answers the handlers write then,
+            # or when the reader resumes, before it reads again.)
 
     def end_stream(self, stream_id: int) -> None:
         if self._guard.senders is not None:
