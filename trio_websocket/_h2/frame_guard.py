@@ -18,7 +18,10 @@ Rules:
   peer side is open): the DATA of a routed stream goes to its sink, padding
   dropped, once per ``feed`` (what each routed stream had in that read,
   joined: one copy and one wake of its reader per read, not per frame),
-  before ``feed`` returns or raises. Its flow control is kept here
+  before ``feed`` returns or raises. The whole, unpadded frames of one
+  stream that follow each other are taken in one call of
+  ``scan_data_run`` (see its rules below); any other frame, frame by
+  frame. Its flow control is kept here
   (the stream's and the connection's receive windows, both ours: ``h2``
   never sees these bytes, so its own windows only count the DATA it does
   see); a frame beyond either window raises :exc:`PeerError`
@@ -35,6 +38,18 @@ Rules:
   them): a WINDOW_UPDATE stops here and opens the stream's or the
   connection's window; an overflow past 2**31-1 or an increment of 0 is
   the error RFC 9113 (section 6.9) says.
+- ``scan_data_run(data, position, stream_id, max_frame_size, limit)``
+  (compiled in ``_wire._speedups`` when it was built, else
+  :func:`scan_data_run_python`; the same results, tests compare them)
+  reads frame headers from ``position`` and takes each frame that is, in
+  turn: DATA, of ``stream_id`` (the reserved bit ignored), not PADDED, at
+  most ``max_frame_size`` long, not empty unless it has END_STREAM, whole
+  in ``data``, and no more than ``limit`` less the data taken before it
+  (a receive window). It stops at the first frame that is not, and after
+  a frame with END_STREAM. Returns the data of the frames taken joined as
+  one new ``bytes`` (one copy), where the run ends (``position`` when no
+  frame was taken) and whether it ended with END_STREAM. What it leaves
+  goes frame by frame (errors, padding, cut frames...).
 - Floods are measured with token buckets on the peer's frames that cost
   us work but carry no data (SETTINGS, PING, PRIORITY, RST_STREAM, empty
   DATA, small WINDOW_UPDATE, CONTINUATION, unknown types) and, separately,
@@ -88,6 +103,62 @@ MAX_WINDOW = 2**31 - 1
 #: A WINDOW_UPDATE smaller than this counts as a control frame: real
 #: peers open windows in large steps, a flood opens them a byte at a time.
 SMALL_WINDOW_UPDATE = 1024
+
+
+#: (The scan of runs of DATA frames: see the module rules.)
+class ScanDataRun(Protocol):
+    """The signature of ``scan_data_run``."""
+
+    def __call__(
+        self, data: bytes, position: int, stream_id: int, max_frame_size: int, limit: int, /
+    ) -> tuple[bytes, int, bool]: ...
+
+
+def scan_data_run_python(
+    data: bytes, position: int, stream_id: int, max_frame_size: int, limit: int, /
+) -> tuple[bytes, int, bool]:
+    """``scan_data_run`` in Python (see the module rules)."""
+    if min(position, stream_id, max_frame_size, limit) < 0:
+        raise ValueError("scan_data_run() takes no negative numbers")
+    size = len(data)
+    if position > size:
+        raise ValueError("scan_data_run() position is past the data")
+    view = memoryview(data)
+    parts: list[memoryview] = []
+    at = position
+    total = 0
+    ended = False
+    while size - at >= FRAME_HEADER_SIZE:
+        high, low, kind, flags, frame_stream = _unpack_header(data, at)
+        length = high << 16 | low
+        start = at + FRAME_HEADER_SIZE
+        if (
+            kind != DATA
+            or frame_stream & 0x7FFFFFFF != stream_id
+            or flags & _FLAG_PADDED
+            or length > max_frame_size
+            or (not length and not flags & _FLAG_END_STREAM)
+            or length > size - start
+            or length > limit - total
+        ):
+            break
+        parts.append(view[start : start + length])
+        total += length
+        at = start + length
+        if flags & _FLAG_END_STREAM:
+            ended = True
+            break
+    return b"".join(parts), at, ended
+
+
+try:
+    from .._wire._speedups import scan_data_run as _compiled_scan_data_run
+except ImportError:  # pragma: no cover - depends on the build
+    scan_data_run: ScanDataRun = scan_data_run_python
+    SCAN_COMPILED = False
+else:
+    scan_data_run = _compiled_scan_data_run
+    SCAN_COMPILED = True
 
 
 class PeerError(Exception):
@@ -266,13 +337,13 @@ class FrameGuard:
         # The routed DATA of this read, by stream: each stream gets its part
         # once, at the end (one copy, one wake of its reader per read, not
         # per frame), before h2 reads what follows it.
-        routed: dict[DataSink, list[memoryview]] = {}
+        routed: dict[DataSink, list[bytes | memoryview]] = {}
         view = memoryview(data)
         routes = self.routes
         max_frame_size = self._max_frame_size
         # (The stream whose list the last routed frame went to.)
         last_sink: DataSink | None = None
-        last_parts: list[memoryview] = []
+        last_parts: list[bytes | memoryview] = []
         try:
             while position < size:
                 if self._payload_left:
@@ -331,7 +402,44 @@ class FrameGuard:
                             self._start_route(stream_id, sink, length, flags)
                             position = run_start = header_end
                             break
-                        # The common case, inline: the whole frame is here.
+                        # The common case: this frame and the stream's whole
+                        # frames right behind it, in one piece.
+                        window = self.receive_window
+                        if sink.receive_window < window:
+                            window = sink.receive_window
+                        payload, end, ended = scan_data_run(
+                            data, position, stream_id, max_frame_size, max(window, 0)
+                        )
+                        if end > position:
+                            taken = len(payload)
+                            self.receive_window -= taken
+                            sink.receive_window -= taken
+                            if taken:
+                                if sink is not last_sink:
+                                    last_sink = sink
+                                    last_parts = routed.setdefault(sink, [])
+                                last_parts.append(payload)
+                            position = run_start = end
+                            if ended:
+                                # The peer is done with the stream: h2 hears
+                                # of it here; later DATA goes to h2 (which
+                                # refuses it).
+                                routes.pop(stream_id, None)
+                                if pieces is None:
+                                    pieces = []
+                                pieces.append(_end_stream_frame(stream_id))
+                            if size - position < FRAME_HEADER_SIZE:
+                                break
+                            high, low, kind, flags, stream_id = _unpack_header(data, position)
+                            length = high << 16 | low
+                            if kind != DATA or length > max_frame_size:
+                                break
+                            sink = routes.get(stream_id & 0x7FFFFFFF)
+                            if sink is None:
+                                break
+                            continue
+                        # One frame the run does not take (empty, or beyond
+                        # a window): on its own.
                         self.receive_window -= length
                         sink.receive_window -= length
                         if self.receive_window < 0 or sink.receive_window < 0:
@@ -365,7 +473,9 @@ class FrameGuard:
                             break
         finally:
             for sink, parts in routed.items():
-                sink.data_received(b"".join(parts))
+                sink.data_received(
+                    parts[0] if len(parts) == 1 and type(parts[0]) is bytes else b"".join(parts)
+                )
         if pieces is None and run_start == 0 and not self._head:
             return data
         if pieces is None:
@@ -378,7 +488,7 @@ class FrameGuard:
         view: memoryview,
         position: int,
         size: int,
-        routed: dict[DataSink, list[memoryview]],
+        routed: dict[DataSink, list[bytes | memoryview]],
     ) -> int:
         """Go on with the routed DATA frame (padded, or cut by a read) from
         ``position``, its data collected in ``routed``; where its part of

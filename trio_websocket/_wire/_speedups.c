@@ -12,6 +12,14 @@
  *     reads a frame spans) masked and joined into one new bytes object, in
  *     one pass: the result is written once, never assembled first.
  *
+ * scan_data_run(data, position, stream_id, max_frame_size, limit)
+ *         -> (bytes, int, bool)
+ *     HTTP/2 (RFC 9113): from the frame header at `position` of `data`, the
+ *     DATA frames of `stream_id` that follow each other whole (see
+ *     trio_websocket/_h2/frame_guard.py for the rules, and its pure-Python
+ *     twin): their data joined in one new bytes object, where the run ends,
+ *     and whether its last frame ended the stream.
+ *
  * Rules:
  * - `offset` is where `data` (or the first piece) starts in the payload:
  *   byte i is XORed with mask[(offset + i) % 4], so a payload handed over
@@ -264,6 +272,112 @@ done:
     return result;
 }
 
+/* The size of an HTTP/2 frame header, and the bits of it read here. */
+#define H2_HEADER 9
+#define H2_DATA 0x0
+#define H2_END_STREAM 0x1
+#define H2_PADDED 0x8
+
+/* Read argument `i` as a non-negative Py_ssize_t. Returns -1 with an
+ * exception set otherwise. */
+static Py_ssize_t
+size_argument(PyObject *const *args, Py_ssize_t i, const char *what)
+{
+    Py_ssize_t value;
+
+    if (!PyLong_Check(args[i])) {
+        PyErr_Format(PyExc_TypeError, "scan_data_run() %s must be an int, not %.100s", what,
+                     Py_TYPE(args[i])->tp_name);
+        return -1;
+    }
+    value = PyLong_AsSsize_t(args[i]);
+    if (value == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (value < 0) {
+        PyErr_Format(PyExc_ValueError, "scan_data_run() %s must not be negative", what);
+        return -1;
+    }
+    return value;
+}
+
+static PyObject *
+scan_data_run(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer view;
+    Py_ssize_t position, stream_id, max_frame_size, limit, size, at, total = 0, frames = 0;
+    Py_ssize_t length, i;
+    const unsigned char *buf, *header;
+    unsigned long id;
+    int ended = 0;
+    PyObject *payload, *end, *result;
+    char *out;
+
+    if (nargs != 5) {
+        PyErr_Format(PyExc_TypeError, "scan_data_run() takes 5 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if ((position = size_argument(args, 1, "position")) < 0 ||
+        (stream_id = size_argument(args, 2, "stream_id")) < 0 ||
+        (max_frame_size = size_argument(args, 3, "max_frame_size")) < 0 ||
+        (limit = size_argument(args, 4, "limit")) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    buf = (const unsigned char *)view.buf;
+    size = view.len;
+    if (position > size) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "scan_data_run() position is past the data");
+        return NULL;
+    }
+    /* First the run's extent, then its data copied in one go. */
+    at = position;
+    while (size - at >= H2_HEADER) {
+        header = buf + at;
+        length = ((Py_ssize_t)header[0] << 16) | ((Py_ssize_t)header[1] << 8) | header[2];
+        id = ((unsigned long)(header[5] & 0x7F) << 24) | ((unsigned long)header[6] << 16) |
+             ((unsigned long)header[7] << 8) | header[8];
+        if (header[3] != H2_DATA || (Py_ssize_t)id != stream_id || header[4] & H2_PADDED ||
+            length > max_frame_size || (length == 0 && !(header[4] & H2_END_STREAM)) ||
+            length > size - at - H2_HEADER || length > limit - total) {
+            break;
+        }
+        total += length;
+        at += H2_HEADER + length;
+        frames++;
+        if (header[4] & H2_END_STREAM) {
+            ended = 1;
+            break;
+        }
+    }
+    payload = PyBytes_FromStringAndSize(NULL, total);
+    if (payload == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    out = PyBytes_AS_STRING(payload);
+    header = buf + position;
+    for (i = 0; i < frames; i++) {
+        length = ((Py_ssize_t)header[0] << 16) | ((Py_ssize_t)header[1] << 8) | header[2];
+        memcpy(out, header + H2_HEADER, (size_t)length);
+        out += length;
+        header += H2_HEADER + length;
+    }
+    PyBuffer_Release(&view);
+    end = PyLong_FromSsize_t(at);
+    if (end == NULL) {
+        Py_DECREF(payload);
+        return NULL;
+    }
+    result = PyTuple_Pack(3, payload, end, ended ? Py_True : Py_False);
+    Py_DECREF(payload);
+    Py_DECREF(end);
+    return result;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_FASTCALL,
      "apply_mask(data, mask, offset=0) -> bytearray: data XORed with the repeated "
@@ -273,6 +387,9 @@ static PyMethodDef speedups_methods[] = {
     {"apply_mask_joined", (PyCFunction)(void (*)(void))apply_mask_joined, METH_FASTCALL,
      "apply_mask_joined(pieces, mask, offset=0) -> bytes: the pieces joined and "
      "masked as one payload, in one pass."},
+    {"scan_data_run", (PyCFunction)(void (*)(void))scan_data_run, METH_FASTCALL,
+     "scan_data_run(data, position, stream_id, max_frame_size, limit) -> (bytes, int, bool): "
+     "the data of the whole HTTP/2 DATA frames of one stream from position, joined."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -18,7 +18,10 @@ Rules:
   sends loop); two tasks sending at once get ``BusyResourceError``;
   sending after ``aclose`` or ``send_eof`` raises ``ClosedResourceError``;
   ``EBADF``/``ENOTSOCK`` mean ``ClosedResourceError`` and any other
-  ``OSError`` ``BrokenResourceError`` chained from it. ``aclose`` tells
+  ``OSError`` ``BrokenResourceError`` chained from it. ``send_now`` and
+  ``receive_now`` (not in ``SocketStream``) are one non-blocking
+  ``sendmsg`` / ``recv``, not checkpoints, with ``send_all``'s /
+  ``receive_some``'s errors; ``wait_readable`` waits for them. ``aclose`` tells
   trio before closing (a task waiting on the socket gets
   ``ClosedResourceError``), is idempotent and is a checkpoint.
 - With ``_wire.tls_stream`` (``trio.SSLStream``'s), the only module that
@@ -46,9 +49,10 @@ Rules:
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn, overload
 
 import trio
@@ -82,6 +86,21 @@ DEFAULT_RECEIVE_SIZE = 128 * 1024
 #: 1 MiB write into about seven system calls, at no measurable CPU cost
 #: (see bench/README.md, issue 3), so it stays.
 NOTSENT_LOWAT = 2**14
+
+#: The most buffers one ``sendmsg`` takes (POSIX guarantees 16; Linux
+#: and the BSDs take 1024).
+def _iov_max() -> int:
+    try:
+        value = os.sysconf("SC_IOV_MAX")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not Linux
+        return 16
+    return min(1024, value) if value > 0 else 16
+
+
+_IOV_MAX = _iov_max()
+
+#: Whether sockets have ``sendmsg`` (not on Windows: there, buffers are joined).
+_HAS_SENDMSG = hasattr(socket.socket, "sendmsg")
 
 #: errno values that mean the socket was closed under us.
 _CLOSED_ERRNOS = frozenset({errno.EBADF, errno.ENOTSOCK})
@@ -267,6 +286,52 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
             self._sending = False
             if view_of_data is not None:
                 view_of_data.release()
+
+    def receive_now(self, max_bytes: int) -> bytes | None:
+        """What the socket has now, up to ``max_bytes`` (``b""`` at the end
+        of the stream), or None when it has nothing: not a checkpoint, for
+        a caller that then waits with :meth:`wait_readable`. Raises as
+        ``receive_some`` does."""
+        try:
+            return self._sock.recv(max_bytes)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            _raise_stream_error(exc)
+
+    async def wait_readable(self) -> None:
+        """Wait until the socket has something to read (or its end); a
+        checkpoint."""
+        try:
+            await wait_readable(self._sock)
+        except OSError as exc:
+            _raise_stream_error(exc)
+
+    def send_now(self, buffers: Sequence[bytes | memoryview]) -> int:
+        """Send what the socket takes of ``buffers`` (in order, as one
+        stream of bytes) without waiting: how many bytes it took, 0 when it
+        takes none now. Not a checkpoint, and not ``send_all``: the caller
+        keeps what is left and sends it later (``_h2.connection``'s writer,
+        which waits with :meth:`wait_send_all_might_not_block`). Several
+        buffers go in one ``sendmsg`` (no join: no copy), at most
+        ``IOV_MAX`` of them. Raises as ``send_all`` does (``BusyResourceError``
+        while a ``send_all`` or a wait for room is under way)."""
+        if self._eof_was_sent():
+            raise trio.ClosedResourceError("can't send data after sending EOF")
+        if self._sending:
+            raise trio.BusyResourceError("another task is currently sending data on this stream")
+        try:
+            if len(buffers) == 1:
+                return self._sock.send(buffers[0])
+            if len(buffers) > _IOV_MAX:
+                buffers = buffers[:_IOV_MAX]
+            if not _HAS_SENDMSG:  # pragma: no cover - Windows
+                return self._sock.send(b"".join(buffers))
+            return self._sock.sendmsg(buffers)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            _raise_stream_error(exc)
 
     async def wait_send_all_might_not_block(self) -> None:
         if self._sending:
