@@ -124,6 +124,11 @@ class ChatRoom:
                 message = await ws.get_message()
                 if isinstance(message, str):
                     self.broadcast(f"{member.name}: {message}")
+                    # Let the writers take the line before the next one: a
+                    # burst of lines read at once (get_message hands over
+                    # waiting messages without a scheduler pass) would
+                    # otherwise fill every queue before any writer ran.
+                    await trio.lowlevel.checkpoint()
         except ConnectionClosed:
             pass
 
