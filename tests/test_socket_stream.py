@@ -699,3 +699,48 @@ async def test_send_all_lets_go_of_the_caller_s_buffer() -> None:
         # Even while the traceback (and so send_all's frame) is kept.
         assert caught.value.__traceback__ is not None
         buffer += b"again"
+
+
+async def test_an_accepted_socket_is_what_the_stdlib_accept_makes() -> None:
+    async with tcp_pair() as (_client, server):
+        sock = server._sock
+        assert sock.family == socket.AF_INET
+        assert sock.type == socket.SOCK_STREAM
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert not sock.getblocking()
+
+
+async def test_trio_is_told_of_a_close_only_when_someone_may_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    told: list[int] = []
+    real = _socket_stream.notify_closing
+
+    def notify(sock: socket.socket) -> None:
+        told.append(sock.fileno())
+        real(sock)
+
+    monkeypatch.setattr(_socket_stream, "notify_closing", notify)
+    with trio.fail_after(5):
+        # Nobody ever waited on the server's socket: no notice (trio holds
+        # no registration of it).
+        async with tcp_pair() as (client, server):
+            await client.send_all(b"x")
+            assert await receive_exactly(server, 1) == b"x"
+            fileno = server._sock.fileno()
+            await server.aclose()
+            assert fileno not in told
+        # A receive that waited: trio is told, and a task still waiting
+        # gets ClosedResourceError.
+        async with tcp_pair() as (client, server):
+            async with trio.open_nursery() as nursery:
+
+                async def receive() -> None:
+                    with pytest.raises(trio.ClosedResourceError):
+                        await server.receive_some()
+
+                nursery.start_soon(receive)
+                await trio.testing.wait_all_tasks_blocked()
+                fileno = server._sock.fileno()
+                await server.aclose()
+            assert fileno in told

@@ -53,6 +53,7 @@ import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, NoReturn, overload
 
 import trio
@@ -142,11 +143,12 @@ def _raise_stream_error(exc: OSError) -> NoReturn:
     raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
 
 
-def _set_tcp_defaults(sock: socket.socket) -> None:
+def _set_tcp_defaults(sock: socket.socket, family: int | None = None) -> None:
     """``TCP_NODELAY`` and ``TCP_NOTSENT_LOWAT``, as ``SocketStream`` sets
     them (not on a Unix socket, which has neither; a system that refuses
-    one keeps its default, as with trio)."""
-    if sock.family == socket.AF_UNIX:
+    one keeps its default, as with trio). ``family``: the socket's, when
+    the caller knows it (reading ``sock.family`` makes an enum)."""
+    if (sock.family if family is None else family) == socket.AF_UNIX:
         return
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -174,7 +176,15 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
         (it becomes :attr:`socket`).
     """
 
-    __slots__ = ("_eof_sent", "_peername", "_sending", "_sock", "_sockname", "_trio_socket")
+    __slots__ = (
+        "_eof_sent",
+        "_peername",
+        "_sending",
+        "_sock",
+        "_sockname",
+        "_trio_socket",
+        "_waited",
+    )
 
     def __init__(
         self,
@@ -188,6 +198,9 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
         self._trio_socket = trio_socket
         self._sending = False
         self._eof_sent = False
+        # Whether a task ever waited on the socket through this stream (so
+        # trio may hold a registration of it to drop on close).
+        self._waited = False
         # The addresses when they are known without asking the kernel: the
         # peer's from accept(), ours from a listener bound to one address.
         self._sockname = sockname
@@ -232,6 +245,7 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
             await cancel_shielded_checkpoint()
             return data
         # Nothing there yet: wait (a checkpoint itself) and read.
+        self._waited = True
         while True:
             await wait_readable(sock)
             try:
@@ -273,6 +287,7 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
                 return
             # The kernel took part of it: wait for room (a checkpoint) and
             # send the rest, from a view so that nothing is copied.
+            self._waited = True
             with memoryview(data) as view:
                 while sent < total:
                     await wait_writable(sock)
@@ -302,6 +317,7 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
     async def wait_readable(self) -> None:
         """Wait until the socket has something to read (or its end); a
         checkpoint."""
+        self._waited = True
         try:
             await wait_readable(self._sock)
         except OSError as exc:
@@ -340,6 +356,7 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
         try:
             if self._sock.fileno() == -1:
                 raise trio.ClosedResourceError
+            self._waited = True
             try:
                 await wait_writable(self._sock)
             except OSError as exc:
@@ -367,9 +384,13 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
     async def aclose(self) -> None:
         sock = self._sock
         if sock.fileno() != -1:
-            # Wakes any task waiting on the socket (ClosedResourceError)
-            # before its file descriptor number can be reused.
-            notify_closing(sock)
+            if self._waited or self._trio_socket is not None:
+                # Wakes any task waiting on the socket (ClosedResourceError)
+                # and drops trio's registration of it before its file
+                # descriptor number can be reused. (A socket nobody waited
+                # on has neither: telling trio would only cost a failing
+                # epoll_ctl.)
+                notify_closing(sock)
             sock.close()
         await checkpoint()
 
@@ -469,21 +490,41 @@ def lean_stream(stream: trio.abc.Stream) -> trio.abc.Stream:
 # Accepting
 
 
-async def _accept_socket(listening: socket.socket) -> tuple[socket.socket, Any]:
+def _accept_known(listening: socket.socket, family: int, proto: int) -> tuple[socket.socket, Any]:
+    """``listening.accept()`` for a listener whose family and protocol the
+    caller read once: ``socket.accept`` reads both again, as enums, for
+    every connection. (``_accept`` is the stdlib socket's own first step;
+    without it, the stdlib's ``accept``.)"""
+    if not _HAS_RAW_ACCEPT:  # pragma: no cover - other Pythons
+        return listening.accept()
+    fd, address = listening._accept()  # type: ignore[attr-defined]
+    return socket.socket(family, socket.SOCK_STREAM, proto, fileno=fd), address
+
+
+_HAS_RAW_ACCEPT = hasattr(socket.socket, "_accept")
+
+
+async def _accept_socket(
+    listening: socket.socket,
+    accept_now: Callable[[], tuple[socket.socket, Any]] | None = None,
+) -> tuple[socket.socket, Any]:
     """One connection and the peer's address from a non-blocking listening
-    socket, with the
+    socket (``accept_now``: how to accept without waiting; default
+    ``listening.accept``), with the
     scheduling of trio's ``SocketListener.accept()``: a connection that
     reset before we got to it is skipped; EBADF means the listener closed
     (``ClosedResourceError``); other errors (EMFILE...) are raised."""
+    if accept_now is None:
+        accept_now = listening.accept
     while True:
         await checkpoint_if_cancelled()
         try:
-            accepted = listening.accept()
+            accepted = accept_now()
         except BlockingIOError:
             while True:
                 await wait_readable(listening)
                 try:
-                    accepted = listening.accept()
+                    accepted = accept_now()
                 except BlockingIOError:
                     continue
                 except OSError as exc:
@@ -508,7 +549,14 @@ class _LeanAcceptor:
     """Accepts from a ``trio.SocketListener``'s socket, as lean streams
     (in TLS when the listener was an ``SSLListener`` over one)."""
 
-    __slots__ = ("_https_compatible", "_listening", "_local_name", "_ssl_context")
+    __slots__ = (
+        "_accept_now",
+        "_family",
+        "_https_compatible",
+        "_listening",
+        "_local_name",
+        "_ssl_context",
+    )
 
     def __init__(
         self,
@@ -520,16 +568,21 @@ class _LeanAcceptor:
         self._ssl_context = ssl_context
         self._https_compatible = https_compatible
         self._local_name = _own_name_of_accepted(listening)
+        # Read once (as plain ints): the stdlib makes enums of them on every
+        # read.
+        self._family = family = int(listening.family)
+        self._accept_now = partial(_accept_known, listening, family, listening.proto)
 
     async def __call__(self) -> trio.abc.Stream:
-        sock, peer = await _accept_socket(self._listening)
+        family = self._family
+        sock, peer = await _accept_socket(self._listening, self._accept_now)
         try:
             sock.setblocking(False)
-            _set_tcp_defaults(sock)
+            _set_tcp_defaults(sock, family)
         except BaseException:
             sock.close()
             raise
-        if sock.family in _IP_FAMILIES:
+        if family in _IP_FAMILIES:
             stream = LeanSocketStream(sock, sockname=self._local_name, peername=peer)
         else:
             stream = LeanSocketStream(sock)
