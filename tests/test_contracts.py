@@ -243,6 +243,10 @@ FOREIGN_PRIVATES: dict[tuple[str, str, str], str] = {
     ("_wire.socket_stream", "trio_socket", "_sock"): "the stdlib socket in a trio socket",
     ("_wire.socket_stream", "listener", "_ssl_context"): "an SSLListener's settings",
     ("_wire.socket_stream", "listener", "_https_compatible"): "the same",
+    ("_wire.socket_stream", "listening", "_accept"): (
+        "the stdlib socket's accept without its enum reads of family and type"
+    ),
+    ("_wire.socket_stream", "socket.socket", "_accept"): "the same, probed",
     # trio.SSLStream's internals, the same way, in the TLS read-ahead.
     ("_wire.tls_stream", "trio", "_ssl"): "trio's TLS module, for its state enum",
     ("_wire.tls_stream", "getattr(trio, '_ssl', None)", "_State"): "SSLStream's states",

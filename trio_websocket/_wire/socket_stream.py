@@ -27,7 +27,8 @@ Rules:
 - With ``_wire.tls_stream`` (``trio.SSLStream``'s), the only module that
   reaches into trio's private attributes: a trio socket's stdlib socket
   (``_sock``) and an ``SSLListener``'s context and ``https_compatible``
-  flag. Every access is guarded (types, file
+  flag; and the stdlib socket's ``_accept`` (its ``accept`` without the
+  enum reads of family and type). Every access is guarded (types, file
   descriptor, blocking mode); when anything is not as expected, trio's own
   ``SocketStream`` / ``listener.accept`` are used unchanged, so a trio
   upgrade can cost speed, never correctness. A test pins the fast path as
