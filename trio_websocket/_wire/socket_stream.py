@@ -23,7 +23,8 @@ Rules:
   ``sendmsg`` / ``recv``, not checkpoints, with ``send_all``'s /
   ``receive_some``'s errors; ``wait_readable`` waits for them. ``aclose`` tells
   trio before closing (a task waiting on the socket gets
-  ``ClosedResourceError``), is idempotent and is a checkpoint.
+  ``ClosedResourceError``) when anyone ever waited on it or it has a trio
+  socket, is idempotent and is a checkpoint.
 - With ``_wire.tls_stream`` (``trio.SSLStream``'s), the only module that
   reaches into trio's private attributes: a trio socket's stdlib socket
   (``_sock``) and an ``SSLListener``'s context and ``https_compatible``
