@@ -370,3 +370,44 @@ async def test_a_streamed_receive_while_another_task_reads_is_refused(
                         pass
                 await client.send_message("for the first receive")
             assert got == ["for the first receive"]
+
+
+async def test_pipelined_large_messages_never_wait_for_the_timer() -> None:
+    """A client keeps two 1 MiB messages in flight to an echo server. Its
+    reader hands a message over, then waits for room (the message is past
+    the read-ahead); the receiver takes it and waits again, for the reader,
+    which then stands aside: the receiver must be told to read through,
+    not left to the reader's timer (which made this 8 messages a second)."""
+
+    async def echo(request: object) -> None:
+        ws = await request.accept()  # type: ignore[attr-defined]
+        try:
+            while True:
+                await ws.send_message(await ws.get_message())
+        except ConnectionClosed:
+            pass
+
+    payload = b"x" * (1 << 20)
+    count = 24
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            partial(serve_websocket, echo, "127.0.0.1", 0, None, max_message_size=2 << 20)
+        )
+        url = f"ws://127.0.0.1:{server.port}/"
+        # 24 round trips that each waited for the timer would take 3 s.
+        with trio.fail_after(2.5):
+            async with open_websocket_url(url, max_message_size=2 << 20) as ws:
+                credits = trio.Semaphore(2)
+
+                async def send_all() -> None:
+                    for _ in range(count):
+                        await credits.acquire()
+                        await ws.send_message(payload)
+
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(send_all)
+                    for _ in range(count):
+                        assert await ws.get_message() == payload
+                        credits.release()
+                assert ws._reads_through > 0
+        nursery.cancel_scope.cancel()

@@ -494,6 +494,11 @@ class ConnectionReceiving(ConnectionLifecycle):
         """Park the reader until the turn is the reader's again: given back,
         or taken back after ``_ASIDE_TIMEOUT`` with no read through."""
         self._read_turn = _ASIDE
+        if self._inbox.has_receivers:
+            # The receiver it handed a message to took it while the reader
+            # waited (for room, or to write) and waits again, for the
+            # reader: it reads through instead.
+            self._inbox.wake_receivers()
         task = trio.lowlevel.current_task()
         seen = self._reads_through
         deadline = trio.current_time() + _ASIDE_TIMEOUT
