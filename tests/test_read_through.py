@@ -23,6 +23,7 @@ from trio_websocket import (
     serve_websocket,
 )
 from trio_websocket._core import receiving
+from trio_websocket._wire import fast_paths
 from trio_websocket.testing import open_memory_pair
 
 ASIDE = receiving._ASIDE
@@ -409,5 +410,9 @@ async def test_pipelined_large_messages_never_wait_for_the_timer() -> None:
                     for _ in range(count):
                         assert await ws.get_message() == payload
                         credits.release()
-                assert ws._reads_through > 0
+                if fast_paths.ENABLED:
+                    # (Frames held until whole come as one message a read;
+                    # without the fast paths they come in pieces, and the
+                    # receiver finds the reader reading.)
+                    assert ws._reads_through > 0
         nursery.cancel_scope.cancel()
