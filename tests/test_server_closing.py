@@ -10,12 +10,12 @@ timeouts are exact; the client is a raw peer driven by hand.
 from __future__ import annotations
 
 import logging
-import math
 
 import pytest
 import trio
 import trio.lowlevel
 import trio.testing
+from server_fixtures import MemoryListener
 from wsproto import ConnectionType
 from wsproto.events import Request
 from wsproto.handshake import H11Handshake
@@ -31,24 +31,6 @@ from trio_websocket import (
 CLIENT_CLOSE_4000 = b"\x88\x82\x00\x00\x00\x00\x0f\xa0"
 #: The server's unmasked close frame with code 1000.
 SERVER_CLOSE_1000 = b"\x88\x02\x03\xe8"
-
-
-class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
-    """Hands out in-memory streams; ``connect()`` is the client's side."""
-
-    def __init__(self) -> None:
-        self._send, self._receive = trio.open_memory_channel[trio.abc.Stream](math.inf)
-
-    async def connect(self) -> trio.abc.Stream:
-        client, server = trio.testing.memory_stream_pair()
-        await self._send.send(server)
-        return client
-
-    async def accept(self) -> trio.abc.Stream:
-        return await self._receive.receive()
-
-    async def aclose(self) -> None:
-        await self._receive.aclose()
 
 
 def request_bytes() -> bytes:

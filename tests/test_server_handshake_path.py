@@ -9,34 +9,16 @@ the handler but ``_handle_connection`` itself.
 
 from __future__ import annotations
 
-import math
 import sys
 
 import trio
 import trio.testing
+from server_fixtures import MemoryListener
 from wsproto import ConnectionType
 from wsproto.events import Request
 from wsproto.handshake import H11Handshake
 
 from trio_websocket import WebSocketRequest, WebSocketServer
-
-
-class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
-    """Hands out in-memory streams; ``connect()`` is the client's side."""
-
-    def __init__(self) -> None:
-        self._send, self._receive = trio.open_memory_channel[trio.abc.Stream](math.inf)
-
-    async def connect(self) -> trio.abc.Stream:
-        client, server = trio.testing.memory_stream_pair()
-        await self._send.send(server)
-        return client
-
-    async def accept(self) -> trio.abc.Stream:
-        return await self._receive.receive()
-
-    async def aclose(self) -> None:
-        await self._receive.aclose()
 
 
 async def test_the_handler_runs_in_the_connection_task_under_its_usual_name(
