@@ -420,42 +420,26 @@ class FrameGuard:
                                     last_parts = routed.setdefault(sink, [])
                                 last_parts.append(payload)
                             position = run_start = end
-                            if ended:
-                                # The peer is done with the stream: h2 hears
-                                # of it here; later DATA goes to h2 (which
-                                # refuses it).
-                                routes.pop(stream_id, None)
-                                if pieces is None:
-                                    pieces = []
-                                pieces.append(_end_stream_frame(stream_id))
-                            if size - position < FRAME_HEADER_SIZE:
-                                break
-                            high, low, kind, flags, stream_id = _unpack_header(data, position)
-                            length = high << 16 | low
-                            if kind != DATA or length > max_frame_size:
-                                break
-                            sink = routes.get(stream_id & 0x7FFFFFFF)
-                            if sink is None:
-                                break
-                            continue
-                        # One frame the run does not take (empty, or beyond
-                        # a window): on its own.
-                        self.receive_window -= length
-                        sink.receive_window -= length
-                        if self.receive_window < 0 or sink.receive_window < 0:
-                            raise PeerError(
-                                FLOW_CONTROL_ERROR,
-                                f"DATA beyond the receive window (stream {stream_id})",
-                            )
-                        if length:
-                            if sink is not last_sink:
-                                last_sink = sink
-                                last_parts = routed.setdefault(sink, [])
-                            last_parts.append(view[header_end:frame_end])
-                        elif not flags & _FLAG_END_STREAM:
-                            self._control_frame()
-                        position = run_start = frame_end
-                        if flags & _FLAG_END_STREAM:
+                        else:
+                            # One frame the run does not take (empty, or
+                            # beyond a window): on its own.
+                            self.receive_window -= length
+                            sink.receive_window -= length
+                            if self.receive_window < 0 or sink.receive_window < 0:
+                                raise PeerError(
+                                    FLOW_CONTROL_ERROR,
+                                    f"DATA beyond the receive window (stream {stream_id})",
+                                )
+                            if length:
+                                if sink is not last_sink:
+                                    last_sink = sink
+                                    last_parts = routed.setdefault(sink, [])
+                                last_parts.append(view[header_end:frame_end])
+                            elif not flags & _FLAG_END_STREAM:
+                                self._control_frame()
+                            position = run_start = frame_end
+                            ended = (flags & _FLAG_END_STREAM) != 0
+                        if ended:
                             # The peer is done with the stream: h2 hears of
                             # it here; later DATA goes to h2 (which refuses it).
                             routes.pop(stream_id, None)
