@@ -51,6 +51,36 @@ async def _make_server_stand_aside(
     assert server._read_turn == ASIDE
 
 
+async def _receive_until_closed(
+    ws: WebSocketConnection, outcome: list[BaseException], done: trio.Event | None = None
+) -> None:
+    """One receive, which the end of the connection interrupts: its
+    ``ConnectionClosed`` goes to ``outcome``; then ``done`` is set."""
+    try:
+        await ws.get_message()
+    except ConnectionClosed as exc:
+        outcome.append(exc)
+    if done is not None:
+        done.set()
+
+
+async def _echo_until_closed(
+    request: object, codes: list[int] | None = None, done: trio.Event | None = None
+) -> None:
+    """A server handler echoing every message; the close code that ends it
+    goes to ``codes``, and then ``done`` is set."""
+    ws = await request.accept()  # type: ignore[attr-defined]
+    try:
+        while True:
+            await ws.send_message(await ws.get_message())
+    except ConnectionClosed as exc:
+        assert exc.reason is not None
+        if codes is not None:
+            codes.append(exc.reason.code)
+        if done is not None:
+            done.set()
+
+
 async def test_request_response_is_read_by_the_receiving_task(
     autojump_clock: object,
 ) -> None:
@@ -170,14 +200,7 @@ async def test_the_stream_ending_under_a_receiver(autojump_clock: object) -> Non
             await _make_server_stand_aside(client, server)
             async with trio.open_nursery() as nursery:
                 outcome: list[BaseException] = []
-
-                async def receive() -> None:
-                    try:
-                        await server.get_message()
-                    except ConnectionClosed as exc:
-                        outcome.append(exc)
-
-                nursery.start_soon(receive)
+                nursery.start_soon(_receive_until_closed, server, outcome)
                 await trio.testing.wait_all_tasks_blocked()
                 await client_stream.aclose()
             assert len(outcome) == 1
@@ -197,16 +220,9 @@ async def test_a_local_close_while_another_task_reads(autojump_clock: object) ->
                     pass
 
             outcome: list[BaseException] = []
-
-            async def receive() -> None:
-                try:
-                    await server.get_message()
-                except ConnectionClosed as exc:
-                    outcome.append(exc)
-
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(client_echoes_until_closed)
-                nursery.start_soon(receive)
+                nursery.start_soon(_receive_until_closed, server, outcome)
                 await trio.testing.wait_all_tasks_blocked()
                 await server.aclose(1000, "done")
             assert len(outcome) == 1
@@ -220,26 +236,9 @@ async def test_a_cancelled_client_block_still_closes_with_1001() -> None:
     (not 1006)."""
     codes: list[int] = []
     handler_done = trio.Event()
-
-    async def handler(request: object) -> None:
-        ws = await request.accept()  # type: ignore[attr-defined]
-        try:
-            while True:
-                await ws.send_message(await ws.get_message())
-        except ConnectionClosed as exc:
-            assert exc.reason is not None
-            codes.append(exc.reason.code)
-            handler_done.set()
-
+    handler = partial(_echo_until_closed, codes=codes, done=handler_done)
     elsewhere: list[BaseException] = []
     elsewhere_done = trio.Event()
-
-    async def receive_elsewhere(ws: WebSocketConnection) -> None:
-        try:
-            await ws.get_message()
-        except ConnectionClosed as exc:
-            elsewhere.append(exc)
-        elsewhere_done.set()
 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -253,7 +252,7 @@ async def test_a_cancelled_client_block_still_closes_with_1001() -> None:
                     assert ws._reads_through >= 1
                     # A task outside the block reads through, and is not
                     # cancelled with it.
-                    nursery.start_soon(receive_elsewhere, ws)
+                    nursery.start_soon(_receive_until_closed, ws, elsewhere, elsewhere_done)
                     await trio.sleep(0.05)
                     assert ws._read_turn == receiving._RECEIVER
                     block.cancel()
@@ -302,13 +301,6 @@ async def test_a_cancelled_client_block_waits_for_the_read_under_way() -> None:
     elsewhere: list[BaseException] = []
     elsewhere_done = trio.Event()
 
-    async def receive_elsewhere(ws: WebSocketConnection) -> None:
-        try:
-            await ws.get_message()
-        except ConnectionClosed as exc:
-            elsewhere.append(exc)
-        elsewhere_done.set()
-
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             peer = partial(_slow_closing_peer, close_codes=close_codes)
@@ -319,7 +311,7 @@ async def test_a_cancelled_client_block_waits_for_the_read_under_way() -> None:
                     assert await ws.get_message() == "one"
                     assert await ws.get_message() == "two"
                     assert ws._read_turn == ASIDE
-                    nursery.start_soon(receive_elsewhere, ws)
+                    nursery.start_soon(_receive_until_closed, ws, elsewhere, elsewhere_done)
                     await trio.sleep(0.05)
                     assert ws._read_turn == receiving._RECEIVER
                     block.cancel()
@@ -380,19 +372,18 @@ async def test_pipelined_large_messages_never_wait_for_the_timer() -> None:
     which then stands aside: the receiver must be told to read through,
     not left to the reader's timer (which made this 8 messages a second)."""
 
-    async def echo(request: object) -> None:
-        ws = await request.accept()  # type: ignore[attr-defined]
-        try:
-            while True:
-                await ws.send_message(await ws.get_message())
-        except ConnectionClosed:
-            pass
-
     payload = b"x" * (1 << 20)
     count = 24
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
-            partial(serve_websocket, echo, "127.0.0.1", 0, None, max_message_size=2 << 20)
+            partial(
+                serve_websocket,
+                _echo_until_closed,
+                "127.0.0.1",
+                0,
+                None,
+                max_message_size=2 << 20,
+            )
         )
         url = f"ws://127.0.0.1:{server.port}/"
         # 24 round trips that each waited for the timer would take 3 s.
