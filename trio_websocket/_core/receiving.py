@@ -508,7 +508,7 @@ class ConnectionReceiving(ConnectionLifecycle):
                     if deadline == math.inf:
                         self._aside_timer = timer  # the receiver sets it
                     self._aside_task = task
-                    await trio.lowlevel.wait_task_rescheduled(self._timer_fired)
+                    await trio.lowlevel.wait_task_rescheduled(self._aside_wait_ended)
                 self._aside_timer = None
                 turn = self._read_turn
                 if turn == _READER or not timer.cancelled_caught:
@@ -530,7 +530,9 @@ class ConnectionReceiving(ConnectionLifecycle):
                 # receiver still reading).
                 self._read_turn = _READER
 
-    def _timer_fired(self, _: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+    def _aside_wait_ended(self, _: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+        # The reader's park, aside or waiting for the turn, ends by a
+        # deadline or a cancellation: nobody may reschedule it any more.
         self._aside_task = None
         return trio.lowlevel.Abort.SUCCEEDED
 
@@ -545,7 +547,7 @@ class ConnectionReceiving(ConnectionLifecycle):
             return
         self._read_turn = _RECEIVER_RETURNING
         self._aside_task = trio.lowlevel.current_task()
-        await trio.lowlevel.wait_task_rescheduled(self._timer_fired)
+        await trio.lowlevel.wait_task_rescheduled(self._aside_wait_ended)
 
     def _give_turn_to_reader(self) -> None:
         self._read_turn = _READER
