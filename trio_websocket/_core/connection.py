@@ -391,8 +391,10 @@ class WebSocketConnection(ConnectionReceiving, trio.abc.Channel[Message]):
             raise ValueError("ping payload must be bytes of at most 125 bytes")
         waiter = self._pings.add(payload, sent_at=trio.current_time())
         # Someone must read the pong: the reader, if it stands aside while
-        # no receiver reads (see ``_core.receiving``, "Reading through").
-        self._wake_reader_task()
+        # no receiver reads (see ``_core.receiving``, "Reading through"). A
+        # dozing reader needs no call: the pong is news that wakes it.
+        if self._read_turn:
+            self._wake_reader_task()
         try:
             await self._send_frame(self._queue_control_frame, Ping(payload=payload))
             await waiter.event.wait()
