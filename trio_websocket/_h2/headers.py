@@ -83,6 +83,19 @@ def read_request(block: Headers) -> ExtendedConnect:
     )
 
 
+def _host_text(authority: str) -> str:
+    """``:authority`` as the text of its host name (IDNA A-labels decoded,
+    as for an HTTP/1.1 ``Host``). Raises ``UnicodeError`` for a non-ASCII
+    authority."""
+    if not authority.isascii():
+        raise UnicodeError("the authority is not ASCII")
+    if "xn--" not in authority.lower():
+        # Decoding would give back the same text, as a copy the request
+        # then keeps for the WebSocket's life.
+        return authority
+    return authority.encode("ascii").decode("idna")
+
+
 def websocket_request(connect: ExtendedConnect) -> Request:
     """The wsproto ``Request`` event an HTTP/1.1 upgrade with the same
     fields would have given (see the module rules). Raises ``ValueError``
@@ -98,7 +111,7 @@ def websocket_request(connect: ExtendedConnect) -> Request:
                 subprotocols.extend(split_comma_header(value))
             else:
                 extra.append((name, value))
-        host = connect.authority.encode("ascii").decode("idna") if connect.authority else ""
+        host = _host_text(connect.authority)
     except UnicodeError as exc:
         raise ValueError(f"unreadable WebSocket request header: {exc}") from exc
     return Request(

@@ -39,7 +39,9 @@ Rules:
   ``disconnect_timeout`` for the closing after it.
 - An HTTP/2 connection is one such task too, with a nursery of its own
   for its WebSockets: each runs its handshake phase in a scope of its
-  own, its handler under the nursery's one scope (what a forced shutdown
+  own (none when there is nothing to wait for: its request has arrived
+  whole, and without a ``process_request`` hook an accepted one needs no
+  await before its handler), its handler under the nursery's one scope (what a forced shutdown
   cancels: many idle WebSockets share it), and the closing after it in a
   scope of its own. A handler's error leaves that nursery as itself.
 - Reading and answering one request is ``_server.request``'s (see its rules).
@@ -608,22 +610,36 @@ class WebSocketServer:
         handler_error: BaseException | None = None
         request: WebSocketRequest | None = None
         try:
-            with trio.move_on_after(self._options.connect_timeout) as scope:
-                self._handshakes.add(scope)
-                try:
-                    outcome = await self._screen_http2(stream, headers, streams)
-                finally:
-                    self._handshakes.discard(scope)
-                    # (The request keeps what it needs of the header block:
-                    # this frame would keep all of it for the WebSocket's
-                    # life.)
-                    del headers
-                if not isinstance(outcome, WebSocketRequest):
-                    response, method = outcome
-                    await send_http_answer(stream, response, method)
-                    return
-                request = outcome
-            del scope  # (112 bytes the frame would keep for the WebSocket's life)
+            subject, view = self._screen_http2(stream, headers, streams)
+            # (The request keeps what it needs of the header block: this
+            # frame would keep all of it for the WebSocket's life.)
+            del headers
+            if self._options.process_request is None:
+                # Nothing to wait for, so no deadline: a deadline's entry
+                # stays in trio's heap, and keeps its scope, until it
+                # passes, which over HTTP/2 came to a fifth of an idle
+                # WebSocket's memory.
+                outcome: WebSocketRequest | tuple[HTTPResponse, str] | None
+                outcome = self._admit(subject)
+                if isinstance(outcome, WebSocketRequest):
+                    request = outcome
+            else:
+                outcome = None
+            if request is None:
+                with trio.move_on_after(self._options.connect_timeout) as scope:
+                    self._handshakes.add(scope)
+                    try:
+                        if outcome is None:
+                            outcome = await self._judge(stream, subject, view)
+                        if not isinstance(outcome, WebSocketRequest):
+                            response, method = outcome
+                            await send_http_answer(stream, response, method)
+                            return
+                        request = outcome
+                    finally:
+                        self._handshakes.discard(scope)
+                del scope  # (112 bytes the frame would keep for the WebSocket's life)
+            del subject, view, outcome  # (the request keeps what it needs)
             if request is None:
                 await self._drop_undecided(stream)
             else:
@@ -652,17 +668,19 @@ class WebSocketServer:
             finally:
                 del handler_error
 
-    async def _screen_http2(
+    def _screen_http2(
         self, stream: HTTP2Stream, headers: Headers, nursery: trio.Nursery
-    ) -> WebSocketRequest | tuple[HTTPResponse, str]:
+    ) -> tuple[WebSocketRequest | NotWebSocket, HTTPRequest]:
+        """What :meth:`_judge` decides on for one HTTP/2 request, and the
+        hook's view of it."""
         request, view, problem = read_http2_request(
             stream, headers, nursery, options=self._options.connection
         )
         if request is None:
             assert problem is not None
             logger.debug("refused an HTTP/2 %s %s: %s", view.method, view.path, problem)
-            return await self._judge(stream, NotWebSocket(view, NOT_WEBSOCKET_HTTP2, problem), view)
-        return await self._judge(stream, request, view)
+            return NotWebSocket(view, NOT_WEBSOCKET_HTTP2, problem), view
+        return request, view
 
     async def _handshake_phase(
         self, stream: trio.abc.Stream, nursery: trio.Nursery, scope: trio.CancelScope
