@@ -225,6 +225,12 @@ FOREIGN_PRIVATES: dict[tuple[str, str, str], str] = {
         "the same, probed"
     ),
     ("_wire.frame_decoder", "protocol", "_events"): "wsproto Connection's event queue",
+    ("_wire.frame_decoder", "protocol", "_state"): (
+        "wsproto Connection's state, moved as its own close frame handling moves it"
+    ),
+    ("_wire.frame_decoder", "protocol._proto", "_parse_more"): (
+        "wsproto's parsing generator, ended after a close frame as wsproto ends it"
+    ),
     ("_wire.frame_decoder", "protocol", "_proto"): "wsproto Connection's FrameProtocol",
     ("_wire.frame_decoder", "getattr(protocol, '_proto', None)", "_frame_decoder"): (
         "FrameProtocol's FrameDecoder"

@@ -47,6 +47,7 @@ PURE = {
     "_wire.masking",
     "_wire.frame_decoder",
     "_wire.quick_frames",
+    "_wire.close_frames",
     "_wire.socket_stream",
     "_wire.tls_stream",
     "_wire.fast_paths",

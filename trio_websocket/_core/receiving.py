@@ -82,6 +82,7 @@ import trio
 import trio.testing
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
+from .._wire.close_frames import take_close_frame
 from .._wire.frame_decoder import has_unparsed_bytes, stop_holding
 from .._wire.quick_frames import frames_size, take_whole_messages
 from .._wire.socket_stream import LeanSocketStream
@@ -104,6 +105,8 @@ from .sending import STREAM_ERRORS
 #: tasks run: a read can hold some 20,000 tiny frames, and parsing them all
 #: in one go would stall every other connection for tens of milliseconds.
 _EVENTS_PER_TURN = 1024
+#: The first byte of a whole close frame (FIN and the close opcode).
+_CLOSE_FRAME_START = 0x88
 #: Why the reader stopped parsing part-way through a read
 #: (``_parse_paused``): it did not; the inbox's budget was reached (it
 #: parses on once the application has taken some); the outbox holds
@@ -360,7 +363,15 @@ class ConnectionReceiving(ConnectionLifecycle):
         """Parse one read: the messages at its start that are each one
         whole frame go straight to the inbox (``_wire.quick_frames``: what
         wsproto would make of them, without its per-frame cost), the rest
-        to wsproto and ``_dispatch``. Returns what ``_dispatch`` returns."""
+        to wsproto and ``_dispatch``; a read that is one close frame and
+        nothing else is handled as ``_dispatch`` handles it, without
+        wsproto's parse (``_wire.close_frames``). Returns what
+        ``_dispatch`` returns."""
+        if data[0] == _CLOSE_FRAME_START:
+            close = take_close_frame(self._proto, data)
+            if close is not None:
+                self._on_close_frame(close)
+                return 0
         if self._state is OPEN and not self._inbox.takes_pieces:
             messages, rest = take_whole_messages(
                 self._proto, data, self._options.max_message_size, _EVENTS_PER_TURN
@@ -369,6 +380,11 @@ class ConnectionReceiving(ConnectionLifecycle):
                 woken = self._put_whole_messages(messages, data, rest)
                 if self._parse_paused or not rest:
                     return woken
+                if rest[0] == _CLOSE_FRAME_START:
+                    close = take_close_frame(self._proto, rest)
+                    if close is not None:
+                        self._on_close_frame(close)
+                        return woken
                 self._proto.receive_data(rest)  # type: ignore[arg-type]
                 return min(woken + self._dispatch(), 2)
         self._proto.receive_data(data)  # type: ignore[arg-type]

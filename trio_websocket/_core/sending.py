@@ -46,6 +46,7 @@ import trio
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
+from .._wire.close_frames import close_frame
 from .._wire.framing import MASKED, frame_header
 from .._wire.masking import apply_mask, next_mask_key
 from .close import CloseReason
@@ -259,6 +260,11 @@ class ConnectionSending:
     def _queue_close_frame(self, code: int, reason: str | None) -> None:
         """Our close frame (the only one wsproto lets us send)."""
         self._close_sent = CloseReason(code, reason or None)
+        if self._own_framing:
+            frame = close_frame(self._proto, code, reason)
+            if frame is not None:
+                self._queue(frame)
+                return
         self._queue(self._proto.send(CloseConnection(code=code, reason=reason)))
 
     def _queue_data_frame_by_wsproto(self, first_byte: int, payload: bytes, compress: bool) -> None:

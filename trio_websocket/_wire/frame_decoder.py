@@ -82,6 +82,16 @@ Rules:
   checked once, on a connection built for the purpose
   (``_BETWEEN_MESSAGES_KNOWN``); if it is not the one expected, nothing
   is ever between messages.
+- Close frames: ``decoder_at_frame_boundary`` says when a whole close
+  frame may be taken from a read before wsproto sees it
+  (``_wire.close_frames``): as between messages, and also while the
+  connection waits for the answer to its own close frame.
+  ``note_close_frame_taken`` then does what wsproto's parse of it does:
+  the connection's state (closed, or closing at the peer's request) and
+  the end of its parsing generator (wsproto parses nothing after a close
+  frame). ``note_close_frame_sent`` does what wsproto's sending of one
+  does to the state. Both read and write ``Connection._state`` behind
+  its ``state`` property, checked with the rest of the layout.
 - The chunk buffer lets go of a read once its unread rest is at most an
   eighth of it (``_KEEP_AT_MOST``), copying that rest: a connection waiting
   for the end of a frame keeps at most about eight times the bytes it
@@ -499,15 +509,56 @@ def has_unparsed_bytes(protocol: Connection) -> bool:
     return True
 
 
-#: (A global: reading an enum member off its class is slow.)
+#: (Globals: reading an enum member off its class is slow.)
 _OPEN = ConnectionState.OPEN
+_LOCAL_CLOSING = ConnectionState.LOCAL_CLOSING
+_REMOTE_CLOSING = ConnectionState.REMOTE_CLOSING
+_CLOSED = ConnectionState.CLOSED
 
 
 def decoder_between_messages(protocol: Connection) -> FrameDecoder | None:
     """``protocol``'s frame decoder if whole data frames may be taken from
     a read before wsproto sees it, else None (see "Between messages" in
     the module rules)."""
-    if not _BETWEEN_MESSAGES_KNOWN or protocol.state is not _OPEN or protocol._events:
+    if protocol.state is not _OPEN:
+        return None
+    return _idle_decoder(protocol)
+
+
+def decoder_at_frame_boundary(protocol: Connection) -> FrameDecoder | None:
+    """``protocol``'s frame decoder if a whole close frame may be taken
+    from a read before wsproto sees it, else None: as
+    ``decoder_between_messages``, and also while the connection waits for
+    the answer to its own close frame (see "Close frames")."""
+    state = protocol.state
+    if state is not _OPEN and state is not _LOCAL_CLOSING:
+        return None
+    return _idle_decoder(protocol)
+
+
+def note_close_frame_taken(protocol: Connection) -> None:
+    """Leave ``protocol`` (whose decoder ``decoder_at_frame_boundary``
+    gave) as wsproto's parse of a close frame would: closed if it had sent
+    its own, else closing at the peer's request, and its parser finished."""
+    protocol._state = _CLOSED if protocol.state is _LOCAL_CLOSING else _REMOTE_CLOSING
+    protocol._proto._parse_more.close()
+
+
+def note_close_frame_sent(protocol: Connection) -> bool | None:
+    """Move ``protocol`` on as wsproto's sending of a close frame would:
+    closed if the peer's came first, else waiting for the answer. Returns
+    whether it is a client's (whose frames are masked); None, changing
+    nothing, when wsproto would not send one or its layout is not the one
+    known (wsproto then sends it, or refuses)."""
+    state = protocol.state
+    if not _BETWEEN_MESSAGES_KNOWN or (state is not _OPEN and state is not _REMOTE_CLOSING):
+        return None
+    protocol._state = _CLOSED if state is _REMOTE_CLOSING else _LOCAL_CLOSING
+    return protocol.client
+
+
+def _idle_decoder(protocol: Connection) -> FrameDecoder | None:
+    if not _BETWEEN_MESSAGES_KNOWN or protocol._events:
         return None
     frame_protocol = protocol._proto
     decoder = frame_protocol._frame_decoder
@@ -546,6 +597,9 @@ def _between_messages_known() -> bool:
         return (
             type(frame_protocol) is FrameProtocol
             and protocol.state is ConnectionState.OPEN
+            and protocol._state is ConnectionState.OPEN
+            and protocol.client is False
+            and type(Connection.__dict__.get("state")) is property
             and type(protocol._events) is deque
             and frame_protocol.extensions == []
             and type(frame_protocol._message_decoder) is MessageDecoder
