@@ -309,13 +309,16 @@ class WebSocketConnection(ConnectionReceiving, trio.abc.Channel[Message]):
         """
         if self._fragment_receiver is not None:
             self._give_up_fragment_receive(self._fragment_receiver)
-        if not self._inbox:
-            await self._wait_for_message()
+        inbox = self._inbox
+        if not inbox and await self._wait_for_message() and not inbox:
+            # Closed while this call waited, which was its schedule point:
+            # no second one before it raises.
+            raise ConnectionClosed(self._close_reason)
         try:
-            message = await self._inbox.get()
+            message = await inbox.get()
         except InboxClosed:
             raise ConnectionClosed(self._close_reason) from None
-        self._batch_task = trio.lowlevel.current_task() if self._inbox else None
+        self._batch_task = trio.lowlevel.current_task() if inbox else None
         return message
 
     async def receive(self) -> Message:

@@ -56,10 +56,16 @@ class ServedConnection(Protocol):
         """Give up on the connection now; the reader closes the stream."""
 
     async def _close_and_wait(
-        self, code: int, reason: str | None, *, keep_receiving: bool = False
+        self,
+        code: int,
+        reason: str | None,
+        *,
+        keep_receiving: bool = False,
+        checkpoint_if_ended: bool = True,
     ) -> None:
         """``aclose(code, reason)`` bounded by the caller's cancel scope
-        instead of a scope of its own."""
+        instead of a scope of its own (without ``checkpoint_if_ended``, no
+        schedule point for a connection already over)."""
 
     async def _wait_reader_ended(self) -> None:
         """Return once the reader has ended."""

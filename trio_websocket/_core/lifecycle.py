@@ -372,20 +372,28 @@ class ConnectionLifecycle(ConnectionSending):
         self._abort()
 
     async def _close_and_wait(
-        self, code: int, reason: str | None, *, keep_receiving: bool = False
+        self,
+        code: int,
+        reason: str | None,
+        *,
+        keep_receiving: bool = False,
+        checkpoint_if_ended: bool = True,
     ) -> None:
         """``aclose(code, reason)`` without a time bound of its own: the
         caller's cancel scope bounds it (``aclose``'s, with
         ``close_timeout``; a server's after its handler, with
         ``disconnect_timeout``: one cancel scope less per connection). A
         deadline that passes, or a cancellation, gives the closing up (see
-        :meth:`_give_up_closing`) and propagates."""
+        :meth:`_give_up_closing`) and propagates. Without
+        ``checkpoint_if_ended`` (the server's closing after a handler, not
+        a public call), a connection over already returns at once."""
         if not keep_receiving:
             self._inbox.close(discard=True)
         self._enact_failure()
         ours = self._close_reason is None
         if not ours and self._state is ENDED:
-            await trio.lowlevel.checkpoint()
+            if checkpoint_if_ended:
+                await trio.lowlevel.checkpoint()
             return
         try:
             if ours:

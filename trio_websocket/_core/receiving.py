@@ -572,18 +572,22 @@ class ConnectionReceiving(ConnectionLifecycle):
             self._aside_task = None
             trio.lowlevel.reschedule(task)
 
-    async def _wait_for_message(self) -> None:
+    async def _wait_for_message(self) -> bool:
         """A receive found the inbox empty: until a message waits or the
         inbox closes, read through while the reader stands aside, else
         wait to be woken (by the reader's or another receiver's dispatch;
         a receiver that read nothing for the others gives the turn to the
-        reader)."""
+        reader). Returns whether it waited or read, either of which was a
+        schedule point (False: the inbox was closed already)."""
         inbox = self._inbox
+        waited = False
         while not inbox and not inbox.closed:
+            waited = True
             if self._read_turn == _ASIDE:
                 await self._read_through()
             else:
                 await inbox.wait_for_message()
+        return waited
 
     async def _read_through(self) -> None:
         """A receive found the inbox empty while the reader stands aside:
@@ -697,9 +701,11 @@ class ConnectionReceiving(ConnectionLifecycle):
         stream (a TLS stream says goodbye). Returns whether the stream
         closed; the reader's scope bounds this with the grace period."""
         try:
-            if self._outbox or self._writing:
+            if (self._outbox or self._writing) and not self._write_outbox_now():
                 # (Taking the write turn waits for the writer.)
                 await self._flush_outbox()
+            # (Written at once, the close echo takes no schedule point of
+            # its own before the one of closing.)
             await self._stream.aclose()
         except (ConnectionClosed, *STREAM_ERRORS):
             return False

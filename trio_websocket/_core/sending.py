@@ -27,7 +27,11 @@ Rules:
   is capped in bytes (``COALESCE_BYTES``), past which sends write directly
   (and wait: that is the backpressure). Whoever holds the write turn
   empties the outbox before giving the turn up, so a queued close echo is
-  never left behind.
+  never left behind. With no write under way, the outbox can also be
+  written at once (``_write_outbox_now``: a stream's non-blocking
+  ``send_now``, no schedule point), which the reader does with the close
+  echo just before it closes the stream; what the socket does not take
+  then goes the usual way.
 - Streamed messages: a message sent in pieces holds the *message turn*
   from its first frame to its last, so no other data frame can come
   between (RFC 6455 5.4); it takes the write turn one frame at a time, so
@@ -325,6 +329,40 @@ class ConnectionSending:
             await self._write_outbox()
         finally:
             self._release_write_turn()
+
+    def _write_outbox_now(self) -> bool:
+        """Write the outbox without waiting and without a schedule point,
+        where the stream can (``send_now``: a lean socket stream) and no
+        write is under way; whether the outbox is now empty. What the
+        socket did not take stays queued, for :meth:`_flush_outbox`.
+        Stream errors abort, as :meth:`_write_outbox`'s do."""
+        outbox = self._outbox
+        if self._writing or not outbox or self._ends_with_close:
+            return not outbox and not self._writing
+        send_now: Callable[[list[bytes | bytearray]], int] | None
+        send_now = getattr(self._stream, "send_now", None)
+        if send_now is None:
+            return False
+        try:
+            sent = send_now(outbox)
+        except STREAM_ERRORS as exc:
+            self._abort()
+            raise ConnectionClosed(self._close_reason) from exc
+        self._bytes_sent += sent
+        if sent == self._outbox_bytes:
+            self._outbox = []
+            self._outbox_bytes = 0
+            return True
+        self._outbox_bytes -= sent
+        while sent:
+            piece = outbox[0]
+            if len(piece) <= sent:
+                sent -= len(piece)
+                del outbox[0]
+            else:
+                outbox[0] = piece[sent:]
+                sent = 0
+        return False
 
     def _flush_soon(self, *, or_abort: bool = False) -> None:
         """Have the outbox written without waiting here: by the task holding

@@ -328,8 +328,10 @@ class WebSocketRequest:
                 return
             code = INTERNAL_ERROR if handler_failed else NORMAL_CLOSURE
             # (``aclose`` without its own bound, which would be the
-            # caller's again: a cancel scope less per connection.)
-            await served._close_and_wait(code, None)
+            # caller's again: a cancel scope less per connection; and no
+            # schedule point for a connection already over, as the
+            # connection's task ends here.)
+            await served._close_and_wait(code, None, checkpoint_if_ended=False)
         elif self._handshake is not None:
             await self._reject_with(self._claim(), 500 if handler_failed else 403, [], b"")
 
@@ -507,9 +509,18 @@ async def read_request(
     received: bytes | bytearray = b""
     scanner = HeadScanner(limits)
     early = EarlyHeadCheck()
+    # The usual head comes in one read that is already there when the
+    # connection's task starts: taken without a schedule point (the task
+    # has one when it answers). Any later read is the stream's usual one.
+    receive_now: Callable[[int], bytes | None] | None = getattr(stream, "receive_now", None)
     try:
         while True:
-            data = await stream.receive_some(options.receive_buffer_size)
+            data: bytes | bytearray | None = None
+            if receive_now is not None:
+                data = receive_now(options.receive_buffer_size)
+                receive_now = None
+            if data is None:
+                data = await stream.receive_some(options.receive_buffer_size)
             if not data:
                 raise HandshakeError("client closed the connection during the handshake")
             if not received:
