@@ -1,6 +1,6 @@
 """A/B comparison of server builds, for working on one change at a time:
 python3.11 bench/ab.py [--scenario handshake|echo|client] [--size N]
-    [--rounds R] LABEL=TREE[:SCRIPT[:ARGS]] ...
+    [--rounds R] [--tls] [--plain LABEL,...] LABEL=TREE[:SCRIPT[:ARGS]] ...
 
 Each LABEL=TREE names a source tree (a checkout or git worktree of this
 repo: its `trio_websocket` is imported through PYTHONPATH) and optionally
@@ -32,14 +32,14 @@ DEFAULT_CLIENT = "clients/trio_websocket_client.py"
 
 
 
-def measure_once(server, scenario, size, duration):
+def measure_once(server, scenario, size, duration, tls=False, proto="ws"):
     common = ["--duration", str(duration), "--warmup", "0.3",
-              "--cpu-pid", str(server.pid)]
+              "--cpu-pid", str(server.pid), *(["--tls"] if tls else [])]
     if scenario == "handshake":
-        (res,) = loadgen("handshake", server.port, "ws",
+        (res,) = loadgen("handshake", server.port, proto,
                          [*common, "--concurrency", "4"], timeout=60 + 2 * duration)
         return res["server_cpu"] / res["handshakes"] * 1e6
-    (res,) = loadgen("echo", server.port, "ws",
+    (res,) = loadgen("echo", server.port, proto,
                      [*common, "--sizes", str(size), "--windows", str(WINDOWS[size])],
                      timeout=60 + 2 * duration)
     return res["server_cpu"] / res["msgs"] * 1e6
@@ -73,7 +73,13 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=float, default=2.0)
     p.add_argument("--python", default=str(python_of("ours")))
+    p.add_argument("--tls", action="store_true",
+                   help="the load generator speaks TLS (give the servers --tls in ARGS)")
+    p.add_argument("--plain", default="",
+                   help="labels (comma-separated) whose servers speak run.py's plain "
+                        "length-prefixed echo, not WebSocket (plain_trio_server.py)")
     a = p.parse_args()
+    plain = set(filter(None, a.plain.split(",")))
     if not Path(a.python).exists():
         sys.exit(f"{a.python} is missing: run `python3.11 bench/run.py --quick --only ours` once")
     specs = []
@@ -99,8 +105,9 @@ def main():
                                         uses_repo=True, repo=tree)
             for _ in range(a.rounds):
                 for label, *_ in specs:
-                    samples[label].append(
-                        measure_once(servers[label], a.scenario, a.size, a.duration))
+                    samples[label].append(measure_once(
+                        servers[label], a.scenario, a.size, a.duration, a.tls,
+                        "plain" if label in plain else "ws"))
     finally:
         for server in servers.values():
             server.stop()

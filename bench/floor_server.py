@@ -5,7 +5,10 @@ library: accept, read the request up to the blank line, answer a fixed
 frame, close the socket. --tasks 2 adds a second task per connection (the
 shape of a reader task feeding a handler) to price that hand-over; --tasks 0 is one task on the
 bare socket (non-blocking calls and trio.lowlevel.wait_readable, no
-SocketStream), to price trio's stream layer.
+SocketStream), to price trio's stream layer. --tls (with --tasks 1 or 2)
+does the same over trio.SSLStream (trio.serve_ssl_over_tcp and the
+bench's certificate, as the "raw trio TLS" row of run.py --tls serves):
+the least a WebSocket handshake costs over TLS on trio.
 Prints `PORT <n>`."""
 
 import argparse
@@ -14,7 +17,7 @@ import hashlib
 from functools import partial
 
 import trio
-from benchutil import emit, raise_nofile, watchdog
+from benchutil import emit, raise_nofile, server_tls_context, watchdog
 
 CHECKPOINTS = False
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -124,15 +127,22 @@ async def raw_server(host, port, task_status):
             nursery.start_soon(raw_connection, sock)
 
 
-async def main(host, port, tasks):
+async def main(host, port, tasks, tls):
     async with trio.open_nursery() as nursery:
         if tasks == 0:
             emit("PORT", await nursery.start(raw_server, host, port))
             return
         handler = one_task if tasks == 1 else two_tasks
-        listeners = await nursery.start(partial(
-            trio.serve_tcp, handler, port, host=host))
-        emit("PORT", listeners[0].socket.getsockname()[1])
+        if tls:
+            serve = partial(trio.serve_ssl_over_tcp, handler, port, server_tls_context(),
+                            host=host)
+        else:
+            serve = partial(trio.serve_tcp, handler, port, host=host)
+        listeners = await nursery.start(serve)
+        listener = listeners[0]
+        if tls:
+            listener = listener.transport_listener
+        emit("PORT", listener.socket.getsockname()[1])
 
 
 if __name__ == "__main__":
@@ -143,8 +153,11 @@ if __name__ == "__main__":
     p.add_argument("--lifetime", type=float, default=1800)
     p.add_argument("--checkpoints", action="store_true",
                    help="with --tasks 0: a schedule point after each send, as trio's streams make")
+    p.add_argument("--tls", action="store_true")
     a = p.parse_args()
+    if a.tls and a.tasks == 0:
+        p.error("--tls needs --tasks 1 or 2")
     CHECKPOINTS = a.checkpoints
     watchdog(a.lifetime)
     raise_nofile()
-    trio.run(main, a.host, a.port, a.tasks)
+    trio.run(main, a.host, a.port, a.tasks, a.tls)
