@@ -41,9 +41,10 @@ Rules:
   for its WebSockets: each runs its handshake phase in a scope of its
   own (none when there is nothing to wait for: its request has arrived
   whole, and without a ``process_request`` hook an accepted one needs no
-  await before its handler), its handler under the nursery's one scope (what a forced shutdown
-  cancels: many idle WebSockets share it), and the closing after it in a
-  scope of its own. A handler's error leaves that nursery as itself.
+  await before its handler), its handler under the nursery's one scope
+  (what a forced shutdown cancels: many idle WebSockets share it), and
+  the closing after it in a scope of its own. A handler's error leaves
+  that nursery as itself.
 - Reading and answering one request is ``_server.request``'s (see its rules).
 - The options are validated once, into one ``_server.options.ServerOptions``
   (by :func:`serve_websocket` before it opens a listener), and the server
