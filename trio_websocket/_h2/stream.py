@@ -30,9 +30,14 @@ Rules:
   WebSocket ends its reader task while there is nothing to read): the
   stream keeps the ``wake`` callback it was given instead of a parked
   task, and calls it once, from the connection's task, with the first
-  news (data, the end, a reset, a close). The connection asks a reader
-  parked in :meth:`HTTP2Stream.receive_or_doze` to doze once its stream
-  has had no news for a while (``doze_if_quiet``).
+  news (data, the end, a reset, a close) that no parked task takes (a
+  parked task is woken first, and the call stays due). The connection
+  asks a reader parked in :meth:`HTTP2Stream.receive_or_doze` to doze
+  once its stream has had no news for a while (``doze_if_quiet``); the
+  task parked may be a receiver reading through in the reader's place,
+  which passes the request on. A receive cancelled while it waits takes
+  nothing, and one that finds data cannot be cancelled once it took it:
+  no data is ever lost to a cancellation.
 """
 
 from __future__ import annotations
