@@ -120,8 +120,9 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
         # What this side may still send (kept by the connection's fast path).
         self.send_window = 0
         # (A list, not a deque: it rarely holds more than a chunk or two,
-        # and an empty deque costs 600 bytes per idle WebSocket.)
-        self._buffer: list[bytes] = []
+        # and an empty deque costs 600 bytes per idle WebSocket; None while
+        # empty: an empty list is 56 bytes more per idle WebSocket.)
+        self._buffer: list[bytes] | None = None
         self._buffered = 0
         # The task waiting for data (or the answer), and the one waiting for
         # the peer's window: parked by hand, no Event made per wait.
@@ -240,10 +241,13 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
 
     def _take(self, max_bytes: int | None) -> bytes:
         buffer = self._buffer
+        assert buffer is not None
         first = buffer[0]
         if max_bytes is not None and len(first) >= max_bytes:
             if len(first) == max_bytes:
                 buffer.pop(0)
+                if not buffer:
+                    self._buffer = None
             else:
                 buffer[0] = first[max_bytes:]
                 first = first[:max_bytes]
@@ -251,6 +255,7 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
             return first
         buffer.pop(0)
         if not buffer:
+            self._buffer = None
             self._buffered -= len(first)
             return first
         pieces = [first]
@@ -259,6 +264,8 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
             piece = buffer.pop(0)
             pieces.append(piece)
             size += len(piece)
+        if not buffer:
+            self._buffer = None
         self._buffered -= size
         return b"".join(pieces)
 
@@ -341,7 +348,7 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
             if self._buffered:
                 # Dropped unread: the connection's window gets them back.
                 self._connection.acknowledge(self.stream_id, self._buffered)
-            self._buffer.clear()
+            self._buffer = None
             self._buffered = 0
             self._connection.close_stream(
                 self.stream_id,
@@ -389,7 +396,11 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
         if self._closed:
             self._connection.acknowledge(self.stream_id, len(data))
             return
-        self._buffer.append(data)
+        buffer = self._buffer
+        if buffer is None:
+            self._buffer = [data]
+        else:
+            buffer.append(data)
         self._buffered += len(data)
         self._wake_reader()
 
