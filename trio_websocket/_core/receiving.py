@@ -90,7 +90,6 @@ import math
 from collections.abc import Sequence
 from typing import cast
 
-import outcome
 import trio
 import trio.testing
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
@@ -543,20 +542,21 @@ class ConnectionReceiving(ConnectionLifecycle):
         dozed = False
         try:
             while self._read_turn != _READER:
-                doze_asked = None
                 with trio.CancelScope(deadline=deadline) as timer:
                     if deadline == math.inf:
                         self._aside_timer = timer  # the receiver sets it
                     self._aside_task = task
-                    doze_asked = await trio.lowlevel.wait_task_rescheduled(
-                        self._aside_wait_ended
-                    )
+                    await trio.lowlevel.wait_task_rescheduled(self._aside_wait_ended)
                 self._aside_timer = None
-                if doze_asked and may_doze and self._may_doze_aside():
-                    dozed = True
-                    return True
                 turn = self._read_turn
-                if turn == _READER or not timer.cancelled_caught:
+                if turn == _READER:
+                    continue
+                if not timer.cancelled_caught:
+                    # Woken with the turn not given back: asked to doze
+                    # (see _let_reader_doze_aside).
+                    if may_doze and self._may_doze_aside():
+                        dozed = True
+                        return True
                     continue
                 if turn == _ASIDE and self._reads_through == seen:
                     # Nobody read meanwhile: the application is busy
@@ -600,9 +600,10 @@ class ConnectionReceiving(ConnectionLifecycle):
         is asked instead, so an idle WebSocket keeps no reader task."""
         task = self._aside_task
         if task is not None and self._read_turn == _RECEIVER:
-            # (It decides once it runs: see _may_doze_aside.)
+            # (Woken with the turn still aside, it knows why, and decides
+            # once it runs: see _may_doze_aside.)
             self._aside_task = None
-            trio.lowlevel.reschedule(task, outcome.Value(True))
+            trio.lowlevel.reschedule(task)
         elif not self._reader_dozing:
             # The reader is about to read again: no call is due.
             cast(DozingStream, self._stream).forget_wake()
