@@ -110,14 +110,17 @@ class DozingStream(Protocol):
     scope, weighs more than the rest of it). The reader ends its task
     instead of waiting, and starts again when the stream wakes ``reader``:
     once, from another task, without blocking, with the stream's first news
-    (data, its end, a reset, a close). A connection over one receives no
-    bytes with its handshake (there is nothing to parse before the first
-    read)."""
+    (data, its end, a reset, a close) that no task waiting in a receive
+    takes. A connection over one receives no bytes with its handshake
+    (there is nothing to parse before the first read). Its receives lose
+    no data when cancelled, so a receiver may read through it in the
+    reader's place (``_core.receiving``, "Reading through")."""
 
     async def receive_or_doze(self, max_bytes: int, reader: DozingReader) -> bytes | None:
         """``receive_some(max_bytes)``; or None when the stream asks the
         reader to doze (nothing is buffered): waking ``reader`` is then
-        due."""
+        due. (The task that waits may be a receiver reading through for
+        ``reader``: it passes the request on.)"""
 
     def wake_on_news(self, reader: DozingReader) -> bool:
         """Doze from the start: waking ``reader`` is due with the first

@@ -68,7 +68,19 @@ Rules:
   for long; while a receiver waits in its read, the reader parks without
   a deadline. A reader cancelled while it stands aside that reads on to
   close (``close_on_cancel``) first waits for a receiver's read to end
-  (``_take_read_turn``). Readers that doze never stand aside.
+  (``_take_read_turn``).
+- Reading through a ``DozingStream`` (a WebSocket over HTTP/2: its
+  receives lose nothing when cancelled either): the stream's news goes
+  straight to the receiver waiting in it, no reader task between them.
+  The stream's request to doze (no news for a while) comes to that
+  receiver, which passes it on to the reader standing aside: the reader
+  ends its task (``_stand_aside`` returns True: it dozes *aside*, the
+  turn still aside or the receiver's), so an idle WebSocket keeps no
+  reader task here either. The stream then wakes it with the first news
+  no receiver waits for; any call that gives the turn back starts it
+  again, and a reader started while a receiver reads waits for the turn
+  first. (Its aside timer is gone with its task: news a receiver does not
+  take wakes it at once instead.)
 """
 
 from __future__ import annotations
@@ -138,10 +150,12 @@ _CANCEL_SAFE_STREAMS = frozenset(
 
 
 def _reads_through(stream: trio.abc.Stream) -> bool:
-    """Whether a receiver may read ``stream`` in place of the reader."""
+    """Whether a receiver may read ``stream`` in place of the reader: a
+    stream of ``_CANCEL_SAFE_STREAMS``, or one a reader may doze on (a
+    ``DozingStream`` loses nothing to a cancelled receive either)."""
     if isinstance(stream, trio.StapledStream):
         return type(stream.receive_stream) in _CANCEL_SAFE_STREAMS
-    return type(stream) in _CANCEL_SAFE_STREAMS
+    return type(stream) in _CANCEL_SAFE_STREAMS or hasattr(stream, "receive_or_doze")
 
 
 #: The reader's scope while it dozes (it has no task to cancel): never
@@ -203,6 +217,9 @@ class ConnectionReceiving(ConnectionLifecycle):
             self._reader_dozing = True
             self._reader_scope = _DOZING_SCOPE
             return
+        self._spawn_reader()
+
+    def _spawn_reader(self) -> None:
         nursery = self._nursery
         assert nursery is not None
         role = "client" if self._is_client else "server"
@@ -227,14 +244,20 @@ class ConnectionReceiving(ConnectionLifecycle):
             if turn == _RECEIVER:
                 self._read_turn = _RECEIVER_RETURNING
             elif turn == _ASIDE:
-                self._give_turn_to_reader()
+                self._read_turn = _READER
+                task = self._aside_task
+                if task is not None:
+                    self._aside_task = None
+                    trio.lowlevel.reschedule(task)
         if not self._reader_dozing:
             return
         self._reader_dozing = False
         cast(DozingStream, self._stream).forget_wake()
         self._reader_scope = trio.CancelScope()
         try:
-            self._start_reader()
+            # (Never straight back to its doze: it is woken for work, which
+            # may be no news of the stream's, such as a pong to write.)
+            self._spawn_reader()
         except RuntimeError:
             # The nursery closed under a dozing reader: its owner left
             # without waiting for the reader (see the module rules), so
@@ -260,7 +283,12 @@ class ConnectionReceiving(ConnectionLifecycle):
                     doze = None
                     if self._may_doze(stream):
                         doze = cast(DozingStream, stream).receive_or_doze
-                    may_stand_aside = doze is None and _reads_through(stream)
+                    may_stand_aside = _reads_through(stream)
+                    if self._read_turn:
+                        # Woken from a doze aside while a receiver reads
+                        # (see "Reading through"): it gives the turn back
+                        # once its read is done.
+                        await self._take_read_turn()
                     # Whether the last dispatch handed messages to the one
                     # receiver that waited (see "Reading through").
                     handed_over = self._dispatch() == 1  # what came with the handshake
@@ -299,7 +327,12 @@ class ConnectionReceiving(ConnectionLifecycle):
                                 and self._fragment_receiver is None
                                 and not inbox.takes_pieces
                             ):
-                                await self._stand_aside()
+                                if await self._stand_aside(doze is not None):
+                                    # Dozing aside: the task ends here and
+                                    # starts again with news.
+                                    dozing = self._reader_dozing = True
+                                    self._reader_scope = _DOZING_SCOPE
+                                    return
                                 continue
                         try:
                             received: bytes | bytearray | None
@@ -506,9 +539,13 @@ class ConnectionReceiving(ConnectionLifecycle):
     # ------------------------------------------------------------------
     # Reading through (see the module rules)
 
-    async def _stand_aside(self) -> None:
+    async def _stand_aside(self, may_doze: bool) -> bool:
         """Park the reader until the turn is the reader's again: given back,
-        or taken back after ``_ASIDE_TIMEOUT`` with no read through."""
+        or taken back after ``_ASIDE_TIMEOUT`` with no read through. With
+        ``may_doze`` (a ``DozingStream``), a receiver reading through a
+        quiet stream may ask it to doze instead (see
+        ``_let_reader_doze_aside``): then it returns True, the turn still
+        aside, and the stream wakes it with its news."""
         self._read_turn = _ASIDE
         if self._inbox.has_receivers:
             # The receiver it handed a message to took it while the reader
@@ -518,6 +555,7 @@ class ConnectionReceiving(ConnectionLifecycle):
         task = trio.lowlevel.current_task()
         seen = self._reads_through
         deadline = trio.current_time() + _ASIDE_TIMEOUT
+        dozed = False
         try:
             while self._read_turn != _READER:
                 with trio.CancelScope(deadline=deadline) as timer:
@@ -527,7 +565,14 @@ class ConnectionReceiving(ConnectionLifecycle):
                     await trio.lowlevel.wait_task_rescheduled(self._aside_wait_ended)
                 self._aside_timer = None
                 turn = self._read_turn
-                if turn == _READER or not timer.cancelled_caught:
+                if turn == _READER:
+                    continue
+                if not timer.cancelled_caught:
+                    # Woken with the turn not given back: asked to doze
+                    # (see _let_reader_doze_aside).
+                    if may_doze and self._may_doze_aside():
+                        dozed = True
+                        return True
                     continue
                 if turn == _ASIDE and self._reads_through == seen:
                     # Nobody read meanwhile: the application is busy
@@ -541,10 +586,43 @@ class ConnectionReceiving(ConnectionLifecycle):
         finally:
             self._aside_task = None
             self._aside_timer = None
-            if self._read_turn == _ASIDE:
+            if self._read_turn == _ASIDE and not dozed:
                 # Cancelled: the reader ends (the stream is closed under any
                 # receiver still reading).
                 self._read_turn = _READER
+        return False
+
+    def _may_doze_aside(self) -> bool:
+        """Whether the reader, asked to doze while it stands aside, may:
+        the turn is still aside (or a receiver's), the connection open
+        and its reader uncancelled, and the stream takes the call for its
+        first news (it has none yet: else the reader stays, and needs no
+        call)."""
+        stream = cast(DozingStream, self._stream)
+        turn = self._read_turn
+        if (
+            turn in (_ASIDE, _RECEIVER)
+            and self._state is OPEN
+            and not self._reader_scope.cancel_called
+            and stream.wake_on_news(self)
+        ):
+            return True
+        stream.forget_wake()
+        return False
+
+    def _let_reader_doze_aside(self) -> None:
+        """A receiver reading through a ``DozingStream`` was asked to doze
+        (the stream had no news for a while): the reader standing aside
+        is asked instead, so an idle WebSocket keeps no reader task."""
+        task = self._aside_task
+        if task is not None and self._read_turn == _RECEIVER:
+            # (Woken with the turn still aside, it knows why, and decides
+            # once it runs: see _may_doze_aside.)
+            self._aside_task = None
+            trio.lowlevel.reschedule(task)
+        elif not self._reader_dozing:
+            # The reader is about to read again: no call is due.
+            cast(DozingStream, self._stream).forget_wake()
 
     def _aside_wait_ended(self, _: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
         # The reader's park, aside or waiting for the turn, ends by a
@@ -571,6 +649,9 @@ class ConnectionReceiving(ConnectionLifecycle):
         if task is not None:
             self._aside_task = None
             trio.lowlevel.reschedule(task)
+        elif self._reader_dozing:
+            # It dozed aside: it starts again, to read.
+            self._wake_reader_task()
 
     async def _wait_for_message(self) -> bool:
         """A receive found the inbox empty: until a message waits or the
@@ -598,11 +679,24 @@ class ConnectionReceiving(ConnectionLifecycle):
         inbox = self._inbox
         stream = self._stream
         max_bytes = self._options.receive_buffer_size
+        # Over a stream a reader may doze on, the stream's request to doze
+        # while this waits goes to the reader standing aside.
+        # (The sockets' types first: no attribute lookup that fails there.)
+        doze = None
+        if type(stream) not in _CANCEL_SAFE_STREAMS and self._may_doze(stream):
+            doze = cast(DozingStream, stream).receive_or_doze
         keep_turn = False
         try:
             while self._read_turn == _RECEIVER:
                 try:
-                    data = await stream.receive_some(max_bytes)
+                    if doze is None:
+                        data = await stream.receive_some(max_bytes)
+                    else:
+                        received = await doze(max_bytes, self)
+                        if received is None:
+                            self._let_reader_doze_aside()
+                            continue
+                        data = received
                 except STREAM_ERRORS:
                     break  # (the reader meets it again: errors and EOF stay)
                 if not data:
