@@ -3,10 +3,14 @@ session (:func:`open_websocket_session`).
 
 Rules:
 - A session belongs to its ``async with`` block: the block's nursery runs
-  the session's HTTP/2 connections and its WebSockets' readers. Leaving
-  the block closes every WebSocket of the session still open (1000, or
-  1001 after a cancellation or an error, each within its
-  ``disconnect_timeout``), then the connections.
+  the session's HTTP/2 connections and its WebSockets' readers, in a
+  nursery of their own under a shielded scope (``_Background``), so that
+  a cancellation of the block from outside leaves them the time to carry
+  the close frames. Leaving the block closes every WebSocket of the
+  session still open (1000, or 1001 after a cancellation or an error,
+  each within its ``disconnect_timeout``), then the connections, which
+  have ``_FAREWELL_SECONDS`` more before they are cancelled. A failure
+  among them cancels the block, as a nursery's child's does.
 - A WebSocket goes on an HTTP/2 connection that can take one more stream;
   when none can (the first WebSocket, the server's
   SETTINGS_MAX_CONCURRENT_STREAMS reached, a GOAWAY, a lost connection),
@@ -367,8 +371,9 @@ async def open_websocket_session(
     try:
         with collapse_exception_groups():
             async with trio.open_nursery() as nursery:
+                background = _Background()
                 session = WebSocketSession(
-                    nursery,
+                    await nursery.start(background.run),
                     replace(target, authorization=None),
                     ssl_context,
                     mode=mode,
@@ -383,11 +388,12 @@ async def open_websocket_session(
                 except BaseException as exc:
                     # Raised below, outside the nursery (never in a group).
                     user_error = exc
-                await session._aclose(cancelled=user_error is not None)
-                # Whatever still runs (a connection that does not close) ends here.
-                nursery.cancel_scope.deadline = min(
-                    nursery.cancel_scope.deadline, trio.current_time() + _FAREWELL_SECONDS
-                )
+                try:
+                    await session._aclose(cancelled=user_error is not None)
+                finally:
+                    # Whatever still runs (a connection that does not
+                    # close) ends within the farewell.
+                    background.end(trio.current_time() + _FAREWELL_SECONDS)
     except BaseException as exc:
         internal_error = exc
     error = combine(user_error, internal_error)
@@ -401,3 +407,24 @@ async def open_websocket_session(
 #: How long a session's connections have to say goodbye once its WebSockets
 #: are closed, before they are cancelled.
 _FAREWELL_SECONDS = 1.0
+
+
+class _Background:
+    """The nursery of a session's connections and readers, under a scope
+    shielded from the block's cancellation until :meth:`end` (see the
+    module rules)."""
+
+    def __init__(self) -> None:
+        self._scope = trio.CancelScope(shield=True)
+        self._ended = trio.Event()
+
+    async def run(self, *, task_status: trio.TaskStatus[trio.Nursery]) -> None:
+        with self._scope:
+            async with trio.open_nursery() as nursery:
+                task_status.started(nursery)
+                await self._ended.wait()
+
+    def end(self, deadline: float) -> None:
+        """No more work comes: what still runs has until ``deadline``."""
+        self._scope.deadline = min(self._scope.deadline, deadline)
+        self._ended.set()

@@ -296,6 +296,10 @@ class HTTP2Connection:
                 self._left_watch.cancel()
                 self._doze_watch.cancel()
                 self._output_ready()
+                # The writer learns of the closing even when nothing is left
+                # to write (or write-through has just written it): it would
+                # otherwise wait for the farewell's deadline.
+                self._writer_waiting.unpark_all()
                 nursery.cancel_scope.deadline = trio.current_time() + _FAREWELL_SECONDS
         finally:
             self._closing = True
