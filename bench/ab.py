@@ -8,7 +8,8 @@ the server script (relative to bench/, default the trio_websocket echo
 server) and its arguments. All servers run side by side; the rounds
 alternate between them, so a busy machine weighs on each the same way.
 Prints the median server CPU per handshake (open + close) or per echoed
-message, from the neutral load generator, like run.py; with `--scenario
+message, from the neutral load generator, like run.py (`--tls`: over TLS,
+every server given `--tls`, as in `run.py --tls`); with `--scenario
 client`, the client CPU per message of each tree's client (SCRIPT then
 names a client, default the trio_websocket one) against one neutral
 server. Needs the `ours`
@@ -32,9 +33,9 @@ DEFAULT_CLIENT = "clients/trio_websocket_client.py"
 
 
 
-def measure_once(server, scenario, size, duration, tls=False, proto="ws"):
+def measure_once(server, scenario, size, duration, tls=(), proto="ws"):
     common = ["--duration", str(duration), "--warmup", "0.3",
-              "--cpu-pid", str(server.pid), *(["--tls"] if tls else [])]
+              "--cpu-pid", str(server.pid), *tls]
     if scenario == "handshake":
         (res,) = loadgen("handshake", server.port, proto,
                          [*common, "--concurrency", "4"], timeout=60 + 2 * duration)
@@ -74,12 +75,15 @@ def main():
     p.add_argument("--duration", type=float, default=2.0)
     p.add_argument("--python", default=str(python_of("ours")))
     p.add_argument("--tls", action="store_true",
-                   help="the load generator speaks TLS (give the servers --tls in ARGS)")
+                   help="servers and load generator over TLS (not with --scenario client)")
     p.add_argument("--plain", default="",
                    help="labels (comma-separated) whose servers speak run.py's plain "
                         "length-prefixed echo, not WebSocket (plain_trio_server.py)")
     a = p.parse_args()
     plain = set(filter(None, a.plain.split(",")))
+    tls = ["--tls"] if a.tls else []
+    if a.tls and a.scenario == "client":
+        sys.exit("--tls measures servers: use --scenario handshake or echo")
     if not Path(a.python).exists():
         sys.exit(f"{a.python} is missing: run `python3.11 bench/run.py --quick --only ours` once")
     specs = []
@@ -101,12 +105,12 @@ def main():
                         a.python, tree, script, args, servers[None], a.size, a.duration))
         else:
             for label, tree, script, args in specs:
-                servers[label] = Server(f"ab-{label}", a.python, script, args,
+                servers[label] = Server(f"ab-{label}", a.python, script, [*args, *tls],
                                         uses_repo=True, repo=tree)
             for _ in range(a.rounds):
                 for label, *_ in specs:
                     samples[label].append(measure_once(
-                        servers[label], a.scenario, a.size, a.duration, a.tls,
+                        servers[label], a.scenario, a.size, a.duration, tls,
                         "plain" if label in plain else "ws"))
     finally:
         for server in servers.values():

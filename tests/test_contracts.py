@@ -262,6 +262,19 @@ FOREIGN_PRIVATES: dict[tuple[str, str, str], str] = {
     ("_wire.tls_stream", "stream", "_state"): "SSLStream's state (OK, BROKEN)",
     ("_wire.tls_stream", "stream", "_estimated_receive_size"): "SSLStream's read size",
     ("_wire.tls_stream", "stream", "_https_compatible"): "SSLStream's EOF rule",
+    # ... and in its direct reads and writes over a lean socket.
+    ("_wire.tls_stream", "stream", "_handshook"): "SSLStream's handshake: is it done",
+    ("_wire.tls_stream", "stream", "_delayed_outgoing"): "SSLStream's held-back session tickets",
+    ("_wire.tls_stream", "stream", "_inner_send_lock"): "SSLStream's lock around transport sends",
+    ("_wire.tls_stream", "stream", "_inner_recv_lock"): "SSLStream's lock around transport reads",
+    ("_wire.tls_stream", "stream", "_inner_recv_count"): "SSLStream's count of transport reads",
+    ("_wire.tls_stream", "stream", "_outer_send_conflict_detector"): (
+        "SSLStream's check for two senders"
+    ),
+    ("_wire.tls_stream", "stream", "_outer_recv_conflict_detector"): (
+        "SSLStream's check for two receivers"
+    ),
+    ("_wire.tls_stream", "stream", "_retry"): "SSLStream's own loop, for a write that must read",
     # zlib's compressor types have no public name (annotations only).
     ("_core.deflate", "zlib", "_Compress"): "zlib's type, for annotations",
     ("_core.deflate", "zlib", "_Decompress"): "the same",

@@ -316,6 +316,11 @@ class ConnectionSending:
 
     async def _deferred_flush(self) -> None:
         try:
+            if self._writing:
+                # The task holding the write turn empties the outbox before
+                # it lets go (see the module rules): waiting in line would
+                # cost a pass of the scheduler to find the outbox empty.
+                return
             await self._flush_outbox()
         except ConnectionClosed:
             pass  # the connection is aborted; its users see ConnectionClosed

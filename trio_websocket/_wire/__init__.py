@@ -16,7 +16,10 @@ already does, kept because it is where the per-message CPU goes:
   with wsproto on every first two bytes and random mixes of frames).
 - ``socket_stream``: ``trio.SocketStream`` (tests/test_socket_stream.py).
 - ``tls_stream``: ``trio.SSLStream``'s ``receive_some``, handing over
-  every record already received (tests/test_tls_stream.py).
+  every record already received (tests/test_tls_stream.py), and over a
+  lean socket its ``send_all`` and ``receive_some`` with one schedule
+  point each (tests/test_tls_send.py compares both with ``SSLStream`` on
+  real TCP connections).
 
 (The server's plain opening handshake, ``_server.server.upgrade``, is the one
 fast path outside this layer: it answers what wsproto's ``H11Handshake``

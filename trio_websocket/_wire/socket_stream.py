@@ -69,17 +69,15 @@ from trio.lowlevel import (
 )
 
 from . import fast_paths
-from .tls_stream import tls_stream
+from .tls_stream import TRANSPORT_READ_SIZE, tls_stream
 
 #: What ``setsockopt`` takes as a value (``socket.setsockopt``'s).
 OptionValue = int | bytes | bytearray | memoryview
 
 #: What ``receive_some()`` reads when not told: how much a TLS stream over
-#: this one reads at once (``trio.SSLStream`` gives no size), as much as a
-#: WebSocket's reader takes per read (``receive_buffer_size``). trio's
-#: default is 64 KiB; with 128 KiB a 1 MiB message over TLS cost 30% less
-#: server CPU (reads of 256 KiB cost more again).
-DEFAULT_RECEIVE_SIZE = 128 * 1024
+#: this one reads at once (``_wire.tls_stream``, which says why), as much as
+#: a WebSocket's reader takes per read (``receive_buffer_size``).
+DEFAULT_RECEIVE_SIZE = TRANSPORT_READ_SIZE
 
 #: ``TCP_NOTSENT_LOWAT`` for new TCP connections: the most unsent bytes the
 #: kernel keeps queued before the socket stops being writable. trio uses
@@ -330,7 +328,9 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
         stream of bytes) without waiting: how many bytes it took, 0 when it
         takes none now. Not a checkpoint, and not ``send_all``: the caller
         keeps what is left and sends it later (``_h2.connection``'s writer,
-        which waits with :meth:`wait_send_all_might_not_block`). Several
+        which waits with :meth:`wait_send_all_might_not_block`; a TLS
+        stream's direct write, ``_wire.tls_stream``, which sends the rest
+        with ``send_all``). Several
         buffers go in one ``sendmsg`` (no join: no copy), at most
         ``IOV_MAX`` of them. Raises as ``send_all`` does (``BusyResourceError``
         while a ``send_all`` or a wait for room is under way)."""

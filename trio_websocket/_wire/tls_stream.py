@@ -1,50 +1,80 @@
-"""TLS streams that hand over every record already received in one
-``receive_some``: ``trio.SSLStream``'s semantics, fewer scheduler passes
-per large message.
+"""TLS streams with ``trio.SSLStream``'s semantics at fewer scheduler
+passes per message: every record already received handed over in one
+``receive_some``, and, over a lean socket, reads and writes without the
+schedule points of trio's inner locks.
 
 Why: ``trio.SSLStream.receive_some`` decrypts one TLS record (at most
 16 KiB of data) per call, and every call ends with a schedule point, even
-when the next records are already in its buffer. A 64 KiB WebSocket
-message took five calls, a 1 MiB one about 65, each a full pass of
-trio's scheduler and of the WebSocket reader's loop. asyncio's TLS
-decrypts everything available per callback. The streams
-:func:`tls_stream` makes return the first record as ``SSLStream`` does,
-then decrypt the complete records already received, up to
-``max_bytes``, before they return. They are ``trio.SSLStream`` objects
-(it cannot be subclassed) whose ``receive_some`` is their own.
+when the next records are already in its buffer: a 64 KiB WebSocket
+message took five calls, a 1 MiB one about 65. And each time it sends
+ciphertext or reads the transport, ``SSLStream`` first takes a lock of its
+own (``Lock.acquire`` is a schedule point even when the lock is free), then
+calls the transport (another one): two passes of trio's scheduler per write
+and per read where a socket stream makes one. A pipelined 64 KiB echo made
+about four passes per message (asyncio's TLS fewer than one), the largest
+part of its Python time. The streams :func:`tls_stream` makes are
+``trio.SSLStream`` objects (it cannot be subclassed) whose
+``receive_some`` (and, over a lean socket, ``send_all``) are their own.
 
 Rules:
-- Everything but what ``receive_some`` returns is ``trio.SSLStream``'s
-  own: the handshake, sending, closing, the errors, the conflict checks.
-  The read-ahead runs after ``SSLStream.receive_some`` has returned data,
-  synchronously (no schedule point, so no other task of this stream runs
-  in between), and only on a stream whose state is OK. It decrypts only
-  what is already in the incoming buffer: it never reads the transport.
-- What it cannot decrypt is left as ``SSLStream`` would find it: a
-  partial record stays in the buffer for the next call. A record that
-  makes the TLS library answer (a TLS 1.3 KeyUpdate) ends the read-ahead;
-  the answer waits in the outgoing buffer, and ``SSLStream`` sends it with
-  its next operation on the stream. The end of the peer's data
-  (close_notify) ends the read-ahead too; the next call returns ``b""``,
-  as ``SSLStream`` does. Any other error of the TLS library is kept and
-  raised by the next ``receive_some``, as ``SSLStream`` raises it (after
-  the data of the records before it, which it would have returned first).
+- The read-ahead: ``receive_some`` returns the first record's data as
+  ``SSLStream`` does, then decrypts the complete records already received,
+  up to ``max_bytes``, synchronously (no schedule point, so no other task
+  of this stream runs in between), and only on a stream whose state is OK.
+  What it cannot decrypt is left as ``SSLStream`` would find it: a partial
+  record stays in the buffer for the next call. A record that makes the
+  TLS library answer (a TLS 1.3 KeyUpdate) ends the read-ahead; the answer
+  waits in the outgoing buffer and goes out, ahead of anything encrypted
+  later, with the next operation on the stream. The end of the peer's
+  data (close_notify) ends the read-ahead too; the next call returns
+  ``b""``, as ``SSLStream`` does. Any other error of the TLS library is
+  kept and raised by the next ``receive_some``, as ``SSLStream`` raises it
+  (after the data of the records before it, which it would have returned
+  first).
+- Direct reads and writes, only over a ``LeanSocketStream`` and only in the
+  steady state (handshake done, its held-back session tickets sent, state
+  OK; otherwise ``SSLStream``'s own code runs): ``send_all`` encrypts all
+  of its data in one call of the TLS object and hands the ciphertext to
+  the socket's non-blocking ``send_now``; ``receive_some`` decrypts, and
+  when it needs ciphertext takes what the socket has with
+  ``receive_now``. Each call makes one schedule point: a cancel-shielded
+  one after an operation that did not wait, else the wait itself. Only
+  to wait (the socket's buffer full, nothing to read) does a call take the
+  stream's inner lock, the one trio's own code takes around the
+  transport, without a schedule point (it is free: nothing ran since it
+  was checked); trio's own operations on the stream
+  (``wait_send_all_might_not_block``, ``aclose``, a renegotiation) queue
+  behind the wait, and a direct call finding the lock held queues behind
+  them, so ciphertext goes out in the order it was made.
+- A direct read whose data so far was all buffered (the rest of a read
+  that ``max_bytes`` cut short: the peer sends in bulk) reads the socket
+  once more without waiting, after its schedule point, and decrypts what
+  came up to ``max_bytes``, rather than return a few bytes and cost a
+  whole call. An error of the socket there is kept and raised by the next
+  ``receive_some``, as ``SSLStream``'s next read of the socket raises it.
+- Everything else is ``SSLStream``'s: the conflict checks
+  (``BusyResourceError``), the state checks, the errors (a failed or
+  cancelled send, or a failure of the TLS library, breaks the stream; an
+  ``https_compatible`` stream reads the transport's end in mid-TLS as the
+  end of the data), ``aclose``, ``unwrap``, the handshake.
 - With ``_wire.socket_stream`` (trio sockets'), the only module that
   reaches into trio's private attributes: ``trio.SSLStream``'s
-  attributes (its TLS object, buffers and state). Each instance checks
-  that they are as expected; when they are not (another trio), it is a
-  plain ``trio.SSLStream``, slower, never wrong; so it is with the fast
-  paths off (``fast_paths``). A test pins the read-ahead as active with
-  the pinned trio.
+  attributes (its TLS object, buffers, state, locks, conflict detectors,
+  handshake). Each instance checks that they are as expected; when they
+  are not (another trio), it is a plain ``trio.SSLStream``, slower, never
+  wrong; so it is with the fast paths off (``fast_paths``). Tests pin both
+  fast paths as active with the pinned trio.
 """
 
 from __future__ import annotations
 
+import operator
 import ssl
 from types import MethodType
 from typing import Any, TypeVar
 
 import trio
+from trio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
 from . import fast_paths
 
@@ -65,29 +95,25 @@ _STATE_BROKEN = _trio_state("BROKEN")
 #: module rules); absent until there is one.
 _KEPT_ERROR = "_trio_websocket_read_ahead_error"
 
+#: How much a TLS stream reads from its socket at once (the lean socket's
+#: ``receive_some()`` without a size reads as much): trio's ``SSLStream``
+#: reads its transport without a size, and trio's sockets read 64 KiB;
+#: with 128 KiB a 1 MiB message over TLS cost 30% less server CPU (reads
+#: of 256 KiB cost more again).
+TRANSPORT_READ_SIZE = 128 * 1024
 
-async def _receive_some_reading_ahead(
-    stream: trio.SSLStream[Any], max_bytes: int | None = None
-) -> bytes | bytearray:
-    """``stream.receive_some`` (see the module rules)."""
-    kept: ssl.SSLError | None = vars(stream).pop(_KEPT_ERROR, None)
-    if kept is not None:
-        # What SSLStream's read would have raised at this record.
-        stream._state = _STATE_BROKEN
-        await trio.lowlevel.checkpoint()
-        if stream._https_compatible and _is_eof(kept):
-            return b""
-        raise trio.BrokenResourceError from kept
-    data = await _SSLSTREAM_RECEIVE_SOME(stream, max_bytes)
+_SSLSTREAM_RECEIVE_SOME = trio.SSLStream.receive_some
+_SSLSTREAM_SEND_ALL = trio.SSLStream.send_all
+
+
+# ---------------------------------------------------------------------------
+# Reading ahead
+
+
+def _decrypt_buffered(stream: trio.SSLStream[Any], pieces: list[bytes], room: int) -> int:
+    """Append to ``pieces`` the data of the records already received, up to
+    ``room`` bytes (see the module rules); returns the room left."""
     incoming = stream._incoming
-    if not data or not incoming.pending or stream._state is not _STATE_OK:
-        return data
-    if max_bytes is None:
-        max_bytes = max(stream._estimated_receive_size, incoming.pending)
-    room = max_bytes - len(data)
-    if room <= 0:
-        return data
-    pieces = [data]
     outgoing = stream._outgoing
     read = stream._ssl_object.read
     while room > 0 and incoming.pending and not outgoing.pending:
@@ -102,12 +128,44 @@ async def _receive_some_reading_ahead(
             break  # close_notify: the next call returns b""
         pieces.append(more)
         room -= len(more)
+    return room
+
+
+def _read_ahead(stream: trio.SSLStream[Any], data: bytes, max_bytes: int | None) -> bytes:
+    """``data`` (what a read returned) and the records already received
+    after it, up to ``max_bytes`` in all (see the module rules)."""
+    incoming = stream._incoming
+    if not data or not incoming.pending or stream._state is not _STATE_OK:
+        return data
+    if max_bytes is None:
+        max_bytes = max(stream._estimated_receive_size, incoming.pending)
+    room = max_bytes - len(data)
+    if room <= 0:
+        return data
+    pieces = [data]
+    _decrypt_buffered(stream, pieces, room)
     if len(pieces) == 1:
         return data
     return b"".join(pieces)
 
 
-_SSLSTREAM_RECEIVE_SOME = trio.SSLStream.receive_some
+async def _receive_some_reading_ahead(
+    stream: trio.SSLStream[Any], max_bytes: int | None = None
+) -> bytes | bytearray:
+    """``stream.receive_some`` through ``SSLStream``'s own code, reading
+    ahead (see the module rules)."""
+    kept: BaseException | None = vars(stream).pop(_KEPT_ERROR, None)
+    if kept is not None:
+        await checkpoint()
+        if not isinstance(kept, ssl.SSLError):
+            raise kept  # the socket's, as SSLStream's next read of it raises it
+        # What SSLStream's read would have raised at this record.
+        stream._state = _STATE_BROKEN
+        if stream._https_compatible and _is_eof(kept):
+            return b""
+        raise trio.BrokenResourceError from kept
+    data = await _SSLSTREAM_RECEIVE_SOME(stream, max_bytes)
+    return _read_ahead(stream, data, max_bytes)  # type: ignore[arg-type]
 
 
 def _is_eof(error: BaseException) -> bool:
@@ -116,6 +174,197 @@ def _is_eof(error: BaseException) -> bool:
     return isinstance(error, ssl.SSLEOFError) or (
         "UNEXPECTED_EOF_WHILE_READING" in str(getattr(error, "strerror", "") or "")
     )
+
+
+# ---------------------------------------------------------------------------
+# Direct reads and writes over a lean socket
+
+
+def _is_steady(stream: trio.SSLStream[Any]) -> bool:
+    """Whether the direct paths may run now (see the module rules): the
+    handshake is done and its session tickets are out, the state is OK."""
+    return (
+        stream._state is _STATE_OK and stream._delayed_outgoing is None and stream._handshook.done
+    )
+
+
+async def _send_ciphertext(stream: trio.SSLStream[Any], ciphertext: bytes) -> None:
+    """Send ``ciphertext`` (just taken from the outgoing buffer, so that
+    nothing encrypted later can go first) on the lean socket under
+    ``stream``: a schedule point. Breaks the stream if the send fails or is
+    cancelled (part of a record may be on the wire)."""
+    transport = stream.transport_stream
+    lock = stream._inner_send_lock
+    try:
+        if lock.locked():
+            # Another task's ciphertext is on its way: ours follows it.
+            async with lock:
+                await transport.send_all(ciphertext)
+            return
+        sent = transport.send_now((ciphertext,))
+        if sent == len(ciphertext):
+            await cancel_shielded_checkpoint()
+            return
+        # The socket's buffer is full: wait for room holding the lock, as
+        # SSLStream's own sends do. (Free, and nothing ran since it was
+        # checked: no schedule point to take it.)
+        lock.acquire_nowait()
+        try:
+            await transport.send_all(memoryview(ciphertext)[sent:])
+        finally:
+            lock.release()
+    except BaseException:
+        stream._state = _STATE_BROKEN
+        raise
+
+
+async def _send_all_direct(
+    stream: trio.SSLStream[Any], data: bytes | bytearray | memoryview
+) -> None:
+    """``stream.send_all`` over a lean socket (see the module rules)."""
+    if not _is_steady(stream) or stream._inner_send_lock.locked():
+        await _SSLSTREAM_SEND_ALL(stream, data)
+        return
+    with stream._outer_send_conflict_detector:
+        if not data:
+            await checkpoint()  # (the TLS object reads an empty write as its end)
+            return
+        await checkpoint_if_cancelled()
+        write = stream._ssl_object.write
+        try:
+            write(data)
+        except ssl.SSLWantReadError:
+            # It needs the peer first (a renegotiation): SSLStream's own
+            # loop from here, which writes the same data again, as the TLS
+            # library requires.
+            await stream._retry(write, data)
+            return
+        except ssl.SSLError as exc:
+            stream._state = _STATE_BROKEN
+            raise trio.BrokenResourceError from exc
+        await _send_ciphertext(stream, stream._outgoing.read())
+
+
+def _take_in(stream: trio.SSLStream[Any], ciphertext: bytes) -> None:
+    """Give what the transport returned to the TLS object (``b""``: its
+    end), as ``SSLStream``'s reads do."""
+    if ciphertext:
+        if len(ciphertext) > stream._estimated_receive_size:
+            stream._estimated_receive_size = len(ciphertext)
+        stream._incoming.write(ciphertext)
+    else:
+        stream._incoming.write_eof()
+    stream._inner_recv_count += 1
+
+
+async def _receive_ciphertext(stream: trio.SSLStream[Any]) -> bool:
+    """Put more of the peer's bytes into the incoming buffer: what the
+    socket has now (no schedule point; returns False), else wait for it
+    holding the stream's receive lock (returns True: a schedule point).
+    Raises what the transport raises."""
+    transport = stream.transport_stream
+    lock = stream._inner_recv_lock
+    if lock.locked():
+        # Another task reads the transport for this stream (SSLStream's
+        # own code): wait for it, and read only if it read nothing.
+        count = stream._inner_recv_count
+        async with lock:
+            if count == stream._inner_recv_count:
+                _take_in(stream, await transport.receive_some())
+        return True
+    ciphertext = transport.receive_now(TRANSPORT_READ_SIZE)
+    if ciphertext is not None:
+        _take_in(stream, ciphertext)
+        return False
+    lock.acquire_nowait()  # (free: see _send_ciphertext)
+    try:
+        while ciphertext is None:
+            await transport.wait_readable()
+            ciphertext = transport.receive_now(TRANSPORT_READ_SIZE)
+        _take_in(stream, ciphertext)
+    finally:
+        lock.release()
+    return True
+
+
+async def _receive_some_direct(
+    stream: trio.SSLStream[Any], max_bytes: int | None = None
+) -> bytes | bytearray:
+    """``stream.receive_some`` over a lean socket (see the module rules)."""
+    if not _is_steady(stream) or _KEPT_ERROR in vars(stream):
+        return await _receive_some_reading_ahead(stream, max_bytes)
+    with stream._outer_recv_conflict_detector:
+        if max_bytes is None:
+            size = max(stream._estimated_receive_size, stream._incoming.pending)
+        else:
+            size = operator.index(max_bytes)
+            if size < 1:
+                raise ValueError("max_bytes must be >= 1")
+        await checkpoint_if_cancelled()
+        read = stream._ssl_object.read
+        outgoing = stream._outgoing
+        waited = False
+        read_socket = False
+        while True:
+            try:
+                data: bytes | None = read(size)
+            except ssl.SSLWantReadError:
+                data = None
+            except ssl.SSLError as exc:
+                stream._state = _STATE_BROKEN
+                if stream._https_compatible and _is_eof(exc):
+                    await checkpoint()
+                    return b""
+                raise trio.BrokenResourceError from exc
+            if outgoing.pending:
+                # The TLS library answers the peer (a KeyUpdate...): send
+                # that first, as SSLStream does.
+                await _send_ciphertext(stream, outgoing.read())
+                waited = True
+            if data is not None:
+                break
+            if await _receive_ciphertext(stream):
+                waited = True
+            read_socket = True
+        if not waited:
+            await cancel_shielded_checkpoint()
+        if not data or stream._state is not _STATE_OK:
+            return data
+        pieces = [data]
+        room = _decrypt_buffered(stream, pieces, size - len(data))
+        if room > 0 and not read_socket and _may_top_up(stream):
+            # What this call returns so far was all buffered (the rest of a
+            # read cut short by max_bytes): the peer sends in bulk, and the
+            # socket likely has more. One read without waiting fills the
+            # room, rather than a whole call (a scheduler pass) for a
+            # few bytes.
+            try:
+                ciphertext = stream.transport_stream.receive_now(TRANSPORT_READ_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                vars(stream)[_KEPT_ERROR] = exc  # raised by the next call
+            else:
+                if ciphertext is not None:
+                    _take_in(stream, ciphertext)
+                    _decrypt_buffered(stream, pieces, room)
+        if len(pieces) == 1:
+            return data
+        return b"".join(pieces)
+
+
+def _may_top_up(stream: trio.SSLStream[Any]) -> bool:
+    """Whether a direct read may read the socket once more, after its
+    schedule point: nothing stopped the read-ahead but the end of what
+    was buffered, and no other task reads the transport."""
+    return (
+        stream._state is _STATE_OK
+        and not stream._outgoing.pending
+        and _KEPT_ERROR not in vars(stream)
+        and not stream._inner_recv_lock.locked()
+    )
+
+
+# ---------------------------------------------------------------------------
+# Making streams
 
 
 def _has_known_layout(stream: trio.SSLStream[Any]) -> bool:
@@ -133,16 +382,44 @@ def _has_known_layout(stream: trio.SSLStream[Any]) -> bool:
     )
 
 
+def _has_direct_layout(stream: trio.SSLStream[Any]) -> bool:
+    """Whether ``stream`` also has what the direct paths use, as trio 0.22
+    to 0.35 lay it out."""
+    handshook: Any = getattr(stream, "_handshook", None)
+    return (
+        type(getattr(stream, "_inner_send_lock", None)) is trio.StrictFIFOLock
+        and type(getattr(stream, "_inner_recv_lock", None)) is trio.Lock
+        and type(getattr(stream, "_inner_recv_count", None)) is int
+        and "_delayed_outgoing" in vars(stream)
+        and stream._delayed_outgoing is None
+        and isinstance(getattr(type(handshook), "done", None), property)
+        and handshook.done is False
+        and callable(getattr(stream, "_retry", None))
+        and all(
+            callable(getattr(getattr(stream, name, None), "__enter__", None))
+            for name in ("_outer_send_conflict_detector", "_outer_recv_conflict_detector")
+        )
+    )
+
+
 def tls_stream(
     transport_stream: _T, ssl_context: ssl.SSLContext, **kwargs: Any
 ) -> trio.SSLStream[_T]:
     """A ``trio.SSLStream`` over ``transport_stream`` (its arguments), whose
-    ``receive_some`` reads ahead (see the module rules): for every TLS
-    connection the library opens or accepts."""
+    ``receive_some`` reads ahead and, over a lean socket, which reads and
+    writes directly (see the module rules): for every TLS connection the
+    library opens or accepts."""
     stream = trio.SSLStream(transport_stream, ssl_context, **kwargs)
-    if fast_paths.ENABLED and _has_known_layout(stream):
-        # (trio.SSLStream cannot be subclassed: the instance gets its own
-        # receive_some, set in its __dict__ past SSLStream's __setattr__,
-        # which forwards some names to the TLS object.)
+    if not (fast_paths.ENABLED and _has_known_layout(stream)):
+        return stream
+    # (trio.SSLStream cannot be subclassed: the instance gets its own
+    # methods, set in its __dict__ past SSLStream's __setattr__, which
+    # forwards some names to the TLS object.)
+    from .socket_stream import LeanSocketStream  # (that module imports this one)
+
+    if type(transport_stream) is LeanSocketStream and _has_direct_layout(stream):
+        vars(stream)["receive_some"] = MethodType(_receive_some_direct, stream)
+        vars(stream)["send_all"] = MethodType(_send_all_direct, stream)
+    else:
         vars(stream)["receive_some"] = MethodType(_receive_some_reading_ahead, stream)
     return stream
