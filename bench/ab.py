@@ -1,5 +1,5 @@
 """A/B comparison of server builds, for working on one change at a time:
-python3.11 bench/ab.py [--scenario handshake|echo|client] [--size N]
+python3.11 bench/ab.py [--scenario handshake|echo|rr|client] [--size N]
     [--rounds R] [--tls] [--plain LABEL,...] LABEL=TREE[:SCRIPT[:ARGS]] ...
 
 Each LABEL=TREE names a source tree (a checkout or git worktree of this
@@ -7,8 +7,9 @@ repo: its `trio_websocket` is imported through PYTHONPATH) and optionally
 the server script (relative to bench/, default the trio_websocket echo
 server) and its arguments. All servers run side by side; the rounds
 alternate between them, so a busy machine weighs on each the same way.
-Prints the median server CPU per handshake (open + close) or per echoed
-message, from the neutral load generator, like run.py (`--tls`: over TLS,
+Prints the median server CPU per handshake (open + close), per echoed
+message, or per round trip with one message in flight (`--scenario rr`),
+from the neutral load generator, like run.py (`--tls`: over TLS,
 every server given `--tls`, as in `run.py --tls`); with `--scenario
 client`, the client CPU per message of each tree's client (SCRIPT then
 names a client, default the trio_websocket one) against one neutral
@@ -40,6 +41,10 @@ def measure_once(server, scenario, size, duration, tls=(), proto="ws"):
         (res,) = loadgen("handshake", server.port, proto,
                          [*common, "--concurrency", "4"], timeout=60 + 2 * duration)
         return res["server_cpu"] / res["handshakes"] * 1e6
+    if scenario == "rr":
+        (res,) = loadgen("rr", server.port, proto, [*common, "--sizes", str(size)],
+                         timeout=60 + 2 * duration)
+        return res["server_cpu"] / res["msgs"] * 1e6
     (res,) = loadgen("echo", server.port, proto,
                      [*common, "--sizes", str(size), "--windows", str(WINDOWS[size])],
                      timeout=60 + 2 * duration)
@@ -69,7 +74,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("specs", nargs="+", metavar="LABEL=TREE[:SCRIPT[:ARGS]]")
-    p.add_argument("--scenario", choices=("handshake", "echo", "client"), default="handshake")
+    p.add_argument("--scenario", choices=("handshake", "echo", "rr", "client"),
+                   default="handshake")
     p.add_argument("--size", type=int, choices=sorted(WINDOWS), default=16)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=float, default=2.0)
@@ -117,6 +123,7 @@ def main():
             server.stop()
     what = {"handshake": "us CPU per handshake",
             "echo": f"us server CPU per {a.size} B echo",
+            "rr": f"us server CPU per {a.size} B round trip (one message in flight)",
             "client": f"us client CPU per {a.size} B message"}[a.scenario]
     for label, values in samples.items():
         print(f"{label:14} {statistics.median(values):8.1f} {what}   "
