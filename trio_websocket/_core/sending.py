@@ -53,6 +53,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from .._wire.close_frames import close_frame
 from .._wire.framing import MASKED, frame_header
 from .._wire.masking import apply_mask, next_mask_key
+from .._wire.socket_stream import drop_sent
 from .close import CloseReason
 from .config import COALESCE_BYTES, OUTBOX_LIMIT
 from .contracts import EndingStream
@@ -129,7 +130,9 @@ class ConnectionSending:
     # our close frame (an HTTP/2 stream, see ``_core.contracts.EndingStream``).
     _ends_with_close: bool
     # Serialized frames waiting to be written, in order, and their size.
-    _outbox: list[bytes | bytearray]
+    # (A memoryview only as the rest of a piece ``_write_outbox_now``
+    # wrote in part.)
+    _outbox: list[bytes | bytearray | memoryview]
     _outbox_bytes: int
     # Scheduling, not life cycle: who holds the write turn and who waits
     # for it, whether a flusher task is on its way, the task working
@@ -359,14 +362,7 @@ class ConnectionSending:
             self._outbox_bytes = 0
             return True
         self._outbox_bytes -= sent
-        while sent:
-            piece = outbox[0]
-            if len(piece) <= sent:
-                sent -= len(piece)
-                del outbox[0]
-            else:
-                outbox[0] = piece[sent:]
-                sent = 0
+        drop_sent(outbox, sent)
         return False
 
     def _flush_soon(self, *, or_abort: bool = False) -> None:
@@ -442,7 +438,7 @@ class ConnectionSending:
             self._abort()
             raise ConnectionClosed(self._close_reason) from exc
 
-    async def _write(self, data: bytes | bytearray, last: bool) -> None:
+    async def _write(self, data: bytes | bytearray | memoryview, last: bool) -> None:
         """One write; the ``last`` one (with our close frame) also ends the
         stream's sending side where the stream can (RFC 8441: END_STREAM
         on the DATA frame that carries the close frame, so that a peer
@@ -453,8 +449,8 @@ class ConnectionSending:
         else:
             await self._stream.send_all(data)
 
-    async def _write_pieces(self, pieces: list[bytes | bytearray], last: bool) -> None:
-        small: list[bytes | bytearray] = []
+    async def _write_pieces(self, pieces: list[bytes | bytearray | memoryview], last: bool) -> None:
+        small: list[bytes | bytearray | memoryview] = []
         for index, piece in enumerate(pieces):
             if len(piece) > _JOIN_PAYLOAD_BYTES:
                 if small:

@@ -75,7 +75,7 @@ import trio
 from .._core.endpoint import stream_endpoint
 from .._core.waiters import Waiters
 from .._wire import fast_paths
-from .._wire.socket_stream import LeanSocketStream
+from .._wire.socket_stream import LeanSocketStream, drop_sent
 from .frame_guard import (
     FLOW_CONTROL_ERROR,
     FRAME_HEADER_SIZE,
@@ -487,15 +487,7 @@ class HTTP2Connection:
         if not self._unwritten:
             output.clear()
         else:
-            done = 0
-            for piece in output:
-                if size < len(piece):
-                    break
-                size -= len(piece)
-                done += 1
-            del output[:done]
-            if size:
-                output[0] = memoryview(output[0])[size:]
+            drop_sent(output, size)
         if self._unwritten <= _WRITE_HIGH_WATER and self._written_lot:
             self._written_lot.unpark_all()
 

@@ -639,3 +639,19 @@ def acceptor_for(listener: trio.abc.Listener[Any]) -> Callable[[], Awaitable[tri
         ):
             return _LeanAcceptor(listening, context, https_compatible)
     return listener.accept
+
+
+def drop_sent(buffers: list[Any], size: int) -> None:
+    """Drop from the head of ``buffers`` the ``size`` bytes a
+    :meth:`LeanSocketStream.send_now` of them took: the buffers sent whole,
+    then the sent start of the next one (kept as a view of the rest, no
+    copy)."""
+    done = 0
+    for piece in buffers:
+        if size < len(piece):
+            break
+        size -= len(piece)
+        done += 1
+    del buffers[:done]
+    if size:
+        buffers[0] = memoryview(buffers[0])[size:]
