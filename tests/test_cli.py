@@ -101,8 +101,8 @@ class Cli:
         assert self.stdin is not None
         await self.stdin.aclose()
 
-    async def wait(self) -> int:
-        with trio.fail_after(STEP):
+    async def wait(self, timeout: float = STEP) -> int:
+        with trio.fail_after(timeout):
             return await self.process.wait()
 
 
@@ -259,7 +259,9 @@ async def test_piped_input_prints_every_echo(nursery: trio.Nursery) -> None:
         stdin = filled_pipe(b"one\ntwo\nthree\n")
         try:
             async with cli(url, stdin=stdin) as client:
-                status = await client.wait()
+                # Five Pythons start at once: on a busy two-core machine
+                # one may take several STEPs just to import.
+                status = await client.wait(timeout=6 * STEP)
                 outputs.append((status, await client.stdout.rest(), await client.stderr.rest()))
         finally:
             os.close(stdin)
