@@ -150,3 +150,29 @@ async def test_streams_sending_while_one_drains_all_get_through(
             for stream_id, payload in zip(ids, payloads, strict=True):
                 assert bytes(peer.data[stream_id]) == payload
     assert _senders_wrote_after_a_full_socket(send_now_calls)
+
+
+async def test_a_send_waiting_for_room_ends_when_the_connection_is_aborted() -> None:
+    # The peer reads nothing; the send waits for room itself when the
+    # connection is aborted (its transport closed under the wait): the
+    # send fails at once rather than waiting for a writer that is gone.
+    with trio.fail_after(10):
+        async with connected(stream_window=8 << 20, streams=1) as (server, _peer, _, nursery):
+            (stream,) = server.streams
+            failures: list[BaseException] = []
+            ended = trio.Event()
+
+            async def send() -> None:
+                try:
+                    await stream.send_all(b"x" * (4 << 20))
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    failures.append(exc)
+                ended.set()
+
+            nursery.start_soon(send)
+            await trio.sleep(0.3)
+            assert server.connection._room_waiter == connection_module._SENDER
+            server.connection.abort()
+            with trio.fail_after(2):
+                await ended.wait()
+            assert len(failures) == 1

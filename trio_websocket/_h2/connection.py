@@ -882,18 +882,22 @@ class HTTP2Connection:
                 self._writer_waiting.unpark_all()
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
+        may_drain = lean is not None
         while self._unwritten > _WRITE_HIGH_WATER:
             if self._broken is not None or self._ended.is_set():
                 raise trio.BrokenResourceError("the HTTP/2 connection is gone")
             if (
-                lean is not None
+                may_drain
                 and self._socket_full
                 and self._room_waiter == _NO_ONE
                 and not self._closing
             ):
-                if await self._drain(lean):
-                    continue
-            elif lean is not None and self._room_waiter == _NO_ONE:
+                assert lean is not None
+                # (After a failure, the writer's: the loop looks again
+                # whether the connection is gone before it waits.)
+                may_drain = await self._drain(lean)
+                continue
+            if lean is not None and self._room_waiter == _NO_ONE:
                 self._writer_waiting.unpark_all()
             await self._written_lot.park()
         if lean is not None and self._output and not more and self._room_waiter == _NO_ONE:
