@@ -494,7 +494,7 @@ async def test_shutdown_closes_each_websocket_with_1001_and_refuses_new_ones() -
 
 
 def test_http2_limits_are_checked() -> None:
-    assert HTTP2Limits().connection_window == 100 * 256 * 1024
+    assert HTTP2Limits().connection_window == 100 * 512 * 1024
     with pytest.raises(ValueError):
         HTTP2Limits(max_concurrent_streams=0)
     with pytest.raises(ValueError):

@@ -25,7 +25,11 @@ Rules:
   queued them (write-through: a send, a WINDOW_UPDATE, h2's answers),
   unless the socket was full; what the socket does not take stays queued
   for the writer, which waits for room and sends it, while write-through
-  waits too (so order holds, and never two sends at once). A
+  waits too (so order holds, and never two sends at once). A stream's
+  send that must wait for room (past ``_WRITE_HIGH_WATER``) waits for it
+  and writes itself, in the writer's place, when no one else does (one
+  task wakes, not two, as over HTTP/1.1), and hands what is left to the
+  writer once it is done or cancelled (``flush``). A
   WINDOW_UPDATE due while the reader takes its turns after a read (see
   below) is queued without a write of its own: the handlers' answers of
   those turns carry it, or the reader writes it when it resumes, before
@@ -130,6 +134,11 @@ _BULK_READ = 48 * 1024
 #: stays small.
 _MAX_DATA_FRAME = 64 * 1024
 
+#: Who waits for the socket's room (HTTP2Connection._room_waiter).
+_NO_ONE = 0
+_WRITER = 1
+_SENDER = 2
+
 #: How long the writer may take to deliver the last frames (GOAWAY) of a
 #: connection that is ending, before the transport is closed anyway.
 _FAREWELL_SECONDS = 1.0
@@ -226,6 +235,9 @@ class HTTP2Connection:
         # once the socket has room again (_socket_full meanwhile).
         self._lean = transport if type(transport) is LeanSocketStream else None
         self._socket_full = False
+        # Who waits for the socket's room, if anyone: the writer, or a
+        # stream's send that drains the queue itself (see flush).
+        self._room_waiter = _NO_ONE
         # Set while the reader takes its turns after a read (see _reader):
         # a WINDOW_UPDATE queued then waits for the answers of the
         # handlers, written with them, or for the reader's next read.
@@ -456,8 +468,9 @@ class HTTP2Connection:
         (see ``_output_ready``), once the socket has room."""
         output = self._output
         while True:
-            if not output:
-                if self._closing:
+            if not output or self._room_waiter == _SENDER:
+                # (A send draining the queue hands what it leaves back.)
+                if self._closing and not output:
                     return
                 await self._writer_waiting.park()
                 if self._unwritten <= _WRITE_HIGH_WATER and not self._socket_full:
@@ -466,7 +479,11 @@ class HTTP2Connection:
                 continue
             try:
                 if self._socket_full:
-                    await transport.wait_send_all_might_not_block()
+                    self._room_waiter = _WRITER
+                    try:
+                        await transport.wait_send_all_might_not_block()
+                    finally:
+                        self._room_waiter = _NO_ONE
                     self._socket_full = False
                 if output:
                     self._written(transport.send_now(output))
@@ -491,9 +508,11 @@ class HTTP2Connection:
         if self._unwritten <= _WRITE_HIGH_WATER and self._written_lot:
             self._written_lot.unpark_all()
 
-    def _output_ready(self) -> None:
+    def _output_ready(self, *, wake: bool = True) -> None:
         """Write what is queued now if the socket takes it (write-through,
-        on a lean socket stream); wake the writer for what is left."""
+        on a lean socket stream); wake the writer for what is left (unless
+        not ``wake``: the caller then sees to it, see flush), except while
+        a send drains the queue itself (it hands the rest over when done)."""
         lean = self._lean
         if lean is not None and not self._socket_full and self._output:
             try:
@@ -505,7 +524,8 @@ class HTTP2Connection:
                 if not self._output:
                     return
                 self._socket_full = True
-        self._writer_waiting.unpark_all()
+        if wake and self._room_waiter != _SENDER:
+            self._writer_waiting.unpark_all()
 
     async def _reset_left_streams(self) -> None:
         """Reset (NO_ERROR) each stream closed cleanly whose peer has not
@@ -836,20 +856,75 @@ class HTTP2Connection:
             raise trio.BrokenResourceError(f"the HTTP/2 stream is gone: {exc}") from exc
         self._queue_output()
 
-    async def flush(self) -> None:
+    async def flush(self, *, more: bool = False) -> None:
         """Hand what is queued to the writer, and wait while more than
         ``_WRITE_HIGH_WATER`` bytes are still unwritten (the backpressure
         of a stream's ``send_all``, as a socket's send buffer gives it).
         (What ``h2`` writes is queued by each call that makes it write:
-        its buffer is not asked here for nothing, once per send.)"""
-        self._output_ready()
+        its buffer is not asked here for nothing, once per send.)
+
+        On a lean socket stream, a send that must wait for the socket's
+        room waits for it itself and writes, when no one else does (no
+        wake of the writer task, as over HTTP/1.1), and hands what is left
+        to the writer when it is done; with ``more`` (the caller queues
+        more at once and flushes again, or calls ``wake_writer`` if it
+        fails) it leaves that to its next flush, and returns without a
+        checkpoint when it need not wait (that flush makes one)."""
+        lean = self._lean
+        if lean is None:
+            self._output_ready()
+        else:
+            self._output_ready(wake=False)
         if self._unwritten <= _WRITE_HIGH_WATER:
+            if more:
+                return  # (not a checkpoint: the caller's next flush is one)
+            if lean is not None and self._output:
+                self._writer_waiting.unpark_all()
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
+        may_drain = lean is not None
         while self._unwritten > _WRITE_HIGH_WATER:
             if self._broken is not None or self._ended.is_set():
                 raise trio.BrokenResourceError("the HTTP/2 connection is gone")
+            if (
+                may_drain
+                and self._socket_full
+                and self._room_waiter == _NO_ONE
+                and not self._closing
+            ):
+                assert lean is not None
+                # (After a failure, the writer's: the loop looks again
+                # whether the connection is gone before it waits.)
+                may_drain = await self._drain(lean)
+                continue
+            if lean is not None and self._room_waiter == _NO_ONE:
+                self._writer_waiting.unpark_all()
             await self._written_lot.park()
+        if lean is not None and self._output and not more and self._room_waiter == _NO_ONE:
+            self._writer_waiting.unpark_all()
+
+    async def _drain(self, lean: LeanSocketStream) -> bool:
+        """For a send in ``flush``: wait for the socket's room and write
+        what it takes from the head of the queue, in the writer's place
+        (which keeps out meanwhile: order holds). False when the socket
+        failed: the writer, woken, finds out and ends the connection."""
+        self._room_waiter = _SENDER
+        done = False
+        try:
+            await lean.wait_send_all_might_not_block()
+            self._socket_full = False
+            if self._output:
+                self._written(lean.send_now(self._output))
+                self._socket_full = bool(self._output)
+            done = True
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError):
+            pass
+        finally:
+            self._room_waiter = _NO_ONE
+            if not done:
+                # (Cancelled, or the socket failed: the writer takes over.)
+                self._writer_waiting.unpark_all()
+        return done
 
     def wake_writer(self) -> None:
         self._queue_output()

@@ -68,7 +68,7 @@ class StreamOwner(Protocol):
         self, stream: HTTP2Stream, view: memoryview, sent: int, *, end: bool
     ) -> int: ...
 
-    async def flush(self) -> None: ...
+    async def flush(self, *, more: bool = False) -> None: ...
 
     def wake_writer(self) -> None: ...
 
@@ -290,20 +290,26 @@ class HTTP2Stream(trio.abc.HalfCloseableStream):
         sent = 0
         total = len(view)
         await trio.lowlevel.checkpoint_if_cancelled()
-        while sent < total:
-            if connection.must_drain:
-                # Queued enough for now: let the writer catch up first.
-                await connection.flush()
-                self._check_sendable()
-                continue
-            queued = connection.queue_frames(self, view, sent, end=end)
-            if queued == sent:
-                # Written what fits, the peer can answer with a window.
-                connection.wake_writer()
-                await self._park_sender()
-                self._check_sendable()
-                continue
-            sent = queued
+        try:
+            while sent < total:
+                if connection.must_drain:
+                    # Queued enough for now: let the writer catch up first
+                    # (what the socket leaves goes with what is queued next).
+                    await connection.flush(more=True)
+                    self._check_sendable()
+                    continue
+                queued = connection.queue_frames(self, view, sent, end=end)
+                if queued == sent:
+                    # Written what fits, the peer can answer with a window.
+                    connection.wake_writer()
+                    await self._park_sender()
+                    self._check_sendable()
+                    continue
+                sent = queued
+        except BaseException:
+            # (What a flush with ``more`` left is the writer's now.)
+            connection.wake_writer()
+            raise
         if end:
             self._local_ended = True
             if not total:
