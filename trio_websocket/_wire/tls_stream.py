@@ -503,6 +503,10 @@ async def _shake_hands(stream: trio.SSLStream[Any]) -> bool:
         ssl_object = stream._ssl_object
         outgoing = stream._outgoing
         waited = False
+        if ssl_object.server_side and not stream._incoming.pending:
+            # A server's first step can only be to read the client's hello
+            # (asking the TLS object first costs it a "want read" error).
+            waited = await _receive_ciphertext(stream)
         while True:
             want_read = False
             try:
