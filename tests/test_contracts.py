@@ -275,6 +275,11 @@ FOREIGN_PRIVATES: dict[tuple[str, str, str], str] = {
         "SSLStream's check for two receivers"
     ),
     ("_wire.tls_stream", "stream", "_retry"): "SSLStream's own loop, for a write that must read",
+    ("_wire.tls_stream", "stream", "_do_handshake"): "SSLStream's handshake, checked as _Once's",
+    ("_wire.tls_stream", "handshook", "_afn"): "trio's _Once: the handshake it runs, ours instead",
+    ("_wire.tls_stream", "handshook", "_args"): "trio's _Once: its arguments, checked empty",
+    ("_wire.tls_stream", "handshook", "_done"): "trio's _Once: its event, set once done",
+    ("_wire.tls_stream", "finished", "_done"): "the same, of the shared finished _Once",
     # zlib's compressor types have no public name (annotations only).
     ("_core.deflate", "zlib", "_Compress"): "zlib's type, for annotations",
     ("_core.deflate", "zlib", "_Decompress"): "the same",

@@ -306,7 +306,7 @@ async def test_reads_check_max_bytes_and_take_none() -> None:
 
 async def test_the_session_tickets_reach_the_client() -> None:
     # TLS 1.3 servers send them with their first write (trio holds them
-    # back until then): that write goes through SSLStream's own code.
+    # back until then), in front of its data (tests/test_tls_handshake.py).
     for name, make in MAKERS.items():
         with trio.fail_after(10):
             connection = await connected(make)

@@ -19,7 +19,8 @@ already does, kept because it is where the per-message CPU goes:
   every record already received (tests/test_tls_stream.py), and over a
   lean socket its ``send_all`` and ``receive_some`` with one schedule
   point each (tests/test_tls_send.py compares both with ``SSLStream`` on
-  real TCP connections).
+  real TCP connections) and its handshake without trio's locks
+  (tests/test_tls_handshake.py, the same against real TLS peers).
 
 (The server's plain opening handshake, ``_server.server.upgrade``, is the one
 fast path outside this layer: it answers what wsproto's ``H11Handshake``

@@ -21,7 +21,9 @@ Rules:
   ``OSError`` ``BrokenResourceError`` chained from it. ``send_now`` and
   ``receive_now`` (not in ``SocketStream``) are one non-blocking
   ``sendmsg`` / ``recv``, not checkpoints, with ``send_all``'s /
-  ``receive_some``'s errors; ``wait_readable`` waits for them. ``aclose`` tells
+  ``receive_some``'s errors; ``wait_readable`` waits for them (and
+  ``readable``, the same wait without a coroutine frame of its own, whose
+  ``OSError`` its caller translates with ``raise_stream_error``). ``aclose`` tells
   trio before closing (a task waiting on the socket gets
   ``ClosedResourceError``) when anyone ever waited on it or it has a trio
   socket, is idempotent and is a checkpoint.
@@ -54,7 +56,7 @@ import errno
 import os
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from functools import partial
 from typing import Any, NoReturn, overload
 
@@ -87,6 +89,7 @@ DEFAULT_RECEIVE_SIZE = TRANSPORT_READ_SIZE
 #: 1 MiB write into about seven system calls, at no measurable CPU cost
 #: (see bench/README.md, issue 3), so it stays.
 NOTSENT_LOWAT = 2**14
+
 
 #: The most buffers one ``sendmsg`` takes (POSIX guarantees 16; Linux
 #: and the BSDs take 1024).
@@ -135,7 +138,7 @@ _STREAM_FAMILIES = frozenset(
 )
 
 
-def _raise_stream_error(exc: OSError) -> NoReturn:
+def raise_stream_error(exc: OSError) -> NoReturn:
     """Raise the stream's exception for a failed socket call, as
     ``SocketStream`` does: closed (EBADF) or broken (chained)."""
     if exc.errno in _CLOSED_ERRNOS:
@@ -240,7 +243,7 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
             pass
         except OSError as exc:
             await cancel_shielded_checkpoint()
-            _raise_stream_error(exc)
+            raise_stream_error(exc)
         else:
             await cancel_shielded_checkpoint()
             return data
@@ -253,7 +256,7 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
             except BlockingIOError:
                 continue
             except OSError as exc:
-                _raise_stream_error(exc)
+                raise_stream_error(exc)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._eof_was_sent():
@@ -281,7 +284,7 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
                 sent = 0
             except OSError as exc:
                 await cancel_shielded_checkpoint()
-                _raise_stream_error(exc)
+                raise_stream_error(exc)
             if sent == total:
                 await cancel_shielded_checkpoint()
                 return
@@ -296,7 +299,7 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
                     except BlockingIOError:
                         continue
                     except OSError as exc:
-                        _raise_stream_error(exc)
+                        raise_stream_error(exc)
         finally:
             self._sending = False
             if view_of_data is not None:
@@ -312,7 +315,7 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
         except BlockingIOError:
             return None
         except OSError as exc:
-            _raise_stream_error(exc)
+            raise_stream_error(exc)
 
     async def wait_readable(self) -> None:
         """Wait until the socket has something to read (or its end); a
@@ -321,7 +324,16 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
         try:
             await wait_readable(self._sock)
         except OSError as exc:
-            _raise_stream_error(exc)
+            raise_stream_error(exc)
+
+    def readable(self) -> Coroutine[Any, Any, None]:
+        """:meth:`wait_readable` without a coroutine of its own: trio's
+        wait itself, to await at once (a TLS stream's direct read,
+        ``_wire.tls_stream``, which waits in every idle connection: one
+        frame less each). An ``OSError`` it raises is the caller's to
+        pass to :func:`raise_stream_error`."""
+        self._waited = True
+        return wait_readable(self._sock)  # noqa: ASYNC105 (awaited by the caller)
 
     def send_now(self, buffers: Sequence[bytes | memoryview]) -> int:
         """Send what the socket takes of ``buffers`` (in order, as one
@@ -349,7 +361,7 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
         except BlockingIOError:
             return 0
         except OSError as exc:
-            _raise_stream_error(exc)
+            raise_stream_error(exc)
 
     async def wait_send_all_might_not_block(self) -> None:
         if self._sending:
@@ -362,7 +374,7 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
             try:
                 await wait_writable(self._sock)
             except OSError as exc:
-                _raise_stream_error(exc)
+                raise_stream_error(exc)
         finally:
             self._sending = False
 
@@ -378,7 +390,7 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
             try:
                 self._sock.shutdown(socket.SHUT_WR)
             except OSError as exc:
-                _raise_stream_error(exc)
+                raise_stream_error(exc)
             self._eof_sent = True
         finally:
             self._sending = False

@@ -12,9 +12,11 @@ own (``Lock.acquire`` is a schedule point even when the lock is free), then
 calls the transport (another one): two passes of trio's scheduler per write
 and per read where a socket stream makes one. A pipelined 64 KiB echo made
 about four passes per message (asyncio's TLS fewer than one), the largest
-part of its Python time. The streams :func:`tls_stream` makes are
-``trio.SSLStream`` objects (it cannot be subclassed) whose
-``receive_some`` (and, over a lean socket, ``send_all``) are their own.
+part of its Python time. Its handshake did the same for every read and
+write, with more passes for its retries: about eight per handshake. The
+streams :func:`tls_stream` makes are ``trio.SSLStream`` objects (it
+cannot be subclassed) whose ``receive_some`` (and, over a lean socket,
+``send_all`` and the handshake) are their own.
 
 Rules:
 - The read-ahead: ``receive_some`` returns the first record's data as
@@ -32,20 +34,45 @@ Rules:
   (after the data of the records before it, which it would have returned
   first).
 - Direct reads and writes, only over a ``LeanSocketStream`` and only in the
-  steady state (handshake done, its held-back session tickets sent, state
-  OK; otherwise ``SSLStream``'s own code runs): ``send_all`` encrypts all
-  of its data in one call of the TLS object and hands the ciphertext to
-  the socket's non-blocking ``send_now``; ``receive_some`` decrypts, and
-  when it needs ciphertext takes what the socket has with
-  ``receive_now``. Each call makes one schedule point: a cancel-shielded
-  one after an operation that did not wait, else the wait itself. Only
-  to wait (the socket's buffer full, nothing to read) does a call take the
-  stream's inner lock, the one trio's own code takes around the
-  transport, without a schedule point (it is free: nothing ran since it
-  was checked); trio's own operations on the stream
-  (``wait_send_all_might_not_block``, ``aclose``, a renegotiation) queue
-  behind the wait, and a direct call finding the lock held queues behind
-  them, so ciphertext goes out in the order it was made.
+  steady state (handshake done, state OK; otherwise ``SSLStream``'s own
+  code runs): ``send_all`` encrypts all of its data in one call of the
+  TLS object and hands the ciphertext to the socket's non-blocking
+  ``send_now``; ``receive_some`` decrypts, and when it needs ciphertext
+  takes what the socket has with ``receive_now``. Each call makes one
+  schedule point: a cancel-shielded one after an operation that did not
+  wait, else the wait itself. Only to wait (the socket's buffer full,
+  nothing to read) does a call take the stream's inner lock, the one
+  trio's own code takes around the transport, without a schedule point
+  (it is free: nothing ran since it was checked); trio's own operations
+  on the stream (``wait_send_all_might_not_block``, ``aclose``, a
+  renegotiation) queue behind the wait, and a direct call finding the
+  lock held queues behind them, so ciphertext goes out in the order it
+  was made. The session tickets a TLS 1.3 server's handshake holds back
+  go out in front of the first ciphertext sent after it, whichever path
+  sends it, as ``SSLStream`` sends them.
+- The handshake, over a lean socket, is direct too (every way it starts:
+  ``do_handshake``, the first ``receive_some`` or ``send_all``, ``aclose``):
+  ``SSLObject.do_handshake`` driven with ``send_now`` / ``receive_now``,
+  waiting only when the socket has nothing to read or no room, without
+  trio's locks and retries (about eight passes of the scheduler per
+  handshake down to one or two). Everything else is ``SSLStream``'s: it
+  runs once (trio's ``_Once``: a second task waits for the first); it
+  starts with a cancellation check and makes at least one schedule
+  point; what the TLS object writes goes out before it reads again; any
+  failure, a cancellation or a timeout included, breaks the stream (a
+  failure of the TLS library as ``BrokenResourceError`` chained from it);
+  a TLS 1.3 server holds its session tickets back for its first write.
+  A first ``receive_some`` that runs the handshake counts it in its one
+  schedule point, and on an ``https_compatible`` stream reads the peer's
+  leaving in mid-handshake as the end of the data, as ``SSLStream``'s
+  does.
+- What a connection keeps while it waits: once the handshake is done the
+  stream's ``_Once`` is swapped for one finished ``_Once`` that all
+  streams share (on a finished one trio only reads); a direct read waits
+  on trio's ``wait_readable`` itself, with no coroutine of ours in
+  between, and meets the TLS object's "want read" in a plain function
+  (an exception through a coroutine gives it a frame object for the rest
+  of its life): about 1.2 KiB less per idle connection.
 - A direct read whose data so far was all buffered (the rest of a read
   that ``max_bytes`` cut short: the peer sends in bulk) reads the socket
   once more without waiting, after its schedule point, and decrypts what
@@ -56,14 +83,16 @@ Rules:
   (``BusyResourceError``), the state checks, the errors (a failed or
   cancelled send, or a failure of the TLS library, breaks the stream; an
   ``https_compatible`` stream reads the transport's end in mid-TLS as the
-  end of the data), ``aclose``, ``unwrap``, the handshake.
+  end of the data), ``aclose``, ``unwrap``, and the handshake over any
+  other transport.
 - With ``_wire.socket_stream`` (trio sockets'), the only module that
   reaches into trio's private attributes: ``trio.SSLStream``'s
   attributes (its TLS object, buffers, state, locks, conflict detectors,
-  handshake). Each instance checks that they are as expected; when they
-  are not (another trio), it is a plain ``trio.SSLStream``, slower, never
-  wrong; so it is with the fast paths off (``fast_paths``). Tests pin both
-  fast paths as active with the pinned trio.
+  the held-back tickets, its ``_Once``: the coroutine function it runs,
+  its flag and event). Each instance checks that they are as expected;
+  when they are not (another trio), it is a plain ``trio.SSLStream``,
+  slower, never wrong; so it is with the fast paths off (``fast_paths``).
+  Tests pin the fast paths as active with the pinned trio.
 """
 
 from __future__ import annotations
@@ -71,7 +100,7 @@ from __future__ import annotations
 import operator
 import ssl
 from types import MethodType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import trio
 from trio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
@@ -182,29 +211,40 @@ def _is_eof(error: BaseException) -> bool:
 
 def _is_steady(stream: trio.SSLStream[Any]) -> bool:
     """Whether the direct paths may run now (see the module rules): the
-    handshake is done and its session tickets are out, the state is OK."""
-    return (
-        stream._state is _STATE_OK and stream._delayed_outgoing is None and stream._handshook.done
-    )
+    handshake is done, the state is OK."""
+    return stream._state is _STATE_OK and stream._handshook.done
 
 
-async def _send_ciphertext(stream: trio.SSLStream[Any], ciphertext: bytes) -> None:
+def _after_held_back(stream: trio.SSLStream[Any], ciphertext: bytes) -> bytes:
+    """``ciphertext`` behind the session tickets the handshake held back
+    (a TLS 1.3 server's), which go out with the first ciphertext after
+    it, as ``SSLStream`` sends them; to call with the send lock free or
+    held (so that it is this ciphertext's turn)."""
+    held_back = stream._delayed_outgoing
+    if held_back is None:
+        return ciphertext
+    stream._delayed_outgoing = None
+    return held_back + ciphertext
+
+
+async def _put_ciphertext(stream: trio.SSLStream[Any], ciphertext: bytes) -> bool:
     """Send ``ciphertext`` (just taken from the outgoing buffer, so that
     nothing encrypted later can go first) on the lean socket under
-    ``stream``: a schedule point. Breaks the stream if the send fails or is
-    cancelled (part of a record may be on the wire)."""
+    ``stream``; whether it waited (a schedule point), else it made none.
+    Breaks the stream if the send fails or is cancelled (part of a record
+    may be on the wire)."""
     transport = stream.transport_stream
     lock = stream._inner_send_lock
     try:
         if lock.locked():
             # Another task's ciphertext is on its way: ours follows it.
             async with lock:
-                await transport.send_all(ciphertext)
-            return
+                await transport.send_all(_after_held_back(stream, ciphertext))
+            return True
+        ciphertext = _after_held_back(stream, ciphertext)
         sent = transport.send_now((ciphertext,))
         if sent == len(ciphertext):
-            await cancel_shielded_checkpoint()
-            return
+            return False
         # The socket's buffer is full: wait for room holding the lock, as
         # SSLStream's own sends do. (Free, and nothing ran since it was
         # checked: no schedule point to take it.)
@@ -213,9 +253,16 @@ async def _send_ciphertext(stream: trio.SSLStream[Any], ciphertext: bytes) -> No
             await transport.send_all(memoryview(ciphertext)[sent:])
         finally:
             lock.release()
+        return True
     except BaseException:
         stream._state = _STATE_BROKEN
         raise
+
+
+async def _send_ciphertext(stream: trio.SSLStream[Any], ciphertext: bytes) -> None:
+    """:func:`_put_ciphertext`, then a schedule point if it made none."""
+    if not await _put_ciphertext(stream, ciphertext):
+        await cancel_shielded_checkpoint()
 
 
 async def _send_all_direct(
@@ -248,13 +295,26 @@ async def _send_all_direct(
 def _take_in(stream: trio.SSLStream[Any], ciphertext: bytes) -> None:
     """Give what the transport returned to the TLS object (``b""``: its
     end), as ``SSLStream``'s reads do."""
+    # (Its counters written in its __dict__: SSLStream's __setattr__, a
+    # Python method, costs 0.2 us a write, on every read.)
+    attributes = stream.__dict__
     if ciphertext:
-        if len(ciphertext) > stream._estimated_receive_size:
-            stream._estimated_receive_size = len(ciphertext)
+        if len(ciphertext) > attributes["_estimated_receive_size"]:
+            attributes["_estimated_receive_size"] = len(ciphertext)
         stream._incoming.write(ciphertext)
     else:
         stream._incoming.write_eof()
-    stream._inner_recv_count += 1
+    attributes["_inner_recv_count"] += 1
+
+
+async def _receive_behind_lock(stream: trio.SSLStream[Any]) -> None:
+    """Another task reads the transport for this stream (``SSLStream``'s
+    own code, holding its receive lock): wait for it, and read only if it
+    read nothing, as ``SSLStream`` does."""
+    count = stream._inner_recv_count
+    async with stream._inner_recv_lock:
+        if count == stream._inner_recv_count:
+            _take_in(stream, await stream.transport_stream.receive_some())
 
 
 async def _receive_ciphertext(stream: trio.SSLStream[Any]) -> bool:
@@ -262,38 +322,89 @@ async def _receive_ciphertext(stream: trio.SSLStream[Any]) -> bool:
     socket has now (no schedule point; returns False), else wait for it
     holding the stream's receive lock (returns True: a schedule point).
     Raises what the transport raises."""
+    if stream._inner_recv_lock.locked():
+        await _receive_behind_lock(stream)
+        return True
+    ciphertext = stream.transport_stream.receive_now(TRANSPORT_READ_SIZE)
+    if ciphertext is None:
+        await _wait_and_take_in(stream)
+        return True
+    _take_in(stream, ciphertext)
+    return False
+
+
+async def _wait_and_take_in(stream: trio.SSLStream[Any]) -> None:
+    """Wait until the socket has something and put it into the incoming
+    buffer, holding the stream's receive lock (free: see
+    :func:`_put_ciphertext`). (:func:`_receive_some_direct` has it
+    inline.)"""
     transport = stream.transport_stream
     lock = stream._inner_recv_lock
-    if lock.locked():
-        # Another task reads the transport for this stream (SSLStream's
-        # own code): wait for it, and read only if it read nothing.
-        count = stream._inner_recv_count
-        async with lock:
-            if count == stream._inner_recv_count:
-                _take_in(stream, await transport.receive_some())
-        return True
-    ciphertext = transport.receive_now(TRANSPORT_READ_SIZE)
-    if ciphertext is not None:
-        _take_in(stream, ciphertext)
-        return False
-    lock.acquire_nowait()  # (free: see _send_ciphertext)
+    lock.acquire_nowait()
     try:
-        while ciphertext is None:
-            await transport.wait_readable()
+        while True:
+            try:
+                await transport.readable()
+            except OSError as exc:
+                _raise_stream_error(exc)
             ciphertext = transport.receive_now(TRANSPORT_READ_SIZE)
-        _take_in(stream, ciphertext)
+            if ciphertext is not None:
+                _take_in(stream, ciphertext)
+                return
     finally:
         lock.release()
-    return True
+
+
+def _raise_stream_error(exc: OSError) -> NoReturn:
+    """The lean socket's exception for ``exc`` (``_wire.socket_stream``
+    imports this module: imported when needed)."""
+    from .socket_stream import raise_stream_error
+
+    raise_stream_error(exc)
+
+
+def _read_now(stream: trio.SSLStream[Any], size: int) -> bytes | None:
+    """The TLS object's read of up to ``size`` bytes; None when it needs
+    more ciphertext. (Caught here, in a plain function: an exception that
+    passes through a coroutine gives it a frame object, which it keeps as
+    long as it lives: ~300 B for every connection waiting to read.)"""
+    try:
+        return stream._ssl_object.read(size)
+    except ssl.SSLWantReadError:
+        return None
 
 
 async def _receive_some_direct(
     stream: trio.SSLStream[Any], max_bytes: int | None = None
 ) -> bytes | bytearray:
     """``stream.receive_some`` over a lean socket (see the module rules)."""
-    if not _is_steady(stream) or _KEPT_ERROR in vars(stream):
+    if stream._state is not _STATE_OK or _KEPT_ERROR in vars(stream):
+        return await _receive_some_reading_ahead(stream, max_bytes)
+    handshook = stream._handshook
+    shaking = not handshook.done
+    if shaking and handshook.started:
+        # Another task's handshake is under way: SSLStream waits for it.
         return await _receive_some_reading_ahead(stream, max_bytes)
     with stream._outer_recv_conflict_detector:
+        waited = False
+        if shaking:
+            # The handshake first, in this call (as SSLStream's
+            # receive_some starts it), counted in its one schedule point.
+            handshook.started = True
+            try:
+                waited = await _shake_hands(stream)
+            except trio.BrokenResourceError as exc:
+                # An https_compatible stream reads the peer's leaving in
+                # mid-handshake as the end of the data, as SSLStream does.
+                cause = exc.__cause__
+                if stream._https_compatible and (
+                    isinstance(cause, ssl.SSLSyscallError) or (cause is not None and _is_eof(cause))
+                ):
+                    await checkpoint()
+                    return b""
+                raise
+            handshook._done.set()  # (wakes the tasks waiting for it)
+            stream._handshook = _finished_handshake
         if max_bytes is None:
             size = max(stream._estimated_receive_size, stream._incoming.pending)
         else:
@@ -301,31 +412,46 @@ async def _receive_some_direct(
             if size < 1:
                 raise ValueError("max_bytes must be >= 1")
         await checkpoint_if_cancelled()
-        read = stream._ssl_object.read
         outgoing = stream._outgoing
-        waited = False
         read_socket = False
         while True:
             try:
-                data: bytes | None = read(size)
-            except ssl.SSLWantReadError:
-                data = None
+                data = _read_now(stream, size)
             except ssl.SSLError as exc:
                 stream._state = _STATE_BROKEN
                 if stream._https_compatible and _is_eof(exc):
                     await checkpoint()
                     return b""
                 raise trio.BrokenResourceError from exc
-            if outgoing.pending:
-                # The TLS library answers the peer (a KeyUpdate...): send
-                # that first, as SSLStream does.
-                await _send_ciphertext(stream, outgoing.read())
+            # The TLS library may answer the peer (a KeyUpdate...): that
+            # goes first, as SSLStream sends it.
+            if outgoing.pending and await _put_ciphertext(stream, outgoing.read()):
                 waited = True
             if data is not None:
                 break
-            if await _receive_ciphertext(stream):
-                waited = True
             read_socket = True
+            # (What _receive_ciphertext does, inline: every connection
+            # waiting to read keeps two coroutine frames less, ~500 B.)
+            lock = stream._inner_recv_lock
+            if lock.locked():
+                await _receive_behind_lock(stream)
+                waited = True
+                continue
+            transport = stream.transport_stream
+            ciphertext = transport.receive_now(TRANSPORT_READ_SIZE)
+            if ciphertext is None:
+                waited = True
+                lock.acquire_nowait()  # (free: see _put_ciphertext)
+                try:
+                    while ciphertext is None:
+                        try:
+                            await transport.readable()
+                        except OSError as exc:
+                            _raise_stream_error(exc)
+                        ciphertext = transport.receive_now(TRANSPORT_READ_SIZE)
+                finally:
+                    lock.release()
+            _take_in(stream, ciphertext)
         if not waited:
             await cancel_shielded_checkpoint()
         if not data or stream._state is not _STATE_OK:
@@ -364,6 +490,93 @@ def _may_top_up(stream: trio.SSLStream[Any]) -> bool:
 
 
 # ---------------------------------------------------------------------------
+# The handshake over a lean socket
+
+
+async def _shake_hands(stream: trio.SSLStream[Any]) -> bool:
+    """``SSLStream``'s handshake over a lean socket (see the module rules);
+    whether it waited (a schedule point), else it made none. As trio's,
+    any failure breaks the stream, a failure of the TLS library (or of
+    the peer's certificate) as ``BrokenResourceError`` chained from it."""
+    try:
+        await checkpoint_if_cancelled()
+        ssl_object = stream._ssl_object
+        outgoing = stream._outgoing
+        waited = False
+        if ssl_object.server_side and not stream._incoming.pending:
+            # A server's first step can only be to read the client's hello
+            # (asking the TLS object first costs it a "want read" error).
+            waited = await _receive_ciphertext(stream)
+        while True:
+            want_read = False
+            try:
+                ssl_object.do_handshake()
+            except ssl.SSLWantReadError:
+                want_read = True
+            except (ssl.SSLError, ssl.CertificateError) as exc:
+                raise trio.BrokenResourceError from exc
+            to_send = outgoing.read()
+            if not want_read and ssl_object.server_side and ssl_object.version() == "TLSv1.3":
+                # The session tickets a TLS 1.3 server writes at the end
+                # wait for its first write, as SSLStream holds them back
+                # (a client that does not read yet must not get them).
+                stream._delayed_outgoing = to_send
+                to_send = b""
+            if to_send and await _put_ciphertext(stream, to_send):
+                waited = True
+                if want_read:
+                    continue  # (things may have moved while it waited: ask again)
+            if not want_read:
+                return waited
+            if await _receive_ciphertext(stream):
+                waited = True
+    except BaseException:
+        stream._state = _STATE_BROKEN
+        raise
+
+
+async def _handshake_for_trio(stream: trio.SSLStream[Any]) -> None:
+    """The handshake ``SSLStream``'s own code runs (``do_handshake``, its
+    ``send_all``...): :func:`_shake_hands`, a schedule point in any case.
+    (trio's ``_Once`` then sets its own event, waking the tasks waiting
+    for it, though the stream has the shared finished one already.)"""
+    if not await _shake_hands(stream):
+        await cancel_shielded_checkpoint()
+    stream._handshook = _finished_handshake
+
+
+async def _never_called() -> None:  # pragma: no cover - a finished _Once runs nothing
+    raise AssertionError("the shared finished handshake ran")
+
+
+#: trio's ``_Once`` (the stream's ``_handshook``) as it is once the
+#: handshake is done (``started``, its event set), shared by every stream
+#: past its handshake in place of its own (~400 B each: the ``_Once``, its
+#: event, the event's parking lot, the bound method it would call): on a
+#: finished one, ``ensure`` and ``done`` only read. Made with the first
+#: stream whose ``_Once`` has the known layout.
+_finished_handshake: Any = None
+
+
+def _finish_handshakes_like(handshook: Any) -> bool:
+    """Make :data:`_finished_handshake` of ``handshook``'s type (once);
+    whether it could."""
+    global _finished_handshake
+    if type(_finished_handshake) is type(handshook):
+        return True
+    try:
+        finished = type(handshook)(_never_called)
+        finished.started = True
+        finished._done.set()
+    except (TypeError, AttributeError):  # pragma: no cover - another trio
+        return False
+    if finished.done is not True:  # pragma: no cover - another trio
+        return False
+    _finished_handshake = finished
+    return True
+
+
+# ---------------------------------------------------------------------------
 # Making streams
 
 
@@ -390,15 +603,35 @@ def _has_direct_layout(stream: trio.SSLStream[Any]) -> bool:
         type(getattr(stream, "_inner_send_lock", None)) is trio.StrictFIFOLock
         and type(getattr(stream, "_inner_recv_lock", None)) is trio.Lock
         and type(getattr(stream, "_inner_recv_count", None)) is int
-        and "_delayed_outgoing" in vars(stream)
+        and all(
+            name in vars(stream)
+            for name in ("_delayed_outgoing", "_estimated_receive_size", "_inner_recv_count")
+        )
         and stream._delayed_outgoing is None
         and isinstance(getattr(type(handshook), "done", None), property)
         and handshook.done is False
+        and _has_known_handshake(stream, handshook)
         and callable(getattr(stream, "_retry", None))
         and all(
             callable(getattr(getattr(stream, name, None), "__enter__", None))
             for name in ("_outer_send_conflict_detector", "_outer_recv_conflict_detector")
         )
+    )
+
+
+def _has_known_handshake(stream: trio.SSLStream[Any], handshook: Any) -> bool:
+    """Whether ``handshook`` (the stream's ``_Once``) runs the stream's
+    handshake as trio 0.22 to 0.35 lay it out: the coroutine function it
+    calls once (``_afn``, replaceable), its arguments, ``started`` and the
+    event ``_done``."""
+    slots = getattr(type(handshook), "__slots__", ())
+    return (
+        all(name in slots for name in ("_afn", "_args", "_done", "started"))
+        and handshook.started is False
+        and type(handshook._done) is trio.Event
+        and handshook._args == ()
+        and handshook._afn == getattr(stream, "_do_handshake", None)
+        and _finish_handshakes_like(handshook)
     )
 
 
@@ -420,6 +653,8 @@ def tls_stream(
     if type(transport_stream) is LeanSocketStream and _has_direct_layout(stream):
         vars(stream)["receive_some"] = MethodType(_receive_some_direct, stream)
         vars(stream)["send_all"] = MethodType(_send_all_direct, stream)
+        handshook: Any = stream._handshook
+        handshook._afn = MethodType(_handshake_for_trio, stream)
     else:
         vars(stream)["receive_some"] = MethodType(_receive_some_reading_ahead, stream)
     return stream
