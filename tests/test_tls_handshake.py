@@ -139,6 +139,22 @@ def ours_and_peer(
     return ours, peer
 
 
+def default_pair(
+    make: Maker, sockets: Sockets, *, server: bool = True, version: str | None = None
+) -> tuple[trio.SSLStream[Any], trio.SSLStream[Any]]:
+    """``ours_and_peer`` with the usual contexts for each role: the server
+    side's certificate (and, with ``version``, only that TLS version), the
+    client side trusting it."""
+    server_side, client_side = server_context(version=version), client_context()
+    return ours_and_peer(
+        make,
+        sockets,
+        server=server,
+        ours_context=server_side if server else client_side,
+        peer_context=client_side if server else server_side,
+    )
+
+
 def client_hello() -> bytes:
     """A TLS client's first flight, from a TLS object of the stdlib."""
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -184,13 +200,7 @@ async def first_read_points(make: Maker) -> int:
     comes with its first data."""
     with trio.fail_after(10):
         sockets = tcp()
-        ours, peer = ours_and_peer(
-            make,
-            sockets,
-            server=True,
-            ours_context=server_context(version="1.3"),
-            peer_context=client_context(),
-        )
+        ours, peer = default_pair(make, sockets, version="1.3")
         received: list[bytes | bytearray] = []
 
         async def receive() -> None:
@@ -226,13 +236,7 @@ async def handshake_points(make: Maker) -> int:
     hello is there."""
     with trio.fail_after(10):
         sockets = tcp()
-        ours, peer = ours_and_peer(
-            make,
-            sockets,
-            server=True,
-            ours_context=server_context(version="1.3"),
-            peer_context=client_context(),
-        )
+        ours, peer = default_pair(make, sockets, version="1.3")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(peer.do_handshake)
             await sockets.arrived(1)
@@ -261,13 +265,7 @@ async def test_with_the_fast_paths_off_the_handshake_is_trios(
 async def handshake_then_data(make: Maker, server: bool, version: str) -> tuple[object, ...]:
     with trio.fail_after(10):
         sockets = tcp()
-        ours, peer = ours_and_peer(
-            make,
-            sockets,
-            server=server,
-            ours_context=server_context(version=version) if server else client_context(),
-            peer_context=client_context() if server else server_context(version=version),
-        )
+        ours, peer = default_pair(make, sockets, server=server, version=version)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(peer.do_handshake)
             await ours.do_handshake()
@@ -293,13 +291,7 @@ async def test_a_handshake_then_data_both_ways(server: bool, version: str) -> No
 async def first_read_or_write(make: Maker, server: bool) -> None:
     with trio.fail_after(10):
         sockets = tcp()
-        ours, peer = ours_and_peer(
-            make,
-            sockets,
-            server=server,
-            ours_context=server_context() if server else client_context(),
-            peer_context=client_context() if server else server_context(),
-        )
+        ours, peer = default_pair(make, sockets, server=server)
         received: list[bytes | bytearray] = []
 
         async def peer_talks() -> None:
@@ -326,13 +318,7 @@ async def test_a_handshake_started_by_the_first_read_or_write(server: bool) -> N
 async def tickets_after_the_first_write(make: Maker) -> None:
     with trio.fail_after(10):
         sockets = tcp()
-        ours, peer = ours_and_peer(
-            make,
-            sockets,
-            server=True,
-            ours_context=server_context(version="1.3"),
-            peer_context=client_context(),
-        )
+        ours, peer = default_pair(make, sockets, version="1.3")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(peer.do_handshake)
             await ours.do_handshake()
@@ -357,13 +343,7 @@ async def test_the_session_tickets_wait_for_the_servers_first_write() -> None:
 async def several_tasks_wait(make: Maker) -> None:
     with trio.fail_after(10):
         sockets = tcp()
-        ours, peer = ours_and_peer(
-            make,
-            sockets,
-            server=True,
-            ours_context=server_context(),
-            peer_context=client_context(),
-        )
+        ours, peer = default_pair(make, sockets)
         received: list[bytes | bytearray] = []
 
         async def receive() -> None:
@@ -636,13 +616,7 @@ async def test_an_idle_stream_waiting_to_read_keeps_less_than_trios() -> None:
         streams = []
         for _ in range(count):
             sockets = tcp()
-            ours, peer = ours_and_peer(
-                make,
-                sockets,
-                server=True,
-                ours_context=server_context(),
-                peer_context=client_context(),
-            )
+            ours, peer = default_pair(make, sockets)
             async with trio.open_nursery() as handshakes:
                 handshakes.start_soon(peer.do_handshake)
                 await ours.do_handshake()
