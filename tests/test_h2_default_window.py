@@ -12,8 +12,8 @@ import trio.testing
 
 pytest.importorskip("h2")
 
-from hostile_h2_peers import FLOW_CONTROL_ERROR, data_frame, websocket_connect
-from test_hostile_http2 import attacked
+from hostile_h2_peers import data_frame, websocket_connect
+from test_hostile_http2 import attacked, one_byte_more_is_a_flow_control_error
 
 from trio_websocket import HTTP2Limits
 
@@ -45,15 +45,4 @@ async def test_a_stream_holds_its_default_window_unread_and_not_a_byte_more(
             assert peer.goaway is None
             assert peer.stream_seen(1).reset is None
             # One byte more.
-            await peer.try_send(data_frame(1, b"\x02"))
-            with trio.move_on_after(5):
-                await peer.read_until(
-                    lambda: peer.goaway is not None or peer.stream_seen(1).reset is not None
-                )
-            if peer.goaway is not None:
-                assert peer.goaway.error_code == FLOW_CONTROL_ERROR
-            else:
-                assert peer.stream_seen(1).reset == FLOW_CONTROL_ERROR
-            await trio.aclose_forcefully(peer.stream)
-            server.release.set()
-            await server.h2_round_trip()
+            await one_byte_more_is_a_flow_control_error(peer, server)

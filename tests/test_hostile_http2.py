@@ -841,6 +841,25 @@ async def test_streams_opened_after_a_shutdown_goaway_are_refused(opening: str) 
 # 6. More DATA than the window
 
 
+async def one_byte_more_is_a_flow_control_error(peer: H2Peer, server: H2Server) -> None:
+    """With stream 1's window full (its request held, nothing reading it),
+    one byte more ends the stream or the connection with
+    FLOW_CONTROL_ERROR; then the held handler is let go and the server
+    still answers."""
+    await peer.try_send(data_frame(1, b"\x02"))
+    with trio.move_on_after(5):
+        await peer.read_until(
+            lambda: peer.goaway is not None or peer.stream_seen(1).reset is not None
+        )
+    if peer.goaway is not None:
+        assert peer.goaway.error_code == FLOW_CONTROL_ERROR
+    else:
+        assert peer.stream_seen(1).reset == FLOW_CONTROL_ERROR
+    await trio.aclose_forcefully(peer.stream)
+    server.release.set()
+    await server.h2_round_trip()
+
+
 async def test_data_beyond_the_stream_window_is_a_flow_control_error(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -856,19 +875,7 @@ async def test_data_beyond_the_stream_window_is_a_flow_control_error(
             with trio.move_on_after(1):
                 await peer.read_until(lambda: peer.goaway is not None)
             assert peer.goaway is None
-            # One byte more.
-            await peer.try_send(data_frame(1, b"\x02"))
-            with trio.move_on_after(5):
-                await peer.read_until(
-                    lambda: peer.goaway is not None or peer.stream_seen(1).reset is not None
-                )
-            if peer.goaway is not None:
-                assert peer.goaway.error_code == FLOW_CONTROL_ERROR
-            else:
-                assert peer.stream_seen(1).reset == FLOW_CONTROL_ERROR
-            await trio.aclose_forcefully(peer.stream)
-            server.release.set()
-            await server.h2_round_trip()
+            await one_byte_more_is_a_flow_control_error(peer, server)
 
 
 # ---------------------------------------------------------------------------
