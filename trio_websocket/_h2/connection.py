@@ -205,6 +205,7 @@ class HTTP2Connection:
         self._guard = FrameGuard(
             expect_client_preface=not is_client,
             max_frame_size=limits.max_frame_size,
+            max_header_block=limits.header_block_bound,
             limits=limits.floods,
             receive_window=limits.connection_window,
             # (The connection's send window starts at 65,535: RFC 9113.)
