@@ -147,3 +147,31 @@ def test_without_a_bound_the_guard_leaves_header_blocks_to_h2() -> None:
     guard = FrameGuard(expect_client_preface=False, max_frame_size=16384)
     data = h2_frame(HEADERS, 0, 1, b"a" * 16384) + h2_frame(CONTINUATION, 0, 1, b"b" * 16384)
     assert guard.feed(data) is data
+
+
+def test_a_maximal_data_frame_sent_slowly_is_handed_on_as_it_comes() -> None:
+    """A peer that sends one DATA frame of the largest size a byte run at a
+    time makes the guard hold none of it: each piece reaches the stream
+    when it comes (the stream's window bounds what waits there)."""
+    size = DEFAULT_MAX_FRAME_SIZE
+
+    class Sink:
+        receive_window = size
+
+        def __init__(self) -> None:
+            self.received = bytearray()
+
+        def data_received(self, data: bytes) -> None:
+            self.received += data
+
+    guard = FrameGuard(
+        expect_client_preface=False, max_frame_size=size, receive_window=size, send_window=65535
+    )
+    sink = Sink()
+    guard.routes[1] = sink
+    payload = (bytes(range(251)) * (size // 251 + 1))[:size]
+    data = data_frame(1, payload)
+    for at in range(0, len(data), 1000):
+        assert guard.feed(data[at : at + 1000]) == b""
+        assert bytes(sink.received) == payload[: max(0, at + 1000 - 9)]
+    assert bytes(sink.received) == payload
