@@ -1034,7 +1034,11 @@ async def test_a_malformed_request_is_a_protocol_error(name: str) -> None:
             h2_frame(HEADERS, END_HEADERS, 2, b"\x82"),
             (PROTOCOL_ERROR,),
         ),
-        ("oversized-whole-frame", h2_frame(0xFA, 0, 0, b"x" * 20000), (FRAME_SIZE_ERROR,)),
+        (
+            "oversized-whole-frame",
+            h2_frame(0xFA, 0, 0, b"x" * (HTTP2Limits().max_frame_size + 1)),
+            (FRAME_SIZE_ERROR,),
+        ),
         ("ping-of-7-bytes", h2_frame(0x6, 0, 0, b"1234567"), (FRAME_SIZE_ERROR,)),
         ("data-on-stream-0", data_frame(0, b"xx"), (PROTOCOL_ERROR,)),
     ],

@@ -44,7 +44,9 @@ Rules:
 - Bounds, all from :class:`HTTP2Limits`: concurrent streams (our
   SETTINGS_MAX_CONCURRENT_STREAMS, enforced here: one stream too many is
   refused alone), the header list size (SETTINGS_MAX_HEADER_LIST_SIZE,
-  and at most 64 CONTINUATION frames, ``h2``'s own limit), the frame size,
+  and at most 64 CONTINUATION frames, ``h2``'s own limit, and the bytes
+  of one header block, ``HTTP2Limits.header_block_bound``, counted by the
+  guard), the frame size,
   each stream's receive window, the connection's window (the sum of its
   streams'), and the flood buckets of ``_h2.frame_guard`` (refused streams
   count as resets). A peer past one gets GOAWAY with the matching error
@@ -126,7 +128,7 @@ _DOZE_CHECK_SECONDS = 1.0
 _BULK_RECEIVE_SIZE = 128 * 1024
 
 #: A read at least this large is bulk (see _reader): three full DATA
-#: frames of the default size.
+#: frames of 16 KiB (the frame size most peers send, whatever they may).
 _BULK_READ = 48 * 1024
 
 #: The largest DATA frame we write, whatever the peer allows: frames of
@@ -205,6 +207,7 @@ class HTTP2Connection:
         self._guard = FrameGuard(
             expect_client_preface=not is_client,
             max_frame_size=limits.max_frame_size,
+            max_header_block=limits.header_block_bound,
             limits=limits.floods,
             receive_window=limits.connection_window,
             # (The connection's send window starts at 65,535: RFC 9113.)

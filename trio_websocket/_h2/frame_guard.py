@@ -50,6 +50,13 @@ Rules:
   one new ``bytes`` (one copy), where the run ends (``position`` when no
   frame was taken) and whether it ended with END_STREAM. What it leaves
   goes frame by frame (errors, padding, cut frames...).
+- Header blocks (``max_header_block``, when given): the payload bytes of
+  one header block (a HEADERS or PUSH_PROMISE frame and the CONTINUATION
+  frames up to END_HEADERS, padding counted) are added up from the frame
+  headers; a block that goes past the bound raises :exc:`PeerFlood` on the
+  header of the frame that crosses it, before its payload is waited for.
+  (``h2`` would buffer up to 64 frames of a block before it decodes any:
+  64 maximum frames, 4 MiB at a 64 KiB frame size.)
 - Floods are measured with token buckets on the peer's frames that cost
   us work but carry no data (SETTINGS, PING, PRIORITY, RST_STREAM, empty
   DATA, small WINDOW_UPDATE, CONTINUATION, unknown types) and, separately,
@@ -89,6 +96,7 @@ CONTINUATION = 0x9
 _unpack_header = struct.Struct(">BHBBL").unpack_from
 
 _FLAG_END_STREAM = 0x1
+_FLAG_END_HEADERS = 0x4
 _FLAG_PADDED = 0x8
 
 #: Error codes this module raises with (RFC 9113, section 7).
@@ -242,6 +250,7 @@ class FrameGuard:
     """Reads the frame headers of what one peer sends (see the module rules)."""
 
     __slots__ = (
+        "_block_size",
         "_control",
         "_deliver_left",
         "_head",
@@ -250,6 +259,7 @@ class FrameGuard:
         "_kept_left",
         "_kept_stream",
         "_max_frame_size",
+        "_max_header_block",
         "_pad_byte_due",
         "_payload_left",
         "_preface_left",
@@ -277,9 +287,13 @@ class FrameGuard:
         clock: Callable[[], float] = time.monotonic,
         receive_window: int = 0,
         send_window: int | None = None,
+        max_header_block: int | None = None,
     ) -> None:
         self._preface_left = len(CLIENT_PREFACE) if expect_client_preface else 0
         self._max_frame_size = max_frame_size
+        self._max_header_block = max_header_block
+        # The bytes of the header block being read; -1 between blocks.
+        self._block_size = -1
         self._head = b""
         self._payload_left = 0
         # A frame kept here whose payload is being collected (GOAWAY, or
@@ -515,6 +529,8 @@ class FrameGuard:
         if length > self._max_frame_size:
             # Refused on its header, before its payload is waited for.
             raise PeerError(FRAME_SIZE_ERROR, f"a frame of {length} bytes")
+        if self._max_header_block is not None and kind in (HEADERS, PUSH_PROMISE, CONTINUATION):
+            self._header_block(length, kind, flags)
         if kind == DATA:
             if length == 0 and not flags & _FLAG_END_STREAM:
                 self._control_frame()
@@ -538,6 +554,21 @@ class FrameGuard:
             # _window_update, or small_window_update when h2 reads it.)
             self._control_frame()
         return False
+
+    def _header_block(self, length: int, kind: int, flags: int) -> None:
+        """Add a header block frame to its block's size (see the module
+        rules). A CONTINUATION outside a block is h2's to refuse."""
+        if kind != CONTINUATION:
+            self._block_size = length
+        elif self._block_size >= 0:
+            self._block_size += length
+        else:
+            return
+        assert self._max_header_block is not None
+        if self._block_size > self._max_header_block:
+            raise PeerFlood(f"a header block of more than {self._max_header_block} bytes")
+        if flags & _FLAG_END_HEADERS:
+            self._block_size = -1
 
     def _start_route(self, stream_id: int, sink: DataSink, length: int, flags: int) -> None:
         self.receive_window -= length
