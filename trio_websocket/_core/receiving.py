@@ -20,7 +20,10 @@ Rules:
   open and not streaming a message, by the reader or a receiver reading
   through): they go to the inbox as ``_dispatch`` would put them, under
   the same budget and turn bound, and the rest of the read goes to
-  wsproto.
+  wsproto. So does a binary frame held until whole: the read that
+  completes it (its message first), the reads within it, and the read
+  that ends in its start; a read that leaves wsproto nothing to parse
+  is not given to it.
 - Stream errors (``trio.BrokenResourceError``, ``trio.ClosedResourceError``,
   ``OSError``) are translated to ``ConnectionClosed`` here and in the send
   path, nowhere else.
@@ -420,6 +423,8 @@ class ConnectionReceiving(ConnectionLifecycle):
                         return woken
                 self._proto.receive_data(rest)  # type: ignore[arg-type]
                 return min(woken + self._dispatch(), 2)
+            if not rest:
+                return 0  # all of it went to the frame held until whole
         self._proto.receive_data(data)  # type: ignore[arg-type]
         return self._dispatch()
 
@@ -437,7 +442,10 @@ class ConnectionReceiving(ConnectionLifecycle):
         for message in messages:
             count += 1
             if put(message) and (count < len(messages) or rest):
-                unparsed = data[frames_size(messages[:count], not self._is_client) :]
+                # (Counted from the end: the first message may be a held
+                # frame's, only its last bytes in this read.)
+                untaken = frames_size(messages[count:], not self._is_client)
+                unparsed = data[len(data) - len(rest) - untaken :]
                 self._proto.receive_data(unparsed)  # type: ignore[arg-type]
                 self._parse_paused = _PAUSED_FOR_INBOX
                 break

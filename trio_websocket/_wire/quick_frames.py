@@ -10,8 +10,9 @@ Rules:
     ``frame_decoder.decoder_between_messages`` tells (open, parser alive,
     no extension such as permessage-deflate, the fast decoder installed,
     which it is only while the fast paths are on, holding no byte, no
-    frame and no fragmented message), and the fast paths on
-    (``fast_paths``, read once per call). Otherwise nothing is taken.
+    frame and no fragmented message), or so but for a binary frame it
+    holds until whole (below), and the fast paths on (``fast_paths``,
+    read once per call). Otherwise nothing is taken.
   * each frame: FIN set, no reserved bit, opcode text or binary, masked as
     the role wants (a server receives masked frames, a client unmasked
     ones), its length in the shortest form (and no 64-bit length with the
@@ -24,11 +25,23 @@ Rules:
     after it are the rest, for wsproto to parse, deliver or refuse (with
     its close codes: 1002, 1007) as before. At most ``max_count`` are
     taken, so the caller can keep its per-turn bound on events.
+  * a binary frame held until whole (``frame_decoder``'s "Held frames";
+    the checks are as above, the frame's own were made on its header):
+    a read that completes it gives its message first, then the whole
+    frames after it as above; a read short of its end goes to the frame's
+    buffer. A read whose taking stops at the start of a binary frame cut
+    short by its end (its header whole and plain, as above) starts holding
+    it when the decoder would hold it (``room``), as wsproto's parse would.
+    Either way ``rest`` is then empty (with no message: the read went
+    wholly to the held frame): wsproto, fed nothing more, would have
+    nothing to say, so the caller need not ask it.
 - Messages: ``bytes`` for binary frames, ``str`` for text, unmasked with
   the compiled masker (``_wire.masking.apply_mask_bytes``): one copy for
   a binary payload; wsproto's payload copies, ``Frame`` and event objects
-  are skipped (about 4 us a message). ``rest`` is ``data`` itself when
-  nothing was taken, else a ``bytes`` slice of it (the one copy the frame
+  are skipped (about 4 us a message). A held frame's message is joined
+  and unmasked in one pass from the reads it spans. ``rest`` is ``data``
+  itself when nothing was taken (empty when the read went wholly to a
+  held frame), else a ``bytes`` slice of it (the one copy the frame
   decoder's buffer would make of a view anyway).
 - wsproto's state ends as if it had parsed the taken frames itself
   (``frame_decoder.note_whole_frames_taken``). No wsproto internal is
@@ -36,11 +49,16 @@ Rules:
 - A hostile peer gains nothing: the work is one pass over ``data`` (no
   length is trusted before it is checked against what ``data`` holds and
   ``max_size``), and the messages are at most ``data``'s bytes in at most
-  ``max_count`` objects.
+  ``max_count`` objects. A held frame's payload is at most what the
+  decoder's ``room`` allowed when it started holding it, and at most
+  ``max_size`` when completed (else it is left to wsproto).
 - ``frames_size`` gives the bytes a list of taken messages occupied on the
   wire (their headers are in the shortest form, so their size follows from
   the payload), for a caller that delivers only some of them and must feed
-  wsproto the bytes of the others again.
+  wsproto the bytes of the others again: counted back from where the
+  taking ended (``len(data) - len(rest)``), since the first message may be
+  a held frame's, only its last bytes in ``data``. (It is never one of
+  those not delivered: a caller delivers at least one.)
 """
 
 from __future__ import annotations
@@ -48,9 +66,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from wsproto.connection import Connection
+from wsproto.frame_protocol import FrameDecoder
 
 from . import fast_paths
-from .frame_decoder import decoder_between_messages, note_whole_frames_taken
+from .frame_decoder import (
+    add_to_held_frame,
+    decoder_between_messages,
+    decoder_holding_frame,
+    held_frame_missing,
+    hold_frame,
+    note_whole_frames_taken,
+    take_held_frame,
+)
 from .masking import apply_mask_bytes
 
 Message = bytes | str
@@ -73,15 +100,33 @@ def take_whole_messages(
     ``data`` (see the module rules)."""
     if not fast_paths.ENABLED:
         return _NOTHING, data
-    decoder = decoder_between_messages(protocol)
+    decoder: FrameDecoder | None = decoder_between_messages(protocol)
+    messages: list[Message] = []
+    position = 0
     if decoder is None:
-        return _NOTHING, data
-    source = data if type(data) is bytes else bytes(data)
+        held = decoder_holding_frame(protocol)
+        if held is None:
+            return _NOTHING, data
+        need = held_frame_missing(held)
+        if len(data) < need:
+            add_to_held_frame(held, data)
+            return _NOTHING, b""
+        if max_count < 1 or held.payload_required > max_size:
+            return _NOTHING, data
+        source = data if type(data) is bytes else bytes(data)
+        messages.append(take_held_frame(held, source, need))
+        position = need
+        decoder = held
+    else:
+        source = data if type(data) is bytes else bytes(data)
+    completed = len(messages)
     masked = 0 if decoder.client else 1
     size = len(source)
-    position = 0
-    messages: list[Message] = []
     view: memoryview | None = None
+    # The binary frame the read ends in: where its payload (or, masked,
+    # its key) starts, and its length.
+    cut_at = -1
+    cut_length = 0
     while size - position >= 2 and len(messages) < max_count:
         first = source[position]
         if first != _WHOLE_BINARY and first != _WHOLE_TEXT:
@@ -111,6 +156,8 @@ def take_whole_messages(
         if masked:
             end = start + 4 + length
             if end > size:
+                if first == _WHOLE_BINARY:
+                    cut_at, cut_length = start, length
                 break
             if view is None:
                 view = memoryview(source)
@@ -118,6 +165,8 @@ def take_whole_messages(
         else:
             end = start + length
             if end > size:
+                if first == _WHOLE_BINARY:
+                    cut_at, cut_length = start, length
                 break
             payload = source[start:end]
         if first == _WHOLE_TEXT:
@@ -128,10 +177,17 @@ def take_whole_messages(
         else:
             messages.append(payload)
         position = end
+    if len(messages) > completed:
+        last = messages[-1]
+        note_whole_frames_taken(
+            decoder, last, len(last) if type(last) is bytes else _utf8_size(last)
+        )
+    if cut_at >= 0 and (not masked or cut_at + 4 <= size):
+        key = source[cut_at : cut_at + 4] if masked else None
+        if hold_frame(decoder, source, cut_at + 4 * masked, cut_length, key):
+            return messages or _NOTHING, b""
     if not messages:
         return _NOTHING, data
-    last = messages[-1]
-    note_whole_frames_taken(decoder, last, len(last) if type(last) is bytes else _utf8_size(last))
     return messages, source[position:]
 
 
