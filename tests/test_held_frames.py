@@ -45,7 +45,7 @@ from trio_websocket._wire.frame_decoder import (
     use_compact_event_queue,
     use_fast_receive,
 )
-from trio_websocket._wire.quick_frames import take_whole_messages
+from trio_websocket._wire.quick_frames import hold_frame_start, take_whole_messages
 
 pytestmark = pytest.mark.usefixtures("fast_paths_on")
 
@@ -62,7 +62,8 @@ def reader_step(
     events = [taken(message) for message in messages]
     if rest:
         assert bytes(rest) == read[len(read) - len(rest) :]
-        return events + feed(connection, rest)
+        if not hold_frame_start(connection, rest, max_size):
+            return events + feed(connection, rest)
     # The reader asks wsproto nothing more: it would have had nothing.
     assert feed(connection, b"") == []
     return events
@@ -227,31 +228,56 @@ def held(client: bool = False, room: int = BIG) -> Connection:
     return protocol(client, room)
 
 
-def test_a_read_ending_in_a_binary_frame_holds_it_uncopied() -> None:
+def test_a_binary_frame_a_read_ends_in_is_held_uncopied() -> None:
     """The start of a binary frame at the end of a read is held until
-    whole with wsproto never asked, the read kept as it came."""
+    whole with wsproto never asked, what is left of the read kept as it
+    came; a read that is only such a start is kept whole."""
     connection = held()
     big = binary(b"\x05" * 100_000, True)
     read = binary(b"first", True) + big[:50_000]
     messages, rest = take_whole_messages(connection, read, BIG, TURN)
-    assert (list(messages), rest) == ([b"first"], b"")
-    decoder = decoder_holding_frame(connection)
+    assert (list(messages), rest) == ([b"first"], big[:50_000])
+    assert hold_frame_start(connection, rest, BIG)
+    decoder = decoder_holding_frame(connection, BIG)
     assert decoder is not None
     assert decoder.header is not None and decoder.header.payload_len == 100_000
     buffer = decoder.buffer
     assert isinstance(buffer, _ChunkBuffer)
-    assert buffer._chunks[0] is read  # kept, not copied
+    assert buffer._chunks[0] is rest  # kept, not copied again
     assert len(buffer) == 50_000 - 14
+    alone = held()
+    assert take_whole_messages(alone, big[:50_000], BIG, TURN) == ((), big[:50_000])
+    start = big[:50_000]
+    assert hold_frame_start(alone, start, BIG)
+    assert alone._proto._frame_decoder.buffer._chunks[0] is start
+
+
+def test_a_frame_start_is_held_only_as_the_decoder_would() -> None:
+    """Not with ``room`` too small (nor 0: a streamed receive), not over
+    ``max_size``, not text, not a whole frame, not its header cut."""
+    big = binary(b"\x05" * 1000, True)
+    for room, max_size, start in [
+        (999, BIG, big[:500]),
+        (0, BIG, big[:500]),
+        (BIG, 999, big[:500]),
+        (BIG, BIG, text(b"t" * 1000, True)[:500]),
+        (BIG, BIG, big),
+        (BIG, BIG, big[:7]),  # the key cut
+        (BIG, BIG, big[:3]),
+    ]:
+        connection = held(room=room)
+        assert not hold_frame_start(connection, start, max_size)
+        assert decoder_holding_frame(connection, BIG) is None
 
 
 def test_a_read_within_a_held_frame_goes_to_its_buffer_uncopied() -> None:
     connection = held()
     big = binary(b"\x05" * 100_000, True)
-    take_whole_messages(connection, big[:20_000], BIG, TURN)
+    assert reader_step(connection, big[:20_000]) == []
     middle = big[20_000:60_000]
     assert len(middle) >= _SMALL_READ
     assert take_whole_messages(connection, middle, BIG, TURN) == ((), b"")
-    decoder = decoder_holding_frame(connection)
+    decoder = decoder_holding_frame(connection, BIG)
     assert decoder is not None
     assert decoder.buffer._chunks[-1] is middle
 
@@ -262,14 +288,14 @@ def test_a_read_completing_a_held_frame_delivers_it_whole() -> None:
     connection = held()
     payload = bytes(range(256)) * 400
     big = binary(payload, True)
-    take_whole_messages(connection, big[:30_000], BIG, TURN)
-    take_whole_messages(connection, big[30_000:70_000], BIG, TURN)
+    assert hold_frame_start(connection, big[:30_000], BIG)
+    assert take_whole_messages(connection, big[30_000:70_000], BIG, TURN) == ((), b"")
     read = big[70_000:] + binary(b"next", True) + text("\u00e9t\u00e9", True)
     messages, rest = take_whole_messages(connection, read, BIG, TURN)
     assert list(messages) == [payload, b"next", "\u00e9t\u00e9"]
     assert type(messages[0]) is bytes
     assert rest == b""
-    assert decoder_holding_frame(connection) is None
+    assert decoder_holding_frame(connection, BIG) is None
     assert len(connection._proto._frame_decoder.buffer) == 0
 
 
@@ -277,7 +303,7 @@ def test_a_client_completes_unmasked_frames() -> None:
     connection = held(client=True)
     payload = b"\x11" * 5000
     frame_bytes = binary(payload, False)
-    assert take_whole_messages(connection, frame_bytes[:1000], BIG, TURN) == ((), b"")
+    assert hold_frame_start(connection, frame_bytes[:1000], BIG)
     messages, rest = take_whole_messages(connection, frame_bytes[1000:], BIG, TURN)
     assert (list(messages), rest) == ([payload], b"")
 
@@ -291,7 +317,7 @@ def started(connection: Connection, size: int = 5000) -> bytes:
     wsproto's own parse); returns the rest of the frame."""
     whole = binary(b"\x03" * size, True)
     assert feed(connection, whole[:100]) == []
-    assert decoder_holding_frame(connection) is not None
+    assert decoder_holding_frame(connection, BIG) is not None
     return whole[100:]
 
 
@@ -307,7 +333,7 @@ def test_not_once_a_streamed_receive_wants_pieces() -> None:
     connection = held()
     rest = started(connection)
     stop_holding(connection)
-    assert decoder_holding_frame(connection) is None
+    assert decoder_holding_frame(connection, BIG) is None
     assert take_whole_messages(connection, rest[:1000], BIG, TURN) == ((), rest[:1000])
     events = feed(connection, rest[:1000])
     assert len(events) == 1 and events[0][0] == "bytes" and events[0][3] is False
@@ -322,7 +348,7 @@ def test_not_after_our_close() -> None:
     started(reference)
     connection.send(CloseConnection(1000))
     reference.send(CloseConnection(1000))
-    assert decoder_holding_frame(connection) is None
+    assert decoder_holding_frame(connection, BIG) is None
     assert take_whole_messages(connection, rest, BIG, TURN) == ((), rest)
     assert feed(connection, rest) == feed(reference, rest)
 
@@ -343,7 +369,7 @@ def test_not_with_an_extension() -> None:
     whole = binary(b"\x03" * 5000, True)
     assert take_whole_messages(connection, whole[:100], BIG, TURN) == ((), whole[:100])
     feed(connection, whole[:100])
-    assert decoder_holding_frame(connection) is None
+    assert decoder_holding_frame(connection, BIG) is None
 
 
 def test_not_a_control_frame_or_text() -> None:
@@ -352,7 +378,7 @@ def test_not_a_control_frame_or_text() -> None:
     for start in (frame(9, b"p" * 100, masked=True)[:50], text(b"t" * 5000, True)[:100]):
         connection = held()
         feed(connection, start)
-        assert decoder_holding_frame(connection) is None
+        assert decoder_holding_frame(connection, BIG) is None
 
 
 # ----------------------------------------------------------------------
@@ -381,4 +407,26 @@ async def test_the_budget_stops_after_a_held_frame_completed(
         await settle()
         assert ws.statistics().messages_buffered == 1  # the budget: one message
         for expected in [big, *after]:
+            assert await ws.get_message() == expected
+
+
+@pytest.mark.parametrize("role", ["client", "server"])
+async def test_the_budget_stops_before_a_frame_a_read_ends_in(
+    nursery: trio.Nursery, role: str
+) -> None:
+    """Whole messages, the budget reached part-way through them, and the
+    start of a big frame at the end of the read: the reader stops there,
+    and wsproto gets the messages not delivered and the frame's start
+    behind them, in order (the frame is not held ahead of them)."""
+    with trio.fail_after(10):
+        ws, peer = await open_raw(nursery, role, max_buffered_bytes=10_000)
+        masked = peer.is_client
+        small = [bytes([i]) * 3000 for i in range(6)]
+        big = b"\x04" * 20_000
+        whole = binary(big, masked)
+        await peer.send_raw(b"".join(binary(m, masked) for m in small) + whole[:5000])
+        await settle()
+        assert ws.statistics().messages_buffered < len(small)  # stopped at the budget
+        await peer.send_raw(whole[5000:] + binary(b"after", masked))
+        for expected in [*small, big, b"after"]:
             assert await ws.get_message() == expected

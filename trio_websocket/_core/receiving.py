@@ -21,9 +21,11 @@ Rules:
   through): they go to the inbox as ``_dispatch`` would put them, under
   the same budget and turn bound, and the rest of the read goes to
   wsproto. So does a binary frame held until whole: the read that
-  completes it (its message first), the reads within it, and the read
-  that ends in its start; a read that leaves wsproto nothing to parse
-  is not given to it.
+  completes it (its message first), the reads within it, and the start
+  of one that a read ends in (``hold_frame_start``, once the messages
+  before it are in the inbox, unless parsing stopped at the budget: then
+  wsproto gets their bytes and it behind them); a read that leaves
+  wsproto nothing to parse is not given to it.
 - Stream errors (``trio.BrokenResourceError``, ``trio.ClosedResourceError``,
   ``OSError``) are translated to ``ConnectionClosed`` here and in the send
   path, nowhere else.
@@ -99,7 +101,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 
 from .._wire.close_frames import take_close_frame
 from .._wire.frame_decoder import has_unparsed_bytes, stop_holding
-from .._wire.quick_frames import frames_size, take_whole_messages
+from .._wire.quick_frames import frames_size, hold_frame_start, take_whole_messages
 from .._wire.socket_stream import LeanSocketStream
 from .close import ABNORMAL_CLOSURE, GOING_AWAY, MESSAGE_TOO_BIG, CloseReason
 from .config import CLOSE_GRACE
@@ -409,9 +411,8 @@ class ConnectionReceiving(ConnectionLifecycle):
                 self._on_close_frame(close)
                 return 0
         if self._state is OPEN and not self._inbox.takes_pieces:
-            messages, rest = take_whole_messages(
-                self._proto, data, self._options.max_message_size, _EVENTS_PER_TURN
-            )
+            max_size = self._options.max_message_size
+            messages, rest = take_whole_messages(self._proto, data, max_size, _EVENTS_PER_TURN)
             if messages:
                 woken = self._put_whole_messages(messages, data, rest)
                 if self._parse_paused or not rest:
@@ -421,10 +422,12 @@ class ConnectionReceiving(ConnectionLifecycle):
                     if close is not None:
                         self._on_close_frame(close)
                         return woken
+                if hold_frame_start(self._proto, rest, max_size):
+                    return woken
                 self._proto.receive_data(rest)  # type: ignore[arg-type]
                 return min(woken + self._dispatch(), 2)
-            if not rest:
-                return 0  # all of it went to the frame held until whole
+            if not rest or hold_frame_start(self._proto, rest, max_size):
+                return 0  # all of it went to a frame held until whole
         self._proto.receive_data(data)  # type: ignore[arg-type]
         return self._dispatch()
 

@@ -621,10 +621,10 @@ def note_whole_frames_taken(decoder: FrameDecoder, last: bytes | str, last_size:
         decoder.in_text_message = type(last) is str
 
 
-def decoder_holding_frame(protocol: Connection) -> _FastReceiveDecoder | None:
-    """``protocol``'s frame decoder if it holds a frame until whole that a
-    read may complete before wsproto sees it, else None (see "Held frames"
-    in the module rules)."""
+def decoder_holding_frame(protocol: Connection, max_size: int) -> _FastReceiveDecoder | None:
+    """``protocol``'s frame decoder if it holds a frame until whole, of at
+    most ``max_size`` bytes, that a read may add to or complete before
+    wsproto sees it, else None (see "Held frames" in the module rules)."""
     if protocol.state is not _OPEN or not _BETWEEN_MESSAGES_KNOWN or protocol._events:
         return None
     frame_protocol = protocol._proto
@@ -646,6 +646,7 @@ def decoder_holding_frame(protocol: Connection) -> _FastReceiveDecoder | None:
         or decoder.effective_opcode is not _BINARY
         or decoder.payload_consumed
         or decoder.payload_required != header.payload_len
+        or header.payload_len > max_size
     ):
         return None
     masker = decoder.masker

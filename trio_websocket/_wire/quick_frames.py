@@ -29,12 +29,19 @@ Rules:
     the checks are as above, the frame's own were made on its header):
     a read that completes it gives its message first, then the whole
     frames after it as above; a read short of its end goes to the frame's
-    buffer. A read whose taking stops at the start of a binary frame cut
-    short by its end (its header whole and plain, as above) starts holding
-    it when the decoder would hold it (``room``), as wsproto's parse would.
-    Either way ``rest`` is then empty (with no message: the read went
-    wholly to the held frame): wsproto, fed nothing more, would have
-    nothing to say, so the caller need not ask it.
+    buffer, and ``rest`` is then empty with no message: wsproto, fed
+    nothing, would have nothing to say, so the caller need not ask it.
+- ``hold_frame_start(protocol, rest, max_size)``: when ``rest`` (what
+  ``take_whole_messages`` left, or a read it took nothing from) is the
+  start of a binary frame cut short by its end (FIN, no reserved bit,
+  masked as the role wants, its length in the shortest form and at most
+  ``max_size``, its header and key whole), and the connection is plainly
+  between messages (as above), the decoder holds it until whole as
+  wsproto's parse of ``rest`` would (``frame_decoder.hold_frame``: only
+  if its ``room`` says so), keeping ``rest`` uncopied; wsproto, fed
+  nothing, would have nothing to say. The caller calls it only after it
+  has delivered the messages taken (a caller that stops part-way feeds
+  wsproto their bytes and ``rest`` behind them, in order).
 - Messages: ``bytes`` for binary frames, ``str`` for text, unmasked with
   the compiled masker (``_wire.masking.apply_mask_bytes``): one copy for
   a binary payload; wsproto's payload copies, ``Frame`` and event objects
@@ -51,7 +58,7 @@ Rules:
   ``max_size``), and the messages are at most ``data``'s bytes in at most
   ``max_count`` objects. A held frame's payload is at most what the
   decoder's ``room`` allowed when it started holding it, and at most
-  ``max_size`` when completed (else it is left to wsproto).
+  ``max_size`` (else it is left to wsproto).
 - ``frames_size`` gives the bytes a list of taken messages occupied on the
   wire (their headers are in the shortest form, so their size follows from
   the payload), for a caller that delivers only some of them and must feed
@@ -64,9 +71,9 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from wsproto.connection import Connection
-from wsproto.frame_protocol import FrameDecoder
 
 from . import fast_paths
 from .frame_decoder import (
@@ -79,6 +86,9 @@ from .frame_decoder import (
     take_held_frame,
 )
 from .masking import apply_mask_bytes
+
+if TYPE_CHECKING:
+    from wsproto.frame_protocol import FrameDecoder
 
 Message = bytes | str
 
@@ -104,14 +114,14 @@ def take_whole_messages(
     messages: list[Message] = []
     position = 0
     if decoder is None:
-        held = decoder_holding_frame(protocol)
+        held = decoder_holding_frame(protocol, max_size)
         if held is None:
             return _NOTHING, data
         need = held_frame_missing(held)
         if len(data) < need:
             add_to_held_frame(held, data)
             return _NOTHING, b""
-        if max_count < 1 or held.payload_required > max_size:
+        if max_count < 1:
             return _NOTHING, data
         source = data if type(data) is bytes else bytes(data)
         messages.append(take_held_frame(held, source, need))
@@ -123,10 +133,6 @@ def take_whole_messages(
     masked = 0 if decoder.client else 1
     size = len(source)
     view: memoryview | None = None
-    # The binary frame the read ends in: where its payload (or, masked,
-    # its key) starts, and its length.
-    cut_at = -1
-    cut_length = 0
     while size - position >= 2 and len(messages) < max_count:
         first = source[position]
         if first != _WHOLE_BINARY and first != _WHOLE_TEXT:
@@ -156,8 +162,6 @@ def take_whole_messages(
         if masked:
             end = start + 4 + length
             if end > size:
-                if first == _WHOLE_BINARY:
-                    cut_at, cut_length = start, length
                 break
             if view is None:
                 view = memoryview(source)
@@ -165,8 +169,6 @@ def take_whole_messages(
         else:
             end = start + length
             if end > size:
-                if first == _WHOLE_BINARY:
-                    cut_at, cut_length = start, length
                 break
             payload = source[start:end]
         if first == _WHOLE_TEXT:
@@ -182,13 +184,47 @@ def take_whole_messages(
         note_whole_frames_taken(
             decoder, last, len(last) if type(last) is bytes else _utf8_size(last)
         )
-    if cut_at >= 0 and (not masked or cut_at + 4 <= size):
-        key = source[cut_at : cut_at + 4] if masked else None
-        if hold_frame(decoder, source, cut_at + 4 * masked, cut_length, key):
-            return messages or _NOTHING, b""
     if not messages:
         return _NOTHING, data
     return messages, source[position:]
+
+
+def hold_frame_start(protocol: Connection, rest: bytes | bytearray, max_size: int) -> bool:
+    """Hold until whole the binary frame that ``rest`` starts and cuts
+    short, as wsproto's parse of ``rest`` would, if the decoder would hold
+    it; returns whether it did (see the module rules)."""
+    if not fast_paths.ENABLED or len(rest) < 2 or rest[0] != _WHOLE_BINARY:
+        return False
+    decoder = decoder_between_messages(protocol)
+    if decoder is None:
+        return False
+    masked = 0 if decoder.client else 1
+    second = rest[1]
+    if second >> 7 != masked:
+        return False
+    size = len(rest)
+    length = second & 0x7F
+    start = 2
+    if length == 126:
+        start = 4
+        if size < start:
+            return False
+        length = rest[2] << 8 | rest[3]
+        if length < 126:
+            return False
+    elif length == 127:
+        start = 10
+        if size < start:
+            return False
+        length = int.from_bytes(rest[2:10], "big")
+        if length <= 0xFFFF or length >> 63:
+            return False
+    payload_start = start + 4 * masked
+    if length > max_size or payload_start > size or payload_start + length <= size:
+        return False
+    source = rest if type(rest) is bytes else bytes(rest)
+    key = source[start:payload_start] if masked else None
+    return hold_frame(decoder, source, payload_start, length, key)
 
 
 def _utf8_size(message: Message) -> int:
