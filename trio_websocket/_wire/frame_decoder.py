@@ -650,9 +650,13 @@ def decoder_holding_frame(protocol: Connection, max_size: int) -> _FastReceiveDe
     ):
         return None
     masker = decoder.masker
-    if masker is not _PLAIN_PAYLOAD and (type(masker) is not _FastMasker or masker._offset):
+    if type(masker) is _FastMasker:
+        fast_masker: _FastMasker = masker
+        if fast_masker._offset:
+            return None
+    elif masker is not _PLAIN_PAYLOAD:
         return None
-    buffer = decoder.buffer
+    buffer: _ChunkBuffer = decoder.buffer
     if type(buffer) is not _ChunkBuffer or buffer._used or buffer._size >= header.payload_len:
         return None
     return decoder
@@ -661,7 +665,8 @@ def decoder_holding_frame(protocol: Connection, max_size: int) -> _FastReceiveDe
 def held_frame_missing(decoder: _FastReceiveDecoder) -> int:
     """How many bytes the frame ``decoder`` holds (``decoder_holding_frame``
     gave it) still lacks."""
-    return decoder.payload_required - decoder.buffer._size
+    buffer: _ChunkBuffer = decoder.buffer
+    return decoder.payload_required - buffer._size
 
 
 def add_to_held_frame(decoder: _FastReceiveDecoder, data: bytes | bytearray) -> None:
@@ -707,7 +712,7 @@ def take_held_frame(decoder: _FastReceiveDecoder, data: bytes, need: int) -> byt
     joined in one pass; the decoder and its buffer are left as wsproto's
     parse of the frame leaves them (nothing held, the frame's leftovers
     in ``payload_required`` and ``payload_consumed``)."""
-    buffer = decoder.buffer
+    buffer: _ChunkBuffer = decoder.buffer
     parts: list[bytes | memoryview] = list(buffer._chunks)
     if parts and buffer._start:
         parts[0] = memoryview(parts[0])[buffer._start :]
