@@ -243,7 +243,7 @@ def test_a_binary_frame_a_read_ends_in_is_held_uncopied() -> None:
     assert decoder.header is not None and decoder.header.payload_len == 100_000
     buffer = decoder.buffer
     assert isinstance(buffer, _ChunkBuffer)
-    assert buffer._chunks[0] is rest  # kept, not copied again
+    assert buffer._chunks[0] is read  # kept, not copied
     assert len(buffer) == 50_000 - 14
     alone = held()
     assert take_whole_messages(alone, big[:50_000], BIG, TURN) == ((), big[:50_000])

@@ -418,7 +418,7 @@ class ConnectionReceiving(ConnectionLifecycle):
                 if self._parse_paused or not rest:
                     return woken
                 if rest[0] == _CLOSE_FRAME_START:
-                    close = take_close_frame(self._proto, rest)
+                    close = take_close_frame(self._proto, bytes(rest))
                     if close is not None:
                         self._on_close_frame(close)
                         return woken
@@ -432,7 +432,10 @@ class ConnectionReceiving(ConnectionLifecycle):
         return self._dispatch()
 
     def _put_whole_messages(
-        self, messages: Sequence[Message], data: bytes | bytearray, rest: bytes | bytearray
+        self,
+        messages: Sequence[Message],
+        data: bytes | bytearray,
+        rest: bytes | bytearray | memoryview,
     ) -> int:
         """Put messages taken by ``_wire.quick_frames`` in the inbox, as
         ``_dispatch`` puts whole messages: up to the inbox's budget (then

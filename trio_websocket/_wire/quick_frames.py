@@ -48,8 +48,9 @@ Rules:
   are skipped (about 4 us a message). A held frame's message is joined
   and unmasked in one pass from the reads it spans. ``rest`` is ``data``
   itself when nothing was taken (empty when the read went wholly to a
-  held frame), else a ``bytes`` slice of it (the one copy the frame
-  decoder's buffer would make of a view anyway).
+  held frame), else a ``memoryview`` of the read's tail, uncopied: the
+  frame decoder's buffer copies it once when wsproto is fed it, and
+  ``hold_frame_start`` keeps the read itself.
 - wsproto's state ends as if it had parsed the taken frames itself
   (``frame_decoder.note_whole_frames_taken``). No wsproto internal is
   touched here: ``frame_decoder`` remains the only module that does.
@@ -71,7 +72,7 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from wsproto.connection import Connection
 
@@ -105,7 +106,7 @@ def take_whole_messages(
     data: bytes | bytearray,
     max_size: int,
     max_count: int,
-) -> tuple[Sequence[Message], bytes | bytearray]:
+) -> tuple[Sequence[Message], bytes | bytearray | memoryview]:
     """The whole-frame messages at the start of ``data`` and the rest of
     ``data`` (see the module rules)."""
     if not fast_paths.ENABLED:
@@ -186,10 +187,12 @@ def take_whole_messages(
         )
     if not messages:
         return _NOTHING, data
-    return messages, source[position:]
+    return messages, (memoryview(source) if view is None else view)[position:]
 
 
-def hold_frame_start(protocol: Connection, rest: bytes | bytearray, max_size: int) -> bool:
+def hold_frame_start(
+    protocol: Connection, rest: bytes | bytearray | memoryview, max_size: int
+) -> bool:
     """Hold until whole the binary frame that ``rest`` starts and cuts
     short, as wsproto's parse of ``rest`` would, if the decoder would hold
     it; returns whether it did (see the module rules)."""
@@ -199,30 +202,37 @@ def hold_frame_start(protocol: Connection, rest: bytes | bytearray, max_size: in
     if decoder is None:
         return False
     masked = 0 if decoder.client else 1
-    second = rest[1]
+    if type(rest) is memoryview:
+        # The tail of a read, as take_whole_messages gives it: the read
+        # itself is kept, not a copy.
+        source = cast("bytes", rest.obj)
+        position = len(source) - len(rest)
+    else:
+        source = rest if type(rest) is bytes else bytes(rest)
+        position = 0
+    size = len(source)
+    second = source[position + 1]
     if second >> 7 != masked:
         return False
-    size = len(rest)
     length = second & 0x7F
-    start = 2
+    start = position + 2
     if length == 126:
-        start = 4
+        start += 2
         if size < start:
             return False
-        length = rest[2] << 8 | rest[3]
+        length = source[start - 2] << 8 | source[start - 1]
         if length < 126:
             return False
     elif length == 127:
-        start = 10
+        start += 8
         if size < start:
             return False
-        length = int.from_bytes(rest[2:10], "big")
+        length = int.from_bytes(source[start - 8 : start], "big")
         if length <= 0xFFFF or length >> 63:
             return False
     payload_start = start + 4 * masked
     if length > max_size or payload_start > size or payload_start + length <= size:
         return False
-    source = rest if type(rest) is bytes else bytes(rest)
     key = source[start:payload_start] if masked else None
     return hold_frame(decoder, source, payload_start, length, key)
 
