@@ -1,7 +1,8 @@
 """Frames held until whole, taken past wsproto (issue 17): a read that
-completes the binary frame the decoder holds, a read that only adds to
-it, and a read that ends in the start of one are handled by
-``_wire.quick_frames.take_whole_messages`` without wsproto's parse. For
+completes the binary frame the decoder holds and a read that only adds
+to it are handled by ``_wire.quick_frames.take_whole_messages``, and the
+start of one that a read ends in by ``hold_frame_start``, without
+wsproto's parse. For
 every way of cutting a stream of frames into reads (every single cut,
 reads of every small size, random cuts), both roles, every holding rule
 (``room``), size and count limits, a reader that tries the quick path on

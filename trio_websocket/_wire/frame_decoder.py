@@ -87,9 +87,9 @@ Rules:
   completed from a read before wsproto sees it (``_wire.quick_frames``):
   as between messages (open, no event queued, parser alive, no extension,
   no message under way in wsproto's message decoder), and the decoder
-  holding a plain frame (FIN, binary, no reserved bit) none of whose
-  payload was handed over, its mask at offset 0, with fewer bytes
-  buffered than the frame needs. A read short of the frame's end only
+  holding a plain frame (FIN, binary, no reserved bit, at most the
+  caller's ``max_size``) none of whose payload was handed over, its mask
+  at offset 0, with fewer bytes buffered than the frame needs. A read short of the frame's end only
   joins the buffer (``add_to_held_frame``: wsproto's parse would find the
   frame still short and do nothing else); a read that completes it gives
   its payload, unmasked and joined in one pass from the buffer's reads
