@@ -20,7 +20,12 @@ Rules:
   open and not streaming a message, by the reader or a receiver reading
   through): they go to the inbox as ``_dispatch`` would put them, under
   the same budget and turn bound, and the rest of the read goes to
-  wsproto.
+  wsproto. So does a binary frame held until whole: the read that
+  completes it (its message first), the reads within it, and the start
+  of one that a read ends in (``hold_frame_start``, once the messages
+  before it are in the inbox, unless parsing stopped at the budget: then
+  wsproto gets their bytes and it behind them); a read that leaves
+  wsproto nothing to parse is not given to it.
 - Stream errors (``trio.BrokenResourceError``, ``trio.ClosedResourceError``,
   ``OSError``) are translated to ``ConnectionClosed`` here and in the send
   path, nowhere else.
@@ -96,7 +101,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 
 from .._wire.close_frames import take_close_frame
 from .._wire.frame_decoder import has_unparsed_bytes, stop_holding
-from .._wire.quick_frames import frames_size, take_whole_messages
+from .._wire.quick_frames import frames_size, hold_frame_start, take_whole_messages
 from .._wire.socket_stream import LeanSocketStream
 from .close import ABNORMAL_CLOSURE, GOING_AWAY, MESSAGE_TOO_BIG, CloseReason
 from .config import CLOSE_GRACE
@@ -406,25 +411,31 @@ class ConnectionReceiving(ConnectionLifecycle):
                 self._on_close_frame(close)
                 return 0
         if self._state is OPEN and not self._inbox.takes_pieces:
-            messages, rest = take_whole_messages(
-                self._proto, data, self._options.max_message_size, _EVENTS_PER_TURN
-            )
+            max_size = self._options.max_message_size
+            messages, rest = take_whole_messages(self._proto, data, max_size, _EVENTS_PER_TURN)
             if messages:
                 woken = self._put_whole_messages(messages, data, rest)
                 if self._parse_paused or not rest:
                     return woken
                 if rest[0] == _CLOSE_FRAME_START:
-                    close = take_close_frame(self._proto, rest)
+                    close = take_close_frame(self._proto, bytes(rest))
                     if close is not None:
                         self._on_close_frame(close)
                         return woken
+                if hold_frame_start(self._proto, rest, max_size):
+                    return woken
                 self._proto.receive_data(rest)  # type: ignore[arg-type]
                 return min(woken + self._dispatch(), 2)
+            if not rest or hold_frame_start(self._proto, rest, max_size):
+                return 0  # all of it went to a frame held until whole
         self._proto.receive_data(data)  # type: ignore[arg-type]
         return self._dispatch()
 
     def _put_whole_messages(
-        self, messages: Sequence[Message], data: bytes | bytearray, rest: bytes | bytearray
+        self,
+        messages: Sequence[Message],
+        data: bytes | bytearray,
+        rest: bytes | bytearray | memoryview,
     ) -> int:
         """Put messages taken by ``_wire.quick_frames`` in the inbox, as
         ``_dispatch`` puts whole messages: up to the inbox's budget (then
@@ -437,7 +448,10 @@ class ConnectionReceiving(ConnectionLifecycle):
         for message in messages:
             count += 1
             if put(message) and (count < len(messages) or rest):
-                unparsed = data[frames_size(messages[:count], not self._is_client) :]
+                # (Counted from the end: the first message may be a held
+                # frame's, only its last bytes in this read.)
+                untaken = frames_size(messages[count:], not self._is_client)
+                unparsed = data[len(data) - len(rest) - untaken :]
                 self._proto.receive_data(unparsed)  # type: ignore[arg-type]
                 self._parse_paused = _PAUSED_FOR_INBOX
                 break

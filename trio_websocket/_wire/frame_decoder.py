@@ -82,6 +82,26 @@ Rules:
   checked once, on a connection built for the purpose
   (``_BETWEEN_MESSAGES_KNOWN``); if it is not the one expected, nothing
   is ever between messages.
+- Held frames: ``decoder_holding_frame`` says when the binary frame the
+  decoder holds until whole (see "Whole frames") may be added to or
+  completed from a read before wsproto sees it (``_wire.quick_frames``):
+  as between messages (open, no event queued, parser alive, no extension,
+  no message under way in wsproto's message decoder), and the decoder
+  holding a plain frame (FIN, binary, no reserved bit, at most the
+  caller's ``max_size``) none of whose payload was handed over, its mask
+  at offset 0, with fewer bytes buffered than the frame needs. A read short of the frame's end only
+  joins the buffer (``add_to_held_frame``: wsproto's parse would find the
+  frame still short and do nothing else); a read that completes it gives
+  its payload, unmasked and joined in one pass from the buffer's reads
+  and the read's first bytes (``take_held_frame``), and leaves the
+  decoder as wsproto's parse of the frame does (no header, masker or
+  byte held; ``payload_consumed`` and ``payload_required`` both its
+  length). ``hold_frame`` does what wsproto's parse of the start of a
+  plain binary frame at the end of a read does when the decoder holds it
+  (``room``): the header's state, as ``_parse_plain_header`` and
+  ``parse_header`` leave it, and the payload so far in the buffer, which
+  keeps the read uncopied (``feed_from``) unless what it keeps is at most
+  an eighth of it (as ``commit`` does).
 - Close frames: ``decoder_at_frame_boundary`` says when a whole close
   frame may be taken from a read before wsproto sees it
   (``_wire.close_frames``): as between messages, and also while the
@@ -252,6 +272,19 @@ class _ChunkBuffer:
         else:
             chunks.append(data)
         self._size += len(data)
+
+    def feed_from(self, data: bytes, offset: int) -> None:
+        """``data`` from ``offset`` on, into the empty buffer: the read is
+        kept, uncopied, unless what is kept of it is at most an eighth
+        (``_KEEP_AT_MOST``), as ``commit`` keeps a read."""
+        size = len(data) - offset
+        if offset and size * _KEEP_AT_MOST <= len(data):
+            data = data[offset:]
+            offset = 0
+        self._chunks = [data] if size else []
+        self._start = self._cursor_offset = offset if size else 0
+        self._cursor_chunk = self._used = 0
+        self._size = size
 
     def consume_at_most(self, nbytes: int) -> bytes | memoryview | _Pieces:
         available = self._size - self._used
@@ -463,6 +496,7 @@ class _FastReceiveDecoder(FrameDecoder):
 #: reserved bits of a frame that sets none (one shared immutable value).
 _OPCODES = {opcode.value: opcode for opcode in Opcode}
 _NO_RESERVED_BITS = RsvBits(False, False, False)
+_BINARY = Opcode.BINARY
 
 
 class _EventList(list):  # type: ignore[type-arg]
@@ -585,6 +619,119 @@ def note_whole_frames_taken(decoder: FrameDecoder, last: bytes | str, last_size:
     decoder.payload_required = 0
     if type(decoder) is _FastReceiveDecoder:
         decoder.in_text_message = type(last) is str
+
+
+def decoder_holding_frame(protocol: Connection, max_size: int) -> _FastReceiveDecoder | None:
+    """``protocol``'s frame decoder if it holds a frame until whole, of at
+    most ``max_size`` bytes, that a read may add to or complete before
+    wsproto sees it, else None (see "Held frames" in the module rules)."""
+    if protocol.state is not _OPEN or not _BETWEEN_MESSAGES_KNOWN or protocol._events:
+        return None
+    frame_protocol = protocol._proto
+    decoder = frame_protocol._frame_decoder
+    if (
+        type(decoder) is not _FastReceiveDecoder
+        or decoder.extensions
+        or frame_protocol.extensions
+        or frame_protocol._message_decoder.opcode is not None
+        or frame_protocol._parse_more.gi_frame is None  # type: ignore[attr-defined]
+    ):
+        return None
+    header = decoder.header
+    if (
+        header is None
+        or header.opcode is not _BINARY
+        or not header.fin
+        or header.rsv != _NO_RESERVED_BITS
+        or decoder.effective_opcode is not _BINARY
+        or decoder.payload_consumed
+        or decoder.payload_required != header.payload_len
+        or header.payload_len > max_size
+    ):
+        return None
+    masker = decoder.masker
+    if type(masker) is _FastMasker:
+        fast_masker: _FastMasker = masker
+        if fast_masker._offset:
+            return None
+    elif masker is not _PLAIN_PAYLOAD:
+        return None
+    buffer: _ChunkBuffer = decoder.buffer
+    if type(buffer) is not _ChunkBuffer or buffer._used or buffer._size >= header.payload_len:
+        return None
+    return decoder
+
+
+def held_frame_missing(decoder: _FastReceiveDecoder) -> int:
+    """How many bytes the frame ``decoder`` holds (``decoder_holding_frame``
+    gave it) still lacks."""
+    buffer: _ChunkBuffer = decoder.buffer
+    return decoder.payload_required - buffer._size
+
+
+def add_to_held_frame(decoder: _FastReceiveDecoder, data: bytes | bytearray) -> None:
+    """Keep ``data``, a read that does not complete the frame ``decoder``
+    holds, as wsproto's parse of it would: in the buffer, and nothing else
+    (wsproto would find the frame still short of its payload)."""
+    decoder.buffer.feed(data)
+
+
+def hold_frame(
+    decoder: FrameDecoder, source: bytes, start: int, length: int, key: bytes | None
+) -> bool:
+    """Take the start of a binary frame at the end of ``source``, a read,
+    as wsproto's parse of it would: ``decoder`` (between messages:
+    ``decoder_between_messages`` gave it, and any whole frames taken
+    before are noted) gets its header, and its payload so far (from
+    ``start``) waits in the buffer until the rest comes. The frame has a
+    plain header (FIN, binary, no reserved bit, masked as the role wants
+    with ``key``, or not, the length in its shortest form) and is cut
+    short. Returns False, changing nothing, when the decoder would not
+    hold it (see "Whole frames"): then it is wsproto's to parse."""
+    if type(decoder) is not _FastReceiveDecoder:
+        return False
+    buffer = decoder.buffer
+    room = buffer.room
+    if room is None or length > room():
+        return False
+    decoder.header = Header(True, _NO_RESERVED_BITS, _BINARY, length, None)
+    decoder.effective_opcode = _BINARY
+    decoder.masker = _PLAIN_PAYLOAD if key is None else _FastMasker(key)
+    decoder.payload_required = length
+    decoder.payload_consumed = 0
+    decoder.in_text_message = False
+    decoder.in_compressed_message = False
+    decoder.in_message = False
+    buffer.feed_from(source, start)
+    return True
+
+
+def take_held_frame(decoder: _FastReceiveDecoder, data: bytes, need: int) -> bytes:
+    """The payload of the frame ``decoder`` holds, completed by the first
+    ``need`` bytes of ``data`` (``held_frame_missing``), unmasked and
+    joined in one pass; the decoder and its buffer are left as wsproto's
+    parse of the frame leaves them (nothing held, the frame's leftovers
+    in ``payload_required`` and ``payload_consumed``)."""
+    buffer: _ChunkBuffer = decoder.buffer
+    parts: list[bytes | memoryview] = list(buffer._chunks)
+    if parts and buffer._start:
+        parts[0] = memoryview(parts[0])[buffer._start :]
+    if need == len(data):
+        parts.append(data)
+    elif need:
+        parts.append(memoryview(data)[:need])
+    masker = decoder.masker
+    if type(masker) is _FastMasker:
+        payload = apply_mask_joined(parts, masker._masking_key, 0)
+    else:
+        payload = b"".join(parts)
+    buffer._chunks = []
+    buffer._start = buffer._size = buffer._cursor_chunk = buffer._cursor_offset = 0
+    decoder.header = None
+    decoder.effective_opcode = None
+    decoder.masker = None
+    decoder.payload_consumed = decoder.payload_required
+    return payload
 
 
 def _between_messages_known() -> bool:
