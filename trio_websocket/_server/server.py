@@ -37,6 +37,9 @@ Rules:
   ~1 KiB smaller this way). The scope's deadline is ``connect_timeout``
   during the handshake phase, none while the handler runs, and
   ``disconnect_timeout`` for the closing after it.
+- A connection's task ends by having its stream, closed by then, give
+  back the methods ``_wire.tls_stream`` gave it (a reference cycle): a
+  finished connection is freed by reference counting.
 - An HTTP/2 connection is one such task too, with a nursery of its own
   for its WebSockets: each runs its handshake phase in a scope of its
   own (none when there is nothing to wait for: its request has arrived
@@ -83,6 +86,7 @@ from .._h2 import alpn
 from .._h2.limits import HTTP2Limits
 from .._h2.stream import HTTP2Stream
 from .._wire.socket_stream import acceptor_for
+from .._wire.tls_stream import forget_own_methods
 from .http import (
     FORBIDDEN_ORIGIN,
     NOT_WEBSOCKET_HTTP2,
@@ -526,6 +530,11 @@ class WebSocketServer:
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
+        finally:
+            # A TLS stream's own methods make it a reference cycle: once it
+            # is closed, it gives them back, so that the connection is
+            # freed by reference counting, not by the cyclic collector.
+            forget_own_methods(stream)
         if handler_error is not None:
             try:
                 raise handler_error

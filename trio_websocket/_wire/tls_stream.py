@@ -85,6 +85,12 @@ Rules:
   ``https_compatible`` stream reads the transport's end in mid-TLS as the
   end of the data), ``aclose``, ``unwrap``, and the handshake over any
   other transport.
+- A closed stream can give its methods back (:func:`forget_own_methods`):
+  they are bound to it and kept in its own ``__dict__``, a reference cycle
+  the cyclic collector alone would free; once they are gone a finished
+  connection is freed by reference counting. On a closed stream
+  ``SSLStream``'s own methods do what ours do (they raise
+  ``ClosedResourceError``).
 - With ``_wire.socket_stream`` (trio sockets'), the only module that
   reaches into trio's private attributes: ``trio.SSLStream``'s
   attributes (its TLS object, buffers, state, locks, conflict detectors,
@@ -118,6 +124,7 @@ def _trio_state(name: str) -> Any:
 
 _STATE_OK = _trio_state("OK")
 _STATE_BROKEN = _trio_state("BROKEN")
+_STATE_CLOSED = _trio_state("CLOSED")
 
 
 #: The instance attribute that keeps an error the read-ahead met (see the
@@ -633,6 +640,16 @@ def _has_known_handshake(stream: trio.SSLStream[Any], handshook: Any) -> bool:
         and handshook._afn == getattr(stream, "_do_handshake", None)
         and _finish_handshakes_like(handshook)
     )
+
+
+def forget_own_methods(stream: trio.abc.Stream) -> None:
+    """Give a closed stream made by :func:`tls_stream` ``SSLStream``'s own
+    methods back (see the module rules); anything else is left alone."""
+    if type(stream) is not trio.SSLStream or stream._state is not _STATE_CLOSED:
+        return
+    attributes = vars(stream)
+    for name in ("receive_some", "send_all", _KEPT_ERROR):
+        attributes.pop(name, None)
 
 
 def tls_stream(
