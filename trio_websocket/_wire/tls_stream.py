@@ -95,9 +95,12 @@ Rules:
   reaches into trio's private attributes: ``trio.SSLStream``'s
   attributes (its TLS object, buffers, state, locks, conflict detectors,
   the held-back tickets, its ``_Once``: the coroutine function it runs,
-  its flag and event). Each instance checks that they are as expected;
-  when they are not (another trio), it is a plain ``trio.SSLStream``,
-  slower, never wrong; so it is with the fast paths off (``fast_paths``).
+  its flag and event). The first stream made checks that they are as
+  expected, and the answer is kept: every stream is made here, fresh, by
+  the same trio, so each would find the same (the kind of transport, which
+  decides on the direct paths, is looked at for each). When they are not
+  (another trio), it is a plain ``trio.SSLStream``, slower, never wrong;
+  so it is with the fast paths off (``fast_paths``).
   Tests pin the fast paths as active with the pinned trio.
 """
 
@@ -652,6 +655,12 @@ def forget_own_methods(stream: trio.abc.Stream) -> None:
         attributes.pop(name, None)
 
 
+#: Whether trio's ``SSLStream`` has the layout the read-ahead needs, and the
+#: one the direct paths need (None: not checked yet; see the module rules).
+_known_layout: bool | None = None
+_direct_layout: bool | None = None
+
+
 def tls_stream(
     transport_stream: _T, ssl_context: ssl.SSLContext, **kwargs: Any
 ) -> trio.SSLStream[_T]:
@@ -659,15 +668,26 @@ def tls_stream(
     ``receive_some`` reads ahead and, over a lean socket, which reads and
     writes directly (see the module rules): for every TLS connection the
     library opens or accepts."""
+    global _known_layout, _direct_layout
     stream = trio.SSLStream(transport_stream, ssl_context, **kwargs)
-    if not (fast_paths.ENABLED and _has_known_layout(stream)):
+    if not fast_paths.ENABLED:
+        return stream
+    if _known_layout is None:
+        _known_layout = _has_known_layout(stream)
+    if not _known_layout:
         return stream
     # (trio.SSLStream cannot be subclassed: the instance gets its own
     # methods, set in its __dict__ past SSLStream's __setattr__, which
     # forwards some names to the TLS object.)
     from .socket_stream import LeanSocketStream  # (that module imports this one)
 
-    if type(transport_stream) is LeanSocketStream and _has_direct_layout(stream):
+    if type(transport_stream) is LeanSocketStream:
+        if _direct_layout is None:
+            _direct_layout = _has_direct_layout(stream)
+        direct = _direct_layout
+    else:
+        direct = False
+    if direct:
         vars(stream)["receive_some"] = MethodType(_receive_some_direct, stream)
         vars(stream)["send_all"] = MethodType(_send_all_direct, stream)
         handshook: Any = stream._handshook
