@@ -12,6 +12,7 @@ import pytest
 import trio
 from test_tls_handshake import client_context, ours_and_peer, server_context, tcp
 
+from trio_websocket import WebSocketRequest, open_websocket_url, serve_websocket
 from trio_websocket._core.endpoint import Endpoint, _socket_endpoint, stream_endpoint
 from trio_websocket._wire import tls_stream as tls_module
 from trio_websocket._wire.socket_stream import LeanSocketStream
@@ -125,3 +126,31 @@ def test_a_layout_found_unknown_stays_plain_for_every_stream(
     finally:
         ours.close()
         peer.close()
+
+
+async def test_reading_a_request_over_tls_asks_no_name_of_the_tls_stream(
+    ssl_getattr_calls: list[str],
+) -> None:
+    async def echo(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        await ws.send_message(await ws.get_message())
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                lambda task_status: serve_websocket(
+                    echo,
+                    "127.0.0.1",
+                    0,
+                    server_context(alpn=["http/1.1"]),
+                    task_status=task_status,
+                )
+            )
+            async with open_websocket_url(
+                f"wss://127.0.0.1:{server.port}/", ssl_context=client_context()
+            ) as ws:
+                await ws.send_message("hello")
+                assert await ws.get_message() == "hello"
+            nursery.cancel_scope.cancel()
+    # (The client's own streams are trio's, as are their lookups.)
+    assert "receive_now" not in ssl_getattr_calls
