@@ -154,3 +154,40 @@ async def test_reading_a_request_over_tls_asks_no_name_of_the_tls_stream(
             nursery.cancel_scope.cancel()
     # (The client's own streams are trio's, as are their lookups.)
     assert "receive_now" not in ssl_getattr_calls
+
+
+async def test_steady_reads_and_writes_tell_the_finished_handshake_without_its_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with trio.fail_after(10):
+        sockets = tcp()
+        ours, peer = ours_and_peer(
+            tls_stream,
+            sockets,
+            server=True,
+            ours_context=server_context(),
+            peer_context=client_context(),
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(peer.do_handshake)
+            await ours.do_handshake()
+        once_type = type(ours._handshook)
+        asked: list[bool] = []
+        done = once_type.done
+
+        def counting(self: Any) -> bool:
+            asked.append(True)
+            return bool(done.fget(self))  # type: ignore[attr-defined]
+
+        monkeypatch.setattr(once_type, "done", property(counting))
+        for _ in range(3):
+            await ours.send_all(b"ping")
+            assert await peer.receive_some(10) == b"ping"
+            await peer.send_all(b"pong")
+            assert await ours.receive_some(10) == b"pong"
+        assert asked == []
+        monkeypatch.undo()
+        await ours.aclose()
+        await peer.aclose()
+        sockets.ours.close()
+        sockets.peer.close()

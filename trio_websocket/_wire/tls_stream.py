@@ -68,7 +68,8 @@ Rules:
   does.
 - What a connection keeps while it waits: once the handshake is done the
   stream's ``_Once`` is swapped for one finished ``_Once`` that all
-  streams share (on a finished one trio only reads); a direct read waits
+  streams share (on a finished one trio only reads; and the direct paths
+  tell a finished handshake by it); a direct read waits
   on trio's ``wait_readable`` itself, with no coroutine of ours in
   between, and meets the TLS object's "want read" in a plain function
   (an exception through a coroutine gives it a frame object for the rest
@@ -222,7 +223,11 @@ def _is_eof(error: BaseException) -> bool:
 def _is_steady(stream: trio.SSLStream[Any]) -> bool:
     """Whether the direct paths may run now (see the module rules): the
     handshake is done, the state is OK."""
-    return stream._state is _STATE_OK and stream._handshook.done
+    # (A stream on the direct paths has the shared finished ``_Once`` from
+    # the end of its handshake on, and only then: see the module rules.
+    # Its ``done`` is a property calling the event's ``is_set``: two
+    # Python calls for every read and write.)
+    return stream._state is _STATE_OK and stream._handshook is _finished_handshake
 
 
 def _after_held_back(stream: trio.SSLStream[Any], ciphertext: bytes) -> bytes:
@@ -391,7 +396,7 @@ async def _receive_some_direct(
     if stream._state is not _STATE_OK or _KEPT_ERROR in vars(stream):
         return await _receive_some_reading_ahead(stream, max_bytes)
     handshook = stream._handshook
-    shaking = not handshook.done
+    shaking = handshook is not _finished_handshake  # (see _is_steady)
     if shaking and handshook.started:
         # Another task's handshake is under way: SSLStream waits for it.
         return await _receive_some_reading_ahead(stream, max_bytes)
