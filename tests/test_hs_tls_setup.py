@@ -191,3 +191,42 @@ async def test_steady_reads_and_writes_tell_the_finished_handshake_without_its_e
         await peer.aclose()
         sockets.ours.close()
         sockets.peer.close()
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+async def test_after_sending_a_flight_the_handshake_waits_for_the_answer_before_reading(
+    monkeypatch: pytest.MonkeyPatch, version: str
+) -> None:
+    found_nothing: list[bool] = []
+    receive_now = LeanSocketStream.receive_now
+
+    def counting(self: LeanSocketStream, max_bytes: int) -> bytes | None:
+        data = receive_now(self, max_bytes)
+        if data is None:
+            found_nothing.append(True)
+        return data
+
+    monkeypatch.setattr(LeanSocketStream, "receive_now", counting)
+    with trio.fail_after(10):
+        sockets = tcp()
+        ours, peer = ours_and_peer(
+            tls_stream,
+            sockets,
+            server=True,
+            ours_context=server_context(version=version),
+            peer_context=client_context(),
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(peer.do_handshake)
+            await sockets.arrived(100)  # the client's hello
+            await ours.do_handshake()
+        assert ours.version() == peer.version() == f"TLSv{version}"
+        # (The peer, a task of this thread, can only answer a flight once
+        # ours waits: a read right after sending would find nothing.)
+        assert found_nothing == []
+        await ours.send_all(b"after")
+        assert await peer.receive_some(10) == b"after"
+        await ours.aclose()
+        await peer.aclose()
+        sockets.ours.close()
+        sockets.peer.close()

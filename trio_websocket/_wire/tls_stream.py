@@ -53,7 +53,9 @@ Rules:
 - The handshake, over a lean socket, is direct too (every way it starts:
   ``do_handshake``, the first ``receive_some`` or ``send_all``, ``aclose``):
   ``SSLObject.do_handshake`` driven with ``send_now`` / ``receive_now``,
-  waiting only when the socket has nothing to read or no room, without
+  waiting only when the socket has nothing to read or no room (or, right
+  after sending a flight the peer must answer, for its answer, without a
+  read first that would find nothing), without
   trio's locks and retries (about eight passes of the scheduler per
   handshake down to one or two). Everything else is ``SSLStream``'s: it
   runs once (trio's ``_Once``: a second task waits for the first); it
@@ -543,7 +545,14 @@ async def _shake_hands(stream: trio.SSLStream[Any]) -> bool:
                     continue  # (things may have moved while it waited: ask again)
             if not want_read:
                 return waited
-            if await _receive_ciphertext(stream):
+            if to_send and not stream._inner_recv_lock.locked():
+                # Our flight just went out and the peer's next one answers
+                # it: wait for it rather than first read a socket that has
+                # nothing yet (a system call and an exception, almost
+                # always for nothing).
+                await _wait_and_take_in(stream)
+                waited = True
+            elif await _receive_ciphertext(stream):
                 waited = True
     except BaseException:
         stream._state = _STATE_BROKEN
