@@ -485,6 +485,9 @@ class WebSocketServer:
                 handler_nursery.start_soon(
                     self._handle_connection, stream, handler_nursery, name=_CONNECTION_TASK
                 )
+                # (Not kept here until the next connection: a finished
+                # connection's stream goes with it.)
+                del stream
 
     async def _handle_connection(self, stream: trio.abc.Stream, nursery: trio.Nursery) -> None:
         # One cancel scope per connection for its whole life: its deadline
