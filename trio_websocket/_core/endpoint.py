@@ -96,6 +96,19 @@ def stream_endpoint(stream: trio.abc.Stream, *, local: bool) -> Endpoint | str:
         if type(name) is tuple and len(name) >= 2:
             return Endpoint(str(name[0]), int(name[1]), False)
         return repr(name)
+    if type(stream) is trio.SSLStream and type(stream.transport_stream) is LeanSocketStream:
+        # Every TLS connection the library makes: the same, one layer
+        # down (and without asking the TLS stream for a name it does not
+        # have: its __getattr__ is Python code that looks in its TLS
+        # object first).
+        lean: LeanSocketStream = stream.transport_stream
+        try:
+            name = lean.getsockname() if local else lean.getpeername()
+        except OSError:
+            return repr(stream)
+        if type(name) is tuple and len(name) >= 2:
+            return Endpoint(str(name[0]), int(name[1]), True)
+        return repr(name)
     shared = getattr(stream, "shared_endpoints", None)
     if shared is not None:
         # One of many streams of a connection (an HTTP/2 stream): the

@@ -512,7 +512,10 @@ async def read_request(
     # The usual head comes in one read that is already there when the
     # connection's task starts: taken without a schedule point (the task
     # has one when it answers). Any later read is the stream's usual one.
-    receive_now: Callable[[int], bytes | None] | None = getattr(stream, "receive_now", None)
+    # (A TLS stream has none: not asked, as its __getattr__ is Python code.)
+    receive_now: Callable[[int], bytes | None] | None = (
+        None if type(stream) is trio.SSLStream else getattr(stream, "receive_now", None)
+    )
     try:
         while True:
             data: bytes | bytearray | None = None

@@ -53,7 +53,9 @@ Rules:
 - The handshake, over a lean socket, is direct too (every way it starts:
   ``do_handshake``, the first ``receive_some`` or ``send_all``, ``aclose``):
   ``SSLObject.do_handshake`` driven with ``send_now`` / ``receive_now``,
-  waiting only when the socket has nothing to read or no room, without
+  waiting only when the socket has nothing to read or no room (or, right
+  after sending a flight the peer must answer, for its answer, without a
+  read first that would find nothing), without
   trio's locks and retries (about eight passes of the scheduler per
   handshake down to one or two). Everything else is ``SSLStream``'s: it
   runs once (trio's ``_Once``: a second task waits for the first); it
@@ -68,7 +70,8 @@ Rules:
   does.
 - What a connection keeps while it waits: once the handshake is done the
   stream's ``_Once`` is swapped for one finished ``_Once`` that all
-  streams share (on a finished one trio only reads); a direct read waits
+  streams share (on a finished one trio only reads; and the direct paths
+  tell a finished handshake by it); a direct read waits
   on trio's ``wait_readable`` itself, with no coroutine of ours in
   between, and meets the TLS object's "want read" in a plain function
   (an exception through a coroutine gives it a frame object for the rest
@@ -85,13 +88,22 @@ Rules:
   ``https_compatible`` stream reads the transport's end in mid-TLS as the
   end of the data), ``aclose``, ``unwrap``, and the handshake over any
   other transport.
+- A closed stream can give its methods back (:func:`forget_own_methods`):
+  they are bound to it and kept in its own ``__dict__``, a reference cycle
+  the cyclic collector alone would free; once they are gone a finished
+  connection is freed by reference counting. On a closed stream
+  ``SSLStream``'s own methods do what ours do (they raise
+  ``ClosedResourceError``).
 - With ``_wire.socket_stream`` (trio sockets'), the only module that
   reaches into trio's private attributes: ``trio.SSLStream``'s
   attributes (its TLS object, buffers, state, locks, conflict detectors,
   the held-back tickets, its ``_Once``: the coroutine function it runs,
-  its flag and event). Each instance checks that they are as expected;
-  when they are not (another trio), it is a plain ``trio.SSLStream``,
-  slower, never wrong; so it is with the fast paths off (``fast_paths``).
+  its flag and event). The first stream made checks that they are as
+  expected, and the answer is kept: every stream is made here, fresh, by
+  the same trio, so each would find the same (the kind of transport, which
+  decides on the direct paths, is looked at for each). When they are not
+  (another trio), it is a plain ``trio.SSLStream``, slower, never wrong;
+  so it is with the fast paths off (``fast_paths``).
   Tests pin the fast paths as active with the pinned trio.
 """
 
@@ -118,6 +130,7 @@ def _trio_state(name: str) -> Any:
 
 _STATE_OK = _trio_state("OK")
 _STATE_BROKEN = _trio_state("BROKEN")
+_STATE_CLOSED = _trio_state("CLOSED")
 
 
 #: The instance attribute that keeps an error the read-ahead met (see the
@@ -212,7 +225,11 @@ def _is_eof(error: BaseException) -> bool:
 def _is_steady(stream: trio.SSLStream[Any]) -> bool:
     """Whether the direct paths may run now (see the module rules): the
     handshake is done, the state is OK."""
-    return stream._state is _STATE_OK and stream._handshook.done
+    # (A stream on the direct paths has the shared finished ``_Once`` from
+    # the end of its handshake on, and only then: see the module rules.
+    # Its ``done`` is a property calling the event's ``is_set``: two
+    # Python calls for every read and write.)
+    return stream._state is _STATE_OK and stream._handshook is _finished_handshake
 
 
 def _after_held_back(stream: trio.SSLStream[Any], ciphertext: bytes) -> bytes:
@@ -381,7 +398,7 @@ async def _receive_some_direct(
     if stream._state is not _STATE_OK or _KEPT_ERROR in vars(stream):
         return await _receive_some_reading_ahead(stream, max_bytes)
     handshook = stream._handshook
-    shaking = not handshook.done
+    shaking = handshook is not _finished_handshake  # (see _is_steady)
     if shaking and handshook.started:
         # Another task's handshake is under way: SSLStream waits for it.
         return await _receive_some_reading_ahead(stream, max_bytes)
@@ -528,7 +545,14 @@ async def _shake_hands(stream: trio.SSLStream[Any]) -> bool:
                     continue  # (things may have moved while it waited: ask again)
             if not want_read:
                 return waited
-            if await _receive_ciphertext(stream):
+            if to_send and not stream._inner_recv_lock.locked():
+                # Our flight just went out and the peer's next one answers
+                # it: wait for it rather than first read a socket that has
+                # nothing yet (a system call and an exception, almost
+                # always for nothing).
+                await _wait_and_take_in(stream)
+                waited = True
+            elif await _receive_ciphertext(stream):
                 waited = True
     except BaseException:
         stream._state = _STATE_BROKEN
@@ -635,6 +659,22 @@ def _has_known_handshake(stream: trio.SSLStream[Any], handshook: Any) -> bool:
     )
 
 
+def forget_own_methods(stream: trio.abc.Stream) -> None:
+    """Give a closed stream made by :func:`tls_stream` ``SSLStream``'s own
+    methods back (see the module rules); anything else is left alone."""
+    if type(stream) is not trio.SSLStream or stream._state is not _STATE_CLOSED:
+        return
+    attributes = vars(stream)
+    for name in ("receive_some", "send_all", _KEPT_ERROR):
+        attributes.pop(name, None)
+
+
+#: Whether trio's ``SSLStream`` has the layout the read-ahead needs, and the
+#: one the direct paths need (None: not checked yet; see the module rules).
+_known_layout: bool | None = None
+_direct_layout: bool | None = None
+
+
 def tls_stream(
     transport_stream: _T, ssl_context: ssl.SSLContext, **kwargs: Any
 ) -> trio.SSLStream[_T]:
@@ -642,15 +682,26 @@ def tls_stream(
     ``receive_some`` reads ahead and, over a lean socket, which reads and
     writes directly (see the module rules): for every TLS connection the
     library opens or accepts."""
+    global _known_layout, _direct_layout
     stream = trio.SSLStream(transport_stream, ssl_context, **kwargs)
-    if not (fast_paths.ENABLED and _has_known_layout(stream)):
+    if not fast_paths.ENABLED:
+        return stream
+    if _known_layout is None:
+        _known_layout = _has_known_layout(stream)
+    if not _known_layout:
         return stream
     # (trio.SSLStream cannot be subclassed: the instance gets its own
     # methods, set in its __dict__ past SSLStream's __setattr__, which
     # forwards some names to the TLS object.)
     from .socket_stream import LeanSocketStream  # (that module imports this one)
 
-    if type(transport_stream) is LeanSocketStream and _has_direct_layout(stream):
+    if type(transport_stream) is LeanSocketStream:
+        if _direct_layout is None:
+            _direct_layout = _has_direct_layout(stream)
+        direct = _direct_layout
+    else:
+        direct = False
+    if direct:
         vars(stream)["receive_some"] = MethodType(_receive_some_direct, stream)
         vars(stream)["send_all"] = MethodType(_send_all_direct, stream)
         handshook: Any = stream._handshook
