@@ -108,7 +108,6 @@ LAYERS = {
     "_client.http2": 1.5,
     "_server.http2": 2.05,
     "_server.unix": 1,
-    "_server.deadlines": 1,
     "_client.client": 2,
     "_server.request": 2,
     # Many WebSockets on shared HTTP/2 connections, over the client.

@@ -36,10 +36,7 @@ Rules:
   connection's task ends only after its reader has (an idle connection is
   ~1 KiB smaller this way). The scope's deadline is ``connect_timeout``
   during the handshake phase, none while the handler runs, and
-  ``disconnect_timeout`` for the closing after it. Without a
-  ``process_request`` hook, the handshake phases' deadlines are kept by
-  one timer of the server's (``_server.deadlines``) rather than on each
-  scope: trio's heap would keep a stale entry for each idle connection.
+  ``disconnect_timeout`` for the closing after it.
 - A connection's task ends by having its stream, closed by then, give
   back the methods ``_wire.tls_stream`` gave it (a reference cycle): a
   finished connection is freed by reference counting.
@@ -62,6 +59,7 @@ from __future__ import annotations
 import errno
 import inspect
 import logging
+import math
 import ssl
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -89,7 +87,6 @@ from .._h2.limits import HTTP2Limits
 from .._h2.stream import HTTP2Stream
 from .._wire.socket_stream import acceptor_for
 from .._wire.tls_stream import forget_own_methods
-from .deadlines import HandshakeDeadlines
 from .http import (
     FORBIDDEN_ORIGIN,
     NOT_WEBSOCKET_HTTP2,
@@ -268,10 +265,6 @@ class WebSocketServer:
         # Connection tracking: handshake-phase cancel scopes, and each
         # request whose handler runs, with its connection's cancel scope.
         self._handshakes: set[trio.CancelScope] = set()
-        # The timer of the handshake phases' deadlines: it runs (with the
-        # accept loops) only without a process_request hook (see
-        # _server.deadlines).
-        self._deadlines = HandshakeDeadlines()
         # The scopes of the connections reading their request, oldest
         # first (a dict keeps insertion order): what max_handshakes bounds.
         self._reading: dict[trio.CancelScope, None] = {}
@@ -460,8 +453,6 @@ class WebSocketServer:
     ) -> None:
         with self._accept_scope:
             async with trio.open_nursery() as loops:
-                if self._options.process_request is None:
-                    loops.start_soon(self._deadlines.run)
                 for listener in self._listeners:
                     loops.start_soon(self._accept_loop, listener, handler_nursery)
                 task_status.started()
@@ -492,7 +483,7 @@ class WebSocketServer:
     async def _handle_connection(self, stream: trio.abc.Stream, nursery: trio.Nursery) -> None:
         # One cancel scope per connection for its whole life: its deadline
         # is connect_timeout until the request is decided (see
-        # _handshake_phase; kept by self._deadlines), then none while the handler runs (a forced
+        # _handshake_phase), then none while the handler runs (a forced
         # shutdown cancels it through this scope), then disconnect_timeout
         # for the closing. The connection's reader runs in ``nursery`` (the
         # handlers' nursery) rather than in a nursery of this connection's:
@@ -502,17 +493,15 @@ class WebSocketServer:
         handler_error: BaseException | None = None
         request: WebSocketRequest | HTTP2Start | None = None
         try:
-            with trio.CancelScope() as scope:
-                deadlines = self._deadlines
-                deadlines.bound(scope, trio.current_time() + self._options.connect_timeout)
+            deadline = trio.current_time() + self._options.connect_timeout
+            with trio.CancelScope(deadline=deadline) as scope:
                 request = await self._handshake_phase(stream, nursery, scope)
                 if request is None:
-                    deadlines.release(scope)
                     await trio.aclose_forcefully(stream)
                     return
-                deadlines.release(scope)
                 if isinstance(request, HTTP2Start):
                     # The HTTP/2 connection bounds its own idle time.
+                    scope.deadline = math.inf
                     await self._serve_http2(stream, request.received)
                     return
                 # The handler, then the closing of what it left open, inline
@@ -521,6 +510,7 @@ class WebSocketServer:
                 # wake-up of the handler. (An HTTP/2 WebSocket's task does the
                 # same: see _handle_http2_stream.)
                 served: ServedRequest = request
+                scope.deadline = math.inf
                 self._live[served] = scope
                 try:
                     handler_failed = False
