@@ -18,6 +18,10 @@ from test_tls_handshake import client_context, ours_and_peer, server_context, tc
 from trio_websocket import WebSocketRequest, open_websocket_url, serve_websocket
 from trio_websocket._wire.tls_stream import forget_own_methods, tls_stream
 
+# The methods are bound onto our streams only with the fast paths on (off,
+# a stream runs trio's own SSLStream code): the mechanism, tested with them
+# forced on.
+pytestmark = pytest.mark.usefixtures("fast_paths_on")
 
 @pytest.fixture
 def no_cyclic_collector() -> Iterator[None]:

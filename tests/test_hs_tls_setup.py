@@ -74,6 +74,7 @@ def test_a_tls_stream_whose_socket_has_no_name_is_described_by_its_repr() -> Non
         peer.close()
 
 
+@pytest.mark.usefixtures("fast_paths_on")
 async def test_the_layout_is_checked_for_the_first_stream_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

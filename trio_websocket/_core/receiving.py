@@ -100,7 +100,7 @@ import trio.testing
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 from .._wire.close_frames import take_close_frame
-from .._wire.frame_decoder import has_unparsed_bytes, stop_holding
+from .._wire.frame_decoder import forget_room, has_unparsed_bytes, stop_holding
 from .._wire.quick_frames import frames_size, hold_frame_start, take_whole_messages
 from .._wire.socket_stream import LeanSocketStream
 from .close import ABNORMAL_CLOSURE, GOING_AWAY, MESSAGE_TOO_BIG, CloseReason
@@ -394,6 +394,9 @@ class ConnectionReceiving(ConnectionLifecycle):
             # Whatever happened: the server's connection task waits for
             # this (see ``WebSocketRequest._end``).
             self._state = ENDED
+            # No frame is parsed from now on: the decoder's callback into
+            # this connection (a reference cycle) goes.
+            forget_room(self._proto)
             if self._finished is not None:
                 self._finished.set()
 

@@ -831,3 +831,13 @@ def use_fast_receive(protocol: Connection, room: Callable[[], int] | None = None
     fast.buffer = buffer
     frame_protocol._frame_decoder = fast  # type: ignore[union-attr]
     return True
+
+
+def forget_room(protocol: Connection) -> None:
+    """Drop the callback a fast decoder asks how much of a data frame it may
+    hold (see ``use_fast_receive``): for a connection whose reading is over.
+    It is a bound method of the connection, which holds ``protocol``: a
+    reference cycle that only the cyclic collector would free."""
+    decoder = getattr(getattr(protocol, "_proto", None), "_frame_decoder", None)
+    if type(decoder) is _FastReceiveDecoder and type(decoder.buffer) is _ChunkBuffer:
+        decoder.buffer.room = None
