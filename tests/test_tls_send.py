@@ -192,6 +192,33 @@ async def test_the_rest_of_a_record_cut_short_comes_with_the_next_records() -> N
         assert await ours.receive_some(1 << 20) == b"b" * (RECORD - (20_000 - left))
 
 
+@pytest.mark.usefixtures("fast_paths_on")
+async def test_a_big_write_is_encrypted_a_slice_at_a_time() -> None:
+    # Encrypted whole, a 1 MiB write made a ciphertext buffer of its size
+    # each time, which glibc gave back and faulted in again per message.
+    message = bytes(index % 251 for index in range(1 << 20)) + b"tail"
+    with trio.fail_after(10):
+        connection = await connected(tls_stream)
+        ours = connection.ours
+        encrypted: list[int] = []
+        real_write = ours._ssl_object.write
+
+        def write(data: Any) -> int:
+            encrypted.append(len(data))
+            return real_write(data)
+
+        ours._ssl_object.write = write  # type: ignore[method-assign]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ours.send_all, message)
+            assert await read_exactly(connection.peer, len(message)) == message
+        assert encrypted == [256 * 1024] * 4 + [4]
+        # A small write is one call, as before.
+        encrypted.clear()
+        assert await schedule_points(lambda: ours.send_all(b"small")) == 1
+        assert encrypted == [5]
+        assert await read_exactly(connection.peer, 5) == b"small"
+
+
 # ---------------------------------------------------------------------------
 # The same as trio.SSLStream (in either mode of the fast paths)
 
@@ -221,6 +248,26 @@ async def test_the_same_bytes_both_ways_through_full_sockets() -> None:
                 await connection.peer.send_all(back)
             assert ours_got == [back], name
             assert peer_got == [out], name
+
+
+async def test_one_big_write_through_a_full_socket_arrives_whole() -> None:
+    # Several slices, each of which may wait for room while the peer reads
+    # slowly: the bytes arrive whole and in order, as with SSLStream.
+    message = bytes(index % 239 for index in range(3 << 19)) + b"end"
+    for name, make in MAKERS.items():
+        with trio.fail_after(30):
+            connection = await connected(make, small_buffers=True)
+            got: list[bytes] = []
+
+            async def receive(peer: trio.SSLStream[Any], got: list[bytes]) -> None:
+                got.append(await read_exactly(peer, len(message), 5_000))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(receive, connection.peer, got)
+                await connection.ours.send_all(message)
+            assert got == [message], name
+            await connection.ours.send_all(b"after")
+            assert await read_exactly(connection.peer, 5) == b"after", name
 
 
 async def test_a_second_sender_while_one_waits_for_room_is_busy() -> None:
