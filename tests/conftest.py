@@ -11,6 +11,7 @@ Timeouts inside tests use trio's autojump clock where they can.
 from __future__ import annotations
 
 import faulthandler
+import gc
 import os
 import signal
 import socket
@@ -143,6 +144,18 @@ async def open_pair(
         client_options=client_options,
         server_options=server_options,
     )
+
+
+@pytest.fixture
+def no_cyclic_collector() -> Iterator[None]:
+    """Only reference counting frees objects during the test (for tests of
+    what a finished connection leaves to the cyclic collector)."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 @pytest.fixture

@@ -20,13 +20,12 @@ from hostile_h2_peers import (
     END_HEADERS,
     ENHANCE_YOUR_CALM,
     HEADERS,
-    H2Peer,
     data_frame,
     h2_frame,
     websocket_connect,
 )
 from hostile_peers import OP_BINARY, frame
-from test_hostile_http2 import attacked, read_while
+from test_hostile_http2 import attacked, continuation_flood
 
 from trio_websocket import HTTP2Limits
 from trio_websocket._h2.frame_guard import FrameGuard, PeerFlood
@@ -73,21 +72,7 @@ async def test_a_header_block_past_its_bound_ends_the_connection_at_once() -> No
     with trio.fail_after(10):
         async with attacked("server", http2_limits=limits) as server:
             peer = await server.peer()
-            taken = 0
-
-            async def flood(peer: H2Peer) -> None:
-                nonlocal taken
-                opening = h2_frame(HEADERS, 0, 1, peer.header_block(websocket_connect("/echo")))
-                if not await peer.try_send(opening):
-                    return
-                continuation = h2_frame(CONTINUATION, 0, 1, b"\x00" * piece)
-                for _ in range(100):
-                    # Lockstep: a write returns once the server has read it.
-                    if not await peer.try_send(continuation):
-                        return
-                    taken += 1
-
-            await read_while(peer, flood)
+            taken = await continuation_flood(peer, piece, 100)
             assert peer.goaway is not None
             assert peer.goaway.error_code == ENHANCE_YOUR_CALM
             assert taken * piece <= limits.header_block_bound + 2 * piece

@@ -546,6 +546,29 @@ async def test_a_header_list_over_max_header_list_size_is_refused(
             await server.h2_round_trip()
 
 
+async def continuation_flood(peer: H2Peer, piece: int, most: int) -> int:
+    """HEADERS without END_HEADERS for a WebSocket request on stream 1,
+    then up to ``most`` CONTINUATION frames of ``piece`` bytes that never
+    end the block, in lockstep (a write returns once the server has read
+    it); reads what the server answers meanwhile. Returns how many
+    CONTINUATION frames the server took."""
+    taken = 0
+
+    async def flood(peer: H2Peer) -> None:
+        nonlocal taken
+        opening = h2_frame(HEADERS, 0, 1, peer.header_block(websocket_connect("/echo")))
+        if not await peer.try_send(opening):
+            return
+        continuation = h2_frame(CONTINUATION, 0, 1, b"\x00" * piece)
+        for _ in range(most):
+            if not await peer.try_send(continuation):
+                return
+            taken += 1
+
+    await read_while(peer, flood)
+    return taken
+
+
 @pytest.mark.parametrize("piece", [16384, 0], ids=["full-frames", "empty-frames"])
 async def test_endless_continuation_frames_end_the_connection(piece: int) -> None:
     """HEADERS without END_HEADERS, then CONTINUATION frames that never end
@@ -554,21 +577,7 @@ async def test_endless_continuation_frames_end_the_connection(piece: int) -> Non
     with trio.fail_after(10):
         async with attacked("server") as server:
             peer = await server.peer()
-            taken = 0
-
-            async def flood(peer: H2Peer) -> None:
-                nonlocal taken
-                opening = h2_frame(HEADERS, 0, 1, peer.header_block(websocket_connect("/echo")))
-                if not await peer.try_send(opening):
-                    return
-                continuation = h2_frame(CONTINUATION, 0, 1, b"\x00" * piece)
-                for _ in range(2000):
-                    # Lockstep: a write returns once the server has read it.
-                    if not await peer.try_send(continuation):
-                        return
-                    taken += 1
-
-            await read_while(peer, flood)
+            taken = await continuation_flood(peer, piece, 2000)
             assert peer.goaway is not None
             assert peer.goaway.error_code in (PROTOCOL_ERROR, ENHANCE_YOUR_CALM)
             # h2 keeps at most 64 CONTINUATION frames of one block (a

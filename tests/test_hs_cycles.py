@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import gc
 import weakref
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import trio
-from test_tls_handshake import client_context, ours_and_peer, server_context, tcp
+from test_tls_handshake import client_context, default_pair, serve_on_loopback, tcp
 
-from trio_websocket import WebSocketRequest, open_websocket_url, serve_websocket
+from trio_websocket import WebSocketRequest, open_websocket_url
 from trio_websocket._wire.tls_stream import forget_own_methods, tls_stream
 
 # The methods are bound onto our streams only with the fast paths on (off,
@@ -23,28 +22,12 @@ from trio_websocket._wire.tls_stream import forget_own_methods, tls_stream
 # forced on.
 pytestmark = pytest.mark.usefixtures("fast_paths_on")
 
-@pytest.fixture
-def no_cyclic_collector() -> Iterator[None]:
-    """Only reference counting frees objects during the test."""
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
 
 async def closed_tls_stream() -> trio.SSLStream[Any]:
     """A server-side stream of ours that did a handshake, carried data
     both ways and was closed."""
     sockets = tcp()
-    ours, peer = ours_and_peer(
-        tls_stream,
-        sockets,
-        server=True,
-        ours_context=server_context(),
-        peer_context=client_context(),
-    )
+    ours, peer = default_pair(tls_stream, sockets)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(peer.send_all, b"hello")
         assert await ours.receive_some(10) == b"hello"
@@ -97,13 +80,7 @@ async def test_a_closed_tls_stream_answers_as_trios_after_forgetting() -> None:
 async def test_an_open_tls_stream_keeps_its_methods() -> None:
     with trio.fail_after(10):
         sockets = tcp()
-        ours, peer = ours_and_peer(
-            tls_stream,
-            sockets,
-            server=True,
-            ours_context=server_context(),
-            peer_context=client_context(),
-        )
+        ours, peer = default_pair(tls_stream, sockets)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(peer.do_handshake)
             await ours.do_handshake()
@@ -130,15 +107,7 @@ async def test_the_server_has_each_closed_tls_stream_forget_its_methods() -> Non
 
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                lambda task_status: serve_websocket(
-                    echo,
-                    "127.0.0.1",
-                    0,
-                    server_context(alpn=["http/1.1"]),
-                    task_status=task_status,
-                )
-            )
+            server = await serve_on_loopback(nursery, echo)
             async with open_websocket_url(
                 f"wss://127.0.0.1:{server.port}/", ssl_context=client_context()
             ) as ws:

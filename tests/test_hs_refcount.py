@@ -7,29 +7,17 @@ from __future__ import annotations
 
 import gc
 import weakref
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import trio
-from test_tls_handshake import client_context, server_context
+from test_tls_handshake import client_context, serve_on_loopback
 
 from trio_websocket import (
     WebSocketConnection,
     WebSocketRequest,
     open_websocket_url,
-    serve_websocket,
 )
-
-
-@pytest.fixture
-def no_cyclic_collector() -> Iterator[None]:
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 # The last cycle, between the connection and wsproto's frame decoder (its
@@ -62,15 +50,7 @@ async def test_a_finished_connection_is_freed_by_reference_counting(
 
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                lambda task_status: serve_websocket(
-                    echo,
-                    "127.0.0.1",
-                    0,
-                    server_context(alpn=["http/1.1"]) if tls else None,
-                    task_status=task_status,
-                )
-            )
+            server = await serve_on_loopback(nursery, echo, tls=tls)
             scheme = "wss" if tls else "ws"
             async with open_websocket_url(
                 f"{scheme}://127.0.0.1:{server.port}/",

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import trio
-from test_tls_handshake import client_context, ours_and_peer, server_context, tcp
+from test_tls_handshake import client_context, default_pair, serve_on_loopback, server_context, tcp
 
-from trio_websocket import WebSocketRequest, open_websocket_url, serve_websocket
+from trio_websocket import WebSocketRequest, open_websocket_url
 from trio_websocket._core.endpoint import Endpoint, _socket_endpoint, stream_endpoint
 from trio_websocket._wire import tls_stream as tls_module
 from trio_websocket._wire.socket_stream import LeanSocketStream
@@ -96,13 +96,7 @@ async def test_the_layout_is_checked_for_the_first_stream_only(
     with trio.fail_after(10):
         for _ in range(3):
             sockets = tcp()
-            ours, peer = ours_and_peer(
-                tls_stream,
-                sockets,
-                server=True,
-                ours_context=server_context(),
-                peer_context=client_context(),
-            )
+            ours, peer = default_pair(tls_stream, sockets)
             # Every one of them on the direct paths all the same.
             assert "receive_some" in vars(ours)
             async with trio.open_nursery() as nursery:
@@ -138,15 +132,7 @@ async def test_reading_a_request_over_tls_asks_no_name_of_the_tls_stream(
 
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                lambda task_status: serve_websocket(
-                    echo,
-                    "127.0.0.1",
-                    0,
-                    server_context(alpn=["http/1.1"]),
-                    task_status=task_status,
-                )
-            )
+            server = await serve_on_loopback(nursery, echo)
             async with open_websocket_url(
                 f"wss://127.0.0.1:{server.port}/", ssl_context=client_context()
             ) as ws:
@@ -162,13 +148,7 @@ async def test_steady_reads_and_writes_tell_the_finished_handshake_without_its_e
 ) -> None:
     with trio.fail_after(10):
         sockets = tcp()
-        ours, peer = ours_and_peer(
-            tls_stream,
-            sockets,
-            server=True,
-            ours_context=server_context(),
-            peer_context=client_context(),
-        )
+        ours, peer = default_pair(tls_stream, sockets)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(peer.do_handshake)
             await ours.do_handshake()
@@ -210,13 +190,7 @@ async def test_after_sending_a_flight_the_handshake_waits_for_the_answer_before_
     monkeypatch.setattr(LeanSocketStream, "receive_now", counting)
     with trio.fail_after(10):
         sockets = tcp()
-        ours, peer = ours_and_peer(
-            tls_stream,
-            sockets,
-            server=True,
-            ours_context=server_context(version=version),
-            peer_context=client_context(),
-        )
+        ours, peer = default_pair(tls_stream, sockets, version=version)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(peer.do_handshake)
             await sockets.arrived(100)  # the client's hello

@@ -155,6 +155,20 @@ def default_pair(
     )
 
 
+async def serve_on_loopback(
+    nursery: trio.Nursery,
+    handler: Callable[[Any], Awaitable[None]],
+    *,
+    tls: bool = True,
+    **kwargs: Any,
+) -> Any:
+    """``serve_websocket(handler, "127.0.0.1", 0, ...)`` started in
+    ``nursery``; with ``tls``, over the usual server context (ALPN
+    http/1.1, so HTTP/1.1 whatever the client offers)."""
+    context = server_context(alpn=["http/1.1"]) if tls else None
+    return await nursery.start(partial(serve_websocket, handler, "127.0.0.1", 0, context, **kwargs))
+
+
 def client_hello() -> bytes:
     """A TLS client's first flight, from a TLS object of the stdlib."""
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -660,16 +674,7 @@ async def test_the_server_drops_bad_tls_clients_and_serves_the_rest() -> None:
     client_side = client_context()
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                lambda task_status: serve_websocket(
-                    echo,
-                    "127.0.0.1",
-                    0,
-                    server_context(alpn=["http/1.1"]),
-                    connect_timeout=0.5,
-                    task_status=task_status,
-                )
-            )
+            server = await serve_on_loopback(nursery, echo, connect_timeout=0.5)
             address = ("127.0.0.1", server.port)
             stalled = await trio.open_tcp_stream(*address)
             await stalled.send_all(client_hello())

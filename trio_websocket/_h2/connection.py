@@ -874,10 +874,9 @@ class HTTP2Connection:
         fails) it leaves that to its next flush, and returns without a
         checkpoint when it need not wait (that flush makes one)."""
         lean = self._lean
-        if lean is None:
-            self._output_ready()
-        else:
-            self._output_ready(wake=False)
+        # (Over a lean socket the writer is woken below, only if this send
+        # leaves it work.)
+        self._output_ready(wake=lean is None)
         if self._unwritten <= _WRITE_HIGH_WATER:
             if more:
                 return  # (not a checkpoint: the caller's next flush is one)
