@@ -387,7 +387,7 @@ def cmd_idle(args):
                     "rss_before_kib": rss[0], "rss_after_kib": rss[-1],
                     "kib_per_conn": (rss[-1] - rss[0]) / args.count,
                     "step_kib_per_conn": [(b - a) / n for a, b, n
-                                          in zip(rss, rss[1:], sizes)],
+                                          in zip(rss[:-1], rss[1:], sizes, strict=True)],
                     "open_wall": open_time})
 
 
