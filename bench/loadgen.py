@@ -341,6 +341,15 @@ def cmd_handshake(args):
 
 
 def cmd_idle(args):
+    """RSS growth of the server (--rss-pid) per idle connection: `--warm`
+    connections first, then the baseline, then `--count` more in `--steps`
+    equal steps, the RSS read after each (after `--settle` seconds).
+    kib_per_conn is the growth over all steps per connection; the steps'
+    own rates (step_kib_per_conn) show its spread. The warm-up is the
+    marginal cost's guard: a fresh process's first connections partly
+    reuse heap its start-up freed, by an amount that depends on how the
+    process started (e.g. whether its bytecode came from a cache), not on
+    the stack."""
     raise_nofile(args.count + args.warm + 256)
     socks = []
     message = None
@@ -355,24 +364,31 @@ def cmd_idle(args):
             echo_once(sock, message, leftover)
         return sock
 
+    steps = max(1, min(args.steps, args.count))
+    sizes = [args.count // steps + (i < args.count % steps)
+             for i in range(steps)]
     try:
         for _ in range(args.warm):
             socks.append(open_one())
         time.sleep(args.settle)
-        rss0 = proc_rss_kib(args.rss_pid)
-        t0 = time.perf_counter()
-        for _ in range(args.count):
-            socks.append(open_one())
-        t1 = time.perf_counter()
-        time.sleep(args.settle)
-        rss1 = proc_rss_kib(args.rss_pid)
+        rss = [proc_rss_kib(args.rss_pid)]
+        open_time = 0.0
+        for size in sizes:
+            t = time.perf_counter()
+            for _ in range(size):
+                socks.append(open_one())
+            open_time += time.perf_counter() - t
+            time.sleep(args.settle)
+            rss.append(proc_rss_kib(args.rss_pid))
     finally:
         for sock in socks:
             sock.close()
-    emit("RESULT", {"count": args.count, "rss_before_kib": rss0,
-                    "rss_after_kib": rss1,
-                    "kib_per_conn": (rss1 - rss0) / args.count,
-                    "open_wall": t1 - t0})
+    emit("RESULT", {"count": args.count, "warm": args.warm,
+                    "rss_before_kib": rss[0], "rss_after_kib": rss[-1],
+                    "kib_per_conn": (rss[-1] - rss[0]) / args.count,
+                    "step_kib_per_conn": [(b - a) / n for a, b, n
+                                          in zip(rss[:-1], rss[1:], sizes, strict=True)],
+                    "open_wall": open_time})
 
 
 def main():
@@ -406,6 +422,7 @@ def main():
     i = sub.choices["idle"]
     i.add_argument("--count", type=int, default=1000)
     i.add_argument("--warm", type=int, default=20)
+    i.add_argument("--steps", type=int, default=1)
     i.add_argument("--settle", type=float, default=0.5)
     i.add_argument("--rss-pid", type=int, required=True)
     i.add_argument("--deflate", action="store_true")

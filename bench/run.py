@@ -59,6 +59,13 @@ SIZES = [16, 1024, 65536, 1048576]
 WINDOWS = {16: 32, 1024: 32, 65536: 8, 1048576: 2}
 RR_SIZES = [16, 1024, 65536]  # request/response, one message in flight
 TLS_LABEL = "raw trio TLS"  # the plain stack's name over TLS
+#: Idle memory: connections opened before the baseline (a fresh server's
+#: first few hundred partly reuse heap its start-up freed, by an amount
+#: that depends on how it started, not on the stack: raw trio TLS measured
+#: 22.9 or 24.8 KiB/conn with 20 by whether PYTHONPYCACHEPREFIX was set),
+#: and the steps the measured ones are opened in (their spread is kept).
+IDLE_WARM = 500
+IDLE_STEPS = 4
 PROFILES = {
     "full": {"rounds": 3, "duration": 2.0, "warmup": 0.3, "idle": 1000,
              "hs_concurrency": 4},
@@ -114,12 +121,19 @@ class Run:
     # -- individual measurements -------------------------------------
     def idle_rss(self, stack):
         srv = self.server(stack)
+        # Measured on the round's fresh server, before anything else ran
+        # on it: its growth for `idle` connections opened after IDLE_WARM
+        # (see loadgen.py idle), in IDLE_STEPS steps whose spread is kept.
         (res,) = measure.loadgen(
             "idle", srv.port, stack.proto,
             ["--count", str(self.cfg["idle"]), "--rss-pid", str(srv.pid),
-             *self.tls], timeout=120)
+             "--warm", str(IDLE_WARM), "--steps", str(IDLE_STEPS),
+             *self.tls], timeout=180)
+        steps = res["step_kib_per_conn"]
         self.add(stack, "rss_kib_per_conn", res["kib_per_conn"])
-        log(f"  {stack.key:10} idle RSS {res['kib_per_conn']:.2f} KiB/conn")
+        self.add(stack, "rss_step_spread_kib", max(steps) - min(steps))
+        log(f"  {stack.key:10} idle RSS {res['kib_per_conn']:.2f} KiB/conn "
+            f"(steps {' '.join(f'{v:.2f}' for v in steps)})")
 
     def handshakes(self, stack):
         srv = self.server(stack)
@@ -369,7 +383,7 @@ def main():
     if args.ours_standin:
         stacks = [standin_ours(s) if s.key == "ours" else s for s in stacks]
     planned = list(stacks)  # the report's rows, skipped stacks too
-    raise_nofile(cfg["idle"] + 512)
+    raise_nofile(cfg["idle"] + IDLE_WARM + 512)
     t_start = time.time()
 
     extra_venvs = {H2LOAD_VENV} if args.http2 else set()

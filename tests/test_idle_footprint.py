@@ -227,3 +227,44 @@ async def test_readers_run_in_the_handler_nursery_and_end_with_their_handler(
         assert readers_seen == [True]
         assert not handlers.child_tasks
         await server.aclose()
+
+
+def _coroutine_chain(task: trio.lowlevel.Task) -> list[str]:
+    """The qualified names of the coroutines a parked task is suspended in,
+    outermost first."""
+    names = []
+    awaited: object = task.coro
+    while awaited is not None:
+        code = getattr(awaited, "cr_code", None) or getattr(awaited, "gi_code", None)
+        if code is not None:
+            names.append(code.co_qualname)
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return names
+
+
+async def test_an_idle_receiver_waits_in_get_message_with_no_frame_below_it(
+    nursery: trio.Nursery,
+) -> None:
+    # A handler waiting for a message that does not come keeps the frames
+    # it is suspended in for as long as the connection is idle: get_message
+    # waits in the inbox itself, with no helper coroutine of its own
+    # between (~200 bytes per idle connection).
+    client, server = await open_pair(nursery)
+    got: list[object] = []
+    tasks: list[trio.lowlevel.Task] = []
+
+    async def receive() -> None:
+        tasks.append(trio.lowlevel.current_task())
+        got.append(await server.get_message())
+
+    nursery.start_soon(receive)
+    await trio.testing.wait_all_tasks_blocked()
+    ours = [
+        name
+        for name in _coroutine_chain(tasks[0])
+        if name.startswith(("WebSocketConnection.", "Connection", "Inbox."))
+    ]
+    assert ours == ["WebSocketConnection.get_message"]
+    await client.send_message("woken")
+    await trio.testing.wait_all_tasks_blocked()
+    assert got == ["woken"]

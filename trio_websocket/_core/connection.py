@@ -310,10 +310,22 @@ class WebSocketConnection(ConnectionReceiving, trio.abc.Channel[Message]):
         if self._fragment_receiver is not None:
             self._give_up_fragment_receive(self._fragment_receiver)
         inbox = self._inbox
-        if not inbox and await self._wait_for_message() and not inbox:
-            # Closed while this call waited, which was its schedule point:
-            # no second one before it raises.
-            raise ConnectionClosed(self._close_reason)
+        if not inbox and not inbox.closed:
+            # The inbox is empty: until a message waits or the inbox
+            # closes, read through while the reader stands aside, else wait
+            # to be woken (by the reader's or another receiver's dispatch; a
+            # receiver that read nothing for the others gives the turn to
+            # the reader). (Inline, not a method of its own: that would be
+            # one more coroutine frame kept by every idle connection whose
+            # handler waits here.)
+            while True:
+                await self._read_through_or_wait()
+                if inbox or inbox.closed:
+                    break
+            if not inbox:
+                # Closed while this call waited, which was its schedule
+                # point: no second one before it raises.
+                raise ConnectionClosed(self._close_reason)
         try:
             message = await inbox.get()
         except InboxClosed:

@@ -92,7 +92,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import cast
 
 import trio
@@ -670,22 +670,15 @@ class ConnectionReceiving(ConnectionLifecycle):
             # It dozed aside: it starts again, to read.
             self._wake_reader_task()
 
-    async def _wait_for_message(self) -> bool:
-        """A receive found the inbox empty: until a message waits or the
-        inbox closes, read through while the reader stands aside, else
-        wait to be woken (by the reader's or another receiver's dispatch;
-        a receiver that read nothing for the others gives the turn to the
-        reader). Returns whether it waited or read, either of which was a
-        schedule point (False: the inbox was closed already)."""
-        inbox = self._inbox
-        waited = False
-        while not inbox and not inbox.closed:
-            waited = True
-            if self._read_turn == _ASIDE:
-                await self._read_through()
-            else:
-                await inbox.wait_for_message()
-        return waited
+    def _read_through_or_wait(self) -> Awaitable[object]:
+        """One turn of a receive that found the inbox empty (see
+        ``get_message``): read through while the reader stands aside, else
+        wait to be woken (by the reader's or another receiver's dispatch).
+        Not a coroutine function: the waiting receiver keeps no frame of
+        it; the result must be awaited at once."""
+        if self._read_turn == _ASIDE:
+            return self._read_through()
+        return self._inbox.wait_for_message()
 
     async def _read_through(self) -> None:
         """A receive found the inbox empty while the reader stands aside:
