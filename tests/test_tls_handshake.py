@@ -696,3 +696,43 @@ async def test_the_server_drops_bad_tls_clients_and_serves_the_rest() -> None:
                 while await stalled.receive_some(1 << 16):
                     pass
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.usefixtures("fast_paths_on")
+async def test_the_first_read_after_the_handshake_reads_the_socket_no_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The client's last flight comes with its first data (a wss:// request):
+    # the handshake's own read took both, and a read of the socket to top
+    # the data up would find nothing (a system call and an exception per
+    # wss:// handshake).
+    found_nothing = 0
+    receive_now = LeanSocketStream.receive_now
+
+    def counting(stream: LeanSocketStream, max_bytes: int) -> bytes | None:
+        nonlocal found_nothing
+        data = receive_now(stream, max_bytes)
+        found_nothing += data is None
+        return data
+
+    monkeypatch.setattr(LeanSocketStream, "receive_now", counting)
+    with trio.fail_after(10):
+        sockets = tcp()
+        ours, peer = default_pair(tls_stream, sockets, version="1.3")
+
+        async def peer_speaks() -> None:
+            await peer.do_handshake()
+            await peer.send_all(b"GET / HTTP/1.1")
+            await sockets.tap.release()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(peer.do_handshake)
+            await sockets.arrived(1)  # (the hello)
+            await trio.testing.wait_all_tasks_blocked()
+            sockets.tap.holding = True  # (its Finished waits for the data)
+            nursery.start_soon(peer_speaks)
+            await sockets.arrived(1)
+            await trio.testing.wait_all_tasks_blocked()
+            found_nothing = 0
+            assert await ours.receive_some(100) == b"GET / HTTP/1.1"
+    assert found_nothing == 0

@@ -83,6 +83,8 @@ Rules:
   came up to ``max_bytes``, rather than return a few bytes and cost a
   whole call. An error of the socket there is kept and raised by the next
   ``receive_some``, as ``SSLStream``'s next read of the socket raises it.
+  A read that ran the handshake has read the socket in this call (its
+  data came with the peer's last flight): no top-up.
 - Everything else is ``SSLStream``'s: the conflict checks
   (``BusyResourceError``), the state checks, the errors (a failed or
   cancelled send, or a failure of the TLS library, breaks the stream; an
@@ -445,6 +447,11 @@ async def _receive_some_direct(
                 raise
             handshook._done.set()  # (wakes the tasks waiting for it)
             stream._handshook = _finished_handshake
+        # (The handshake has just read the socket: the peer's first data
+        # came with its last flight. A top-up read would find nothing, at
+        # the cost of a system call and an exception: a wss:// server's
+        # first read, the opening request, is not topped up.)
+        read_socket = shaking
         if max_bytes is None:
             size = max(stream._estimated_receive_size, stream._incoming.pending)
         else:
@@ -453,7 +460,6 @@ async def _receive_some_direct(
                 raise ValueError("max_bytes must be >= 1")
         await checkpoint_if_cancelled()
         outgoing = stream._outgoing
-        read_socket = False
         while True:
             try:
                 data = _read_now(stream, size)
