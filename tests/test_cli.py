@@ -248,6 +248,9 @@ def filled_pipe(data: bytes) -> int:
     return read_end
 
 
+# (Four rounds, each waiting up to 6 STEPs for its slowest client: the
+# suite's default limit would end the test before its own waits do.)
+@pytest.mark.time_limit(4 * 6 * STEP + STEP)
 async def test_piped_input_prints_every_echo(nursery: trio.Nursery) -> None:
     # The server (this library's) answers a close frame at once and sends
     # nothing after it: a client that closed at end of input lost the
