@@ -38,6 +38,15 @@ Rules:
   active with the pinned trio.
 - New TCP connections get ``TCP_NODELAY`` and ``TCP_NOTSENT_LOWAT`` as
   ``SocketStream`` gives them (see :data:`NOTSENT_LOWAT` for the value).
+- One big write at a time may let the kernel hold more of it unsent
+  (:meth:`LeanSocketStream.allow_unsent`, then ``restore_unsent`` before
+  the write returns: a TLS stream's direct ``send_all`` of more than one
+  slice, ``_wire.tls_stream``): its bytes are the stream's next bytes
+  whatever happens (nothing can go between them), and whatever is written
+  after it waits for all of them, in the kernel or in the program alike,
+  so the order and the wait of what follows are the same; only the
+  system calls and wake-ups are fewer. The socket's own value (ours,
+  trio's or the user's) is read first and put back as it was.
 - ``.socket`` is a trio socket over the same stdlib socket, as on
   ``SocketStream``; made on first use (most connections never ask: the
   endpoints are read with ``getsockname``/``getpeername``, which cost no
@@ -87,8 +96,14 @@ DEFAULT_RECEIVE_SIZE = TRANSPORT_READ_SIZE
 #: be reordered or dropped, rather than in the kernel: a close frame or a
 #: pong is not stuck behind megabytes in the socket buffer. It splits a
 #: 1 MiB write into about seven system calls, at no measurable CPU cost
-#: (see bench/README.md, issue 3), so it stays.
+#: over plain TCP (see bench/README.md, issue 3), so it stays; over TLS,
+#: where each of those waits ended in a scheduler pass and a 1 MiB
+#: message cost 15% more, one write of several slices lifts it for its
+#: own time (``allow_unsent``: see the module rules).
 NOTSENT_LOWAT = 2**14
+
+#: The option itself (absent on some systems).
+_NOTSENT_LOWAT_OPTION: int | None = getattr(socket, "TCP_NOTSENT_LOWAT", None)
 
 
 #: The most buffers one ``sendmsg`` takes (POSIX guarantees 16; Linux
@@ -362,6 +377,38 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
             return 0
         except OSError as exc:
             raise_stream_error(exc)
+
+    def allow_unsent(self, nbytes: int) -> int | None:
+        """Let the kernel keep up to ``nbytes`` of this connection's bytes
+        unsent (``TCP_NOTSENT_LOWAT``) for the one write under way (see
+        the module rules); returns the value :meth:`restore_unsent` puts
+        back, or None when nothing changed (a Unix socket, a system
+        without the option, no value set on the socket, one already as
+        high, an error)."""
+        if _NOTSENT_LOWAT_OPTION is None:  # pragma: no cover - not Linux/BSD
+            return None
+        sock = self._sock
+        try:
+            if sock.family == socket.AF_UNIX:
+                return None
+            old = sock.getsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT_OPTION)
+            if old <= 0 or old >= nbytes:  # (0: none set, the system's default)
+                return None
+            sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT_OPTION, nbytes)
+        except OSError:
+            return None
+        return old
+
+    def restore_unsent(self, old: int | None) -> None:
+        """Put back the value :meth:`allow_unsent` returned (None: nothing
+        to do); a socket closed meanwhile is left alone."""
+        option = _NOTSENT_LOWAT_OPTION
+        if old is None or option is None:
+            return
+        try:
+            self._sock.setsockopt(socket.IPPROTO_TCP, option, old)
+        except OSError:
+            pass
 
     async def wait_send_all_might_not_block(self) -> None:
         if self._sending:
