@@ -40,8 +40,9 @@ Rules:
   ``SocketStream`` gives them (see :data:`NOTSENT_LOWAT` for the value).
 - One big write at a time may let the kernel hold more of it unsent
   (:meth:`LeanSocketStream.allow_unsent`, then ``restore_unsent`` before
-  the write returns: a TLS stream's direct ``send_all`` of more than one
-  slice, ``_wire.tls_stream``): its bytes are the stream's next bytes
+  the write returns: a ``send_all`` of more than ``BULK_WRITE`` bytes that
+  the socket did not take at once, and a TLS stream's direct ``send_all``
+  of more than one slice, ``_wire.tls_stream``): its bytes are the stream's next bytes
   whatever happens (nothing can go between them), and whatever is written
   after it waits for all of them, in the kernel or in the program alike,
   so the order and the wait of what follows are the same; only the
@@ -95,12 +96,16 @@ DEFAULT_RECEIVE_SIZE = TRANSPORT_READ_SIZE
 #: 16 KiB so that a writer's data waits in the program, where it can still
 #: be reordered or dropped, rather than in the kernel: a close frame or a
 #: pong is not stuck behind megabytes in the socket buffer. It splits a
-#: 1 MiB write into about seven system calls, at no measurable CPU cost
-#: over plain TCP (see bench/README.md, issue 3), so it stays; over TLS,
-#: where each of those waits ended in a scheduler pass and a 1 MiB
-#: message cost 15% more, one write of several slices lifts it for its
-#: own time (``allow_unsent``: see the module rules).
+#: 1 MiB write into about seven system calls, each a wait for room and a
+#: pass of trio's scheduler (about 12% of a pipelined 1 MiB echo's server
+#: CPU over TCP, 15% over TLS): so one big write lifts it for its own
+#: time (``allow_unsent``: see the module rules), and it stays for
+#: everything else.
 NOTSENT_LOWAT = 2**14
+
+#: A ``send_all`` bigger than this that the socket does not take at once
+#: lets the kernel hold all of its rest unsent (see the module rules).
+BULK_WRITE = 256 * 1024
 
 #: The option itself (absent on some systems).
 _NOTSENT_LOWAT_OPTION: int | None = getattr(socket, "TCP_NOTSENT_LOWAT", None)
@@ -178,6 +183,21 @@ def _set_tcp_defaults(sock: socket.socket, family: int | None = None) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, lowat, NOTSENT_LOWAT)
         except OSError:
             pass
+
+
+async def _send_rest(sock: socket.socket, data: bytes | bytearray | memoryview, sent: int) -> None:
+    """Send ``data`` from ``sent`` on, waiting for room (a checkpoint)
+    each time the socket is full (``LeanSocketStream.send_all``)."""
+    total = len(data)
+    with memoryview(data) as view:
+        while sent < total:
+            await wait_writable(sock)
+            try:
+                sent += sock.send(view[sent:])
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise_stream_error(exc)
 
 
 class LeanSocketStream(trio.abc.HalfCloseableStream):
@@ -304,17 +324,17 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
                 await cancel_shielded_checkpoint()
                 return
             # The kernel took part of it: wait for room (a checkpoint) and
-            # send the rest, from a view so that nothing is copied.
+            # send the rest, from a view so that nothing is copied. A big
+            # write may leave all of its rest unsent in the kernel for its
+            # own time (see the module rules).
             self._waited = True
-            with memoryview(data) as view:
-                while sent < total:
-                    await wait_writable(sock)
-                    try:
-                        sent += sock.send(view[sent:])
-                    except BlockingIOError:
-                        continue
-                    except OSError as exc:
-                        raise_stream_error(exc)
+            old = None
+            if total > BULK_WRITE:
+                old = self.allow_unsent(total - sent + NOTSENT_LOWAT)
+            try:
+                await _send_rest(sock, data, sent)
+            finally:
+                self.restore_unsent(old)
         finally:
             self._sending = False
             if view_of_data is not None:

@@ -1,11 +1,14 @@
-"""A big direct TLS write lets the kernel hold all of it unsent.
+"""A big write lets the kernel hold all of it unsent.
 
-``_wire.tls_stream``'s direct ``send_all`` of more than one slice raises
-the socket's ``TCP_NOTSENT_LOWAT`` (``LeanSocketStream.allow_unsent``) for
-the time of the call and puts the socket's own value back before it
-returns, whatever happens: the write's bytes are the stream's next bytes
-either way, and what is written after it waits for them either way. Real
-TCP connections on 127.0.0.1; the peer is a plain ``trio.SSLStream``.
+A lean socket's ``send_all`` of more than ``BULK_WRITE`` bytes that the
+socket does not take at once, and ``_wire.tls_stream``'s direct
+``send_all`` of more than one slice, raise the socket's
+``TCP_NOTSENT_LOWAT`` (``LeanSocketStream.allow_unsent``) for the time of
+the call and put the socket's own value back before it returns, whatever
+happens: the write's bytes are the stream's next bytes either way, and
+what is written after it waits for them either way. Real TCP connections
+on 127.0.0.1; the TLS peer is a plain ``trio.SSLStream``, the plain peer a
+``trio.SocketStream``.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from test_tls_send import MAKERS, connected, read_exactly, schedule_points
 
-from trio_websocket._wire.socket_stream import NOTSENT_LOWAT, LeanSocketStream
+from trio_websocket._wire.socket_stream import BULK_WRITE, NOTSENT_LOWAT, LeanSocketStream
 from trio_websocket._wire.tls_stream import tls_stream
 
 LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", None)
@@ -49,8 +53,82 @@ def watch_sends(monkeypatch: pytest.MonkeyPatch, sock: socket.socket) -> list[in
     return seen
 
 
+def tcp_sockets(small_buffers: bool = False) -> tuple[socket.socket, socket.socket]:
+    """(ours, peer's): a connected TCP pair on 127.0.0.1, ours
+    non-blocking with trio's 16 KiB mark, as the library's sockets."""
+    with socket.socket() as listener:
+        peer = socket.socket()
+        if small_buffers:
+            for each in (listener, peer):
+                each.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+                each.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        peer.connect(listener.getsockname())
+        ours, _ = listener.accept()
+    ours.setblocking(False)
+    peer.setblocking(False)
+    set_lowat(ours, NOTSENT_LOWAT)
+    return ours, peer
+
+
+async def wait_until_stuck(sock: socket.socket) -> None:
+    """Let a send_all on ``sock`` run until it waits for room."""
+    await trio.testing.wait_all_tasks_blocked()
+
+
 # ---------------------------------------------------------------------------
 # The mechanism (forced on: tests/conftest.py, fast_paths_on)
+
+
+@pytest.mark.usefixtures("fast_paths_on")
+async def test_a_big_plain_write_that_waits_raises_the_mark_for_its_time_only() -> None:
+    message = bytes(index % 251 for index in range(4 << 20))
+    ours, peer_sock = tcp_sockets(small_buffers=True)
+    stream = LeanSocketStream(ours)
+    peer = trio.SocketStream(trio.socket.from_stdlib_socket(peer_sock))
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream.send_all, message)
+            await wait_until_stuck(ours)
+            # Waiting for room, with room for all of its rest in the kernel
+            # (the old code: 16 KiB, a wait and a pass per few KiB).
+            assert lowat_of(ours) > len(message) // 2
+            assert await read_exactly(peer, len(message)) == message
+        assert lowat_of(ours) == NOTSENT_LOWAT
+        await stream.send_all(b"after")
+        assert await read_exactly(peer, 5) == b"after"
+        await stream.aclose()
+        await peer.aclose()
+
+
+@pytest.mark.usefixtures("fast_paths_on")
+async def test_a_plain_write_up_to_the_bound_leaves_the_mark_alone() -> None:
+    message = b"s" * BULK_WRITE
+    ours, peer_sock = tcp_sockets(small_buffers=True)
+    stream = LeanSocketStream(ours)
+    peer = trio.SocketStream(trio.socket.from_stdlib_socket(peer_sock))
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stream.send_all, message)
+            await wait_until_stuck(ours)
+            assert lowat_of(ours) == NOTSENT_LOWAT
+            assert await read_exactly(peer, len(message)) == message
+        await stream.aclose()
+        await peer.aclose()
+
+
+@pytest.mark.usefixtures("fast_paths_on")
+async def test_a_cancelled_big_plain_write_puts_the_mark_back() -> None:
+    ours, peer_sock = tcp_sockets(small_buffers=True)
+    stream = LeanSocketStream(ours)
+    with trio.fail_after(30):
+        with trio.move_on_after(0.2) as scope:
+            await stream.send_all(b"c" * (4 << 20))  # the peer reads nothing
+        assert scope.cancelled_caught
+        assert lowat_of(ours) == NOTSENT_LOWAT
+        await stream.aclose()
+        peer_sock.close()
 
 
 @pytest.mark.usefixtures("fast_paths_on")
@@ -160,7 +238,37 @@ async def test_allow_unsent_leaves_a_unix_socket_and_a_closed_one_alone() -> Non
 
 
 # ---------------------------------------------------------------------------
-# The same as trio.SSLStream (in either mode of the fast paths)
+# The same as trio.SocketStream and trio.SSLStream (either mode of the fast
+# paths)
+
+
+async def test_big_plain_writes_arrive_as_with_socketstream() -> None:
+    first = bytes(index % 239 for index in range(3 << 19)) + b"end"
+    second = bytes(index % 233 for index in range(BULK_WRITE + 1))
+    for name in ("lean", "trio"):
+        ours, peer_sock = tcp_sockets(small_buffers=True)
+        stream: trio.abc.Stream
+        if name == "lean":
+            stream = LeanSocketStream(ours)
+        else:
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+        peer = trio.SocketStream(trio.socket.from_stdlib_socket(peer_sock))
+        got: list[bytes] = []
+
+        async def receive(peer: trio.SocketStream, got: list[bytes]) -> None:
+            got.append(await read_exactly(peer, len(first) + len(second) + 5, 5_000))
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(receive, peer, got)
+                await stream.send_all(first)
+                assert lowat_of(ours) == NOTSENT_LOWAT, name
+                await stream.send_all(memoryview(second))
+                await stream.send_all(b"after")
+            assert got == [first + second + b"after"], name
+            assert lowat_of(ours) == NOTSENT_LOWAT, name
+            await stream.aclose()
+            await peer.aclose()
 
 
 async def test_big_writes_with_the_low_water_mark_arrive_as_with_sslstream() -> None:
