@@ -232,6 +232,11 @@ async def test_allow_unsent_leaves_a_unix_socket_and_a_closed_one_alone() -> Non
             assert lowat_of(accepted) == 1 << 20
             stream.restore_unsent(old)
             assert lowat_of(accepted) == NOTSENT_LOWAT
+            # A write bigger than a C int: the most the option takes.
+            old = stream.allow_unsent(1 << 40)
+            assert lowat_of(accepted) == 2**31 - 1
+            stream.restore_unsent(old)
+            assert lowat_of(accepted) == NOTSENT_LOWAT
             await stream.aclose()
             stream.restore_unsent(old)  # closed meanwhile: nothing, no error
             assert stream.allow_unsent(1 << 20) is None

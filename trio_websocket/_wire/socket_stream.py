@@ -110,6 +110,9 @@ BULK_WRITE = 256 * 1024
 #: The option itself (absent on some systems).
 _NOTSENT_LOWAT_OPTION: int | None = getattr(socket, "TCP_NOTSENT_LOWAT", None)
 
+#: The largest value ``setsockopt`` takes (a C int).
+_MAX_SOCKOPT = 2**31 - 1
+
 
 #: The most buffers one ``sendmsg`` takes (POSIX guarantees 16; Linux
 #: and the BSDs take 1024).
@@ -408,6 +411,7 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
         if _NOTSENT_LOWAT_OPTION is None:  # pragma: no cover - not Linux/BSD
             return None
         sock = self._sock
+        nbytes = min(nbytes, _MAX_SOCKOPT)  # (a C int: setsockopt refuses a bigger one)
         try:
             if sock.family == socket.AF_UNIX:
                 return None
