@@ -1,7 +1,7 @@
 """Server instructions per echoed message, counted by callgrind: a measure
 that does not move when other processes load the machine.
 
-    python3.11 bench/instructions.py [--size N] LABEL=TREE ...
+    python3.11 bench/instructions.py [--size N] [--tls] LABEL=TREE ...
 
 For each LABEL=TREE (a checkout or worktree of this repo, imported through
 PYTHONPATH) the echo server `servers/count_echo_server.py` runs under
@@ -12,6 +12,10 @@ of the two totals over the difference of the message counts is printed:
 the user-space instructions the server spends per echoed message, start-up
 and handshake cancelled out. System calls (the kernel's copies) are not
 counted; CPU time (`ab.py`) is the measure that includes them.
+`--tls`: the same over TLS (the server as `trio_websocket_server.py
+--tls`, this client with the stdlib `ssl` module, as loadgen.py --tls);
+the server's instructions then include its share of the cipher and of
+the TLS library's copies, the same for every tree.
 
 Slow (the server runs ~50x slower under callgrind: about a minute per
 tree) but repeatable to a fraction of a percent, where CPU time on a busy
@@ -44,10 +48,10 @@ START_TIMEOUT = 180.0
 RUN_TIMEOUT = 900.0
 
 
-def echo(port, count, size, window):
+def echo(port, count, size, window, tls=False):
     """Send `count` masked frames of `size` bytes, `window` in flight, and
     read every echo back."""
-    sock, leftover = connect(port, "ws")
+    sock, leftover = connect(port, "ws", tls=tls)
     sock.settimeout(RUN_TIMEOUT)
     frame = build_frame(OP_BINARY, os.urandom(size), masked=True)
     echo_length = size + (2 if size < 126 else 4 if size < 65536 else 10)
@@ -68,7 +72,7 @@ def echo(port, count, size, window):
                     sent += 1
 
 
-def count_instructions(python, tree, count, size, window):
+def count_instructions(python, tree, count, size, window, tls=False):
     """Total instructions of a server process that echoed `count` messages."""
     with tempfile.TemporaryDirectory(prefix="instructions-") as scratch:
         log_path = Path(scratch) / "server.log"
@@ -82,6 +86,7 @@ def count_instructions(python, tree, count, size, window):
                     str(python),
                     str(SERVER),
                     str(count),
+                    *(["tls"] if tls else []),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -97,7 +102,7 @@ def count_instructions(python, tree, count, size, window):
                 found = re.search(r"^PORT (\d+)$", log_path.read_text(), re.MULTILINE)
                 port = int(found.group(1)) if found else None
                 time.sleep(0.1)
-            echo(port, count, size, window)
+            echo(port, count, size, window, tls)
             server.wait(timeout=RUN_TIMEOUT)
         finally:
             if server.poll() is None:
@@ -116,6 +121,7 @@ def main():
     p.add_argument("specs", nargs="+", metavar="LABEL=TREE")
     p.add_argument("--size", type=int, choices=sorted(COUNTS), default=65536)
     p.add_argument("--python", default=str(python_of("ours")))
+    p.add_argument("--tls", action="store_true", help="server and client over TLS")
     a = p.parse_args()
     if not Path(a.python).exists():
         sys.exit(f"{a.python} is missing: run `python3.11 bench/run.py --quick --only ours` once")
@@ -123,12 +129,15 @@ def main():
     for spec in a.specs:
         label, _, tree = spec.partition("=")
         totals = [
-            count_instructions(a.python, Path(tree).resolve(), n, a.size, WINDOWS[a.size])
+            count_instructions(
+                a.python, Path(tree).resolve(), n, a.size, WINDOWS[a.size], a.tls
+            )
             for n in (fewer, more)
         ]
         per_message = (totals[1] - totals[0]) / (more - fewer)
         print(
             f"{label:<12} {per_message / 1000:10.1f} k instructions per {a.size} B echo"
+            f"{' over TLS' if a.tls else ''}"
             f"   (totals {totals[0]:,} / {totals[1]:,} for {fewer} / {more})",
             flush=True,
         )

@@ -38,6 +38,16 @@ Rules:
   active with the pinned trio.
 - New TCP connections get ``TCP_NODELAY`` and ``TCP_NOTSENT_LOWAT`` as
   ``SocketStream`` gives them (see :data:`NOTSENT_LOWAT` for the value).
+- One big write at a time may let the kernel hold more of it unsent
+  (:meth:`LeanSocketStream.allow_unsent`, then ``restore_unsent`` before
+  the write returns: a ``send_all`` of more than ``BULK_WRITE`` bytes that
+  the socket did not take at once, and a TLS stream's direct ``send_all``
+  of more than one slice, ``_wire.tls_stream``): its bytes are the stream's next bytes
+  whatever happens (nothing can go between them), and whatever is written
+  after it waits for all of them, in the kernel or in the program alike,
+  so the order and the wait of what follows are the same; only the
+  system calls and wake-ups are fewer. The socket's own value (ours,
+  trio's or the user's) is read first and put back as it was.
 - ``.socket`` is a trio socket over the same stdlib socket, as on
   ``SocketStream``; made on first use (most connections never ask: the
   endpoints are read with ``getsockname``/``getpeername``, which cost no
@@ -86,9 +96,22 @@ DEFAULT_RECEIVE_SIZE = TRANSPORT_READ_SIZE
 #: 16 KiB so that a writer's data waits in the program, where it can still
 #: be reordered or dropped, rather than in the kernel: a close frame or a
 #: pong is not stuck behind megabytes in the socket buffer. It splits a
-#: 1 MiB write into about seven system calls, at no measurable CPU cost
-#: (see bench/README.md, issue 3), so it stays.
+#: 1 MiB write into about seven system calls, each a wait for room and a
+#: pass of trio's scheduler (about 12% of a pipelined 1 MiB echo's server
+#: CPU over TCP, 15% over TLS): so one big write lifts it for its own
+#: time (``allow_unsent``: see the module rules), and it stays for
+#: everything else.
 NOTSENT_LOWAT = 2**14
+
+#: A ``send_all`` bigger than this that the socket does not take at once
+#: lets the kernel hold all of its rest unsent (see the module rules).
+BULK_WRITE = 256 * 1024
+
+#: The option itself (absent on some systems).
+_NOTSENT_LOWAT_OPTION: int | None = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+
+#: The largest value ``setsockopt`` takes (a C int).
+_MAX_SOCKOPT = 2**31 - 1
 
 
 #: The most buffers one ``sendmsg`` takes (POSIX guarantees 16; Linux
@@ -163,6 +186,21 @@ def _set_tcp_defaults(sock: socket.socket, family: int | None = None) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, lowat, NOTSENT_LOWAT)
         except OSError:
             pass
+
+
+async def _send_rest(sock: socket.socket, data: bytes | bytearray | memoryview, sent: int) -> None:
+    """Send ``data`` from ``sent`` on, waiting for room (a checkpoint)
+    each time the socket is full (``LeanSocketStream.send_all``)."""
+    total = len(data)
+    with memoryview(data) as view:
+        while sent < total:
+            await wait_writable(sock)
+            try:
+                sent += sock.send(view[sent:])
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise_stream_error(exc)
 
 
 class LeanSocketStream(trio.abc.HalfCloseableStream):
@@ -289,17 +327,17 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
                 await cancel_shielded_checkpoint()
                 return
             # The kernel took part of it: wait for room (a checkpoint) and
-            # send the rest, from a view so that nothing is copied.
+            # send the rest, from a view so that nothing is copied. A big
+            # write may leave all of its rest unsent in the kernel for its
+            # own time (see the module rules).
             self._waited = True
-            with memoryview(data) as view:
-                while sent < total:
-                    await wait_writable(sock)
-                    try:
-                        sent += sock.send(view[sent:])
-                    except BlockingIOError:
-                        continue
-                    except OSError as exc:
-                        raise_stream_error(exc)
+            old = None
+            if total > BULK_WRITE:
+                old = self.allow_unsent(total - sent + NOTSENT_LOWAT)
+            try:
+                await _send_rest(sock, data, sent)
+            finally:
+                self.restore_unsent(old)
         finally:
             self._sending = False
             if view_of_data is not None:
@@ -362,6 +400,39 @@ class LeanSocketStream(trio.abc.HalfCloseableStream):
             return 0
         except OSError as exc:
             raise_stream_error(exc)
+
+    def allow_unsent(self, nbytes: int) -> int | None:
+        """Let the kernel keep up to ``nbytes`` of this connection's bytes
+        unsent (``TCP_NOTSENT_LOWAT``) for the one write under way (see
+        the module rules); returns the value :meth:`restore_unsent` puts
+        back, or None when nothing changed (a Unix socket, a system
+        without the option, no value set on the socket, one already as
+        high, an error)."""
+        if _NOTSENT_LOWAT_OPTION is None:  # pragma: no cover - not Linux/BSD
+            return None
+        sock = self._sock
+        nbytes = min(nbytes, _MAX_SOCKOPT)  # (a C int: setsockopt refuses a bigger one)
+        try:
+            if sock.family == socket.AF_UNIX:
+                return None
+            old = sock.getsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT_OPTION)
+            if old <= 0 or old >= nbytes:  # (0: none set, the system's default)
+                return None
+            sock.setsockopt(socket.IPPROTO_TCP, _NOTSENT_LOWAT_OPTION, nbytes)
+        except OSError:
+            return None
+        return old
+
+    def restore_unsent(self, old: int | None) -> None:
+        """Put back the value :meth:`allow_unsent` returned (None: nothing
+        to do); a socket closed meanwhile is left alone."""
+        option = _NOTSENT_LOWAT_OPTION
+        if old is None or option is None:
+            return
+        try:
+            self._sock.setsockopt(socket.IPPROTO_TCP, option, old)
+        except OSError:
+            pass
 
     async def wait_send_all_might_not_block(self) -> None:
         if self._sending:

@@ -37,7 +37,13 @@ Rules:
   steady state (handshake done, state OK; otherwise ``SSLStream``'s own
   code runs): ``send_all`` encrypts its data with the TLS object (in
   slices of at most 256 KiB, ``_ENCRYPT_SLICE``) and hands each slice's
-  ciphertext to the socket's non-blocking ``send_now``; ``receive_some``
+  ciphertext to the socket's non-blocking ``send_now``; a write of more
+  than one slice first lets the kernel hold all of it unsent
+  (``LeanSocketStream.allow_unsent``: trio's 16 KiB ``TCP_NOTSENT_LOWAT``
+  made most of a 1 MiB write's sends partial, each a wait and a pass of
+  the scheduler), and puts the socket's value back before it returns,
+  cancelled or failed too (``_wire.socket_stream``'s rules say why
+  nothing else changes); ``receive_some``
   decrypts, and when it needs ciphertext takes what the socket has with
   ``receive_now``. Each call makes one
   schedule point: a cancel-shielded one after an operation that did not
@@ -307,31 +313,67 @@ async def _send_all_direct(
             await checkpoint()  # (the TLS object reads an empty write as its end)
             return
         await checkpoint_if_cancelled()
+        size = data.nbytes if type(data) is memoryview else len(data)
+        if size > _ENCRYPT_SLICE:
+            # A write of several slices: the kernel may hold all of it
+            # unsent until it returns (see _wire.socket_stream's rules).
+            transport = stream.transport_stream
+            old = transport.allow_unsent(size + size // _BULK_OVERHEAD + _BULK_SLACK)
+            try:
+                waited = await _send_slices(stream, data)
+            finally:
+                transport.restore_unsent(old)
+            if not waited:
+                await cancel_shielded_checkpoint()
+            return
+        # One slice (the common case, inline).
         write = stream._ssl_object.write
-        with memoryview(data) as view:
-            # A big write is encrypted and sent a slice at a time (see
-            # _ENCRYPT_SLICE); the last slice is all of a small one.
-            last = max(0, (len(view) - 1) // _ENCRYPT_SLICE * _ENCRYPT_SLICE)
-            for start in range(0, len(view), _ENCRYPT_SLICE):
-                piece = view[start : start + _ENCRYPT_SLICE]
-                try:
-                    write(piece)
-                except ssl.SSLWantReadError:
-                    # It needs the peer first (a renegotiation): SSLStream's
-                    # own loop from here, which writes the same slice again,
-                    # as the TLS library requires, then the slices after it.
-                    for rest in range(start, len(view), _ENCRYPT_SLICE):
-                        await stream._retry(write, view[rest : rest + _ENCRYPT_SLICE])
-                    return
-                except ssl.SSLError as exc:
-                    stream._state = _STATE_BROKEN
-                    raise trio.BrokenResourceError from exc
-                if start == last:
-                    await _send_ciphertext(stream, stream._outgoing.read())
-                else:
-                    # (No schedule point of its own unless it waits: the
-                    # last slice's send makes the call's one.)
-                    await _put_ciphertext(stream, stream._outgoing.read())
+        try:
+            write(data)
+        except ssl.SSLWantReadError:
+            # It needs the peer first (a renegotiation): SSLStream's own
+            # loop, which writes the same data again, as the TLS library
+            # requires.
+            await stream._retry(write, data)
+            return
+        except ssl.SSLError as exc:
+            stream._state = _STATE_BROKEN
+            raise trio.BrokenResourceError from exc
+        await _send_ciphertext(stream, stream._outgoing.read())
+
+
+#: Room for the TLS records' own bytes when the kernel may hold a whole
+#: write unsent: a 16 KiB record carries at most a few dozen bytes more
+#: than its data (1/256 is plenty), and a little more for the records of
+#: a small last slice.
+_BULK_OVERHEAD = 256
+_BULK_SLACK = 16 * 1024
+
+
+async def _send_slices(stream: trio.SSLStream[Any], data: bytes | bytearray | memoryview) -> bool:
+    """Encrypt and send ``data`` a slice at a time (see _ENCRYPT_SLICE);
+    whether any send waited (a schedule point), else it made none (the
+    caller makes the call's one)."""
+    write = stream._ssl_object.write
+    waited = False
+    with memoryview(data) as view:
+        for start in range(0, len(view), _ENCRYPT_SLICE):
+            piece = view[start : start + _ENCRYPT_SLICE]
+            try:
+                write(piece)
+            except ssl.SSLWantReadError:
+                # It needs the peer first (a renegotiation): SSLStream's
+                # own loop from here, which writes the same slice again,
+                # as the TLS library requires, then the slices after it.
+                for rest in range(start, len(view), _ENCRYPT_SLICE):
+                    await stream._retry(write, view[rest : rest + _ENCRYPT_SLICE])
+                return True
+            except ssl.SSLError as exc:
+                stream._state = _STATE_BROKEN
+                raise trio.BrokenResourceError from exc
+            if await _put_ciphertext(stream, stream._outgoing.read()):
+                waited = True
+    return waited
 
 
 def _take_in(stream: trio.SSLStream[Any], ciphertext: bytes) -> None:
