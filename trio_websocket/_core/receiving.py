@@ -47,6 +47,27 @@ Rules:
   quiet while). The nursery stays open meanwhile: the server's task for
   the request, its child, waits for the reader to end
   (``_server.request``'s ``_end``).
+- A server's reader over a stream a receiver reads through
+  (``_CANCEL_SAFE_STREAMS``: TCP, TLS, memory streams), open and without
+  ``close_on_cancel``, dozes *aside* (see below) once the connection has
+  been quiet for ``_QUIET_DOZE`` while a receiver waits for a message:
+  its task's first read has that deadline (one scope per task start, no
+  deadline on later reads), and if it passes with nothing read and a
+  receiver waiting for a whole message, the reader hands the turn over
+  (``_ASIDE``, the receivers woken: one reads through) and ends its task;
+  while it stands aside, its park has that deadline while a receiver is
+  in its read, and if the same read through is still going on then, it
+  ends its task. Such a stream cannot wake it: the receiver reading does,
+  whenever it stops reading through for any reason (a message, a
+  cancellation, anything the reader must deal with: ``_read_through``),
+  so the reader dozes only while a receiver is in its read; the peer's
+  pings and close are never left unread because the application went
+  elsewhere. Everything that wakes a dozing reader over HTTP/2 wakes this
+  one too (``_advance``, ``_abort``, a ping waiting for its pong, a wait
+  for the end). Cost: a task start per wake after a quiet while, nothing
+  per message in a busy exchange (the reader then stands aside with its
+  timers as below). A handler that does not wait in ``get_message`` keeps
+  its reader.
 - Reading through: handing each message from the reader task to the
   receiving task costs a task switch and a scheduler pass per message,
   which is most of what a request/response exchange costs. So once the
@@ -70,10 +91,12 @@ Rules:
   ``_CANCEL_SAFE_STREAMS``). When no receiver has read for
   ``_ASIDE_TIMEOUT`` (the application is busy elsewhere), the reader takes
   the stream back, so the peer's pings and close are never left unread
-  for long; while a receiver waits in its read, the reader parks without
-  a deadline. A reader cancelled while it stands aside that reads on to
-  close (``close_on_cancel``) first waits for a receiver's read to end
-  (``_take_read_turn``).
+  for long; while a receiver waits in its read, the reader parks with
+  no deadline but the doze's (``_QUIET_DOZE``, see "Dozing"; none where
+  it may not doze), which the receiver shortens to ``_ASIDE_TIMEOUT``
+  when it leaves its read. A reader cancelled while it stands aside that
+  reads on to close (``close_on_cancel``) first waits for a receiver's
+  read to end (``_take_read_turn``).
 - Reading through a ``DozingStream`` (a WebSocket over HTTP/2: its
   receives lose nothing when cancelled either): the stream's news goes
   straight to the receiver waiting in it, no reader task between them.
@@ -141,6 +164,11 @@ _READER, _ASIDE, _RECEIVER, _RECEIVER_RETURNING = 0, 1, 2, 3
 #: the stream back: the longest a peer's ping or close waits unread for an
 #: application that stopped receiving for a while.
 _ASIDE_TIMEOUT = 0.25
+#: How long a server's reader over a stream of ``_CANCEL_SAFE_STREAMS``
+#: waits, with a receiver waiting for a message and nothing read, before it
+#: dozes aside (see "Dozing"): its first read's deadline, or its park's
+#: while one read through goes on.
+_QUIET_DOZE = 1.0
 #: Streams whose ``receive_some``, when cancelled, loses no data (so a
 #: cancelled ``get_message`` reading through loses none); a
 #: ``trio.StapledStream`` counts as its receive stream.
@@ -154,13 +182,19 @@ _CANCEL_SAFE_STREAMS = frozenset(
 )
 
 
+def _cancel_safe(stream: trio.abc.Stream) -> bool:
+    """Whether ``stream`` is of ``_CANCEL_SAFE_STREAMS`` (a
+    ``trio.StapledStream`` as its receive stream)."""
+    if isinstance(stream, trio.StapledStream):
+        return type(stream.receive_stream) in _CANCEL_SAFE_STREAMS
+    return type(stream) in _CANCEL_SAFE_STREAMS
+
+
 def _reads_through(stream: trio.abc.Stream) -> bool:
     """Whether a receiver may read ``stream`` in place of the reader: a
     stream of ``_CANCEL_SAFE_STREAMS``, or one a reader may doze on (a
     ``DozingStream`` loses nothing to a cancelled receive either)."""
-    if isinstance(stream, trio.StapledStream):
-        return type(stream.receive_stream) in _CANCEL_SAFE_STREAMS
-    return type(stream) in _CANCEL_SAFE_STREAMS or hasattr(stream, "receive_or_doze")
+    return _cancel_safe(stream) or hasattr(stream, "receive_or_doze")
 
 
 #: The reader's scope while it dozes (it has no task to cancel): never
@@ -231,9 +265,14 @@ class ConnectionReceiving(ConnectionLifecycle):
         nursery.start_soon(self._reader_task, name=f"{role}-{self._id} reader")
 
     def _may_doze(self, stream: trio.abc.Stream) -> bool:
+        """Whether the reader may doze on ``stream`` itself (a
+        ``DozingStream``: the sockets' types first, with no attribute
+        lookup that fails there, and costs through ``trio.SSLStream``'s
+        ``__getattr__``)."""
         return (
             not self._is_client
             and self._state is OPEN
+            and type(stream) not in _CANCEL_SAFE_STREAMS
             and hasattr(stream, "receive_or_doze")
             and not self._options.close_on_cancel
         )
@@ -257,7 +296,12 @@ class ConnectionReceiving(ConnectionLifecycle):
         if not self._reader_dozing:
             return
         self._reader_dozing = False
-        cast(DozingStream, self._stream).forget_wake()
+        stream = self._stream
+        # (Only a DozingStream has a call to forget; the class is asked:
+        # ``trio.SSLStream``'s instances look a missing name up in their
+        # transport.)
+        if getattr(type(stream), "forget_wake", None) is not None:
+            cast(DozingStream, stream).forget_wake()
         self._reader_scope = trio.CancelScope()
         try:
             # (Never straight back to its doze: it is woken for work, which
@@ -289,6 +333,16 @@ class ConnectionReceiving(ConnectionLifecycle):
                     if self._may_doze(stream):
                         doze = cast(DozingStream, stream).receive_or_doze
                     may_stand_aside = _reads_through(stream)
+                    # Whether it may doze aside over a stream that cannot
+                    # wake it (see "Dozing"): its first read then has a
+                    # deadline, and so has its park while a receiver reads.
+                    quiet = (
+                        not self._is_client
+                        and self._state is OPEN
+                        and not self._options.close_on_cancel
+                        and _cancel_safe(stream)
+                    )
+                    first_read = quiet
                     if self._read_turn:
                         # Woken from a doze aside while a receiver reads
                         # (see "Reading through"): it gives the turn back
@@ -332,7 +386,7 @@ class ConnectionReceiving(ConnectionLifecycle):
                                 and self._fragment_receiver is None
                                 and not inbox.takes_pieces
                             ):
-                                if await self._stand_aside(doze is not None):
+                                if await self._stand_aside(doze is not None, quiet):
                                     # Dozing aside: the task ends here and
                                     # starts again with news.
                                     dozing = self._reader_dozing = True
@@ -351,6 +405,24 @@ class ConnectionReceiving(ConnectionLifecycle):
                                     dozing = self._reader_dozing = True
                                     self._reader_scope = _DOZING_SCOPE
                                     return
+                            elif first_read:
+                                first_read = False
+                                with trio.CancelScope(
+                                    deadline=trio.current_time() + _QUIET_DOZE
+                                ) as first:
+                                    received = await stream.receive_some(max_bytes)
+                                if first.cancelled_caught:
+                                    # Nothing came for a while: a receiver
+                                    # waiting for a message reads through
+                                    # instead, and wakes the reader when it
+                                    # stops (else the reader reads on).
+                                    if self._may_doze_quietly():
+                                        self._read_turn = _ASIDE
+                                        inbox.wake_receivers()
+                                        dozing = self._reader_dozing = True
+                                        self._reader_scope = _DOZING_SCOPE
+                                        return
+                                    continue
                             else:
                                 received = await stream.receive_some(max_bytes)
                             data = received
@@ -556,13 +628,16 @@ class ConnectionReceiving(ConnectionLifecycle):
     # ------------------------------------------------------------------
     # Reading through (see the module rules)
 
-    async def _stand_aside(self, may_doze: bool) -> bool:
+    async def _stand_aside(self, may_doze: bool, quiet: bool) -> bool:
         """Park the reader until the turn is the reader's again: given back,
         or taken back after ``_ASIDE_TIMEOUT`` with no read through. With
         ``may_doze`` (a ``DozingStream``), a receiver reading through a
         quiet stream may ask it to doze instead (see
-        ``_let_reader_doze_aside``): then it returns True, the turn still
-        aside, and the stream wakes it with its news."""
+        ``_let_reader_doze_aside``); with ``quiet`` (a stream of
+        ``_CANCEL_SAFE_STREAMS``, see ``_reader_task``), it dozes once one
+        read through has gone on for ``_QUIET_DOZE``. Then it returns True,
+        the turn still aside (or the receiver's), and the stream's news or
+        the receiver leaving its read wakes it."""
         self._read_turn = _ASIDE
         if self._inbox.has_receivers:
             # The receiver it handed a message to took it while the reader
@@ -572,11 +647,14 @@ class ConnectionReceiving(ConnectionLifecycle):
         task = trio.lowlevel.current_task()
         seen = self._reads_through
         deadline = trio.current_time() + _ASIDE_TIMEOUT
+        # Whether the park's deadline is for a receiver in its read (which
+        # sets it shorter when it leaves the read).
+        reading = False
         dozed = False
         try:
             while self._read_turn != _READER:
                 with trio.CancelScope(deadline=deadline) as timer:
-                    if deadline == math.inf:
+                    if reading:
                         self._aside_timer = timer  # the receiver sets it
                     self._aside_task = task
                     await trio.lowlevel.wait_task_rescheduled(self._aside_wait_ended)
@@ -591,15 +669,34 @@ class ConnectionReceiving(ConnectionLifecycle):
                         dozed = True
                         return True
                     continue
-                if turn == _ASIDE and self._reads_through == seen:
-                    # Nobody read meanwhile: the application is busy
-                    # elsewhere, so the reader reads again.
-                    self._read_turn = _READER
-                    break
+                if self._reads_through == seen:
+                    if turn == _ASIDE:
+                        # Nobody read meanwhile: the application is busy
+                        # elsewhere, so the reader reads again.
+                        self._read_turn = _READER
+                        break
+                    if (
+                        quiet
+                        and reading
+                        and turn == _RECEIVER
+                        and self._state is OPEN
+                        and not self._reader_scope.cancel_called
+                    ):
+                        # One read through went on for _QUIET_DOZE: the
+                        # reader dozes aside; the receiver wakes it when
+                        # it stops reading (see _read_through).
+                        dozed = True
+                        return True
                 seen = self._reads_through
-                # A receiver waiting in its read needs no timer; one that
-                # read lately may come back soon.
-                deadline = math.inf if turn != _ASIDE else trio.current_time() + _ASIDE_TIMEOUT
+                # A receiver waiting in its read needs no timer but the
+                # doze's; one that read lately may come back soon.
+                reading = turn != _ASIDE
+                if not reading:
+                    deadline = trio.current_time() + _ASIDE_TIMEOUT
+                elif quiet:
+                    deadline = trio.current_time() + _QUIET_DOZE
+                else:
+                    deadline = math.inf
         finally:
             self._aside_task = None
             self._aside_timer = None
@@ -608,6 +705,20 @@ class ConnectionReceiving(ConnectionLifecycle):
                 # receiver still reading).
                 self._read_turn = _READER
         return False
+
+    def _may_doze_quietly(self) -> bool:
+        """Whether the reader, its first read timed out (see
+        ``_reader_task``), may hand the turn to a receiver waiting for a
+        message and doze aside: the connection open, its reader
+        uncancelled, and a receiver waiting for a whole message."""
+        inbox = self._inbox
+        return (
+            inbox.has_receivers
+            and self._state is OPEN
+            and not self._reader_scope.cancel_called
+            and self._fragment_receiver is None
+            and not inbox.takes_pieces
+        )
 
     def _may_doze_aside(self) -> bool:
         """Whether the reader, asked to doze while it stands aside, may:
@@ -735,6 +846,10 @@ class ConnectionReceiving(ConnectionLifecycle):
                 if timer is not None:
                     self._aside_timer = None
                     timer.deadline = trio.current_time() + _ASIDE_TIMEOUT
+                elif self._reader_dozing and doze is None:
+                    # It dozes aside over a stream that cannot wake it:
+                    # nobody may be reading from now on (see "Dozing").
+                    self._wake_reader_task()
             elif self._read_turn != _READER:
                 self._give_turn_to_reader()
 
