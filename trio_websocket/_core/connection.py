@@ -406,8 +406,10 @@ class WebSocketConnection(ConnectionReceiving, trio.abc.Channel[Message]):
             raise ValueError("ping payload must be bytes of at most 125 bytes")
         waiter = self._pings.add(payload, sent_at=trio.current_time())
         # Someone must read the pong: the reader, if it stands aside while
-        # no receiver reads (see ``_core.receiving``, "Reading through"). A
-        # dozing reader needs no call: the pong is news that wakes it.
+        # no receiver reads (see ``_core.receiving``, "Reading through"),
+        # or dozes aside over TCP or TLS (the turn is not the reader's
+        # then either: it is started here). A reader dozing on its HTTP/2
+        # stream needs no call: the pong is news that wakes it.
         if self._read_turn:
             self._wake_reader_task()
         try:
