@@ -72,8 +72,10 @@ def _start(run, stack, tag):
 def _idle(run, stack, transport):
     server = _start(run, stack, f"idle-{transport}")
     try:
+        # (The settle of run.py's idle step: HTTP/1.1 connections of
+        # ours give back their reader task after a quiet second.)
         extra = ["--count", str(run.cfg["idle"]), "--rss-pid",
-                 str(server.pid), *_tls(run)]
+                 str(server.pid), "--settle", str(measure.IDLE_SETTLE), *_tls(run)]
         timeout = 180
         if transport == "h2":
             (res,) = measure.h2loadgen(venvs.python_of(H2LOAD_VENV), "idle",

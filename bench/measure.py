@@ -12,6 +12,12 @@ import time
 
 from stacks import BENCH, REPO
 
+#: The wait before each RSS read: longer than the second a quiet
+#: connection of ours takes to give back its reader task (its handler
+#: waiting in get_message: trio_websocket's _QUIET_DOZE), so what is
+#: measured is an idle connection as it stays, for every stack alike.
+IDLE_SETTLE = 1.5
+
 LOG_DIR = BENCH / ".venvs" / "logs"
 
 

@@ -128,6 +128,7 @@ class Run:
             "idle", srv.port, stack.proto,
             ["--count", str(self.cfg["idle"]), "--rss-pid", str(srv.pid),
              "--warm", str(IDLE_WARM), "--steps", str(IDLE_STEPS),
+             "--settle", str(measure.IDLE_SETTLE),
              *self.tls], timeout=180)
         steps = res["step_kib_per_conn"]
         self.add(stack, "rss_kib_per_conn", res["kib_per_conn"])
