@@ -235,9 +235,10 @@ def _coroutine_chain(task: trio.lowlevel.Task) -> list[str]:
     names = []
     awaited: object = task.coro
     while awaited is not None:
-        code = getattr(awaited, "cr_code", None) or getattr(awaited, "gi_code", None)
-        if code is not None:
-            names.append(code.co_qualname)
+        if hasattr(awaited, "cr_code") or hasattr(awaited, "gi_code"):
+            # (The coroutine's own __qualname__: code objects have one only
+            # from Python 3.11.)
+            names.append(awaited.__qualname__)  # type: ignore[attr-defined]
         awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
     return names
 
