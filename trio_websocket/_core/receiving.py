@@ -264,17 +264,22 @@ class ConnectionReceiving(ConnectionLifecycle):
         role = "client" if self._is_client else "server"
         nursery.start_soon(self._reader_task, name=f"{role}-{self._id} reader")
 
+    def _reader_may_give_up_task(self) -> bool:
+        """What any doze asks of the connection: a server's, open, without
+        ``close_on_cancel`` (see "Dozing")."""
+        return (
+            not self._is_client and self._state is OPEN and not self._options.close_on_cancel
+        )
+
     def _may_doze(self, stream: trio.abc.Stream) -> bool:
         """Whether the reader may doze on ``stream`` itself (a
         ``DozingStream``: the sockets' types first, with no attribute
         lookup that fails there, and costs through ``trio.SSLStream``'s
         ``__getattr__``)."""
         return (
-            not self._is_client
-            and self._state is OPEN
+            self._reader_may_give_up_task()
             and type(stream) not in _CANCEL_SAFE_STREAMS
             and hasattr(stream, "receive_or_doze")
-            and not self._options.close_on_cancel
         )
 
     def _wake_reader_task(self) -> None:
@@ -336,12 +341,7 @@ class ConnectionReceiving(ConnectionLifecycle):
                     # Whether it may doze aside over a stream that cannot
                     # wake it (see "Dozing"): its first read then has a
                     # deadline, and so has its park while a receiver reads.
-                    quiet = (
-                        not self._is_client
-                        and self._state is OPEN
-                        and not self._options.close_on_cancel
-                        and _cancel_safe(stream)
-                    )
+                    quiet = self._reader_may_give_up_task() and _cancel_safe(stream)
                     first_read = quiet
                     if self._read_turn:
                         # Woken from a doze aside while a receiver reads
