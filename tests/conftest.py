@@ -146,6 +146,20 @@ async def open_pair(
     )
 
 
+def server_readers() -> int:
+    """How many server WebSocket reader tasks run now."""
+    count = 0
+    stack = [trio.lowlevel.current_root_task()]
+    while stack:  # (bounded by the task tree)
+        task = stack.pop()
+        for nursery in task.child_nurseries:
+            for child in nursery.child_tasks:
+                if child.name.startswith("server-") and child.name.endswith(" reader"):
+                    count += 1
+                stack.append(child)
+    return count
+
+
 @pytest.fixture
 def no_cyclic_collector() -> Iterator[None]:
     """Only reference counting frees objects during the test (for tests of

@@ -18,6 +18,7 @@ import pytest
 import trio
 import trio.testing
 import trustme
+from conftest import server_readers
 from hostile_peers import poll_until
 
 from trio_websocket import (
@@ -34,20 +35,6 @@ from trio_websocket.testing import open_memory_pair
 QUIET = receiving._QUIET_DOZE
 #: How long the tests over real sockets (real time) wait to doze.
 SHORT_QUIET = 0.05
-
-
-def server_readers() -> int:
-    """How many server WebSocket reader tasks run now."""
-    count = 0
-    stack = [trio.lowlevel.current_root_task()]
-    while stack:  # (bounded by the task tree)
-        task = stack.pop()
-        for nursery in task.child_nurseries:
-            for child in nursery.child_tasks:
-                if child.name.startswith("server-") and child.name.endswith(" reader"):
-                    count += 1
-                stack.append(child)
-    return count
 
 
 def assert_dozing(server: WebSocketConnection) -> None:

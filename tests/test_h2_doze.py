@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import trio
+from conftest import server_readers
 from wsproto import ConnectionType
 from wsproto.connection import Connection
 
@@ -48,20 +49,6 @@ def check_the_shared_dozing_scope() -> None:
     would cancel every reader woken later. (Reads the clock: call it in a
     test's trio run.)"""
     assert not receiving._DOZING_SCOPE.cancel_called
-
-
-def server_readers() -> int:
-    """How many server WebSocket reader tasks run now."""
-    count = 0
-    stack = [trio.lowlevel.current_root_task()]
-    while stack:  # (bounded by the task tree)
-        task = stack.pop()
-        for nursery in task.child_nurseries:
-            for child in nursery.child_tasks:
-                if child.name.startswith("server-") and child.name.endswith(" reader"):
-                    count += 1
-                stack.append(child)
-    return count
 
 
 class Handler:
