@@ -607,6 +607,11 @@ def run_suite(
     )
     parser.add_argument("--python", help="Python 3 that runs trio_websocket (default: found)")
     parser.add_argument("--rebuild", action="store_true", help="recreate the wstest environments")
+    parser.add_argument(
+        "--setup-only",
+        action="store_true",
+        help="make (or check) the wstest environment and what this runner needs, run no case",
+    )
     parser.add_argument("--slowest", type=int, default=10, help="how many slowest cases to list")
     parser.add_argument(
         "--report-only",
@@ -628,6 +633,14 @@ def run_suite(
     REPORTS.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     expected: dict[str, list[str]] = {}
+    if args.setup_only:
+        try:
+            prepare()
+            ensure_environments(args.rebuild)
+        except RunError as exc:
+            say(f"\nRUN ERROR: {exc}")
+            return 2
+        return 0
     try:
         if not args.report_only:
             say(f"cases: {include}, excluded: {exclude}, sides: {sides}")
