@@ -15,6 +15,7 @@ import gc
 import os
 import signal
 import socket
+import ssl
 import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+import trustme
 from hypothesis import HealthCheck, settings
 from wsproto import ConnectionType
 from wsproto.connection import Connection
@@ -178,6 +180,32 @@ def fast_paths_on(monkeypatch: pytest.MonkeyPatch) -> None:
     the suite with ``TRIO_WEBSOCKET_FAST_PATHS=0``: for the tests of a fast
     path's own workings (the rest of the suite runs in either mode)."""
     monkeypatch.setattr(fast_paths, "ENABLED", True)
+
+
+# TLS material for tests over real TLS: a trustme CA, a server certificate
+# for 127.0.0.1 and localhost, a client context that trusts the CA. Module
+# scope: a test that changes a context changes it for its own file only. A
+# file that needs other names on the certificate defines its own
+# server_context.
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+@pytest.fixture(scope="module")
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
 
 
 @pytest.fixture

@@ -31,7 +31,6 @@ from functools import partial
 import pytest
 import trio
 import trio.testing
-import trustme
 
 from trio_websocket import (
     ConnectionRejected,
@@ -331,25 +330,6 @@ async def test_request_that_cannot_be_sent_is_a_value_error_before_sending(
 
 # ---------------------------------------------------------------------------
 # TLS on one side only
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    return context
-
-
-@pytest.fixture(scope="module")
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
 
 
 async def answer_400_at_once(stream: trio.SocketStream) -> None:

@@ -64,18 +64,6 @@ class HangingResolver(FailingResolver):
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    return context
-
-
 async def closed_port() -> int:
     sock = trio.socket.socket()
     await sock.bind(("127.0.0.1", 0))

@@ -17,7 +17,6 @@ from functools import partial
 import pytest
 import trio
 import trio.testing
-import trustme
 from conftest import server_readers
 from hostile_peers import poll_until
 
@@ -261,25 +260,6 @@ async def test_a_client_never_dozes(autojump_clock: object) -> None:
 
 # ----------------------------------------------------------------------
 # Real TCP and TLS on loopback
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    return context
-
-
-@pytest.fixture(scope="module")
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
 
 
 @pytest.fixture

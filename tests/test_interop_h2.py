@@ -86,11 +86,6 @@ CLOSE_REASON = "fin — ✓"
 
 
 @pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
 def tls(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     return write_tls_files(ca, tmp_path_factory.mktemp("h2-tls"))
 

@@ -88,18 +88,6 @@ SOCKS_CREDENTIALS = f"{SOCKS_USER}:{SOCKS_PASSWORD}@"
 HTTP_CREDENTIALS = f"{HTTP_USER}:{HTTP_PASSWORD}@"
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
-
-
 class SniRecorder:
     """A server TLS context that records the names clients ask for."""
 
