@@ -208,6 +208,26 @@ BROKEN: Outcome = ("raised", "BrokenResourceError", "NoneType")
 # The mechanism (forced on: tests/conftest.py, fast_paths_on)
 
 
+async def start_finished_with_data(
+    nursery: trio.Nursery, sockets: Sockets, peer: trio.SSLStream[Any]
+) -> None:
+    """Starts the client ``peer``'s handshake, as a wss:// client makes it:
+    once its hello has reached us, its last flight (Finished) is held back
+    until its first data (a request line) is written, so that both arrive
+    together."""
+
+    async def peer_speaks() -> None:
+        await peer.do_handshake()
+        await peer.send_all(b"GET / HTTP/1.1")
+        await sockets.tap.release()
+
+    nursery.start_soon(peer.do_handshake)
+    await sockets.arrived(1)  # (the hello)
+    await trio.testing.wait_all_tasks_blocked()
+    sockets.tap.holding = True  # (its Finished waits for the data)
+    nursery.start_soon(peer_speaks)
+
+
 async def first_read_points(make: Maker) -> int:
     """Schedule points of a server's first ``receive_some`` (which runs
     the handshake) when the client's hello is there and its last flight
@@ -220,17 +240,8 @@ async def first_read_points(make: Maker) -> int:
         async def receive() -> None:
             received.append(await ours.receive_some(100))
 
-        async def peer_speaks() -> None:
-            await peer.do_handshake()
-            await peer.send_all(b"GET / HTTP/1.1")
-            await sockets.tap.release()
-
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(peer.do_handshake)
-            await sockets.arrived(1)  # (the hello)
-            await trio.testing.wait_all_tasks_blocked()
-            sockets.tap.holding = True  # (its Finished waits for the data)
-            nursery.start_soon(peer_speaks)
+            await start_finished_with_data(nursery, sockets, peer)
             points = await schedule_points(receive)
         assert received == [b"GET / HTTP/1.1"]
         return points
@@ -719,18 +730,8 @@ async def test_the_first_read_after_the_handshake_reads_the_socket_no_more(
     with trio.fail_after(10):
         sockets = tcp()
         ours, peer = default_pair(tls_stream, sockets, version="1.3")
-
-        async def peer_speaks() -> None:
-            await peer.do_handshake()
-            await peer.send_all(b"GET / HTTP/1.1")
-            await sockets.tap.release()
-
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(peer.do_handshake)
-            await sockets.arrived(1)  # (the hello)
-            await trio.testing.wait_all_tasks_blocked()
-            sockets.tap.holding = True  # (its Finished waits for the data)
-            nursery.start_soon(peer_speaks)
+            await start_finished_with_data(nursery, sockets, peer)
             await sockets.arrived(1)
             await trio.testing.wait_all_tasks_blocked()
             found_nothing = 0
