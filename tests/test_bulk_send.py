@@ -72,6 +72,14 @@ def tcp_sockets(small_buffers: bool = False) -> tuple[socket.socket, socket.sock
     return ours, peer
 
 
+def lean_stream_and_peer() -> tuple[socket.socket, LeanSocketStream, trio.SocketStream]:
+    """Our socket of a small-buffered pair, the library's stream over it,
+    and the peer's end as a trio stream."""
+    ours, peer_sock = tcp_sockets(small_buffers=True)
+    peer = trio.SocketStream(trio.socket.from_stdlib_socket(peer_sock))
+    return ours, LeanSocketStream(ours), peer
+
+
 async def wait_until_stuck(sock: socket.socket) -> None:
     """Let a send_all on ``sock`` run until it waits for room."""
     await trio.testing.wait_all_tasks_blocked()
@@ -84,9 +92,7 @@ async def wait_until_stuck(sock: socket.socket) -> None:
 @pytest.mark.usefixtures("fast_paths_on")
 async def test_a_big_plain_write_that_waits_raises_the_mark_for_its_time_only() -> None:
     message = bytes(index % 251 for index in range(4 << 20))
-    ours, peer_sock = tcp_sockets(small_buffers=True)
-    stream = LeanSocketStream(ours)
-    peer = trio.SocketStream(trio.socket.from_stdlib_socket(peer_sock))
+    ours, stream, peer = lean_stream_and_peer()
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(stream.send_all, message)
@@ -105,9 +111,7 @@ async def test_a_big_plain_write_that_waits_raises_the_mark_for_its_time_only() 
 @pytest.mark.usefixtures("fast_paths_on")
 async def test_a_plain_write_up_to_the_bound_leaves_the_mark_alone() -> None:
     message = b"s" * BULK_WRITE
-    ours, peer_sock = tcp_sockets(small_buffers=True)
-    stream = LeanSocketStream(ours)
-    peer = trio.SocketStream(trio.socket.from_stdlib_socket(peer_sock))
+    ours, stream, peer = lean_stream_and_peer()
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(stream.send_all, message)

@@ -50,6 +50,17 @@ async def _receive_into(ws: WebSocketConnection, got: list[object]) -> None:
         got.append(exc)
 
 
+async def receive_until_dozing(nursery: trio.Nursery, server: WebSocketConnection) -> list[object]:
+    """Starts a handler that waits in ``get_message`` on ``server`` (what
+    it gets, then the ConnectionClosed, goes into the list returned) and
+    returns once the connection has been quiet long enough to doze."""
+    got: list[object] = []
+    nursery.start_soon(_receive_into, server, got)
+    await trio.sleep(QUIET * 2)
+    assert_dozing(server)
+    return got
+
+
 # ----------------------------------------------------------------------
 # Memory streams, autojump clock
 
@@ -151,11 +162,8 @@ async def test_a_timed_out_receive_still_answers_pings(autojump_clock: object) -
 async def test_the_peers_close_while_dozing(autojump_clock: object) -> None:
     with trio.fail_after(30):
         async with open_memory_pair() as (client, server):
-            got: list[object] = []
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_receive_into, server, got)
-                await trio.sleep(QUIET * 2)
-                assert_dozing(server)
+                got = await receive_until_dozing(nursery, server)
                 with trio.fail_after(1):
                     await client.aclose(4000, "bye")
             assert client.closed is not None and client.closed.code == 4000
@@ -188,11 +196,8 @@ async def test_the_peers_close_while_the_handler_sleeps(autojump_clock: object) 
 async def test_the_peer_vanishing_while_dozing(autojump_clock: object) -> None:
     with trio.fail_after(30):
         async with open_memory_pair() as (client, server):
-            got: list[object] = []
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_receive_into, server, got)
-                await trio.sleep(QUIET * 2)
-                assert_dozing(server)
+                got = await receive_until_dozing(nursery, server)
                 await trio.aclose_forcefully(client._stream)
             assert isinstance(got[-1], ConnectionClosed)
             assert got[-1].reason is not None and got[-1].reason.code == 1006
@@ -204,11 +209,8 @@ async def test_the_peer_vanishing_while_dozing(autojump_clock: object) -> None:
 async def test_a_local_close_and_our_ping_while_dozing(autojump_clock: object) -> None:
     with trio.fail_after(30):
         async with open_memory_pair() as (client, server):
-            got: list[object] = []
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_receive_into, server, got)
-                await trio.sleep(QUIET * 2)
-                assert_dozing(server)
+                got = await receive_until_dozing(nursery, server)
                 with trio.fail_after(1):
                     await server.ping(b"ours")
                 await trio.sleep(QUIET * 3)
@@ -224,11 +226,8 @@ async def test_a_local_close_and_our_ping_while_dozing(autojump_clock: object) -
 async def test_an_abort_while_dozing(autojump_clock: object) -> None:
     with trio.fail_after(30):
         async with open_memory_pair() as (_client, server):
-            got: list[object] = []
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_receive_into, server, got)
-                await trio.sleep(QUIET * 2)
-                assert_dozing(server)
+                got = await receive_until_dozing(nursery, server)
                 server._abort()
                 with trio.fail_after(1):
                     await server._wait_reader_ended()
