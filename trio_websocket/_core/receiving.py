@@ -922,9 +922,10 @@ class ConnectionReceiving(ConnectionLifecycle):
         try:
             if (self._outbox or self._writing) and not self._write_outbox_now():
                 # (Taking the write turn waits for the writer.)
-                await self._flush_outbox()
-            # (Written at once, the close echo takes no schedule point of
-            # its own before the one of closing.)
+                await self._flush_outbox(then_closing=True)
+            # (Written at once, or over TLS by a write that did not wait,
+            # the close echo takes no schedule point of its own before the
+            # one of closing.)
             await self._stream.aclose()
         except (ConnectionClosed, *STREAM_ERRORS):
             return False
