@@ -436,10 +436,9 @@ class ConnectionReceiving(ConnectionLifecycle):
                     self._close(CloseReason(ABNORMAL_CLOSURE, None))
                     self._inbox.close(discard=False)
                     # The graceful close runs in the same scope (a scope less to
-                    # enter per connection), with the grace period as deadline;
-                    # an abort cuts it short.
-                    scope.deadline = min(scope.deadline, trio.current_time() + CLOSE_GRACE)
-                    closed = await self._close_stream_gracefully()
+                    # enter per connection), with the grace period as deadline
+                    # where it can wait; an abort cuts it short.
+                    closed = await self._close_stream_gracefully(scope)
             except trio.Cancelled:
                 # Cancelled from outside (an abort stops at the reader's scope).
                 closed = await self._close_when_cancelled()
@@ -914,15 +913,24 @@ class ConnectionReceiving(ConnectionLifecycle):
             return False
         return await self._close_stream_gracefully()
 
-    async def _close_stream_gracefully(self) -> bool:
+    async def _close_stream_gracefully(self, grace: trio.CancelScope | None = None) -> bool:
         """Send what is still queued (the close echo), and let a write under
         way (our close frame, behind a slow link) finish, then close the
         stream (a TLS stream says goodbye). Returns whether the stream
-        closed; the reader's scope bounds this with the grace period."""
+        closed; the reader's scope bounds this with the grace period. With
+        ``grace`` (the reader's scope), the grace period becomes its
+        deadline first, unless nothing here can wait: the outbox written
+        at once (or empty, no write under way) and a lean socket's
+        ``aclose``, which never waits (a deadline less to register and
+        take back per connection)."""
         try:
             if (self._outbox or self._writing) and not self._write_outbox_now():
+                if grace is not None:
+                    grace.deadline = min(grace.deadline, trio.current_time() + CLOSE_GRACE)
                 # (Taking the write turn waits for the writer.)
                 await self._flush_outbox(then_closing=True)
+            elif grace is not None and type(self._stream) is not LeanSocketStream:
+                grace.deadline = min(grace.deadline, trio.current_time() + CLOSE_GRACE)
             # (Written at once, or over TLS by a write that did not wait,
             # the close echo takes no schedule point of its own before the
             # one of closing.)
