@@ -52,7 +52,8 @@ Rules:
   ``close_on_cancel``, dozes *aside* (see below) once the connection has
   been quiet for ``_QUIET_DOZE`` while a receiver waits for a message:
   its task's first read has that deadline (one scope per task start, no
-  deadline on later reads), and if it passes with nothing read and a
+  deadline on later reads; none either when that read finds data on a
+  lean socket at once: see "The first read"), and if it passes with nothing read and a
   receiver waiting for a whole message, the reader hands the turn over
   (``_ASIDE``, the receivers woken: one reads through) and ends its task;
   while it stands aside, its park has that deadline while a receiver is
@@ -97,6 +98,14 @@ Rules:
   when it leaves its read. A reader cancelled while it stands aside that
   reads on to close (``close_on_cancel``) first waits for a receiver's
   read to end (``_take_read_turn``).
+- The first read: a reader task's first read with the quiet deadline
+  above, on a lean socket (``_wire.socket_stream.LeanSocketStream``),
+  first takes what the socket has now (``receive_now``), after a
+  cancellation check and without a schedule point (the task's step has
+  only just begun, and its next await makes one): a client that sends
+  right after the 101 (often its close) costs no deadline scope and no
+  pass of the scheduler for it. Only when nothing is there does the read
+  wait, with the deadline.
 - Reading through a ``DozingStream`` (a WebSocket over HTTP/2: its
   receives lose nothing when cancelled either): the stream's news goes
   straight to the receiver waiting in it, no reader task between them.
@@ -407,22 +416,30 @@ class ConnectionReceiving(ConnectionLifecycle):
                                     return
                             elif first_read:
                                 first_read = False
-                                with trio.CancelScope(
-                                    deadline=trio.current_time() + _QUIET_DOZE
-                                ) as first:
-                                    received = await stream.receive_some(max_bytes)
-                                if first.cancelled_caught:
-                                    # Nothing came for a while: a receiver
-                                    # waiting for a message reads through
-                                    # instead, and wakes the reader when it
-                                    # stops (else the reader reads on).
-                                    if self._may_doze_quietly():
-                                        self._read_turn = _ASIDE
-                                        inbox.wake_receivers()
-                                        dozing = self._reader_dozing = True
-                                        self._reader_scope = _DOZING_SCOPE
-                                        return
-                                    continue
+                                # What a lean socket has now, if anything
+                                # (see "The first read").
+                                received = None
+                                if type(stream) is LeanSocketStream:
+                                    await trio.lowlevel.checkpoint_if_cancelled()
+                                    received = stream.receive_now(max_bytes)
+                                if received is None:
+                                    with trio.CancelScope(
+                                        deadline=trio.current_time() + _QUIET_DOZE
+                                    ) as first:
+                                        received = await stream.receive_some(max_bytes)
+                                    if first.cancelled_caught:
+                                        # Nothing came for a while: a
+                                        # receiver waiting for a message
+                                        # reads through instead, and wakes
+                                        # the reader when it stops (else
+                                        # the reader reads on).
+                                        if self._may_doze_quietly():
+                                            self._read_turn = _ASIDE
+                                            inbox.wake_receivers()
+                                            dozing = self._reader_dozing = True
+                                            self._reader_scope = _DOZING_SCOPE
+                                            return
+                                        continue
                             else:
                                 received = await stream.receive_some(max_bytes)
                             data = received
