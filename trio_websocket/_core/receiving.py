@@ -99,8 +99,9 @@ Rules:
   reads on to close (``close_on_cancel``) first waits for a receiver's
   read to end (``_take_read_turn``).
 - The first read: a reader task's first read with the quiet deadline
-  above, on a lean socket (``_wire.socket_stream.LeanSocketStream``),
-  first takes what the socket has now (``receive_now``), after a
+  above, on a lean socket (``_wire.socket_stream.LeanSocketStream``) or
+  a TLS stream over one, first takes what the stream has now
+  (``receive_now``; ``_wire.tls_stream.receive_at_once``), after a
   cancellation check and without a schedule point (the task's step has
   only just begun, and its next await makes one): a client that sends
   right after the 101 (often its close) costs no deadline scope and no
@@ -135,6 +136,7 @@ from .._wire.close_frames import take_close_frame
 from .._wire.frame_decoder import forget_room, has_unparsed_bytes, stop_holding
 from .._wire.quick_frames import frames_size, hold_frame_start, take_whole_messages
 from .._wire.socket_stream import LeanSocketStream
+from .._wire.tls_stream import receive_at_once
 from .close import ABNORMAL_CLOSURE, GOING_AWAY, MESSAGE_TOO_BIG, CloseReason
 from .config import CLOSE_GRACE
 from .contracts import DozingStream
@@ -422,6 +424,9 @@ class ConnectionReceiving(ConnectionLifecycle):
                                 if type(stream) is LeanSocketStream:
                                     await trio.lowlevel.checkpoint_if_cancelled()
                                     received = stream.receive_now(max_bytes)
+                                elif type(stream) is trio.SSLStream:
+                                    await trio.lowlevel.checkpoint_if_cancelled()
+                                    received = receive_at_once(stream, max_bytes)
                                 if received is None:
                                     with trio.CancelScope(
                                         deadline=trio.current_time() + _QUIET_DOZE

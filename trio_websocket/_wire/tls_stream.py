@@ -104,6 +104,14 @@ Rules:
   ``https_compatible`` stream reads the transport's end in mid-TLS as the
   end of the data), ``aclose``, ``unwrap``, and the handshake over any
   other transport.
+- A read at once (:func:`receive_at_once`: a server reader's first read,
+  ``_core.receiving``'s "The first read") is a direct read's first half,
+  synchronous: the data the TLS object holds, or else what one read of the
+  socket without waiting brings, read ahead as above; nothing (None) when
+  that is not a whole record, the bytes kept for the next read. It makes
+  no schedule point and no cancellation check (its caller does), and
+  only runs in the steady state with no answer of the TLS library waiting
+  to go out and no other task reading the transport.
 - A closed stream can give its methods back (:func:`forget_own_methods`):
   they are bound to it and kept in its own ``__dict__``, a reference cycle
   the cyclic collector alone would free; once they are gone a finished
@@ -585,6 +593,57 @@ async def _receive_some_direct(
         if len(pieces) == 1:
             return data
         return b"".join(pieces)
+
+
+def receive_at_once(stream: trio.abc.Stream, max_bytes: int | None) -> bytes | None:
+    """What a stream on the direct paths has for a read now, up to
+    ``max_bytes`` (``b""`` at the end of the data), decrypted from what the
+    TLS object holds and, if that is nothing, from one read of the socket
+    without waiting; None when it has nothing whole now, or when it is no
+    such stream or not in the steady state (the caller then reads with
+    ``receive_some``). No schedule point and no cancellation check: for a
+    caller that makes them (see the module rules). Raises what a direct
+    ``receive_some`` raises; what it read but could not decrypt stays in
+    the incoming buffer for the next read."""
+    if (
+        type(stream) is not trio.SSLStream
+        or getattr(vars(stream).get("receive_some"), "__func__", None) is not _receive_some_direct
+        or not _is_steady(stream)
+        or _KEPT_ERROR in vars(stream)
+        or stream._inner_recv_lock.locked()
+        or stream._outgoing.pending
+    ):
+        return None
+    with stream._outer_recv_conflict_detector:
+        if max_bytes is None:
+            size = max(stream._estimated_receive_size, stream._incoming.pending)
+        else:
+            size = operator.index(max_bytes)
+            if size < 1:
+                raise ValueError("max_bytes must be >= 1")
+        try:
+            data = _read_now(stream, size)
+            if data is None:
+                ciphertext = stream.transport_stream.receive_now(TRANSPORT_READ_SIZE)
+                if ciphertext is None:
+                    return None
+                _take_in(stream, ciphertext)
+                data = _read_now(stream, size)
+                if data is None:
+                    return None  # a partial record: the next read has the rest
+        except ssl.SSLError as exc:
+            stream._state = _STATE_BROKEN
+            if stream._https_compatible and _is_eof(exc):
+                return b""
+            raise trio.BrokenResourceError from exc
+        # (An answer the TLS library wrote, a KeyUpdate's, waits in the
+        # outgoing buffer and goes out first with the next write or the
+        # next direct read, as after the read-ahead.)
+        if not data or stream._state is not _STATE_OK:
+            return data
+        pieces = [data]
+        _decrypt_buffered(stream, pieces, size - len(data))
+        return data if len(pieces) == 1 else b"".join(pieces)
 
 
 def _may_top_up(stream: trio.SSLStream[Any]) -> bool:
