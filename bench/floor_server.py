@@ -8,7 +8,12 @@ bare socket (non-blocking calls and trio.lowlevel.wait_readable, no
 SocketStream), to price trio's stream layer. --tls (with --tasks 1 or 2)
 does the same over trio.SSLStream (trio.serve_ssl_over_tcp and the
 bench's certificate, as the "raw trio TLS" row of run.py --tls serves):
-the least a WebSocket handshake costs over TLS on trio.
+the least a WebSocket handshake costs over TLS on trio. --lean (with
+--tasks 1 or 2) accepts as trio_websocket's server does
+(`_wire.socket_stream.acceptor_for` on the listener: lean socket streams,
+in TLS through `_wire.tls_stream`'s stream when --tls), so it prices the
+same exchange on the library's own stream layer, the least the library
+could reach (needs trio_websocket importable: ab.py's PYTHONPATH).
 Prints `PORT <n>`."""
 
 import argparse
@@ -127,12 +132,34 @@ async def raw_server(host, port, task_status):
             nursery.start_soon(raw_connection, sock)
 
 
-async def main(host, port, tasks, tls):
+async def lean_server(handler, listener, task_status):
+    """Accept as trio_websocket's server does (its accept loop, less the
+    retry on EMFILE): a task per connection on the library's own streams."""
+    from trio_websocket._wire.socket_stream import acceptor_for
+
+    accept = acceptor_for(listener)
+    task_status.started()
+    async with listener, trio.open_nursery() as nursery:
+        while True:
+            nursery.start_soon(handler, await accept())
+
+
+async def main(host, port, tasks, tls, lean):
     async with trio.open_nursery() as nursery:
         if tasks == 0:
             emit("PORT", await nursery.start(raw_server, host, port))
             return
         handler = one_task if tasks == 1 else two_tasks
+        if lean:
+            if tls:
+                listener = (await trio.open_ssl_over_tcp_listeners(
+                    port, server_tls_context(), host=host, https_compatible=True))[0]
+                tcp = listener.transport_listener
+            else:
+                listener = tcp = (await trio.open_tcp_listeners(port, host=host))[0]
+            await nursery.start(lean_server, handler, listener)
+            emit("PORT", tcp.socket.getsockname()[1])
+            return
         if tls:
             serve = partial(trio.serve_ssl_over_tcp, handler, port, server_tls_context(),
                             host=host)
@@ -154,10 +181,14 @@ if __name__ == "__main__":
     p.add_argument("--checkpoints", action="store_true",
                    help="with --tasks 0: a schedule point after each send, as trio's streams make")
     p.add_argument("--tls", action="store_true")
+    p.add_argument("--lean", action="store_true",
+                   help="accept as trio_websocket's server does: its lean (TLS) streams")
     a = p.parse_args()
     if a.tls and a.tasks == 0:
         p.error("--tls needs --tasks 1 or 2")
+    if a.lean and a.tasks == 0:
+        p.error("--lean needs --tasks 1 or 2")
     CHECKPOINTS = a.checkpoints
     watchdog(a.lifetime)
     raise_nofile()
-    trio.run(main, a.host, a.port, a.tasks, a.tls)
+    trio.run(main, a.host, a.port, a.tasks, a.tls, a.lean)

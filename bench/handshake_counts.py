@@ -1,13 +1,17 @@
 """Deterministic counts per server handshake, for work on the handshake
 path where CPU time on a shared machine is too noisy to see a few percent:
 
-    PYTHONPATH=TREE python bench/handshake_counts.py [--tls] [--raw]
-        [-n N] [--concurrency C] [--profile [--sort KEY] [--top K]]
+    PYTHONPATH=TREE python bench/handshake_counts.py [--tls]
+        [--raw | --floor sslstream|lean] [-n N] [--concurrency C] [--profile [--sort KEY] [--top K]]
         [--steps [--where]]
 
 The server (this library's echo server, as `servers/trio_websocket_server.py`
 serves it; with `--raw`, the raw trio TLS / plain trio echo of
-`servers/plain_trio_server.py`) runs in this process; the load generator
+`servers/plain_trio_server.py`; with `--floor`, the library-less
+WebSocket exchange of `floor_server.py --tasks 1`, on trio's streams
+(`sslstream`: `trio.serve_tcp`, or `trio.SSLStream` with `--tls`) or on
+this library's lean (TLS) streams (`lean`: its `--lean`)) runs in this
+process; the load generator
 (`loadgen.py handshake`, C threads, N handshakes: open + close, or for
 `--raw` connect + TLS handshake + close_notify) in another, started from
 a worker thread once 50 warm-up handshakes are done. Prints the server's
@@ -106,6 +110,27 @@ async def main(a):
                     trio.serve_tcp, handler, 0, host="127.0.0.1"))
                 sock = listeners[0].socket
             port, proto = sock.getsockname()[1], "plain"
+        elif a.floor:
+            import floor_server
+            if a.floor == "lean":
+                if context is not None:
+                    listener = (await trio.open_ssl_over_tcp_listeners(
+                        0, context, host="127.0.0.1", https_compatible=True))[0]
+                    sock = listener.transport_listener.socket
+                else:
+                    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+                    sock = listener.socket
+                await nursery.start(floor_server.lean_server, floor_server.one_task, listener)
+            elif context is not None:
+                listeners = await nursery.start(partial(
+                    trio.serve_ssl_over_tcp, floor_server.one_task, 0, context,
+                    host="127.0.0.1"))
+                sock = listeners[0].transport_listener.socket
+            else:
+                listeners = await nursery.start(partial(
+                    trio.serve_tcp, floor_server.one_task, 0, host="127.0.0.1"))
+                sock = listeners[0].socket
+            port, proto = sock.getsockname()[1], "ws"
         else:
             server = await nursery.start(serve_websocket, echo, "127.0.0.1", 0, context)
             port, proto = server.port, "ws"
@@ -149,6 +174,9 @@ if __name__ == "__main__":
     p.add_argument("--tls", action="store_true")
     p.add_argument("--raw", action="store_true",
                    help="raw trio TLS (plain trio without --tls) instead of ours")
+    p.add_argument("--floor", choices=("sslstream", "lean"),
+                   help="floor_server.py's library-less WebSocket exchange (one task), "
+                        "on trio's streams or on this library's")
     p.add_argument("-n", type=int, default=2000, help="handshakes measured")
     p.add_argument("--concurrency", type=int, default=4, help="load generator threads")
     p.add_argument("--profile", action="store_true")

@@ -52,7 +52,8 @@ Rules:
   ``close_on_cancel``, dozes *aside* (see below) once the connection has
   been quiet for ``_QUIET_DOZE`` while a receiver waits for a message:
   its task's first read has that deadline (one scope per task start, no
-  deadline on later reads), and if it passes with nothing read and a
+  deadline on later reads; none either when that read finds data on a
+  lean socket at once: see "The first read"), and if it passes with nothing read and a
   receiver waiting for a whole message, the reader hands the turn over
   (``_ASIDE``, the receivers woken: one reads through) and ends its task;
   while it stands aside, its park has that deadline while a receiver is
@@ -97,6 +98,15 @@ Rules:
   when it leaves its read. A reader cancelled while it stands aside that
   reads on to close (``close_on_cancel``) first waits for a receiver's
   read to end (``_take_read_turn``).
+- The first read: a reader task's first read with the quiet deadline
+  above, on a lean socket (``_wire.socket_stream.LeanSocketStream``) or
+  a TLS stream over one, first takes what the stream has now
+  (``receive_now``; ``_wire.tls_stream.receive_at_once``), after a
+  cancellation check and without a schedule point (the task's step has
+  only just begun, and its next await makes one): a client that sends
+  right after the 101 (often its close) costs no deadline scope and no
+  pass of the scheduler for it. Only when nothing is there does the read
+  wait, with the deadline.
 - Reading through a ``DozingStream`` (a WebSocket over HTTP/2: its
   receives lose nothing when cancelled either): the stream's news goes
   straight to the receiver waiting in it, no reader task between them.
@@ -126,6 +136,7 @@ from .._wire.close_frames import take_close_frame
 from .._wire.frame_decoder import forget_room, has_unparsed_bytes, stop_holding
 from .._wire.quick_frames import frames_size, hold_frame_start, take_whole_messages
 from .._wire.socket_stream import LeanSocketStream
+from .._wire.tls_stream import receive_at_once
 from .close import ABNORMAL_CLOSURE, GOING_AWAY, MESSAGE_TOO_BIG, CloseReason
 from .config import CLOSE_GRACE
 from .contracts import DozingStream
@@ -407,22 +418,33 @@ class ConnectionReceiving(ConnectionLifecycle):
                                     return
                             elif first_read:
                                 first_read = False
-                                with trio.CancelScope(
-                                    deadline=trio.current_time() + _QUIET_DOZE
-                                ) as first:
-                                    received = await stream.receive_some(max_bytes)
-                                if first.cancelled_caught:
-                                    # Nothing came for a while: a receiver
-                                    # waiting for a message reads through
-                                    # instead, and wakes the reader when it
-                                    # stops (else the reader reads on).
-                                    if self._may_doze_quietly():
-                                        self._read_turn = _ASIDE
-                                        inbox.wake_receivers()
-                                        dozing = self._reader_dozing = True
-                                        self._reader_scope = _DOZING_SCOPE
-                                        return
-                                    continue
+                                # What a lean socket has now, if anything
+                                # (see "The first read").
+                                received = None
+                                if type(stream) is LeanSocketStream:
+                                    await trio.lowlevel.checkpoint_if_cancelled()
+                                    received = stream.receive_now(max_bytes)
+                                elif type(stream) is trio.SSLStream:
+                                    await trio.lowlevel.checkpoint_if_cancelled()
+                                    received = receive_at_once(stream, max_bytes)
+                                if received is None:
+                                    with trio.CancelScope(
+                                        deadline=trio.current_time() + _QUIET_DOZE
+                                    ) as first:
+                                        received = await stream.receive_some(max_bytes)
+                                    if first.cancelled_caught:
+                                        # Nothing came for a while: a
+                                        # receiver waiting for a message
+                                        # reads through instead, and wakes
+                                        # the reader when it stops (else
+                                        # the reader reads on).
+                                        if self._may_doze_quietly():
+                                            self._read_turn = _ASIDE
+                                            inbox.wake_receivers()
+                                            dozing = self._reader_dozing = True
+                                            self._reader_scope = _DOZING_SCOPE
+                                            return
+                                        continue
                             else:
                                 received = await stream.receive_some(max_bytes)
                             data = received
@@ -436,10 +458,9 @@ class ConnectionReceiving(ConnectionLifecycle):
                     self._close(CloseReason(ABNORMAL_CLOSURE, None))
                     self._inbox.close(discard=False)
                     # The graceful close runs in the same scope (a scope less to
-                    # enter per connection), with the grace period as deadline;
-                    # an abort cuts it short.
-                    scope.deadline = min(scope.deadline, trio.current_time() + CLOSE_GRACE)
-                    closed = await self._close_stream_gracefully()
+                    # enter per connection), with the grace period as deadline
+                    # where it can wait; an abort cuts it short.
+                    closed = await self._close_stream_gracefully(scope)
             except trio.Cancelled:
                 # Cancelled from outside (an abort stops at the reader's scope).
                 closed = await self._close_when_cancelled()
@@ -914,17 +935,27 @@ class ConnectionReceiving(ConnectionLifecycle):
             return False
         return await self._close_stream_gracefully()
 
-    async def _close_stream_gracefully(self) -> bool:
+    async def _close_stream_gracefully(self, grace: trio.CancelScope | None = None) -> bool:
         """Send what is still queued (the close echo), and let a write under
         way (our close frame, behind a slow link) finish, then close the
         stream (a TLS stream says goodbye). Returns whether the stream
-        closed; the reader's scope bounds this with the grace period."""
+        closed; the reader's scope bounds this with the grace period. With
+        ``grace`` (the reader's scope), the grace period becomes its
+        deadline first, unless nothing here can wait: the outbox written
+        at once (or empty, no write under way) and a lean socket's
+        ``aclose``, which never waits (a deadline less to register and
+        take back per connection)."""
         try:
             if (self._outbox or self._writing) and not self._write_outbox_now():
+                if grace is not None:
+                    grace.deadline = min(grace.deadline, trio.current_time() + CLOSE_GRACE)
                 # (Taking the write turn waits for the writer.)
-                await self._flush_outbox()
-            # (Written at once, the close echo takes no schedule point of
-            # its own before the one of closing.)
+                await self._flush_outbox(then_closing=True)
+            elif grace is not None and type(self._stream) is not LeanSocketStream:
+                grace.deadline = min(grace.deadline, trio.current_time() + CLOSE_GRACE)
+            # (Written at once, or over TLS by a write that did not wait,
+            # the close echo takes no schedule point of its own before the
+            # one of closing.)
             await self._stream.aclose()
         except (ConnectionClosed, *STREAM_ERRORS):
             return False

@@ -54,6 +54,7 @@ from .._wire.close_frames import close_frame
 from .._wire.framing import MASKED, frame_header
 from .._wire.masking import apply_mask, next_mask_key
 from .._wire.socket_stream import drop_sent
+from .._wire.tls_stream import send_before_closing
 from .close import CloseReason
 from .config import COALESCE_BYTES, OUTBOX_LIMIT
 from .contracts import EndingStream
@@ -330,11 +331,13 @@ class ConnectionSending:
         finally:
             self._flush_scheduled = False
 
-    async def _flush_outbox(self) -> None:
-        """Write the outbox, if anything is in it, taking the write turn."""
+    async def _flush_outbox(self, *, then_closing: bool = False) -> None:
+        """Write the outbox, if anything is in it, taking the write turn;
+        ``then_closing``: the caller closes the stream right after (see
+        :meth:`_write`)."""
         await self._acquire_write_turn()
         try:
-            await self._write_outbox()
+            await self._write_outbox(then_closing)
         finally:
             self._release_write_turn()
 
@@ -398,11 +401,12 @@ class ConnectionSending:
             self._close_sent = None
             self._abort()
 
-    async def _write_outbox(self) -> None:
+    async def _write_outbox(self, then_closing: bool = False) -> None:
         """Write the outbox while holding the turn; translate stream errors.
 
         Small frames are joined into one write; a big piece is written on
-        its own rather than copied into a join.
+        its own rather than copied into a join. ``then_closing``: see
+        :meth:`_write`.
         """
         try:
             while self._outbox:
@@ -425,9 +429,9 @@ class ConnectionSending:
                     and (self._is_client or self._close_received is not None)
                 )
                 if len(pieces) == 1:
-                    await self._write(pieces[0], last)
+                    await self._write(pieces[0], last, then_closing)
                 elif total <= _JOIN_PAYLOAD_BYTES:
-                    await self._write(b"".join(pieces), last)
+                    await self._write(b"".join(pieces), last, then_closing)
                 else:
                     await self._write_pieces(pieces, last)
         except trio.Cancelled:
@@ -438,14 +442,20 @@ class ConnectionSending:
             self._abort()
             raise ConnectionClosed(self._close_reason) from exc
 
-    async def _write(self, data: bytes | bytearray | memoryview, last: bool) -> None:
+    async def _write(
+        self, data: bytes | bytearray | memoryview, last: bool, then_closing: bool = False
+    ) -> None:
         """One write; the ``last`` one (with our close frame) also ends the
         stream's sending side where the stream can (RFC 8441: END_STREAM
         on the DATA frame that carries the close frame, so that a peer
-        never gets a frame for a stream it is done with)."""
+        never gets a frame for a stream it is done with). ``then_closing``:
+        the stream is closed right after, and its ``aclose`` makes the
+        schedule point (``_wire.tls_stream.send_before_closing``)."""
         if last:
             ending: EndingStream = self._stream  # type: ignore[assignment]
             await ending.send_all_and_end(data)
+        elif then_closing:
+            await send_before_closing(self._stream, data)
         else:
             await self._stream.send_all(data)
 

@@ -316,6 +316,17 @@ class WebSocketRequest:
             await self._close_after_handler(handler_failed)
         # The timeout cancelled aclose, which then aborted the connection.
 
+    @property
+    def _over(self) -> bool:
+        """Whether the accepted connection is over (its reader has closed
+        the stream, or it never started), so that
+        :meth:`_close_after_handler` cannot wait."""
+        connection = self._connection
+        if connection is None:
+            return False
+        served: ServedConnection = connection
+        return not served._reader_started or served._reader_ended
+
     async def _close_after_handler(self, handler_failed: bool) -> None:
         """:meth:`_finish` without its own time limit: the caller bounds it
         (a timeout cancels ``aclose``, which then aborts the connection)."""

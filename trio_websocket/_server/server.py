@@ -148,6 +148,11 @@ class ServedRequest(Protocol):
         it failed; 403/500 for a request it never decided), within
         ``disconnect_timeout``."""
 
+    @property
+    def _over(self) -> bool:
+        """Whether the accepted connection is over already, so that
+        :meth:`_close_after_handler` cannot wait."""
+
     async def _close_after_handler(self, handler_failed: bool) -> None:
         """:meth:`_finish` without a time limit of its own (the caller's
         cancel scope bounds it)."""
@@ -523,8 +528,11 @@ class WebSocketServer:
                     # leaves at once: the closing below is for errors
                     # and returns only.)
                     # The closing is bounded by disconnect_timeout (and cut
-                    # short, like the handler, by a forced shutdown).
-                    scope.deadline = trio.current_time() + self._options.disconnect_timeout
+                    # short, like the handler, by a forced shutdown). A
+                    # connection already over has nothing left to wait for:
+                    # no deadline to register and take back.
+                    if not served._over:
+                        scope.deadline = trio.current_time() + self._options.disconnect_timeout
                     await served._close_after_handler(handler_failed)
                 finally:
                     await self._served_ended(served)
