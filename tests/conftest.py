@@ -148,6 +148,23 @@ async def open_pair(
     )
 
 
+class ReaderSteps(trio.abc.Instrument):
+    """An instrument counting the steps of WebSocket reader tasks (named
+    "... reader"), with an event set when one ends."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.ended = trio.Event()
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith(" reader"):
+            self.steps += 1
+
+    def task_exited(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith(" reader"):
+            self.ended.set()
+
+
 def server_readers() -> int:
     """How many server WebSocket reader tasks run now."""
     count = 0

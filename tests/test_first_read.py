@@ -13,6 +13,7 @@ import socket
 import pytest
 import trio
 import trio.testing
+from conftest import ReaderSteps
 from server_fixtures import upgrade_request
 from test_tls_send import connected
 from test_tls_stream import client_context, server_context
@@ -24,22 +25,6 @@ from trio_websocket._wire.tls_stream import receive_at_once, tls_stream
 # A client's close frame (code 1000, zero mask key) and the server's echo.
 CLOSE_1000 = b"\x88\x82\x00\x00\x00\x00\x03\xe8"
 ECHO_1000 = b"\x88\x02\x03\xe8"
-
-
-class ReaderSteps(trio.abc.Instrument):
-    """Steps of the reader task, and its end."""
-
-    def __init__(self) -> None:
-        self.steps = 0
-        self.ended = trio.Event()
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task.name.endswith(" reader"):
-            self.steps += 1
-
-    def task_exited(self, task: trio.lowlevel.Task) -> None:
-        if task.name.endswith(" reader"):
-            self.ended.set()
 
 
 def read_until(sock: socket.socket, marker: bytes) -> bytes:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from conftest import ReaderSteps
 from server_fixtures import upgrade_request
 from test_tls_send import MAKERS, connected, read_exactly, schedule_points
 from test_tls_stream import client_context, server_context
@@ -99,19 +100,6 @@ async def test_the_server_echoes_a_close_over_tls_in_one_step_less(
         ws = await request.accept()
         with pytest.raises(ConnectionClosed):
             await ws.get_message()
-
-    class ReaderSteps(trio.abc.Instrument):
-        def __init__(self) -> None:
-            self.steps = 0
-            self.ended = trio.Event()
-
-        def before_task_step(self, task: trio.lowlevel.Task) -> None:
-            if task.name.endswith(" reader"):
-                self.steps += 1
-
-        def task_exited(self, task: trio.lowlevel.Task) -> None:
-            if task.name.endswith(" reader"):
-                self.ended.set()
 
     with trio.fail_after(10):
         server: Any = await nursery.start(
