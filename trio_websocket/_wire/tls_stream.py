@@ -136,7 +136,7 @@ from __future__ import annotations
 import operator
 import ssl
 from types import MethodType
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeGuard, TypeVar
 
 import trio
 from trio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
@@ -244,6 +244,16 @@ def _is_eof(error: BaseException) -> bool:
 
 # ---------------------------------------------------------------------------
 # Direct reads and writes over a lean socket
+
+
+def _on_direct_paths(stream: trio.abc.Stream) -> TypeGuard[trio.SSLStream[Any]]:
+    """Whether ``stream`` is a TLS stream that :func:`tls_stream` gave the
+    direct read and write (over a lean socket; they come and go together)
+    and that still has them (see :func:`forget_own_methods`)."""
+    return (
+        type(stream) is trio.SSLStream
+        and getattr(vars(stream).get("send_all"), "__func__", None) is _send_all_direct
+    )
 
 
 def _is_steady(stream: trio.SSLStream[Any]) -> bool:
@@ -364,11 +374,9 @@ async def send_before_closing(
     after, whose ``aclose`` makes the schedule point (see the module
     rules): over a stream on the direct paths, a write that did not wait
     makes none of its own. Any other stream: its ``send_all``."""
-    if type(stream) is trio.SSLStream:
-        own = vars(stream).get("send_all")
-        if getattr(own, "__func__", None) is _send_all_direct:
-            await _send_all_direct(stream, data, _then_closing=True)
-            return
+    if _on_direct_paths(stream):
+        await _send_all_direct(stream, data, _then_closing=True)
+        return
     await stream.send_all(data)
 
 
@@ -606,8 +614,7 @@ def receive_at_once(stream: trio.abc.Stream, max_bytes: int | None) -> bytes | N
     ``receive_some`` raises; what it read but could not decrypt stays in
     the incoming buffer for the next read."""
     if (
-        type(stream) is not trio.SSLStream
-        or getattr(vars(stream).get("receive_some"), "__func__", None) is not _receive_some_direct
+        not _on_direct_paths(stream)
         or not _is_steady(stream)
         or _KEPT_ERROR in vars(stream)
         or stream._inner_recv_lock.locked()
